@@ -1,0 +1,275 @@
+//! The agent's configuration file (`$XDG_CONFIG_HOME/credagent/config.toml`): parsing, defaults
+//! and validation. Every error names the file, the key and the line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Longest role session one touch may open.
+pub const MAX_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Shortest role session: STS will not issue credentials for less than 15 minutes.
+pub const MIN_SESSION_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Which OS keyring holds source credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyringBackend {
+    /// The freedesktop Secret Service (gnome-keyring, KWallet) over the session bus.
+    SecretService,
+    /// The Linux kernel key retention service (session keyring).
+    Keyutils,
+}
+
+/// Whether an approval needs user verification (PIN/biometric) on top of presence (a touch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserVerification {
+    /// A touch is enough.
+    #[default]
+    Discouraged,
+    /// A PIN or biometric is required as well.
+    Required,
+}
+
+/// The `[approval]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    pub user_verification: UserVerification,
+    /// Accept software authenticators (tests and the demo only).
+    pub allow_software_authenticators: bool,
+    /// PEM files of CAs; when non-empty, only keys attested by one of them may register.
+    pub attestation_ca: Vec<PathBuf>,
+}
+
+/// The whole configuration, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the credential endpoint. Must be a loopback address; port 0 picks one.
+    #[serde(deserialize_with = "de_loopback")]
+    pub listen: SocketAddr,
+    /// STS endpoint override (else `AWS_ENDPOINT_URL_STS`, else AWS).
+    #[serde(deserialize_with = "de_endpoint")]
+    pub sts_endpoint: Option<String>,
+    /// Keyring backend; `None` picks Secret Service when a session bus exists, else keyutils.
+    pub keyring: Option<KeyringBackend>,
+    /// How long one touch keeps a role session open.
+    #[serde(deserialize_with = "de_session_ttl")]
+    pub session_ttl: Duration,
+    /// Close a session unused for this long; zero means never.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// Lifetime of GetSessionToken credentials for sources with `mfa_serial`.
+    #[serde(deserialize_with = "de_mfa_ttl")]
+    pub mfa_session_ttl: Duration,
+    pub approval: ApprovalConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sts_endpoint: None,
+            keyring: None,
+            session_ttl: Duration::from_secs(3600),
+            idle_timeout: Duration::ZERO,
+            mfa_session_ttl: Duration::from_secs(12 * 3600),
+            approval: ApprovalConfig::default(),
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML error already names the line, column and key.
+    #[error("invalid config file {path}: {message}\nfix the key named above, or move the file away to use the defaults")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Loads `path`. A missing file means defaults only when `required` is false (the implicit
+    /// default path); a path the user named explicitly must exist.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses configuration text; `path` is used in error messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?}: {e} (write durations like \"90m\" or \"1h\")"
+        ))
+    })
+}
+
+fn de_session_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v = de_duration(d)?;
+    if v < MIN_SESSION_TTL || v > MAX_SESSION_TTL {
+        return Err(serde::de::Error::custom(format!(
+            "session_ttl {} is out of range: use 15m to 12h",
+            humantime::format_duration(v)
+        )));
+    }
+    Ok(v)
+}
+
+fn de_mfa_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v = de_duration(d)?;
+    // GetSessionToken accepts 15 minutes to 36 hours.
+    if v < MIN_SESSION_TTL || v > Duration::from_secs(36 * 3600) {
+        return Err(serde::de::Error::custom(format!(
+            "mfa_session_ttl {} is out of range: use 15m to 36h",
+            humantime::format_duration(v)
+        )));
+    }
+    Ok(v)
+}
+
+fn de_loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    let addr: SocketAddr = s.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid listen address {s:?}: write an IP and port such as \"127.0.0.1:0\""
+        ))
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(serde::de::Error::custom(format!(
+            "listen address {addr} is not loopback: the credential endpoint may only listen on \
+             127.0.0.1 (or ::1)"
+        )));
+    }
+    Ok(addr)
+}
+
+fn de_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if !(s.starts_with("http://") || s.starts_with("https://")) {
+        return Err(serde::de::Error::custom(format!(
+            "sts_endpoint {s:?} must be an http:// or https:// URL"
+        )));
+    }
+    Ok(Some(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/home/u/.config/credagent/config.toml"))
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(
+            r#"
+listen = "127.0.0.1:9911"
+sts_endpoint = "http://127.0.0.1:5000"
+keyring = "keyutils"
+session_ttl = "90m"
+idle_timeout = "10m"
+mfa_session_ttl = "8h"
+
+[approval]
+user_verification = "required"
+allow_software_authenticators = true
+attestation_ca = ["/etc/yubico.pem"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9911);
+        assert_eq!(c.keyring, Some(KeyringBackend::Keyutils));
+        assert_eq!(c.session_ttl, Duration::from_secs(5400));
+        assert_eq!(c.idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.approval.user_verification, UserVerification::Required);
+        assert!(c.approval.allow_software_authenticators);
+        assert_eq!(
+            c.approval.attestation_ca,
+            vec![PathBuf::from("/etc/yubico.pem")]
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_line() {
+        let err = parse("listen = \"127.0.0.1:0\"\n\nsesion_ttl = \"1h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/home/u/.config/credagent/config.toml"),
+            "{err}"
+        );
+        assert!(err.contains("sesion_ttl"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_table_is_refused() {
+        let err = parse("[approval]\nuser_verificaton = \"required\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("user_verificaton") && err.contains("line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        for (text, needle) in [
+            ("session_ttl = \"13h\"", "out of range"),
+            ("session_ttl = \"soon\"", "invalid duration"),
+            ("listen = \"0.0.0.0:80\"", "not loopback"),
+            ("listen = \"localhost\"", "invalid listen address"),
+            ("keyring = \"wallet\"", "wallet"),
+            ("sts_endpoint = \"127.0.0.1:5000\"", "http://"),
+            ("[approval]\nuser_verification = \"maybe\"", "maybe"),
+            ("session_ttl = 3600", "string"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+            assert!(err.contains("line"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_named_file_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope.toml");
+        assert_eq!(Config::load(&p, false).unwrap(), Config::default());
+        let err = Config::load(&p, true).unwrap_err().to_string();
+        assert!(err.contains("nope.toml"), "{err}");
+    }
+}

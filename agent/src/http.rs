@@ -1,0 +1,228 @@
+//! The loopback HTTP listener that AWS SDKs call. This module owns the connection-level defences
+//! (peer uid, connection limit, header limits and timeouts) and the request-level ones (`Host`
+//! pinning against DNS rebinding, refusal of browser requests); routes are added by the endpoint
+//! handlers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::peer;
+
+/// Connections served at once. High, because idle keep-alive connections from many SDK clients
+/// are normal; each costs a few KiB. Past it, new connections wait in the backlog.
+const MAX_CONNECTIONS: usize = 4096;
+/// Time a client gets to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound on buffered request bytes (headers included).
+const MAX_BUF: usize = 16 * 1024;
+
+/// Everything a request handler needs to know about the listener.
+pub struct HttpContext {
+    pub addr: SocketAddr,
+    /// The `Host` values we accept (`127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`).
+    allowed_hosts: [String; 3],
+}
+
+impl HttpContext {
+    pub fn new(addr: SocketAddr) -> Self {
+        let port = addr.port();
+        HttpContext {
+            addr,
+            allowed_hosts: [
+                format!("127.0.0.1:{port}"),
+                format!("localhost:{port}"),
+                format!("[::1]:{port}"),
+            ],
+        }
+    }
+
+    /// Whether `host` names this endpoint (case-insensitive, exact port).
+    pub fn host_allowed(&self, host: &str) -> bool {
+        self.allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+    }
+}
+
+/// A JSON error body that every SDK can read: both `code`/`message` and `Code`/`Message`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "code": code, "message": message, "Code": code, "Message": message,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Request-level checks shared by every route. Returns the refusal, if any.
+pub fn check_request<B>(ctx: &HttpContext, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    match host {
+        Some(h) if ctx.host_allowed(h) => {}
+        _ => {
+            return Some(error_response(
+                StatusCode::FORBIDDEN,
+                "bad_host",
+                "the Host header must be 127.0.0.1, localhost or [::1] with this agent's port",
+            ))
+        }
+    }
+    let browserish = req.headers().keys().any(|k| {
+        let k = k.as_str();
+        k == "origin" || k == "referer" || k.starts_with("sec-fetch-")
+    });
+    if browserish {
+        return Some(error_response(
+            StatusCode::FORBIDDEN,
+            "browser_request",
+            "credentials are never served to web pages",
+        ));
+    }
+    None
+}
+
+async fn route(
+    ctx: Arc<HttpContext>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(refusal) = check_request(&ctx, &req) {
+        return Ok(refusal);
+    }
+    Ok(error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint: point AWS_CONTAINER_CREDENTIALS_FULL_URI at the URI `credctl start` prints",
+    ))
+}
+
+/// Accepts HTTP connections until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<HttpContext>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let me = nix::unistd::getuid().as_raw();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(_) => continue,
+        };
+        match peer::lookup(local, remote) {
+            Ok(p) if p.uid == me => {}
+            Ok(p) => {
+                tracing::warn!(peer_uid = p.uid, %remote, "refused http connection from another user");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %remote, "refused http connection: peer unknown");
+                continue;
+            }
+        }
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |req| route(ctx.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_BUF)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().uri("/creds");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn host_must_name_this_port() {
+        let ctx = HttpContext::new("127.0.0.1:4321".parse().unwrap());
+        for ok in [
+            "127.0.0.1:4321",
+            "localhost:4321",
+            "LOCALHOST:4321",
+            "[::1]:4321",
+        ] {
+            assert!(check_request(&ctx, &req(&[("host", ok)])).is_none(), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:4321",
+            "127.0.0.1",
+            "127.0.0.1:1",
+            "localhost",
+        ] {
+            let r = check_request(&ctx, &req(&[("host", bad)])).unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{bad}");
+        }
+        assert!(check_request(&ctx, &req(&[])).is_some());
+    }
+
+    #[test]
+    fn browser_requests_are_refused() {
+        let ctx = HttpContext::new("127.0.0.1:4321".parse().unwrap());
+        for h in ["origin", "referer", "sec-fetch-mode", "sec-fetch-site"] {
+            let r = check_request(&ctx, &req(&[("host", "127.0.0.1:4321"), (h, "x")])).unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{h}");
+        }
+    }
+
+    #[test]
+    fn errors_carry_both_cases() {
+        let r = error_response(StatusCode::FORBIDDEN, "c", "m");
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+    }
+}

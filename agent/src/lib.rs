@@ -1,0 +1,24 @@
+//! credagent: the daemon. It owns the control socket, the loopback credential endpoint, the
+//! approval (WebAuthn relying party), STS sessions, the keyring and the audit log.
+//!
+//! `main.rs` only parses arguments and calls [`run`]; everything else is here so it can be tested.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod harden;
+pub mod http;
+pub mod listeners;
+pub mod logging;
+pub mod paths;
+pub mod peer;
+pub mod server;
+pub mod state;
+pub mod systemd;
+
+pub use server::run;

@@ -1,0 +1,365 @@
+//! Acquiring the agent's two listeners before the runtime starts: the control socket (created
+//! with safe permissions, guarded by a lock so only one agent owns it, or inherited from systemd)
+//! and the loopback HTTP listener.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use credagent_proto::{Request, Response, PROTOCOL_VERSION};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
+
+/// Both listeners, bound and ready to hand to the runtime.
+pub struct Listeners {
+    pub control: UnixListener,
+    pub control_path: PathBuf,
+    /// True when systemd passed the control socket in (then systemd owns the socket file).
+    pub socket_activated: bool,
+    pub http: TcpListener,
+    pub http_addr: SocketAddr,
+    /// Held for the agent's whole life: the advisory lock that makes this agent the socket's owner.
+    pub lock: Flock<File>,
+}
+
+/// Why the listeners could not be set up. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("agent already running (pid {pid}) on {path}; use it, or stop it with `credctl stop`")]
+    AlreadyRunning { pid: String, path: PathBuf },
+    #[error("socket directory {path} {problem}; it must be a directory owned by you with mode 0700: fix it with `chmod 700 {path}`, or pick another socket with --socket / CREDAGENT_SOCK")]
+    UnsafeDir { path: PathBuf, problem: String },
+    #[error("{path} exists and is not a socket; refusing to replace it: move it away or pick another socket with --socket / CREDAGENT_SOCK")]
+    NotASocket { path: PathBuf },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}; choose another `listen` address in config.toml")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("socket activation: {0}")]
+    Activation(String),
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ListenError {
+    let path = path.to_owned();
+    move |source| ListenError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Sockets handed over by systemd (`LISTEN_FDS`), classified by address family.
+#[derive(Default)]
+pub struct Activated {
+    pub control: Option<UnixListener>,
+    pub http: Option<TcpListener>,
+}
+
+/// Takes the sockets systemd passed, if `LISTEN_PID` names this process, and clears the variables
+/// so no child inherits them. Unix stream sockets become the control socket, inet sockets the
+/// HTTP listener.
+pub fn take_activated() -> Result<Activated, ListenError> {
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok());
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    let mut out = Activated::default();
+    let (true, Some(count)) = (pid_ok, count) else {
+        return Ok(out);
+    };
+    const FIRST: RawFd = 3;
+    for fd in FIRST..FIRST.saturating_add(count) {
+        // SAFETY: systemd's protocol hands us fds 3..3+LISTEN_FDS, open and owned by this process
+        // alone; LISTEN_PID matched our pid, so they are ours to take exactly once (the variables
+        // were cleared above).
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| ListenError::Activation(format!("fd {fd}: {e}")))?;
+        let addr: SockaddrStorage =
+            getsockname(fd).map_err(|e| ListenError::Activation(format!("fd {fd}: {e}")))?;
+        match addr.family() {
+            Some(AddressFamily::Unix) if out.control.is_none() => {
+                out.control = Some(UnixListener::from(owned));
+            }
+            Some(AddressFamily::Inet | AddressFamily::Inet6) if out.http.is_none() => {
+                let l = TcpListener::from(owned);
+                let local = l
+                    .local_addr()
+                    .map_err(|e| ListenError::Activation(format!("fd {fd}: {e}")))?;
+                if !local.ip().is_loopback() {
+                    return Err(ListenError::Activation(format!(
+                        "the HTTP socket from systemd listens on {local}, which is not loopback; \
+                         set ListenStream=127.0.0.1:PORT in credagent.socket"
+                    )));
+                }
+                out.http = Some(l);
+            }
+            other => {
+                return Err(ListenError::Activation(format!(
+                    "unexpected socket (family {other:?}) at fd {fd}: pass one Unix stream \
+                     socket and at most one loopback TCP socket"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks (and, when `create`, creates) the directory that holds the control socket.
+pub fn prepare_socket_dir(dir: &Path, create: bool) -> Result<(), ListenError> {
+    if create {
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create socket directory", dir)(e)),
+        }
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err("inspect socket directory", dir))?;
+    let unsafe_dir = |problem: String| ListenError::UnsafeDir {
+        path: dir.to_owned(),
+        problem,
+    };
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir("is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_dir("is not a directory".into()));
+    }
+    let me = nix::unistd::getuid().as_raw();
+    if meta.uid() != me {
+        return Err(unsafe_dir(format!(
+            "is owned by uid {} (you are uid {me})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(unsafe_dir(format!(
+            "has mode {mode:04o} (group or others can enter it)"
+        )));
+    }
+    Ok(())
+}
+
+/// Asks a live agent on `path` for its pid (used to name the agent that holds the lock).
+fn running_agent_pid(path: &Path, lock: &mut File) -> String {
+    let from_socket = (|| {
+        let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        credagent_proto::write_frame(
+            &mut s,
+            &Request::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_version: env!("CARGO_PKG_VERSION").into(),
+            },
+        )
+        .ok()?;
+        match credagent_proto::read_frame::<_, Response>(&mut s).ok()? {
+            Response::Hello { pid, .. } => Some(pid.to_string()),
+            _ => None,
+        }
+    })();
+    from_socket.unwrap_or_else(|| {
+        let mut text = String::new();
+        let _ = lock.rewind();
+        let _ = lock.read_to_string(&mut text);
+        let text = text.trim();
+        if text.is_empty() {
+            "unknown".into()
+        } else {
+            text.to_owned()
+        }
+    })
+}
+
+/// Takes the agent lock next to the socket; fails with the running agent's pid if it is held.
+fn take_lock(socket: &Path) -> Result<Flock<File>, ListenError> {
+    let mut lock_path = socket.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&lock_path)
+        .map_err(io_err("open lock file", &lock_path))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => Ok(locked),
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = running_agent_pid(socket, &mut file);
+            Err(ListenError::AlreadyRunning {
+                pid,
+                path: socket.to_owned(),
+            })
+        }
+        Err((_, errno)) => Err(io_err("lock", &lock_path)(errno.into())),
+    }
+}
+
+/// Records the owning pid in the lock file (after a daemonizing fork, the child calls this).
+pub fn record_pid(lock: &mut File) -> std::io::Result<()> {
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{}", std::process::id())?;
+    lock.sync_data()
+}
+
+/// Binds the control socket at `path` (or adopts the activated one) and the HTTP listener.
+///
+/// Order matters: the lock is taken before the old socket file is touched, so a live agent's
+/// socket is never unlinked, and a stale one (left by `kill -9`) is replaced.
+pub fn bind(
+    path: &Path,
+    create_dir: bool,
+    activated: Activated,
+    listen: SocketAddr,
+) -> Result<Listeners, ListenError> {
+    let (control, control_path, socket_activated, lock) = match activated.control {
+        Some(l) => {
+            let p = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_owned))
+                .ok_or_else(|| {
+                    ListenError::Activation(
+                        "the Unix socket from systemd has no path; use ListenStream=%t/credagent/agent.sock"
+                            .into(),
+                    )
+                })?;
+            prepare_socket_dir(parent_of(&p), false)?;
+            let lock = take_lock(&p)?;
+            (l, p, true, lock)
+        }
+        None => {
+            prepare_socket_dir(parent_of(path), create_dir)?;
+            let lock = take_lock(path)?;
+            if is_socket(path)? {
+                // We hold the lock, so whoever made this socket is gone: it is stale.
+                tracing::info!(path = %path.display(), "replacing stale control socket");
+                std::fs::remove_file(path).map_err(io_err("remove stale socket", path))?;
+            }
+            let l = UnixListener::bind(path).map_err(io_err("bind control socket", path))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err("set permissions on", path))?;
+            (l, path.to_owned(), false, lock)
+        }
+    };
+    control
+        .set_nonblocking(true)
+        .map_err(io_err("configure", &control_path))?;
+    let http = match activated.http {
+        Some(l) => l,
+        None => TcpListener::bind(listen).map_err(|source| ListenError::Http {
+            addr: listen,
+            source,
+        })?,
+    };
+    http.set_nonblocking(true)
+        .map_err(|source| ListenError::Http {
+            addr: listen,
+            source,
+        })?;
+    let http_addr = http.local_addr().map_err(|source| ListenError::Http {
+        addr: listen,
+        source,
+    })?;
+    Ok(Listeners {
+        control,
+        control_path,
+        socket_activated,
+        http,
+        http_addr,
+        lock,
+    })
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Whether `path` is an existing socket; anything else that exists there is refused.
+fn is_socket(path: &Path) -> Result<bool, ListenError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => Ok(true),
+        Ok(_) => Err(ListenError::NotASocket {
+            path: path.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("inspect", path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_group_readable_dir_and_foreign_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        prepare_socket_dir(&dir, true).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let err = prepare_socket_dir(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("0750") && err.contains("chmod 700"), "{err}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let file = dir.join("agent.sock");
+        std::fs::write(&file, b"precious").unwrap();
+        let err = bind(
+            &file,
+            true,
+            Activated::default(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, ListenError::NotASocket { .. }));
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn second_bind_is_refused_while_the_first_lives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sock = tmp.path().join("agent.sock");
+        let any = "127.0.0.1:0".parse().unwrap();
+        let first = bind(&sock, true, Activated::default(), any).unwrap();
+        assert_eq!(std::fs::metadata(&sock).unwrap().mode() & 0o777, 0o600);
+        let err = bind(&sock, true, Activated::default(), any).err().unwrap();
+        assert!(
+            err.to_string().starts_with("agent already running (pid"),
+            "{err}"
+        );
+        drop(first);
+        // The socket file is still there (stale), and a new agent replaces it.
+        assert!(sock.exists());
+        bind(&sock, true, Activated::default(), any).unwrap();
+    }
+}

@@ -1,0 +1,132 @@
+//! Start-up and shutdown: configuration, listeners, detaching, the runtime, signal handling.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::Args;
+use crate::config::Config;
+use crate::state::AgentState;
+use crate::{control, daemon, http, listeners, logging, paths, systemd};
+
+/// Runs the agent until it is told to stop. Called from a synchronous `main` after hardening.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let under_systemd =
+        std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("NOTIFY_SOCKET").is_some();
+    logging::init(under_systemd);
+
+    let (config_path, required) = match &args.config {
+        Some(p) => (Some(p.clone()), true),
+        None => (paths::default_config_file(), false),
+    };
+    let config = match &config_path {
+        Some(p) => Config::load(p, required)?,
+        None => Config::default(),
+    };
+    let config_used = config_path.filter(|p| p.exists());
+
+    let uid = nix::unistd::getuid().as_raw();
+    let (socket, create_dir) = match &args.socket {
+        Some(p) => (p.clone(), true),
+        None => {
+            let (p, _) = credagent_proto::socket_path(uid);
+            (p, true)
+        }
+    };
+    let activated = listeners::take_activated()?;
+    let mut bound = listeners::bind(&socket, create_dir, activated, config.listen)?;
+
+    if !args.foreground {
+        let log = paths::state_dir()
+            .map(|d| d.join("agent.log"))
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/credagent-{uid}/agent.log")));
+        daemon::detach(&log)?;
+    }
+    listeners::record_pid(&mut bound.lock).context("cannot record the agent pid")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("credagent")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(bound, config, config_used))
+}
+
+async fn serve(
+    bound: listeners::Listeners,
+    _config: Config,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let listeners::Listeners {
+        control,
+        control_path,
+        socket_activated,
+        http,
+        http_addr,
+        lock,
+    } = bound;
+    let control =
+        tokio::net::UnixListener::from_std(control).context("cannot adopt the control socket")?;
+    let http = tokio::net::TcpListener::from_std(http).context("cannot adopt the HTTP listener")?;
+    let state = Arc::new(AgentState {
+        started_at: SystemTime::now(),
+        started: Instant::now(),
+        socket: control_path.clone(),
+        socket_activated,
+        http_addr,
+        config_path,
+    });
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+
+    tracker.spawn(control::serve(
+        control,
+        state.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    let ctx = Arc::new(http::HttpContext::new(http_addr));
+    tracker.spawn(http::serve(http, ctx, shutdown.clone(), tracker.clone()));
+
+    tracing::info!(
+        pid = std::process::id(),
+        socket = %control_path.display(),
+        http = %http_addr,
+        socket_activated,
+        "credagent ready"
+    );
+    systemd::notify(&format!("READY=1\nMAINPID={}", std::process::id()));
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    systemd::notify("STOPPING=1");
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within 5 s; closing them");
+    }
+    if !socket_activated {
+        // We still hold the lock, so this socket file is ours to remove.
+        if let Err(e) = std::fs::remove_file(&control_path) {
+            tracing::warn!(error = %e, "cannot remove the control socket");
+        }
+    }
+    drop(lock);
+    tracing::info!("credagent stopped");
+    Ok(())
+}

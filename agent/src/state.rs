@@ -1,0 +1,40 @@
+//! Shared, read-mostly facts about the running agent, for status and handlers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use credagent_proto::{StatusInfo, PROTOCOL_VERSION};
+
+/// Facts fixed at start-up.
+pub struct AgentState {
+    /// Wall-clock start, reported to users.
+    pub started_at: SystemTime,
+    /// Monotonic start, for uptime that survives clock changes.
+    pub started: Instant,
+    pub socket: PathBuf,
+    pub socket_activated: bool,
+    pub http_addr: SocketAddr,
+    pub config_path: Option<PathBuf>,
+}
+
+impl AgentState {
+    /// The status report for `credctl status`.
+    pub fn status(&self) -> StatusInfo {
+        StatusInfo {
+            pid: std::process::id(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            protocol_version: PROTOCOL_VERSION,
+            started_at: self
+                .started_at
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            uptime_secs: self.started.elapsed().as_secs(),
+            socket: self.socket.display().to_string(),
+            http_addr: self.http_addr.to_string(),
+            socket_activated: self.socket_activated,
+            config_path: self.config_path.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+}

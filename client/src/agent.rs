@@ -1,0 +1,172 @@
+//! A blocking connection to the agent's control socket: connect, `Hello`, then request/response.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use credagent_proto::{
+    read_frame, write_frame, ErrorCode, FrameError, Request, Response, PROTOCOL_VERSION,
+};
+
+use crate::error::{Exit, Failure, Result};
+
+/// The socket path `credctl` uses: `--socket`, else the protocol's rules.
+pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
+    match explicit {
+        Some(p) => p.to_owned(),
+        None => credagent_proto::socket_path(nix::unistd::getuid().as_raw()).0,
+    }
+}
+
+/// An open, greeted connection to the agent.
+pub struct Agent {
+    stream: UnixStream,
+    path: PathBuf,
+    pub pid: u32,
+    pub agent_version: String,
+}
+
+/// Why no greeted connection could be made.
+pub enum ConnectError {
+    /// Nothing listens there (no file, or a stale socket).
+    NotRunning(io::Error),
+    /// Something answered but the conversation failed.
+    Other(Failure),
+}
+
+impl ConnectError {
+    pub fn into_failure(self, path: &Path) -> Failure {
+        match self {
+            ConnectError::NotRunning(e) => not_running(path, &e),
+            ConnectError::Other(f) => f,
+        }
+    }
+}
+
+pub fn not_running(path: &Path, e: &io::Error) -> Failure {
+    Failure::new(
+        Exit::NoAgent,
+        format!(
+            "no agent at {} ({e}): run `eval \"$(credctl start)\"`",
+            path.display()
+        ),
+    )
+}
+
+fn transport(path: &Path, e: FrameError) -> Failure {
+    Failure::failed(format!(
+        "lost the connection to the agent at {} ({e}); check `credctl status`, or see the agent log",
+        path.display()
+    ))
+}
+
+impl Agent {
+    /// Connects and exchanges `Hello`.
+    pub fn connect(path: &Path) -> std::result::Result<Agent, ConnectError> {
+        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                ConnectError::NotRunning(e)
+            }
+            _ => ConnectError::Other(Failure::new(
+                Exit::NoAgent,
+                format!(
+                    "cannot connect to the agent at {}: {e}; check the path and its permissions",
+                    path.display()
+                ),
+            )),
+        })?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut agent = Agent {
+            stream,
+            path: path.to_owned(),
+            pid: 0,
+            agent_version: String::new(),
+        };
+        let hello = Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        match agent.raw_request(&hello).map_err(ConnectError::Other)? {
+            Response::Hello {
+                pid, agent_version, ..
+            } => {
+                agent.pid = pid;
+                agent.agent_version = agent_version;
+                Ok(agent)
+            }
+            Response::Error {
+                code: ErrorCode::VersionMismatch,
+                message,
+            } => Err(ConnectError::Other(Failure::new(
+                Exit::VersionMismatch,
+                message,
+            ))),
+            other => Err(ConnectError::Other(unexpected(&other))),
+        }
+    }
+
+    /// Connects, mapping every failure to a user-facing one.
+    pub fn connect_or_fail(path: &Path) -> Result<Agent> {
+        Agent::connect(path).map_err(|e| e.into_failure(path))
+    }
+
+    fn raw_request(&mut self, req: &Request) -> Result<Response> {
+        let written = write_frame(&mut self.stream, req);
+        let read = match written {
+            Ok(()) => read_frame::<_, Response>(&mut self.stream),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(r) => Ok(r),
+            Err(e) if closed_by_peer(&e) => Err(Failure::new(
+                Exit::Refused,
+                format!(
+                    "the agent at {} closed the connection: it serves only its own user; check \
+                     that it runs as you",
+                    self.path.display()
+                ),
+            )),
+            Err(e) => Err(transport(&self.path, e)),
+        }
+    }
+
+    /// Sends a request; an `Error` response becomes a [`Failure`] with exit status 5.
+    pub fn request(&mut self, req: &Request) -> Result<Response> {
+        match self.raw_request(req)? {
+            Response::Error { code, message } => Err(Failure::new(
+                if code == ErrorCode::VersionMismatch {
+                    Exit::VersionMismatch
+                } else {
+                    Exit::Refused
+                },
+                message,
+            )),
+            other => Ok(other),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Whether the agent hung up on us (it does so at once for connections from other users).
+fn closed_by_peer(e: &FrameError) -> bool {
+    match e {
+        FrameError::Closed => true,
+        FrameError::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
+    }
+}
+
+/// A response of a type the request does not expect.
+pub fn unexpected(resp: &Response) -> Failure {
+    Failure::failed(format!(
+        "the agent sent an unexpected answer ({resp:?}); make sure credctl and credagent are the \
+         same version"
+    ))
+}

@@ -1,0 +1,107 @@
+//! `credctl start` and `credctl stop`: the agent's life cycle.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use credagent_proto::{Request, Response};
+
+use crate::agent::{unexpected, Agent, ConnectError};
+use crate::cli::ShellKind;
+use crate::error::{Exit, Failure, Result};
+use crate::shell::{render, EnvLine};
+
+/// Finds the `credagent` binary: `$CREDAGENT_BIN`, else next to `credctl`, else `$PATH`.
+fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CREDAGENT_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Ok(me) = std::env::current_exe() {
+        let sibling = me.with_file_name("credagent");
+        if sibling.is_file() {
+            return sibling;
+        }
+    }
+    PathBuf::from("credagent")
+}
+
+/// Starts the agent (detached) and waits until it answers.
+fn spawn_agent(socket: &Path, config: Option<&Path>) -> Result<Agent> {
+    let bin = agent_binary();
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--socket").arg(socket);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| {
+            Failure::failed(format!(
+                "cannot run {}: {e}; install credagent next to credctl or set CREDAGENT_BIN",
+                bin.display()
+            ))
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(Failure::failed(format!(
+            "the agent did not start: {}",
+            stderr.trim().trim_start_matches("credagent: ")
+        )));
+    }
+    // The listeners are bound before the agent detaches, so it should answer at once; allow for
+    // a slow machine.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Agent::connect(socket) {
+            Ok(a) => return Ok(a),
+            Err(ConnectError::NotRunning(e)) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into_failure(socket)),
+        }
+    }
+}
+
+/// `credctl start`.
+pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<String> {
+    let agent = match Agent::connect(socket) {
+        Ok(a) => a,
+        Err(ConnectError::NotRunning(_)) => spawn_agent(socket, config)?,
+        Err(ConnectError::Other(f)) => return Err(f),
+    };
+    let sock = socket.to_string_lossy();
+    let mut out = render(
+        shell,
+        &[
+            EnvLine::Set("CREDAGENT_SOCK", &sock),
+            EnvLine::Unset("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+        ],
+    );
+    out.push_str(&format!("echo Agent pid {};\n", agent.pid));
+    Ok(out)
+}
+
+/// `credctl stop`: asks the agent to stop and waits until its socket is gone.
+pub fn stop(socket: &Path) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    let pid = agent.pid;
+    match agent.request(&Request::Stop)? {
+        Response::Stopping => {}
+        other => return Err(unexpected(&other)),
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if !socket.exists() || matches!(Agent::connect(socket), Err(ConnectError::NotRunning(_))) {
+            return Ok(format!("agent (pid {pid}) stopped\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(Failure::new(
+        Exit::Failed,
+        format!("agent (pid {pid}) did not stop within 10 s; end it with `kill {pid}`"),
+    ))
+}

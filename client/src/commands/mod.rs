@@ -1,0 +1,4 @@
+//! One module per `credctl` command family.
+
+pub mod lifecycle;
+pub mod status;

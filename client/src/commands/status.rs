@@ -1,0 +1,76 @@
+//! `credctl status`: what the agent is doing.
+
+use std::path::Path;
+
+use credagent_proto::{Request, Response, StatusInfo};
+
+use crate::agent::{unexpected, Agent};
+use crate::error::{Failure, Result};
+
+fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// Renders a status report for people.
+pub fn render(info: &StatusInfo) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "agent      running (pid {}), version {}\n",
+        info.pid, info.agent_version
+    ));
+    out.push_str(&format!(
+        "uptime     {}\n",
+        human_duration(info.uptime_secs)
+    ));
+    out.push_str(&format!(
+        "socket     {}{}\n",
+        info.socket,
+        if info.socket_activated {
+            " (socket-activated)"
+        } else {
+            ""
+        }
+    ));
+    out.push_str(&format!("endpoint   http://{}\n", info.http_addr));
+    out.push_str(&format!(
+        "config     {}\n",
+        info.config_path.as_deref().unwrap_or("(defaults)")
+    ));
+    out
+}
+
+/// `credctl status [--json]`.
+pub fn status(socket: &Path, json: bool) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    let info = match agent.request(&Request::Status)? {
+        Response::Status(info) => info,
+        other => return Err(unexpected(&other)),
+    };
+    if json {
+        let mut s = serde_json::to_string_pretty(&info)
+            .map_err(|e| Failure::failed(format!("cannot encode status: {e}")))?;
+        s.push('\n');
+        Ok(s)
+    } else {
+        Ok(render(&info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(65), "1m 5s");
+        assert_eq!(human_duration(3 * 3600 + 120), "3h 2m");
+        assert_eq!(human_duration(2 * 86_400 + 3600), "2d 1h");
+    }
+}
