@@ -7,6 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -20,5 +21,6 @@ pub mod peer;
 pub mod server;
 pub mod state;
 pub mod systemd;
+pub mod tokens;
 
 pub use server::run;

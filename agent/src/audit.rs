@@ -1,0 +1,336 @@
+//! The issuance audit log, `$XDG_STATE_HOME/credagent/audit.jsonl`: one JSON line per credential
+//! served or refused, naming the role, the token id (never the token), and the requesting peer's
+//! uid, pid and executable.
+//!
+//! Nothing here runs on the request path except a non-blocking channel send. A writer task
+//! batches events (every 100 ms), merges identical ones into one line with a `count`, resolves
+//! socket inodes to processes with at most one `/proc` scan per batch, and appends the lines.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Events queued beyond this are counted and dropped rather than slowing a request.
+const QUEUE: usize = 65_536;
+const BATCH_EVERY: Duration = Duration::from_millis(100);
+/// Remembered inode → process resolutions (keep-alive connections resolve once).
+const PROCESS_CACHE: usize = 4096;
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A TCP connection, with the peer socket's owner and inode from sock_diag.
+    Tcp { uid: u32, inode: u32 },
+    /// The control socket, with SO_PEERCRED.
+    Unix { uid: u32, pid: i32 },
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Served,
+    Refused,
+}
+
+/// One audit event, as built on the request path (cheap to build and to send).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Event {
+    /// `ecs`, `imds`, `credential_process`, `open`, `connection`.
+    pub channel: &'static str,
+    pub role: Option<String>,
+    pub token_id: Option<String>,
+    pub origin: Origin,
+    pub outcome: Outcome,
+    /// A stable reason code for refusals (`bad_token`, `not_approved`, `bad_host`, …).
+    pub reason: Option<&'static str>,
+}
+
+/// A line of the audit log.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Line {
+    /// RFC 3339 UTC time of the first event merged into this line.
+    pub time: String,
+    pub channel: String,
+    pub role: Option<String>,
+    pub token_id: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub peer_uid: u32,
+    pub peer_pid: Option<i32>,
+    pub peer_exe: Option<String>,
+    /// Identical events merged into this line (same peer, role, token and outcome in one batch).
+    pub count: u64,
+}
+
+/// The sending half, cloned into every handler.
+#[derive(Clone)]
+pub struct Audit {
+    tx: mpsc::Sender<(SystemTime, Event)>,
+}
+
+impl Audit {
+    /// Records an event without ever waiting.
+    pub fn record(&self, now: SystemTime, event: Event) {
+        if self.tx.try_send((now, event)).is_err() {
+            tracing::warn!("audit queue full; an audit event was dropped");
+        }
+    }
+}
+
+/// Opens the log (creating it 0600) and starts the writer task.
+pub fn start(path: &Path) -> std::io::Result<(Audit, tokio::task::JoinHandle<()>)> {
+    let file = open(path)?;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let handle = tokio::spawn(writer(file, path.to_owned(), rx));
+    Ok((Audit { tx }, handle))
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+async fn writer(mut file: File, path: PathBuf, mut rx: mpsc::Receiver<(SystemTime, Event)>) {
+    let mut cache: HashMap<u32, (i32, Option<String>)> = HashMap::new();
+    loop {
+        let Some(first) = rx.recv().await else { return };
+        tokio::time::sleep(BATCH_EVERY).await;
+        let mut batch = vec![first];
+        while let Ok(e) = rx.try_recv() {
+            batch.push(e);
+        }
+        // Merge identical events, keeping the first time and the order of first appearance.
+        let mut merged: Vec<(SystemTime, Event, u64)> = Vec::new();
+        let mut index: HashMap<Event, usize> = HashMap::new();
+        for (t, e) in batch {
+            match index.get(&e) {
+                Some(&i) => merged[i].2 += 1,
+                None => {
+                    index.insert(e.clone(), merged.len());
+                    merged.push((t, e, 1));
+                }
+            }
+        }
+        let wanted: Vec<u32> = merged
+            .iter()
+            .filter_map(|(_, e, _)| match e.origin {
+                Origin::Tcp { inode, .. } if !cache.contains_key(&inode) => Some(inode),
+                _ => None,
+            })
+            .collect();
+        if !wanted.is_empty() {
+            let found = tokio::task::spawn_blocking(move || processes_for_inodes(&wanted))
+                .await
+                .unwrap_or_default();
+            if cache.len() + found.len() > PROCESS_CACHE {
+                cache.clear();
+            }
+            cache.extend(found);
+        }
+        let mut out = Vec::new();
+        for (t, e, count) in merged {
+            let line = to_line(t, e, count, &cache);
+            if serde_json::to_writer(&mut out, &line).is_ok() {
+                out.push(b'\n');
+            }
+        }
+        if let Err(err) = file.write_all(&out).and_then(|()| file.flush()) {
+            tracing::error!(error = %err, path = %path.display(), "cannot append to the audit log");
+        }
+    }
+}
+
+fn to_line(
+    t: SystemTime,
+    e: Event,
+    count: u64,
+    cache: &HashMap<u32, (i32, Option<String>)>,
+) -> Line {
+    let (uid, pid, exe) = match e.origin {
+        Origin::Tcp { uid, inode } => match cache.get(&inode) {
+            Some((pid, exe)) => (uid, Some(*pid), exe.clone()),
+            None => (uid, None, None),
+        },
+        Origin::Unix { uid, pid } => (uid, Some(pid), exe_of(pid)),
+    };
+    Line {
+        time: rfc3339(t),
+        channel: e.channel.into(),
+        role: e.role,
+        token_id: e.token_id,
+        outcome: match e.outcome {
+            Outcome::Served => "served".into(),
+            Outcome::Refused => "refused".into(),
+        },
+        reason: e.reason.map(Into::into),
+        peer_uid: uid,
+        peer_pid: pid,
+        peer_exe: exe,
+        count,
+    }
+}
+
+fn exe_of(pid: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// One scan of `/proc/*/fd`: which process holds each socket inode. A connection that closed
+/// before the scan stays unresolved (its line says so with a null pid).
+pub fn processes_for_inodes(inodes: &[u32]) -> HashMap<u32, (i32, Option<String>)> {
+    let mut found = HashMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    let targets: HashMap<String, u32> = inodes
+        .iter()
+        .map(|i| (format!("socket:[{i}]"), *i))
+        .collect();
+    for p in procs.flatten() {
+        let name = p.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                if let Some(inode) = link.to_str().and_then(|l| targets.get(l)) {
+                    found.entry(*inode).or_insert_with(|| (pid, exe_of(pid)));
+                }
+            }
+        }
+        if found.len() == targets.len() {
+            break;
+        }
+    }
+    found
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a system time (UTC, whole seconds).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian, UTC).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times_like_every_sdk_expects() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_912_526);
+        assert_eq!(rfc3339(t), "2026-11-29T00:35:26Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn resolves_our_own_socket_inode() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, peer) = l.accept().unwrap();
+        let p = crate::peer::lookup(s.local_addr().unwrap(), peer).unwrap();
+        let found = processes_for_inodes(&[p.inode]);
+        let (pid, exe) = found.get(&p.inode).expect("resolved");
+        assert_eq!(*pid as u32, std::process::id());
+        assert!(exe.is_some());
+        drop(c);
+    }
+
+    #[tokio::test]
+    async fn writer_merges_and_appends_private_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/audit.jsonl");
+        let (audit, _h) = start(&path).unwrap();
+        let ev = Event {
+            channel: "ecs",
+            role: Some("prod".into()),
+            token_id: Some("abcd".into()),
+            origin: Origin::Unix {
+                uid: 0,
+                pid: std::process::id() as i32,
+            },
+            outcome: Outcome::Served,
+            reason: None,
+        };
+        for _ in 0..3 {
+            audit.record(SystemTime::now(), ev.clone());
+        }
+        audit.record(
+            SystemTime::now(),
+            Event {
+                outcome: Outcome::Refused,
+                reason: Some("bad_token"),
+                ..ev
+            },
+        );
+        let mut lines = Vec::new();
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            lines = text
+                .lines()
+                .map(|l| serde_json::from_str::<Line>(l).unwrap())
+                .collect();
+            if lines.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[0].count, lines[0].outcome.as_str()), (3, "served"));
+        assert_eq!(lines[1].reason.as_deref(), Some("bad_token"));
+        assert_eq!(lines[0].peer_pid, Some(std::process::id() as i32));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
