@@ -84,6 +84,13 @@ impl Audit {
     }
 }
 
+#[cfg(test)]
+impl Audit {
+    pub(crate) fn for_tests(tx: mpsc::Sender<(SystemTime, Event)>) -> Audit {
+        Audit { tx }
+    }
+}
+
 /// Opens the log (creating it 0600) and starts the writer task.
 pub fn start(path: &Path) -> std::io::Result<(Audit, tokio::task::JoinHandle<()>)> {
     let file = open(path)?;

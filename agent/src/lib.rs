@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod endpoint;
 pub mod harden;
 pub mod http;
 pub mod listeners;

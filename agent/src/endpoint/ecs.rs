@@ -1,0 +1,64 @@
+//! The ECS container-credentials route: `GET /v1/credentials` with the token in `Authorization`.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::Endpoint;
+use crate::audit::Origin;
+use crate::http::error_response;
+use crate::tokens::TokenError;
+
+pub(super) fn handle<B>(
+    ep: &Endpoint,
+    req: &Request<B>,
+    origin: Origin,
+    now: SystemTime,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        );
+    }
+    let Some(presented) = req.headers().get(hyper::header::AUTHORIZATION) else {
+        ep.refused(now, "ecs", None, None, origin, "missing_token");
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "no Authorization token: set AWS_CONTAINER_AUTHORIZATION_TOKEN with `eval \"$(credctl start)\"`",
+        );
+    };
+    let (id, role) = match presented
+        .to_str()
+        .map_err(|_| TokenError::Malformed)
+        .and_then(|t| ep.tokens.authenticate(t))
+    {
+        Ok(v) => v,
+        Err(e) => {
+            ep.refused(now, "ecs", None, None, origin, "bad_token");
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                "bad_token",
+                &format!(
+                    "{e}: this shell's token is not known to the running agent (revoked, or the \
+                     agent restarted): run `eval \"$(credctl start)\"` again"
+                ),
+            );
+        }
+    };
+    let Some(role) = role else {
+        ep.refused(now, "ecs", None, Some(id.to_string()), origin, "no_role");
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "no_role",
+            "no role selected for this shell: run `credctl use ROLE` (see `credctl roles`)",
+        );
+    };
+    ep.serve_role("ecs", &role, Some(id.to_string()), origin, now, |r| {
+        r.ecs.clone()
+    })
+}

@@ -1,0 +1,188 @@
+//! IMDSv2 (`AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:PORT`): session tokens from
+//! `PUT /latest/api/token`, then the role list and the role's credentials.
+//!
+//! Which role IMDS serves is deliberate: none, until the user names one with `credctl imds ROLE`.
+//! IMDS has no way to carry a per-shell secret, so it serves exactly that one approved role to
+//! every process of the user that asks, and nothing after `credctl lock`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
+
+use super::Endpoint;
+use crate::audit::Origin;
+use crate::http::error_response;
+
+const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
+const MAX_TTL: u64 = 21_600;
+/// Live IMDS session tokens kept at most; the oldest are dropped past it.
+const MAX_TOKENS: usize = 4096;
+
+/// IMDS session tokens: SHA-256 of the token → expiry.
+#[derive(Default)]
+pub struct ImdsTokens {
+    live: Mutex<HashMap<[u8; 32], SystemTime>>,
+}
+
+impl ImdsTokens {
+    fn issue(&self, ttl: Duration, now: SystemTime) -> Result<String, getrandom::Error> {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw)?;
+        let token = hex::encode(raw);
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.len() >= MAX_TOKENS {
+            live.retain(|_, exp| *exp > now);
+            if live.len() >= MAX_TOKENS {
+                if let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
+                    live.remove(&oldest);
+                }
+            }
+        }
+        live.insert(Sha256::digest(token.as_bytes()).into(), now + ttl);
+        Ok(token)
+    }
+
+    fn valid(&self, token: &[u8], now: SystemTime) -> bool {
+        let key: [u8; 32] = Sha256::digest(token).into();
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.get(&key).is_some_and(|exp| *exp > now)
+    }
+
+    /// Forgets every IMDS token (after `credctl lock`).
+    pub fn clear(&self) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+pub(super) fn handle<B>(
+    ep: &Endpoint,
+    req: &Request<B>,
+    rest: &str,
+    origin: Origin,
+    now: SystemTime,
+) -> Response<Full<Bytes>> {
+    if rest == "api/token" {
+        return put_token(ep, req, origin, now);
+    }
+    const CREDS: &str = "meta-data/iam/security-credentials";
+    let Some(tail) = rest.strip_prefix(CREDS) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "not served by credagent",
+        );
+    };
+    if req.method() != Method::GET {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        );
+    }
+    let token_ok = req
+        .headers()
+        .get(TOKEN_HEADER)
+        .is_some_and(|t| ep.imds_tokens.valid(t.as_bytes(), now));
+    if !token_ok {
+        ep.refused(now, "imds", None, None, origin, "bad_imds_token");
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "bad_imds_token",
+            "missing or expired IMDSv2 token: PUT /latest/api/token first",
+        );
+    }
+    let role = ep
+        .imds_role
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match (tail, role) {
+        ("" | "/", Some(role)) => text(StatusCode::OK, role),
+        (_, None) => {
+            ep.refused(now, "imds", None, None, origin, "no_imds_role");
+            error_response(
+                StatusCode::NOT_FOUND,
+                "no_imds_role",
+                "IMDS serves no role yet: run `credctl imds ROLE` to choose the one it serves",
+            )
+        }
+        (name, Some(role)) if name.strip_prefix('/') == Some(role.as_str()) => {
+            ep.serve_role("imds", &role, None, origin, now, |r| r.imds.clone())
+        }
+        (name, Some(_)) => {
+            let asked = name.trim_start_matches('/');
+            ep.refused(now, "imds", Some(asked), None, origin, "not_imds_role");
+            error_response(
+                StatusCode::NOT_FOUND,
+                "not_imds_role",
+                &format!("IMDS does not serve role {asked}: run `credctl imds {asked}` to switch"),
+            )
+        }
+    }
+}
+
+fn put_token<B>(
+    ep: &Endpoint,
+    req: &Request<B>,
+    origin: Origin,
+    now: SystemTime,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::PUT {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use PUT",
+        );
+    }
+    // A proxy in front of us (an SSRF through a local web app) adds X-Forwarded-For; EC2's
+    // IMDS refuses such token requests, and so do we.
+    if req.headers().contains_key("x-forwarded-for") {
+        ep.refused(now, "imds", None, None, origin, "forwarded");
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "forwarded",
+            "IMDS token requests through a proxy (X-Forwarded-For) are refused",
+        );
+    }
+    let ttl = req
+        .headers()
+        .get(TTL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|t| (1..=MAX_TTL).contains(t));
+    let Some(ttl) = ttl else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_ttl",
+            "X-aws-ec2-metadata-token-ttl-seconds must be 1 to 21600",
+        );
+    };
+    match ep.imds_tokens.issue(Duration::from_secs(ttl), now) {
+        Ok(token) => {
+            let mut resp = text(StatusCode::OK, token);
+            resp.headers_mut()
+                .insert(HeaderName::from_static(TTL_HEADER), HeaderValue::from(ttl));
+            resp
+        }
+        Err(_) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the system random generator failed",
+        ),
+    }
+}

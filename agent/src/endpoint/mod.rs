@@ -1,0 +1,195 @@
+//! The credential endpoint's routes: the ECS container-credentials protocol (`/v1/credentials`)
+//! and IMDSv2 (`/latest/...`). Every answer comes from memory: a role without an approved
+//! session is refused at once (and an approval is requested), never waited for.
+
+mod ecs;
+mod imds;
+
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+
+use crate::audit::{Audit, Event, Origin, Outcome};
+use crate::http::{check_request, error_response, HttpContext};
+use crate::tokens::Tokens;
+
+pub use imds::ImdsTokens;
+
+/// The path of the ECS credentials route; `credctl` prints it in `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+pub const ECS_PATH: &str = "/v1/credentials";
+
+/// Pre-rendered response bodies for one set of credentials (built once per STS call, shared by
+/// every request until the next refresh; the buffers are zeroed when the last user drops them).
+pub struct Rendered {
+    pub ecs: Bytes,
+    pub imds: Bytes,
+}
+
+/// What the cache holds for a role right now.
+pub enum Lookup {
+    Ready(Arc<Rendered>),
+    /// No approved session: the user must touch their key.
+    NotOpen,
+    /// A session is open but no usable credentials are cached (STS failing); transient.
+    Unavailable(String),
+}
+
+/// The in-memory credential cache, as the endpoint sees it.
+pub trait CredentialSource: Send + Sync {
+    /// Answers from memory, without waiting on anything.
+    fn lookup(&self, role: &str, now: SystemTime) -> Lookup;
+    /// Records that `origin` wants `role` (a pending approval), without waiting.
+    fn request_approval(&self, role: &str, origin: Origin, now: SystemTime);
+}
+
+/// Everything the routes share.
+pub struct Endpoint {
+    pub ctx: HttpContext,
+    pub tokens: Arc<Tokens>,
+    pub imds_tokens: ImdsTokens,
+    /// The one role IMDS serves, chosen with `credctl imds ROLE`; none by default.
+    pub imds_role: RwLock<Option<String>>,
+    pub source: Arc<dyn CredentialSource>,
+    pub audit: Audit,
+}
+
+/// A 200 JSON response around a shared body.
+fn json_ok(body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+impl Endpoint {
+    /// Routes one request from a connection whose peer is `origin`.
+    pub fn handle<B>(
+        &self,
+        req: &Request<B>,
+        origin: Origin,
+        now: SystemTime,
+    ) -> Response<Full<Bytes>> {
+        if let Some(refusal) = check_request(&self.ctx, req) {
+            let reason = if req.headers().contains_key(hyper::header::HOST)
+                && self.ctx.host_allowed(
+                    req.headers()[hyper::header::HOST]
+                        .to_str()
+                        .unwrap_or_default(),
+                ) {
+                "browser_request"
+            } else {
+                "bad_host"
+            };
+            self.refused(now, "http", None, None, origin, reason);
+            return refusal;
+        }
+        let path = req.uri().path();
+        if path == ECS_PATH {
+            return ecs::handle(self, req, origin, now);
+        }
+        if let Some(rest) = path.strip_prefix("/latest/") {
+            return imds::handle(self, req, rest, origin, now);
+        }
+        error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint: point AWS_CONTAINER_CREDENTIALS_FULL_URI at the URI `credctl start` prints",
+        )
+    }
+
+    fn refused(
+        &self,
+        now: SystemTime,
+        channel: &'static str,
+        role: Option<&str>,
+        token_id: Option<String>,
+        origin: Origin,
+        reason: &'static str,
+    ) {
+        self.audit.record(
+            now,
+            Event {
+                channel,
+                role: role.map(str::to_owned),
+                token_id,
+                origin,
+                outcome: Outcome::Refused,
+                reason: Some(reason),
+            },
+        );
+    }
+
+    /// Serves `role`'s cached credentials (body chosen by `pick`) or refuses at once.
+    fn serve_role(
+        &self,
+        channel: &'static str,
+        role: &str,
+        token_id: Option<String>,
+        origin: Origin,
+        now: SystemTime,
+        pick: fn(&Rendered) -> Bytes,
+    ) -> Response<Full<Bytes>> {
+        match self.source.lookup(role, now) {
+            Lookup::Ready(r) => {
+                self.audit.record(
+                    now,
+                    Event {
+                        channel,
+                        role: Some(role.to_owned()),
+                        token_id,
+                        origin,
+                        outcome: Outcome::Served,
+                        reason: None,
+                    },
+                );
+                json_ok(pick(&r))
+            }
+            Lookup::NotOpen => {
+                self.source.request_approval(role, origin, now);
+                self.refused(now, channel, Some(role), token_id, origin, "not_approved");
+                error_response(
+                    StatusCode::FORBIDDEN,
+                    "not_approved",
+                    &format!(
+                        "no approved session for role {role}: run `credctl use {role}` and touch \
+                         your security key"
+                    ),
+                )
+            }
+            Lookup::Unavailable(why) => {
+                self.refused(now, channel, Some(role), token_id, origin, "unavailable");
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &format!("credentials for role {role} are not available yet: {why}"),
+                )
+            }
+        }
+    }
+}
+
+/// Holds a credential body and zeroes it when the last response using it is gone.
+pub struct ZeroizingBody(pub zeroize::Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for ZeroizingBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Rendered {
+    /// Wraps two rendered bodies so that `Bytes` clones share them without copying.
+    pub fn new(ecs: zeroize::Zeroizing<Vec<u8>>, imds: zeroize::Zeroizing<Vec<u8>>) -> Rendered {
+        Rendered {
+            ecs: Bytes::from_owner(ZeroizingBody(ecs)),
+            imds: Bytes::from_owner(ZeroizingBody(imds)),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
