@@ -3,9 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::approval::ApprovalPolicy;
 
 /// Longest role session one touch may open.
 pub const MAX_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -20,28 +23,6 @@ pub enum KeyringBackend {
     SecretService,
     /// The Linux kernel key retention service (session keyring).
     Keyutils,
-}
-
-/// Whether an approval needs user verification (PIN/biometric) on top of presence (a touch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UserVerification {
-    /// A touch is enough.
-    #[default]
-    Discouraged,
-    /// A PIN or biometric is required as well.
-    Required,
-}
-
-/// The `[approval]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApprovalConfig {
-    pub user_verification: UserVerification,
-    /// Accept software authenticators (tests and the demo only).
-    pub allow_software_authenticators: bool,
-    /// PEM files of CAs; when non-empty, only keys attested by one of them may register.
-    pub attestation_ca: Vec<PathBuf>,
 }
 
 /// The whole configuration, with defaults filled in.
@@ -65,7 +46,7 @@ pub struct Config {
     /// Lifetime of GetSessionToken credentials for sources with `mfa_serial`.
     #[serde(deserialize_with = "de_mfa_ttl")]
     pub mfa_session_ttl: Duration,
-    pub approval: ApprovalConfig,
+    pub approval: ApprovalPolicy,
 }
 
 impl Default for Config {
@@ -77,7 +58,7 @@ impl Default for Config {
             session_ttl: Duration::from_secs(3600),
             idle_timeout: Duration::ZERO,
             mfa_session_ttl: Duration::from_secs(12 * 3600),
-            approval: ApprovalConfig::default(),
+            approval: ApprovalPolicy::default(),
         }
     }
 }
@@ -182,6 +163,7 @@ fn de_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::approval::UserVerification;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/home/u/.config/credagent/config.toml"))

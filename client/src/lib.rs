@@ -2,6 +2,7 @@
 //! protocol; the prose of every error lives here, the codes come from the agent.
 
 pub mod agent;
+pub mod authenticator;
 pub mod cli;
 pub mod commands;
 pub mod error;

@@ -1,0 +1,172 @@
+//! The approval error type: one variant per outcome a user or script must tell apart,
+//! each with a stable `code()` and a message that says what to do next.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while registering keys or approving a role.
+///
+/// `code()` is stable and goes over the wire; `Display` is the advice for a human.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no security key is registered: register one with `credctl key add`")]
+    NoKeys,
+
+    #[error(
+        "none of the registered keys satisfies the approval policy ({refused}): register a key \
+         that does with `credctl key add`, or change [approval] in config.toml"
+    )]
+    NoEligibleKeys { refused: String },
+
+    #[error(
+        "this approval request is unknown or was already used: start a new one \
+         (for example `credctl use ROLE`)"
+    )]
+    UnknownCeremony,
+
+    #[error("the approval request expired (a touch must follow within 60 s): start a new one")]
+    ChallengeExpired,
+
+    #[error(
+        "this touch was requested for role {expected}, not {requested}: \
+         start a new approval for {requested}"
+    )]
+    RoleMismatch { expected: String, requested: String },
+
+    #[error(
+        "the touch came from origin {origin}, which is not credagent's (http://localhost:PORT): \
+         only approve requests from credctl or credagent's own approval page"
+    )]
+    OriginRefused { origin: String },
+
+    #[error(
+        "the key did not verify the user (PIN or biometric), which [approval] \
+         user_verification = \"required\" demands: set a PIN on the key and try again"
+    )]
+    UserNotVerified,
+
+    #[error(
+        "the security key's answer did not verify ({reason}): try again with a registered key"
+    )]
+    AssertionInvalid { reason: String },
+
+    #[error(
+        "the signature counter of key {key} went backwards, so the key may have been cloned; \
+         the approval was refused. If you restored this key from a backup, remove it with \
+         `credctl key remove {key}` and register it again"
+    )]
+    CounterRegression { key: String },
+
+    #[error(
+        "this authenticator identifies itself as software ({what}); credagent refuses software \
+         authenticators by default: use a hardware security key, or set \
+         allow_software_authenticators = true in [approval] (for tests and demos only)"
+    )]
+    SoftwareAuthenticatorRefused { what: String },
+
+    #[error(
+        "the key's attestation is not trusted ({reason}): only keys attested by the CAs in \
+         [approval] attestation_ca can register; use such a key or change the list"
+    )]
+    AttestationUntrusted { reason: String },
+
+    #[error("the key registration did not verify ({reason}): try `credctl key add` again")]
+    RegistrationInvalid { reason: String },
+
+    #[error("a key named {name} is already registered: pick another name or remove it first")]
+    KeyExists { name: String },
+
+    #[error("this security key is already registered as {name}: no need to add it again")]
+    CredentialExists { name: String },
+
+    #[error("no key named {name} is registered: see `credctl key list`")]
+    UnknownKey { name: String },
+
+    #[error(
+        "{name} is the only registered key; without it no role can be approved: register \
+         another key first, or pass --force"
+    )]
+    LastKey { name: String },
+
+    #[error("invalid {what}: {reason}")]
+    InvalidName { what: &'static str, reason: String },
+
+    #[error("too many approvals are in progress: wait a minute and try again")]
+    TooManyCeremonies,
+
+    #[error(
+        "{} is damaged ({detail}) and was left untouched: restore it from a backup, or move it \
+         aside and register your keys again with `credctl key add`",
+        path.display()
+    )]
+    StateCorrupt { path: PathBuf, detail: String },
+
+    #[error(
+        "{} can be written by other users (mode {mode:o}), so its keys cannot be trusted: \
+         check who changed it, then `chmod 600` it",
+        path.display()
+    )]
+    StateInsecure { path: PathBuf, mode: u32 },
+
+    #[error(
+        "attestation CA file {} is not usable ({detail}): fix [approval] attestation_ca in \
+         config.toml",
+        path.display()
+    )]
+    AttestationCaInvalid { path: PathBuf, detail: String },
+
+    #[error(
+        "WebAuthn relying party error ({reason}): this is a bug in credagent, please report it"
+    )]
+    Internal { reason: String },
+
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ApprovalError {
+    /// The stable machine-readable code sent over the control protocol.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoKeys => "no_keys",
+            Self::NoEligibleKeys { .. } => "no_eligible_keys",
+            Self::UnknownCeremony => "unknown_ceremony",
+            Self::ChallengeExpired => "challenge_expired",
+            Self::RoleMismatch { .. } => "role_mismatch",
+            Self::OriginRefused { .. } => "origin_refused",
+            Self::UserNotVerified => "user_not_verified",
+            Self::AssertionInvalid { .. } => "assertion_invalid",
+            Self::CounterRegression { .. } => "counter_regression",
+            Self::SoftwareAuthenticatorRefused { .. } => "software_authenticator_refused",
+            Self::AttestationUntrusted { .. } => "attestation_untrusted",
+            Self::RegistrationInvalid { .. } => "registration_invalid",
+            Self::KeyExists { .. } => "key_exists",
+            Self::CredentialExists { .. } => "credential_exists",
+            Self::UnknownKey { .. } => "unknown_key",
+            Self::LastKey { .. } => "last_key",
+            Self::InvalidName { .. } => "invalid_name",
+            Self::TooManyCeremonies => "too_many_ceremonies",
+            Self::StateCorrupt { .. } => "state_corrupt",
+            Self::StateInsecure { .. } => "state_insecure",
+            Self::AttestationCaInvalid { .. } => "attestation_ca_invalid",
+            Self::Internal { .. } => "internal",
+            Self::Io { .. } => "io",
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The approval core: the agent as WebAuthn relying party. It registers FIDO keys, issues
+//! single-use role-bound challenges, verifies touches, and hands out `Approval`, the only
+//! proof that a role session may open.
+//!
+//! The whole API is synchronous and takes the time as a parameter. State sits behind one
+//! `std::sync::Mutex`, held only for map and key-store updates (never across I/O with a peer).
+
+mod ceremony;
+mod error;
+mod keystore;
+mod policy;
+mod rp;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use webauthn_rs::prelude::{
+    CreationChallengeResponse, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse,
+};
+
+pub use ceremony::{CeremonyId, CEREMONY_TTL, MAX_CEREMONIES, MAX_FAILURE_DELAY};
+pub use error::ApprovalError;
+pub use keystore::{KeyInfo, KEYS_FILE};
+pub use policy::{
+    known_software, ApprovalPolicy, AuthenticatorKind, UserVerification, KNOWN_SOFTWARE_AAGUIDS,
+};
+pub use rp::{RP_ID, RP_NAME};
+
+use ceremony::{Ceremonies, FailureBackoff};
+use keystore::{unix_secs, KeyRecord, KeyStore};
+use rp::{AuthState, RegState, RelyingParty};
+
+/// Proof that a verified touch approved `role`. Only `Approver::finish_approval` makes one.
+#[derive(Debug)]
+#[must_use]
+pub struct Approval {
+    role: String,
+    key_name: String,
+    approved_at: SystemTime,
+}
+
+impl Approval {
+    /// The role this approval opens.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// The registered key that was touched.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// When the touch was verified (the `now` given to `finish_approval`).
+    pub fn approved_at(&self) -> SystemTime {
+        self.approved_at
+    }
+
+    /// An approval for tests of code that consumes approvals, approved now.
+    #[cfg(any(test, feature = "test-approval"))]
+    pub fn for_tests(role: impl Into<String>) -> Self {
+        // Reading the clock is fine here: this constructor exists only for tests.
+        Self::for_tests_at(role, SystemTime::now())
+    }
+
+    /// An approval for tests, approved at `approved_at`.
+    #[cfg(any(test, feature = "test-approval"))]
+    pub fn for_tests_at(role: impl Into<String>, approved_at: SystemTime) -> Self {
+        Self {
+            role: role.into(),
+            key_name: "test-key".into(),
+            approved_at,
+        }
+    }
+}
+
+/// A ceremony in progress.
+enum Pending {
+    Registration { name: String, state: RegState },
+    Approval { role: String, state: AuthState },
+}
+
+/// Mutable state, behind the approver's mutex.
+struct Inner {
+    /// Registered keys, written through to keys.json.
+    store: KeyStore,
+    /// Outstanding registrations and approvals.
+    ceremonies: Ceremonies<Pending>,
+    /// Consecutive failed approvals, for `failure_delay`.
+    backoff: FailureBackoff,
+}
+
+/// The agent's WebAuthn relying party and key registry. `Send + Sync`; share it in an `Arc`.
+pub struct Approver {
+    /// webauthn-rs and the policy-specific flows.
+    rp: RelyingParty,
+    inner: Mutex<Inner>,
+}
+
+impl Approver {
+    /// Loads the policy's CA files and `<state_dir>/keys.json` (missing = no keys). `now` is used
+    /// to warn about attestation CAs that are not currently valid.
+    pub fn new(
+        policy: ApprovalPolicy,
+        state_dir: &Path,
+        now: SystemTime,
+    ) -> Result<Self, ApprovalError> {
+        let ca_list = policy::load_attestation_cas(&policy.attestation_ca, now)?;
+        let rp = RelyingParty::new(&policy, ca_list)?;
+        let store = KeyStore::load(state_dir)?;
+        Ok(Self {
+            rp,
+            inner: Mutex::new(Inner {
+                store,
+                ceremonies: Ceremonies::new(),
+                backoff: FailureBackoff::default(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // No code under this lock panics; if something ever did, the maps are still
+        // consistent (every update is a single insert/remove), so keep serving.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts registering a key called `name`. Send the challenge to the authenticator.
+    pub fn start_registration(
+        &self,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<(CeremonyId, CreationChallengeResponse), ApprovalError> {
+        validate("key name", name, 64)?;
+        let mut inner = self.lock();
+        if inner.store.find(name).is_some() {
+            return Err(ApprovalError::KeyExists { name: name.into() });
+        }
+        inner.ceremonies.check_room(now)?;
+        let exclude = inner
+            .store
+            .records
+            .iter()
+            .map(|r| r.credential.cred_id().clone())
+            .collect();
+        let (challenge, state) = self.rp.start_registration(name, exclude)?;
+        let pending = Pending::Registration {
+            name: name.into(),
+            state,
+        };
+        let id = inner.ceremonies.insert(now, pending)?;
+        Ok((id, challenge))
+    }
+
+    /// Verifies the authenticator's answer and stores the new key.
+    pub fn finish_registration(
+        &self,
+        id: CeremonyId,
+        credential: &RegisterPublicKeyCredential,
+        now: SystemTime,
+    ) -> Result<KeyInfo, ApprovalError> {
+        let pending = self.lock().ceremonies.take(id, now)?;
+        let Pending::Registration { name, state } = pending else {
+            return Err(ApprovalError::UnknownCeremony);
+        };
+        let registered = self.rp.finish_registration(credential, &state)?;
+        let kind = policy::classify(registered.aaguid, registered.attested_by_ca);
+        if kind == AuthenticatorKind::Software && !self.rp.allows_software() {
+            let what = known_software(registered.aaguid).unwrap_or("software");
+            tracing::warn!(key = %name, authenticator = what, "refused a software authenticator");
+            return Err(ApprovalError::SoftwareAuthenticatorRefused { what: what.into() });
+        }
+        let record = KeyRecord {
+            name: name.clone(),
+            created: unix_secs(now),
+            last_used: None,
+            counter: registered.counter,
+            kind,
+            aaguid: registered.aaguid,
+            attestation_format: registered.attestation_format,
+            user_verified: registered.user_verified,
+            credential: registered.key,
+        };
+        let mut inner = self.lock();
+        if inner.store.find(&name).is_some() {
+            return Err(ApprovalError::KeyExists { name });
+        }
+        if let Some(existing) = inner.store.find_by_credential(record.credential.cred_id()) {
+            return Err(ApprovalError::CredentialExists {
+                name: existing.name.clone(),
+            });
+        }
+        let info = record.info();
+        inner.store.records.push(record);
+        if let Err(err) = inner.store.save() {
+            // Keep memory equal to disk: a key that was not persisted is not registered.
+            inner.store.records.pop();
+            return Err(err);
+        }
+        tracing::info!(key = %name, kind = ?info.kind, "registered a security key");
+        Ok(info)
+    }
+
+    /// Starts an approval for `role`: the challenge is valid for that role only, once, for 60 s.
+    pub fn start_approval(
+        &self,
+        role: &str,
+        now: SystemTime,
+    ) -> Result<(CeremonyId, RequestChallengeResponse), ApprovalError> {
+        validate("role name", role, 256)?;
+        let mut inner = self.lock();
+        if inner.store.records.is_empty() {
+            return Err(ApprovalError::NoKeys);
+        }
+        inner.ceremonies.check_room(now)?;
+        let mut keys = Vec::new();
+        let mut refused = Vec::new();
+        for record in &inner.store.records {
+            match self.rp.refusal(record) {
+                None => keys.push(record.credential.clone()),
+                Some(reason) => refused.push(reason),
+            }
+        }
+        if keys.is_empty() {
+            return Err(ApprovalError::NoEligibleKeys {
+                refused: refused.join("; "),
+            });
+        }
+        let (challenge, state) = self.rp.start_authentication(&keys)?;
+        let pending = Pending::Approval {
+            role: role.into(),
+            state,
+        };
+        let id = inner.ceremonies.insert(now, pending)?;
+        Ok((id, challenge))
+    }
+
+    /// Verifies a touch for ceremony `id`, which must have been started for `role`. The
+    /// ceremony is consumed whatever the outcome. After a failure, wait `failure_delay()`.
+    pub fn finish_approval(
+        &self,
+        id: CeremonyId,
+        role: &str,
+        credential: &PublicKeyCredential,
+        now: SystemTime,
+    ) -> Result<Approval, ApprovalError> {
+        let result = self.verify_approval(id, role, credential, now);
+        let mut inner = self.lock();
+        match &result {
+            Ok(approval) => {
+                inner.backoff.record_success();
+                tracing::info!(role = %approval.role, key = %approval.key_name, "role approved");
+            }
+            Err(err) if counts_as_failure(err) => {
+                inner.backoff.record_failure();
+                tracing::info!(role, code = err.code(), "approval refused");
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn verify_approval(
+        &self,
+        id: CeremonyId,
+        role: &str,
+        credential: &PublicKeyCredential,
+        now: SystemTime,
+    ) -> Result<Approval, ApprovalError> {
+        let pending = self.lock().ceremonies.take(id, now)?;
+        let Pending::Approval {
+            role: expected,
+            state,
+        } = pending
+        else {
+            return Err(ApprovalError::UnknownCeremony);
+        };
+        if expected != role {
+            return Err(ApprovalError::RoleMismatch {
+                expected,
+                requested: role.into(),
+            });
+        }
+        let verified = self.rp.finish_authentication(credential, &state);
+        let mut inner = self.lock();
+        let result = match verified {
+            Ok(result) => result,
+            Err(err) => {
+                let key = inner
+                    .store
+                    .find_by_credential(&credential.raw_id)
+                    .map(|r| r.name.clone());
+                let err = rp::assertion_error(err, credential, key);
+                if let ApprovalError::CounterRegression { key } = &err {
+                    tracing::warn!(key = %key, role, "signature counter went backwards: possible cloned key");
+                }
+                return Err(err);
+            }
+        };
+        let Some(record) = inner.store.find_by_credential_mut(result.cred_id()) else {
+            return Err(ApprovalError::AssertionInvalid {
+                reason: "the key was removed while the touch was pending".into(),
+            });
+        };
+        // webauthn-rs compared the counter with the snapshot taken when this ceremony started;
+        // compare with the latest stored value too, so a clone answering an older, still
+        // pending ceremony is caught.
+        let counter = result.counter();
+        if (counter > 0 || record.counter > 0) && counter <= record.counter {
+            tracing::warn!(
+                key = %record.name, role, stored = record.counter, presented = counter,
+                "signature counter went backwards: possible cloned key"
+            );
+            return Err(ApprovalError::CounterRegression {
+                key: record.name.clone(),
+            });
+        }
+        let changed = record
+            .credential
+            .update_credential(&result)
+            .unwrap_or(false);
+        record.counter = counter;
+        record.last_used = Some(unix_secs(now));
+        let key_name = record.name.clone();
+        tracing::debug!(key = %key_name, changed, "persisting counter and last use");
+        // Always persist: last_used changed even when webauthn-rs saw no credential change,
+        // and a counter must be on disk before the approval is used (kill -9 safety).
+        inner.store.save()?;
+        Ok(Approval {
+            role: expected,
+            key_name,
+            approved_at: now,
+        })
+    }
+
+    /// How long the caller should wait before answering after failed approvals (0 after a
+    /// success; 250 ms doubling to 8 s). The approver never sleeps itself.
+    pub fn failure_delay(&self) -> Duration {
+        self.lock().backoff.delay()
+    }
+
+    /// The registered keys, in registration order.
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        self.lock()
+            .store
+            .records
+            .iter()
+            .map(KeyRecord::info)
+            .collect()
+    }
+
+    /// Removes key `name`; refuses to remove the last key unless `force`.
+    pub fn remove_key(&self, name: &str, force: bool) -> Result<(), ApprovalError> {
+        let mut inner = self.lock();
+        let index = inner
+            .store
+            .records
+            .iter()
+            .position(|r| r.name == name)
+            .ok_or_else(|| ApprovalError::UnknownKey { name: name.into() })?;
+        if inner.store.records.len() == 1 && !force {
+            return Err(ApprovalError::LastKey { name: name.into() });
+        }
+        let removed = inner.store.records.remove(index);
+        if let Err(err) = inner.store.save() {
+            inner.store.records.insert(index, removed);
+            return Err(err);
+        }
+        tracing::info!(key = %name, "removed a security key");
+        Ok(())
+    }
+}
+
+/// Failures that feed the growing delay: anything a wrong or hostile answer can cause.
+fn counts_as_failure(err: &ApprovalError) -> bool {
+    matches!(
+        err,
+        ApprovalError::UnknownCeremony
+            | ApprovalError::ChallengeExpired
+            | ApprovalError::RoleMismatch { .. }
+            | ApprovalError::OriginRefused { .. }
+            | ApprovalError::UserNotVerified
+            | ApprovalError::AssertionInvalid { .. }
+            | ApprovalError::CounterRegression { .. }
+    )
+}
+
+/// Names must be non-empty, short and free of control characters (they end up in logs).
+fn validate(what: &'static str, value: &str, max_chars: usize) -> Result<(), ApprovalError> {
+    let reason = if value.trim().is_empty() {
+        "it is empty"
+    } else if value.chars().count() > max_chars {
+        "it is too long"
+    } else if value.chars().any(char::is_control) {
+        "it contains control characters"
+    } else {
+        return Ok(());
+    };
+    Err(ApprovalError::InvalidName {
+        what,
+        reason: format!("{reason} (at most {max_chars} printable characters)"),
+    })
+}

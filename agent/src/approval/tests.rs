@@ -1,0 +1,569 @@
+//! End-to-end tests of the approval core against webauthn-authenticator-rs's real soft token.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crypto_glue::traits::{EncodePem, LineEndingPem};
+use webauthn_authenticator_rs::softtoken::SoftToken;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_rs::prelude::{PublicKeyCredential, Url};
+
+use super::*;
+
+const ORIGIN: &str = "http://localhost:38211";
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn permissive() -> ApprovalPolicy {
+    ApprovalPolicy {
+        allow_software_authenticators: true,
+        ..ApprovalPolicy::default()
+    }
+}
+
+/// A new soft token (claiming user verification if `uv`) and its attestation CA as PEM.
+fn token(uv: bool) -> (SoftToken, String) {
+    let (token, ca) = SoftToken::new(uv).unwrap();
+    (token, ca.to_pem(LineEndingPem::LF).unwrap())
+}
+
+/// A byte-for-byte copy of a soft token: same keys, same counter.
+fn clone_token(token: &SoftToken) -> SoftToken {
+    SoftToken::from_cbor(&token.to_cbor().unwrap()).unwrap()
+}
+
+fn origin(s: &str) -> Url {
+    Url::parse(s).unwrap()
+}
+
+fn register(
+    approver: &Approver,
+    token: &mut SoftToken,
+    name: &str,
+    now: SystemTime,
+) -> Result<KeyInfo, ApprovalError> {
+    let (id, ccr) = approver.start_registration(name, now)?;
+    let reg = token.do_registration(origin(ORIGIN), ccr).unwrap();
+    approver.finish_registration(id, &reg, now)
+}
+
+/// Starts an approval for `role` and has `token` answer it from `at`.
+fn assertion(
+    approver: &Approver,
+    token: &mut SoftToken,
+    role: &str,
+    at: &str,
+    now: SystemTime,
+) -> (CeremonyId, PublicKeyCredential) {
+    let (id, rcr) = approver.start_approval(role, now).unwrap();
+    (id, token.do_authentication(origin(at), rcr).unwrap())
+}
+
+fn approve(
+    approver: &Approver,
+    token: &mut SoftToken,
+    role: &str,
+    now: SystemTime,
+) -> Result<Approval, ApprovalError> {
+    let (id, cred) = assertion(approver, token, role, ORIGIN, now);
+    approver.finish_approval(id, role, &cred, now)
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, ApprovalError>) -> &'static str {
+    result.unwrap_err().code()
+}
+
+/// An approver with one registered soft key called "yubi".
+fn setup(dir: &Path) -> (Approver, SoftToken) {
+    let approver = Approver::new(permissive(), dir, t0()).unwrap();
+    let (mut token, _) = token(false);
+    register(&approver, &mut token, "yubi", t0()).unwrap();
+    (approver, token)
+}
+
+#[test]
+fn approver_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Approver>();
+    check::<Approval>();
+}
+
+#[test]
+fn register_then_approve_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let approver = Approver::new(permissive(), dir.path(), t0()).unwrap();
+    assert_eq!(code(approver.start_approval("prod", t0())), "no_keys");
+
+    let (mut token, _) = token(false);
+    let info = register(&approver, &mut token, "yubi", t0()).unwrap();
+    assert_eq!(info.name, "yubi");
+    assert_eq!(info.kind, AuthenticatorKind::Software);
+    assert_eq!(info.aaguid, Some(KNOWN_SOFTWARE_AAGUIDS[0].0));
+    assert_eq!(info.attestation_format, "packed");
+    assert_eq!(
+        (info.counter, info.last_used, info.created),
+        (0, None, 1_700_000_000)
+    );
+    assert!(!info.user_verified);
+
+    let later = t0() + secs(30);
+    let approval = approve(&approver, &mut token, "prod", later).unwrap();
+    assert_eq!(approval.role(), "prod");
+    assert_eq!(approval.key_name(), "yubi");
+    assert_eq!(approval.approved_at(), later);
+    let keys = approver.keys();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].counter, 1);
+    assert_eq!(keys[0].last_used, Some(1_700_000_030));
+
+    // Any port is accepted, and so is the default one.
+    let (id, cred) = assertion(&approver, &mut token, "dev", "http://localhost", later);
+    let _ = approver.finish_approval(id, "dev", &cred, later).unwrap();
+    assert_eq!(approver.failure_delay(), Duration::ZERO);
+}
+
+#[test]
+fn a_ceremony_is_single_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    let (id, cred) = assertion(&approver, &mut token, "prod", ORIGIN, t0());
+    let _ = approver.finish_approval(id, "prod", &cred, t0()).unwrap();
+    assert_eq!(
+        code(approver.finish_approval(id, "prod", &cred, t0())),
+        "unknown_ceremony"
+    );
+
+    // The same assertion against a fresh ceremony fails: its challenge is different.
+    let (other, _) = approver.start_approval("prod", t0()).unwrap();
+    assert_eq!(
+        code(approver.finish_approval(other, "prod", &cred, t0())),
+        "assertion_invalid"
+    );
+}
+
+#[test]
+fn a_touch_for_one_role_cannot_open_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    let (id, cred) = assertion(&approver, &mut token, "dev", ORIGIN, t0());
+    let err = approver
+        .finish_approval(id, "prod", &cred, t0())
+        .unwrap_err();
+    assert_eq!(err.code(), "role_mismatch");
+    assert!(err.to_string().contains("for role dev, not prod"), "{err}");
+    // The ceremony is gone: not even the right role can use it now.
+    assert_eq!(
+        code(approver.finish_approval(id, "dev", &cred, t0())),
+        "unknown_ceremony"
+    );
+}
+
+#[test]
+fn challenges_expire_after_60_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    let (id, cred) = assertion(&approver, &mut token, "prod", ORIGIN, t0());
+    assert_eq!(
+        code(approver.finish_approval(id, "prod", &cred, t0() + secs(61))),
+        "challenge_expired"
+    );
+    assert_eq!(
+        code(approver.finish_approval(id, "prod", &cred, t0())),
+        "unknown_ceremony"
+    );
+
+    let (id, cred) = assertion(&approver, &mut token, "prod", ORIGIN, t0());
+    let _ = approver
+        .finish_approval(id, "prod", &cred, t0() + secs(59))
+        .unwrap();
+
+    let (id, ccr) = approver.start_registration("late", t0()).unwrap();
+    let reg = token.do_registration(origin(ORIGIN), ccr).unwrap();
+    assert_eq!(
+        code(approver.finish_registration(id, &reg, t0() + secs(61))),
+        "challenge_expired"
+    );
+}
+
+#[test]
+fn foreign_origins_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    // The soft client accepts these (https, RP ID suffix), the relying party must not.
+    for foreign in ["https://evil.localhost", "https://localhost:38211"] {
+        let (id, cred) = assertion(&approver, &mut token, "prod", foreign, t0());
+        let err = approver
+            .finish_approval(id, "prod", &cred, t0())
+            .unwrap_err();
+        assert_eq!(err.code(), "origin_refused", "{foreign}");
+        assert!(err.to_string().contains(foreign), "{err}");
+    }
+    // The soft client refuses plain-http origins other than localhost; forge one instead.
+    let (id, mut cred) = assertion(&approver, &mut token, "prod", ORIGIN, t0());
+    let mut client_data: serde_json::Value =
+        serde_json::from_slice(&cred.response.client_data_json).unwrap();
+    client_data["origin"] = "http://127.0.0.1:38211".into();
+    cred.response.client_data_json = serde_json::to_vec(&client_data).unwrap();
+    assert_eq!(
+        code(approver.finish_approval(id, "prod", &cred, t0())),
+        "origin_refused"
+    );
+
+    // Registration checks the origin too.
+    let (id, ccr) = approver.start_registration("evil", t0()).unwrap();
+    let reg = token
+        .do_registration(origin("https://evil.localhost"), ccr)
+        .unwrap();
+    assert_eq!(
+        code(approver.finish_registration(id, &reg, t0())),
+        "origin_refused"
+    );
+    assert_eq!(approver.keys().len(), 1);
+}
+
+#[test]
+fn a_cloned_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut live) = setup(dir.path());
+    let mut snapshot = clone_token(&live);
+    let _ = approve(&approver, &mut live, "prod", t0()).unwrap();
+    let err = approve(&approver, &mut snapshot, "prod", t0()).unwrap_err();
+    assert_eq!(err.code(), "counter_regression");
+    assert!(err.to_string().contains("yubi"), "{err}");
+    assert!(approver.failure_delay() > Duration::ZERO);
+    // The genuine key keeps working.
+    let _ = approve(&approver, &mut live, "prod", t0()).unwrap();
+}
+
+#[test]
+fn a_clone_answering_an_older_pending_ceremony_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut live) = setup(dir.path());
+    let mut snapshot = clone_token(&live);
+    // Both ceremonies snapshot counter 0; the live key then moves the stored counter to 1.
+    let (old_id, old_rcr) = approver.start_approval("prod", t0()).unwrap();
+    let _ = approve(&approver, &mut live, "prod", t0()).unwrap();
+    // The clone signs with counter 1: above the old ceremony's snapshot, not above the store.
+    let cred = snapshot.do_authentication(origin(ORIGIN), old_rcr).unwrap();
+    assert_eq!(
+        code(approver.finish_approval(old_id, "prod", &cred, t0())),
+        "counter_regression"
+    );
+}
+
+#[test]
+fn key_store_survives_reload_and_is_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    let _ = approve(&approver, &mut token, "prod", t0() + secs(5)).unwrap();
+    let before = approver.keys();
+    drop(approver);
+
+    let path = dir.path().join(KEYS_FILE);
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let approver = Approver::new(permissive(), dir.path(), t0()).unwrap();
+    assert_eq!(approver.keys(), before);
+    assert_eq!(before[0].counter, 1);
+    // The reloaded counter still catches a replayed old state.
+    let mut stale = clone_token(&token);
+    let _ = approve(&approver, &mut token, "prod", t0()).unwrap();
+    assert_eq!(
+        code(approve(&approver, &mut stale, "prod", t0())),
+        "counter_regression"
+    );
+}
+
+#[test]
+fn a_truncated_key_store_is_an_error_not_an_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, _token) = setup(dir.path());
+    drop(approver);
+    let path = dir.path().join(KEYS_FILE);
+    let full = fs::read(&path).unwrap();
+    fs::write(&path, &full[..full.len() / 2]).unwrap();
+    let err = Approver::new(permissive(), dir.path(), t0()).err().unwrap();
+    assert_eq!(err.code(), "state_corrupt");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), &full[..full.len() / 2]);
+}
+
+#[test]
+fn removing_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    assert_eq!(code(approver.remove_key("yubi", false)), "last_key");
+    assert_eq!(code(approver.remove_key("nope", true)), "unknown_key");
+
+    let (mut second, _) = super::tests::token(false);
+    register(&approver, &mut second, "spare", t0()).unwrap();
+    // A touch pending while its key is removed does not approve anything.
+    let (id, cred) = assertion(&approver, &mut token, "prod", ORIGIN, t0());
+    approver.remove_key("yubi", false).unwrap();
+    assert_eq!(
+        code(approver.finish_approval(id, "prod", &cred, t0())),
+        "assertion_invalid"
+    );
+    let _ = approve(&approver, &mut second, "prod", t0()).unwrap();
+
+    approver.remove_key("spare", true).unwrap();
+    assert!(approver.keys().is_empty());
+    assert_eq!(code(approver.start_approval("prod", t0())), "no_keys");
+    let reloaded = Approver::new(permissive(), dir.path(), t0()).unwrap();
+    assert!(reloaded.keys().is_empty());
+}
+
+#[test]
+fn software_authenticators_are_refused_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let strict = Approver::new(ApprovalPolicy::default(), dir.path(), t0()).unwrap();
+    let (mut token, _) = token(false);
+    let err = register(&strict, &mut token, "soft", t0()).unwrap_err();
+    assert_eq!(err.code(), "software_authenticator_refused");
+    assert!(err.to_string().contains("SoftToken"), "{err}");
+    assert!(strict.keys().is_empty());
+    assert!(!dir.path().join(KEYS_FILE).exists());
+
+    let lenient = Approver::new(permissive(), dir.path(), t0()).unwrap();
+    register(&lenient, &mut token, "soft", t0()).unwrap();
+    let _ = approve(&lenient, &mut token, "prod", t0()).unwrap();
+
+    // Tightening the policy later disables the software key for approvals.
+    let strict = Approver::new(ApprovalPolicy::default(), dir.path(), t0()).unwrap();
+    let err = strict.start_approval("prod", t0()).unwrap_err();
+    assert_eq!(err.code(), "no_eligible_keys");
+    assert!(
+        err.to_string().contains("soft: software authenticator"),
+        "{err}"
+    );
+}
+
+fn write_ca(dir: &Path, name: &str, pem: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, pem).unwrap();
+    path
+}
+
+#[test]
+fn attestation_ca_list_admits_only_attested_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut trusted, trusted_ca) = token(false);
+    let (mut other, _) = token(false);
+    let (_, unrelated_ca) = token(false);
+    // A bundle of two CAs, one of them the trusted token's.
+    let bundle = write_ca(
+        dir.path(),
+        "cas.pem",
+        &format!("{unrelated_ca}{trusted_ca}"),
+    );
+    let policy = ApprovalPolicy {
+        attestation_ca: vec![bundle],
+        ..permissive()
+    };
+    let state = dir.path().join("state");
+    let approver = Approver::new(policy.clone(), &state, t0()).unwrap();
+    let err = register(&approver, &mut other, "other", t0()).unwrap_err();
+    assert_eq!(err.code(), "attestation_untrusted", "{err}");
+    let info = register(&approver, &mut trusted, "trusted", t0()).unwrap();
+    // A known software AAGUID stays software even when a configured CA vouches for it.
+    assert_eq!(info.kind, AuthenticatorKind::Software);
+    let _ = approve(&approver, &mut trusted, "prod", t0()).unwrap();
+
+    // Software is still refused when not allowed, CA or not.
+    let strict = Approver::new(
+        ApprovalPolicy {
+            allow_software_authenticators: false,
+            ..policy
+        },
+        &dir.path().join("strict"),
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(
+        code(register(&strict, &mut trusted, "t", t0())),
+        "software_authenticator_refused"
+    );
+
+    // A key registered without a CA list is not eligible once one is configured.
+    let open_state = dir.path().join("open");
+    let open = Approver::new(permissive(), &open_state, t0()).unwrap();
+    register(&open, &mut other, "other", t0()).unwrap();
+    let only_trusted = ApprovalPolicy {
+        attestation_ca: vec![write_ca(dir.path(), "one.pem", &trusted_ca)],
+        ..permissive()
+    };
+    let closed = Approver::new(only_trusted, &open_state, t0()).unwrap();
+    let err = closed.start_approval("prod", t0()).unwrap_err();
+    assert_eq!(err.code(), "no_eligible_keys");
+    assert!(err.to_string().contains("not attested"), "{err}");
+}
+
+#[test]
+fn required_user_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = ApprovalPolicy {
+        user_verification: UserVerification::Required,
+        ..permissive()
+    };
+    let approver = Approver::new(policy.clone(), dir.path(), t0()).unwrap();
+    // A token that cannot verify users refuses to create the credential...
+    let (mut touch_only, _) = token(false);
+    let (_, ccr) = approver.start_registration("touch", t0()).unwrap();
+    assert!(touch_only.do_registration(origin(ORIGIN), ccr).is_err());
+    // ...and a client that drops the requirement gets its touch-only credential refused.
+    let (id, mut ccr) = approver.start_registration("touch", t0()).unwrap();
+    ccr.public_key.authenticator_selection = None;
+    let reg = touch_only.do_registration(origin(ORIGIN), ccr).unwrap();
+    assert_eq!(
+        code(approver.finish_registration(id, &reg, t0())),
+        "user_not_verified"
+    );
+    assert!(approver.keys().is_empty());
+
+    let (mut uv, uv_ca) = token(true);
+    let info = register(&approver, &mut uv, "pin", t0()).unwrap();
+    assert!(info.user_verified);
+    let _ = approve(&approver, &mut uv, "prod", t0()).unwrap();
+
+    // With a CA list the attested-passkey flow runs; it verifies the user as well.
+    let attested = ApprovalPolicy {
+        attestation_ca: vec![write_ca(dir.path(), "ca.pem", &uv_ca)],
+        ..policy
+    };
+    let approver = Approver::new(attested, &dir.path().join("attested"), t0()).unwrap();
+    register(&approver, &mut uv, "pin", t0()).unwrap();
+    let _ = approve(&approver, &mut uv, "prod", t0()).unwrap();
+}
+
+#[test]
+fn keys_are_moved_to_user_verification_when_the_policy_requires_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    drop(approver);
+    let required = ApprovalPolicy {
+        user_verification: UserVerification::Required,
+        ..permissive()
+    };
+    let approver = Approver::new(required, dir.path(), t0()).unwrap();
+    // The touch-only soft token answers with user presence only; that is refused.
+    let err = approve(&approver, &mut token, "prod", t0()).unwrap_err();
+    assert_eq!(err.code(), "user_not_verified");
+    assert!(err.to_string().contains("set a PIN"), "{err}");
+}
+
+#[test]
+fn names_and_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    assert_eq!(
+        code(approver.start_registration("yubi", t0())),
+        "key_exists"
+    );
+    for bad in ["", "  ", "a\nb", &"x".repeat(65)] {
+        assert_eq!(
+            code(approver.start_registration(bad, t0())),
+            "invalid_name",
+            "{bad:?}"
+        );
+    }
+    assert_eq!(code(approver.start_approval("", t0())), "invalid_name");
+
+    // Two registrations racing for one name: the second to finish loses.
+    let (a, ccr_a) = approver.start_registration("twin", t0()).unwrap();
+    let (b, ccr_b) = approver.start_registration("twin", t0()).unwrap();
+    let reg_a = token.do_registration(origin(ORIGIN), ccr_a).unwrap();
+    let reg_b = token.do_registration(origin(ORIGIN), ccr_b).unwrap();
+    approver.finish_registration(a, &reg_a, t0()).unwrap();
+    assert_eq!(
+        code(approver.finish_registration(b, &reg_b, t0())),
+        "key_exists"
+    );
+
+    // A registration ceremony cannot finish an approval, nor the reverse.
+    let (reg_id, _) = approver.start_registration("third", t0()).unwrap();
+    let (id, cred) = assertion(&approver, &mut token, "prod", ORIGIN, t0());
+    assert_eq!(
+        code(approver.finish_approval(reg_id, "prod", &cred, t0())),
+        "unknown_ceremony"
+    );
+    assert_eq!(
+        code(approver.finish_registration(id, &reg_a, t0())),
+        "unknown_ceremony"
+    );
+}
+
+#[test]
+fn failures_grow_the_delay_and_success_resets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    let (_, cred) = assertion(&approver, &mut token, "prod", ORIGIN, t0());
+    let mut last = Duration::ZERO;
+    for _ in 0..3 {
+        let (id, _) = approver.start_approval("prod", t0()).unwrap();
+        assert!(approver.finish_approval(id, "prod", &cred, t0()).is_err());
+        assert!(approver.failure_delay() > last);
+        last = approver.failure_delay();
+    }
+    assert_eq!(last, Duration::from_secs(1));
+    let _ = approve(&approver, &mut token, "prod", t0()).unwrap();
+    assert_eq!(approver.failure_delay(), Duration::ZERO);
+}
+
+#[test]
+fn outstanding_ceremonies_are_capped_and_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    for _ in 0..MAX_CEREMONIES {
+        approver.start_approval("prod", t0()).unwrap();
+    }
+    assert_eq!(
+        code(approver.start_approval("prod", t0())),
+        "too_many_ceremonies"
+    );
+    assert_eq!(
+        code(approver.start_registration("more", t0())),
+        "too_many_ceremonies"
+    );
+    assert_eq!(approver.lock().ceremonies.len(), MAX_CEREMONIES);
+    let later = t0() + secs(61);
+    let _ = approve(&approver, &mut token, "prod", later).unwrap();
+    assert_eq!(approver.lock().ceremonies.len(), 0);
+}
+
+#[test]
+fn test_approvals_exist_only_for_tests() {
+    let a = Approval::for_tests_at("prod", t0());
+    assert_eq!(
+        (a.role(), a.key_name(), a.approved_at()),
+        ("prod", "test-key", t0())
+    );
+    assert_eq!(Approval::for_tests("dev").role(), "dev");
+}
+
+#[test]
+fn credentials_convert_between_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, _token) = setup(dir.path());
+    let inner = approver.lock();
+    let key = &inner.store.records[0].credential;
+    let passkey: webauthn_rs::prelude::Passkey = rp::convert(key).unwrap();
+    let back: webauthn_rs::prelude::SecurityKey = rp::convert(&passkey).unwrap();
+    assert_eq!(
+        serde_json::to_value(key).unwrap(),
+        serde_json::to_value(&back).unwrap()
+    );
+}

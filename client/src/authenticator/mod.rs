@@ -1,0 +1,4 @@
+//! Authenticators `credctl` can drive to answer the agent's WebAuthn challenges.
+
+#[cfg(feature = "soft-authenticator")]
+pub mod soft;
