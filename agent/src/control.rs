@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::state::AgentState;
+use crate::core::{Conn, Core};
 
 /// Most control connections served at once; more wait in the kernel backlog.
 const MAX_CONNECTIONS: usize = 64;
@@ -24,12 +24,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Accepts control connections until `shutdown` is cancelled.
 pub async fn serve(
     listener: UnixListener,
-    state: Arc<AgentState>,
+    core: Arc<Core>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let me = nix::unistd::getuid().as_raw();
+    let mut next_id: u64 = 0;
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -49,8 +50,8 @@ pub async fn serve(
                 }
             },
         };
-        match stream.peer_cred() {
-            Ok(cred) if cred.uid() == me => {}
+        let pid = match stream.peer_cred() {
+            Ok(cred) if cred.uid() == me => cred.pid().unwrap_or(0),
             Ok(cred) => {
                 tracing::warn!(
                     peer_uid = cred.uid(),
@@ -63,11 +64,18 @@ pub async fn serve(
                 tracing::warn!(error = %e, "refused control connection: cannot read peer credentials");
                 continue;
             }
-        }
-        let state = state.clone();
+        };
+        next_id += 1;
+        let conn = Conn {
+            id: next_id,
+            uid: me,
+            pid,
+            scoped_tokens: Vec::new(),
+        };
+        let core = core.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            handle_connection(stream, state, shutdown).await;
+            handle_connection(stream, core, conn, shutdown).await;
             drop(permit);
         });
     }
@@ -138,14 +146,29 @@ async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
 
 async fn handle_connection(
     mut stream: UnixStream,
-    state: Arc<AgentState>,
+    core: Arc<Core>,
+    mut conn: Conn,
     shutdown: CancellationToken,
+) {
+    serve_requests(&mut stream, &core, &mut conn, &shutdown).await;
+    // Whatever the connection held dies with it: `credctl exec` tokens, ceremonies it led.
+    for id in conn.scoped_tokens.drain(..) {
+        core.tokens.revoke(id);
+    }
+    core.gate.abandon_conn(conn.id);
+}
+
+async fn serve_requests(
+    stream: &mut UnixStream,
+    core: &Arc<Core>,
+    conn: &mut Conn,
+    shutdown: &CancellationToken,
 ) {
     let mut greeted = false;
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => return,
-            i = read_request(&mut stream) => i,
+            i = read_request(stream) => i,
         };
         let req = match incoming {
             Incoming::Request(r) => r,
@@ -156,7 +179,7 @@ async fn handle_connection(
                 fatal,
             } => {
                 tracing::debug!(%code, %message, "bad control frame");
-                if !send(&mut stream, &Response::error(code, message)).await || fatal {
+                if !send(stream, &Response::error(code, message)).await || fatal {
                     return;
                 }
                 continue;
@@ -165,14 +188,18 @@ async fn handle_connection(
         if !greeted {
             let resp = hello(&req);
             let ok = matches!(resp, Response::Hello { .. });
-            if !send(&mut stream, &resp).await || !ok {
+            if !send(stream, &resp).await || !ok {
                 return;
             }
             greeted = true;
             continue;
         }
-        let (resp, then_stop) = dispatch(req, &state);
-        if !send(&mut stream, &resp).await {
+        // A request may wait (a touch, STS); the client going away or shutdown cancels it.
+        let (resp, then_stop) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = core.handle(req, conn) => r,
+        };
+        if !send(stream, &resp).await {
             return;
         }
         if then_stop {
@@ -210,22 +237,6 @@ pub fn hello(req: &Request) -> Response {
             ),
         ),
         _ => Response::error(ErrorCode::HelloRequired, "the first request must be hello"),
-    }
-}
-
-/// Answers one request after the handshake; the flag asks the caller to shut down afterwards.
-fn dispatch(req: Request, state: &AgentState) -> (Response, bool) {
-    match req {
-        Request::Hello { .. } => (hello(&req), false),
-        Request::Status => (Response::Status(state.status()), false),
-        Request::Stop => (Response::Stopping, true),
-        Request::Unknown => (
-            Response::error(
-                ErrorCode::UnknownRequest,
-                "this agent does not know that request: update and restart the agent",
-            ),
-            false,
-        ),
     }
 }
 

@@ -18,6 +18,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::Origin;
+use crate::endpoint::Endpoint;
 use crate::peer;
 
 /// Connections served at once. High, because idle keep-alive connections from many SDK clients
@@ -98,24 +100,10 @@ pub fn check_request<B>(ctx: &HttpContext, req: &Request<B>) -> Option<Response<
     None
 }
 
-async fn route(
-    ctx: Arc<HttpContext>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    if let Some(refusal) = check_request(&ctx, &req) {
-        return Ok(refusal);
-    }
-    Ok(error_response(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint: point AWS_CONTAINER_CREDENTIALS_FULL_URI at the URI `credctl start` prints",
-    ))
-}
-
 /// Accepts HTTP connections until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    ctx: Arc<HttpContext>,
+    ep: Arc<Endpoint>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -141,8 +129,11 @@ pub async fn serve(
             Ok(a) => a,
             Err(_) => continue,
         };
-        match peer::lookup(local, remote) {
-            Ok(p) if p.uid == me => {}
+        let origin = match peer::lookup(local, remote) {
+            Ok(p) if p.uid == me => Origin::Tcp {
+                uid: p.uid,
+                inode: p.inode,
+            },
             Ok(p) => {
                 tracing::warn!(peer_uid = p.uid, %remote, "refused http connection from another user");
                 continue;
@@ -151,12 +142,15 @@ pub async fn serve(
                 tracing::warn!(error = %e, %remote, "refused http connection: peer unknown");
                 continue;
             }
-        }
+        };
         let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
+        let ep = ep.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |req| route(ctx.clone(), req));
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let ep = ep.clone();
+                async move { Ok::<_, Infallible>(ep.route(req, origin).await) }
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)

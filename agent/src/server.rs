@@ -1,7 +1,6 @@
 //! Start-up and shutdown: configuration, listeners, detaching, the runtime, signal handling.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -11,8 +10,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::Args;
 use crate::config::Config;
+use crate::core::Core;
 use crate::state::AgentState;
-use crate::{control, daemon, http, listeners, logging, paths, systemd};
+use crate::{audit, control, daemon, http, listeners, logging, notify, paths, systemd};
 
 /// Runs the agent until it is told to stop. Called from a synchronous `main` after hardening.
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(
     bound: listeners::Listeners,
-    _config: Config,
+    config: Config,
     config_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let listeners::Listeners {
@@ -74,28 +74,50 @@ async fn serve(
     let control =
         tokio::net::UnixListener::from_std(control).context("cannot adopt the control socket")?;
     let http = tokio::net::TcpListener::from_std(http).context("cannot adopt the HTTP listener")?;
-    let state = Arc::new(AgentState {
+    let facts = AgentState {
         started_at: SystemTime::now(),
         started: Instant::now(),
         socket: control_path.clone(),
         socket_activated,
         http_addr,
         config_path,
-    });
+    };
+    let core = Core::new(facts, config, SystemTime::now())?;
+    let audit_path = paths::state_dir()
+        .map(|d| d.join("audit.jsonl"))
+        .context("cannot find a state directory: set HOME or XDG_STATE_HOME")?;
+    let (audit, _audit_task) = audit::start(&audit_path)
+        .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
+    let endpoint = core.attach_endpoint(audit);
+    core.attach_approval_page(&endpoint);
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
 
     tracker.spawn(control::serve(
         control,
-        state.clone(),
+        core.clone(),
         shutdown.clone(),
         tracker.clone(),
     ));
-    let ctx = Arc::new(http::HttpContext::new(http_addr));
-    tracker.spawn(http::serve(http, ctx, shutdown.clone(), tracker.clone()));
+    tracker.spawn(http::serve(
+        http,
+        endpoint,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    let refresher = core.sessions.clone();
+    let refresh_stop = shutdown.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            _ = refresh_stop.cancelled() => {}
+            _ = refresher.run_refresher(Duration::from_secs(15), SystemTime::now) => {}
+        }
+    });
+    notify::spawn_announcer(&core, shutdown.clone(), &tracker);
 
     tracing::info!(
         pid = std::process::id(),
@@ -106,11 +128,15 @@ async fn serve(
     );
     systemd::notify(&format!("READY=1\nMAINPID={}", std::process::id()));
 
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = sigusr1.recv() => { core.lock(); }
+        }
     }
+    core.lock();
     systemd::notify("STOPPING=1");
     shutdown.cancel();
     tracker.close();

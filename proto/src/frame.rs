@@ -147,7 +147,31 @@ mod tests {
             http_addr: "127.0.0.1:1".into(),
             socket_activated: false,
             config_path: None,
+            keys: 1,
+            sessions: vec![],
+            pending: vec![],
+            imds_role: None,
         }));
+        roundtrip(Request::Open {
+            role: "prod".into(),
+            mfa_code: None,
+        });
+        roundtrip(Request::Approve {
+            ceremony_id: "c".into(),
+            credential: serde_json::json!({"id": "x", "response": {}}),
+        });
+        roundtrip(Response::Challenge {
+            ceremony_id: "c".into(),
+            origin: "http://localhost:1".into(),
+            role: Some("prod".into()),
+            session_secs: Some(3600),
+            approve_url: "http://localhost:1/approve/c".into(),
+            options: serde_json::json!({"publicKey": {}}),
+        });
+        roundtrip(Response::Opened {
+            role: "prod".into(),
+            expires_at: 9,
+        });
     }
 
     #[test]

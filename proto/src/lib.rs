@@ -7,13 +7,18 @@
 mod frame;
 mod message;
 mod paths;
+mod secret;
 
 pub use frame::{
     decode_body, encode_frame, frame_len, read_frame, write_frame, FrameError, HEADER_LEN,
     MAX_FRAME_LEN,
 };
-pub use message::{ErrorCode, Request, Response, StatusInfo};
+pub use message::{
+    ErrorCode, KeyInfo, PendingInfo, Request, Response, RoleInfo, SessionState, SourceInfo,
+    StatusInfo,
+};
 pub use paths::{socket_path, socket_path_from, SocketPathSource};
+pub use secret::Secret;
 
 /// The version of the control protocol. Bump it whenever a message changes meaning; add new
 /// variants instead of changing old ones. Both sides send it in the first exchange (`Hello`), and

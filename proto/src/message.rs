@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Secret;
+
 /// A message from `credctl` to the agent.
 ///
 /// Internally tagged by `type`. A request type this agent does not know decodes as
@@ -21,6 +23,68 @@ pub enum Request {
     Status,
     /// Shut the agent down gracefully.
     Stop,
+    /// End every role session and wipe every cached credential (`credctl lock`).
+    Lock,
+
+    /// Begin registering a FIDO credential named `name`: answered with [`Response::Challenge`].
+    KeyAddStart { name: String },
+    /// Finish a registration with the authenticator's `RegisterPublicKeyCredential` JSON.
+    KeyAddFinish {
+        ceremony_id: String,
+        credential: serde_json::Value,
+    },
+    /// List registered keys.
+    KeyList,
+    /// Remove a key; the last one only with `force`.
+    KeyRemove { name: String, force: bool },
+
+    /// Store a source's long-lived keys in the keyring.
+    SourceAdd {
+        name: String,
+        access_key_id: String,
+        secret_access_key: Secret,
+    },
+    /// List sources (names and the last 4 characters of each key id).
+    SourceList,
+    /// Remove a source from the keyring.
+    SourceRemove { name: String },
+
+    /// List roles from `~/.aws/config` with their session state.
+    Roles,
+    /// Open a session for `role` if none is open. Answered with [`Response::Opened`] (already
+    /// open, or opened by a ceremony another client led), [`Response::Challenge`] (this client
+    /// must take the touch), or an error (`mfa_required`: ask for a code and open again).
+    Open {
+        role: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mfa_code: Option<Secret>,
+    },
+    /// Finish an approval with the authenticator's `PublicKeyCredential` JSON.
+    Approve {
+        ceremony_id: String,
+        credential: serde_json::Value,
+    },
+    /// Wait for a ceremony answered elsewhere (the browser page) to finish.
+    AwaitCeremony { ceremony_id: String },
+
+    /// Issue a token for a shell (`credctl start`): it serves the role `Use` makes current.
+    TokenShell,
+    /// Issue a token bound to `role` only. With `scoped`, the token is revoked when this
+    /// control connection closes (`credctl exec`).
+    TokenForRole {
+        role: String,
+        scoped: bool,
+        purpose: String,
+    },
+    /// Make `role` current for the shell token `token` (`credctl use`).
+    Use { token: Secret, role: String },
+    /// The role's current credentials, for `credential_process`.
+    Credentials { role: String },
+    /// Choose the one role IMDS serves (`None`: IMDS serves nothing).
+    Imds { role: Option<String> },
+    /// Pending approvals (SDK requests for roles with no session).
+    Pending,
+
     /// Any request type this build does not know.
     #[serde(other)]
     Unknown,
@@ -41,8 +105,64 @@ pub enum Response {
     Status(StatusInfo),
     /// Answer to [`Request::Stop`]; the agent closes its listeners right after sending it.
     Stopping,
+    /// A request that needs no data back succeeded.
+    Ok,
+    /// A WebAuthn ceremony for this client to answer: hand `options` to the authenticator with
+    /// `origin`, then send the result back with `ceremony_id`.
+    Challenge {
+        ceremony_id: String,
+        /// `http://localhost:PORT`, the origin the agent verifies.
+        origin: String,
+        /// The role the touch opens; `None` for a key registration.
+        role: Option<String>,
+        /// Session length the touch grants, in seconds (for the prompt).
+        session_secs: Option<u64>,
+        /// The browser approval page for this ceremony.
+        approve_url: String,
+        /// webauthn-rs `CreationChallengeResponse` or `RequestChallengeResponse` JSON.
+        options: serde_json::Value,
+    },
+    /// A key was registered.
+    KeyAdded {
+        key: KeyInfo,
+    },
+    Keys {
+        keys: Vec<KeyInfo>,
+    },
+    Sources {
+        sources: Vec<SourceInfo>,
+    },
+    Roles {
+        roles: Vec<RoleInfo>,
+    },
+    /// A session for `role` is open until `expires_at` (Unix seconds).
+    Opened {
+        role: String,
+        expires_at: u64,
+    },
+    /// A token and how to reach the endpoint with it.
+    Token {
+        token: Secret,
+        token_id: String,
+        /// `http://127.0.0.1:PORT/v1/credentials`.
+        uri: String,
+    },
+    /// Credentials for `credential_process`.
+    Credentials {
+        access_key_id: String,
+        secret_access_key: Secret,
+        session_token: Secret,
+        /// `YYYY-MM-DDTHH:MM:SSZ`.
+        expiration: String,
+    },
+    Pending {
+        pending: Vec<PendingInfo>,
+    },
     /// A request failed. `code` is stable and machine-readable; `message` is for people.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     /// Any response type this build does not know (a newer agent).
     #[serde(other)]
     Unknown,
@@ -76,6 +196,30 @@ pub enum ErrorCode {
     ShuttingDown,
     /// An unexpected internal failure; the message says more.
     Internal,
+    /// No FIDO key is registered: `credctl key add`.
+    NoKeys,
+    /// The WebAuthn ceremony failed (expired, replayed, wrong role, bad assertion, cloned key…).
+    ApprovalFailed,
+    /// A named key, source, role or ceremony does not exist.
+    NotFound,
+    /// The thing to create exists already.
+    Exists,
+    /// The source needs an MFA code: ask for it and send `Open` again with `mfa_code`.
+    MfaRequired,
+    /// STS refused (access denied, invalid or expired source key, wrong MFA code).
+    StsDenied,
+    /// STS could not be reached or kept failing; try again.
+    StsUnavailable,
+    /// The keyring is locked, missing, or failed.
+    Keyring,
+    /// `~/.aws/config` is missing, unreadable or inconsistent for this role.
+    Profile,
+    /// The request is not allowed (e.g. removing the last key without force).
+    Refused,
+    /// A token is unknown, revoked, or cannot do this.
+    BadToken,
+    /// The policy refuses this authenticator or key.
+    Policy,
     /// An error code this build does not know (a newer peer).
     #[serde(other)]
     Unknown,
@@ -92,6 +236,18 @@ impl ErrorCode {
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::NoKeys => "no_keys",
+            ErrorCode::ApprovalFailed => "approval_failed",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Exists => "exists",
+            ErrorCode::MfaRequired => "mfa_required",
+            ErrorCode::StsDenied => "sts_denied",
+            ErrorCode::StsUnavailable => "sts_unavailable",
+            ErrorCode::Keyring => "keyring",
+            ErrorCode::Profile => "profile",
+            ErrorCode::Refused => "refused",
+            ErrorCode::BadToken => "bad_token",
+            ErrorCode::Policy => "policy",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -101,6 +257,63 @@ impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A registered FIDO credential, as `credctl key list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub name: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub last_used: Option<u64>,
+    pub counter: u32,
+    /// `hardware`, `software` or `unknown`.
+    pub kind: String,
+    pub aaguid: Option<String>,
+}
+
+/// A source profile whose keys are in the keyring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub name: String,
+    /// The last 4 characters of the access key id; never more.
+    pub key_id_suffix: String,
+}
+
+/// A role from `~/.aws/config` and its session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleInfo {
+    pub name: String,
+    pub role_arn: String,
+    /// Profiles from the source to this role, e.g. `["base", "dev", "prod"]`.
+    pub chain: Vec<String>,
+    pub mfa: bool,
+    pub session: Option<SessionState>,
+}
+
+/// An open role session, without secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    pub expires_at: u64,
+    pub remaining_secs: u64,
+    pub credentials_expire_at: Option<u64>,
+    pub next_refresh: Option<u64>,
+    pub sts_calls: u64,
+    pub refreshes: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// An SDK asked for a role that has no session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingInfo {
+    pub role: String,
+    /// Unix seconds of the first and latest request.
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub requests: u64,
+    pub peer_pid: Option<i32>,
+    pub peer_exe: Option<String>,
 }
 
 /// What `credctl status` shows about the running agent.
@@ -120,6 +333,18 @@ pub struct StatusInfo {
     pub socket_activated: bool,
     /// The configuration file in effect, if one was read.
     pub config_path: Option<String>,
+    /// Registered FIDO keys.
+    #[serde(default)]
+    pub keys: usize,
+    /// Open role sessions.
+    #[serde(default)]
+    pub sessions: Vec<RoleInfo>,
+    /// Pending approvals.
+    #[serde(default)]
+    pub pending: Vec<PendingInfo>,
+    /// The role IMDS serves, if any.
+    #[serde(default)]
+    pub imds_role: Option<String>,
 }
 
 #[cfg(test)]
@@ -166,6 +391,18 @@ mod tests {
             ErrorCode::UnknownRequest,
             ErrorCode::ShuttingDown,
             ErrorCode::Internal,
+            ErrorCode::NoKeys,
+            ErrorCode::ApprovalFailed,
+            ErrorCode::NotFound,
+            ErrorCode::Exists,
+            ErrorCode::MfaRequired,
+            ErrorCode::StsDenied,
+            ErrorCode::StsUnavailable,
+            ErrorCode::Keyring,
+            ErrorCode::Profile,
+            ErrorCode::Refused,
+            ErrorCode::BadToken,
+            ErrorCode::Policy,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -55,6 +55,18 @@ pub struct Endpoint {
     pub imds_role: RwLock<Option<String>>,
     pub source: Arc<dyn CredentialSource>,
     pub audit: Audit,
+    /// The browser approval page, when the agent serves one.
+    pub approval_page: std::sync::OnceLock<Arc<dyn ApprovalPage>>,
+}
+
+/// The browser approval page (`/approve/...`), served by the core.
+#[async_trait::async_trait]
+pub trait ApprovalPage: Send + Sync {
+    async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        now: SystemTime,
+    ) -> Response<Full<Bytes>>;
 }
 
 /// A 200 JSON response around a shared body.
@@ -66,6 +78,22 @@ fn json_ok(body: Bytes) -> Response<Full<Bytes>> {
 }
 
 impl Endpoint {
+    /// Routes one request from the network. The approval page needs the body; everything else
+    /// is answered synchronously from memory.
+    pub async fn route(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        origin: Origin,
+    ) -> Response<Full<Bytes>> {
+        let now = SystemTime::now();
+        if req.uri().path().starts_with("/approve/") {
+            if let Some(page) = self.approval_page.get() {
+                return page.handle(req, now).await;
+            }
+        }
+        self.handle(&req, origin, now)
+    }
+
     /// Routes one request from a connection whose peer is `origin`.
     pub fn handle<B>(
         &self,

@@ -47,6 +47,7 @@ fn endpoint(fake: Arc<Fake>) -> Endpoint {
         imds_role: RwLock::new(None),
         source: fake,
         audit: Audit::for_tests(tx),
+        approval_page: std::sync::OnceLock::new(),
     }
 }
 

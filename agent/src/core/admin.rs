@@ -1,0 +1,590 @@
+//! Control requests, one handler per family: keys, sources, roles and sessions, tokens.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use credagent_proto::{
+    ErrorCode, KeyInfo, Request, Response, RoleInfo, Secret, SessionState, SourceInfo,
+};
+use secrecy::{ExposeSecret, SecretString};
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
+use super::gate::{self, Begin, Kind};
+use super::Core;
+use crate::approval::ApprovalError;
+use crate::audit::{rfc3339, Event, Origin, Outcome};
+use crate::keystore::{KeystoreError, SourceCredentials};
+use crate::sessions::SessionError;
+use crate::tokens::{Binding, TokenId};
+
+/// One control connection's identity and the things that die with it.
+pub struct Conn {
+    pub id: u64,
+    pub uid: u32,
+    pub pid: i32,
+    /// Tokens revoked when the connection closes (`credctl exec`).
+    pub scoped_tokens: Vec<TokenId>,
+}
+
+impl Conn {
+    fn origin(&self) -> Origin {
+        Origin::Unix {
+            uid: self.uid,
+            pid: self.pid,
+        }
+    }
+    fn requester(&self) -> String {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        format!("pid {} ({exe})", self.pid)
+    }
+}
+
+fn approval_error(e: &ApprovalError) -> Response {
+    let code = match e.code() {
+        "no_keys" => ErrorCode::NoKeys,
+        "software_authenticator_refused"
+        | "attestation_untrusted"
+        | "no_eligible_keys"
+        | "user_not_verified"
+        | "attestation_ca_invalid" => ErrorCode::Policy,
+        "key_exists" | "credential_exists" => ErrorCode::Exists,
+        "unknown_key" => ErrorCode::NotFound,
+        "last_key" => ErrorCode::Refused,
+        "state_corrupt" | "state_insecure" | "io" | "internal" => ErrorCode::Internal,
+        _ => ErrorCode::ApprovalFailed,
+    };
+    Response::error(code, e.to_string())
+}
+
+fn session_error(e: &SessionError) -> Response {
+    let code = match e {
+        SessionError::NoSession { .. } => ErrorCode::NotFound,
+        SessionError::MfaRequired { .. } => ErrorCode::MfaRequired,
+        SessionError::Profile { .. } => ErrorCode::Profile,
+        SessionError::Source { .. } => ErrorCode::Keyring,
+        SessionError::Sts { .. } if e.is_transient() => ErrorCode::StsUnavailable,
+        SessionError::Sts { .. } => ErrorCode::StsDenied,
+        SessionError::ApprovalMismatch { .. } | SessionError::Locked { .. } => {
+            ErrorCode::ApprovalFailed
+        }
+    };
+    Response::error(code, e.to_string())
+}
+
+fn keystore_error(e: &KeystoreError) -> Response {
+    let code = match e {
+        KeystoreError::NotFound { .. } => ErrorCode::NotFound,
+        KeystoreError::InvalidName { .. } | KeystoreError::InvalidCredentials { .. } => {
+            ErrorCode::BadRequest
+        }
+        _ => ErrorCode::Keyring,
+    };
+    Response::error(code, e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, Box<Response>> {
+    serde_json::to_value(v).map_err(|e| {
+        Box::new(Response::error(
+            ErrorCode::Internal,
+            format!("cannot encode options: {e}"),
+        ))
+    })
+}
+
+fn key_info(k: &crate::approval::KeyInfo) -> KeyInfo {
+    let kind = serde_json::to_value(k.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    KeyInfo {
+        name: k.name.clone(),
+        created: k.created,
+        last_used: k.last_used,
+        counter: k.counter,
+        kind,
+        aaguid: k.aaguid.map(|u| u.to_string()),
+    }
+}
+
+impl Core {
+    fn origin_url(&self) -> String {
+        format!("http://localhost:{}", self.facts.http_addr.port())
+    }
+
+    fn challenge(&self, id: &str, role: Option<&str>, options: serde_json::Value) -> Response {
+        Response::Challenge {
+            ceremony_id: id.to_owned(),
+            origin: self.origin_url(),
+            role: role.map(str::to_owned),
+            session_secs: role.map(|_| self.config.session_ttl.as_secs()),
+            approve_url: format!("{}/approve/{id}", self.origin_url()),
+            options,
+        }
+    }
+
+    /// Answers one control request after the handshake. The flag asks for shutdown.
+    pub async fn handle(self: &Arc<Self>, req: Request, conn: &mut Conn) -> (Response, bool) {
+        let now = SystemTime::now();
+        let resp = match req {
+            Request::Hello { .. } => crate::control::hello(&req),
+            Request::Status => Response::Status(self.status(now)),
+            Request::Stop => return (Response::Stopping, true),
+            Request::Lock => {
+                self.lock();
+                Response::Ok
+            }
+            Request::KeyAddStart { name } => self.key_add_start(&name, conn, now),
+            Request::KeyAddFinish {
+                ceremony_id,
+                credential,
+            } => self.key_add_finish(&ceremony_id, credential, now).await,
+            Request::KeyList => Response::Keys {
+                keys: self.approver.keys().iter().map(key_info).collect(),
+            },
+            Request::KeyRemove { name, force } => match self.approver.remove_key(&name, force) {
+                Ok(()) => Response::Ok,
+                Err(e) => approval_error(&e),
+            },
+            Request::SourceAdd {
+                name,
+                access_key_id,
+                secret_access_key,
+            } => {
+                self.source_add(name, access_key_id, secret_access_key)
+                    .await
+            }
+            Request::SourceList => self.source_list().await,
+            Request::SourceRemove { name } => self.source_remove(name).await,
+            Request::Roles => self.roles(now),
+            Request::Open { role, mfa_code } => self.open(&role, mfa_code, conn, now).await,
+            Request::Approve {
+                ceremony_id,
+                credential,
+            } => self.answer(&ceremony_id, credential, now).await,
+            Request::AwaitCeremony { ceremony_id } => match self.gate.subscribe(&ceremony_id) {
+                Some(rx) => gate::wait(rx).await,
+                None => Response::error(
+                    ErrorCode::NotFound,
+                    "no such ceremony (finished or expired)",
+                ),
+            },
+            Request::TokenShell => self.issue(Binding::Shell { current: None }, "shell", None, now),
+            Request::TokenForRole {
+                role,
+                scoped,
+                purpose,
+            } => {
+                let purpose = if scoped {
+                    "exec"
+                } else if purpose == "env" {
+                    "env"
+                } else {
+                    "role"
+                };
+                self.issue(Binding::Role { role }, purpose, scoped.then_some(conn), now)
+            }
+            Request::Use { token, role } => {
+                let t = SecretString::from(token.expose().to_owned());
+                match self.tokens.set_current(&t, &role) {
+                    Ok(_) => Response::Ok,
+                    Err(e) => Response::error(
+                        ErrorCode::BadToken,
+                        format!("{e}: this shell's token is not known to the agent: run `eval \"$(credctl start)\"`"),
+                    ),
+                }
+            }
+            Request::Credentials { role } => self.credentials(&role, conn, now).await,
+            Request::Imds { role } => {
+                if let Some(ep) = self.endpoint.get() {
+                    *ep.imds_role.write().unwrap_or_else(|p| p.into_inner()) = role;
+                }
+                Response::Ok
+            }
+            Request::Pending => {
+                let core = self.clone();
+                let pending =
+                    tokio::task::spawn_blocking(move || core.pending.list(SystemTime::now()))
+                        .await
+                        .unwrap_or_default();
+                Response::Pending { pending }
+            }
+            Request::Unknown => Response::error(
+                ErrorCode::UnknownRequest,
+                "this agent does not know that request: update and restart the agent",
+            ),
+        };
+        (resp, false)
+    }
+
+    fn key_add_start(&self, name: &str, conn: &Conn, now: SystemTime) -> Response {
+        match self.approver.start_registration(name, now) {
+            Ok((id, ccr)) => {
+                let options = match to_json(&ccr) {
+                    Ok(v) => v,
+                    Err(r) => return *r,
+                };
+                let id = id.to_string();
+                self.gate.register(&id, name, options.clone(), conn.id, now);
+                self.challenge(&id, None, options)
+            }
+            Err(e) => approval_error(&e),
+        }
+    }
+
+    async fn key_add_finish(
+        &self,
+        id: &str,
+        credential: serde_json::Value,
+        now: SystemTime,
+    ) -> Response {
+        let outcome = match self.gate.claim(id) {
+            Some((Kind::Register { .. }, _)) => self.finish_registration(id, credential, now).await,
+            Some((Kind::Approve { .. }, _)) => Response::error(
+                ErrorCode::BadRequest,
+                "that ceremony opens a role; send approve",
+            ),
+            None => {
+                return Response::error(
+                    ErrorCode::NotFound,
+                    "no such ceremony (finished or expired)",
+                )
+            }
+        };
+        self.gate.finish(id, outcome.clone());
+        outcome
+    }
+
+    async fn finish_registration(
+        &self,
+        id: &str,
+        credential: serde_json::Value,
+        now: SystemTime,
+    ) -> Response {
+        let cred: RegisterPublicKeyCredential = match serde_json::from_value(credential) {
+            Ok(c) => c,
+            Err(e) => {
+                return Response::error(ErrorCode::BadRequest, format!("malformed credential: {e}"))
+            }
+        };
+        let Ok(cid) = id.parse() else {
+            return Response::error(ErrorCode::NotFound, "malformed ceremony id");
+        };
+        match self.approver.finish_registration(cid, &cred, now) {
+            Ok(k) => {
+                tracing::info!(key = %k.name, "security key registered");
+                Response::KeyAdded { key: key_info(&k) }
+            }
+            Err(e) => {
+                tracing::warn!(code = e.code(), "key registration refused");
+                tokio::time::sleep(self.approver.failure_delay()).await;
+                approval_error(&e)
+            }
+        }
+    }
+
+    /// Opens `role` if needed: already open → `Opened`; else lead or follow the role's ceremony.
+    async fn open(
+        &self,
+        role: &str,
+        mfa_code: Option<Secret>,
+        conn: &Conn,
+        now: SystemTime,
+    ) -> Response {
+        if let Err(r) = self.reload_profiles() {
+            return *r;
+        }
+        if let Some(st) = self
+            .sessions
+            .status(now)
+            .into_iter()
+            .find(|s| s.role == role)
+        {
+            if self.sessions.get_cached(role, now).is_some() {
+                return Response::Opened {
+                    role: role.to_owned(),
+                    expires_at: st.session_expires_at,
+                };
+            }
+        }
+        match self.sessions.mfa_needed(role, now) {
+            Err(e) => return session_error(&e),
+            Ok(Some(serial)) if mfa_code.is_none() => {
+                return Response::error(
+                    ErrorCode::MfaRequired,
+                    format!("role {role} needs a code from MFA device {serial}"),
+                )
+            }
+            Ok(_) => {}
+        }
+        let begin = self
+            .gate
+            .open_or_join(role, conn.id, conn.requester(), mfa_code, now, || {
+                let (id, rcr) = self
+                    .approver
+                    .start_approval(role, now)
+                    .map_err(|e| Box::new(approval_error(&e)))?;
+                Ok::<_, Box<Response>>((id.to_string(), to_json(&rcr)?))
+            });
+        match begin {
+            Ok(Begin::Lead(id)) => match self.gate.view(&id) {
+                Some(v) => self.challenge(&id, Some(role), v.options),
+                None => Response::error(ErrorCode::Internal, "the ceremony vanished"),
+            },
+            Ok(Begin::Follow(rx)) => gate::wait(rx).await,
+            Err(r) => *r,
+        }
+    }
+
+    /// The one answer to ceremony `id` (from credctl or the browser page).
+    pub async fn answer(
+        &self,
+        id: &str,
+        credential: serde_json::Value,
+        now: SystemTime,
+    ) -> Response {
+        let (kind, mfa_code) = match self.gate.claim(id) {
+            Some(v) => v,
+            None => {
+                return Response::error(
+                    ErrorCode::NotFound,
+                    "no such ceremony (already answered or expired): run the command again",
+                )
+            }
+        };
+        let outcome = match kind {
+            Kind::Register { .. } => self.finish_registration(id, credential, now).await,
+            Kind::Approve { role } => {
+                self.finish_approval(id, &role, credential, mfa_code, now)
+                    .await
+            }
+        };
+        self.gate.finish(id, outcome.clone());
+        outcome
+    }
+
+    async fn finish_approval(
+        &self,
+        id: &str,
+        role: &str,
+        credential: serde_json::Value,
+        mfa_code: Option<Secret>,
+        now: SystemTime,
+    ) -> Response {
+        let cred: PublicKeyCredential = match serde_json::from_value(credential) {
+            Ok(c) => c,
+            Err(e) => {
+                return Response::error(ErrorCode::BadRequest, format!("malformed assertion: {e}"))
+            }
+        };
+        let Ok(cid) = id.parse() else {
+            return Response::error(ErrorCode::NotFound, "malformed ceremony id");
+        };
+        let approval = match self.approver.finish_approval(cid, role, &cred, now) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(role, code = e.code(), "approval refused");
+                tokio::time::sleep(self.approver.failure_delay()).await;
+                return approval_error(&e);
+            }
+        };
+        tracing::info!(
+            role,
+            key = approval.key_name(),
+            "touch verified; opening the session"
+        );
+        let code = mfa_code.map(|c| SecretString::from(c.expose().to_owned()));
+        match self.sessions.open(role, approval, code, now).await {
+            Ok(info) => {
+                self.pending.resolve(role);
+                Response::Opened {
+                    role: role.to_owned(),
+                    expires_at: info.expires_at,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(role, code = e.code(), "session did not open");
+                session_error(&e)
+            }
+        }
+    }
+
+    fn issue(
+        &self,
+        binding: Binding,
+        purpose: &str,
+        scoped: Option<&mut Conn>,
+        now: SystemTime,
+    ) -> Response {
+        match self.tokens.issue(binding, purpose, now) {
+            Ok((id, token)) => {
+                if let Some(conn) = scoped {
+                    conn.scoped_tokens.push(id);
+                }
+                Response::Token {
+                    token: Secret::new(token.expose_secret()),
+                    token_id: id.to_string(),
+                    uri: format!(
+                        "http://{}{}",
+                        self.facts.http_addr,
+                        crate::endpoint::ECS_PATH
+                    ),
+                }
+            }
+            Err(e) => Response::error(ErrorCode::Internal, format!("random generator failed: {e}")),
+        }
+    }
+
+    async fn credentials(&self, role: &str, conn: &Conn, now: SystemTime) -> Response {
+        let result = self.sessions.credentials(role, now).await;
+        let (outcome, reason) = match &result {
+            Ok(_) => (Outcome::Served, None),
+            Err(_) => (Outcome::Refused, Some("not_approved")),
+        };
+        if let Some(ep) = self.endpoint.get() {
+            ep.audit.record(
+                now,
+                Event {
+                    channel: "credential_process",
+                    role: Some(role.to_owned()),
+                    token_id: None,
+                    origin: conn.origin(),
+                    outcome,
+                    reason,
+                },
+            );
+        }
+        match result {
+            Ok(c) => Response::Credentials {
+                access_key_id: c.access_key_id.clone(),
+                secret_access_key: Secret::new(c.secret_access_key.expose_secret()),
+                session_token: Secret::new(c.session_token.expose_secret()),
+                expiration: rfc3339(c.expiration),
+            },
+            Err(e) => session_error(&e),
+        }
+    }
+
+    async fn source_add(&self, name: String, key_id: String, secret: Secret) -> Response {
+        let ks = self.keystore.clone();
+        let creds = SourceCredentials {
+            access_key_id: key_id,
+            secret_access_key: SecretString::from(secret.expose().to_owned()),
+        };
+        drop(secret);
+        let r = tokio::task::spawn_blocking(move || ks.get()?.put(&name, &creds)).await;
+        match r {
+            Ok(Ok(())) => Response::Ok,
+            Ok(Err(e)) => keystore_error(&e),
+            Err(e) => Response::error(ErrorCode::Internal, format!("keyring task failed: {e}")),
+        }
+    }
+
+    async fn source_list(&self) -> Response {
+        let ks = self.keystore.clone();
+        let r = tokio::task::spawn_blocking(move || -> Result<Vec<SourceInfo>, KeystoreError> {
+            let store = ks.get()?;
+            let mut out = Vec::new();
+            for name in store.list()? {
+                let suffix = match store.get(&name) {
+                    Ok(c) => c
+                        .access_key_id
+                        .chars()
+                        .rev()
+                        .take(4)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect(),
+                    Err(_) => "????".into(),
+                };
+                out.push(SourceInfo {
+                    name,
+                    key_id_suffix: suffix,
+                });
+            }
+            Ok(out)
+        })
+        .await;
+        match r {
+            Ok(Ok(sources)) => Response::Sources { sources },
+            Ok(Err(e)) => keystore_error(&e),
+            Err(e) => Response::error(ErrorCode::Internal, format!("keyring task failed: {e}")),
+        }
+    }
+
+    async fn source_remove(&self, name: String) -> Response {
+        let ks = self.keystore.clone();
+        match tokio::task::spawn_blocking(move || ks.get()?.delete(&name)).await {
+            Ok(Ok(())) => Response::Ok,
+            Ok(Err(e)) => keystore_error(&e),
+            Err(e) => Response::error(ErrorCode::Internal, format!("keyring task failed: {e}")),
+        }
+    }
+
+    fn roles(&self, now: SystemTime) -> Response {
+        if let Err(r) = self.reload_profiles() {
+            return *r;
+        }
+        Response::Roles {
+            roles: self.role_infos(now, false),
+        }
+    }
+
+    /// Roles with their session state; with `open_only`, just the open ones.
+    pub fn role_infos(&self, now: SystemTime, open_only: bool) -> Vec<RoleInfo> {
+        let status = self.sessions.status(now);
+        let profiles = self.sessions.profiles();
+        let mut out = Vec::new();
+        for summary in profiles.roles() {
+            let session = status
+                .iter()
+                .find(|s| s.role == summary.name)
+                .map(|s| SessionState {
+                    expires_at: s.session_expires_at,
+                    remaining_secs: s.session_remaining_secs,
+                    credentials_expire_at: s.credentials_expire_at,
+                    next_refresh: s.next_refresh,
+                    sts_calls: s.sts_calls,
+                    refreshes: s.refreshes,
+                    failures: s.failures,
+                    last_error: s.last_error.clone(),
+                });
+            if open_only && session.is_none() {
+                continue;
+            }
+            let (chain, mfa) = match profiles.resolve(&summary.name) {
+                Ok(spec) => {
+                    let mut chain = vec![spec.source.clone()];
+                    chain.extend(spec.chain.iter().map(|h| h.profile.clone()));
+                    (chain, spec.mfa_serial.is_some())
+                }
+                Err(_) => (Vec::new(), false),
+            };
+            out.push(RoleInfo {
+                name: summary.name,
+                role_arn: summary.role_arn,
+                chain,
+                mfa,
+                session,
+            });
+        }
+        out
+    }
+
+    /// The full status report.
+    pub fn status(&self, now: SystemTime) -> credagent_proto::StatusInfo {
+        let mut info = self.facts.status();
+        info.keys = self.approver.keys().len();
+        info.sessions = self.role_infos(now, true);
+        info.imds_role = self.endpoint.get().and_then(|ep| {
+            ep.imds_role
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        });
+        info.pending = self.pending.list(now);
+        info
+    }
+}

@@ -1,0 +1,180 @@
+//! The browser approval page, `http://localhost:PORT/approve/<ceremony>`: plain WebAuthn in the
+//! user's browser, so platform authenticators and phones can approve too.
+//!
+//! The ceremony id (122 random bits) is the capability. The page and its script are static and
+//! served with a strict CSP; the answer is accepted only from the page's own origin
+//! `http://localhost:PORT`, and the `Host` check has already refused DNS-rebinding names.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use credagent_proto::Response as Resp;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ORIGIN};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::gate::Kind;
+use super::Core;
+use crate::endpoint::{ApprovalPage, Endpoint};
+use crate::http::{error_response, HttpContext};
+
+const PAGE: &str = include_str!("../../assets/approve.html");
+const SCRIPT: &str = include_str!("../../assets/approve.js");
+/// Largest credential JSON the page may post.
+const MAX_BODY: usize = 16 * 1024;
+
+struct Page {
+    core: Arc<Core>,
+    ctx: HttpContext,
+    origin: String,
+}
+
+fn with_headers(
+    mut resp: Response<Full<Bytes>>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
+             frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+fn ok(body: impl Into<Bytes>, content_type: &'static str) -> Response<Full<Bytes>> {
+    with_headers(Response::new(Full::new(body.into())), content_type)
+}
+
+impl Page {
+    fn options(&self, id: &str) -> Response<Full<Bytes>> {
+        let Some(view) = self.core.gate.view(id) else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such ceremony: it was answered or expired",
+            );
+        };
+        let body = match &view.kind {
+            Kind::Approve { role } => serde_json::json!({
+                "kind": "approve", "role": role, "requester": view.requester,
+                "session_secs": self.core.config.session_ttl.as_secs(), "options": view.options,
+            }),
+            Kind::Register { name } => serde_json::json!({
+                "kind": "register", "name": name, "requester": view.requester, "options": view.options,
+            }),
+        };
+        ok(body.to_string(), "application/json")
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        req: Request<hyper::body::Incoming>,
+        now: SystemTime,
+    ) -> Response<Full<Bytes>> {
+        let origin_ok =
+            req.headers().get(ORIGIN).and_then(|o| o.to_str().ok()) == Some(self.origin.as_str());
+        if !origin_ok {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "bad_origin",
+                "approvals are accepted only from the agent's own page",
+            );
+        }
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "credential too large",
+                )
+            }
+        };
+        let credential: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("malformed credential: {e}"),
+                )
+            }
+        };
+        match self.core.answer(id, credential, now).await {
+            Resp::Opened { role, .. } => ok(
+                serde_json::json!({"message": format!("Approved: role {role} is open. You can close this tab.")})
+                    .to_string(),
+                "application/json",
+            ),
+            Resp::KeyAdded { key } => ok(
+                serde_json::json!({"message": format!("Security key \u{201c}{}\u{201d} registered. You can close this tab.", key.name)})
+                    .to_string(),
+                "application/json",
+            ),
+            Resp::Error { code, message } => error_response(StatusCode::FORBIDDEN, code.as_str(), &message),
+            _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected outcome"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ApprovalPage for Page {
+    async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        now: SystemTime,
+    ) -> Response<Full<Bytes>> {
+        // WebAuthn's origin is http://localhost:PORT: the page must be loaded under that name.
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !self.ctx.host_allowed(host) || !host.to_ascii_lowercase().starts_with("localhost:") {
+            return error_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                "use_localhost",
+                &format!(
+                    "open the approval page as {}{}",
+                    self.origin,
+                    req.uri().path()
+                ),
+            );
+        }
+        let path = req.uri().path().trim_start_matches("/approve/").to_owned();
+        let mut parts = path.splitn(2, '/');
+        let (first, rest) = (parts.next().unwrap_or(""), parts.next());
+        match (req.method().clone(), first, rest) {
+            (Method::GET, "app.js", None) => ok(SCRIPT, "text/javascript; charset=utf-8"),
+            (Method::GET, id, None) if !id.is_empty() => ok(PAGE, "text/html; charset=utf-8"),
+            (Method::GET, id, Some("options")) => self.options(id),
+            (Method::POST, id, Some("finish")) => self.finish(id, req, now).await,
+            _ => error_response(StatusCode::NOT_FOUND, "not_found", "no such page"),
+        }
+    }
+}
+
+impl Core {
+    /// Serves the approval page on `ep`.
+    pub fn attach_approval_page(self: &Arc<Self>, ep: &Arc<Endpoint>) {
+        let page = Page {
+            core: self.clone(),
+            ctx: HttpContext::new(self.facts.http_addr),
+            origin: format!("http://localhost:{}", self.facts.http_addr.port()),
+        };
+        let _ = ep.approval_page.set(Arc::new(page));
+    }
+}

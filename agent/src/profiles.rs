@@ -1,0 +1,567 @@
+//! Roles from the AWS shared config file: `role_arn` / `source_profile` chains, resolved into
+//! [`RoleSpec`]s, parsed with the AWS SDK's own profile parser (`aws_runtime::env_config`, the
+//! parser behind aws-config's `profile::load`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use aws_runtime::env_config::file::{EnvConfigFileKind as ProfileFileKind, EnvConfigFiles};
+use aws_runtime::env_config::section::EnvConfigSections as ProfileSet;
+use aws_types::os_shim_internal::{Env, Fs};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::keystore::SourceCredentials;
+
+/// Looks up an environment variable. Tests pass a map; the agent passes `std::env::var`.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, as an [`EnvLookup`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// One AssumeRole step from the source toward the role, taken from one profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// The profile this hop comes from (for messages).
+    pub profile: String,
+    pub role_arn: String,
+    pub external_id: Option<String>,
+    /// `duration_seconds` of the profile, if set.
+    pub duration_seconds: Option<u32>,
+    /// `role_session_name` of the profile, if set.
+    pub role_session_name: Option<String>,
+}
+
+/// Everything needed to obtain credentials for one role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleSpec {
+    /// The profile name the user calls the role by.
+    pub name: String,
+    /// ARN of the final role (the last hop).
+    pub role_arn: String,
+    /// The root source profile whose long-lived keys start the chain.
+    pub source: String,
+    /// Hops from the source to this role, in call order; the last one is the role itself.
+    pub chain: Vec<Hop>,
+    /// MFA device: from the role profile, else the nearest profile on the chain, else the source.
+    pub mfa_serial: Option<String>,
+    /// Region: from the role profile, else the nearest profile on the chain.
+    pub region: Option<String>,
+    /// Whether the source has a section in the config file. A source may live only in the
+    /// keyring; when its keys are missing too, a typo in `source_profile` is likely.
+    pub source_in_config: bool,
+}
+
+/// One line of `credctl roles`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RoleSummary {
+    pub name: String,
+    pub role_arn: String,
+    /// Root source profile, when the chain resolves.
+    pub source: Option<String>,
+    /// Why the chain does not resolve, when it does not.
+    pub error: Option<String>,
+}
+
+/// Errors reading or resolving profiles.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("cannot read AWS config file {path}: {source}: fix the path or set AWS_CONFIG_FILE")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot parse AWS config file {path}: {detail}: fix the file")]
+    Parse { path: PathBuf, detail: String },
+    #[error(
+        "profile {chain}: profile `{missing}` not found in {path}: add it or fix source_profile"
+    )]
+    NotFound {
+        chain: Chain,
+        missing: String,
+        path: PathBuf,
+    },
+    #[error("profile `{name}` has no role_arn in {path}: it is not a role (use a profile with role_arn)")]
+    NotARole { name: String, path: PathBuf },
+    #[error("profile {chain}: source_profile cycle: break the loop in {path}")]
+    Cycle { chain: Chain, path: PathBuf },
+    #[error("profile {chain}: `{profile}` has role_arn but no source_profile: credagent needs a source_profile (credential_source is not supported)")]
+    NoSource { chain: Chain, profile: String },
+    #[error("profile `{profile}`: invalid {key} `{value}`: {expected}")]
+    BadValue {
+        profile: String,
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// A chain of profile names, shown as `prod → dev → base`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain(pub Vec<String>);
+
+impl fmt::Display for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(" → "))
+    }
+}
+
+/// The parsed AWS config file.
+pub struct Profiles {
+    sections: ProfileSet,
+    /// Where the profiles came from, for error messages.
+    path: PathBuf,
+}
+
+impl fmt::Debug for Profiles {
+    // Names only: a config file may hold keys too.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.sections.profiles().collect();
+        names.sort_unstable();
+        f.debug_struct("Profiles")
+            .field("path", &self.path)
+            .field("profiles", &names)
+            .finish()
+    }
+}
+
+impl Profiles {
+    /// Loads `config_path`, else `$AWS_CONFIG_FILE`, else `~/.aws/config`, from the process
+    /// environment. A missing file gives no profiles, except an explicit `config_path`.
+    pub fn load(config_path: Option<&Path>) -> Result<Profiles, ProfileError> {
+        Self::load_with_env(config_path, &process_env)
+    }
+
+    /// [`Profiles::load`] with the environment as a parameter.
+    pub fn load_with_env(
+        config_path: Option<&Path>,
+        env: EnvLookup<'_>,
+    ) -> Result<Profiles, ProfileError> {
+        let (path, must_exist) = match config_path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (aws_file_path("AWS_CONFIG_FILE", "config", env), false),
+        };
+        let contents = read_optional(&path, must_exist)?;
+        let sections = parse(&path, contents, ProfileFileKind::Config)?;
+        Ok(Profiles { sections, path })
+    }
+
+    /// Parses config text directly (tests, and `credctl` previews).
+    pub fn from_contents(path: &Path, contents: String) -> Result<Profiles, ProfileError> {
+        let sections = parse(path, contents, ProfileFileKind::Config)?;
+        Ok(Profiles {
+            sections,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file the profiles were read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every profile with a `role_arn`, sorted by name, with its resolved source or the error.
+    pub fn roles(&self) -> Vec<RoleSummary> {
+        let mut out: Vec<RoleSummary> = self
+            .sections
+            .profiles()
+            .filter_map(|name| {
+                let arn = self.sections.get_profile(name)?.get("role_arn")?;
+                let resolved = self.resolve(name);
+                Some(RoleSummary {
+                    name: name.to_owned(),
+                    role_arn: arn.to_owned(),
+                    source: resolved.as_ref().ok().map(|s| s.source.clone()),
+                    error: resolved.err().map(|e| e.to_string()),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Follows `source_profile` from `name` to the root source (any depth).
+    pub fn resolve(&self, name: &str) -> Result<RoleSpec, ProfileError> {
+        let mut visited = vec![name.to_owned()];
+        let mut hops_rev: Vec<Hop> = Vec::new();
+        let mut mfa_serial = None;
+        let mut region = None;
+        let mut current = name.to_owned();
+        let mut source_in_config = true;
+        let source = loop {
+            let Some(profile) = self.sections.get_profile(&current) else {
+                if hops_rev.is_empty() {
+                    return Err(ProfileError::NotFound {
+                        chain: Chain(visited),
+                        missing: current,
+                        path: self.path.clone(),
+                    });
+                }
+                // A source needs no section: its keys live in the keyring (and an import
+                // removes its section from ~/.aws/credentials).
+                source_in_config = false;
+                break current;
+            };
+            if mfa_serial.is_none() {
+                mfa_serial = profile.get("mfa_serial").map(str::to_owned);
+            }
+            if region.is_none() {
+                region = profile.get("region").map(str::to_owned);
+            }
+            let Some(role_arn) = profile.get("role_arn") else {
+                if hops_rev.is_empty() {
+                    return Err(ProfileError::NotARole {
+                        name: name.to_owned(),
+                        path: self.path.clone(),
+                    });
+                }
+                break current;
+            };
+            hops_rev.push(Hop {
+                profile: current.clone(),
+                role_arn: role_arn.to_owned(),
+                external_id: profile.get("external_id").map(str::to_owned),
+                duration_seconds: parse_duration_seconds(
+                    &current,
+                    profile.get("duration_seconds"),
+                )?,
+                role_session_name: profile.get("role_session_name").map(str::to_owned),
+            });
+            let Some(next) = profile.get("source_profile") else {
+                return Err(ProfileError::NoSource {
+                    chain: Chain(visited),
+                    profile: current,
+                });
+            };
+            if next == current {
+                // AWS semantics: a profile naming itself uses its own static keys as the source.
+                break current;
+            }
+            let next = next.to_owned();
+            visited.push(next.clone());
+            if visited[..visited.len() - 1].contains(&next) {
+                return Err(ProfileError::Cycle {
+                    chain: Chain(visited),
+                    path: self.path.clone(),
+                });
+            }
+            current = next;
+        };
+        hops_rev.reverse();
+        let role_arn = hops_rev
+            .last()
+            .map(|h| h.role_arn.clone())
+            .unwrap_or_default();
+        Ok(RoleSpec {
+            name: name.to_owned(),
+            role_arn,
+            source,
+            chain: hops_rev,
+            mfa_serial,
+            region,
+            source_in_config,
+        })
+    }
+}
+
+fn parse_duration_seconds(profile: &str, value: Option<&str>) -> Result<Option<u32>, ProfileError> {
+    let Some(value) = value else { return Ok(None) };
+    match value.trim().parse::<u32>() {
+        Ok(v) if (900..=43_200).contains(&v) => Ok(Some(v)),
+        _ => Err(ProfileError::BadValue {
+            profile: profile.to_owned(),
+            key: "duration_seconds",
+            value: value.to_owned(),
+            expected: "a number of seconds from 900 to 43200",
+        }),
+    }
+}
+
+/// `$VAR` if set (with `~/` expanded), else `$HOME/.aws/<file>`.
+fn aws_file_path(var: &str, file: &str, env: EnvLookup<'_>) -> PathBuf {
+    let home = env("HOME").map(PathBuf::from).unwrap_or_default();
+    match env(var).filter(|v| !v.is_empty()) {
+        Some(p) => match p.strip_prefix("~/") {
+            Some(rest) => home.join(rest),
+            None => PathBuf::from(p),
+        },
+        None => home.join(".aws").join(file),
+    }
+}
+
+/// `$AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`.
+pub fn credentials_file_path(env: EnvLookup<'_>) -> PathBuf {
+    aws_file_path("AWS_SHARED_CREDENTIALS_FILE", "credentials", env)
+}
+
+fn read_optional(path: &Path, must_exist: bool) -> Result<String, ProfileError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(String::new()),
+        Err(source) => Err(ProfileError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Runs the SDK's parser on text we already read. The SDK's loader is `async` only because
+/// it may read files; given contents it never awaits, so one poll finishes it.
+fn parse(path: &Path, contents: String, kind: ProfileFileKind) -> Result<ProfileSet, ProfileError> {
+    let parse_error = |detail: String| ProfileError::Parse {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let files = EnvConfigFiles::builder()
+        .with_contents(kind, contents)
+        .build();
+    let (fs, env) = (Fs::from_slice(&[]), Env::from_slice(&[]));
+    let fut = pin!(aws_runtime::env_config::source::load(&env, &fs, &files));
+    let source = match fut.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => r.map_err(|e| parse_error(e.to_string()))?,
+        Poll::Pending => return Err(parse_error("the profile loader unexpectedly waited".into())),
+    };
+    ProfileSet::parse(source).map_err(|e| parse_error(e.to_string()))
+}
+
+/// Where a source profile's keys sit in the shared credentials file.
+#[derive(Debug)]
+pub struct CredentialsFileEntry {
+    pub path: PathBuf,
+    pub credentials: SourceCredentials,
+}
+
+/// Whether `~/.aws/credentials` (or `$AWS_SHARED_CREDENTIALS_FILE`) holds static keys for
+/// `profile`. The caller refuses to use them and says: "import it with
+/// `credctl source add NAME --import-profile NAME`".
+pub fn source_keys_in_credentials_file(
+    profile: &str,
+    env: EnvLookup<'_>,
+) -> Result<Option<CredentialsFileEntry>, ProfileError> {
+    read_credentials_file(&credentials_file_path(env), profile)
+}
+
+/// Reads the static keys of `profile` from a credentials file (for `--import-profile`).
+pub fn read_credentials_file(
+    path: &Path,
+    profile: &str,
+) -> Result<Option<CredentialsFileEntry>, ProfileError> {
+    // The SDK parser keeps its own copies of the values; they are dropped (not zeroized) with
+    // `sections` at the end of this function.
+    let sections = parse(
+        path,
+        read_optional(path, false)?,
+        ProfileFileKind::Credentials,
+    )?;
+    let Some(p) = sections.get_profile(profile) else {
+        return Ok(None);
+    };
+    match (p.get("aws_access_key_id"), p.get("aws_secret_access_key")) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+            Ok(Some(CredentialsFileEntry {
+                path: path.to_path_buf(),
+                credentials: SourceCredentials {
+                    access_key_id: id.to_owned(),
+                    secret_access_key: SecretString::from(secret),
+                },
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Environment built from pairs, for tests and callers that scrub the environment.
+pub fn env_from_pairs(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |k: &str| map.get(k).cloned()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const CONFIG: &str = "\
+# top comment
+[default]
+region = eu-west-1
+
+[profile base]
+mfa_serial = arn:aws:iam::111111111111:mfa/alice
+
+[profile dev]
+role_arn = arn:aws:iam::111111111111:role/dev
+source_profile = base
+external_id = ext-dev
+role_session_name = alice-dev
+
+[profile prod]
+role_arn = arn:aws:iam::222222222222:role/prod
+source_profile = dev
+duration_seconds = 1800
+region = us-west-2
+
+[profile loopa]
+role_arn = arn:aws:iam::1:role/a
+source_profile = loopb
+
+[profile loopb]
+role_arn = arn:aws:iam::1:role/b
+source_profile = loopa
+
+[profile dangling]
+role_arn = arn:aws:iam::1:role/d
+source_profile = nowhere
+
+[profile selfsrc]
+role_arn = arn:aws:iam::1:role/self
+source_profile = selfsrc
+
+[profile ec2]
+role_arn = arn:aws:iam::1:role/ec2
+credential_source = Ec2InstanceMetadata
+";
+
+    fn profiles() -> Profiles {
+        Profiles::from_contents(Path::new("/x/config"), CONFIG.into()).unwrap()
+    }
+
+    #[test]
+    fn resolves_two_hop_chain() {
+        let spec = profiles().resolve("prod").unwrap();
+        assert_eq!(spec.source, "base");
+        assert_eq!(spec.role_arn, "arn:aws:iam::222222222222:role/prod");
+        assert_eq!(spec.chain.len(), 2);
+        assert_eq!(spec.chain[0].profile, "dev");
+        assert_eq!(spec.chain[0].external_id.as_deref(), Some("ext-dev"));
+        assert_eq!(
+            spec.chain[0].role_session_name.as_deref(),
+            Some("alice-dev")
+        );
+        assert_eq!(spec.chain[1].duration_seconds, Some(1800));
+        assert_eq!(
+            spec.mfa_serial.as_deref(),
+            Some("arn:aws:iam::111111111111:mfa/alice")
+        );
+        assert_eq!(spec.region.as_deref(), Some("us-west-2"));
+    }
+
+    #[test]
+    fn cycle_names_the_chain() {
+        let err = profiles().resolve("loopa").unwrap_err().to_string();
+        assert!(
+            err.contains("profile loopa → loopb → loopa: source_profile cycle"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_profiles() {
+        // A source without a section is a keyring-only source, not an error.
+        let spec = profiles().resolve("dangling").unwrap();
+        assert_eq!(spec.source, "nowhere");
+        assert!(!spec.source_in_config);
+        assert!(profiles().resolve("prod").unwrap().source_in_config);
+        let err = profiles().resolve("absent").unwrap_err().to_string();
+        assert!(
+            err.contains("profile absent: profile `absent` not found in /x/config"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn self_source_and_non_roles() {
+        let spec = profiles().resolve("selfsrc").unwrap();
+        assert_eq!(spec.source, "selfsrc");
+        assert_eq!(spec.chain.len(), 1);
+        assert!(matches!(
+            profiles().resolve("base"),
+            Err(ProfileError::NotARole { .. })
+        ));
+        assert!(matches!(
+            profiles().resolve("ec2"),
+            Err(ProfileError::NoSource { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_duration_is_an_error() {
+        let cfg = "[profile r]\nrole_arn = a\nsource_profile = s\nduration_seconds = 60\n[s]\n";
+        let p = Profiles::from_contents(Path::new("c"), cfg.into()).unwrap();
+        assert!(matches!(p.resolve("r"), Err(ProfileError::BadValue { .. })));
+    }
+
+    #[test]
+    fn roles_lists_every_role_profile() {
+        let roles = profiles().roles();
+        let names: Vec<_> = roles.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["dangling", "dev", "ec2", "loopa", "loopb", "prod", "selfsrc"]
+        );
+        let prod = roles.iter().find(|r| r.name == "prod").unwrap();
+        assert_eq!(prod.source.as_deref(), Some("base"));
+        assert!(roles
+            .iter()
+            .find(|r| r.name == "loopa")
+            .unwrap()
+            .error
+            .is_some());
+    }
+
+    #[test]
+    fn load_honours_aws_config_file_and_explicit_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cfg");
+        std::fs::write(&path, CONFIG).unwrap();
+        let p = path.to_str().unwrap();
+        let env = env_from_pairs(&[("AWS_CONFIG_FILE", p), ("HOME", "/nonexistent")]);
+        let loaded = Profiles::load_with_env(None, &env).unwrap();
+        assert_eq!(loaded.path(), path);
+        assert!(loaded.resolve("prod").is_ok());
+
+        let env = env_from_pairs(&[("HOME", dir.path().to_str().unwrap())]);
+        let empty = Profiles::load_with_env(None, &env).unwrap();
+        assert!(empty.roles().is_empty());
+        assert!(Profiles::load_with_env(Some(&dir.path().join("nope")), &env).is_err());
+        assert!(Profiles::load_with_env(Some(&path), &env).is_ok());
+    }
+
+    #[test]
+    fn finds_keys_in_credentials_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds");
+        std::fs::write(
+            &path,
+            "[base]\naws_access_key_id = AKIDBASE\naws_secret_access_key = s3cret\n[other]\nregion=x\n",
+        )
+        .unwrap();
+        let env = env_from_pairs(&[("AWS_SHARED_CREDENTIALS_FILE", path.to_str().unwrap())]);
+        let found = source_keys_in_credentials_file("base", &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.credentials.access_key_id, "AKIDBASE");
+        assert_eq!(
+            found.credentials.secret_access_key.expose_secret(),
+            "s3cret"
+        );
+        assert!(!format!("{found:?}").contains("s3cret"));
+        assert!(source_keys_in_credentials_file("other", &env)
+            .unwrap()
+            .is_none());
+        assert!(source_keys_in_credentials_file("none", &env)
+            .unwrap()
+            .is_none());
+    }
+}

@@ -1,0 +1,183 @@
+//! Per-role session state: the credential snapshot read on the hot path, the coalescing lock,
+//! metrics, and the time rules (when to serve, when to refresh, how long to ask for).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::profiles::RoleSpec;
+use crate::sts::TempCredentials;
+
+use super::{SessionConfig, SessionError};
+
+/// STS's minimum DurationSeconds.
+pub const MIN_STS_DURATION: Duration = Duration::from_secs(900);
+/// AssumeRole's default DurationSeconds when the profile sets none.
+pub const DEFAULT_ROLE_DURATION: Duration = Duration::from_secs(3600);
+/// AWS caps role chaining (AssumeRole signed with role credentials) at one hour.
+pub const MAX_CHAINED_DURATION: Duration = Duration::from_secs(3600);
+
+/// Locks a std mutex; a poisoned lock only means a panic elsewhere mid-update of plain
+/// counters, so the data is still usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Counters and refresh bookkeeping; behind a short std mutex.
+#[derive(Debug, Default)]
+pub(crate) struct SlotState {
+    pub sts_calls: u64,
+    pub refreshes: u64,
+    pub failures: u64,
+    /// Earliest time the refresher may try again after a failure.
+    pub retry_after: Option<SystemTime>,
+    /// Failed refreshes in a row (drives the retry backoff).
+    pub consecutive_failures: u32,
+    /// Bumped by every completed fetch; waiters compare it to share one result.
+    pub fetch_seq: u64,
+    /// Outcome of the last completed fetch, if it failed.
+    pub last_error: Option<SessionError>,
+}
+
+/// One open role session.
+pub(crate) struct RoleSlot {
+    pub spec: RoleSpec,
+    pub opened_at: SystemTime,
+    /// The session ends here, whatever the credentials say.
+    pub expires_at: SystemTime,
+    /// The lock generation this session was opened in; a `lock()` bumps the agent's.
+    pub epoch: u64,
+    /// Last time credentials were handed out (idle timeout), in unix milliseconds.
+    last_used_ms: AtomicU64,
+    /// The hot-path snapshot: readers clone the `Arc` and go.
+    creds: RwLock<Option<Arc<TempCredentials>>>,
+    /// Held by whoever is calling STS for this role; everyone else waits on it.
+    pub fetch: tokio::sync::Mutex<()>,
+    /// Set while the background refresher works on this role.
+    pub refreshing: AtomicBool,
+    pub state: Mutex<SlotState>,
+}
+
+impl RoleSlot {
+    pub fn new(spec: RoleSpec, now: SystemTime, ttl: Duration, epoch: u64) -> RoleSlot {
+        RoleSlot {
+            spec,
+            opened_at: now,
+            expires_at: now + ttl,
+            epoch,
+            last_used_ms: AtomicU64::new(unix_millis(now)),
+            creds: RwLock::new(None),
+            fetch: tokio::sync::Mutex::new(()),
+            refreshing: AtomicBool::new(false),
+            state: Mutex::new(SlotState::default()),
+        }
+    }
+
+    /// Whether the session is still open at `now` (not past its end, not idle too long).
+    pub fn active(&self, now: SystemTime, idle: Option<Duration>) -> bool {
+        if now >= self.expires_at {
+            return false;
+        }
+        match idle {
+            Some(idle) if !idle.is_zero() => {
+                let last =
+                    UNIX_EPOCH + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed));
+                now.duration_since(last).unwrap_or(Duration::ZERO) <= idle
+            }
+            _ => true,
+        }
+    }
+
+    pub fn touch(&self, now: SystemTime) {
+        self.last_used_ms
+            .fetch_max(unix_millis(now), Ordering::Relaxed);
+    }
+
+    pub fn credentials(&self) -> Option<Arc<TempCredentials>> {
+        self.creds.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the snapshot; the old credentials are dropped (and zeroized) once the last
+    /// reader lets go of them.
+    pub fn set_credentials(&self, creds: Option<Arc<TempCredentials>>) {
+        let old = std::mem::replace(
+            &mut *self.creds.write().unwrap_or_else(|p| p.into_inner()),
+            creds,
+        );
+        drop(old);
+    }
+
+    /// The credentials if they may be handed out at `now`.
+    pub fn servable(
+        &self,
+        now: SystemTime,
+        config: &SessionConfig,
+    ) -> Option<Arc<TempCredentials>> {
+        if !self.active(now, config.idle_timeout) {
+            return None;
+        }
+        self.credentials()
+            .filter(|c| c.remaining(now) >= config.min_serve_remaining)
+    }
+
+    /// Latest expiry a credential of this session may have: the session's end plus the
+    /// serving margin, so credentials stay servable until the session's last minute and
+    /// never outlive it by more than that margin (15 min, STS's own minimum).
+    pub fn credential_deadline(&self, config: &SessionConfig) -> SystemTime {
+        self.expires_at + config.min_serve_remaining
+    }
+
+    /// DurationSeconds for the final hop at `now`: the profile's (or AssumeRole's default),
+    /// at most one hour when chained, capped to what the session has left (plus the serving
+    /// margin), never below STS's 900 s.
+    pub fn final_duration(&self, now: SystemTime, config: &SessionConfig) -> Duration {
+        let last = self.spec.chain.last();
+        let mut wanted = last
+            .and_then(|h| h.duration_seconds)
+            .map(|s| Duration::from_secs(u64::from(s)))
+            .unwrap_or(DEFAULT_ROLE_DURATION);
+        if self.spec.chain.len() > 1 {
+            wanted = wanted.min(MAX_CHAINED_DURATION);
+        }
+        let left = self
+            .credential_deadline(config)
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO);
+        wanted.min(left).max(MIN_STS_DURATION)
+    }
+
+    /// When the refresher should next act: `refresh_before` ahead of expiry, unless a fresh
+    /// call could not extend the credentials (they already reach the session's deadline);
+    /// pushed back by a failure's retry delay.
+    pub fn next_refresh(&self, config: &SessionConfig) -> Option<SystemTime> {
+        let creds = self.credentials()?;
+        let deadline = self.credential_deadline(config);
+        if creds.expiration + Duration::from_secs(60) >= deadline {
+            return None;
+        }
+        let due = creds
+            .expiration
+            .checked_sub(config.refresh_before)
+            .unwrap_or(UNIX_EPOCH);
+        let retry_after = lock(&self.state).retry_after;
+        Some(retry_after.map_or(due, |r| r.max(due)))
+    }
+}
+
+/// A GetSessionToken session for one source (MFA), shared by every role on that source.
+pub(crate) struct MfaSession {
+    pub serial: String,
+    pub creds: Arc<TempCredentials>,
+}

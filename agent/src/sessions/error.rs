@@ -1,0 +1,130 @@
+//! Session errors: a stable wire code each, and a message that says what to do next.
+
+use crate::keystore::KeystoreError;
+use crate::profiles::RoleSpec;
+use crate::sts::{Denial, StsError};
+
+/// Why credentials could not be had. `Clone` so every coalesced waiter gets the same error.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no approved session for role {role}: run `credctl use {role}`")]
+    NoSession { role: String },
+    #[error("the approval is for role {approved}, not {requested}: approve {requested} itself")]
+    ApprovalMismatch { approved: String, requested: String },
+    #[error("role {role}: {message}")]
+    Profile { role: String, message: String },
+    #[error("role {role} needs an MFA code for source `{source_name}` ({serial}): run `credctl use {role}` and enter the code")]
+    MfaRequired {
+        role: String,
+        source_name: String,
+        serial: String,
+    },
+    #[error("role {role}: {message}")]
+    Source {
+        role: String,
+        source_name: String,
+        code: &'static str,
+        message: String,
+    },
+    #[error("role {role}: {}", sts_message(.role, .source_name, .role_arn, .error))]
+    Sts {
+        role: String,
+        source_name: String,
+        /// The hop whose call failed (the role itself, or an intermediate role).
+        role_arn: String,
+        error: Box<StsError>,
+    },
+    #[error("role {role}: the agent was locked while credentials were being fetched: run `credctl use {role}` again")]
+    Locked { role: String },
+}
+
+impl SessionError {
+    /// Stable code sent over the wire; the CLI picks its prose from it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SessionError::NoSession { .. } => "no_session",
+            SessionError::ApprovalMismatch { .. } => "approval_mismatch",
+            SessionError::Profile { .. } => "profile",
+            SessionError::MfaRequired { .. } => "mfa_required",
+            SessionError::Source { code, .. } => code,
+            SessionError::Sts { error, .. } => match error.denial() {
+                None => "sts_unavailable",
+                Some(Denial::MfaInvalid) => "mfa_invalid",
+                Some(Denial::InvalidKey) => "source_key_invalid",
+                Some(_) => "sts_denied",
+            },
+            SessionError::Locked { .. } => "locked",
+        }
+    }
+
+    /// Whether retrying later may succeed without the user doing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SessionError::Sts { error, .. } if error.is_transient())
+    }
+
+    pub(crate) fn from_keystore(spec: &RoleSpec, err: &KeystoreError) -> Self {
+        let code = match err {
+            KeystoreError::NotFound { .. } => "source_missing",
+            KeystoreError::Locked { .. } => "keyring_locked",
+            KeystoreError::NoBackend { .. } => "keyring_unavailable",
+            _ => "keyring_error",
+        };
+        let mut message = err.to_string();
+        if code == "source_missing" && !spec.source_in_config {
+            let via = spec
+                .chain
+                .first()
+                .map_or(spec.name.as_str(), |h| h.profile.as_str());
+            message.push_str(&format!(
+                " (`{}`, the source_profile of `{via}`, is not a profile in the AWS config \
+                 either: check for a typo)",
+                spec.source
+            ));
+        }
+        SessionError::Source {
+            role: spec.name.clone(),
+            source_name: spec.source.clone(),
+            code,
+            message,
+        }
+    }
+}
+
+fn sts_message(role: &str, source: &str, arn: &str, error: &StsError) -> String {
+    let StsError::Permanent {
+        op,
+        denial,
+        code,
+        message,
+    } = error
+    else {
+        return format!(
+            "{error}; credagent retries in the background: check the network or sts_endpoint"
+        );
+    };
+    let what = format!("STS {op} of {arn} with source `{source}` was refused ({code}: {message})");
+    let advice = match denial {
+        Denial::AccessDenied => format!(
+            "check that the trust policy of {arn} allows the source's principal and that the \
+             source may call sts:AssumeRole on it"
+        ),
+        Denial::InvalidKey => format!(
+            "the access key of source `{source}` is unknown or its secret is wrong: replace it \
+             with `credctl source add {source}`"
+        ),
+        Denial::ExpiredToken => format!("the calling session expired: run `credctl use {role}`"),
+        Denial::MfaInvalid => format!(
+            "the MFA code was rejected (wrong, expired or already used): run `credctl use \
+             {role}` again with a fresh code"
+        ),
+        Denial::RegionDisabled => {
+            "STS is disabled in that region: set another region in the profile".to_owned()
+        }
+        Denial::BadRequest | Denial::Other => {
+            "check role_arn, external_id, duration_seconds and role_session_name in \
+             ~/.aws/config"
+                .to_owned()
+        }
+    };
+    format!("{what}: {advice}")
+}

@@ -1,0 +1,231 @@
+//! Getting credentials from STS for one session: one caller at a time per role (the others
+//! wait and share the outcome), MFA sessions per source, and the hop-by-hop AssumeRole chain.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use secrecy::SecretString;
+
+use crate::sts::{CallerCredentials, Denial, StsError, TempCredentials};
+
+use super::cache::{lock, unix_secs, MfaSession, RoleSlot, MIN_STS_DURATION};
+use super::{SessionError, Sessions};
+
+/// An MFA session with less than this left is not used for a new call.
+const MFA_MIN_LEFT: Duration = Duration::from_secs(5 * 60);
+
+impl Sessions {
+    /// Fetches credentials for `slot` unless someone else just did: callers queue on the
+    /// slot's async lock, and a caller that waited while a fetch completed takes that
+    /// fetch's result (success or error) instead of calling STS again. With `force`, fresh
+    /// cached credentials do not stop a fetch (background refresh).
+    pub(super) async fn fetch_coalesced(
+        &self,
+        slot: &Arc<RoleSlot>,
+        now: SystemTime,
+        force: bool,
+        mfa_code: Option<SecretString>,
+    ) -> Result<Arc<TempCredentials>, SessionError> {
+        let config = &self.inner.config;
+        let seen_seq = lock(&slot.state).fetch_seq;
+        let _fetching = slot.fetch.lock().await;
+        {
+            let st = lock(&slot.state);
+            if st.fetch_seq != seen_seq {
+                if let Some(err) = &st.last_error {
+                    return Err(err.clone());
+                }
+                if let Some(c) = slot.servable(now, config) {
+                    return Ok(c);
+                }
+            }
+        }
+        if !force {
+            if let Some(c) = slot.servable(now, config) {
+                return Ok(c);
+            }
+        }
+        let result = self.fetch_chain(slot, now, mfa_code).await;
+        let locked = self.inner.epoch.load(Ordering::SeqCst) != slot.epoch;
+        let result = match result {
+            Ok(_) if locked => Err(SessionError::Locked {
+                role: slot.spec.name.clone(),
+            }),
+            other => other,
+        };
+        let mut st = lock(&slot.state);
+        st.fetch_seq += 1;
+        match result {
+            Ok(creds) => {
+                let creds = Arc::new(creds);
+                slot.set_credentials(Some(Arc::clone(&creds)));
+                st.last_error = None;
+                st.retry_after = None;
+                st.consecutive_failures = 0;
+                if force {
+                    st.refreshes += 1;
+                }
+                tracing::info!(
+                    role = %slot.spec.name,
+                    expires = unix_secs(creds.expiration),
+                    "credentials fetched"
+                );
+                Ok(creds)
+            }
+            Err(err) => {
+                st.failures += 1;
+                st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+                let factor = 1u32 << (st.consecutive_failures - 1).min(3);
+                st.retry_after = Some(now + config.refresh_retry.saturating_mul(factor));
+                st.last_error = Some(err.clone());
+                tracing::warn!(role = %slot.spec.name, code = err.code(), error = %err, "credential fetch failed");
+                Err(err)
+            }
+        }
+    }
+
+    /// Source (or MFA session) → every hop, one AssumeRole each, in order.
+    async fn fetch_chain(
+        &self,
+        slot: &RoleSlot,
+        now: SystemTime,
+        mfa_code: Option<SecretString>,
+    ) -> Result<TempCredentials, SessionError> {
+        let spec = &slot.spec;
+        let mut caller = match &spec.mfa_serial {
+            Some(serial) => CallerCredentials::from(
+                self.ensure_mfa(slot, serial, mfa_code, now).await?.as_ref(),
+            ),
+            None => CallerCredentials::from(&self.source_credentials(slot).await?),
+        };
+        let region = spec.region.as_deref();
+        let last = spec.chain.len().saturating_sub(1);
+        let mut out = None;
+        for (i, hop) in spec.chain.iter().enumerate() {
+            // Intermediate credentials are used at once, so ask for the minimum.
+            let duration = if i == last {
+                slot.final_duration(now, &self.inner.config)
+            } else {
+                MIN_STS_DURATION
+            };
+            let session_name = hop
+                .role_session_name
+                .clone()
+                .unwrap_or_else(|| format!("credagent-{}", unix_secs(now)));
+            lock(&slot.state).sts_calls += 1;
+            let creds = self
+                .inner
+                .sts
+                .assume_role(&caller, hop, duration, &session_name, region)
+                .await
+                .map_err(|error| self.sts_error(slot, &hop.role_arn, error))?;
+            caller = CallerCredentials::from(&creds);
+            out = Some(creds);
+        }
+        out.ok_or_else(|| SessionError::Profile {
+            role: spec.name.clone(),
+            message: "the role has no role_arn hop".into(),
+        })
+    }
+
+    fn sts_error(&self, slot: &RoleSlot, role_arn: &str, error: StsError) -> SessionError {
+        // Session credentials STS no longer accepts are useless: forget them so the next
+        // open asks for a new MFA code.
+        if slot.spec.mfa_serial.is_some()
+            && matches!(
+                error.denial(),
+                Some(Denial::ExpiredToken | Denial::MfaInvalid)
+            )
+        {
+            lock(&self.inner.mfa).remove(&slot.spec.source);
+        }
+        SessionError::Sts {
+            role: slot.spec.name.clone(),
+            source_name: slot.spec.source.clone(),
+            role_arn: role_arn.to_owned(),
+            error: Box::new(error),
+        }
+    }
+
+    async fn source_credentials(
+        &self,
+        slot: &RoleSlot,
+    ) -> Result<crate::keystore::SourceCredentials, SessionError> {
+        let spec = &slot.spec;
+        self.inner
+            .sources
+            .source(&spec.source)
+            .await
+            .map_err(|e| SessionError::from_keystore(spec, &e))
+    }
+
+    /// The MFA session of `source` if it is for `serial` and has a few minutes left.
+    pub(super) fn usable_mfa(
+        &self,
+        source: &str,
+        serial: &str,
+        now: SystemTime,
+    ) -> Option<Arc<TempCredentials>> {
+        let mfa = lock(&self.inner.mfa);
+        mfa.get(source)
+            .filter(|m| m.serial == serial && m.creds.remaining(now) >= MFA_MIN_LEFT)
+            .map(|m| Arc::clone(&m.creds))
+    }
+
+    /// MFA session credentials for the slot's source: the cached ones when they last the
+    /// whole role session (or no code was given), else a GetSessionToken with `code`.
+    /// Concurrent callers for one source share one GetSessionToken.
+    async fn ensure_mfa(
+        &self,
+        slot: &RoleSlot,
+        serial: &str,
+        code: Option<SecretString>,
+        now: SystemTime,
+    ) -> Result<Arc<TempCredentials>, SessionError> {
+        let spec = &slot.spec;
+        let source_lock = {
+            let mut locks = lock(&self.inner.mfa_fetch);
+            Arc::clone(locks.entry(spec.source.clone()).or_default())
+        };
+        let _guard = source_lock.lock().await;
+        let cached = self.usable_mfa(&spec.source, serial, now);
+        if let Some(m) = &cached {
+            if code.is_none() || m.expiration >= slot.credential_deadline(&self.inner.config) {
+                return Ok(Arc::clone(m));
+            }
+        }
+        let Some(code) = code else {
+            return Err(SessionError::MfaRequired {
+                role: spec.name.clone(),
+                source_name: spec.source.clone(),
+                serial: serial.to_owned(),
+            });
+        };
+        let source = CallerCredentials::from(&self.source_credentials(slot).await?);
+        lock(&slot.state).sts_calls += 1;
+        let creds = self
+            .inner
+            .sts
+            .get_session_token(
+                &source,
+                serial,
+                &code,
+                self.inner.config.mfa_session_ttl,
+                spec.region.as_deref(),
+            )
+            .await
+            .map_err(|error| self.sts_error(slot, serial, error))?;
+        let creds = Arc::new(creds);
+        if self.inner.epoch.load(Ordering::SeqCst) == slot.epoch {
+            lock(&self.inner.mfa).insert(
+                spec.source.clone(),
+                MfaSession {
+                    serial: serial.to_owned(),
+                    creds: Arc::clone(&creds),
+                },
+            );
+        }
+        Ok(creds)
+    }
+}

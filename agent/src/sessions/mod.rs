@@ -1,0 +1,394 @@
+//! Role sessions: opened only with an [`Approval`], answered from memory on the hot path,
+//! fetched from STS with coalescing, refreshed in the background, wiped by `lock()`.
+
+mod cache;
+mod error;
+mod fetch;
+mod refresh;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::approval::Approval;
+use crate::keystore::{Keystore, KeystoreError, SourceCredentials};
+use crate::profiles::Profiles;
+use crate::sts::{StsApi, TempCredentials};
+
+use cache::{lock, unix_secs, MfaSession, RoleSlot};
+pub use cache::{DEFAULT_ROLE_DURATION, MAX_CHAINED_DURATION, MIN_STS_DURATION};
+pub use error::SessionError;
+
+/// Longest session one approval may open.
+pub const MAX_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// Session timing, from config.toml.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// How long one approval keeps a role session open (default 1 h, at most 12 h).
+    pub session_ttl: Duration,
+    /// End a session after this long without a credential request (`None` = never).
+    pub idle_timeout: Option<Duration>,
+    /// GetSessionToken lifetime for sources with `mfa_serial` (default 12 h).
+    pub mfa_session_ttl: Duration,
+    /// Never hand out credentials with less left than this (SDKs refresh under 15 min).
+    pub min_serve_remaining: Duration,
+    /// Refresh in the background once credentials have this little left.
+    pub refresh_before: Duration,
+    /// First delay before retrying a failed refresh; doubles per failure up to 8×.
+    pub refresh_retry: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            session_ttl: Duration::from_secs(3600),
+            idle_timeout: None,
+            mfa_session_ttl: Duration::from_secs(12 * 3600),
+            min_serve_remaining: Duration::from_secs(15 * 60),
+            refresh_before: Duration::from_secs(25 * 60),
+            refresh_retry: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where sessions get a source's long-lived keys. The keyring is blocking, so the real
+/// implementation hops to a blocking thread; tests use a map.
+#[async_trait]
+pub trait SourceLookup: Send + Sync {
+    async fn source(&self, name: &str) -> Result<SourceCredentials, KeystoreError>;
+}
+
+#[async_trait]
+impl SourceLookup for Arc<Keystore> {
+    async fn source(&self, name: &str) -> Result<SourceCredentials, KeystoreError> {
+        let (store, name) = (Arc::clone(self), name.to_owned());
+        tokio::task::spawn_blocking(move || store.get(&name))
+            .await
+            .map_err(|e| KeystoreError::Platform {
+                backend: self.backend(),
+                detail: format!("keyring task failed: {e}"),
+            })?
+    }
+}
+
+/// What `open` reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    pub role: String,
+    /// Unix seconds when the session ends.
+    pub expires_at: u64,
+    /// Unix seconds when the current credentials expire.
+    pub credentials_expire_at: u64,
+}
+
+/// Per-role status for `credctl status`; no secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RoleStatus {
+    pub role: String,
+    pub role_arn: String,
+    pub source: String,
+    pub mfa: bool,
+    pub opened_at: u64,
+    pub session_expires_at: u64,
+    pub session_remaining_secs: u64,
+    pub credentials_expire_at: Option<u64>,
+    pub credentials_remaining_secs: Option<u64>,
+    pub next_refresh: Option<u64>,
+    pub account_id: Option<String>,
+    pub assumed_role_arn: Option<String>,
+    pub sts_calls: u64,
+    pub refreshes: u64,
+    pub failures: u64,
+    /// Code of the last failed fetch, cleared by the next success.
+    pub last_error: Option<String>,
+}
+
+/// All role sessions of the agent. Cheap to clone; share it between tasks.
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SessionConfig,
+    sts: Arc<dyn StsApi>,
+    sources: Arc<dyn SourceLookup>,
+    /// Replaced wholesale when ~/.aws/config is reloaded.
+    profiles: RwLock<Arc<Profiles>>,
+    /// Open sessions by role name; read on every credential request.
+    roles: RwLock<HashMap<String, Arc<RoleSlot>>>,
+    /// MFA sessions by source name.
+    mfa: Mutex<HashMap<String, MfaSession>>,
+    /// One async lock per source so concurrent opens share one GetSessionToken.
+    mfa_fetch: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bumped by `lock()`: fetches that started before it must not store their results.
+    epoch: AtomicU64,
+}
+
+impl Sessions {
+    pub fn new(
+        mut config: SessionConfig,
+        sts: Arc<dyn StsApi>,
+        sources: Arc<dyn SourceLookup>,
+        profiles: Profiles,
+    ) -> Sessions {
+        config.session_ttl = config
+            .session_ttl
+            .clamp(Duration::from_secs(60), MAX_SESSION_TTL);
+        config.mfa_session_ttl = config.mfa_session_ttl.max(MIN_STS_DURATION);
+        Sessions {
+            inner: Arc::new(Inner {
+                config,
+                sts,
+                sources,
+                profiles: RwLock::new(Arc::new(profiles)),
+                roles: RwLock::new(HashMap::new()),
+                mfa: Mutex::new(HashMap::new()),
+                mfa_fetch: Mutex::new(HashMap::new()),
+                epoch: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.inner.config
+    }
+
+    /// Swaps in reloaded profiles; open sessions keep the spec they were opened with.
+    /// The profiles in effect.
+    pub fn profiles(&self) -> Arc<Profiles> {
+        self.inner
+            .profiles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_profiles(&self, profiles: Profiles) {
+        *self
+            .inner
+            .profiles
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(profiles);
+    }
+
+    fn slot(&self, role: &str) -> Option<Arc<RoleSlot>> {
+        let roles = self.inner.roles.read().unwrap_or_else(|p| p.into_inner());
+        roles.get(role).cloned()
+    }
+
+    fn resolve(&self, role: &str) -> Result<crate::profiles::RoleSpec, SessionError> {
+        let profiles = Arc::clone(
+            &self
+                .inner
+                .profiles
+                .read()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        profiles.resolve(role).map_err(|e| SessionError::Profile {
+            role: role.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The MFA device the CLI must ask a code for before opening `role`, if any: `Some` when
+    /// the role's source has `mfa_serial` and no MFA session covering a new session.
+    pub fn mfa_needed(&self, role: &str, now: SystemTime) -> Result<Option<String>, SessionError> {
+        let spec = self.resolve(role)?;
+        let Some(serial) = spec.mfa_serial else {
+            return Ok(None);
+        };
+        let until = now + self.inner.config.session_ttl;
+        let mfa = lock(&self.inner.mfa);
+        let covered = mfa
+            .get(&spec.source)
+            .is_some_and(|m| m.serial == serial && m.creds.expiration >= until);
+        Ok((!covered).then_some(serial))
+    }
+
+    /// Opens (or re-opens) the session for `role`. The only way in: it consumes an
+    /// [`Approval`] for this very role. Fetches credentials before returning, so the caller
+    /// learns at once about a refused role; on failure no session stays open.
+    pub async fn open(
+        &self,
+        role: &str,
+        approval: Approval,
+        mfa_code: Option<SecretString>,
+        now: SystemTime,
+    ) -> Result<SessionInfo, SessionError> {
+        if approval.role() != role {
+            return Err(SessionError::ApprovalMismatch {
+                approved: approval.role().to_owned(),
+                requested: role.to_owned(),
+            });
+        }
+        drop(approval);
+        let spec = self.resolve(role)?;
+        if let Some(serial) = &spec.mfa_serial {
+            if mfa_code.is_none() && self.usable_mfa(&spec.source, serial, now).is_none() {
+                return Err(SessionError::MfaRequired {
+                    role: role.to_owned(),
+                    source_name: spec.source.clone(),
+                    serial: serial.clone(),
+                });
+            }
+        }
+        let epoch = self.inner.epoch.load(Ordering::SeqCst);
+        let slot = Arc::new(RoleSlot::new(
+            spec,
+            now,
+            self.inner.config.session_ttl,
+            epoch,
+        ));
+        let previous = {
+            let mut roles = self.inner.roles.write().unwrap_or_else(|p| p.into_inner());
+            roles.insert(role.to_owned(), Arc::clone(&slot))
+        };
+        // Re-opening keeps still-good credentials that fit inside the new session.
+        if let Some(prev) = previous.filter(|p| p.spec == slot.spec) {
+            let deadline = slot.credential_deadline(&self.inner.config);
+            if let Some(c) = prev.credentials().filter(|c| c.expiration <= deadline) {
+                slot.set_credentials(Some(c));
+            }
+        }
+        match self.fetch_coalesced(&slot, now, false, mfa_code).await {
+            Ok(creds) => Ok(SessionInfo {
+                role: role.to_owned(),
+                expires_at: unix_secs(slot.expires_at),
+                credentials_expire_at: unix_secs(creds.expiration),
+            }),
+            Err(e) => {
+                self.remove_if_current(role, &slot);
+                Err(e)
+            }
+        }
+    }
+
+    fn remove_if_current(&self, role: &str, slot: &Arc<RoleSlot>) {
+        let removed = {
+            let mut roles = self.inner.roles.write().unwrap_or_else(|p| p.into_inner());
+            match roles.get(role) {
+                Some(cur) if Arc::ptr_eq(cur, slot) => roles.remove(role),
+                _ => None,
+            }
+        };
+        drop(removed);
+    }
+
+    /// Hot path: credentials for `role` from memory, or `None` (no session, session over,
+    /// nothing cached, or less than `min_serve_remaining` left). Never waits on STS.
+    pub fn get_cached(&self, role: &str, now: SystemTime) -> Option<Arc<TempCredentials>> {
+        let slot = self.slot(role)?;
+        let creds = slot.servable(now, &self.inner.config)?;
+        slot.touch(now);
+        Some(creds)
+    }
+
+    /// Credentials for `role`, calling STS if the cache cannot answer. Concurrent callers for
+    /// one role share a single STS call and its result.
+    pub async fn credentials(
+        &self,
+        role: &str,
+        now: SystemTime,
+    ) -> Result<Arc<TempCredentials>, SessionError> {
+        let no_session = || SessionError::NoSession {
+            role: role.to_owned(),
+        };
+        let slot = self.slot(role).ok_or_else(no_session)?;
+        if !slot.active(now, self.inner.config.idle_timeout) {
+            self.remove_if_current(role, &slot);
+            return Err(no_session());
+        }
+        if let Some(c) = slot.servable(now, &self.inner.config) {
+            slot.touch(now);
+            return Ok(c);
+        }
+        let creds = self.fetch_coalesced(&slot, now, false, None).await?;
+        slot.touch(now);
+        Ok(creds)
+    }
+
+    /// Roles with an open session, sorted.
+    pub fn open_roles(&self, now: SystemTime) -> Vec<String> {
+        let roles = self.inner.roles.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = roles
+            .iter()
+            .filter(|(_, s)| s.active(now, self.inner.config.idle_timeout))
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Ends every session and drops every cached secret (role and MFA credentials); returns
+    /// how many role sessions ended. Fetches in flight finish into the void.
+    pub fn lock(&self) -> usize {
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+        let roles =
+            std::mem::take(&mut *self.inner.roles.write().unwrap_or_else(|p| p.into_inner()));
+        let mfa = std::mem::take(&mut *lock(&self.inner.mfa));
+        let n = roles.len();
+        for slot in roles.values() {
+            slot.set_credentials(None);
+        }
+        drop(roles);
+        drop(mfa);
+        n
+    }
+
+    /// Status of every open session at `now`, sorted by role.
+    pub fn status(&self, now: SystemTime) -> Vec<RoleStatus> {
+        let slots: Vec<Arc<RoleSlot>> = {
+            let roles = self.inner.roles.read().unwrap_or_else(|p| p.into_inner());
+            roles.values().cloned().collect()
+        };
+        let config = &self.inner.config;
+        let mut out: Vec<RoleStatus> = slots
+            .iter()
+            .filter(|s| s.active(now, config.idle_timeout))
+            .map(|s| {
+                let creds = s.credentials();
+                let next_refresh = s.next_refresh(config).map(unix_secs);
+                let st = lock(&s.state);
+                RoleStatus {
+                    role: s.spec.name.clone(),
+                    role_arn: s.spec.role_arn.clone(),
+                    source: s.spec.source.clone(),
+                    mfa: s.spec.mfa_serial.is_some(),
+                    opened_at: unix_secs(s.opened_at),
+                    session_expires_at: unix_secs(s.expires_at),
+                    session_remaining_secs: secs_left(s.expires_at, now),
+                    credentials_expire_at: creds.as_ref().map(|c| unix_secs(c.expiration)),
+                    credentials_remaining_secs: creds.as_ref().map(|c| c.remaining(now).as_secs()),
+                    next_refresh,
+                    account_id: creds.as_ref().and_then(|c| c.account_id.clone()),
+                    assumed_role_arn: creds.as_ref().and_then(|c| c.assumed_role_arn.clone()),
+                    sts_calls: st.sts_calls,
+                    refreshes: st.refreshes,
+                    failures: st.failures,
+                    last_error: st.last_error.as_ref().map(|e| e.code().to_owned()),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.role.cmp(&b.role));
+        out
+    }
+}
+
+// `Sessions` is shared between the HTTP endpoint, the control socket and the refresher.
+const _: fn() = || {
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    shared::<Sessions>();
+};
+
+fn secs_left(t: SystemTime, now: SystemTime) -> u64 {
+    t.duration_since(now).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,99 @@
+//! Background upkeep: ending sessions that are over, and refreshing credentials before they
+//! drop under the serving threshold. Time comes in as `now` so tests drive it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::cache::RoleSlot;
+use super::{SessionError, Sessions};
+
+impl Sessions {
+    /// Ends the sessions that are over at `now` (past their end or idle too long) and drops
+    /// their credentials; returns their role names.
+    pub fn sweep(&self, now: SystemTime) -> Vec<String> {
+        let idle = self.inner.config.idle_timeout;
+        let ended: Vec<(String, Arc<RoleSlot>)> = {
+            let mut roles = self.inner.roles.write().unwrap_or_else(|p| p.into_inner());
+            let over: Vec<String> = roles
+                .iter()
+                .filter(|(_, s)| !s.active(now, idle))
+                .map(|(n, _)| n.clone())
+                .collect();
+            over.into_iter()
+                .filter_map(|n| roles.remove(&n).map(|s| (n, s)))
+                .collect()
+        };
+        let mut names = Vec::with_capacity(ended.len());
+        for (name, slot) in ended {
+            slot.set_credentials(None);
+            tracing::info!(role = %name, "session ended");
+            names.push(name);
+        }
+        names.sort();
+        names
+    }
+
+    /// Roles whose credentials should be refreshed at `now`, sorted. Skips roles already
+    /// being refreshed, roles waiting out a failure's retry delay, and roles whose
+    /// credentials already last to the end of the session.
+    pub fn refresh_due(&self, now: SystemTime) -> Vec<String> {
+        let roles = self.inner.roles.read().unwrap_or_else(|p| p.into_inner());
+        let mut due: Vec<String> = roles
+            .iter()
+            .filter(|(_, s)| s.active(now, self.inner.config.idle_timeout))
+            .filter(|(_, s)| !s.refreshing.load(Ordering::SeqCst))
+            .filter(|(_, s)| s.next_refresh(&self.inner.config).is_some_and(|t| t <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        due.sort();
+        due
+    }
+
+    /// Refreshes `role` now. On failure the still-valid credentials keep being served and
+    /// the refresher tries again after a growing delay.
+    pub async fn refresh(&self, role: &str, now: SystemTime) -> Result<(), SessionError> {
+        let slot = self.slot(role).ok_or_else(|| SessionError::NoSession {
+            role: role.to_owned(),
+        })?;
+        if slot.refreshing.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _clear = ClearOnDrop(&slot);
+        self.fetch_coalesced(&slot, now, true, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs forever: every `tick`, sweeps ended sessions and refreshes the due ones, each in
+    /// its own task. Spawn it, and abort it (or drop the runtime) to stop.
+    pub async fn run_refresher<C>(self, tick: Duration, clock: C)
+    where
+        C: Fn() -> SystemTime + Send + Sync + 'static,
+    {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let now = clock();
+            self.sweep(now);
+            for role in self.refresh_due(now) {
+                let sessions = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = sessions.refresh(&role, now).await {
+                        tracing::warn!(role = %role, code = e.code(), error = %e, "refresh failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Clears a slot's `refreshing` flag however the refresh ends (even if its task is aborted).
+struct ClearOnDrop<'a>(&'a RoleSlot);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.refreshing.store(false, Ordering::SeqCst);
+    }
+}

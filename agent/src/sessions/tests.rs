@@ -1,0 +1,587 @@
+//! Session behaviour against a fake STS with driven time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::cache::RoleSlot;
+use super::*;
+use crate::approval::Approval;
+use crate::keystore::{Backend, KeystoreError, SourceCredentials};
+use crate::profiles::{Hop, Profiles};
+use crate::sts::{classify_code, CallerCredentials, StsError, StsOp};
+
+const CONFIG: &str = "\
+[profile base]
+[profile dev]
+role_arn = arn:aws:iam::111111111111:role/dev
+source_profile = base
+[profile prod]
+role_arn = arn:aws:iam::222222222222:role/prod
+source_profile = dev
+duration_seconds = 7200
+role_session_name = alice
+[profile mfasrc]
+mfa_serial = arn:aws:iam::111111111111:mfa/alice
+[profile a]
+role_arn = arn:aws:iam::111111111111:role/a
+source_profile = mfasrc
+[profile b]
+role_arn = arn:aws:iam::111111111111:role/b
+source_profile = mfasrc
+[profile orphan]
+role_arn = arn:aws:iam::111111111111:role/orphan
+source_profile = nosuchkeys
+[profile typo]
+role_arn = arn:aws:iam::111111111111:role/typo
+source_profile = bsae
+[profile nosuchkeys]
+region = eu-west-1
+";
+
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+fn t0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn at(mins: u64) -> SystemTime {
+    t0() + Duration::from_secs(mins * 60)
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    op: &'static str,
+    target: String,
+    caller: String,
+    duration: Duration,
+    session_name: String,
+}
+
+#[derive(Default)]
+struct FakeSts {
+    /// STS's own clock, which sets the expiration of what it issues.
+    now: Mutex<Option<SystemTime>>,
+    assume_calls: AtomicU32,
+    gst_calls: AtomicU32,
+    calls: Mutex<Vec<Call>>,
+    fail: Mutex<Option<StsError>>,
+    delay: Mutex<Duration>,
+}
+
+impl FakeSts {
+    fn set_now(&self, t: SystemTime) {
+        *self.now.lock().unwrap() = Some(t);
+    }
+    fn fail_with(&self, err: Option<StsError>) {
+        *self.fail.lock().unwrap() = err;
+    }
+    fn set_delay(&self, d: Duration) {
+        *self.delay.lock().unwrap() = d;
+    }
+    fn assumes(&self) -> u32 {
+        self.assume_calls.load(Ordering::SeqCst)
+    }
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    async fn issue(
+        &self,
+        op: &'static str,
+        target: &str,
+        caller: &CallerCredentials,
+        duration: Duration,
+        session_name: &str,
+    ) -> Result<TempCredentials, StsError> {
+        let delay = *self.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let n = self.calls.lock().unwrap().len();
+        self.calls.lock().unwrap().push(Call {
+            op,
+            target: target.to_owned(),
+            caller: caller.access_key_id.clone(),
+            duration,
+            session_name: session_name.to_owned(),
+        });
+        if let Some(err) = self.fail.lock().unwrap().clone() {
+            return Err(err);
+        }
+        let now = self.now.lock().unwrap().unwrap_or_else(t0);
+        let role = target.rsplit('/').next().unwrap_or("x");
+        Ok(TempCredentials {
+            access_key_id: format!("ASIA{n}"),
+            secret_access_key: SecretString::from(format!("secret-{n}")),
+            session_token: SecretString::from(format!("token-{n}")),
+            expiration: now + duration,
+            account_id: Some("111111111111".into()),
+            assumed_role_arn: (op == "AssumeRole")
+                .then(|| format!("arn:aws:sts::111111111111:assumed-role/{role}/{session_name}")),
+        })
+    }
+}
+
+#[async_trait]
+impl StsApi for FakeSts {
+    async fn assume_role(
+        &self,
+        creds: &CallerCredentials,
+        hop: &Hop,
+        duration: Duration,
+        session_name: &str,
+        _region: Option<&str>,
+    ) -> Result<TempCredentials, StsError> {
+        self.assume_calls.fetch_add(1, Ordering::SeqCst);
+        self.issue("AssumeRole", &hop.role_arn, creds, duration, session_name)
+            .await
+    }
+
+    async fn get_session_token(
+        &self,
+        creds: &CallerCredentials,
+        mfa_serial: &str,
+        code: &SecretString,
+        duration: Duration,
+        _region: Option<&str>,
+    ) -> Result<TempCredentials, StsError> {
+        self.gst_calls.fetch_add(1, Ordering::SeqCst);
+        if code.expose_secret() != "123456" {
+            return Err(classify_code(
+                StsOp::GetSessionToken,
+                "AccessDenied",
+                "MultiFactorAuthentication failed with invalid MFA one time pass code.",
+                Some(403),
+            ));
+        }
+        self.issue("GetSessionToken", mfa_serial, creds, duration, "")
+            .await
+    }
+}
+
+struct FakeSources(HashMap<String, SourceCredentials>);
+
+#[async_trait]
+impl SourceLookup for FakeSources {
+    async fn source(&self, name: &str) -> Result<SourceCredentials, KeystoreError> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| KeystoreError::NotFound {
+                backend: Backend::Keyutils,
+                name: name.to_owned(),
+            })
+    }
+}
+
+fn setup(config: SessionConfig) -> (Sessions, Arc<FakeSts>) {
+    let sts = Arc::new(FakeSts::default());
+    let mut src = HashMap::new();
+    for (name, id) in [("base", "AKIDBASE"), ("mfasrc", "AKIDMFA")] {
+        src.insert(
+            name.to_owned(),
+            SourceCredentials {
+                access_key_id: id.into(),
+                secret_access_key: SecretString::from(SECRET),
+            },
+        );
+    }
+    let profiles = Profiles::from_contents(Path::new("/test/config"), CONFIG.into()).unwrap();
+    let sessions = Sessions::new(config, sts.clone(), Arc::new(FakeSources(src)), profiles);
+    (sessions, sts)
+}
+
+fn hours(h: u64) -> SessionConfig {
+    SessionConfig {
+        session_ttl: Duration::from_secs(h * 3600),
+        ..SessionConfig::default()
+    }
+}
+
+async fn open(s: &Sessions, role: &str, now: SystemTime) -> Result<SessionInfo, SessionError> {
+    s.open(role, Approval::for_tests(role), None, now).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesces_concurrent_fetches_into_one_call() {
+    let (s, sts) = setup(hours(1));
+    open(&s, "dev", t0()).await.unwrap();
+    assert_eq!(sts.assumes(), 1);
+    // At +50 min the first credentials have 10 min left: every caller needs a fetch.
+    sts.set_now(at(50));
+    sts.set_delay(Duration::from_millis(100));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.credentials("dev", at(50)).await })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for t in tasks {
+        keys.push(t.await.unwrap().unwrap().access_key_id.clone());
+    }
+    assert_eq!(sts.assumes(), 2, "50 callers must share one AssumeRole");
+    assert!(keys.iter().all(|k| k == &keys[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_share_one_failure() {
+    let (s, sts) = setup(hours(1));
+    open(&s, "dev", t0()).await.unwrap();
+    sts.set_delay(Duration::from_millis(100));
+    sts.fail_with(Some(classify_code(
+        StsOp::AssumeRole,
+        "AccessDenied",
+        "no",
+        Some(403),
+    )));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.credentials("dev", at(50)).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap_err().code(), "sts_denied");
+    }
+    assert_eq!(sts.assumes(), 2);
+}
+
+#[tokio::test]
+async fn chains_hop_by_hop() {
+    let (s, sts) = setup(hours(1));
+    let info = open(&s, "prod", t0()).await.unwrap();
+    let calls = sts.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].target, "arn:aws:iam::111111111111:role/dev");
+    assert_eq!(calls[0].caller, "AKIDBASE");
+    assert_eq!(
+        calls[0].duration, MIN_STS_DURATION,
+        "intermediate hop asks the minimum"
+    );
+    assert!(calls[0].session_name.starts_with("credagent-"));
+    assert_eq!(calls[1].target, "arn:aws:iam::222222222222:role/prod");
+    assert_eq!(
+        calls[1].caller, "ASIA0",
+        "second hop signed with the first hop's credentials"
+    );
+    assert_eq!(
+        calls[1].duration, MAX_CHAINED_DURATION,
+        "7200 s capped to 1 h when chained"
+    );
+    assert_eq!(calls[1].session_name, "alice");
+    let creds = s.get_cached("prod", at(1)).unwrap();
+    assert_eq!(creds.access_key_id, "ASIA1");
+    assert!(creds
+        .assumed_role_arn
+        .as_deref()
+        .unwrap()
+        .contains("assumed-role/prod/alice"));
+    assert_eq!(info.credentials_expire_at, info.expires_at);
+}
+
+#[tokio::test]
+async fn duration_is_capped_by_session_and_floored() {
+    let (s, sts) = setup(hours(1));
+    open(&s, "dev", t0()).await.unwrap();
+    assert_eq!(sts.calls()[0].duration, DEFAULT_ROLE_DURATION);
+    // At +45 min, 15 min of session + 15 min margin are left.
+    sts.set_now(at(46));
+    s.credentials("dev", at(46)).await.unwrap();
+    assert_eq!(sts.calls()[1].duration, Duration::from_secs(29 * 60));
+
+    let (s, sts) = setup(hours(12));
+    open(&s, "dev", t0()).await.unwrap();
+    assert_eq!(
+        sts.calls()[0].duration,
+        DEFAULT_ROLE_DURATION,
+        "profile default stays 1 h"
+    );
+
+    let spec = Profiles::from_contents(Path::new("c"), CONFIG.into())
+        .unwrap()
+        .resolve("dev")
+        .unwrap();
+    let slot = RoleSlot::new(spec, t0(), Duration::from_secs(3600), 0);
+    let config = SessionConfig::default();
+    assert_eq!(
+        slot.final_duration(at(90), &config),
+        MIN_STS_DURATION,
+        "floor 900 s"
+    );
+    assert_eq!(
+        slot.final_duration(at(55), &config),
+        Duration::from_secs(20 * 60)
+    );
+
+    let (s, _) = setup(hours(48));
+    assert_eq!(
+        s.config().session_ttl,
+        MAX_SESSION_TTL,
+        "session ttl clamped to 12 h"
+    );
+}
+
+#[tokio::test]
+async fn refresh_is_due_25_minutes_before_expiry() {
+    let (s, sts) = setup(hours(2));
+    open(&s, "dev", t0()).await.unwrap(); // expires at +60
+    assert!(s.refresh_due(at(34)).is_empty());
+    assert_eq!(s.refresh_due(at(35)), ["dev"]);
+    let st = &s.status(at(34))[0];
+    assert_eq!(st.next_refresh, Some(super::cache::unix_secs(at(35))));
+    sts.set_now(at(35));
+    s.refresh("dev", at(35)).await.unwrap(); // 1 h more: expires at +95
+    assert!(s.refresh_due(at(36)).is_empty());
+    assert_eq!(s.refresh_due(at(70)), ["dev"]);
+    sts.set_now(at(105));
+    s.refresh("dev", at(105)).await.unwrap(); // up to the session's end + 15: +135
+    assert_eq!(sts.calls()[2].duration, Duration::from_secs(30 * 60));
+    assert!(
+        s.refresh_due(at(119)).is_empty(),
+        "nothing more to gain before the session ends"
+    );
+    let st = &s.status(at(106))[0];
+    assert_eq!((st.refreshes, st.sts_calls, st.failures), (2, 3, 0));
+    assert_eq!(st.next_refresh, None);
+}
+
+#[tokio::test]
+async fn failed_refresh_keeps_serving_and_retries_later() {
+    let (s, sts) = setup(hours(2));
+    open(&s, "dev", t0()).await.unwrap();
+    let before = s.get_cached("dev", at(35)).unwrap().access_key_id.clone();
+    sts.fail_with(Some(classify_code(
+        StsOp::AssumeRole,
+        "Throttling",
+        "slow down",
+        Some(400),
+    )));
+    let err = s.refresh("dev", at(35)).await.unwrap_err();
+    assert!(err.is_transient());
+    assert_eq!(err.code(), "sts_unavailable");
+    assert_eq!(s.get_cached("dev", at(36)).unwrap().access_key_id, before);
+    assert!(
+        s.refresh_due(at(35)).is_empty(),
+        "waits out the retry delay"
+    );
+    assert_eq!(s.refresh_due(at(36)), ["dev"]);
+    assert_eq!(
+        s.status(at(36))[0].last_error.as_deref(),
+        Some("sts_unavailable")
+    );
+    s.refresh("dev", at(36)).await.unwrap_err();
+    assert!(
+        s.refresh_due(at(37)).is_empty(),
+        "second failure doubles the delay"
+    );
+    assert_eq!(s.refresh_due(at(38)), ["dev"]);
+    sts.fail_with(None);
+    sts.set_now(at(38));
+    s.refresh("dev", at(38)).await.unwrap();
+    assert_ne!(s.get_cached("dev", at(38)).unwrap().access_key_id, before);
+    let st = &s.status(at(38))[0];
+    assert_eq!(
+        (st.failures, st.refreshes, st.last_error.clone()),
+        (2, 1, None)
+    );
+}
+
+#[tokio::test]
+async fn never_serves_credentials_with_less_than_15_minutes() {
+    let (s, sts) = setup(hours(1));
+    open(&s, "dev", t0()).await.unwrap(); // expires at +60
+    assert!(s.get_cached("dev", at(45)).is_some());
+    let late = at(45) + Duration::from_secs(1);
+    assert!(s.get_cached("dev", late).is_none());
+    sts.set_now(late);
+    let fresh = s.credentials("dev", late).await.unwrap();
+    assert!(fresh.remaining(late) >= Duration::from_secs(15 * 60));
+    assert!(s.get_cached("dev", late).is_some());
+    assert!(s.get_cached("dev", at(60)).is_none(), "session over");
+    assert_eq!(
+        s.credentials("dev", at(60)).await.unwrap_err().code(),
+        "no_session"
+    );
+}
+
+#[tokio::test]
+async fn idle_timeout_ends_the_session() {
+    let config = SessionConfig {
+        idle_timeout: Some(Duration::from_secs(600)),
+        ..SessionConfig::default()
+    };
+    let (s, _) = setup(config);
+    open(&s, "dev", t0()).await.unwrap();
+    assert!(s.get_cached("dev", at(9)).is_some());
+    assert!(
+        s.get_cached("dev", at(18)).is_some(),
+        "use at +9 kept it alive"
+    );
+    assert!(s.get_cached("dev", at(29)).is_none());
+    assert_eq!(s.sweep(at(29)), ["dev"]);
+}
+
+#[tokio::test]
+async fn lock_wipes_everything() {
+    let (s, _) = setup(hours(1));
+    open(&s, "dev", t0()).await.unwrap();
+    s.open("a", Approval::for_tests("a"), Some("123456".into()), t0())
+        .await
+        .unwrap();
+    let creds = s.get_cached("dev", at(1)).unwrap();
+    let weak = Arc::downgrade(&creds);
+    drop(creds);
+    assert_eq!(s.lock(), 2);
+    assert!(
+        weak.upgrade().is_none(),
+        "no copy of the secret survives the lock"
+    );
+    assert!(s.get_cached("dev", at(1)).is_none());
+    assert_eq!(
+        s.credentials("dev", at(1)).await.unwrap_err().code(),
+        "no_session"
+    );
+    assert!(s.status(at(1)).is_empty());
+    assert_eq!(
+        s.mfa_needed("b", at(1)).unwrap().as_deref(),
+        Some("arn:aws:iam::111111111111:mfa/alice")
+    );
+}
+
+#[tokio::test]
+async fn mfa_session_token_once_for_two_roles() {
+    let (s, sts) = setup(hours(1));
+    assert!(s.mfa_needed("dev", t0()).unwrap().is_none());
+    assert!(s.mfa_needed("a", t0()).unwrap().is_some());
+    let err = open(&s, "a", t0()).await.unwrap_err();
+    assert_eq!(err.code(), "mfa_required");
+    assert_eq!(sts.calls().len(), 0);
+    let err = s
+        .open("a", Approval::for_tests("a"), Some("000000".into()), t0())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "mfa_invalid");
+    assert!(err.to_string().contains("fresh code"), "{err}");
+
+    s.open("a", Approval::for_tests("a"), Some("123456".into()), t0())
+        .await
+        .unwrap();
+    assert!(s.mfa_needed("b", at(1)).unwrap().is_none());
+    s.open("b", Approval::for_tests("b"), None, at(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        sts.gst_calls.load(Ordering::SeqCst),
+        2,
+        "one failed + one good"
+    );
+    let calls = sts.calls();
+    let ok_gst = calls.iter().filter(|c| c.op == "GetSessionToken").count();
+    assert_eq!(ok_gst, 1);
+    let assumes: Vec<_> = calls.iter().filter(|c| c.op == "AssumeRole").collect();
+    assert_eq!(assumes.len(), 2);
+    assert!(
+        assumes.iter().all(|c| c.caller == "ASIA0"),
+        "both roles use the MFA session"
+    );
+    assert_eq!(calls[0].duration, Duration::from_secs(12 * 3600));
+}
+
+#[tokio::test]
+async fn approval_for_another_role_is_refused() {
+    let (s, sts) = setup(hours(1));
+    let err = s
+        .open("prod", Approval::for_tests("dev"), None, t0())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "approval_mismatch");
+    assert_eq!(sts.calls().len(), 0);
+    assert!(s.open_roles(t0()).is_empty());
+}
+
+#[tokio::test]
+async fn refusals_name_role_and_source_and_leave_nothing_open() {
+    let (s, sts) = setup(hours(1));
+    sts.fail_with(Some(classify_code(
+        StsOp::AssumeRole,
+        "AccessDenied",
+        "not authorized",
+        Some(403),
+    )));
+    let err = open(&s, "dev", t0()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("role dev") && msg.contains("source `base`") && msg.contains("trust policy"),
+        "{msg}"
+    );
+    assert!(s.open_roles(t0()).is_empty());
+    sts.fail_with(Some(classify_code(
+        StsOp::AssumeRole,
+        "InvalidClientTokenId",
+        "bad",
+        Some(403),
+    )));
+    let err = open(&s, "dev", t0()).await.unwrap_err();
+    assert_eq!(err.code(), "source_key_invalid");
+    assert!(err.to_string().contains("credctl source add base"), "{err}");
+    let err = open(&s, "orphan", t0()).await.unwrap_err();
+    assert_eq!(err.code(), "source_missing");
+    assert!(
+        err.to_string().contains("credctl source add nosuchkeys"),
+        "{err}"
+    );
+    let err = open(&s, "typo", t0()).await.unwrap_err();
+    assert_eq!(err.code(), "source_missing");
+    assert!(err.to_string().contains("check for a typo"), "{err}");
+    let err = open(&s, "nope", t0()).await.unwrap_err();
+    assert_eq!(err.code(), "profile");
+}
+
+#[tokio::test]
+async fn status_has_no_secrets() {
+    let (s, _) = setup(hours(1));
+    open(&s, "dev", t0()).await.unwrap();
+    let json = serde_json::to_string(&s.status(at(1))).unwrap();
+    assert!(json.contains("\"role\":\"dev\""), "{json}");
+    assert!(!json.contains("secret-0") && !json.contains("token-0") && !json.contains(SECRET));
+    let creds = s.get_cached("dev", at(1)).unwrap();
+    let dbg = format!("{creds:?}");
+    assert!(
+        !dbg.contains("secret-0") && !dbg.contains("token-0"),
+        "{dbg}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresher_follows_the_clock() {
+    let (s, sts) = setup(hours(2));
+    open(&s, "dev", t0()).await.unwrap();
+    let clock = Arc::new(Mutex::new(t0()));
+    let c = clock.clone();
+    let task = tokio::spawn(
+        s.clone()
+            .run_refresher(Duration::from_secs(30), move || *c.lock().unwrap()),
+    );
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(sts.assumes(), 1);
+    *clock.lock().unwrap() = at(36);
+    sts.set_now(at(36));
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(sts.assumes(), 2);
+    assert_eq!(s.status(at(36))[0].refreshes, 1);
+    *clock.lock().unwrap() = at(121);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert!(
+        s.open_roles(at(121)).is_empty(),
+        "swept at the session's end"
+    );
+    task.abort();
+}

@@ -1,0 +1,223 @@
+//! The aws-sdk-sts implementation of [`StsApi`]: explicit credentials per call (never the
+//! SDK's provider chain, profile files or environment), endpoint and region overrides, and
+//! the mapping of SDK errors onto [`StsError`].
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{classify_code, CallerCredentials, Denial, StsApi, StsError, StsOp, TempCredentials};
+use crate::profiles::{EnvLookup, Hop};
+
+fn classify_sdk<E>(op: StsOp, err: SdkError<E>) -> StsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let detail = aws_sdk_sts::error::DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::ServiceError(ctx) => {
+            let status = Some(ctx.raw().status().as_u16());
+            let e = ctx.err();
+            classify_code(
+                op,
+                e.code().unwrap_or("Unknown"),
+                e.message().unwrap_or(""),
+                status,
+            )
+        }
+        SdkError::DispatchFailure(d) if d.is_user() => StsError::Permanent {
+            op,
+            denial: Denial::Other,
+            code: "DispatchFailure".into(),
+            message: detail,
+        },
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StsError::Transient { op, detail }
+        }
+        _ => StsError::Permanent {
+            op,
+            denial: Denial::Other,
+            code: "ConstructionFailure".into(),
+            message: detail,
+        },
+    }
+}
+
+/// Where and how to reach STS.
+#[derive(Clone, Debug)]
+pub struct StsSettings {
+    /// Endpoint override (`sts_endpoint`, else `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Region when the role's profile names none.
+    pub default_region: String,
+    pub connect_timeout: Duration,
+    /// Limit for one HTTP attempt (retries are done by [`Retrying`]).
+    pub attempt_timeout: Duration,
+}
+
+impl StsSettings {
+    /// Resolves endpoint and default region: config first, then the environment, then AWS
+    /// (`us-east-1`).
+    pub fn resolve(
+        config_endpoint: Option<&str>,
+        config_region: Option<&str>,
+        env: EnvLookup<'_>,
+    ) -> StsSettings {
+        let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let endpoint = non_empty(config_endpoint.map(str::to_owned))
+            .or_else(|| non_empty(env("AWS_ENDPOINT_URL_STS")))
+            .or_else(|| non_empty(env("AWS_ENDPOINT_URL")));
+        let default_region = non_empty(config_region.map(str::to_owned))
+            .or_else(|| non_empty(env("AWS_REGION")))
+            .or_else(|| non_empty(env("AWS_DEFAULT_REGION")))
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        StsSettings {
+            endpoint,
+            default_region,
+            connect_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// [`StsApi`] over aws-sdk-sts. Each call builds a client from a base config plus the caller's
+/// credentials; the SDK's provider chain, profile files and environment are never consulted.
+#[derive(Clone, Debug)]
+pub struct AwsSts {
+    base: aws_sdk_sts::Config,
+    default_region: String,
+}
+
+impl AwsSts {
+    pub fn new(settings: &StsSettings) -> AwsSts {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let timeouts = aws_sdk_sts::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(settings.connect_timeout)
+            .operation_attempt_timeout(settings.attempt_timeout)
+            .build();
+        let mut builder = aws_sdk_sts::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts)
+            .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
+            .identity_cache(aws_sdk_sts::config::IdentityCache::no_cache())
+            .region(Region::new(settings.default_region.clone()));
+        if let Some(url) = &settings.endpoint {
+            builder = builder.endpoint_url(url.clone());
+        }
+        AwsSts {
+            base: builder.build(),
+            default_region: settings.default_region.clone(),
+        }
+    }
+
+    fn client(&self, creds: &CallerCredentials, region: Option<&str>) -> aws_sdk_sts::Client {
+        let sdk_creds = Credentials::new(
+            creds.access_key_id.clone(),
+            creds.secret_access_key.expose_secret().to_owned(),
+            creds
+                .session_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned()),
+            None,
+            "credagent",
+        );
+        let region = region.unwrap_or(&self.default_region).to_owned();
+        let config = self
+            .base
+            .to_builder()
+            .credentials_provider(sdk_creds)
+            .region(Region::new(region))
+            .build();
+        aws_sdk_sts::Client::from_conf(config)
+    }
+}
+
+fn convert(
+    op: StsOp,
+    creds: Option<&aws_sdk_sts::types::Credentials>,
+    assumed_role_arn: Option<String>,
+) -> Result<TempCredentials, StsError> {
+    let Some(c) = creds else {
+        return Err(StsError::Transient {
+            op,
+            detail: "response carried no credentials".into(),
+        });
+    };
+    let expiration = SystemTime::try_from(*c.expiration()).map_err(|e| StsError::Permanent {
+        op,
+        denial: Denial::Other,
+        code: "BadExpiration".into(),
+        message: e.to_string(),
+    })?;
+    let account_id = assumed_role_arn
+        .as_deref()
+        .and_then(|arn| arn.split(':').nth(4))
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
+    Ok(TempCredentials {
+        access_key_id: c.access_key_id().to_owned(),
+        secret_access_key: SecretString::from(c.secret_access_key()),
+        session_token: SecretString::from(c.session_token()),
+        expiration,
+        account_id,
+        assumed_role_arn,
+    })
+}
+
+fn duration_i32(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl StsApi for AwsSts {
+    async fn assume_role(
+        &self,
+        creds: &CallerCredentials,
+        hop: &Hop,
+        duration: Duration,
+        session_name: &str,
+        region: Option<&str>,
+    ) -> Result<TempCredentials, StsError> {
+        let op = StsOp::AssumeRole;
+        let out = self
+            .client(creds, region)
+            .assume_role()
+            .role_arn(&hop.role_arn)
+            .role_session_name(session_name)
+            .duration_seconds(duration_i32(duration))
+            .set_external_id(hop.external_id.clone())
+            .send()
+            .await
+            .map_err(|e| classify_sdk(op, e))?;
+        let arn = out.assumed_role_user().map(|u| u.arn().to_owned());
+        convert(op, out.credentials(), arn)
+    }
+
+    async fn get_session_token(
+        &self,
+        creds: &CallerCredentials,
+        mfa_serial: &str,
+        code: &SecretString,
+        duration: Duration,
+        region: Option<&str>,
+    ) -> Result<TempCredentials, StsError> {
+        let op = StsOp::GetSessionToken;
+        let out = self
+            .client(creds, region)
+            .get_session_token()
+            .serial_number(mfa_serial)
+            .token_code(code.expose_secret())
+            .duration_seconds(duration_i32(duration))
+            .send()
+            .await
+            .map_err(|e| classify_sdk(op, e))?;
+        convert(op, out.credentials(), None)
+    }
+}

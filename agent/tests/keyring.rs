@@ -1,0 +1,107 @@
+//! The keystore against real keyrings. Each test runs only when its wrapper says the backend
+//! is there, and then FAILS if it is not:
+//! - `CREDAGENT_TEST_SECRET_SERVICE=1`: an unlocked Secret Service (gnome-keyring under
+//!   `dbus-run-session`); `=absent`: no session bus at all, expect a clear "no backend" error;
+//!   `=locked`: gnome-keyring started without unlocking (and no prompter), expect "locked".
+//! - `CREDAGENT_TEST_KEYUTILS=1`: inside a session keyring (`keyctl session -`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use credagent::keystore::{Backend, Keystore, KeystoreError, SourceCredentials};
+use secrecy::{ExposeSecret, SecretString};
+
+fn wanted(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() && v != "0" => Some(v),
+        _ => {
+            eprintln!("{var} not set: skipping (the wrapper sets it where the backend exists)");
+            None
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{:08x}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.subsec_nanos() ^ (t.as_secs() as u32)
+}
+
+fn creds(id: &str, secret: &str) -> SourceCredentials {
+    SourceCredentials {
+        access_key_id: id.into(),
+        secret_access_key: SecretString::from(secret),
+    }
+}
+
+fn round_trip(store: &Keystore) {
+    let a = unique("credagent-test-a");
+    let b = unique("credagent-test-b");
+    store.put(&a, &creds("AKIDAAAA", "secret/a+1")).unwrap();
+    store.put(&b, &creds("AKIDBBBB", "secret-b")).unwrap();
+    let got = store.get(&a).unwrap();
+    assert_eq!(got.access_key_id, "AKIDAAAA");
+    assert_eq!(got.secret_access_key.expose_secret(), "secret/a+1");
+    let list = store.list().unwrap();
+    assert!(list.contains(&a) && list.contains(&b), "{list:?}");
+
+    store.put(&a, &creds("AKIDCCCC", "rotated")).unwrap();
+    assert_eq!(store.get(&a).unwrap().access_key_id, "AKIDCCCC");
+    assert_eq!(store.list().unwrap().iter().filter(|n| **n == a).count(), 1);
+
+    store.delete(&a).unwrap();
+    let err = store.get(&a).unwrap_err();
+    assert!(matches!(err, KeystoreError::NotFound { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!("credctl source add {a}")),
+        "{err}"
+    );
+    assert!(matches!(
+        store.delete(&a),
+        Err(KeystoreError::NotFound { .. })
+    ));
+    let list = store.list().unwrap();
+    assert!(!list.contains(&a) && list.contains(&b), "{list:?}");
+    store.delete(&b).unwrap();
+    assert!(!store.list().unwrap().contains(&b));
+}
+
+#[test]
+fn secret_service_round_trip() {
+    let Some(mode) = wanted("CREDAGENT_TEST_SECRET_SERVICE") else {
+        return;
+    };
+    if mode == "absent" {
+        let err = Keystore::open(Backend::SecretService).unwrap_err();
+        assert!(matches!(err, KeystoreError::NoBackend { .. }), "{err}");
+        assert!(err.to_string().contains("keyring = \"keyutils\""), "{err}");
+        return;
+    }
+    let store = Keystore::open(Backend::SecretService)
+        .unwrap_or_else(|e| panic!("CREDAGENT_TEST_SECRET_SERVICE={mode} but: {e}"));
+    if mode == "locked" {
+        let err = store
+            .put(&unique("credagent-test-locked"), &creds("AKIDLOCK", "x"))
+            .unwrap_err();
+        assert!(matches!(err, KeystoreError::Locked { .. }), "{err}");
+        assert!(
+            err.to_string().contains("gnome-keyring-daemon --unlock"),
+            "{err}"
+        );
+        return;
+    }
+    round_trip(&store);
+}
+
+#[test]
+fn keyutils_round_trip() {
+    if wanted("CREDAGENT_TEST_KEYUTILS").is_none() {
+        return;
+    }
+    let store = Keystore::open(Backend::Keyutils)
+        .unwrap_or_else(|e| panic!("CREDAGENT_TEST_KEYUTILS=1 but: {e}"));
+    round_trip(&store);
+}
