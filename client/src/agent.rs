@@ -131,23 +131,30 @@ impl Agent {
         }
     }
 
-    /// Sends a request; an `Error` response becomes a [`Failure`] with exit status 5.
+    /// Sends a request; an `Error` response becomes a [`Failure`].
     pub fn request(&mut self, req: &Request) -> Result<Response> {
         match self.raw_request(req)? {
-            Response::Error { code, message } => Err(Failure::new(
-                if code == ErrorCode::VersionMismatch {
-                    Exit::VersionMismatch
-                } else {
-                    Exit::Refused
-                },
-                message,
-            )),
+            Response::Error { code, message } => Err(Failure::new(exit_for(code), message)),
             other => Ok(other),
         }
     }
 
+    /// Sends a request and returns whatever comes back, errors included.
+    pub fn raw(&mut self, req: &Request) -> Result<Response> {
+        self.raw_request(req)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The exit status for an agent error code.
+pub fn exit_for(code: ErrorCode) -> Exit {
+    match code {
+        ErrorCode::VersionMismatch => Exit::VersionMismatch,
+        ErrorCode::ApprovalFailed | ErrorCode::NoKeys | ErrorCode::Policy => Exit::NotApproved,
+        _ => Exit::Refused,
     }
 }
 

@@ -11,7 +11,9 @@ Exit status:
   2  usage error
   3  no agent is running (run `eval \"$(credctl start)\"`)
   4  the agent speaks another protocol version (restart it)
-  5  the agent refused the request";
+  5  the agent refused the request
+  6  the touch was not given or not accepted
+Any other status from `credctl exec` is the command's own.";
 
 /// credctl: control the credagent AWS credential agent.
 ///
@@ -36,28 +38,132 @@ pub enum ShellKind {
     Csh,
 }
 
+/// Options shared by every command that may need a touch.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TouchArgs {
+    /// How to answer the agent's WebAuthn challenge: `usb` (a FIDO security key on this
+    /// machine), `browser` (the approval page: platform authenticators, phones), or `soft:FILE`
+    /// (an INSECURE software authenticator for tests and demos) [env: CREDCTL_AUTHENTICATOR;
+    /// default: usb].
+    #[arg(long, value_name = "KIND")]
+    pub authenticator: Option<String>,
+    /// Shorthand for `--authenticator browser`.
+    #[arg(long, conflicts_with = "authenticator")]
+    pub browser: bool,
+    /// TOTP code for a source with `mfa_serial` (asked for on the terminal when needed).
+    #[arg(long, value_name = "CODE")]
+    pub mfa_code: Option<String>,
+}
+
+/// Shell syntax flags.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ShellArgs {
+    /// Print fish syntax.
+    #[arg(long, conflicts_with = "csh")]
+    pub fish: bool,
+    /// Print csh syntax.
+    #[arg(long)]
+    pub csh: bool,
+}
+
+impl ShellArgs {
+    pub fn kind(self) -> ShellKind {
+        Command::shell(self.fish, self.csh)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the agent if none is running and print the shell lines that point tools at it.
     ///
     /// Use as `eval "$(credctl start)"` (sh, bash, zsh), `credctl start --fish | source`, or
-    /// `eval \`credctl start --csh\``. A running agent is reused.
+    /// `eval \`credctl start --csh\``. A running agent is reused; each call issues a new token
+    /// for the shell that evaluates it.
     Start {
-        /// Print fish syntax.
-        #[arg(long, conflicts_with = "csh")]
-        fish: bool,
-        /// Print csh syntax.
-        #[arg(long)]
-        csh: bool,
+        #[command(flatten)]
+        shell: ShellArgs,
         /// Configuration file for a newly started agent.
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
     /// Stop the agent: every session ends and every cached credential is wiped.
     Stop,
-    /// Show the agent, its listeners and its state.
+    /// Show the agent, its listeners, keys, sessions with time left, and pending approvals.
     Status {
         /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register, list and remove FIDO security keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Store, list and remove source credentials (long-lived access keys) in the OS keyring.
+    #[command(subcommand)]
+    Source(SourceCommand),
+    /// List the roles in ~/.aws/config with their session state.
+    Roles {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a session for ROLE if needed (touch) and make ROLE current for this shell.
+    Use {
+        role: String,
+        #[command(flatten)]
+        touch: TouchArgs,
+    },
+    /// Run CMD with credentials for ROLE only; the token dies when CMD exits.
+    Exec {
+        role: String,
+        #[command(flatten)]
+        touch: TouchArgs,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Print exports for a new token bound to ROLE (for IDEs, systemd units, other shells).
+    Env {
+        role: String,
+        #[command(flatten)]
+        shell: ShellArgs,
+        #[command(flatten)]
+        touch: TouchArgs,
+        /// Write the token to FILE (mode 0600, no newline) and export
+        /// AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE instead of the token itself.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// Print credentials for ROLE as `credential_process` in ~/.aws/config expects.
+    CredentialProcess {
+        role: String,
+        #[command(flatten)]
+        touch: TouchArgs,
+    },
+    /// Choose the one role the IMDSv2 endpoint serves (`--off`: none).
+    Imds {
+        /// The role IMDS serves from now on.
+        #[arg(required_unless_present = "off")]
+        role: Option<String>,
+        /// Serve no role over IMDS.
+        #[arg(long, conflicts_with = "role")]
+        off: bool,
+    },
+    /// End every session and wipe every cached credential (the agent keeps running).
+    Lock,
+    /// Follow pending approvals (SDK requests for roles with no session) and take the touch.
+    Watch {
+        #[command(flatten)]
+        touch: TouchArgs,
+        /// Handle what is pending now, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show the issuance audit log.
+    Audit {
+        /// Keep printing new lines as they are written.
+        #[arg(long)]
+        follow: bool,
+        /// Print the raw JSON lines.
         #[arg(long)]
         json: bool,
     },
@@ -68,6 +174,56 @@ pub enum Command {
     },
     /// Print the man page (roff) on stdout, e.g. `credctl man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Register a FIDO credential (one touch).
+    Add {
+        /// A name for the key [default: key-N].
+        name: Option<String>,
+        #[command(flatten)]
+        touch: TouchArgs,
+    },
+    /// List registered keys.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key. Removing the last one needs --force: no session can open without a key.
+    Remove {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Store the access key of source profile NAME in the keyring.
+    ///
+    /// Asks for the key id and secret on the terminal (the secret hidden), or reads them from
+    /// standard input with --stdin (key id on the first line, secret on the second), or takes
+    /// them from a profile in ~/.aws/credentials with --import-profile.
+    Add {
+        name: String,
+        /// Read the key id and secret from standard input.
+        #[arg(long, conflicts_with = "import_profile")]
+        stdin: bool,
+        /// Take the keys from this profile of ~/.aws/credentials (or AWS_SHARED_CREDENTIALS_FILE).
+        #[arg(long, value_name = "PROFILE")]
+        import_profile: Option<String>,
+        /// After importing, rewrite the credentials file without that profile.
+        #[arg(long, requires = "import_profile")]
+        remove_from_file: bool,
+    },
+    /// List stored sources (name and the last 4 characters of the key id).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a source from the keyring.
+    Remove { name: String },
 }
 
 impl Command {

@@ -9,6 +9,7 @@ pub enum Exit {
     NoAgent = 3,
     VersionMismatch = 4,
     Refused = 5,
+    NotApproved = 6,
 }
 
 /// A failed command.

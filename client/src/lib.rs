@@ -6,24 +6,74 @@ pub mod authenticator;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod prompt;
 pub mod shell;
+pub mod touch;
 
 use std::io::Write;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, KeyCommand, SourceCommand};
+use crate::commands::{audit, keys, lifecycle, roles, session, sources, status};
 use crate::error::{Failure, Result};
 
+/// What a command asks `main` to exit with.
+pub enum Outcome {
+    Success,
+    /// `credctl exec`: the command's own status.
+    Status(u8),
+}
+
 /// Runs one parsed command, writing its output to stdout.
-pub fn run(cli: Cli) -> Result<()> {
+pub fn run(cli: Cli) -> Result<Outcome> {
     let socket = agent::socket_path(cli.socket.as_deref());
     let out = match cli.command {
-        Command::Start { fish, csh, config } => {
-            commands::lifecycle::start(&socket, Command::shell(fish, csh), config.as_deref())?
+        Command::Start { shell, config } => {
+            lifecycle::start(&socket, shell.kind(), config.as_deref())?
         }
-        Command::Stop => commands::lifecycle::stop(&socket)?,
-        Command::Status { json } => commands::status::status(&socket, json)?,
+        Command::Stop => lifecycle::stop(&socket)?,
+        Command::Status { json } => status::status(&socket, json)?,
+        Command::Key(KeyCommand::Add { name, touch }) => keys::add(&socket, name, &touch)?,
+        Command::Key(KeyCommand::List { json }) => keys::list(&socket, json)?,
+        Command::Key(KeyCommand::Remove { name, force }) => keys::remove(&socket, &name, force)?,
+        Command::Source(SourceCommand::Add {
+            name,
+            stdin,
+            import_profile,
+            remove_from_file,
+        }) => sources::add(
+            &socket,
+            &name,
+            stdin,
+            import_profile.as_deref(),
+            remove_from_file,
+        )?,
+        Command::Source(SourceCommand::List { json }) => sources::list(&socket, json)?,
+        Command::Source(SourceCommand::Remove { name }) => sources::remove(&socket, &name)?,
+        Command::Roles { json } => roles::roles(&socket, json)?,
+        Command::Use { role, touch } => {
+            eprint!("{}", session::use_role(&socket, &role, &touch)?);
+            String::new()
+        }
+        Command::Exec { role, touch, cmd } => {
+            return Ok(Outcome::Status(session::exec(
+                &socket, &role, &touch, &cmd,
+            )?))
+        }
+        Command::Env {
+            role,
+            shell,
+            touch,
+            token_file,
+        } => session::env(&socket, &role, shell.kind(), &touch, token_file.as_deref())?,
+        Command::CredentialProcess { role, touch } => {
+            session::credential_process(&socket, &role, &touch)?
+        }
+        Command::Imds { role, off } => session::imds(&socket, if off { None } else { role })?,
+        Command::Lock => session::lock(&socket)?,
+        Command::Watch { touch, once } => session::watch(&socket, &touch, once)?,
+        Command::Audit { follow, json } => audit::audit(follow, json)?,
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "credctl", &mut buf);
@@ -41,5 +91,5 @@ pub fn run(cli: Cli) -> Result<()> {
     // A closed stdout (e.g. `credctl status | head -1`) is not an error worth reporting.
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
-    Ok(())
+    Ok(Outcome::Success)
 }

@@ -7,7 +7,8 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = credctl::cli::Cli::parse();
     match credctl::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(credctl::Outcome::Success) => ExitCode::SUCCESS,
+        Ok(credctl::Outcome::Status(code)) => ExitCode::from(code),
         Err(f) => {
             eprintln!("credctl: {f}");
             ExitCode::from(f.exit as u8)

@@ -44,6 +44,14 @@ pub enum Request {
         access_key_id: String,
         secret_access_key: Secret,
     },
+    /// Store a source's keys taken from `profile` of the credentials file at `path`, and with
+    /// `remove_from_file` rewrite that file without the profile.
+    SourceImport {
+        name: String,
+        path: String,
+        profile: String,
+        remove_from_file: bool,
+    },
     /// List sources (names and the last 4 characters of each key id).
     SourceList,
     /// Remove a source from the keyring.

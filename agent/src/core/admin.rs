@@ -155,6 +155,15 @@ impl Core {
                 self.source_add(name, access_key_id, secret_access_key)
                     .await
             }
+            Request::SourceImport {
+                name,
+                path,
+                profile,
+                remove_from_file,
+            } => {
+                self.source_import(name, path, profile, remove_from_file)
+                    .await
+            }
             Request::SourceList => self.source_list().await,
             Request::SourceRemove { name } => self.source_remove(name).await,
             Request::Roles => self.roles(now),
@@ -477,6 +486,44 @@ impl Core {
         match r {
             Ok(Ok(())) => Response::Ok,
             Ok(Err(e)) => keystore_error(&e),
+            Err(e) => Response::error(ErrorCode::Internal, format!("keyring task failed: {e}")),
+        }
+    }
+
+    async fn source_import(
+        &self,
+        name: String,
+        path: String,
+        profile: String,
+        remove: bool,
+    ) -> Response {
+        let ks = self.keystore.clone();
+        let r = tokio::task::spawn_blocking(move || -> Result<Response, Box<Response>> {
+            let path = std::path::PathBuf::from(path);
+            let entry = crate::profiles::read_credentials_file(&path, &profile)
+                .map_err(|e| Box::new(Response::error(ErrorCode::Profile, e.to_string())))?
+                .ok_or_else(|| {
+                    Box::new(Response::error(
+                        ErrorCode::NotFound,
+                        format!(
+                            "no profile [{profile}] with aws_access_key_id and aws_secret_access_key in {}: check the name with `grep '\\[' {}`",
+                            path.display(),
+                            path.display()
+                        ),
+                    ))
+                })?;
+            let store = ks.get().map_err(|e| Box::new(keystore_error(&e)))?;
+            store.put(&name, &entry.credentials).map_err(|e| Box::new(keystore_error(&e)))?;
+            if remove {
+                crate::keystore::rewrite_credentials_file_without(&path, &profile)
+                    .map_err(|e| Box::new(keystore_error(&e)))?;
+            }
+            Ok(Response::Ok)
+        })
+        .await;
+        match r {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(resp)) => *resp,
             Err(e) => Response::error(ErrorCode::Internal, format!("keyring task failed: {e}")),
         }
     }

@@ -112,7 +112,7 @@ impl Sessions {
             let session_name = hop
                 .role_session_name
                 .clone()
-                .unwrap_or_else(|| format!("credagent-{}", unix_secs(now)));
+                .unwrap_or_else(default_session_name);
             lock(&slot.state).sts_calls += 1;
             let creds = self
                 .inner
@@ -228,4 +228,32 @@ impl Sessions {
         }
         Ok(creds)
     }
+}
+
+/// `credagent-$USER` (STS allows `[\w+=,.@-]`, 2 to 64 characters): the user's name shows in
+/// CloudTrail next to every call made with the role.
+pub fn default_session_name() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| format!("uid{}", nix::unistd::getuid()));
+    let clean: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut name = format!("credagent-{clean}");
+    name.truncate(64);
+    name
 }

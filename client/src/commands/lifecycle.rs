@@ -68,19 +68,30 @@ fn spawn_agent(socket: &Path, config: Option<&Path>) -> Result<Agent> {
 
 /// `credctl start`.
 pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<String> {
-    let agent = match Agent::connect(socket) {
+    let mut agent = match Agent::connect(socket) {
         Ok(a) => a,
         Err(ConnectError::NotRunning(_)) => spawn_agent(socket, config)?,
         Err(ConnectError::Other(f)) => return Err(f),
     };
+    // A token of its own for the shell that evaluates this output: `credctl use` makes a role
+    // current for it.
+    let (token, uri) = match agent.request(&Request::TokenShell)? {
+        Response::Token { token, uri, .. } => (token, uri),
+        other => return Err(unexpected(&other)),
+    };
     let sock = socket.to_string_lossy();
-    let mut out = render(
-        shell,
-        &[
-            EnvLine::Set("CREDAGENT_SOCK", &sock),
-            EnvLine::Unset("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
-        ],
+    let mut lines = vec![
+        EnvLine::Set("CREDAGENT_SOCK", &sock),
+        EnvLine::Set("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
+        EnvLine::Set("AWS_CONTAINER_AUTHORIZATION_TOKEN", token.expose()),
+        EnvLine::Unset("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+    ];
+    lines.extend(
+        crate::commands::session::SHADOWING
+            .iter()
+            .map(|v| EnvLine::Unset(v)),
     );
+    let mut out = render(shell, &lines);
     out.push_str(&format!("echo Agent pid {};\n", agent.pid));
     Ok(out)
 }

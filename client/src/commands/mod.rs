@@ -1,4 +1,9 @@
 //! One module per `credctl` command family.
 
+pub mod audit;
+pub mod keys;
 pub mod lifecycle;
+pub mod roles;
+pub mod session;
+pub mod sources;
 pub mod status;

@@ -42,6 +42,51 @@ pub fn render(info: &StatusInfo) -> String {
         "config     {}\n",
         info.config_path.as_deref().unwrap_or("(defaults)")
     ));
+    out.push_str(&format!(
+        "keys       {} registered{}\n",
+        info.keys,
+        if info.keys == 0 {
+            " (add one: `credctl key add`)"
+        } else {
+            ""
+        }
+    ));
+    out.push_str(&format!(
+        "imds       {}\n",
+        info.imds_role.as_deref().unwrap_or("serves no role")
+    ));
+    if info.sessions.is_empty() {
+        out.push_str("sessions   none\n");
+    } else {
+        out.push_str("sessions\n");
+        for r in &info.sessions {
+            if let Some(s) = &r.session {
+                out.push_str(&format!(
+                    "  {:<18} {} left, STS calls {}, refreshes {}, failures {}{}\n",
+                    r.name,
+                    crate::commands::roles::remaining(s.remaining_secs),
+                    s.sts_calls,
+                    s.refreshes,
+                    s.failures,
+                    s.last_error
+                        .as_deref()
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    if !info.pending.is_empty() {
+        out.push_str("pending    (run `credctl watch`, or `credctl use ROLE`)\n");
+        for p in &info.pending {
+            out.push_str(&format!(
+                "  {:<18} {} request(s) from {}\n",
+                p.role,
+                p.requests,
+                p.peer_exe.as_deref().unwrap_or("a process that has exited")
+            ));
+        }
+    }
     out
 }
 

@@ -1,0 +1,106 @@
+//! `credctl key add | list | remove`.
+
+use std::path::Path;
+
+use credagent_proto::{KeyInfo, Request, Response};
+
+use crate::agent::{unexpected, Agent};
+use crate::cli::TouchArgs;
+use crate::error::{Failure, Result};
+use crate::touch::{answer, verdict, Authenticator, Challenge};
+
+fn date(secs: u64) -> String {
+    // Days since the epoch → civil date, enough for a listing.
+    let days = (secs / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+pub fn add(socket: &Path, name: Option<String>, touch: &TouchArgs) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    let name = match name {
+        Some(n) => n,
+        None => {
+            let n = match agent.request(&Request::KeyList)? {
+                Response::Keys { keys } => keys.len(),
+                other => return Err(unexpected(&other)),
+            };
+            format!("key-{}", n + 1)
+        }
+    };
+    let resp = agent.request(&Request::KeyAddStart { name: name.clone() })?;
+    let c = Challenge::from_response(resp)?;
+    let auth = Authenticator::choose(touch)?;
+    match verdict(answer(&mut agent, &auth, &c))? {
+        Response::KeyAdded { key } => Ok(format!(
+            "registered security key {} ({} authenticator)\n",
+            key.name, key.kind
+        )),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub fn render(keys: &[KeyInfo]) -> String {
+    if keys.is_empty() {
+        return "no security keys registered: add one with `credctl key add`\n".into();
+    }
+    let mut out = format!(
+        "{:<20} {:<10} {:<10} {:<10} {:>8}\n",
+        "NAME", "KIND", "CREATED", "LAST USED", "COUNTER"
+    );
+    for k in keys {
+        out.push_str(&format!(
+            "{:<20} {:<10} {:<10} {:<10} {:>8}\n",
+            k.name,
+            k.kind,
+            date(k.created),
+            k.last_used.map(date).unwrap_or_else(|| "never".into()),
+            k.counter
+        ));
+    }
+    out
+}
+
+pub fn list(socket: &Path, json: bool) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    match agent.request(&Request::KeyList)? {
+        Response::Keys { keys } if json => serde_json::to_string_pretty(&keys)
+            .map(|s| s + "\n")
+            .map_err(|e| Failure::failed(e.to_string())),
+        Response::Keys { keys } => Ok(render(&keys)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub fn remove(socket: &Path, name: &str, force: bool) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    agent.request(&Request::KeyRemove {
+        name: name.to_owned(),
+        force,
+    })?;
+    let mut out = format!("removed security key {name}\n");
+    if force {
+        if let Ok(Response::Keys { keys }) = agent.request(&Request::KeyList) {
+            if keys.is_empty() {
+                out.push_str("warning: no key is registered now, so no role session can open: `credctl key add`\n");
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::date(0), "1970-01-01");
+        assert_eq!(super::date(1_795_912_526), "2026-11-29");
+    }
+}

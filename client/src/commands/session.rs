@@ -1,0 +1,299 @@
+//! Commands that use role sessions: `use`, `exec`, `env`, `credential-process`, `imds`, `lock`,
+//! `watch`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use credagent_proto::{Request, Response, Secret};
+
+use crate::agent::{unexpected, Agent};
+use crate::cli::{ShellKind, TouchArgs};
+use crate::error::{Failure, Result};
+use crate::shell::{render, EnvLine};
+use crate::touch::open_role;
+
+/// Variables that would shadow the agent in an SDK's credential chain.
+pub const SHADOWING: [&str; 4] = [
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+fn until(expires_at: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let left = expires_at.saturating_sub(now);
+    format!("{}h{:02}m left", left / 3600, left / 60 % 60)
+}
+
+fn token_of(resp: Response) -> Result<(Secret, String, String)> {
+    match resp {
+        Response::Token {
+            token,
+            token_id,
+            uri,
+        } => Ok((token, token_id, uri)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `credctl use ROLE`.
+pub fn use_role(socket: &Path, role: &str, touch: &TouchArgs) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    let expires = open_role(&mut agent, role, touch)?;
+    let Some(token) = std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    else {
+        return Err(Failure::failed(format!(
+            "role {role} is open ({}), but this shell has no agent token: run `eval \"$(credctl start)\"` first, or use `credctl exec {role} -- CMD`",
+            until(expires)
+        )));
+    };
+    agent.request(&Request::Use {
+        token: Secret::new(token),
+        role: role.to_owned(),
+    })?;
+    Ok(format!(
+        "role {role} is current for this shell ({})\n",
+        until(expires)
+    ))
+}
+
+/// `credctl env ROLE`.
+pub fn env(
+    socket: &Path,
+    role: &str,
+    shell: ShellKind,
+    touch: &TouchArgs,
+    token_file: Option<&Path>,
+) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    open_role(&mut agent, role, touch)?;
+    let (token, _, uri) = token_of(agent.request(&Request::TokenForRole {
+        role: role.to_owned(),
+        scoped: false,
+        purpose: "env".into(),
+    })?)?;
+    let mut lines = vec![EnvLine::Set("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)];
+    let file_str;
+    match token_file {
+        Some(path) => {
+            write_token_file(path, token.expose())?;
+            file_str = path.to_string_lossy().into_owned();
+            lines.push(EnvLine::Set(
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                &file_str,
+            ));
+            lines.push(EnvLine::Unset("AWS_CONTAINER_AUTHORIZATION_TOKEN"));
+        }
+        None => {
+            lines.push(EnvLine::Set(
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+                token.expose(),
+            ));
+            lines.push(EnvLine::Unset("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"));
+        }
+    }
+    lines.extend(SHADOWING.iter().map(|v| EnvLine::Unset(v)));
+    Ok(render(shell, &lines))
+}
+
+/// Writes the token atomically, mode 0600, with no trailing newline (SDKs read it verbatim).
+pub fn write_token_file(path: &Path, token: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let fail = |e: std::io::Error| {
+        Failure::failed(format!(
+            "cannot write the token file {}: {e}",
+            path.display()
+        ))
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    f.write_all(token.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })
+}
+
+/// The child of `credctl exec`, for the signal forwarder.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; pid is our own child.
+        unsafe {
+            nix::libc::kill(pid, sig);
+        }
+    }
+}
+
+#[allow(non_camel_case_types)]
+type libc_int = nix::libc::c_int;
+
+/// `credctl exec ROLE -- CMD…`: returns CMD's exit status.
+pub fn exec(socket: &Path, role: &str, touch: &TouchArgs, cmd: &[String]) -> Result<u8> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    use std::os::unix::process::ExitStatusExt;
+    let mut agent = Agent::connect_or_fail(socket)?;
+    open_role(&mut agent, role, touch)?;
+    // Scoped: the agent revokes this token when this connection closes, i.e. when we exit,
+    // however we exit.
+    let (token, _, uri) = token_of(agent.request(&Request::TokenForRole {
+        role: role.to_owned(),
+        scoped: true,
+        purpose: "exec".into(),
+    })?)?;
+    let (program, args) = cmd
+        .split_first()
+        .ok_or_else(|| Failure::failed("no command given after --"))?;
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token.expose())
+        .env_remove("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+    for v in SHADOWING {
+        command.env_remove(v);
+    }
+    let mut child = command.spawn().map_err(|e| {
+        Failure::failed(format!(
+            "cannot run {program}: {e}; check the command name and PATH"
+        ))
+    })?;
+    drop(token);
+    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    let action = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        // SAFETY: the handler only reads an atomic and calls kill(2), both async-signal-safe.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Failure::failed(format!("waiting for {program}: {e}")))?;
+    drop(agent);
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(s)) => 128u8.saturating_add(s as u8),
+        _ => 1,
+    })
+}
+
+/// `credctl credential-process ROLE`: Version 1 JSON on stdout, nothing else.
+pub fn credential_process(socket: &Path, role: &str, touch: &TouchArgs) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    open_role(&mut agent, role, touch)?;
+    match agent.request(&Request::Credentials {
+        role: role.to_owned(),
+    })? {
+        Response::Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token,
+            expiration,
+        } => {
+            let body = serde_json::json!({
+                "Version": 1,
+                "AccessKeyId": access_key_id,
+                "SecretAccessKey": secret_access_key.expose(),
+                "SessionToken": session_token.expose(),
+                "Expiration": expiration,
+            });
+            Ok(format!("{body}\n"))
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `credctl imds ROLE|--off`.
+pub fn imds(socket: &Path, role: Option<String>) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    let msg = match &role {
+        Some(r) => {
+            format!("IMDS now serves role {r} (once its session is open: `credctl use {r}`)\n")
+        }
+        None => "IMDS serves no role\n".into(),
+    };
+    agent.request(&Request::Imds { role })?;
+    Ok(msg)
+}
+
+/// `credctl lock`.
+pub fn lock(socket: &Path) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    agent.request(&Request::Lock)?;
+    Ok("every session ended and every cached credential wiped\n".into())
+}
+
+/// `credctl watch`: takes the touch for each role an SDK asks for.
+pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    let mut handled: HashSet<(String, u64)> = HashSet::new();
+    if !once {
+        eprintln!("credctl: watching for approvals (Ctrl-C to stop)");
+    }
+    loop {
+        let pending = match agent.request(&Request::Pending)? {
+            Response::Pending { pending } => pending,
+            other => return Err(unexpected(&other)),
+        };
+        for p in pending {
+            if !handled.insert((p.role.clone(), p.first_seen)) {
+                continue;
+            }
+            let who = match (&p.peer_exe, p.peer_pid) {
+                (Some(exe), Some(pid)) => format!("{exe} (pid {pid})"),
+                (None, Some(pid)) => format!("pid {pid}"),
+                _ => "a process that has exited".into(),
+            };
+            eprintln!(
+                "credctl: role {} requested by {who} ({} request(s))",
+                p.role, p.requests
+            );
+            match open_role(&mut agent, &p.role, touch) {
+                Ok(exp) => eprintln!("credctl: role {} is open ({})", p.role, until(exp)),
+                Err(f) => eprintln!("credctl: role {} not opened: {f}", p.role),
+            }
+        }
+        if once {
+            return Ok(String::new());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,140 @@
+//! `credctl source add | list | remove`: long-lived source keys, kept in the agent's keyring.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use credagent_proto::{Request, Response, Secret};
+
+use crate::agent::{unexpected, Agent};
+use crate::error::{Failure, Result};
+
+fn credentials_file() -> PathBuf {
+    if let Some(p) = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    PathBuf::from(home).join(".aws/credentials")
+}
+
+fn check_key_id(id: &str) -> Result<()> {
+    let ok = (16..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::failed(format!(
+            "{id:?} does not look like an access key id (16-128 letters and digits, e.g. AKIA…); nothing was stored"
+        )))
+    }
+}
+
+pub fn add(
+    socket: &Path,
+    name: &str,
+    stdin: bool,
+    import: Option<&str>,
+    remove_from_file: bool,
+) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    if let Some(profile) = import {
+        let path = credentials_file();
+        agent.request(&Request::SourceImport {
+            name: name.to_owned(),
+            path: path.to_string_lossy().into_owned(),
+            profile: profile.to_owned(),
+            remove_from_file,
+        })?;
+        let mut out = format!(
+            "stored source {name} (from profile {profile} of {}) in the keyring\n",
+            path.display()
+        );
+        if remove_from_file {
+            out.push_str(&format!(
+                "removed profile {profile} from {}\n",
+                path.display()
+            ));
+        } else {
+            out.push_str(&format!(
+                "the keys are still in {} in plain text: rerun with --remove-from-file to delete them there\n",
+                path.display()
+            ));
+        }
+        return Ok(out);
+    }
+    let (key_id, secret) = if stdin {
+        let mut lines = std::io::stdin().lock().lines();
+        let mut next = |what: &str| -> Result<String> {
+            lines
+                .next()
+                .transpose()
+                .map_err(|e| Failure::failed(format!("cannot read standard input: {e}")))?
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| Failure::failed(format!("standard input ended before the {what}: give the key id on the first line and the secret on the second")))
+        };
+        let id = next("access key id")?;
+        let secret = next("secret access key")?;
+        (id, Secret::new(secret))
+    } else {
+        let id = crate::prompt::ask(
+            "AWS access key id: ",
+            false,
+            "use --stdin (key id, then secret)",
+        )?;
+        let secret = crate::prompt::ask(
+            "AWS secret access key (hidden): ",
+            true,
+            "use --stdin (key id, then secret)",
+        )?;
+        (id.trim().to_owned(), Secret::new(secret.trim()))
+    };
+    check_key_id(&key_id)?;
+    if secret.expose().len() < 16 {
+        return Err(Failure::failed(
+            "the secret access key is too short; nothing was stored",
+        ));
+    }
+    agent.request(&Request::SourceAdd {
+        name: name.to_owned(),
+        access_key_id: key_id,
+        secret_access_key: secret,
+    })?;
+    Ok(format!("stored source {name} in the keyring\n"))
+}
+
+pub fn list(socket: &Path, json: bool) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    match agent.request(&Request::SourceList)? {
+        Response::Sources { sources } if json => serde_json::to_string_pretty(&sources)
+            .map(|s| s + "\n")
+            .map_err(|e| Failure::failed(e.to_string())),
+        Response::Sources { sources } if sources.is_empty() => {
+            Ok("no sources stored: add one with `credctl source add NAME`\n".into())
+        }
+        Response::Sources { sources } => {
+            let mut out = format!("{:<24} {}\n", "SOURCE", "KEY ID");
+            for s in sources {
+                out.push_str(&format!("{:<24} …{}\n", s.name, s.key_id_suffix));
+            }
+            Ok(out)
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub fn remove(socket: &Path, name: &str) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    agent.request(&Request::SourceRemove {
+        name: name.to_owned(),
+    })?;
+    Ok(format!("removed source {name} from the keyring\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn key_ids_are_checked() {
+        assert!(super::check_key_id("AKIAIOSFODNN7EXAMPLE").is_ok());
+        assert!(super::check_key_id("short").is_err());
+        assert!(super::check_key_id("AKIA IOSFODNN7EXAMPLE").is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! Answering the agent's WebAuthn challenges: with a USB security key, in the browser, or with
+//! the software authenticator (tests and demos only). All three are verified by the same agent
+//! code; this module only carries the challenge to the authenticator and the answer back.
+
+use credagent_proto::{Request, Response};
+
+use crate::agent::{unexpected, Agent};
+use crate::cli::TouchArgs;
+use crate::error::{Exit, Failure, Result};
+
+/// Where the touch comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authenticator {
+    Usb,
+    Browser,
+    Soft(std::path::PathBuf),
+}
+
+impl Authenticator {
+    /// From `--authenticator`/`--browser`, else `$CREDCTL_AUTHENTICATOR`, else `usb`.
+    pub fn choose(args: &TouchArgs) -> Result<Authenticator> {
+        if args.browser {
+            return Ok(Authenticator::Browser);
+        }
+        let spec = args
+            .authenticator
+            .clone()
+            .or_else(|| {
+                std::env::var("CREDCTL_AUTHENTICATOR")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| "usb".into());
+        Self::parse(&spec)
+    }
+
+    pub fn parse(spec: &str) -> Result<Authenticator> {
+        match spec {
+            "usb" => Ok(Authenticator::Usb),
+            "browser" => Ok(Authenticator::Browser),
+            s if s.starts_with("soft:") && s.len() > 5 => Ok(Authenticator::Soft(s[5..].into())),
+            other => Err(Failure::failed(format!(
+                "unknown authenticator {other:?}: use usb, browser or soft:FILE"
+            ))),
+        }
+    }
+}
+
+/// A challenge from the agent.
+pub struct Challenge {
+    pub ceremony_id: String,
+    pub origin: String,
+    pub role: Option<String>,
+    pub session_secs: Option<u64>,
+    pub approve_url: String,
+    pub options: serde_json::Value,
+}
+
+impl Challenge {
+    pub fn from_response(r: Response) -> Result<Challenge> {
+        match r {
+            Response::Challenge {
+                ceremony_id,
+                origin,
+                role,
+                session_secs,
+                approve_url,
+                options,
+            } => Ok(Challenge {
+                ceremony_id,
+                origin,
+                role,
+                session_secs,
+                approve_url,
+                options,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn what(&self) -> String {
+        match (&self.role, self.session_secs) {
+            (Some(role), Some(s)) => format!("to open role {role} (session {})", human(s)),
+            (Some(role), None) => format!("to open role {role}"),
+            (None, _) => "to register it with credagent".into(),
+        }
+    }
+}
+
+fn human(secs: u64) -> String {
+    match (secs / 3600, secs / 60 % 60) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m}m"),
+    }
+}
+
+/// Takes the touch for `c` and returns the agent's verdict (`Opened` / `KeyAdded` / error).
+pub fn answer(agent: &mut Agent, auth: &Authenticator, c: &Challenge) -> Result<Response> {
+    match auth {
+        Authenticator::Browser => {
+            eprintln!(
+                "credctl: approve in your browser {}: {}",
+                c.what(),
+                c.approve_url
+            );
+            open_browser(&c.approve_url);
+            agent.request(&Request::AwaitCeremony {
+                ceremony_id: c.ceremony_id.clone(),
+            })
+        }
+        Authenticator::Soft(path) => soft(agent, path, c),
+        Authenticator::Usb => usb(agent, c),
+    }
+}
+
+/// Maps the agent's verdict on a touch to success or a failure with exit status 6.
+pub fn verdict(r: Result<Response>) -> Result<Response> {
+    match r {
+        Err(f) if f.exit == Exit::Refused => Err(Failure::new(Exit::NotApproved, f.message)),
+        other => other,
+    }
+}
+
+fn open_browser(url: &str) {
+    let opened = std::process::Command::new("xdg-open")
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !opened {
+        eprintln!("credctl: open that address in a browser on this machine");
+    }
+}
+
+#[cfg(feature = "soft-authenticator")]
+fn soft(agent: &mut Agent, path: &std::path::Path, c: &Challenge) -> Result<Response> {
+    use crate::authenticator::soft::SoftAuthenticator;
+    eprintln!(
+        "credctl: WARNING: using the INSECURE software authenticator {} (tests and demos only: \
+         anyone who copies that file holds your \"key\")",
+        path.display()
+    );
+    let origin = url_parse(&c.origin)?;
+    let mut token = SoftAuthenticator::open_or_create(path)
+        .map_err(|e| Failure::failed(format!("software authenticator {}: {e}", path.display())))?;
+    let credential = if c.role.is_some() {
+        let options = serde_json::from_value(c.options.clone())
+            .map_err(|e| Failure::failed(format!("the agent sent bad options: {e}")))?;
+        let cred = token.authenticate(&origin, options).map_err(|e| {
+            Failure::new(
+                Exit::NotApproved,
+                format!("the software authenticator refused: {e}"),
+            )
+        })?;
+        serde_json::to_value(cred)
+    } else {
+        let options = serde_json::from_value(c.options.clone())
+            .map_err(|e| Failure::failed(format!("the agent sent bad options: {e}")))?;
+        let cred = token.register(&origin, options).map_err(|e| {
+            Failure::new(
+                Exit::NotApproved,
+                format!("the software authenticator refused: {e}"),
+            )
+        })?;
+        serde_json::to_value(cred)
+    }
+    .map_err(|e| Failure::failed(format!("cannot encode the answer: {e}")))?;
+    agent.request(&Request::Approve {
+        ceremony_id: c.ceremony_id.clone(),
+        credential,
+    })
+}
+
+#[cfg(feature = "soft-authenticator")]
+fn url_parse(s: &str) -> Result<webauthn_authenticator_rs::prelude::Url> {
+    webauthn_authenticator_rs::prelude::Url::parse(s)
+        .map_err(|e| Failure::failed(format!("the agent sent a bad origin {s:?}: {e}")))
+}
+
+#[cfg(not(feature = "soft-authenticator"))]
+fn soft(_agent: &mut Agent, _path: &std::path::Path, _c: &Challenge) -> Result<Response> {
+    Err(Failure::failed(
+        "this credctl was built without the software authenticator (cargo feature \
+         `soft-authenticator`, for tests and demos); use --authenticator usb or browser",
+    ))
+}
+
+#[cfg(feature = "usb")]
+fn usb(agent: &mut Agent, c: &Challenge) -> Result<Response> {
+    crate::authenticator::usb::answer(agent, c, &c.what())
+}
+
+#[cfg(not(feature = "usb"))]
+fn usb(_agent: &mut Agent, _c: &Challenge) -> Result<Response> {
+    Err(Failure::failed(
+        "this credctl was built without USB security-key support (cargo feature `usb`); use \
+         --browser to approve in a browser",
+    ))
+}
+
+/// Opens `role` (touching if needed, asking for an MFA code if the source needs one) and
+/// returns the session's end (Unix seconds).
+pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64> {
+    let mut mfa_code = args.mfa_code.clone().map(credagent_proto::Secret::new);
+    let mut asked = false;
+    loop {
+        let resp = agent.raw(&Request::Open {
+            role: role.to_owned(),
+            mfa_code: mfa_code.clone(),
+        })?;
+        match resp {
+            Response::Opened { expires_at, .. } => return Ok(expires_at),
+            Response::Error {
+                code: credagent_proto::ErrorCode::MfaRequired,
+                message,
+            } if !asked => {
+                let code = crate::prompt::ask(
+                    &format!("{message}\nMFA code: "),
+                    false,
+                    &format!("pass the code with `--mfa-code CODE` ({message})"),
+                )?;
+                mfa_code = Some(credagent_proto::Secret::new(code.as_str()));
+                asked = true;
+            }
+            Response::Error { code, message } => {
+                return Err(Failure::new(crate::agent::exit_for(code), message))
+            }
+            other => {
+                let c = Challenge::from_response(other)?;
+                let auth = Authenticator::choose(args)?;
+                return match verdict(answer(agent, &auth, &c))? {
+                    Response::Opened { expires_at, .. } => Ok(expires_at),
+                    other => Err(unexpected(&other)),
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_authenticator_specs() {
+        assert_eq!(Authenticator::parse("usb").unwrap(), Authenticator::Usb);
+        assert_eq!(
+            Authenticator::parse("browser").unwrap(),
+            Authenticator::Browser
+        );
+        assert_eq!(
+            Authenticator::parse("soft:/x/y").unwrap(),
+            Authenticator::Soft("/x/y".into())
+        );
+        assert!(Authenticator::parse("soft:").is_err());
+        assert!(Authenticator::parse("yubikey")
+            .unwrap_err()
+            .message
+            .contains("usb, browser or soft:FILE"));
+    }
+}

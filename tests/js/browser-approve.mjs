@@ -1,0 +1,341 @@
+#!/usr/bin/env node
+// Drives credagent's browser approval page (http://localhost:PORT/approve/<ceremony>) in headless
+// Chromium with a CDP virtual authenticator, for the integration tests.
+//
+// One long-lived process holds one browser tab and one virtual authenticator, so a credential
+// registered by one command is there for the approvals that follow. Commands arrive on stdin, one
+// JSON object per line, and are run one after another; each gets exactly one JSON line on stdout.
+// Diagnostics go to stderr only. EOF on stdin closes the browser and exits 0.
+//
+// Commands:
+//   {"url": "http://localhost:PORT/approve/<id>", "presence": true, "timeout_ms": 15000,
+//    "click": true, "screenshot": "/optional/after.png"}
+//     Sets automatic presence simulation to `presence` (default true), opens the page, waits for
+//     the button #go to be enabled, clicks it (unless "click": false) and waits for
+//     body[data-outcome]. The whole command, page load included, is bounded by timeout_ms
+//     (default 30000). Answers
+//       {"outcome": O, "status": S, "title": T, "details": D, "elapsed_ms": N,
+//        "options_status": HTTP status of GET …/options or null,
+//        "finish_status": HTTP status of POST …/finish or null,
+//        "finish_body": parsed JSON body of that response or null}
+//     where O is the page's own outcome "approved" | "refused" | "failed", or
+//       "timeout"      nothing decided within timeout_ms (e.g. presence false: no touch, get() hangs),
+//       "unavailable"  the page loaded but has nothing to approve (unknown/answered/expired
+//                      ceremony, agent unreachable): #go never became enabled,
+//       "loaded"       "click": false and the page is ready (button enabled),
+//       "error"        the driver could not do its part (navigation failed…); see "error".
+//     S, T, D are the texts of #status, h1 and #details (null if absent).
+//     With "screenshot", the page is also captured to that path before answering.
+//   {"screenshot": "/path.png"}            capture the current page → {"ok": true, "screenshot": P}
+//   {"ping": true}                         → {"ok": true, "browser": VERSION, "authenticator": ID}
+//   {"credentials": true}                  the virtual authenticator's credentials, without keys →
+//                                          {"ok": true, "credentials": [{"credentialId", "rpId",
+//                                           "signCount", "isResidentCredential", "userHandle"}]}
+// A line that is not a JSON object, or an unknown command, answers {"outcome": "error", "error": …}.
+//
+// Environment: CHROMIUM (default /usr/bin/chromium). Never downloads a browser.
+//
+// Example:
+//   printf '%s\n' '{"url":"http://localhost:41234/approve/abc","timeout_ms":15000}' |
+//     node tests/js/browser-approve.mjs
+
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const EXECUTABLE = process.env.CHROMIUM || "/usr/bin/chromium";
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const AUTHENTICATOR = {
+  protocol: "ctap2",
+  transport: "usb",
+  hasResidentKey: false,
+  hasUserVerification: false,
+  isUserVerified: false,
+  automaticPresenceSimulation: true,
+};
+const DEFAULT_TIMEOUT_MS = 30000;
+
+const log = (...a) => process.stderr.write(`[browser-approve] ${a.join(" ")}\n`);
+
+function reply(obj) {
+  return new Promise((resolve) => {
+    process.stdout.write(JSON.stringify(obj) + "\n", () => resolve());
+  });
+}
+
+class Driver {
+  browser = null;
+  context = null;
+  page = null;
+  cdp = null;
+  authenticatorId = null;
+  presence = true;
+  /** Credentials (with private keys) last read from the authenticator, to survive a tab crash. */
+  saved = [];
+  /** Per-command capture of the agent's answers to the page. */
+  capture = null;
+
+  async launch() {
+    this.browser = await chromium.launch({
+      executablePath: EXECUTABLE,
+      headless: true,
+      args: ARGS,
+      handleSIGINT: false,
+      handleSIGTERM: false,
+      // playwright gives the browser a fresh temporary profile (user-data-dir) and removes it on close.
+    });
+    this.browser.on("disconnected", () => {
+      if (!this.closing) {
+        log("browser disconnected unexpectedly");
+        process.exit(3);
+      }
+    });
+    this.context = await this.browser.newContext();
+    log(`chromium ${this.browser.version()} at ${EXECUTABLE}`);
+    await this.newTab();
+  }
+
+  /** Opens the tab and its virtual authenticator (which lives with the tab), restoring credentials. */
+  async newTab() {
+    const page = await this.context.newPage();
+    page.on("console", (m) => log(`page console.${m.type()}: ${m.text()}`));
+    page.on("pageerror", (e) => log(`page error: ${e.message}`));
+    page.on("requestfailed", (r) => {
+      // Navigating away from a hanging ceremony aborts nothing of interest; everything else is.
+      log(`request failed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`);
+    });
+    page.on("response", async (r) => {
+      const u = new URL(r.url());
+      const c = this.capture;
+      if (!c || !u.pathname.startsWith("/approve/")) return;
+      if (u.pathname.endsWith("/options")) {
+        c.options_status = r.status();
+        if (!r.ok()) log(`GET ${u.pathname} -> ${r.status()} ${await r.text().catch(() => "")}`);
+      } else if (u.pathname.endsWith("/finish")) {
+        c.finish_status = r.status();
+        const text = await r.text().catch(() => "");
+        try {
+          c.finish_body = JSON.parse(text);
+        } catch {
+          c.finish_body = text;
+        }
+        log(`POST ${u.pathname} -> ${r.status()} ${text}`);
+      }
+    });
+    page.on("crash", () => log("tab crashed"));
+    const cdp = await this.context.newCDPSession(page);
+    await cdp.send("WebAuthn.enable", { enableUI: false });
+    const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+      options: { ...AUTHENTICATOR, automaticPresenceSimulation: this.presence },
+    });
+    for (const credential of this.saved) {
+      await cdp.send("WebAuthn.addCredential", { authenticatorId, credential });
+    }
+    if (this.saved.length) log(`restored ${this.saved.length} credential(s) into a new tab`);
+    this.page = page;
+    this.cdp = cdp;
+    this.authenticatorId = authenticatorId;
+    log(`virtual authenticator ${authenticatorId} ready`);
+  }
+
+  async ensureTab() {
+    if (!this.page || this.page.isClosed()) {
+      log("tab is gone: opening a new one");
+      await this.newTab();
+    }
+  }
+
+  async setPresence(enabled) {
+    if (enabled === this.presence) return;
+    await this.cdp.send("WebAuthn.setAutomaticPresenceSimulation", {
+      authenticatorId: this.authenticatorId,
+      enabled,
+    });
+    this.presence = enabled;
+  }
+
+  async snapshotCredentials() {
+    try {
+      const { credentials } = await this.cdp.send("WebAuthn.getCredentials", {
+        authenticatorId: this.authenticatorId,
+      });
+      this.saved = credentials;
+    } catch (e) {
+      log(`cannot read credentials: ${e.message}`);
+    }
+  }
+
+  async texts() {
+    return this.page
+      .evaluate(() => {
+        const t = (sel) => {
+          const el = document.querySelector(sel);
+          return el ? el.textContent.trim() : null;
+        };
+        return {
+          status: t("#status"),
+          title: t("h1"),
+          details: t("#details"),
+          outcome: document.body ? document.body.dataset.outcome || null : null,
+        };
+      })
+      .catch((e) => ({ status: null, title: null, details: null, outcome: null, error: e.message }));
+  }
+
+  async approve(cmd) {
+    const timeout = Number.isFinite(cmd.timeout_ms) && cmd.timeout_ms > 0 ? cmd.timeout_ms : DEFAULT_TIMEOUT_MS;
+    const started = Date.now();
+    const left = () => Math.max(1, timeout - (Date.now() - started));
+    const capture = { options_status: null, finish_status: null, finish_body: null };
+    const finish = async (outcome, extra = {}) => {
+      const t = await this.texts();
+      if (cmd.screenshot) await this.shoot(cmd.screenshot).catch((e) => log(`screenshot: ${e.message}`));
+      await this.snapshotCredentials();
+      this.capture = null;
+      return {
+        outcome,
+        status: t.status,
+        title: t.title,
+        details: t.details,
+        elapsed_ms: Date.now() - started,
+        ...capture,
+        ...extra,
+      };
+    };
+
+    await this.ensureTab();
+    await this.setPresence(cmd.presence !== false);
+    this.capture = capture;
+    const page = this.page;
+    try {
+      await page.goto(cmd.url, { waitUntil: "domcontentloaded", timeout: left() });
+    } catch (e) {
+      return finish(e.name === "TimeoutError" ? "timeout" : "error", { error: `cannot open ${cmd.url}: ${e.message}` });
+    }
+
+    // Ready (button enabled) or given up (the page said something without enabling the button).
+    let ready;
+    try {
+      ready = await page
+        .waitForFunction(
+          () => {
+            const go = document.getElementById("go");
+            if (go && !go.disabled) return "ready";
+            const st = document.getElementById("status");
+            if (st && st.textContent.trim() !== "") return "unavailable";
+            return false;
+          },
+          null,
+          { timeout: left(), polling: 50 },
+        )
+        .then((h) => h.jsonValue());
+    } catch (e) {
+      return finish(e.name === "TimeoutError" ? "timeout" : "error", e.name === "TimeoutError" ? {} : { error: e.message });
+    }
+    if (ready === "unavailable") return finish("unavailable");
+    if (cmd.click === false) return finish("loaded");
+
+    try {
+      await page.click("#go", { timeout: left() });
+      const h = await page.waitForSelector("body[data-outcome]", { state: "attached", timeout: left() });
+      const outcome = await h.getAttribute("data-outcome");
+      // The page sets the outcome right after the agent's answer: let the response handler finish.
+      if (capture.finish_status !== null && capture.finish_body === null) await page.waitForTimeout(50);
+      return finish(outcome);
+    } catch (e) {
+      if (e.name === "TimeoutError") return finish("timeout");
+      return finish("error", { error: e.message });
+    }
+  }
+
+  async shoot(path) {
+    await this.ensureTab();
+    await this.page.screenshot({ path, fullPage: true });
+    log(`screenshot written to ${path}`);
+  }
+
+  async run(cmd) {
+    if (cmd === null || typeof cmd !== "object" || Array.isArray(cmd)) {
+      return { outcome: "error", error: "each line must be a JSON object" };
+    }
+    if (typeof cmd.url === "string") return this.approve(cmd);
+    if (typeof cmd.screenshot === "string") {
+      await this.shoot(cmd.screenshot);
+      return { ok: true, screenshot: cmd.screenshot };
+    }
+    if (cmd.ping) {
+      await this.ensureTab();
+      return { ok: true, browser: this.browser.version(), authenticator: this.authenticatorId };
+    }
+    if (cmd.credentials) {
+      await this.ensureTab();
+      await this.snapshotCredentials();
+      return {
+        ok: true,
+        credentials: this.saved.map(({ credentialId, rpId, signCount, isResidentCredential, userHandle }) => ({
+          credentialId,
+          rpId,
+          signCount,
+          isResidentCredential,
+          userHandle: userHandle ?? null,
+        })),
+      };
+    }
+    return { outcome: "error", error: 'unknown command: expected "url", "screenshot", "ping" or "credentials"' };
+  }
+
+  async close() {
+    this.closing = true;
+    if (this.browser) await this.browser.close().catch((e) => log(`close: ${e.message}`));
+  }
+}
+
+async function main() {
+  const driver = new Driver();
+  try {
+    await driver.launch();
+  } catch (e) {
+    log(`cannot start chromium (${EXECUTABLE}): ${e.message}`);
+    process.exit(2);
+  }
+  const shutdown = async (sig) => {
+    log(`${sig}: closing the browser`);
+    await driver.close();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+
+  const rl = createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false });
+  for await (const line of rl) {
+    if (line.trim() === "") continue;
+    let cmd;
+    try {
+      cmd = JSON.parse(line);
+    } catch (e) {
+      await reply({ outcome: "error", error: `not JSON: ${e.message}` });
+      continue;
+    }
+    let out;
+    try {
+      out = await driver.run(cmd);
+    } catch (e) {
+      log(`command failed: ${e.stack || e.message}`);
+      out = { outcome: "error", error: e.message };
+    }
+    await reply(out);
+  }
+  log("stdin closed: exiting");
+  await driver.close();
+  process.exit(0);
+}
+
+main();
