@@ -21,10 +21,13 @@
 //     where O is the page's own outcome "approved" | "refused" | "failed", or
 //       "timeout"      nothing decided within timeout_ms (e.g. presence false: no touch, get() hangs),
 //       "unavailable"  the page loaded but has nothing to approve (unknown/answered/expired
-//                      ceremony, agent unreachable): #go never became enabled,
+//                      ceremony, agent unreachable): the page said so without enabling #go;
+//                      or what loaded is not the approval page (e.g. the agent's JSON error
+//                      for a non-localhost host name): then "page_text" holds its text,
 //       "loaded"       "click": false and the page is ready (button enabled),
 //       "error"        the driver could not do its part (navigation failed…); see "error".
-//     S, T, D are the texts of #status, h1 and #details (null if absent).
+//     S, T, D are the texts (innerText) of #status, h1 and #details, null if absent; #details
+//     has one "Key<TAB>value" row per line.
 //     With "screenshot", the page is also captured to that path before answering.
 //   {"screenshot": "/path.png"}            capture the current page → {"ok": true, "screenshot": P}
 //   {"ping": true}                         → {"ok": true, "browser": VERSION, "authenticator": ID}
@@ -176,18 +179,21 @@ class Driver {
   async texts() {
     return this.page
       .evaluate(() => {
+        // innerText: what a person reads (rows of #details come out one per line).
         const t = (sel) => {
           const el = document.querySelector(sel);
-          return el ? el.textContent.trim() : null;
+          return el ? el.innerText.trim() : null;
         };
         return {
           status: t("#status"),
           title: t("h1"),
           details: t("#details"),
           outcome: document.body ? document.body.dataset.outcome || null : null,
+          // Not the approval page at all (e.g. the agent's JSON error for a wrong host name).
+          page_text: document.getElementById("go") ? null : (document.body ? document.body.innerText.slice(0, 500) : ""),
         };
       })
-      .catch((e) => ({ status: null, title: null, details: null, outcome: null, error: e.message }));
+      .catch((e) => ({ status: null, title: null, details: null, outcome: null, page_text: null, error: e.message }));
   }
 
   async approve(cmd) {
@@ -207,6 +213,7 @@ class Driver {
         details: t.details,
         elapsed_ms: Date.now() - started,
         ...capture,
+        ...(t.page_text !== null ? { page_text: t.page_text } : {}),
         ...extra,
       };
     };
@@ -228,7 +235,8 @@ class Driver {
         .waitForFunction(
           () => {
             const go = document.getElementById("go");
-            if (go && !go.disabled) return "ready";
+            if (!go) return "unavailable";
+            if (!go.disabled) return "ready";
             const st = document.getElementById("status");
             if (st && st.textContent.trim() !== "") return "unavailable";
             return false;
