@@ -3,5 +3,7 @@
 
 mod lifecycle;
 mod protocol;
+mod sessions;
+mod stack;
 mod systemd;
 mod util;

@@ -14,7 +14,7 @@
 //     the button #go to be enabled, clicks it (unless "click": false) and waits for
 //     body[data-outcome]. The whole command, page load included, is bounded by timeout_ms
 //     (default 30000). Answers
-//       {"outcome": O, "status": S, "title": T, "details": D, "elapsed_ms": N,
+//       {"outcome": O, "status": S, "title": T, "details": D, "fields": F, "elapsed_ms": N,
 //        "options_status": HTTP status of GET …/options or null,
 //        "finish_status": HTTP status of POST …/finish or null,
 //        "finish_body": parsed JSON body of that response or null}
@@ -26,14 +26,18 @@
 //                      for a non-localhost host name): then "page_text" holds its text,
 //       "loaded"       "click": false and the page is ready (button enabled),
 //       "error"        the driver could not do its part (navigation failed…); see "error".
-//     S, T, D are the texts (innerText) of #status, h1 and #details, null if absent; #details
-//     has one "Key<TAB>value" row per line.
+//     S, T are the texts (innerText) of #status and h1; D is #details, its rows as
+//     "Key: value" lines (e.g. "Role: prod\nSession: 60 min\nAsked by: pid 42 (/usr/bin/aws)"),
+//     or its plain text when it has no rows (an error message); null if absent. "fields" holds
+//     the same rows as an object ({"Role": "prod", …}) or null.
 //     With "screenshot", the page is also captured to that path before answering.
 //   {"screenshot": "/path.png"}            capture the current page → {"ok": true, "screenshot": P}
 //   {"ping": true}                         → {"ok": true, "browser": VERSION, "authenticator": ID}
 //   {"credentials": true}                  the virtual authenticator's credentials, without keys →
 //                                          {"ok": true, "credentials": [{"credentialId", "rpId",
 //                                           "signCount", "isResidentCredential", "userHandle"}]}
+//                                          (Chromium probes silently before each get(): an
+//                                          approval moves signCount by 2, a registration sets 1)
 // A line that is not a JSON object, or an unknown command, answers {"outcome": "error", "error": …}.
 //
 // Environment: CHROMIUM (default /usr/bin/chromium). Never downloads a browser.
@@ -184,16 +188,26 @@ class Driver {
           const el = document.querySelector(sel);
           return el ? el.innerText.trim() : null;
         };
+        // #details rows are <div><span class="k">Key</span>value</div>: give them as "Key: value"
+        // lines (innerText would glue key and value together) and as an object.
+        const box = document.getElementById("details");
+        const rows = box ? [...box.children].filter((d) => d.querySelector(":scope > .k")) : [];
+        const fields = {};
+        for (const d of rows) {
+          const k = d.querySelector(":scope > .k").textContent.trim();
+          fields[k] = d.textContent.slice(d.querySelector(":scope > .k").textContent.length).trim();
+        }
         return {
           status: t("#status"),
           title: t("h1"),
-          details: t("#details"),
+          details: rows.length ? Object.entries(fields).map(([k, v]) => `${k}: ${v}`).join("\n") : t("#details"),
+          fields: rows.length ? fields : null,
           outcome: document.body ? document.body.dataset.outcome || null : null,
           // Not the approval page at all (e.g. the agent's JSON error for a wrong host name).
           page_text: document.getElementById("go") ? null : (document.body ? document.body.innerText.slice(0, 500) : ""),
         };
       })
-      .catch((e) => ({ status: null, title: null, details: null, outcome: null, page_text: null, error: e.message }));
+      .catch((e) => ({ status: null, title: null, details: null, fields: null, outcome: null, page_text: null, error: e.message }));
   }
 
   async approve(cmd) {
@@ -211,6 +225,7 @@ class Driver {
         status: t.status,
         title: t.title,
         details: t.details,
+        fields: t.fields,
         elapsed_ms: Date.now() - started,
         ...capture,
         ...(t.page_text !== null ? { page_text: t.page_text } : {}),

@@ -1,0 +1,421 @@
+//! Role sessions end to end against moto: the touch, STS through the recording proxy, the
+//! endpoint, tokens, coalescing, lock, and secrets kept out of logs.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::stack::{Stack, BOTO3_WHOAMI, SECRET_KEY};
+use crate::util::{bin, stderr, stdout, wait_until};
+
+#[test]
+fn use_opens_the_role_and_boto3_gets_it_through_the_shell_token() {
+    let s = Stack::new("", "").with_key_and_source();
+    let start = s.ok(&["start"]);
+    let token = start
+        .lines()
+        .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN='"))
+        .and_then(|l| l.split('\'').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        start.contains(&format!(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI='{}'",
+            s.ecs_uri()
+        )),
+        "{start}"
+    );
+    assert!(start.contains("unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI;"));
+
+    // The shell has a token but no role yet.
+    let (code, body) = s.ecs(Some(&token), &[]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("credctl use ROLE"), "{body}");
+
+    let out = s
+        .env
+        .command(bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", &token)
+        .args(["use", "demo"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("role demo is current for this shell"));
+    assert!(stderr(&out).contains("INSECURE software authenticator"));
+
+    let (code, body) = s.ecs(Some(&token), &[]);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for k in [
+        "AccessKeyId",
+        "SecretAccessKey",
+        "Token",
+        "Expiration",
+        "AccountId",
+    ] {
+        assert!(v[k].is_string(), "{k} missing in {body}");
+    }
+    let exp = v["Expiration"].as_str().unwrap();
+    assert_eq!(exp.len(), 20, "{exp}");
+    assert!(exp.ends_with('Z') && exp.as_bytes()[10] == b'T');
+    assert_eq!(v["AccountId"], "123456789012");
+
+    let out = s
+        .sdk_command("python3", &token)
+        .args(["-c", BOTO3_WHOAMI])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let arn = stdout(&out);
+    assert!(
+        arn.trim()
+            .starts_with("arn:aws:sts::123456789012:assumed-role/demo/credagent-"),
+        "{arn}"
+    );
+    assert_eq!(s.sts.calls("AssumeRole").len(), 1);
+}
+
+#[test]
+fn unapproved_role_is_refused_at_once_then_watch_takes_the_touch() {
+    let s = Stack::new("", "").with_key_and_source();
+    // A token bound to demo, issued while no session is open: `env` opens the session, so lock
+    // afterwards to get a bound token with nothing approved.
+    let token = s.role_token("demo");
+    s.ok(&["lock"]);
+    let t0 = Instant::now();
+    let (code, body) = s.ecs(Some(&token), &[]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "refusal took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(code, 403);
+    assert!(
+        body.contains("no approved session for role demo") && body.contains("credctl use demo"),
+        "{body}"
+    );
+    assert!(
+        body.contains("\"code\":\"not_approved\"") && body.contains("\"Code\":\"not_approved\"")
+    );
+
+    let status: serde_json::Value =
+        serde_json::from_slice(&s.credctl(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["pending"][0]["role"], "demo", "{status}");
+
+    let out = s.credctl(&["watch", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("role demo requested by"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("role demo is open"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+    let status: serde_json::Value =
+        serde_json::from_slice(&s.credctl(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["pending"], serde_json::json!([]));
+}
+
+#[test]
+fn exec_runs_with_a_role_token_that_dies_with_the_command() {
+    let s = Stack::new("", "").with_key_and_source();
+    let file = s.env.dir.path().join("token-seen");
+    let script = format!(
+        "printf %s \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\" > {f}; test -z \"$AWS_ACCESS_KEY_ID\"; python3 -c \"{BOTO3_WHOAMI}\" && exit 7",
+        f = file.display()
+    );
+    let out = s
+        .env
+        .command(bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .env("AWS_ENDPOINT_URL_STS", &s.sts.moto_url)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", "AKIASHADOWSHADOW")
+        .args(["exec", "demo", "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("assumed-role/demo/"),
+        "{}",
+        stdout(&out)
+    );
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert!(token.starts_with("cat1_"));
+    let (code, body) = s.ecs(Some(&token), &[]);
+    assert_eq!(code, 401, "revoked exec token must be refused: {body}");
+}
+
+#[test]
+fn env_token_file_has_no_newline_and_serves_boto3() {
+    let s = Stack::new("", "").with_key_and_source();
+    let file = s.env.home.join("token");
+    let out = s.ok(&["env", "demo", "--token-file", file.to_str().unwrap()]);
+    assert!(
+        out.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="),
+        "{out}"
+    );
+    assert!(
+        out.contains("unset AWS_CONTAINER_AUTHORIZATION_TOKEN;"),
+        "{out}"
+    );
+    let token = std::fs::read(&file).unwrap();
+    assert!(!token.ends_with(b"\n"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = s
+        .sdk_command("python3", "")
+        .env_remove("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &file)
+        .args(["-c", BOTO3_WHOAMI])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("assumed-role/demo/"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn twenty_concurrent_use_share_one_touch_and_one_assume_role() {
+    let s = Stack::new("", "").with_key_and_source();
+    let before: serde_json::Value =
+        serde_json::from_slice(&s.credctl(&["key", "list", "--json"]).stdout).unwrap();
+    let tokens: Vec<String> = (0..20)
+        .map(|_| {
+            let out = s.ok(&["start"]);
+            out.lines()
+                .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN='"))
+                .and_then(|l| l.split('\'').next())
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let children: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            s.env
+                .command(bin("credctl"))
+                .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+                .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", t)
+                .args(["use", "demo"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let after: serde_json::Value =
+        serde_json::from_slice(&s.credctl(&["key", "list", "--json"]).stdout).unwrap();
+    let counter = |v: &serde_json::Value| v[0]["counter"].as_u64().unwrap();
+    assert_eq!(
+        counter(&after) - counter(&before),
+        1,
+        "exactly one assertion (one touch)"
+    );
+    assert_eq!(s.sts.calls("AssumeRole").len(), 1);
+    for t in &tokens {
+        assert_eq!(s.ecs(Some(t), &[]).0, 200);
+    }
+}
+
+#[test]
+fn fifty_parallel_credential_process_make_one_assume_role() {
+    let s = Stack::new("", "").with_key_and_source();
+    let children: Vec<_> = (0..50)
+        .map(|_| {
+            s.env
+                .command(bin("credctl"))
+                .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+                .args(["credential-process", "demo"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut keys = std::collections::HashSet::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["Version"], 1);
+        keys.insert(v["AccessKeyId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(keys.len(), 1, "every requester got the same credentials");
+    assert_eq!(
+        s.sts.calls("AssumeRole").len(),
+        1,
+        "{:?}",
+        s.sts.calls("AssumeRole")
+    );
+}
+
+#[test]
+fn credential_process_works_for_boto3() {
+    let s = Stack::new("", "").with_key_and_source();
+    s.role_token("demo");
+    let cfg = s.env.home.join(".aws/config");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[profile viaproc]\ncredential_process = {} credential-process demo\n",
+        bin("credctl").display()
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let out = s
+        .env
+        .command("python3")
+        .env("AWS_PROFILE", "viaproc")
+        .env("AWS_ENDPOINT_URL_STS", &s.sts.moto_url)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .args(["-c", BOTO3_WHOAMI])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("assumed-role/demo/"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn chained_roles_external_id_and_duration_reach_sts() {
+    let s = Stack::new(
+        "[profile mid]\nrole_arn = arn:aws:iam::123456789012:role/mid\nsource_profile = SOURCE\nexternal_id = ext-123\n\n\
+         [profile top]\nrole_arn = arn:aws:iam::123456789012:role/top\nsource_profile = mid\nduration_seconds = 1800\nrole_session_name = alice\n",
+        "",
+    )
+    .with_key_and_source();
+    let roles: serde_json::Value =
+        serde_json::from_slice(&s.credctl(&["roles", "--json"]).stdout).unwrap();
+    let top = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "top")
+        .unwrap()
+        .clone();
+    assert_eq!(top["chain"], serde_json::json!([s.source, "mid", "top"]));
+    let token = s.role_token("top");
+    let out = s
+        .sdk_command("python3", &token)
+        .args(["-c", BOTO3_WHOAMI])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("assumed-role/top/alice"),
+        "{}",
+        stderr(&out)
+    );
+    let calls = s.sts.calls("AssumeRole");
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["RoleArn"], "arn:aws:iam::123456789012:role/mid");
+    assert_eq!(calls[0]["ExternalId"], "ext-123");
+    assert_eq!(calls[1]["RoleArn"], "arn:aws:iam::123456789012:role/top");
+    assert_eq!(calls[1]["DurationSeconds"], "1800");
+    assert_eq!(calls[1]["RoleSessionName"], "alice");
+}
+
+#[test]
+fn mfa_source_calls_get_session_token_once_for_two_roles() {
+    let s = Stack::new(
+        "[profile other]\nrole_arn = arn:aws:iam::123456789012:role/other\nsource_profile = SOURCE\n",
+        "",
+    );
+    // mfa_serial on the source.
+    let cfg = s.env.home.join(".aws/config");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "region = us-east-1",
+        "region = us-east-1\nmfa_serial = arn:aws:iam::123456789012:mfa/alice",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let s = s.with_key_and_source();
+    // Without a code and without a terminal: a clear error.
+    let out = s.credctl(&["env", "demo"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--mfa-code"), "{}", stderr(&out));
+    s.ok(&["env", "demo", "--mfa-code", "123456"]);
+    s.ok(&["env", "other"]);
+    assert_eq!(s.sts.calls("GetSessionToken").len(), 1);
+    let gst = &s.sts.calls("GetSessionToken")[0];
+    assert_eq!(gst["SerialNumber"], "arn:aws:iam::123456789012:mfa/alice");
+    assert_eq!(s.sts.calls("AssumeRole").len(), 2);
+}
+
+#[test]
+fn lock_ends_sessions_and_sigusr1_too() {
+    let s = Stack::new("", "").with_key_and_source();
+    let token = s.role_token("demo");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+    s.ok(&["lock"]);
+    assert_eq!(s.ecs(Some(&token), &[]).0, 403);
+    s.role_token("demo");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+    s.agent.signal(nix::sys::signal::Signal::SIGUSR1);
+    wait_until(Duration::from_secs(5), || s.ecs(Some(&token), &[]).0 == 403)
+        .expect("SIGUSR1 locks");
+}
+
+#[test]
+fn cloned_software_key_is_refused() {
+    let s = Stack::new("", "").with_key_and_source();
+    let clone = s.env.home.join("clone.cbor");
+    std::fs::copy(&s.soft, &clone).unwrap();
+    s.role_token("demo");
+    s.ok(&["lock"]);
+    let out = s.credctl(&[
+        "env",
+        "demo",
+        "--authenticator",
+        &format!("soft:{}", clone.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("clone") || stderr(&out).contains("counter"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        s.agent.log_text().contains("counter"),
+        "{}",
+        s.agent.log_text()
+    );
+}
+
+#[test]
+fn no_secret_reaches_the_agent_log() {
+    let s = Stack::new("", "").with_key_and_source();
+    let token = s.role_token("demo");
+    let (_, body) = s.ecs(Some(&token), &[]);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    s.ok(&["lock"]);
+    let log = s.agent.log_text();
+    assert!(
+        log.contains("touch verified"),
+        "the log must have content: {log}"
+    );
+    for secret in [
+        SECRET_KEY,
+        v["SecretAccessKey"].as_str().unwrap(),
+        v["Token"].as_str().unwrap(),
+        &token,
+    ] {
+        assert!(!log.contains(secret), "secret found in the agent log");
+    }
+    let audit =
+        std::fs::read_to_string(s.env.home.join(".local/state/credagent/audit.jsonl")).unwrap();
+    assert!(!audit.contains(&token) && !audit.contains(SECRET_KEY));
+}

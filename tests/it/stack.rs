@@ -1,0 +1,267 @@
+//! A full local stack for end-to-end tests: moto as STS behind a recording proxy, an agent
+//! with a test config, ~/.aws/config with roles, a software security key and a source in the
+//! kernel keyring (the test binary runs inside `keyctl session -`, see scripts/test).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::util::{bin, stderr, stdout, wait_until, AgentProc, TestEnv};
+
+pub const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A background process killed on drop.
+pub struct Bg(pub Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// moto on a free port, with the recording proxy in front.
+pub struct Sts {
+    _moto: Bg,
+    _proxy: Bg,
+    pub url: String,
+    pub moto_url: String,
+    pub log: PathBuf,
+    pub faults: PathBuf,
+}
+
+fn wait_http(url: &str) {
+    wait_until(Duration::from_secs(30), || {
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-X", "POST", url])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    })
+    .unwrap_or_else(|| panic!("{url} did not come up"));
+}
+
+impl Sts {
+    pub fn start(dir: &Path) -> Sts {
+        let mport = free_port();
+        let moto = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &mport.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("moto.log")).unwrap())
+            .spawn()
+            .expect("moto (pip install 'moto[server]')");
+        let moto = Bg(moto);
+        let moto_url = format!("http://127.0.0.1:{mport}");
+        wait_http(&moto_url);
+        let pport = free_port();
+        let log = dir.join("sts-requests.jsonl");
+        let faults = dir.join("sts-faults");
+        let proxy = Command::new("python3")
+            .arg(repo().join("tests/py/sts_recorder.py"))
+            .args([
+                &pport.to_string(),
+                &moto_url,
+                log.to_str().unwrap(),
+                faults.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let proxy = Bg(proxy);
+        let url = format!("http://127.0.0.1:{pport}");
+        wait_http(&url);
+        let _ = std::fs::remove_file(&log);
+        Sts {
+            _moto: moto,
+            _proxy: proxy,
+            url,
+            moto_url,
+            log,
+            faults,
+        }
+    }
+
+    /// Parameters of every recorded call with this `Action`.
+    pub fn calls(&self, action: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["params"]["Action"] == action)
+            .map(|v| v["params"].clone())
+            .collect()
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Everything needed to open roles and call the endpoint.
+pub struct Stack {
+    pub env: TestEnv,
+    pub sts: Sts,
+    pub agent: AgentProc,
+    pub soft: PathBuf,
+    /// A source name unique to this test (tests share one session keyring).
+    pub source: String,
+    pub http: String,
+}
+
+pub const BASE_CONFIG: &str = "";
+
+impl Stack {
+    /// Starts moto, writes configs (`extra_aws` is appended to ~/.aws/config, with `SOURCE`
+    /// replaced by the source name) and starts the agent.
+    pub fn new(extra_aws: &str, extra_agent_config: &str) -> Stack {
+        let env = TestEnv::new();
+        let sts = Sts::start(env.dir.path());
+        let source = format!(
+            "base{}x{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        std::fs::create_dir_all(env.home.join(".config/credagent")).unwrap();
+        std::fs::write(
+            env.home.join(".config/credagent/config.toml"),
+            format!(
+                "sts_endpoint = \"{}\"\nkeyring = \"keyutils\"\n{extra_agent_config}\n[approval]\nallow_software_authenticators = true\n",
+                sts.url
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(env.home.join(".aws")).unwrap();
+        let aws = format!(
+            "[profile SOURCE]\nregion = us-east-1\n\n[profile demo]\nrole_arn = arn:aws:iam::123456789012:role/demo\nsource_profile = SOURCE\n\n{extra_aws}"
+        )
+        .replace("SOURCE", &source);
+        std::fs::write(env.home.join(".aws/config"), aws).unwrap();
+        let agent = env.agent(&[]);
+        let status: serde_json::Value =
+            serde_json::from_slice(&env.credctl(&["status", "--json"]).stdout).unwrap();
+        let http = status["http_addr"].as_str().unwrap().to_owned();
+        let soft = env.home.join("soft.cbor");
+        Stack {
+            env,
+            sts,
+            agent,
+            soft,
+            source,
+            http,
+        }
+    }
+
+    pub fn soft_arg(&self) -> String {
+        format!("soft:{}", self.soft.display())
+    }
+
+    /// `credctl ARGS` with the software authenticator selected.
+    pub fn credctl(&self, args: &[&str]) -> Output {
+        self.env
+            .command(bin("credctl"))
+            .env("CREDCTL_AUTHENTICATOR", self.soft_arg())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.credctl(args);
+        assert!(
+            out.status.success(),
+            "credctl {args:?} failed: {}\nagent log:\n{}",
+            stderr(&out),
+            self.agent.log_text()
+        );
+        stdout(&out)
+    }
+
+    /// Registers the soft key and stores the source.
+    pub fn with_key_and_source(self) -> Stack {
+        self.ok(&["key", "add", "soft"]);
+        let out = self
+            .env
+            .command(bin("credctl"))
+            .args(["source", "add", &self.source, "--stdin"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("AKIAIOSFODNN7EXAMPLE\n{SECRET_KEY}\n").as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success(), "source add: {}", stderr(&out));
+        self
+    }
+
+    /// A token bound to `role` (opening the session with a touch if needed).
+    pub fn role_token(&self, role: &str) -> String {
+        let out = self.ok(&["env", role]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN='"))
+            .and_then(|l| l.split('\'').next())
+            .expect("token export")
+            .to_owned()
+    }
+
+    pub fn ecs_uri(&self) -> String {
+        format!("http://{}/v1/credentials", self.http)
+    }
+
+    /// GET the ECS endpoint with curl: (status, body).
+    pub fn ecs(&self, token: Option<&str>, extra: &[&str]) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-w", "\n%{http_code}", "--max-time", "5"]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: {t}")]);
+        }
+        for h in extra {
+            cmd.args(["-H", h]);
+        }
+        let out = cmd.arg(self.ecs_uri()).output().unwrap();
+        let text = stdout(&out);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// An environment for an SDK process: scrubbed, pointing at the agent with `token`.
+    pub fn sdk_command(&self, program: &str, token: &str) -> Command {
+        let mut cmd = self.env.command(program);
+        cmd.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", self.ecs_uri())
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token)
+            .env("AWS_ENDPOINT_URL_STS", &self.sts.moto_url)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd
+    }
+}
+
+pub const BOTO3_WHOAMI: &str =
+    "import boto3; print(boto3.client('sts', region_name='us-east-1').get_caller_identity()['Arn'])";
