@@ -114,14 +114,6 @@ pub fn answer(agent: &mut Agent, auth: &Authenticator, c: &Challenge) -> Result<
     }
 }
 
-/// Maps the agent's verdict on a touch to success or a failure with exit status 6.
-pub fn verdict(r: Result<Response>) -> Result<Response> {
-    match r {
-        Err(f) if f.exit == Exit::Refused => Err(Failure::new(Exit::NotApproved, f.message)),
-        other => other,
-    }
-}
-
 fn open_browser(url: &str) {
     let opened = std::process::Command::new("xdg-open")
         .arg(url)
@@ -232,7 +224,7 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64>
             other => {
                 let c = Challenge::from_response(other)?;
                 let auth = Authenticator::choose(args)?;
-                return match verdict(answer(agent, &auth, &c))? {
+                return match answer(agent, &auth, &c)? {
                     Response::Opened { expires_at, .. } => Ok(expires_at),
                     other => Err(unexpected(&other)),
                 };

@@ -419,3 +419,37 @@ fn no_secret_reaches_the_agent_log() {
         std::fs::read_to_string(s.env.home.join(".local/state/credagent/audit.jsonl")).unwrap();
     assert!(!audit.contains(&token) && !audit.contains(SECRET_KEY));
 }
+
+#[test]
+fn sts_faults_are_retried_and_never_cost_a_valid_credential() {
+    let s = Stack::new(
+        "[profile other]\nrole_arn = arn:aws:iam::123456789012:role/other\nsource_profile = SOURCE\n",
+        "",
+    )
+    .with_key_and_source();
+    let token = s.role_token("demo");
+    // Three 503s: the agent retries with backoff and the fourth attempt opens the role.
+    s.sts.fail_next(3, 503);
+    let other = s.role_token("other");
+    assert_eq!(s.ecs(Some(&other), &[]).0, 200);
+    let tries = s
+        .sts
+        .calls("AssumeRole")
+        .iter()
+        .filter(|c| c["RoleArn"] == "arn:aws:iam::123456789012:role/other")
+        .count();
+    assert_eq!(tries, 4, "three failures and one success");
+
+    // STS down for good: opening fails with a clear, transient error; demo is still served.
+    s.ok(&["lock"]);
+    s.role_token("demo");
+    s.sts.fail_next(50, 503);
+    let out = s.credctl(&["env", "other"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("other"), "{}", stderr(&out));
+    assert_eq!(
+        s.ecs(Some(&token), &[]).0,
+        200,
+        "cached demo credentials keep being served"
+    );
+}

@@ -106,6 +106,11 @@ impl Sts {
         }
     }
 
+    /// Makes the next `n` STS requests fail with HTTP `status` before reaching moto.
+    pub fn fail_next(&self, n: usize, status: u16) {
+        std::fs::write(&self.faults, format!("{status} 0\n").repeat(n)).unwrap();
+    }
+
     /// Parameters of every recorded call with this `Action`.
     pub fn calls(&self, action: &str) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.log)
@@ -130,8 +135,6 @@ pub struct Stack {
     pub source: String,
     pub http: String,
 }
-
-pub const BASE_CONFIG: &str = "";
 
 impl Stack {
     /// Starts moto, writes configs (`extra_aws` is appended to ~/.aws/config, with `SOURCE`

@@ -70,6 +70,9 @@ const AUTHENTICATOR = {
 };
 const DEFAULT_TIMEOUT_MS = 30000;
 
+/** An error's message without playwright's call log and colours, for the JSON answers. */
+const brief = (e) => String(e && e.message ? e.message : e).replace(/\u001b\[[0-9;]*m/g, "").split("\nCall log:")[0].trim();
+
 const log = (...a) => process.stderr.write(`[browser-approve] ${a.join(" ")}\n`);
 
 function reply(obj) {
@@ -137,7 +140,11 @@ class Driver {
         log(`POST ${u.pathname} -> ${r.status()} ${text}`);
       }
     });
-    page.on("crash", () => log("tab crashed"));
+    page.on("crash", () => {
+      // The authenticator died with the tab: the next command opens a new tab and restores it.
+      log("tab crashed");
+      page.close().catch(() => {});
+    });
     const cdp = await this.context.newCDPSession(page);
     await cdp.send("WebAuthn.enable", { enableUI: false });
     const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
@@ -240,7 +247,7 @@ class Driver {
     try {
       await page.goto(cmd.url, { waitUntil: "domcontentloaded", timeout: left() });
     } catch (e) {
-      return finish(e.name === "TimeoutError" ? "timeout" : "error", { error: `cannot open ${cmd.url}: ${e.message}` });
+      return finish(e.name === "TimeoutError" ? "timeout" : "error", { error: `cannot open ${cmd.url}: ${brief(e)}` });
     }
 
     // Ready (button enabled) or given up (the page said something without enabling the button).
@@ -261,7 +268,7 @@ class Driver {
         )
         .then((h) => h.jsonValue());
     } catch (e) {
-      return finish(e.name === "TimeoutError" ? "timeout" : "error", e.name === "TimeoutError" ? {} : { error: e.message });
+      return finish(e.name === "TimeoutError" ? "timeout" : "error", e.name === "TimeoutError" ? {} : { error: brief(e) });
     }
     if (ready === "unavailable") return finish("unavailable");
     if (cmd.click === false) return finish("loaded");
@@ -275,7 +282,7 @@ class Driver {
       return finish(outcome);
     } catch (e) {
       if (e.name === "TimeoutError") return finish("timeout");
-      return finish("error", { error: e.message });
+      return finish("error", { error: brief(e) });
     }
   }
 
@@ -352,7 +359,7 @@ async function main() {
       out = await driver.run(cmd);
     } catch (e) {
       log(`command failed: ${e.stack || e.message}`);
-      out = { outcome: "error", error: e.message };
+      out = { outcome: "error", error: brief(e) };
     }
     await reply(out);
   }

@@ -7,7 +7,7 @@ use credagent_proto::{KeyInfo, Request, Response};
 use crate::agent::{unexpected, Agent};
 use crate::cli::TouchArgs;
 use crate::error::{Failure, Result};
-use crate::touch::{answer, verdict, Authenticator, Challenge};
+use crate::touch::{answer, Authenticator, Challenge};
 
 fn date(secs: u64) -> String {
     // Days since the epoch → civil date, enough for a listing.
@@ -38,7 +38,7 @@ pub fn add(socket: &Path, name: Option<String>, touch: &TouchArgs) -> Result<Str
     let resp = agent.request(&Request::KeyAddStart { name: name.clone() })?;
     let c = Challenge::from_response(resp)?;
     let auth = Authenticator::choose(touch)?;
-    match verdict(answer(&mut agent, &auth, &c))? {
+    match answer(&mut agent, &auth, &c)? {
         Response::KeyAdded { key } => Ok(format!(
             "registered security key {} ({} authenticator)\n",
             key.name, key.kind
