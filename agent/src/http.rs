@@ -107,7 +107,11 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Leave descriptors for the control socket, the keyring, STS and the audit log.
+    let max = MAX_CONNECTIONS
+        .min(crate::harden::nofile_limit().saturating_sub(256) as usize)
+        .max(64);
+    let limit = Arc::new(Semaphore::new(max));
     let me = nix::unistd::getuid().as_raw();
     loop {
         let permit = tokio::select! {

@@ -261,6 +261,7 @@ impl Stack {
             .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token)
             .env("AWS_ENDPOINT_URL_STS", &self.sts.moto_url)
             .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true");
         cmd
     }

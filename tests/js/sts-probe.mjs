@@ -9,6 +9,9 @@
 //
 // The STS endpoint comes from AWS_ENDPOINT_URL_STS (or AWS_ENDPOINT_URL), which the SDK reads
 // itself. The region is AWS_REGION when set, else us-east-1.
+//
+// Note: on a 4xx from the container endpoint the SDK retries (4 tries, 1 s apart) and then
+// reports only "Could not load credentials from any providers"; the endpoint's message is lost.
 
 import { STSClient, GetCallerIdentityCommand } from '@aws-sdk/client-sts';
 

@@ -41,6 +41,12 @@ impl Conn {
     }
 }
 
+/// A parsed answer to a ceremony.
+enum Answer {
+    Register(RegisterPublicKeyCredential),
+    Approve(Box<PublicKeyCredential>),
+}
+
 fn approval_error(e: &ApprovalError) -> Response {
     let code = match e.code() {
         "no_keys" => ErrorCode::NoKeys,
@@ -172,13 +178,15 @@ impl Core {
                 ceremony_id,
                 credential,
             } => self.answer(&ceremony_id, credential, now).await,
-            Request::AwaitCeremony { ceremony_id } => match self.gate.subscribe(&ceremony_id) {
-                Some(rx) => gate::wait(rx).await,
-                None => Response::error(
-                    ErrorCode::NotFound,
-                    "no such ceremony (finished or expired)",
-                ),
-            },
+            Request::AwaitCeremony { ceremony_id } => {
+                match self.gate.subscribe(&ceremony_id, conn.id) {
+                    Some(rx) => gate::wait(rx).await,
+                    None => Response::error(
+                        ErrorCode::NotFound,
+                        "no such ceremony (finished or expired)",
+                    ),
+                }
+            }
             Request::TokenShell => self.issue(Binding::Shell { current: None }, "shell", None, now),
             Request::TokenForRole {
                 role,
@@ -248,48 +256,16 @@ impl Core {
         credential: serde_json::Value,
         now: SystemTime,
     ) -> Response {
-        let outcome = match self.gate.claim(id) {
-            Some((Kind::Register { .. }, _)) => self.finish_registration(id, credential, now).await,
-            Some((Kind::Approve { .. }, _)) => Response::error(
+        match self.gate.view(id).map(|v| v.kind) {
+            Some(Kind::Register { .. }) => self.answer(id, credential, now).await,
+            Some(Kind::Approve { .. }) => Response::error(
                 ErrorCode::BadRequest,
                 "that ceremony opens a role; send approve",
             ),
-            None => {
-                return Response::error(
-                    ErrorCode::NotFound,
-                    "no such ceremony (finished or expired)",
-                )
-            }
-        };
-        self.gate.finish(id, outcome.clone());
-        outcome
-    }
-
-    async fn finish_registration(
-        &self,
-        id: &str,
-        credential: serde_json::Value,
-        now: SystemTime,
-    ) -> Response {
-        let cred: RegisterPublicKeyCredential = match serde_json::from_value(credential) {
-            Ok(c) => c,
-            Err(e) => {
-                return Response::error(ErrorCode::BadRequest, format!("malformed credential: {e}"))
-            }
-        };
-        let Ok(cid) = id.parse() else {
-            return Response::error(ErrorCode::NotFound, "malformed ceremony id");
-        };
-        match self.approver.finish_registration(cid, &cred, now) {
-            Ok(k) => {
-                tracing::info!(key = %k.name, "security key registered");
-                Response::KeyAdded { key: key_info(&k) }
-            }
-            Err(e) => {
-                tracing::warn!(code = e.code(), "key registration refused");
-                tokio::time::sleep(self.approver.failure_delay()).await;
-                approval_error(&e)
-            }
+            None => Response::error(
+                ErrorCode::NotFound,
+                "no such ceremony (finished or expired)",
+            ),
         }
     }
 
@@ -346,51 +322,85 @@ impl Core {
         }
     }
 
-    /// The one answer to ceremony `id` (from credctl or the browser page).
+    /// The one answer to ceremony `id` (from credctl or the browser page). The answer is parsed
+    /// before the ceremony is claimed, so junk cannot burn a live ceremony.
     pub async fn answer(
         &self,
         id: &str,
         credential: serde_json::Value,
         now: SystemTime,
     ) -> Response {
-        let (kind, mfa_code) = match self.gate.claim(id) {
-            Some(v) => v,
-            None => {
-                return Response::error(
-                    ErrorCode::NotFound,
-                    "no such ceremony (already answered or expired): run the command again",
-                )
-            }
+        let gone = || {
+            Response::error(
+                ErrorCode::NotFound,
+                "no such ceremony (already answered or expired): run the command again",
+            )
         };
-        let outcome = match kind {
-            Kind::Register { .. } => self.finish_registration(id, credential, now).await,
-            Kind::Approve { role } => {
-                self.finish_approval(id, &role, credential, mfa_code, now)
-                    .await
+        let Some(view) = self.gate.view(id) else {
+            return gone();
+        };
+        let parsed = match &view.kind {
+            Kind::Register { .. } => {
+                serde_json::from_value::<RegisterPublicKeyCredential>(credential)
+                    .map(Answer::Register)
+                    .map_err(|e| format!("malformed registration: {e}"))
             }
+            Kind::Approve { .. } => serde_json::from_value::<PublicKeyCredential>(credential)
+                .map(|c| Answer::Approve(Box::new(c)))
+                .map_err(|e| format!("malformed assertion: {e}")),
+        };
+        let answer = match parsed {
+            Ok(a) => a,
+            Err(msg) => return Response::error(ErrorCode::BadRequest, msg),
+        };
+        let Ok(cid) = id.parse() else { return gone() };
+        let Some((kind, mfa_code)) = self.gate.claim(id) else {
+            return gone();
+        };
+        let outcome = match (kind, answer) {
+            (Kind::Register { .. }, Answer::Register(cred)) => {
+                self.finish_registration(cid, &cred, now).await
+            }
+            (Kind::Approve { role }, Answer::Approve(cred)) => {
+                self.finish_approval(cid, &role, &cred, mfa_code, now).await
+            }
+            _ => Response::error(
+                ErrorCode::BadRequest,
+                "the answer does not match the ceremony",
+            ),
         };
         self.gate.finish(id, outcome.clone());
         outcome
     }
 
+    async fn finish_registration(
+        &self,
+        cid: crate::approval::CeremonyId,
+        cred: &RegisterPublicKeyCredential,
+        now: SystemTime,
+    ) -> Response {
+        match self.approver.finish_registration(cid, cred, now) {
+            Ok(k) => {
+                tracing::info!(key = %k.name, "security key registered");
+                Response::KeyAdded { key: key_info(&k) }
+            }
+            Err(e) => {
+                tracing::warn!(code = e.code(), "key registration refused");
+                tokio::time::sleep(self.approver.failure_delay()).await;
+                approval_error(&e)
+            }
+        }
+    }
+
     async fn finish_approval(
         &self,
-        id: &str,
+        cid: crate::approval::CeremonyId,
         role: &str,
-        credential: serde_json::Value,
+        cred: &PublicKeyCredential,
         mfa_code: Option<Secret>,
         now: SystemTime,
     ) -> Response {
-        let cred: PublicKeyCredential = match serde_json::from_value(credential) {
-            Ok(c) => c,
-            Err(e) => {
-                return Response::error(ErrorCode::BadRequest, format!("malformed assertion: {e}"))
-            }
-        };
-        let Ok(cid) = id.parse() else {
-            return Response::error(ErrorCode::NotFound, "malformed ceremony id");
-        };
-        let approval = match self.approver.finish_approval(cid, role, &cred, now) {
+        let approval = match self.approver.finish_approval(cid, role, cred, now) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(role, code = e.code(), "approval refused");
@@ -414,7 +424,12 @@ impl Core {
             }
             Err(e) => {
                 tracing::warn!(role, code = e.code(), "session did not open");
-                session_error(&e)
+                let mut r = session_error(&e);
+                if let Response::Error { message, .. } = &mut r {
+                    *message =
+                        format!("your key was accepted, but the session did not open: {message}");
+                }
+                r
             }
         }
     }

@@ -29,8 +29,9 @@ struct Ceremony {
     started: SystemTime,
     /// Set when an answer arrives: a ceremony is answered once.
     claimed: bool,
-    /// Someone waits for the browser to answer; the leader's going away does not abandon it.
-    awaited: bool,
+    /// Connections waiting for the browser to answer; if one of them goes away unanswered, the
+    /// ceremony ends, so a role is never blocked by a page nobody will touch.
+    awaiters: Vec<u64>,
     mfa_code: Option<Secret>,
     /// Who asked, for the approval page.
     requester: String,
@@ -130,7 +131,7 @@ impl Gate {
                 leader,
                 started: now,
                 claimed: false,
-                awaited: false,
+                awaiters: Vec::new(),
                 mfa_code,
                 requester,
                 tx,
@@ -162,7 +163,7 @@ impl Gate {
                 leader,
                 started: now,
                 claimed: false,
-                awaited: false,
+                awaiters: Vec::new(),
                 mfa_code: None,
                 requester: "credctl key add".into(),
                 tx,
@@ -193,10 +194,10 @@ impl Gate {
     }
 
     /// Waits for the outcome of ceremony `id` (answered elsewhere, e.g. in the browser).
-    pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<Option<Response>>> {
+    pub fn subscribe(&self, id: &str, conn: u64) -> Option<watch::Receiver<Option<Response>>> {
         let mut inner = self.lock();
         let c = inner.ceremonies.get_mut(id)?;
-        c.awaited = true;
+        c.awaiters.push(conn);
         Some(c.tx.subscribe())
     }
 
@@ -211,7 +212,7 @@ impl Gate {
         let ids: Vec<String> = inner
             .ceremonies
             .iter()
-            .filter(|(_, c)| c.leader == conn && !c.claimed && !c.awaited)
+            .filter(|(_, c)| (c.leader == conn || c.awaiters.contains(&conn)) && !c.claimed)
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -314,7 +315,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn leader_going_away_releases_followers_unless_awaited() {
+    async fn leader_or_awaiter_going_away_releases_followers() {
         let g = Gate::default();
         let now = SystemTime::now();
         g.open_or_join("prod", 1, "t".into(), None, now, || start("a"))
@@ -323,7 +324,7 @@ mod tests {
             .open_or_join("prod", 2, "t".into(), None, now, || start("x"))
             .unwrap()
         else {
-            panic!()
+            panic!("second caller must follow")
         };
         g.abandon_conn(1);
         assert!(matches!(
@@ -334,16 +335,29 @@ mod tests {
             }
         ));
 
+        // The browser flow: the leader awaits its own ceremony; another client may await too.
         g.open_or_join("dev", 1, "t".into(), None, now, || start("b"))
             .unwrap();
-        let rx = g.subscribe("b").unwrap();
-        g.abandon_conn(1);
-        assert!(
-            g.view("b").is_some(),
-            "an awaited (browser) ceremony survives its leader"
-        );
+        let rx = g.subscribe("b", 1).unwrap();
+        let rx3 = g.subscribe("b", 3).unwrap();
         g.finish("b", Response::Ok);
         assert_eq!(wait(rx).await, Response::Ok);
+        assert_eq!(wait(rx3).await, Response::Ok);
+        g.open_or_join("dev", 1, "t".into(), None, now, || start("c"))
+            .unwrap();
+        let rx = g.subscribe("c", 4).unwrap();
+        g.abandon_conn(4);
+        assert!(
+            g.view("c").is_none(),
+            "an unanswered page nobody waits for must not block the role"
+        );
+        assert!(matches!(
+            wait(rx).await,
+            Response::Error {
+                code: ErrorCode::ApprovalFailed,
+                ..
+            }
+        ));
     }
 
     #[test]

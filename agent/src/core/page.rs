@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use credagent_proto::Response as Resp;
+use credagent_proto::{ErrorCode, Response as Resp};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
@@ -124,7 +124,15 @@ impl Page {
                     .to_string(),
                 "application/json",
             ),
-            Resp::Error { code, message } => error_response(StatusCode::FORBIDDEN, code.as_str(), &message),
+            Resp::Error { code, message } => {
+                let status = match code {
+                    ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+                    ErrorCode::NotFound => StatusCode::NOT_FOUND,
+                    ErrorCode::StsUnavailable | ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                error_response(status, code.as_str(), &message)
+            }
             _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected outcome"),
         }
     }
