@@ -197,6 +197,7 @@ async fn serve_requests(
         // A request may wait (a touch, STS); the client going away or shutdown cancels it.
         let (resp, then_stop) = tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = hung_up(stream) => return,
             r = core.handle(req, conn) => r,
         };
         if !send(stream, &resp).await {
@@ -206,6 +207,43 @@ async fn serve_requests(
             tracing::info!("stop requested over the control socket");
             shutdown.cancel();
             return;
+        }
+    }
+}
+
+/// Resolves when the peer closes its end while we are busy with its request (requests are
+/// answered in order, so a well-behaved client sends nothing meanwhile). Data arriving early is
+/// left in place for the next read; then this never resolves.
+async fn hung_up(stream: &UnixStream) {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        let mut byte = [0u8; 1];
+        let peeked = stream.try_io(Interest::READABLE, || {
+            // SAFETY: recv(2) with MSG_PEEK into a 1-byte buffer we own; the fd is open for the
+            // life of `stream`.
+            let n = unsafe {
+                libc::recv(
+                    stream.as_raw_fd(),
+                    byte.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n)
+            }
+        });
+        match peeked {
+            Ok(0) => return,
+            Ok(_) => std::future::pending::<()>().await,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
         }
     }
 }

@@ -453,3 +453,35 @@ fn sts_faults_are_retried_and_never_cost_a_valid_credential() {
         "cached demo credentials keep being served"
     );
 }
+
+#[test]
+fn a_client_that_dies_mid_touch_does_not_block_the_role() {
+    let s = Stack::new("", "").with_key_and_source();
+    let mut child = s
+        .env
+        .command(bin("credctl"))
+        .args(["env", "demo", "--browser"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it has its challenge (it prints the approval URL), then kill it mid-touch.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("/approve/") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0,
+            "no URL printed"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t0 = Instant::now();
+    s.role_token("demo");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the role stayed blocked for {:?}",
+        t0.elapsed()
+    );
+}

@@ -205,6 +205,11 @@ impl Stack {
     /// Registers the soft key and stores the source.
     pub fn with_key_and_source(self) -> Stack {
         self.ok(&["key", "add", "soft"]);
+        self.with_source()
+    }
+
+    /// Stores the source (no key).
+    pub fn with_source(self) -> Stack {
         let out = self
             .env
             .command(bin("credctl"))

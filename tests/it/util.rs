@@ -73,7 +73,10 @@ impl TestEnv {
             .env("XDG_RUNTIME_DIR", &self.runtime)
             .env("XDG_CONFIG_HOME", self.home.join(".config"))
             .env("XDG_STATE_HOME", self.home.join(".local/state"))
-            .env("CREDAGENT_LOG", "info")
+            .env(
+                "CREDAGENT_LOG",
+                std::env::var("CREDAGENT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .current_dir(&self.home)
             .stdin(Stdio::null());
         cmd

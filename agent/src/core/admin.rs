@@ -293,6 +293,7 @@ impl Core {
                 };
             }
         }
+        tracing::debug!(role, "open: no usable session; checking MFA");
         match self.sessions.mfa_needed(role, now) {
             Err(e) => return session_error(&e),
             Ok(Some(serial)) if mfa_code.is_none() => {
@@ -312,6 +313,13 @@ impl Core {
                     .map_err(|e| Box::new(approval_error(&e)))?;
                 Ok::<_, Box<Response>>((id.to_string(), to_json(&rcr)?))
             });
+        match &begin {
+            Ok(Begin::Lead(id)) => {
+                tracing::debug!(role, ceremony = %id, "open: leading a ceremony")
+            }
+            Ok(Begin::Follow(_)) => tracing::debug!(role, "open: following the ceremony under way"),
+            Err(_) => tracing::debug!(role, "open: cannot start a ceremony"),
+        }
         match begin {
             Ok(Begin::Lead(id)) => match self.gate.view(&id) {
                 Some(v) => self.challenge(&id, Some(role), v.options),

@@ -14,6 +14,9 @@ use tokio::sync::watch;
 /// it. (The challenge itself expires after 60 s.)
 pub const CEREMONY_STALE: Duration = Duration::from_secs(90);
 
+/// How the outcome of an abandoned ceremony starts; followers then lead a new one.
+pub const ABANDONED: &str = "the client taking the touch went away";
+
 /// What a ceremony is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -81,7 +84,7 @@ impl Inner {
         let stale: Vec<String> = self
             .ceremonies
             .iter()
-            .filter(|(_, c)| !c.claimed && c.started + CEREMONY_STALE <= now)
+            .filter(|(_, c)| c.started + CEREMONY_STALE <= now)
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
@@ -220,7 +223,7 @@ impl Gate {
                 &id,
                 Response::error(
                     ErrorCode::ApprovalFailed,
-                    "the client taking the touch went away: run the command again",
+                    format!("{ABANDONED}: run the command again"),
                 ),
             );
         }

@@ -1,0 +1,192 @@
+//! The browser approval page in headless Chromium with a CDP virtual authenticator
+//! (tests/js/browser-approve.mjs): register a key and approve a session through the page, see
+//! nothing approved without a touch, and see junk answers refused without burning the ceremony.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::stack::Stack;
+use crate::util::{bin, stderr};
+
+struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
+        assert!(
+            js.join("node_modules/playwright-core").is_dir(),
+            "run `npm ci` in tests/js (scripts/setup does)"
+        );
+        let mut child = Command::new("node")
+            .arg("browser-approve.mjs")
+            .current_dir(&js)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut d = Driver {
+            child,
+            stdin,
+            stdout,
+        };
+        assert_eq!(d.send(serde_json::json!({"ping": true}))["ok"], true);
+        d
+    }
+
+    fn send(&mut self, cmd: serde_json::Value) -> serde_json::Value {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver said {line:?}: {e}"))
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `credctl ARGS --browser` and returns it with the approval URL it printed.
+fn browser_credctl(s: &Stack, args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
+    let mut child = s
+        .env
+        .command(bin("credctl"))
+        .args(args)
+        .arg("--browser")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "credctl printed no URL ({e}); it said {seen:?}; agent log:\n{}",
+                    s.agent.log_text()
+                )
+            });
+        seen.push(line.clone());
+        if let Some(i) = line.find("http://localhost:") {
+            break line[i..].trim().to_owned();
+        }
+    };
+    (child, url, rx)
+}
+
+#[test]
+fn browser_registers_a_key_and_approves_a_session() {
+    let s = Stack::new("", "").with_source();
+    let mut driver = Driver::start();
+
+    let (child, url, _) = browser_credctl(&s, &["key", "add", "laptop"]);
+    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(r["outcome"], "approved", "{r}");
+    assert!(r["title"].as_str().unwrap().contains("laptop"), "{r}");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("registered security key laptop"));
+
+    // A session through the page; the page says which role and who asked.
+    let (child, url, _) = browser_credctl(&s, &["env", "demo"]);
+    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(r["outcome"], "approved", "{r}");
+    assert_eq!(r["fields"]["Role"], "demo", "{r}");
+    assert!(
+        r["fields"]["Asked by"]
+            .as_str()
+            .unwrap()
+            .contains("credctl"),
+        "{r}"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exports = String::from_utf8_lossy(&out.stdout).into_owned();
+    let token = exports
+        .lines()
+        .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN='"))
+        .and_then(|l| l.split('\'').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+
+    // Without a touch nothing is approved.
+    s.ok(&["lock"]);
+    let (mut child, url, _) = browser_credctl(&s, &["env", "demo"]);
+    let r = driver.send(serde_json::json!({"url": url, "presence": false, "timeout_ms": 4000}));
+    assert_eq!(r["outcome"], "timeout", "{r}");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(s.ecs(Some(&token), &[]).0, 403);
+
+    // Junk posted to a live ceremony is refused and does not burn it; the real touch then works.
+    let (child, url, _) = browser_credctl(&s, &["env", "demo"]);
+    let finish = format!("{url}/finish");
+    let origin = url.split("/approve/").next().unwrap().to_owned();
+    let junk = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["-H", &format!("Origin: {origin}"), "--data", "{}", &finish])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&junk.stdout), "400");
+    let foreign = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args([
+            "-H",
+            "Origin: https://evil.example",
+            "--data",
+            "{}",
+            &finish,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&foreign.stdout), "403");
+    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(r["outcome"], "approved", "{r}");
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+}
