@@ -5,6 +5,7 @@ mod browser;
 mod endpoint;
 mod lifecycle;
 mod protocol;
+mod sdk;
 mod sessions;
 mod stack;
 mod systemd;
