@@ -485,3 +485,48 @@ fn a_client_that_dies_mid_touch_does_not_block_the_role() {
         t0.elapsed()
     );
 }
+
+#[test]
+fn keys_only_in_the_credentials_file_are_refused_then_imported_and_removed() {
+    let s = Stack::new("", "");
+    s.ok(&["key", "add", "soft"]);
+    let creds = s.env.home.join(".aws/credentials");
+    let keep_before = "# my notes\n[default]\naws_access_key_id = AKIADEFAULTDEFAULT1\naws_secret_access_key = keepme/keepme/keepme\n\n";
+    let keep_after = "; trailing comment\n[other]\nregion = eu-west-1\n";
+    let doomed = format!(
+        "[{}]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = {SECRET_KEY}\n",
+        s.source
+    );
+    std::fs::write(&creds, format!("{keep_before}{doomed}{keep_after}")).unwrap();
+
+    let out = s.credctl(&["env", "demo"]);
+    assert!(!out.status.success());
+    let advice = format!(
+        "credctl source add {0} --import-profile {0} --remove-from-file",
+        s.source
+    );
+    assert!(stderr(&out).contains(&advice), "{}", stderr(&out));
+
+    let out = s.ok(&[
+        "source",
+        "add",
+        &s.source,
+        "--import-profile",
+        &s.source,
+        "--remove-from-file",
+    ]);
+    assert!(out.contains("removed profile"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&creds).unwrap(),
+        format!("{keep_before}{keep_after}")
+    );
+    let list = s.ok(&["source", "list"]);
+    assert!(
+        list.contains(&s.source)
+            && list.contains("…MPLE")
+            && !list.contains("AKIAIOSFODNN7EXAMPLE"),
+        "{list}"
+    );
+    let token = s.role_token("demo");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+}

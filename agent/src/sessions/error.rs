@@ -70,7 +70,26 @@ impl SessionError {
             _ => "keyring_error",
         };
         let mut message = err.to_string();
-        if code == "source_missing" && !spec.source_in_config {
+        let in_file = if code == "source_missing" {
+            crate::profiles::source_keys_in_credentials_file(
+                &spec.source,
+                &crate::profiles::process_env,
+            )
+            .ok()
+            .flatten()
+        } else {
+            None
+        };
+        if let Some(entry) = in_file {
+            // The keys exist, but in the plain-text file credagent is meant to replace.
+            message = format!(
+                "source `{src}` has its keys only in {path}, which credagent does not read: move \
+                 them into the keyring with `credctl source add {src} --import-profile {src} \
+                 --remove-from-file`",
+                src = spec.source,
+                path = entry.path.display()
+            );
+        } else if code == "source_missing" && !spec.source_in_config {
             let via = spec
                 .chain
                 .first()
