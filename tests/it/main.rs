@@ -4,6 +4,7 @@
 mod browser;
 mod endpoint;
 mod lifecycle;
+mod notify;
 mod protocol;
 mod sdk;
 mod sessions;

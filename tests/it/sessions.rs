@@ -530,3 +530,48 @@ fn keys_only_in_the_credentials_file_are_refused_then_imported_and_removed() {
     let token = s.role_token("demo");
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
 }
+
+#[test]
+fn kill_9_during_heavy_key_use_never_corrupts_the_key_file() {
+    let mut s = Stack::new("", "").with_key_and_source();
+    let keys = s.env.home.join(".local/state/credagent/keys.json");
+    for round in 0..6 {
+        // Touches in a tight loop (each one rewrites keys.json with the new counter) …
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = stop.clone();
+                let mut cmd = s.env.command(bin("credctl"));
+                cmd.env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+                    .args(["env", "demo"]);
+                let mut lock = s.env.command(bin("credctl"));
+                lock.arg("lock");
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let _ = cmd.output();
+                        let _ = lock.output();
+                    }
+                })
+            })
+            .collect();
+        // … and the agent killed with SIGKILL in the middle of them.
+        std::thread::sleep(Duration::from_millis(150 + 97 * round));
+        s.agent.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = s.agent.wait_exit(Duration::from_secs(5));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in workers {
+            w.join().unwrap();
+        }
+        let text = std::fs::read_to_string(&keys).expect("keys.json must exist after kill -9");
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("round {round}: corrupt keys.json ({e}): {text:?}"));
+        assert!(
+            text.contains("\"soft\""),
+            "round {round}: the key vanished: {v}"
+        );
+        s.agent = s.env.agent(&[]);
+        // The soft token's counter file and the agent's stored counter must still agree enough
+        // for the next touch to verify (the token only ever moves forward).
+        s.role_token("demo");
+    }
+}

@@ -140,7 +140,16 @@ impl Stack {
     /// Starts moto, writes configs (`extra_aws` is appended to ~/.aws/config, with `SOURCE`
     /// replaced by the source name) and starts the agent.
     pub fn new(extra_aws: &str, extra_agent_config: &str) -> Stack {
-        let env = TestEnv::new();
+        Self::new_with_env(extra_aws, extra_agent_config, &[])
+    }
+
+    /// As [`Stack::new`], with extra environment variables for the agent and every command.
+    pub fn new_with_env(extra_aws: &str, extra_agent_config: &str, vars: &[(&str, &str)]) -> Stack {
+        let mut env = TestEnv::new();
+        env.extra_env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let sts = Sts::start(env.dir.path());
         let source = format!(
             "base{}x{}",

@@ -40,6 +40,8 @@ pub struct TestEnv {
     pub home: PathBuf,
     pub runtime: PathBuf,
     pub sock: PathBuf,
+    /// Extra variables for every command (e.g. a session bus address).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl TestEnv {
@@ -60,6 +62,7 @@ impl TestEnv {
             home,
             runtime,
             sock,
+            extra_env: Vec::new(),
         }
     }
 
@@ -79,6 +82,9 @@ impl TestEnv {
             )
             .current_dir(&self.home)
             .stdin(Stdio::null());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
         cmd
     }
 

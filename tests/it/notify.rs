@@ -1,0 +1,86 @@
+//! Pending approvals reach the desktop: the agent calls org.freedesktop.Notifications.Notify on
+//! the session bus. A real dbus-daemon runs the bus; the test serves the notification interface.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::stack::{Bg, Stack};
+use crate::util::wait_until;
+
+#[derive(Clone, Default)]
+struct Notifications {
+    seen: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl Notifications {
+    #[allow(clippy::too_many_arguments)]
+    async fn notify(
+        &self,
+        app_name: String,
+        _replaces_id: u32,
+        _app_icon: String,
+        summary: String,
+        body: String,
+        _actions: Vec<String>,
+        _hints: HashMap<String, zbus::zvariant::OwnedValue>,
+        _expire_timeout: i32,
+    ) -> u32 {
+        self.seen.lock().unwrap().push((app_name, summary, body));
+        1
+    }
+}
+
+#[test]
+fn a_pending_approval_is_announced_on_the_session_bus() {
+    let mut daemon = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--print-address=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-daemon (apt-get install dbus)");
+    let mut address = String::new();
+    BufReader::new(daemon.stdout.take().unwrap())
+        .read_line(&mut address)
+        .unwrap();
+    let _daemon = Bg(daemon);
+    let address = address.trim().to_owned();
+
+    let server = Notifications::default();
+    let seen = server.seen.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _conn = rt.block_on(async {
+        zbus::connection::Builder::address(address.as_str())
+            .unwrap()
+            .name("org.freedesktop.Notifications")
+            .unwrap()
+            .serve_at("/org/freedesktop/Notifications", server)
+            .unwrap()
+            .build()
+            .await
+            .unwrap()
+    });
+
+    let s = Stack::new_with_env("", "", &[("DBUS_SESSION_BUS_ADDRESS", &address)])
+        .with_key_and_source();
+    let token = s.role_token("demo");
+    s.ok(&["lock"]);
+    assert_eq!(s.ecs(Some(&token), &[]).0, 403);
+    wait_until(Duration::from_secs(10), || !seen.lock().unwrap().is_empty())
+        .unwrap_or_else(|| panic!("no Notify call; agent log:\n{}", s.agent.log_text()));
+    let (app, summary, body) = seen.lock().unwrap()[0].clone();
+    assert_eq!(app, "credagent");
+    assert!(summary.contains("demo"), "{summary}");
+    assert!(body.contains("credctl use demo"), "{body}");
+    // A second request for the same pending role does not notify again.
+    assert_eq!(s.ecs(Some(&token), &[]).0, 403);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
