@@ -261,3 +261,22 @@ fn other_user_is_refused_on_both_listeners() {
     .unwrap_or_else(|| panic!("http refusal not logged:\n{}", agent.log_text()));
     util::hello(&env.sock).expect("agent still healthy");
 }
+
+#[test]
+fn usb_without_a_key_fails_clearly() {
+    let env = TestEnv::new();
+    let _agent = env.agent(&[]);
+    let out = env
+        .command(bin("credctl"))
+        .env("CREDCTL_USB_WAIT_SECS", "1")
+        .args(["key", "add", "yubikey", "--authenticator", "usb"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no security key found") || err.contains("hidraw"),
+        "{err}"
+    );
+    assert!(err.contains("--browser"), "{err}");
+}

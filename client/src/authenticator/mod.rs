@@ -2,3 +2,6 @@
 
 #[cfg(feature = "soft-authenticator")]
 pub mod soft;
+
+#[cfg(feature = "usb")]
+pub mod usb;
