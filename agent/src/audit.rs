@@ -117,9 +117,16 @@ use std::os::unix::fs::DirBuilderExt;
 
 async fn writer(mut file: File, path: PathBuf, mut rx: mpsc::Receiver<(SystemTime, Event)>) {
     let mut cache: HashMap<u32, (i32, Option<String>)> = HashMap::new();
+    let mut last_batch: Option<tokio::time::Instant> = None;
     loop {
         let Some(first) = rx.recv().await else { return };
-        tokio::time::sleep(BATCH_EVERY).await;
+        // After a quiet spell the first event is handled at once, so the requesting process is
+        // found while it still holds its connection; under load, batches (and /proc scans) come
+        // at most every BATCH_EVERY.
+        if let Some(at) = last_batch {
+            tokio::time::sleep_until(at + BATCH_EVERY).await;
+        }
+        last_batch = Some(tokio::time::Instant::now());
         let mut batch = vec![first];
         while let Ok(e) = rx.try_recv() {
             batch.push(e);
