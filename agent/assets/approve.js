@@ -7,9 +7,12 @@
   const say = (text, cls) => { $("status").textContent = text; $("status").className = cls || ""; };
   const row = (k, v) => {
     const d = document.createElement("div");
+    d.className = "row";
     const s = document.createElement("span");
     s.className = "k"; s.textContent = k;
-    d.append(s, document.createTextNode(v));
+    const t = document.createElement("span");
+    t.className = "v"; t.textContent = v;
+    d.append(s, t);
     return d;
   };
   let info = null;
@@ -22,7 +25,9 @@
     box.textContent = "";
     if (info.kind === "approve") {
       $("title").textContent = "Open AWS role " + info.role + "?";
-      box.append(row("Role", info.role), row("Session", Math.round(info.session_secs / 60) + " min"), row("Asked by", info.requester));
+      box.append(row("Role", info.role));
+      if (info.role_arn) box.append(row("Role ARN", info.role_arn));
+      box.append(row("Session", Math.round(info.session_secs / 60) + " min"), row("Asked by", info.requester));
     } else {
       $("title").textContent = "Register security key \u201c" + info.name + "\u201d?";
       box.append(row("Key name", info.name), row("Asked by", info.requester));

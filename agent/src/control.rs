@@ -58,6 +58,22 @@ pub async fn serve(
                     peer_pid = cred.pid(),
                     "refused control connection from another user"
                 );
+                if let Some(ep) = core.endpoint.get() {
+                    ep.audit.record(
+                        std::time::SystemTime::now(),
+                        crate::audit::Event {
+                            channel: "control",
+                            role: None,
+                            token_id: None,
+                            origin: crate::audit::Origin::Unix {
+                                uid: cred.uid(),
+                                pid: cred.pid().unwrap_or(0),
+                            },
+                            outcome: crate::audit::Outcome::Refused,
+                            reason: Some("other_user"),
+                        },
+                    );
+                }
                 continue;
             }
             Err(e) => {

@@ -140,6 +140,20 @@ pub async fn serve(
             },
             Ok(p) => {
                 tracing::warn!(peer_uid = p.uid, %remote, "refused http connection from another user");
+                ep.audit.record(
+                    std::time::SystemTime::now(),
+                    crate::audit::Event {
+                        channel: "http",
+                        role: None,
+                        token_id: None,
+                        origin: Origin::Tcp {
+                            uid: p.uid,
+                            inode: p.inode,
+                        },
+                        outcome: crate::audit::Outcome::Refused,
+                        reason: Some("other_user"),
+                    },
+                );
                 continue;
             }
             Err(e) => {

@@ -116,6 +116,10 @@ fn browser_registers_a_key_and_approves_a_session() {
     let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
     assert_eq!(r["outcome"], "approved", "{r}");
     assert_eq!(r["fields"]["Role"], "demo", "{r}");
+    assert_eq!(
+        r["fields"]["Role ARN"], "arn:aws:iam::123456789012:role/demo",
+        "{r}"
+    );
     assert!(
         r["fields"]["Asked by"]
             .as_str()

@@ -260,6 +260,37 @@ fn other_user_is_refused_on_both_listeners() {
     })
     .unwrap_or_else(|| panic!("http refusal not logged:\n{}", agent.log_text()));
     util::hello(&env.sock).expect("agent still healthy");
+    // Both refusals are in the audit log, with the other user's uid.
+    let audit = env.home.join(".local/state/credagent/audit.jsonl");
+    let uid = String::from_utf8(
+        std::process::Command::new("id")
+            .args(["-u", user])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse::<u64>()
+    .unwrap();
+    wait_until(Duration::from_secs(5), || {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        ["control", "http"].iter().all(|ch| {
+            lines
+                .iter()
+                .any(|l| l["channel"] == *ch && l["reason"] == "other_user" && l["peer_uid"] == uid)
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "audit: {}",
+            std::fs::read_to_string(&audit).unwrap_or_default()
+        )
+    });
 }
 
 #[test]

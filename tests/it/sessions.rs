@@ -102,6 +102,12 @@ fn unapproved_role_is_refused_at_once_then_watch_takes_the_touch() {
         serde_json::from_slice(&s.credctl(&["status", "--json"]).stdout).unwrap();
     assert_eq!(status["pending"][0]["role"], "demo", "{status}");
 
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(s.env.home.join(".local/state/credagent/audit.jsonl"))
+            .unwrap_or_default()
+            .contains("\"reason\":\"not_approved\"")
+    })
+    .expect("the refusal is audited");
     let out = s.credctl(&["watch", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

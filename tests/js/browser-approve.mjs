@@ -195,7 +195,7 @@ class Driver {
           const el = document.querySelector(sel);
           return el ? el.innerText.trim() : null;
         };
-        // #details rows are <div><span class="k">Key</span>value</div>: give them as "Key: value"
+        // #details rows are <div class="row"><span class="k">Key</span><span class="v">value</span></div>: "Key: value"
         // lines (innerText would glue key and value together) and as an object.
         const box = document.getElementById("details");
         const rows = box ? [...box.children].filter((d) => d.querySelector(":scope > .k")) : [];

@@ -69,6 +69,7 @@ impl Page {
         let body = match &view.kind {
             Kind::Approve { role } => serde_json::json!({
                 "kind": "approve", "role": role, "requester": view.requester,
+                "role_arn": self.core.sessions.profiles().resolve(role).ok().map(|s| s.role_arn),
                 "session_secs": self.core.config.session_ttl.as_secs(), "options": view.options,
             }),
             Kind::Register { name } => serde_json::json!({

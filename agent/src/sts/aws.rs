@@ -13,11 +13,25 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{classify_code, CallerCredentials, Denial, StsApi, StsError, StsOp, TempCredentials};
 use crate::profiles::{EnvLookup, Hop};
 
+/// The error and its causes as one readable line (`a: b: c`), without Debug dumps.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
 fn classify_sdk<E>(op: StsOp, err: SdkError<E>) -> StsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let detail = aws_sdk_sts::error::DisplayErrorContext(&err).to_string();
+    let detail = error_chain(&err);
     match &err {
         SdkError::ServiceError(ctx) => {
             let status = Some(ctx.raw().status().as_u16());
