@@ -78,6 +78,23 @@ fn json_ok(body: Bytes) -> Response<Full<Bytes>> {
 }
 
 impl Endpoint {
+    /// An endpoint with no tokens and no approval page, for fuzzing the routes.
+    pub fn for_fuzzing(
+        addr: std::net::SocketAddr,
+        source: Arc<dyn CredentialSource>,
+        audit: Audit,
+    ) -> Endpoint {
+        Endpoint {
+            ctx: HttpContext::new(addr),
+            tokens: Arc::new(Tokens::default()),
+            imds_tokens: ImdsTokens::default(),
+            imds_role: RwLock::new(None),
+            source,
+            audit,
+            approval_page: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Routes one request from the network. The approval page needs the body; everything else
     /// is answered synchronously from memory.
     pub async fn route(
