@@ -28,6 +28,9 @@
       box.append(row("Role", info.role));
       if (info.role_arn) box.append(row("Role ARN", info.role_arn));
       box.append(row("Session", Math.round(info.session_secs / 60) + " min"), row("Asked by", info.requester));
+    } else if (info.kind === "authorize_key_add") {
+      $("title").textContent = "Allow adding security key \u201c" + info.name + "\u201d?";
+      box.append(row("New key", info.name), row("Touch", "a key you registered before"), row("Asked by", info.requester));
     } else {
       $("title").textContent = "Register security key \u201c" + info.name + "\u201d?";
       box.append(row("Key name", info.name), row("Asked by", info.requester));
@@ -40,7 +43,7 @@
     say("Touch your security key…");
     try {
       let cred;
-      if (info.kind === "approve") {
+      if (info.kind === "approve" || info.kind === "authorize_key_add") {
         const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(info.options.publicKey);
         cred = await navigator.credentials.get({ publicKey });
       } else {

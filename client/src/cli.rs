@@ -53,6 +53,10 @@ pub struct TouchArgs {
     /// TOTP code for a source with `mfa_serial` (asked for on the terminal when needed).
     #[arg(long, value_name = "CODE")]
     pub mfa_code: Option<String>,
+    /// For `key add` when keys exist already: the authenticator holding a registered key, which
+    /// must authorize the new one [default: the same as --authenticator].
+    #[arg(long, value_name = "KIND")]
+    pub authorizer: Option<String>,
 }
 
 /// Shell syntax flags.

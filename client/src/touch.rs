@@ -51,6 +51,7 @@ pub struct Challenge {
     pub ceremony_id: String,
     pub origin: String,
     pub role: Option<String>,
+    pub purpose: Option<String>,
     pub session_secs: Option<u64>,
     pub approve_url: String,
     pub options: serde_json::Value,
@@ -63,6 +64,7 @@ impl Challenge {
                 ceremony_id,
                 origin,
                 role,
+                purpose,
                 session_secs,
                 approve_url,
                 options,
@@ -70,6 +72,7 @@ impl Challenge {
                 ceremony_id,
                 origin,
                 role,
+                purpose,
                 session_secs,
                 approve_url,
                 options,
@@ -78,7 +81,10 @@ impl Challenge {
         }
     }
 
-    fn what(&self) -> String {
+    pub fn what(&self) -> String {
+        if let Some(p) = &self.purpose {
+            return p.clone();
+        }
         match (&self.role, self.session_secs) {
             (Some(role), Some(s)) => format!("to open role {role} (session {})", human(s)),
             (Some(role), None) => format!("to open role {role}"),
@@ -136,6 +142,7 @@ fn soft(agent: &mut Agent, path: &std::path::Path, c: &Challenge) -> Result<Resp
          anyone who copies that file holds your \"key\")",
         path.display()
     );
+    eprintln!("credctl: software authenticator signing {}", c.what());
     let origin = url_parse(&c.origin)?;
     let mut token = SoftAuthenticator::open_or_create(path)
         .map_err(|e| Failure::failed(format!("software authenticator {}: {e}", path.display())))?;

@@ -164,6 +164,7 @@ mod tests {
             ceremony_id: "c".into(),
             origin: "http://localhost:1".into(),
             role: Some("prod".into()),
+            purpose: None,
             session_secs: Some(3600),
             approve_url: "http://localhost:1/approve/c".into(),
             options: serde_json::json!({"publicKey": {}}),

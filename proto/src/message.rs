@@ -121,8 +121,13 @@ pub enum Response {
         ceremony_id: String,
         /// `http://localhost:PORT`, the origin the agent verifies.
         origin: String,
-        /// The role the touch opens; `None` for a key registration.
+        /// The role the touch opens; `None` for a key registration. An assertion is asked for
+        /// whenever this is `Some`.
         role: Option<String>,
+        /// What the touch is for, in words, when it is not opening a role (e.g. authorizing a
+        /// new key with an existing one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purpose: Option<String>,
         /// Session length the touch grants, in seconds (for the prompt).
         session_secs: Option<u64>,
         /// The browser approval page for this ceremony.

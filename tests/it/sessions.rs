@@ -581,3 +581,45 @@ fn kill_9_during_heavy_key_use_never_corrupts_the_key_file() {
         s.role_token("demo");
     }
 }
+
+#[test]
+fn a_second_key_needs_a_touch_of_a_registered_key() {
+    let s = Stack::new("", "").with_key_and_source();
+    let rogue = format!("soft:{}", s.env.home.join("rogue.cbor").display());
+    // A process that only holds a new authenticator cannot enrol it.
+    let out = s.credctl(&["key", "add", "rogue", "--authenticator", &rogue]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("allow adding the new key rogue"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("adding a key needs a touch of a key registered before"),
+        "{}",
+        stderr(&out)
+    );
+    let keys: serde_json::Value =
+        serde_json::from_slice(&s.credctl(&["key", "list", "--json"]).stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+
+    // With a touch of the registered key, the new key enrols, and then opens roles by itself.
+    let out = s.credctl(&[
+        "key",
+        "add",
+        "second",
+        "--authenticator",
+        &rogue,
+        "--authorizer",
+        &s.soft_arg(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys: serde_json::Value =
+        serde_json::from_slice(&s.credctl(&["key", "list", "--json"]).stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
+    let out = s.credctl(&["env", "demo", "--authenticator", &rogue]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A key-add pseudo-role can never be opened as a session.
+    let out = s.credctl(&["env", "key add: x"]);
+    assert!(!out.status.success());
+}

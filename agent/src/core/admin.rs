@@ -124,6 +124,7 @@ impl Core {
             ceremony_id: id.to_owned(),
             origin: self.origin_url(),
             role: role.map(str::to_owned),
+            purpose: None,
             session_secs: role.map(|_| self.config.session_ttl.as_secs()),
             approve_url: format!("{}/approve/{id}", self.origin_url()),
             options,
@@ -141,7 +142,7 @@ impl Core {
                 self.lock();
                 Response::Ok
             }
-            Request::KeyAddStart { name } => self.key_add_start(&name, conn, now),
+            Request::KeyAddStart { name } => self.key_add_start(&name, conn, now).await,
             Request::KeyAddFinish {
                 ceremony_id,
                 credential,
@@ -235,7 +236,52 @@ impl Core {
         (resp, false)
     }
 
-    fn key_add_start(&self, name: &str, conn: &Conn, now: SystemTime) -> Response {
+    /// `credctl key add`. The first key registers directly; every later one needs a touch of a
+    /// key already registered first, so a process of the user cannot enrol its own "key" (say, a
+    /// fake authenticator) and then approve roles without the person.
+    async fn key_add_start(&self, name: &str, conn: &Conn, now: SystemTime) -> Response {
+        let keys = self.approver.keys();
+        if keys.is_empty() {
+            return self.registration_challenge(name, conn.id, now);
+        }
+        if keys.iter().any(|k| k.name == name) {
+            return Response::error(
+                ErrorCode::Exists,
+                format!("a key named {name} is registered already: pick another name"),
+            );
+        }
+        let role = gate::key_add_role(name);
+        let begin = self
+            .gate
+            .open_or_join(&role, conn.id, conn.requester(), None, now, || {
+                let (id, rcr) = self
+                    .approver
+                    .start_approval(&role, now)
+                    .map_err(|e| Box::new(approval_error(&e)))?;
+                Ok::<_, Box<Response>>((id.to_string(), to_json(&rcr)?))
+            });
+        match begin {
+            Ok(Begin::Lead(id)) => match self.gate.view(&id) {
+                Some(v) => Response::Challenge {
+                    ceremony_id: id.clone(),
+                    origin: self.origin_url(),
+                    role: Some(role),
+                    purpose: Some(format!(
+                        "with a key you registered before, to allow adding the new key {name}"
+                    )),
+                    session_secs: None,
+                    approve_url: format!("{}/approve/{id}", self.origin_url()),
+                    options: v.options,
+                },
+                None => Response::error(ErrorCode::Internal, "the ceremony vanished"),
+            },
+            Ok(Begin::Follow(rx)) => gate::wait(rx).await,
+            Err(r) => *r,
+        }
+    }
+
+    /// A registration ceremony for a new key named `name`, led by control connection `leader`.
+    fn registration_challenge(&self, name: &str, leader: u64, now: SystemTime) -> Response {
         match self.approver.start_registration(name, now) {
             Ok((id, ccr)) => {
                 let options = match to_json(&ccr) {
@@ -243,7 +289,7 @@ impl Core {
                     Err(r) => return *r,
                 };
                 let id = id.to_string();
-                self.gate.register(&id, name, options.clone(), conn.id, now);
+                self.gate.register(&id, name, options.clone(), leader, now);
                 self.challenge(&id, None, options)
             }
             Err(e) => approval_error(&e),
@@ -369,9 +415,14 @@ impl Core {
             (Kind::Register { .. }, Answer::Register(cred)) => {
                 self.finish_registration(cid, &cred, now).await
             }
-            (Kind::Approve { role }, Answer::Approve(cred)) => {
-                self.finish_approval(cid, &role, &cred, mfa_code, now).await
-            }
+            (Kind::Approve { role }, Answer::Approve(cred)) => match gate::key_add_name(&role) {
+                Some(name) => {
+                    let leader = self.gate.leader(id).unwrap_or(0);
+                    self.finish_key_add_approval(cid, &role, name, &cred, leader, now)
+                        .await
+                }
+                None => self.finish_approval(cid, &role, &cred, mfa_code, now).await,
+            },
             _ => Response::error(
                 ErrorCode::BadRequest,
                 "the answer does not match the ceremony",
@@ -394,6 +445,38 @@ impl Core {
             }
             Err(e) => {
                 tracing::warn!(code = e.code(), "key registration refused");
+                tokio::time::sleep(self.approver.failure_delay()).await;
+                approval_error(&e)
+            }
+        }
+    }
+
+    /// An existing key authorized adding `name`: answer with the registration challenge.
+    async fn finish_key_add_approval(
+        &self,
+        cid: crate::approval::CeremonyId,
+        role: &str,
+        name: &str,
+        cred: &PublicKeyCredential,
+        leader: u64,
+        now: SystemTime,
+    ) -> Response {
+        match self.approver.finish_approval(cid, role, cred, now) {
+            Ok(approval) => {
+                tracing::info!(
+                    new_key = name,
+                    by = approval.key_name(),
+                    "adding a key was authorized"
+                );
+                drop(approval);
+                self.registration_challenge(name, leader, now)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    new_key = name,
+                    code = e.code(),
+                    "authorization to add a key refused"
+                );
                 tokio::time::sleep(self.approver.failure_delay()).await;
                 approval_error(&e)
             }

@@ -14,6 +14,20 @@ use tokio::sync::watch;
 /// it. (The challenge itself expires after 60 s.)
 pub const CEREMONY_STALE: Duration = Duration::from_secs(90);
 
+/// Pseudo-roles for "an existing key authorizes registering key NAME". AWS profile names cannot
+/// hold whitespace, so the space keeps them apart from every role: no session can open under one.
+const KEY_ADD: &str = "key add: ";
+
+/// The pseudo-role that authorizes registering a key named `name`.
+pub fn key_add_role(name: &str) -> String {
+    format!("{KEY_ADD}{name}")
+}
+
+/// The key name, if `role` is a key-add pseudo-role.
+pub fn key_add_name(role: &str) -> Option<&str> {
+    role.strip_prefix(KEY_ADD)
+}
+
 /// How the outcome of an abandoned ceremony starts; followers then lead a new one.
 pub const ABANDONED: &str = "the client taking the touch went away";
 
@@ -142,6 +156,11 @@ impl Gate {
         );
         inner.by_role.insert(role.to_owned(), id.clone());
         Ok(Begin::Lead(id))
+    }
+
+    /// The control connection leading ceremony `id`.
+    pub fn leader(&self, id: &str) -> Option<u64> {
+        self.lock().ceremonies.get(id).map(|c| c.leader)
     }
 
     /// Records a registration ceremony.

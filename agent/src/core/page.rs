@@ -67,6 +67,12 @@ impl Page {
             );
         };
         let body = match &view.kind {
+            Kind::Approve { role } if super::gate::key_add_name(role).is_some() => {
+                serde_json::json!({
+                    "kind": "authorize_key_add", "name": super::gate::key_add_name(role),
+                    "requester": view.requester, "options": view.options,
+                })
+            }
             Kind::Approve { role } => serde_json::json!({
                 "kind": "approve", "role": role, "requester": view.requester,
                 "role_arn": self.core.sessions.profiles().resolve(role).ok().map(|s| s.role_arn),
@@ -117,6 +123,11 @@ impl Page {
         match self.core.answer(id, credential, now).await {
             Resp::Opened { role, .. } => ok(
                 serde_json::json!({"message": format!("Approved: role {role} is open. You can close this tab.")})
+                    .to_string(),
+                "application/json",
+            ),
+            Resp::Challenge { .. } => ok(
+                serde_json::json!({"message": "Authorized. Now register the new key on the page credctl opens next."})
                     .to_string(),
                 "application/json",
             ),

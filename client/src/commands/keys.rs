@@ -35,15 +35,47 @@ pub fn add(socket: &Path, name: Option<String>, touch: &TouchArgs) -> Result<Str
             format!("key-{}", n + 1)
         }
     };
-    let resp = agent.request(&Request::KeyAddStart { name: name.clone() })?;
-    let c = Challenge::from_response(resp)?;
+    let mut resp = agent.request(&Request::KeyAddStart { name: name.clone() })?;
     let auth = Authenticator::choose(touch)?;
-    match answer(&mut agent, &auth, &c)? {
-        Response::KeyAdded { key } => Ok(format!(
-            "registered security key {} ({} authenticator)\n",
-            key.name, key.kind
-        )),
-        other => Err(unexpected(&other)),
+    // With keys registered already, the first touch (an existing key) authorizes the second
+    // (the new key).
+    let mut authorizer = touch
+        .authorizer
+        .as_deref()
+        .map(Authenticator::parse)
+        .transpose()?;
+    loop {
+        match resp {
+            Response::KeyAdded { key } => {
+                return Ok(format!(
+                    "registered security key {} ({} authenticator)\n",
+                    key.name, key.kind
+                ))
+            }
+            Response::Challenge { .. } => {
+                let c = Challenge::from_response(resp)?;
+                let authorizing = c.role.is_some();
+                let by = match (authorizing, authorizer.take()) {
+                    (true, Some(a)) => a,
+                    _ => auth.clone(),
+                };
+                resp = answer(&mut agent, &by, &c).map_err(|f| {
+                    if authorizing {
+                        Failure::new(
+                            f.exit,
+                            format!(
+                                "adding a key needs a touch of a key registered before, and that \
+                                 touch failed ({f}); touch one of the keys in `credctl key list` \
+                                 when asked"
+                            ),
+                        )
+                    } else {
+                        f
+                    }
+                })?;
+            }
+            other => return Err(unexpected(&other)),
+        }
     }
 }
 
