@@ -8,7 +8,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::stack::Stack;
+use crate::stack::{token_from_exports, Stack};
 use crate::util::{bin, stderr};
 
 struct Driver {
@@ -130,12 +130,7 @@ fn browser_registers_a_key_and_approves_a_session() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let exports = String::from_utf8_lossy(&out.stdout).into_owned();
-    let token = exports
-        .lines()
-        .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN='"))
-        .and_then(|l| l.split('\'').next())
-        .unwrap()
-        .to_owned();
+    let token = token_from_exports(&exports);
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
 
     // Without a touch nothing is approved.

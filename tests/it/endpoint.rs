@@ -5,8 +5,8 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::stack::{Stack, BOTO3_WHOAMI};
-use crate::util::{stderr, stdout, wait_until};
+use crate::stack::{assert_demo_arn, Stack, BOTO3_WHOAMI};
+use crate::util::{stdout, wait_until};
 
 fn audit_lines(s: &Stack) -> Vec<serde_json::Value> {
     std::fs::read_to_string(s.env.home.join(".local/state/credagent/audit.jsonl"))
@@ -116,11 +116,7 @@ fn imds_serves_only_the_chosen_role_to_boto3_and_the_aws_cli() {
     assert!(!out.status.success(), "{}", stdout(&out));
     s.ok(&["imds", "demo"]);
     let out = imds("python3", &["-c", BOTO3_WHOAMI]);
-    assert!(
-        stdout(&out).contains("assumed-role/demo/"),
-        "{}",
-        stderr(&out)
-    );
+    assert_demo_arn("sdk", &out);
     let out = imds(
         "aws",
         &[
@@ -132,11 +128,7 @@ fn imds_serves_only_the_chosen_role_to_boto3_and_the_aws_cli() {
             "text",
         ],
     );
-    assert!(
-        stdout(&out).contains("assumed-role/demo/"),
-        "{}",
-        stderr(&out)
-    );
+    assert_demo_arn("sdk", &out);
     wait_until(Duration::from_secs(5), || {
         audit_lines(&s)
             .iter()
@@ -165,11 +157,7 @@ fn aws_cli_through_ecs() {
         ])
         .output()
         .unwrap();
-    assert!(
-        stdout(&out).starts_with("arn:aws:sts::123456789012:assumed-role/demo/"),
-        "{}",
-        stderr(&out)
-    );
+    assert_demo_arn("aws cli", &out);
 }
 
 #[test]
@@ -194,11 +182,7 @@ fn two_thousand_idle_connections_do_not_starve_an_sdk() {
         .args(["-c", BOTO3_WHOAMI])
         .output()
         .unwrap();
-    assert!(
-        stdout(&out).contains("assumed-role/demo/"),
-        "{}",
-        stderr(&out)
-    );
+    assert_demo_arn("sdk", &out);
     drop(idle);
     assert!(
         s.agent

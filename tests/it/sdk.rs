@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::stack::Stack;
-use crate::util::{stderr, stdout};
+use crate::stack::{assert_demo_arn, Stack};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -42,18 +41,6 @@ fn probes() -> Vec<(&'static str, Command)> {
     ]
 }
 
-fn assert_arn(what: &str, out: &std::process::Output) {
-    let arn = stdout(out);
-    assert!(
-        out.status.success()
-            && arn
-                .trim()
-                .starts_with("arn:aws:sts::123456789012:assumed-role/demo/"),
-        "{what}: stdout {arn:?}, stderr {}",
-        stderr(out)
-    );
-}
-
 /// Applies a scrubbed environment for `s` plus `vars` to `cmd`.
 fn scrubbed(s: &Stack, cmd: &mut Command, vars: &[(&str, String)]) {
     cmd.env_clear()
@@ -83,7 +70,7 @@ fn every_sdk_gets_the_role_through_ecs() {
                 ("AWS_EC2_METADATA_DISABLED", "true".into()),
             ],
         );
-        assert_arn(&format!("{what} via ECS (token)"), &cmd.output().unwrap());
+        assert_demo_arn(&format!("{what} via ECS (token)"), &cmd.output().unwrap());
     }
     for (what, mut cmd) in probes() {
         scrubbed(
@@ -98,7 +85,7 @@ fn every_sdk_gets_the_role_through_ecs() {
                 ("AWS_EC2_METADATA_DISABLED", "true".into()),
             ],
         );
-        assert_arn(
+        assert_demo_arn(
             &format!("{what} via ECS (token file)"),
             &cmd.output().unwrap(),
         );
@@ -119,7 +106,7 @@ fn every_sdk_gets_the_role_through_imds() {
                 format!("http://{}", s.http),
             )],
         );
-        assert_arn(&format!("{what} via IMDSv2"), &cmd.output().unwrap());
+        assert_demo_arn(&format!("{what} via IMDSv2"), &cmd.output().unwrap());
     }
 }
 

@@ -4,19 +4,14 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::stack::{Stack, BOTO3_WHOAMI, SECRET_KEY};
+use crate::stack::{assert_demo_arn, token_from_exports, Stack, BOTO3_WHOAMI, SECRET_KEY};
 use crate::util::{bin, stderr, stdout, wait_until};
 
 #[test]
 fn use_opens_the_role_and_boto3_gets_it_through_the_shell_token() {
     let s = Stack::new("", "").with_key_and_source();
     let start = s.ok(&["start"]);
-    let token = start
-        .lines()
-        .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN='"))
-        .and_then(|l| l.split('\'').next())
-        .unwrap()
-        .to_owned();
+    let token = token_from_exports(&start);
     assert!(
         start.contains(&format!(
             "AWS_CONTAINER_CREDENTIALS_FULL_URI='{}'",
@@ -183,11 +178,7 @@ fn env_token_file_has_no_newline_and_serves_boto3() {
         .args(["-c", BOTO3_WHOAMI])
         .output()
         .unwrap();
-    assert!(
-        stdout(&out).contains("assumed-role/demo/"),
-        "{}",
-        stderr(&out)
-    );
+    assert_demo_arn("sdk", &out);
 }
 
 #[test]
@@ -198,11 +189,7 @@ fn twenty_concurrent_use_share_one_touch_and_one_assume_role() {
     let tokens: Vec<String> = (0..20)
         .map(|_| {
             let out = s.ok(&["start"]);
-            out.lines()
-                .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN='"))
-                .and_then(|l| l.split('\'').next())
-                .unwrap()
-                .to_owned()
+            token_from_exports(&out)
         })
         .collect();
     let children: Vec<_> = tokens
@@ -289,11 +276,7 @@ fn credential_process_works_for_boto3() {
         .args(["-c", BOTO3_WHOAMI])
         .output()
         .unwrap();
-    assert!(
-        stdout(&out).contains("assumed-role/demo/"),
-        "{}",
-        stderr(&out)
-    );
+    assert_demo_arn("sdk", &out);
 }
 
 #[test]

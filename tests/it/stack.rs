@@ -240,12 +240,7 @@ impl Stack {
 
     /// A token bound to `role` (opening the session with a touch if needed).
     pub fn role_token(&self, role: &str) -> String {
-        let out = self.ok(&["env", role]);
-        out.lines()
-            .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN='"))
-            .and_then(|l| l.split('\'').next())
-            .expect("token export")
-            .to_owned()
+        token_from_exports(&self.ok(&["env", role]))
     }
 
     pub fn ecs_uri(&self) -> String {
@@ -279,6 +274,28 @@ impl Stack {
             .env("AWS_EC2_METADATA_DISABLED", "true");
         cmd
     }
+}
+
+/// The token in `export` lines printed by `credctl start` or `credctl env`.
+pub fn token_from_exports(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("AWS_CONTAINER_AUTHORIZATION_TOKEN='"))
+        .and_then(|l| l.split('\'').next())
+        .unwrap_or_else(|| panic!("no token export in {text:?}"))
+        .to_owned()
+}
+
+/// Asserts that an SDK process printed the ARN of the role `demo` assumed through the agent.
+pub fn assert_demo_arn(what: &str, out: &Output) {
+    let arn = stdout(out);
+    assert!(
+        out.status.success()
+            && arn
+                .trim()
+                .starts_with("arn:aws:sts::123456789012:assumed-role/demo/"),
+        "{what}: stdout {arn:?}, stderr {}",
+        stderr(out)
+    );
 }
 
 pub const BOTO3_WHOAMI: &str =
