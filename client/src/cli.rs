@@ -53,10 +53,6 @@ pub struct TouchArgs {
     /// TOTP code for a source with `mfa_serial` (asked for on the terminal when needed).
     #[arg(long, value_name = "CODE")]
     pub mfa_code: Option<String>,
-    /// For `key add` when keys exist already: the authenticator holding a registered key, which
-    /// must authorize the new one [default: the same as --authenticator].
-    #[arg(long, value_name = "KIND")]
-    pub authorizer: Option<String>,
 }
 
 /// Shell syntax flags.
@@ -182,12 +178,17 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Register a FIDO credential (one touch).
+    /// Register a FIDO credential. The first key takes one touch; a later key first needs a
+    /// touch of a key registered before.
     Add {
         /// A name for the key [default: key-N].
         name: Option<String>,
         #[command(flatten)]
         touch: TouchArgs,
+        /// The authenticator holding a registered key, which authorizes the new one when keys
+        /// exist already [default: the same as --authenticator].
+        #[arg(long, value_name = "KIND")]
+        authorizer: Option<String>,
     },
     /// List registered keys.
     List {

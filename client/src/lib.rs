@@ -34,7 +34,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Stop => lifecycle::stop(&socket)?,
         Command::Status { json } => status::status(&socket, json)?,
-        Command::Key(KeyCommand::Add { name, touch }) => keys::add(&socket, name, &touch)?,
+        Command::Key(KeyCommand::Add {
+            name,
+            touch,
+            authorizer,
+        }) => keys::add(&socket, name, &touch, authorizer.as_deref())?,
         Command::Key(KeyCommand::List { json }) => keys::list(&socket, json)?,
         Command::Key(KeyCommand::Remove { name, force }) => keys::remove(&socket, &name, force)?,
         Command::Source(SourceCommand::Add {

@@ -23,7 +23,12 @@ fn date(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-pub fn add(socket: &Path, name: Option<String>, touch: &TouchArgs) -> Result<String> {
+pub fn add(
+    socket: &Path,
+    name: Option<String>,
+    touch: &TouchArgs,
+    authorizer: Option<&str>,
+) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
     let name = match name {
         Some(n) => n,
