@@ -44,11 +44,7 @@ pub fn add(
     let auth = Authenticator::choose(touch)?;
     // With keys registered already, the first touch (an existing key) authorizes the second
     // (the new key).
-    let mut authorizer = touch
-        .authorizer
-        .as_deref()
-        .map(Authenticator::parse)
-        .transpose()?;
+    let mut authorizer = authorizer.map(Authenticator::parse).transpose()?;
     loop {
         match resp {
             Response::KeyAdded { key } => {
