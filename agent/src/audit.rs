@@ -21,6 +21,16 @@ const QUEUE: usize = 65_536;
 const BATCH_EVERY: Duration = Duration::from_millis(100);
 /// Remembered inode → process resolutions (keep-alive connections resolve once).
 const PROCESS_CACHE: usize = 4096;
+/// The log is rotated to `audit.jsonl.1` (one generation kept) past this size.
+const ROTATE_AT: u64 = 64 * 1024 * 1024;
+
+/// Moves the full log to `audit.jsonl.1` and opens a fresh one.
+fn rotate(path: &Path) -> std::io::Result<File> {
+    let mut old = path.as_os_str().to_owned();
+    old.push(".1");
+    std::fs::rename(path, PathBuf::from(old))?;
+    open(path)
+}
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,15 +177,49 @@ async fn writer(mut file: File, path: PathBuf, mut rx: mpsc::Receiver<(SystemTim
             }
             cache.extend(found);
         }
-        let mut out = Vec::new();
+        // Merge again once peers are resolved: many short connections from one process (or from
+        // processes already gone) become one line with a count, so a flood cannot flood the log.
+        let mut lines: Vec<Line> = Vec::new();
+        let mut by_key: HashMap<String, usize> = HashMap::new();
         for (t, e, count) in merged {
             let line = to_line(t, e, count, &cache);
-            if serde_json::to_writer(&mut out, &line).is_ok() {
+            let key = format!(
+                "{}|{:?}|{:?}|{}|{:?}|{}|{:?}|{:?}",
+                line.channel,
+                line.role,
+                line.token_id,
+                line.outcome,
+                line.reason,
+                line.peer_uid,
+                line.peer_pid,
+                line.peer_exe
+            );
+            match by_key.get(&key) {
+                Some(&i) => lines[i].count += line.count,
+                None => {
+                    by_key.insert(key, lines.len());
+                    lines.push(line);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for line in &lines {
+            if serde_json::to_writer(&mut out, line).is_ok() {
                 out.push(b'\n');
             }
         }
         if let Err(err) = file.write_all(&out).and_then(|()| file.flush()) {
             tracing::error!(error = %err, path = %path.display(), "cannot append to the audit log");
+        }
+        if file
+            .metadata()
+            .map(|m| m.len() > ROTATE_AT)
+            .unwrap_or(false)
+        {
+            match rotate(&path) {
+                Ok(f) => file = f,
+                Err(err) => tracing::error!(error = %err, "cannot rotate the audit log"),
+            }
         }
     }
 }
@@ -349,6 +393,66 @@ mod tests {
         assert_eq!((lines[0].count, lines[0].outcome.as_str()), (3, "served"));
         assert_eq!(lines[1].reason.as_deref(), Some("bad_token"));
         assert_eq!(lines[0].peer_pid, Some(std::process::id() as i32));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_short_connections_becomes_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (audit, _h) = start(&path).unwrap();
+        // 500 requests, each from its own connection that is gone before it can be resolved.
+        for inode in 1..=500 {
+            audit.record(
+                SystemTime::now(),
+                Event {
+                    channel: "ecs",
+                    role: Some("prod".into()),
+                    token_id: Some("abcd".into()),
+                    origin: Origin::Tcp {
+                        uid: 7,
+                        inode: 4_000_000_000 - inode,
+                    },
+                    outcome: Outcome::Served,
+                    reason: None,
+                },
+            );
+        }
+        let mut total = 0;
+        let mut lines = 0;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let parsed: Vec<Line> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            total = parsed.iter().map(|l| l.count).sum::<u64>();
+            lines = parsed.len();
+            if total == 500 {
+                break;
+            }
+        }
+        assert_eq!(total, 500, "every request is counted");
+        assert!(lines <= 2, "{lines} lines for one unresolvable peer");
+    }
+
+    #[test]
+    fn rotation_keeps_one_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, "old\n").unwrap();
+        let mut f = rotate(&path).unwrap();
+        f.write_all(b"new\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("audit.jsonl.1")).unwrap(),
+            "old\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
