@@ -98,7 +98,7 @@ pub fn lookup(local: SocketAddr, peer: SocketAddr) -> io::Result<PeerSocket> {
             len: std::mem::size_of::<Request>() as u32,
             kind: SOCK_DIAG_BY_FAMILY,
             flags: NLM_F_REQUEST,
-            seq: 1,
+            seq: next_seq(),
             pid: 0,
         },
         req: InetDiagReqV2 {
@@ -110,6 +110,37 @@ pub fn lookup(local: SocketAddr, peer: SocketAddr) -> io::Result<PeerSocket> {
             id,
         },
     };
+    // One netlink socket per thread, reused: creating and closing one per connection cost more
+    // than the lookup itself. A socket that errs is dropped and the next call opens a new one.
+    thread_local! {
+        static SOCK: std::cell::RefCell<Option<OwnedFd>> = const { std::cell::RefCell::new(None) };
+    }
+    SOCK.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(open_socket()?);
+        }
+        let result = match slot.as_ref() {
+            Some(sock) => exchange(sock, &req),
+            None => Err(io::Error::other("no netlink socket")),
+        };
+        if result
+            .as_ref()
+            .is_err_and(|e| e.kind() != io::ErrorKind::NotFound)
+        {
+            *slot = None;
+        }
+        result
+    })
+}
+
+/// A sequence number per request, so a reply can be matched to the request it answers.
+fn next_seq() -> u32 {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn open_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the result is checked before it is wrapped.
     let fd = unsafe {
         libc::socket(
@@ -122,12 +153,16 @@ pub fn lookup(local: SocketAddr, peer: SocketAddr) -> io::Result<PeerSocket> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends one request and reads its one reply on `sock`.
+fn exchange(sock: &OwnedFd, req: &Request) -> io::Result<PeerSocket> {
     // SAFETY: `req` is a repr(C) value that lives across the call; we pass its exact size.
     let sent = unsafe {
         libc::send(
             sock.as_raw_fd(),
-            (&req as *const Request).cast(),
+            (req as *const Request).cast(),
             std::mem::size_of::<Request>(),
             0,
         )
@@ -135,26 +170,56 @@ pub fn lookup(local: SocketAddr, peer: SocketAddr) -> io::Result<PeerSocket> {
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut buf = [0u8; 1024];
-    // SAFETY: buf is writable for its full length, which is what we pass.
-    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+    // A reused socket could hold a stale reply (an earlier exchange that failed half-way): only
+    // a reply carrying this request's sequence number and naming this very socket counts.
+    for _ in 0..8 {
+        let mut buf = [0u8; 1024];
+        // SAFETY: buf is writable for its full length, which is what we pass.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (seq, reply) = parse_reply(&buf[..n as usize]);
+        if seq != req.hdr.seq {
+            continue;
+        }
+        let (peer, id) = reply?;
+        if id.sport != req.req.id.sport || id.dport != req.req.id.dport || id.src != req.req.id.src
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "netlink reply names another socket",
+            ));
+        }
+        return Ok(peer);
     }
-    parse_reply(&buf[..n as usize])
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no matching netlink reply",
+    ))
 }
 
-fn parse_reply(buf: &[u8]) -> io::Result<PeerSocket> {
+/// Parses one reply: its sequence number, and the peer it names (with the socket id) or the
+/// kernel's error.
+fn parse_reply(buf: &[u8]) -> (u32, io::Result<(PeerSocket, InetDiagSockId)>) {
     let hdr_len = std::mem::size_of::<NlMsgHdr>();
     if buf.len() < hdr_len {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "short netlink reply",
-        ));
+        return (
+            0,
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "short netlink reply",
+            )),
+        );
     }
     // SAFETY: buf holds at least size_of::<NlMsgHdr>() bytes; read_unaligned has no alignment
     // requirement and NlMsgHdr is plain integers, valid for any bit pattern.
     let hdr: NlMsgHdr = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    (hdr.seq, parse_body(&hdr, buf))
+}
+
+fn parse_body(hdr: &NlMsgHdr, buf: &[u8]) -> io::Result<(PeerSocket, InetDiagSockId)> {
+    let hdr_len = std::mem::size_of::<NlMsgHdr>();
     if hdr.kind == NLMSG_ERROR {
         let errno = buf
             .get(hdr_len..hdr_len + 4)
@@ -173,10 +238,13 @@ fn parse_reply(buf: &[u8]) -> io::Result<PeerSocket> {
     }
     // SAFETY: the length was checked above; InetDiagMsg is plain integers, valid for any bits.
     let msg: InetDiagMsg = unsafe { std::ptr::read_unaligned(buf[hdr_len..].as_ptr().cast()) };
-    Ok(PeerSocket {
-        uid: msg.uid,
-        inode: msg.inode,
-    })
+    Ok((
+        PeerSocket {
+            uid: msg.uid,
+            inode: msg.inode,
+        },
+        msg.id,
+    ))
 }
 
 #[cfg(test)]
@@ -201,5 +269,26 @@ mod tests {
         let local = listener.local_addr().unwrap();
         // No such connection exists: the kernel answers ENOENT, and we fail closed.
         assert!(lookup(local, "127.0.0.1:1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_reused_socket_keeps_answering_each_connection_correctly() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..50 {
+            let client = TcpStream::connect(local).unwrap();
+            let (server, peer) = listener.accept().unwrap();
+            if i % 7 == 0 {
+                assert!(lookup(local, "127.0.0.1:1".parse().unwrap()).is_err());
+            }
+            let found = lookup(server.local_addr().unwrap(), peer).unwrap();
+            assert_eq!(found.uid, nix::unistd::getuid().as_raw());
+            assert!(
+                seen.insert(found.inode),
+                "each connection has its own socket"
+            );
+            drop(client);
+        }
     }
 }
