@@ -54,8 +54,8 @@ pub enum Outcome {
 pub struct Event {
     /// `ecs`, `imds`, `credential_process`, `open`, `connection`.
     pub channel: &'static str,
-    pub role: Option<String>,
-    pub token_id: Option<String>,
+    pub role: Option<std::sync::Arc<str>>,
+    pub token_id: Option<crate::tokens::TokenId>,
     pub origin: Origin,
     pub outcome: Outcome,
     /// A stable reason code for refusals (`bad_token`, `not_approved`, `bad_host`, …).
@@ -82,13 +82,18 @@ pub struct Line {
 /// The sending half, cloned into every handler.
 #[derive(Clone)]
 pub struct Audit {
-    tx: mpsc::Sender<(SystemTime, Event)>,
+    tx: mpsc::Sender<(SystemTime, Event, u64)>,
 }
 
 impl Audit {
     /// Records an event without ever waiting.
     pub fn record(&self, now: SystemTime, event: Event) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send((now, event)) {
+        self.record_n(now, event, 1);
+    }
+
+    /// Records `count` identical events first seen at `now`.
+    pub fn record_n(&self, now: SystemTime, event: Event, count: u64) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send((now, event, count)) {
             tracing::warn!("audit queue full; an audit event was dropped");
         }
     }
@@ -104,8 +109,71 @@ impl Audit {
 
 #[cfg(test)]
 impl Audit {
-    pub(crate) fn for_tests(tx: mpsc::Sender<(SystemTime, Event)>) -> Audit {
+    pub(crate) fn for_tests(tx: mpsc::Sender<(SystemTime, Event, u64)>) -> Audit {
         Audit { tx }
+    }
+}
+
+/// One connection's audit events on their way to the writer: the first of a run of identical
+/// events is sent at once (so the writer can still find the process), the repeats are counted
+/// and sent as one event every 100 ms, when the event changes, and when the connection ends.
+/// This keeps the channel (and allocation) off the path of a busy keep-alive connection.
+pub struct ConnAudit {
+    audit: Audit,
+    run: std::sync::Mutex<Option<Run>>,
+}
+
+struct Run {
+    event: Event,
+    since: SystemTime,
+    /// Repeats not yet sent.
+    count: u64,
+}
+
+impl ConnAudit {
+    pub fn new(audit: Audit) -> ConnAudit {
+        ConnAudit {
+            audit,
+            run: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Records one event of this connection without waiting.
+    pub fn record(&self, now: SystemTime, event: Event) {
+        let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = run.as_mut().filter(|r| r.event == event) {
+            r.count += 1;
+            if now.duration_since(r.since).unwrap_or_default() >= BATCH_EVERY {
+                self.audit.record_n(r.since, r.event.clone(), r.count);
+                r.count = 0;
+                r.since = now;
+            }
+            return;
+        }
+        if let Some(r) = run.take().filter(|r| r.count > 0) {
+            self.audit.record_n(r.since, r.event, r.count);
+        }
+        self.audit.record(now, event.clone());
+        *run = Some(Run {
+            event,
+            since: now,
+            count: 0,
+        });
+    }
+
+    /// Sends the counted repeats now.
+    pub fn flush(&self) {
+        let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = run.as_mut().filter(|r| r.count > 0) {
+            self.audit.record_n(r.since, r.event.clone(), r.count);
+            r.count = 0;
+        }
+    }
+}
+
+impl Drop for ConnAudit {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -133,7 +201,7 @@ fn open(path: &Path) -> std::io::Result<File> {
 
 use std::os::unix::fs::DirBuilderExt;
 
-async fn writer(mut file: File, path: PathBuf, mut rx: mpsc::Receiver<(SystemTime, Event)>) {
+async fn writer(mut file: File, path: PathBuf, mut rx: mpsc::Receiver<(SystemTime, Event, u64)>) {
     let mut cache: HashMap<u32, (i32, Option<String>)> = HashMap::new();
     let mut last_batch: Option<tokio::time::Instant> = None;
     loop {
@@ -152,12 +220,12 @@ async fn writer(mut file: File, path: PathBuf, mut rx: mpsc::Receiver<(SystemTim
         // Merge identical events, keeping the first time and the order of first appearance.
         let mut merged: Vec<(SystemTime, Event, u64)> = Vec::new();
         let mut index: HashMap<Event, usize> = HashMap::new();
-        for (t, e) in batch {
+        for (t, e, n) in batch {
             match index.get(&e) {
-                Some(&i) => merged[i].2 += 1,
+                Some(&i) => merged[i].2 += n,
                 None => {
                     index.insert(e.clone(), merged.len());
-                    merged.push((t, e, 1));
+                    merged.push((t, e, n));
                 }
             }
         }
@@ -240,8 +308,8 @@ fn to_line(
     Line {
         time: rfc3339(t),
         channel: e.channel.into(),
-        role: e.role,
-        token_id: e.token_id,
+        role: e.role.map(|r| r.to_string()),
+        token_id: e.token_id.map(|t| t.to_string()),
         outcome: match e.outcome {
             Outcome::Served => "served".into(),
             Outcome::Refused => "refused".into(),
@@ -358,7 +426,7 @@ mod tests {
         let ev = Event {
             channel: "ecs",
             role: Some("prod".into()),
-            token_id: Some("abcd".into()),
+            token_id: crate::tokens::TokenId::parse("00000000000000ab"),
             origin: Origin::Unix {
                 uid: 0,
                 pid: std::process::id() as i32,
@@ -412,7 +480,7 @@ mod tests {
                 Event {
                     channel: "ecs",
                     role: Some("prod".into()),
-                    token_id: Some("abcd".into()),
+                    token_id: crate::tokens::TokenId::parse("00000000000000ab"),
                     origin: Origin::Tcp {
                         uid: 7,
                         inode: 4_000_000_000 - inode,

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,13 +13,13 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::Origin;
+use crate::audit::{ConnAudit, Origin};
 use crate::endpoint::Endpoint;
 use crate::peer;
 
@@ -165,25 +166,84 @@ pub async fn serve(
         let ep = ep.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let ep = ep.clone();
-                async move { Ok::<_, Infallible>(ep.route(req, origin).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_BUF)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-                }
-            }
+            serve_connection(stream, ep, origin, shutdown).await;
             drop(permit);
         });
+    }
+}
+
+/// What a connection's service and its task share.
+struct ConnState {
+    audit: ConnAudit,
+    born: std::time::Instant,
+    /// Milliseconds after `born` when the latest request head arrived or answer left.
+    last: AtomicU64,
+    /// Requests being answered right now (an approval may take a while).
+    busy: AtomicU32,
+}
+
+impl ConnState {
+    fn mark(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// Serves one connection. Instead of hyper's header-read timer (re-armed on every request of a
+/// keep-alive connection), one coarse tick per second closes a connection that has had no request
+/// for `HEADER_READ_TIMEOUT` (idle keep-alive, or a client trickling its headers) and flushes
+/// the connection's audit counts.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    ep: Arc<Endpoint>,
+    origin: Origin,
+    shutdown: CancellationToken,
+) {
+    let state = Arc::new(ConnState {
+        audit: ConnAudit::new(ep.audit.clone()),
+        born: std::time::Instant::now(),
+        last: AtomicU64::new(0),
+        busy: AtomicU32::new(0),
+    });
+    let service_state = state.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let ep = ep.clone();
+        let st = service_state.clone();
+        async move {
+            st.busy.fetch_add(1, Ordering::Relaxed);
+            st.mark();
+            let resp = ep.route(req, origin, &st.audit).await;
+            st.mark();
+            st.busy.fetch_sub(1, Ordering::Relaxed);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_BUF)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.as_mut()).await;
+                break;
+            }
+            _ = tick.tick() => {
+                state.audit.flush();
+                if state.busy.load(Ordering::Relaxed) == 0 && state.idle_for() >= HEADER_READ_TIMEOUT {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! compares it in constant time.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -42,15 +42,16 @@ impl TokenId {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Binding {
     /// A shell's token: serves the role `credctl use` made current for it, if any.
-    Shell { current: Option<String> },
+    Shell { current: Option<Arc<str>> },
     /// Bound to one role for its whole life (`credctl exec`, `credctl env`).
-    Role { role: String },
+    Role { role: Arc<str> },
 }
 
 impl Binding {
-    pub fn role(&self) -> Option<&str> {
+    /// The role this binding serves now (a reference count, no copy).
+    pub fn role(&self) -> Option<&Arc<str>> {
         match self {
-            Binding::Shell { current } => current.as_deref(),
+            Binding::Shell { current } => current.as_ref(),
             Binding::Role { role } => Some(role),
         }
     }
@@ -132,13 +133,13 @@ impl Tokens {
     }
 
     /// Checks a presented token; on success returns its id and the role it may be served now.
-    pub fn authenticate(&self, presented: &str) -> Result<(TokenId, Option<String>), TokenError> {
+    pub fn authenticate(&self, presented: &str) -> Result<(TokenId, Option<Arc<str>>), TokenError> {
         let (id, secret) = parse(presented)?;
         let presented_hash = hash(&secret);
         let entries = self.read();
         let entry = entries.get(&id).ok_or(TokenError::Unknown)?;
         if bool::from(entry.secret_hash.ct_eq(&presented_hash)) {
-            Ok((id, entry.binding.role().map(str::to_owned)))
+            Ok((id, entry.binding.role().cloned()))
         } else {
             Err(TokenError::Unknown)
         }
@@ -151,7 +152,7 @@ impl Tokens {
         let entry = entries.get_mut(&id).ok_or(TokenError::Unknown)?;
         match &mut entry.binding {
             Binding::Shell { current } => {
-                *current = Some(role.to_owned());
+                *current = Some(Arc::from(role));
                 Ok(id)
             }
             Binding::Role { .. } => Err(TokenError::Bound),

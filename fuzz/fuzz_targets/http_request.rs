@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use credagent::audit::{Audit, Origin};
+use credagent::audit::{Audit, ConnAudit, Origin};
 use credagent::endpoint::{CredentialSource, Endpoint, Lookup};
 use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
@@ -37,9 +37,11 @@ fuzz_target!(|data: &[u8]| {
             uid: 1000,
             inode: 1,
         };
+        let audit = Arc::new(ConnAudit::new(Audit::discard()));
         let service = hyper::service::service_fn(move |req| {
             let ep = ep.clone();
-            async move { Ok::<_, std::convert::Infallible>(ep.route(req, origin).await) }
+            let audit = audit.clone();
+            async move { Ok::<_, std::convert::Infallible>(ep.route(req, origin, &audit).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .max_buf_size(16 * 1024)

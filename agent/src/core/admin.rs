@@ -201,7 +201,12 @@ impl Core {
                 } else {
                     "role"
                 };
-                self.issue(Binding::Role { role }, purpose, scoped.then_some(conn), now)
+                self.issue(
+                    Binding::Role { role: role.into() },
+                    purpose,
+                    scoped.then_some(conn),
+                    now,
+                )
             }
             Request::Use { token, role } => {
                 let t = SecretString::from(token.expose().to_owned());
@@ -216,7 +221,7 @@ impl Core {
             Request::Credentials { role } => self.credentials(&role, conn, now).await,
             Request::Imds { role } => {
                 if let Some(ep) = self.endpoint.get() {
-                    *ep.imds_role.write().unwrap_or_else(|p| p.into_inner()) = role;
+                    *ep.imds_role.write().unwrap_or_else(|p| p.into_inner()) = role.map(Into::into);
                 }
                 Response::Ok
             }
@@ -562,7 +567,7 @@ impl Core {
                 now,
                 Event {
                     channel: "credential_process",
-                    role: Some(role.to_owned()),
+                    role: Some(role.into()),
                     token_id: None,
                     origin: conn.origin(),
                     outcome,
@@ -735,7 +740,8 @@ impl Core {
             ep.imds_role
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .clone()
+                .as_deref()
+                .map(str::to_owned)
         });
         info.pending = self.pending.list(now);
         info

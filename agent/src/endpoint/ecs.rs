@@ -7,7 +7,7 @@ use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::Endpoint;
-use crate::audit::Origin;
+use crate::audit::{ConnAudit, Origin};
 use crate::http::error_response;
 use crate::tokens::TokenError;
 
@@ -16,6 +16,7 @@ pub(super) fn handle<B>(
     req: &Request<B>,
     origin: Origin,
     now: SystemTime,
+    audit: &ConnAudit,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return error_response(
@@ -25,7 +26,7 @@ pub(super) fn handle<B>(
         );
     }
     let Some(presented) = req.headers().get(hyper::header::AUTHORIZATION) else {
-        ep.refused(now, "ecs", None, None, origin, "missing_token");
+        ep.refused(audit, now, "ecs", None, None, origin, "missing_token");
         return error_response(
             StatusCode::UNAUTHORIZED,
             "missing_token",
@@ -39,7 +40,7 @@ pub(super) fn handle<B>(
     {
         Ok(v) => v,
         Err(e) => {
-            ep.refused(now, "ecs", None, None, origin, "bad_token");
+            ep.refused(audit, now, "ecs", None, None, origin, "bad_token");
             return error_response(
                 StatusCode::UNAUTHORIZED,
                 "bad_token",
@@ -51,14 +52,14 @@ pub(super) fn handle<B>(
         }
     };
     let Some(role) = role else {
-        ep.refused(now, "ecs", None, Some(id.to_string()), origin, "no_role");
+        ep.refused(audit, now, "ecs", None, Some(id), origin, "no_role");
         return error_response(
             StatusCode::FORBIDDEN,
             "no_role",
             "no role selected for this shell: run `credctl use ROLE` (see `credctl roles`)",
         );
     };
-    ep.serve_role("ecs", &role, Some(id.to_string()), origin, now, |r| {
+    ep.serve_role(audit, "ecs", &role, Some(id), origin, now, |r| {
         r.ecs.clone()
     })
 }

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::Endpoint;
-use crate::audit::Origin;
+use crate::audit::{ConnAudit, Origin};
 use crate::http::error_response;
 
 const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
@@ -75,9 +75,10 @@ pub(super) fn handle<B>(
     rest: &str,
     origin: Origin,
     now: SystemTime,
+    audit: &ConnAudit,
 ) -> Response<Full<Bytes>> {
     if rest == "api/token" {
-        return put_token(ep, req, origin, now);
+        return put_token(ep, req, origin, now, audit);
     }
     const CREDS: &str = "meta-data/iam/security-credentials";
     let Some(tail) = rest.strip_prefix(CREDS) else {
@@ -99,7 +100,7 @@ pub(super) fn handle<B>(
         .get(TOKEN_HEADER)
         .is_some_and(|t| ep.imds_tokens.valid(t.as_bytes(), now));
     if !token_ok {
-        ep.refused(now, "imds", None, None, origin, "bad_imds_token");
+        ep.refused(audit, now, "imds", None, None, origin, "bad_imds_token");
         return error_response(
             StatusCode::UNAUTHORIZED,
             "bad_imds_token",
@@ -112,21 +113,29 @@ pub(super) fn handle<B>(
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     match (tail, role) {
-        ("" | "/", Some(role)) => text(StatusCode::OK, role),
+        ("" | "/", Some(role)) => text(StatusCode::OK, role.to_string()),
         (_, None) => {
-            ep.refused(now, "imds", None, None, origin, "no_imds_role");
+            ep.refused(audit, now, "imds", None, None, origin, "no_imds_role");
             error_response(
                 StatusCode::NOT_FOUND,
                 "no_imds_role",
                 "IMDS serves no role yet: run `credctl imds ROLE` to choose the one it serves",
             )
         }
-        (name, Some(role)) if name.strip_prefix('/') == Some(role.as_str()) => {
-            ep.serve_role("imds", &role, None, origin, now, |r| r.imds.clone())
+        (name, Some(role)) if name.strip_prefix('/') == Some(&*role) => {
+            ep.serve_role(audit, "imds", &role, None, origin, now, |r| r.imds.clone())
         }
         (name, Some(_)) => {
             let asked = name.trim_start_matches('/');
-            ep.refused(now, "imds", Some(asked), None, origin, "not_imds_role");
+            ep.refused(
+                audit,
+                now,
+                "imds",
+                Some(asked.into()),
+                None,
+                origin,
+                "not_imds_role",
+            );
             error_response(
                 StatusCode::NOT_FOUND,
                 "not_imds_role",
@@ -141,6 +150,7 @@ fn put_token<B>(
     req: &Request<B>,
     origin: Origin,
     now: SystemTime,
+    audit: &ConnAudit,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::PUT {
         return error_response(
@@ -152,7 +162,7 @@ fn put_token<B>(
     // A proxy in front of us (an SSRF through a local web app) adds X-Forwarded-For; EC2's
     // IMDS refuses such token requests, and so do we.
     if req.headers().contains_key("x-forwarded-for") {
-        ep.refused(now, "imds", None, None, origin, "forwarded");
+        ep.refused(audit, now, "imds", None, None, origin, "forwarded");
         return error_response(
             StatusCode::FORBIDDEN,
             "forwarded",

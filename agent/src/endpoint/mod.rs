@@ -13,9 +13,9 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
-use crate::audit::{Audit, Event, Origin, Outcome};
+use crate::audit::{Audit, ConnAudit, Event, Origin, Outcome};
 use crate::http::{check_request, error_response, HttpContext};
-use crate::tokens::Tokens;
+use crate::tokens::{TokenId, Tokens};
 
 pub use imds::ImdsTokens;
 
@@ -52,7 +52,7 @@ pub struct Endpoint {
     pub tokens: Arc<Tokens>,
     pub imds_tokens: ImdsTokens,
     /// The one role IMDS serves, chosen with `credctl imds ROLE`; none by default.
-    pub imds_role: RwLock<Option<String>>,
+    pub imds_role: RwLock<Option<Arc<str>>>,
     pub source: Arc<dyn CredentialSource>,
     pub audit: Audit,
     /// The browser approval page, when the agent serves one.
@@ -101,6 +101,7 @@ impl Endpoint {
         &self,
         req: Request<hyper::body::Incoming>,
         origin: Origin,
+        audit: &ConnAudit,
     ) -> Response<Full<Bytes>> {
         let now = SystemTime::now();
         if req.uri().path().starts_with("/approve/") {
@@ -108,7 +109,7 @@ impl Endpoint {
                 return page.handle(req, now).await;
             }
         }
-        self.handle(&req, origin, now)
+        self.handle(&req, origin, now, audit)
     }
 
     /// Routes one request from a connection whose peer is `origin`.
@@ -117,6 +118,7 @@ impl Endpoint {
         req: &Request<B>,
         origin: Origin,
         now: SystemTime,
+        audit: &ConnAudit,
     ) -> Response<Full<Bytes>> {
         if let Some(refusal) = check_request(&self.ctx, req) {
             let reason = if req.headers().contains_key(hyper::header::HOST)
@@ -129,15 +131,15 @@ impl Endpoint {
             } else {
                 "bad_host"
             };
-            self.refused(now, "http", None, None, origin, reason);
+            self.refused(audit, now, "http", None, None, origin, reason);
             return refusal;
         }
         let path = req.uri().path();
         if path == ECS_PATH {
-            return ecs::handle(self, req, origin, now);
+            return ecs::handle(self, req, origin, now, audit);
         }
         if let Some(rest) = path.strip_prefix("/latest/") {
-            return imds::handle(self, req, rest, origin, now);
+            return imds::handle(self, req, rest, origin, now, audit);
         }
         error_response(
             StatusCode::NOT_FOUND,
@@ -146,20 +148,22 @@ impl Endpoint {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn refused(
         &self,
+        audit: &ConnAudit,
         now: SystemTime,
         channel: &'static str,
-        role: Option<&str>,
-        token_id: Option<String>,
+        role: Option<Arc<str>>,
+        token_id: Option<TokenId>,
         origin: Origin,
         reason: &'static str,
     ) {
-        self.audit.record(
+        audit.record(
             now,
             Event {
                 channel,
-                role: role.map(str::to_owned),
+                role,
                 token_id,
                 origin,
                 outcome: Outcome::Refused,
@@ -169,22 +173,24 @@ impl Endpoint {
     }
 
     /// Serves `role`'s cached credentials (body chosen by `pick`) or refuses at once.
+    #[allow(clippy::too_many_arguments)]
     fn serve_role(
         &self,
+        audit: &ConnAudit,
         channel: &'static str,
-        role: &str,
-        token_id: Option<String>,
+        role: &Arc<str>,
+        token_id: Option<TokenId>,
         origin: Origin,
         now: SystemTime,
         pick: fn(&Rendered) -> Bytes,
     ) -> Response<Full<Bytes>> {
         match self.source.lookup(role, now) {
             Lookup::Ready(r) => {
-                self.audit.record(
+                audit.record(
                     now,
                     Event {
                         channel,
-                        role: Some(role.to_owned()),
+                        role: Some(role.clone()),
                         token_id,
                         origin,
                         outcome: Outcome::Served,
@@ -195,7 +201,15 @@ impl Endpoint {
             }
             Lookup::NotOpen => {
                 self.source.request_approval(role, origin, now);
-                self.refused(now, channel, Some(role), token_id, origin, "not_approved");
+                self.refused(
+                    audit,
+                    now,
+                    channel,
+                    Some(role.clone()),
+                    token_id,
+                    origin,
+                    "not_approved",
+                );
                 error_response(
                     StatusCode::FORBIDDEN,
                     "not_approved",
@@ -206,7 +220,15 @@ impl Endpoint {
                 )
             }
             Lookup::Unavailable(why) => {
-                self.refused(now, channel, Some(role), token_id, origin, "unavailable");
+                self.refused(
+                    audit,
+                    now,
+                    channel,
+                    Some(role.clone()),
+                    token_id,
+                    origin,
+                    "unavailable",
+                );
                 error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

@@ -8,6 +8,7 @@ use hyper::{Request, StatusCode};
 use secrecy::ExposeSecret;
 
 use super::*;
+use crate::audit::ConnAudit;
 use crate::tokens::Binding;
 
 #[derive(Default)]
@@ -89,7 +90,12 @@ fn ecs_serves_the_shell_role_once_approved() {
         .unwrap();
     let auth = [("authorization", tok.expose_secret())];
 
-    let (s, b, _) = body(ep.handle(&get(ECS_PATH, &auth), ORIGIN, now));
+    let (s, b, _) = body(ep.handle(
+        &get(ECS_PATH, &auth),
+        ORIGIN,
+        now,
+        &ConnAudit::new(ep.audit.clone()),
+    ));
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(
         b.contains("credctl use ROLE") && b.contains("\"Code\":\"no_role\""),
@@ -97,13 +103,23 @@ fn ecs_serves_the_shell_role_once_approved() {
     );
 
     ep.tokens.set_current(&tok, "prod").unwrap();
-    let (s, b, _) = body(ep.handle(&get(ECS_PATH, &auth), ORIGIN, now));
+    let (s, b, _) = body(ep.handle(
+        &get(ECS_PATH, &auth),
+        ORIGIN,
+        now,
+        &ConnAudit::new(ep.audit.clone()),
+    ));
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(b.contains("credctl use prod"), "{b}");
     assert_eq!(*fake.asked.lock().unwrap(), vec!["prod".to_owned()]);
 
     fake.ready.lock().unwrap().push("prod".into());
-    let (s, b, ct) = body(ep.handle(&get(ECS_PATH, &auth), ORIGIN, now));
+    let (s, b, ct) = body(ep.handle(
+        &get(ECS_PATH, &auth),
+        ORIGIN,
+        now,
+        &ConnAudit::new(ep.audit.clone()),
+    ));
     assert_eq!(
         (s, b.as_str(), ct.as_deref()),
         (
@@ -123,7 +139,12 @@ fn ecs_refuses_bad_tokens_with_401() {
         &[("authorization", "nope")],
         &[("authorization", "Bearer cat1_00_00")],
     ] {
-        let (s, b, _) = body(ep.handle(&get(ECS_PATH, headers), ORIGIN, now));
+        let (s, b, _) = body(ep.handle(
+            &get(ECS_PATH, headers),
+            ORIGIN,
+            now,
+            &ConnAudit::new(ep.audit.clone()),
+        ));
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{headers:?}");
         assert!(b.contains("\"code\"") && b.contains("\"Message\""));
     }
@@ -143,7 +164,12 @@ fn imds_flow_and_refusals() {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        ep.handle(&b.body(()).unwrap(), ORIGIN, now)
+        ep.handle(
+            &b.body(()).unwrap(),
+            ORIGIN,
+            now,
+            &ConnAudit::new(ep.audit.clone()),
+        )
     };
     assert_eq!(put(&[]).status(), StatusCode::BAD_REQUEST);
     assert_eq!(put(&[(TTL, "0")]).status(), StatusCode::BAD_REQUEST);
@@ -159,36 +185,79 @@ fn imds_flow_and_refusals() {
 
     let list = "/latest/meta-data/iam/security-credentials/";
     assert_eq!(
-        ep.handle(&get(list, &[]), ORIGIN, now).status(),
+        ep.handle(
+            &get(list, &[]),
+            ORIGIN,
+            now,
+            &ConnAudit::new(ep.audit.clone())
+        )
+        .status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        ep.handle(&get(list, &[(TOK, "bad")]), ORIGIN, now).status(),
+        ep.handle(
+            &get(list, &[(TOK, "bad")]),
+            ORIGIN,
+            now,
+            &ConnAudit::new(ep.audit.clone())
+        )
+        .status(),
         StatusCode::UNAUTHORIZED
     );
     let later = now + Duration::from_secs(61);
     assert_eq!(
-        ep.handle(&get(list, &[(TOK, &token)]), ORIGIN, later)
-            .status(),
+        ep.handle(
+            &get(list, &[(TOK, &token)]),
+            ORIGIN,
+            later,
+            &ConnAudit::new(ep.audit.clone())
+        )
+        .status(),
         StatusCode::UNAUTHORIZED
     );
     // No role chosen for IMDS yet.
     assert_eq!(
-        ep.handle(&get(list, &[(TOK, &token)]), ORIGIN, now)
-            .status(),
+        ep.handle(
+            &get(list, &[(TOK, &token)]),
+            ORIGIN,
+            now,
+            &ConnAudit::new(ep.audit.clone())
+        )
+        .status(),
         StatusCode::NOT_FOUND
     );
 
     *ep.imds_role.write().unwrap() = Some("dev".into());
-    let (s, b, _) = body(ep.handle(&get(list, &[(TOK, &token)]), ORIGIN, now));
+    let (s, b, _) = body(ep.handle(
+        &get(list, &[(TOK, &token)]),
+        ORIGIN,
+        now,
+        &ConnAudit::new(ep.audit.clone()),
+    ));
     assert_eq!((s, b.as_str()), (StatusCode::OK, "dev"));
-    let (s, b, _) = body(ep.handle(&get(&format!("{list}dev"), &[(TOK, &token)]), ORIGIN, now));
+    let (s, b, _) = body(ep.handle(
+        &get(&format!("{list}dev"), &[(TOK, &token)]),
+        ORIGIN,
+        now,
+        &ConnAudit::new(ep.audit.clone()),
+    ));
     assert_eq!((s, b.as_str()), (StatusCode::OK, "{\"imds\":\"dev\"}"));
-    let other = ep.handle(&get(&format!("{list}prod"), &[(TOK, &token)]), ORIGIN, now);
+    let other = ep.handle(
+        &get(&format!("{list}prod"), &[(TOK, &token)]),
+        ORIGIN,
+        now,
+        &ConnAudit::new(ep.audit.clone()),
+    );
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
     let ext = "/latest/meta-data/iam/security-credentials-extended/dev";
     assert_eq!(
-        ep.handle(&get(ext, &[(TOK, &token)]), ORIGIN, now).status(),
+        ep.handle(
+            &get(ext, &[(TOK, &token)]),
+            ORIGIN,
+            now,
+            &ConnAudit::new(ep.audit.clone())
+        )
+        .status(),
         StatusCode::NOT_FOUND
     );
 }
@@ -206,12 +275,14 @@ fn hostile_requests_are_refused_before_routing() {
         .body(())
         .unwrap();
     assert_eq!(
-        ep.handle(&evil, ORIGIN, now).status(),
+        ep.handle(&evil, ORIGIN, now, &ConnAudit::new(ep.audit.clone()))
+            .status(),
         StatusCode::FORBIDDEN
     );
     let page = get(ECS_PATH, &[("origin", "https://evil.example")]);
     assert_eq!(
-        ep.handle(&page, ORIGIN, now).status(),
+        ep.handle(&page, ORIGIN, now, &ConnAudit::new(ep.audit.clone()))
+            .status(),
         StatusCode::FORBIDDEN
     );
 }
