@@ -60,6 +60,11 @@ fn get(path: &str, headers: &[(&str, &str)]) -> Request<()> {
     b.body(()).unwrap()
 }
 
+/// Routes one request as a fresh connection from `ORIGIN` would.
+fn serve<B>(ep: &Endpoint, req: &Request<B>, now: SystemTime) -> Response<Full<Bytes>> {
+    ep.handle(req, ORIGIN, now, &ConnAudit::new(ep.audit.clone()))
+}
+
 fn body(resp: Response<Full<Bytes>>) -> (StatusCode, String, Option<String>) {
     let status = resp.status();
     let ct = resp
@@ -90,12 +95,7 @@ fn ecs_serves_the_shell_role_once_approved() {
         .unwrap();
     let auth = [("authorization", tok.expose_secret())];
 
-    let (s, b, _) = body(ep.handle(
-        &get(ECS_PATH, &auth),
-        ORIGIN,
-        now,
-        &ConnAudit::new(ep.audit.clone()),
-    ));
+    let (s, b, _) = body(serve(&ep, &get(ECS_PATH, &auth), now));
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(
         b.contains("credctl use ROLE") && b.contains("\"Code\":\"no_role\""),
@@ -103,23 +103,13 @@ fn ecs_serves_the_shell_role_once_approved() {
     );
 
     ep.tokens.set_current(&tok, "prod").unwrap();
-    let (s, b, _) = body(ep.handle(
-        &get(ECS_PATH, &auth),
-        ORIGIN,
-        now,
-        &ConnAudit::new(ep.audit.clone()),
-    ));
+    let (s, b, _) = body(serve(&ep, &get(ECS_PATH, &auth), now));
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(b.contains("credctl use prod"), "{b}");
     assert_eq!(*fake.asked.lock().unwrap(), vec!["prod".to_owned()]);
 
     fake.ready.lock().unwrap().push("prod".into());
-    let (s, b, ct) = body(ep.handle(
-        &get(ECS_PATH, &auth),
-        ORIGIN,
-        now,
-        &ConnAudit::new(ep.audit.clone()),
-    ));
+    let (s, b, ct) = body(serve(&ep, &get(ECS_PATH, &auth), now));
     assert_eq!(
         (s, b.as_str(), ct.as_deref()),
         (
@@ -139,12 +129,7 @@ fn ecs_refuses_bad_tokens_with_401() {
         &[("authorization", "nope")],
         &[("authorization", "Bearer cat1_00_00")],
     ] {
-        let (s, b, _) = body(ep.handle(
-            &get(ECS_PATH, headers),
-            ORIGIN,
-            now,
-            &ConnAudit::new(ep.audit.clone()),
-        ));
+        let (s, b, _) = body(serve(&ep, &get(ECS_PATH, headers), now));
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{headers:?}");
         assert!(b.contains("\"code\"") && b.contains("\"Message\""));
     }
@@ -164,12 +149,7 @@ fn imds_flow_and_refusals() {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        ep.handle(
-            &b.body(()).unwrap(),
-            ORIGIN,
-            now,
-            &ConnAudit::new(ep.audit.clone()),
-        )
+        serve(&ep, &b.body(()).unwrap(), now)
     };
     assert_eq!(put(&[]).status(), StatusCode::BAD_REQUEST);
     assert_eq!(put(&[(TTL, "0")]).status(), StatusCode::BAD_REQUEST);
@@ -185,79 +165,38 @@ fn imds_flow_and_refusals() {
 
     let list = "/latest/meta-data/iam/security-credentials/";
     assert_eq!(
-        ep.handle(
-            &get(list, &[]),
-            ORIGIN,
-            now,
-            &ConnAudit::new(ep.audit.clone())
-        )
-        .status(),
+        serve(&ep, &get(list, &[]), now).status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        ep.handle(
-            &get(list, &[(TOK, "bad")]),
-            ORIGIN,
-            now,
-            &ConnAudit::new(ep.audit.clone())
-        )
-        .status(),
+        serve(&ep, &get(list, &[(TOK, "bad")]), now).status(),
         StatusCode::UNAUTHORIZED
     );
     let later = now + Duration::from_secs(61);
     assert_eq!(
-        ep.handle(
-            &get(list, &[(TOK, &token)]),
-            ORIGIN,
-            later,
-            &ConnAudit::new(ep.audit.clone())
-        )
-        .status(),
+        serve(&ep, &get(list, &[(TOK, &token)]), later).status(),
         StatusCode::UNAUTHORIZED
     );
     // No role chosen for IMDS yet.
     assert_eq!(
-        ep.handle(
-            &get(list, &[(TOK, &token)]),
-            ORIGIN,
-            now,
-            &ConnAudit::new(ep.audit.clone())
-        )
-        .status(),
+        serve(&ep, &get(list, &[(TOK, &token)]), now).status(),
         StatusCode::NOT_FOUND
     );
 
     *ep.imds_role.write().unwrap() = Some("dev".into());
-    let (s, b, _) = body(ep.handle(
-        &get(list, &[(TOK, &token)]),
-        ORIGIN,
-        now,
-        &ConnAudit::new(ep.audit.clone()),
-    ));
+    let (s, b, _) = body(serve(&ep, &get(list, &[(TOK, &token)]), now));
     assert_eq!((s, b.as_str()), (StatusCode::OK, "dev"));
-    let (s, b, _) = body(ep.handle(
+    let (s, b, _) = body(serve(
+        &ep,
         &get(&format!("{list}dev"), &[(TOK, &token)]),
-        ORIGIN,
         now,
-        &ConnAudit::new(ep.audit.clone()),
     ));
     assert_eq!((s, b.as_str()), (StatusCode::OK, "{\"imds\":\"dev\"}"));
-    let other = ep.handle(
-        &get(&format!("{list}prod"), &[(TOK, &token)]),
-        ORIGIN,
-        now,
-        &ConnAudit::new(ep.audit.clone()),
-    );
+    let other = serve(&ep, &get(&format!("{list}prod"), &[(TOK, &token)]), now);
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
     let ext = "/latest/meta-data/iam/security-credentials-extended/dev";
     assert_eq!(
-        ep.handle(
-            &get(ext, &[(TOK, &token)]),
-            ORIGIN,
-            now,
-            &ConnAudit::new(ep.audit.clone())
-        )
-        .status(),
+        serve(&ep, &get(ext, &[(TOK, &token)]), now).status(),
         StatusCode::NOT_FOUND
     );
 }
@@ -274,15 +213,7 @@ fn hostile_requests_are_refused_before_routing() {
         .header("host", "evil.example")
         .body(())
         .unwrap();
-    assert_eq!(
-        ep.handle(&evil, ORIGIN, now, &ConnAudit::new(ep.audit.clone()))
-            .status(),
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(serve(&ep, &evil, now).status(), StatusCode::FORBIDDEN);
     let page = get(ECS_PATH, &[("origin", "https://evil.example")]);
-    assert_eq!(
-        ep.handle(&page, ORIGIN, now, &ConnAudit::new(ep.audit.clone()))
-            .status(),
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(serve(&ep, &page, now).status(), StatusCode::FORBIDDEN);
 }
