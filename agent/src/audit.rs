@@ -139,9 +139,9 @@ impl ConnAudit {
     }
 
     /// Records one event of this connection without waiting.
-    pub fn record(&self, now: SystemTime, event: Event) {
+    pub fn record(&self, now: SystemTime, event: &Event) {
         let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = run.as_mut().filter(|r| r.event == event) {
+        if let Some(r) = run.as_mut().filter(|r| r.event == *event) {
             r.count += 1;
             if now.duration_since(r.since).unwrap_or_default() >= BATCH_EVERY {
                 self.audit.record_n(r.since, r.event.clone(), r.count);
@@ -155,7 +155,7 @@ impl ConnAudit {
         }
         self.audit.record(now, event.clone());
         *run = Some(Run {
-            event,
+            event: event.clone(),
             since: now,
             count: 0,
         });

@@ -4,10 +4,13 @@
 //! handlers.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -20,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::{ConnAudit, Origin};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Memo};
 use crate::peer;
 
 /// Connections served at once. High, because idle keep-alive connections from many SDK clients
@@ -175,71 +178,146 @@ pub async fn serve(
 /// What a connection's service and its task share.
 struct ConnState {
     audit: ConnAudit,
-    born: std::time::Instant,
-    /// Milliseconds after `born` when the latest request head arrived or answer left.
-    last: AtomicU64,
-    /// Requests being answered right now (an approval may take a while).
+    /// The connection's memo of its last credential answer. Locked by the request being
+    /// answered, and once a second by the connection's tick, so never contended.
+    memo: Mutex<Memo>,
+    /// Unix milliseconds when the latest request head arrived or answer left.
+    last_ms: AtomicU64,
+    /// Approval-page requests being answered right now (they may take a while).
     busy: AtomicU32,
 }
 
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl ConnState {
-    fn mark(&self) {
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
+    fn mark(&self, now: SystemTime) {
+        self.last_ms.store(unix_ms(now), Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
-        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    /// Time since the last request (zero if the clock stepped back).
+    fn idle_for(&self, now: SystemTime) -> Duration {
+        Duration::from_millis(unix_ms(now).saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// One connection's HTTP service. Every route but the approval page is answered synchronously
+/// from memory (a ready future, no task state per request); the approval page reads a body and
+/// waits on the gate, so it gets a boxed future.
+pub struct ConnService {
+    ep: Arc<Endpoint>,
+    state: Arc<ConnState>,
+    origin: Origin,
+}
+
+impl ConnService {
+    pub fn new(ep: Arc<Endpoint>, origin: Origin) -> ConnService {
+        let state = Arc::new(ConnState {
+            audit: ConnAudit::new(ep.audit.clone()),
+            memo: Mutex::new(Memo::default()),
+            last_ms: AtomicU64::new(unix_ms(SystemTime::now())),
+            busy: AtomicU32::new(0),
+        });
+        ConnService { ep, state, origin }
+    }
+}
+
+type BoxedResponse = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+
+/// The future a [`ConnService`] call returns.
+pub enum Answer {
+    Ready(Option<Response<Full<Bytes>>>),
+    Pending(BoxedResponse),
+}
+
+impl Future for Answer {
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Ready(resp) => Poll::Ready(Ok(resp.take().unwrap_or_else(|| {
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "answer polled twice",
+                )
+            }))),
+            Answer::Pending(fut) => fut.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, req: Request<Incoming>) -> Answer {
+        // One clock read per request: the audit, the memo and the idle tick all use it.
+        let now = SystemTime::now();
+        self.state.mark(now);
+        if let Some(page) = self.ep.approval_page_for(req.uri().path()) {
+            let page = page.clone();
+            let state = self.state.clone();
+            state.busy.fetch_add(1, Ordering::Relaxed);
+            return Answer::Pending(Box::pin(async move {
+                let resp = page.handle(req, now).await;
+                state.mark(SystemTime::now());
+                state.busy.fetch_sub(1, Ordering::Relaxed);
+                resp
+            }));
+        }
+        let mut memo = self.state.memo.lock().unwrap_or_else(|p| p.into_inner());
+        let resp = self
+            .ep
+            .handle(&req, self.origin, now, &self.state.audit, &mut memo);
+        Answer::Ready(Some(resp))
     }
 }
 
 /// Serves one connection. Instead of hyper's header-read timer (re-armed on every request of a
 /// keep-alive connection), one coarse tick per second closes a connection that has had no request
-/// for `HEADER_READ_TIMEOUT` (idle keep-alive, or a client trickling its headers) and flushes
-/// the connection's audit counts.
+/// for `HEADER_READ_TIMEOUT` (idle keep-alive, or a client trickling its headers), flushes the
+/// connection's audit counts and drops a memo that went stale.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     ep: Arc<Endpoint>,
     origin: Origin,
     shutdown: CancellationToken,
 ) {
-    let state = Arc::new(ConnState {
-        audit: ConnAudit::new(ep.audit.clone()),
-        born: std::time::Instant::now(),
-        last: AtomicU64::new(0),
-        busy: AtomicU32::new(0),
-    });
-    let service_state = state.clone();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let ep = ep.clone();
-        let st = service_state.clone();
-        async move {
-            st.busy.fetch_add(1, Ordering::Relaxed);
-            st.mark();
-            let resp = ep.route(req, origin, &st.audit).await;
-            st.mark();
-            st.busy.fetch_sub(1, Ordering::Relaxed);
-            Ok::<_, Infallible>(resp)
-        }
-    });
+    let generation = ep.generation.clone();
+    let service = ConnService::new(ep, origin);
+    let state = service.state.clone();
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(MAX_BUF)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
+            biased;
             _ = conn.as_mut() => break,
-            _ = shutdown.cancelled() => {
+            _ = &mut cancelled => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.as_mut()).await;
                 break;
             }
             _ = tick.tick() => {
+                let now = SystemTime::now();
                 state.audit.flush();
-                if state.busy.load(Ordering::Relaxed) == 0 && state.idle_for() >= HEADER_READ_TIMEOUT {
+                state
+                    .memo
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .forget_stale(now, generation.current());
+                if state.busy.load(Ordering::Relaxed) == 0
+                    && state.idle_for(now) >= HEADER_READ_TIMEOUT
+                {
                     conn.as_mut().graceful_shutdown();
                 }
             }

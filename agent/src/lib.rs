@@ -15,6 +15,7 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod endpoint;
+pub mod generation;
 pub mod harden;
 pub mod http;
 pub mod keystore;

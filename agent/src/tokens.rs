@@ -15,6 +15,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::generation::{Bumping, Generation};
+
 const PREFIX: &str = "cat1_";
 const ID_BYTES: usize = 8;
 const SECRET_BYTES: usize = 32;
@@ -89,6 +91,8 @@ pub enum TokenError {
 #[derive(Default)]
 pub struct Tokens {
     entries: RwLock<HashMap<TokenId, Entry>>,
+    /// The agent's answer generation: every change to the tokens bumps it.
+    generation: Generation,
 }
 
 fn hash(secret: &[u8]) -> [u8; 32] {
@@ -106,6 +110,14 @@ fn parse(token: &str) -> Result<(TokenId, [u8; SECRET_BYTES]), TokenError> {
 }
 
 impl Tokens {
+    /// An empty table whose changes bump `generation`.
+    pub fn new(generation: Generation) -> Tokens {
+        Tokens {
+            entries: RwLock::default(),
+            generation,
+        }
+    }
+
     /// Issues a new token. The returned secret is the only copy of the token in clear.
     pub fn issue(
         &self,
@@ -198,8 +210,9 @@ impl Tokens {
         self.entries.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TokenId, Entry>> {
-        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    /// Every change to the tokens can change an endpoint answer: it bumps the generation.
+    fn write(&self) -> Bumping<'_, std::sync::RwLockWriteGuard<'_, HashMap<TokenId, Entry>>> {
+        self.generation.write(&self.entries)
     }
 }
 

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use credagent::audit::{Audit, ConnAudit, Origin};
+use credagent::audit::{Audit, Origin};
 use credagent::endpoint::{CredentialSource, Endpoint, Lookup};
+use credagent::http::ConnService;
 use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::AsyncWriteExt;
@@ -37,12 +38,8 @@ fuzz_target!(|data: &[u8]| {
             uid: 1000,
             inode: 1,
         };
-        let audit = Arc::new(ConnAudit::new(Audit::discard()));
-        let service = hyper::service::service_fn(move |req| {
-            let ep = ep.clone();
-            let audit = audit.clone();
-            async move { Ok::<_, std::convert::Infallible>(ep.route(req, origin, &audit).await) }
-        });
+        // The agent's own per-connection service, memo included.
+        let service = ConnService::new(ep, origin);
         let conn = hyper::server::conn::http1::Builder::new()
             .max_buf_size(16 * 1024)
             .serve_connection(TokioIo::new(server), service);

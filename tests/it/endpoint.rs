@@ -193,3 +193,157 @@ fn two_thousand_idle_connections_do_not_starve_an_sdk() {
         s.agent.log_text()
     );
 }
+
+/// One HTTP/1.1 keep-alive connection to the agent, as an SDK's connection pool holds it.
+struct KeepAlive {
+    stream: std::io::BufReader<TcpStream>,
+    host: String,
+}
+
+impl KeepAlive {
+    fn connect(s: &Stack) -> KeepAlive {
+        let stream = TcpStream::connect(&s.http).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        KeepAlive {
+            stream: std::io::BufReader::new(stream),
+            host: s.http.clone(),
+        }
+    }
+
+    /// Sends one request and reads its response: (status, body).
+    fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        use std::io::{BufRead, Read, Write};
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.stream.get_mut().write_all(req.as_bytes()).unwrap();
+        let mut status = String::new();
+        self.stream.read_line(&mut status).unwrap();
+        let code: u16 = status
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no status line: {status:?}"))
+            .parse()
+            .unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            assert!(
+                !lower.starts_with("connection: close"),
+                "the agent closed a keep-alive connection"
+            );
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).unwrap();
+        (code, String::from_utf8(body).unwrap())
+    }
+
+    fn ecs(&mut self, token: &str) -> u16 {
+        self.request("GET", "/v1/credentials", &[("Authorization", token)])
+            .0
+    }
+}
+
+/// Sum of the `count`s of served ECS lines for one token.
+fn served_count(s: &Stack, token: &str) -> u64 {
+    let id = token.split('_').nth(1).unwrap();
+    audit_lines(s)
+        .iter()
+        .filter(|l| l["outcome"] == "served" && l["token_id"] == id)
+        .map(|l| l["count"].as_u64().unwrap_or(1))
+        .sum()
+}
+
+#[test]
+fn revocation_lock_and_role_switches_reach_an_open_keep_alive_connection_at_once() {
+    use std::io::{BufRead, Write};
+    let s = Stack::new("", "").with_key_and_source();
+    s.role_token("demo");
+
+    // An exec token lives as long as its command; the command waits for a line on stdin.
+    let mut exec = s
+        .env
+        .command(crate::util::bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .args([
+            "exec",
+            "demo",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\"; read line",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(exec.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let exec_token = first.trim().to_owned();
+    assert!(exec_token.starts_with("cat1_"), "{first:?}");
+
+    let mut conn = KeepAlive::connect(&s);
+    for _ in 0..50 {
+        assert_eq!(conn.ecs(&exec_token), 200);
+    }
+    // Every request is audited, memo or not.
+    wait_until(Duration::from_secs(5), || {
+        served_count(&s, &exec_token) == 50
+    })
+    .unwrap_or_else(|| panic!("served {} of 50", served_count(&s, &exec_token)));
+
+    // The command exits: its token is revoked, and the same connection is refused at once.
+    writeln!(exec.stdin.take().unwrap()).unwrap();
+    assert!(exec.wait().unwrap().success());
+    let (code, body) = conn.request("GET", "/v1/credentials", &[("Authorization", &exec_token)]);
+    assert_eq!(code, 401, "{body}");
+
+    // A role-bound token, then lock: the next request on the connection is refused.
+    let token = s.role_token("demo");
+    assert_eq!(conn.ecs(&token), 200);
+    assert_eq!(conn.ecs(&token), 200);
+    s.ok(&["lock"]);
+    let (code, body) = conn.request("GET", "/v1/credentials", &[("Authorization", &token)]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("not_approved"), "{body}");
+
+    // IMDS on the same connection: a role switch and a lock both apply to the next request.
+    let token = s.role_token("demo");
+    let (code, imds_token) = conn.request(
+        "PUT",
+        "/latest/api/token",
+        &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
+    );
+    assert_eq!(code, 200);
+    let creds = "/latest/meta-data/iam/security-credentials/demo";
+    let imds = |conn: &mut KeepAlive| {
+        conn.request("GET", creds, &[("X-aws-ec2-metadata-token", &imds_token)])
+            .0
+    };
+    s.ok(&["imds", "demo"]);
+    assert_eq!(imds(&mut conn), 200);
+    assert_eq!(imds(&mut conn), 200);
+    s.ok(&["imds", "--off"]);
+    assert_eq!(imds(&mut conn), 404);
+    s.ok(&["imds", "demo"]);
+    assert_eq!(imds(&mut conn), 200);
+    assert_eq!(conn.ecs(&token), 200);
+    s.ok(&["lock"]);
+    assert_eq!(imds(&mut conn), 401, "lock forgets IMDS tokens");
+    assert_eq!(conn.ecs(&token), 403);
+}

@@ -221,7 +221,7 @@ impl Core {
             Request::Credentials { role } => self.credentials(&role, conn, now).await,
             Request::Imds { role } => {
                 if let Some(ep) = self.endpoint.get() {
-                    *ep.imds_role.write().unwrap_or_else(|p| p.into_inner()) = role.map(Into::into);
+                    ep.set_imds_role(role.map(Into::into));
                 }
                 Response::Ok
             }
@@ -736,13 +736,10 @@ impl Core {
         let mut info = self.facts.status();
         info.keys = self.approver.keys().len();
         info.sessions = self.role_infos(now, true);
-        info.imds_role = self.endpoint.get().and_then(|ep| {
-            ep.imds_role
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_deref()
-                .map(str::to_owned)
-        });
+        info.imds_role = self
+            .endpoint
+            .get()
+            .and_then(|ep| ep.imds_role().as_deref().map(str::to_owned));
         info.pending = self.pending.list(now);
         info
     }

@@ -150,16 +150,17 @@ impl Core {
             })
             .context("cannot build an empty profile set")?;
         let sessions = Sessions::new(session_config, sts, keystore.clone(), profiles);
+        let generation = sessions.generation().clone();
         Ok(Arc::new(Core {
             facts,
             config,
             approver,
             sessions,
-            tokens: Arc::new(Tokens::default()),
+            tokens: Arc::new(Tokens::new(generation.clone())),
             keystore,
             gate: Gate::default(),
             pending: PendingApprovals::default(),
-            render: RenderCache::default(),
+            render: RenderCache::new(generation),
             aws_config,
             endpoint: std::sync::OnceLock::new(),
         }))
@@ -170,7 +171,8 @@ impl Core {
         let ep = Arc::new(Endpoint {
             ctx: HttpContext::new(self.facts.http_addr),
             tokens: self.tokens.clone(),
-            imds_tokens: ImdsTokens::default(),
+            imds_tokens: ImdsTokens::new(self.sessions.generation().clone()),
+            generation: self.sessions.generation().clone(),
             imds_role: RwLock::new(None),
             source: self.clone(),
             audit,
@@ -204,7 +206,7 @@ impl Core {
         self.tokens.clear_current_roles();
         self.gate.abandon_all("the agent was locked");
         if let Some(ep) = self.endpoint.get() {
-            *ep.imds_role.write().unwrap_or_else(|p| p.into_inner()) = None;
+            ep.set_imds_role(None);
             ep.imds_tokens.clear();
         }
         tracing::info!(
@@ -217,8 +219,11 @@ impl Core {
 
 impl CredentialSource for Core {
     fn lookup(&self, role: &str, now: SystemTime) -> Lookup {
-        match self.sessions.get_cached(role, now) {
-            Some(creds) => Lookup::Ready(self.render.get(role, &creds, now)),
+        match self.sessions.get_cached_until(role, now) {
+            Some((creds, until)) => Lookup::Ready {
+                body: self.render.get(role, &creds, now),
+                until,
+            },
             None if self.sessions.open_roles(now).iter().any(|r| r == role) => Lookup::Unavailable(
                 "the session is open but STS has not answered yet; retry in a moment".into(),
             ),

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::rfc3339;
 use crate::endpoint::Rendered;
+use crate::generation::Generation;
 use crate::sts::TempCredentials;
 
 type Entry = (Arc<TempCredentials>, Arc<Rendered>);
@@ -19,6 +20,8 @@ type Entry = (Arc<TempCredentials>, Arc<Rendered>);
 #[derive(Default)]
 pub struct RenderCache {
     by_role: RwLock<HashMap<String, Entry>>,
+    /// The agent's answer generation, bumped by every write.
+    generation: Generation,
 }
 
 /// The ECS body. Field order and names follow what every SDK parses.
@@ -95,6 +98,13 @@ pub fn render(creds: &TempCredentials, now: SystemTime) -> Rendered {
 }
 
 impl RenderCache {
+    pub fn new(generation: Generation) -> RenderCache {
+        RenderCache {
+            by_role: RwLock::default(),
+            generation,
+        }
+    }
+
     /// The rendered bodies for `creds`, rendering them on the first request after a refresh.
     pub fn get(&self, role: &str, creds: &Arc<TempCredentials>, now: SystemTime) -> Arc<Rendered> {
         {
@@ -106,17 +116,14 @@ impl RenderCache {
             }
         }
         let rendered = Arc::new(render(creds, now));
-        let mut map = self.by_role.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.generation.write(&self.by_role);
         map.insert(role.to_owned(), (creds.clone(), rendered.clone()));
         rendered
     }
 
     /// Drops every rendered body (their buffers are zeroed once in-flight responses finish).
     pub fn clear(&self) {
-        self.by_role
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.generation.write(&self.by_role).clear();
     }
 }
 

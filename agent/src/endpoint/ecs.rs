@@ -6,7 +6,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::Endpoint;
+use super::memo::{Memo, Offer};
+use super::{json_ok, Endpoint, ECS_PATH};
 use crate::audit::{ConnAudit, Origin};
 use crate::http::error_response;
 use crate::tokens::TokenError;
@@ -17,6 +18,7 @@ pub(super) fn handle<B>(
     origin: Origin,
     now: SystemTime,
     audit: &ConnAudit,
+    memo: &mut Memo,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return error_response(
@@ -33,6 +35,17 @@ pub(super) fn handle<B>(
             "no Authorization token: set AWS_CONTAINER_AUTHORIZATION_TOKEN with `eval \"$(credctl start)\"`",
         );
     };
+    if let Some(body) = memo.recall(
+        ECS_PATH,
+        presented.as_bytes(),
+        now,
+        ep.generation.current(),
+        audit,
+    ) {
+        return json_ok(body);
+    }
+    // Read before the token and the session are looked at (see `crate::generation`).
+    let generation = ep.generation.current();
     let (id, role) = match presented
         .to_str()
         .map_err(|_| TokenError::Malformed)
@@ -59,7 +72,20 @@ pub(super) fn handle<B>(
             "no role selected for this shell: run `credctl use ROLE` (see `credctl roles`)",
         );
     };
-    ep.serve_role(audit, "ecs", &role, Some(id), origin, now, |r| {
-        r.ecs.clone()
-    })
+    let offer = Offer {
+        generation,
+        key: presented.as_bytes(),
+        path: ECS_PATH,
+        until: None,
+    };
+    ep.serve_role(
+        audit,
+        "ecs",
+        &role,
+        Some(id),
+        origin,
+        now,
+        |r| &r.ecs,
+        (memo, offer),
+    )
 }

@@ -15,8 +15,10 @@ use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use super::Endpoint;
+use super::memo::{Memo, Offer};
+use super::{json_ok, Endpoint};
 use crate::audit::{ConnAudit, Origin};
+use crate::generation::Generation;
 use crate::http::error_response;
 
 const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
@@ -29,35 +31,52 @@ const MAX_TOKENS: usize = 4096;
 #[derive(Default)]
 pub struct ImdsTokens {
     live: Mutex<HashMap<[u8; 32], SystemTime>>,
+    /// The agent's answer generation, bumped when tokens are dropped.
+    generation: Generation,
 }
 
 impl ImdsTokens {
+    pub fn new(generation: Generation) -> ImdsTokens {
+        ImdsTokens {
+            live: Mutex::default(),
+            generation,
+        }
+    }
+
     fn issue(&self, ttl: Duration, now: SystemTime) -> Result<String, getrandom::Error> {
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw)?;
         let token = hex::encode(raw);
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.len() < MAX_TOKENS {
+            // A new token changes no answer given before: no generation bump.
+            live.insert(key, now + ttl);
+            return Ok(token);
+        }
+        drop(live);
+        // Dropping tokens can change answers that connections remember.
+        let mut live = self.generation.lock(&self.live);
+        live.retain(|_, exp| *exp > now);
         if live.len() >= MAX_TOKENS {
-            live.retain(|_, exp| *exp > now);
-            if live.len() >= MAX_TOKENS {
-                if let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
-                    live.remove(&oldest);
-                }
+            if let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
+                live.remove(&oldest);
             }
         }
-        live.insert(Sha256::digest(token.as_bytes()).into(), now + ttl);
+        live.insert(key, now + ttl);
         Ok(token)
     }
 
-    fn valid(&self, token: &[u8], now: SystemTime) -> bool {
+    /// The expiry of `token` if it is live at `now`.
+    fn valid_until(&self, token: &[u8], now: SystemTime) -> Option<SystemTime> {
         let key: [u8; 32] = Sha256::digest(token).into();
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.get(&key).is_some_and(|exp| *exp > now)
+        live.get(&key).copied().filter(|exp| *exp > now)
     }
 
     /// Forgets every IMDS token (after `credctl lock`).
     pub fn clear(&self) {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.generation.lock(&self.live).clear();
     }
 }
 
@@ -76,6 +95,7 @@ pub(super) fn handle<B>(
     origin: Origin,
     now: SystemTime,
     audit: &ConnAudit,
+    memo: &mut Memo,
 ) -> Response<Full<Bytes>> {
     if rest == "api/token" {
         return put_token(ep, req, origin, now, audit);
@@ -95,23 +115,29 @@ pub(super) fn handle<B>(
             "use GET",
         );
     }
-    let token_ok = req
-        .headers()
-        .get(TOKEN_HEADER)
-        .is_some_and(|t| ep.imds_tokens.valid(t.as_bytes(), now));
-    if !token_ok {
+    let presented = req.headers().get(TOKEN_HEADER);
+    let path = req.uri().path();
+    if let Some(body) =
+        presented.and_then(|t| memo.recall(path, t.as_bytes(), now, ep.generation.current(), audit))
+    {
+        return json_ok(body);
+    }
+    // Read before the token and the session are looked at (see `crate::generation`).
+    let generation = ep.generation.current();
+    let token = presented.and_then(|t| {
+        ep.imds_tokens
+            .valid_until(t.as_bytes(), now)
+            .map(|until| (t, until))
+    });
+    let Some((token, token_until)) = token else {
         ep.refused(audit, now, "imds", None, None, origin, "bad_imds_token");
         return error_response(
             StatusCode::UNAUTHORIZED,
             "bad_imds_token",
             "missing or expired IMDSv2 token: PUT /latest/api/token first",
         );
-    }
-    let role = ep
-        .imds_role
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    };
+    let role = ep.imds_role();
     match (tail, role) {
         ("" | "/", Some(role)) => text(StatusCode::OK, role.to_string()),
         (_, None) => {
@@ -123,7 +149,22 @@ pub(super) fn handle<B>(
             )
         }
         (name, Some(role)) if name.strip_prefix('/') == Some(&*role) => {
-            ep.serve_role(audit, "imds", &role, None, origin, now, |r| r.imds.clone())
+            let offer = Offer {
+                generation,
+                key: token.as_bytes(),
+                path,
+                until: Some(token_until),
+            };
+            ep.serve_role(
+                audit,
+                "imds",
+                &role,
+                None,
+                origin,
+                now,
+                |r| &r.imds,
+                (memo, offer),
+            )
         }
         (name, Some(_)) => {
             let asked = name.trim_start_matches('/');

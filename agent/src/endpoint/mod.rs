@@ -4,6 +4,7 @@
 
 mod ecs;
 mod imds;
+mod memo;
 
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -14,10 +15,12 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
 use crate::audit::{Audit, ConnAudit, Event, Origin, Outcome};
+use crate::generation::Generation;
 use crate::http::{check_request, error_response, HttpContext};
 use crate::tokens::{TokenId, Tokens};
 
 pub use imds::ImdsTokens;
+pub use memo::Memo;
 
 /// The path of the ECS credentials route; `credctl` prints it in `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
 pub const ECS_PATH: &str = "/v1/credentials";
@@ -31,7 +34,11 @@ pub struct Rendered {
 
 /// What the cache holds for a role right now.
 pub enum Lookup {
-    Ready(Arc<Rendered>),
+    /// Servable; by the clock alone, until `until` (the session's end or the serving margin).
+    Ready {
+        body: Arc<Rendered>,
+        until: SystemTime,
+    },
     /// No approved session: the user must touch their key.
     NotOpen,
     /// A session is open but no usable credentials are cached (STS failing); transient.
@@ -49,6 +56,9 @@ pub trait CredentialSource: Send + Sync {
 /// Everything the routes share.
 pub struct Endpoint {
     pub ctx: HttpContext,
+    /// The agent's answer generation (shared with the tokens, sessions and caches): a
+    /// connection's memo is good only while it stands still.
+    pub generation: Generation,
     pub tokens: Arc<Tokens>,
     pub imds_tokens: ImdsTokens,
     /// The one role IMDS serves, chosen with `credctl imds ROLE`; none by default.
@@ -84,10 +94,12 @@ impl Endpoint {
         source: Arc<dyn CredentialSource>,
         audit: Audit,
     ) -> Endpoint {
+        let generation = Generation::default();
         Endpoint {
             ctx: HttpContext::new(addr),
-            tokens: Arc::new(Tokens::default()),
-            imds_tokens: ImdsTokens::default(),
+            tokens: Arc::new(Tokens::new(generation.clone())),
+            imds_tokens: ImdsTokens::new(generation.clone()),
+            generation,
             imds_role: RwLock::new(None),
             source,
             audit,
@@ -95,30 +107,38 @@ impl Endpoint {
         }
     }
 
-    /// Routes one request from the network. The approval page needs the body; everything else
-    /// is answered synchronously from memory.
-    pub async fn route(
-        &self,
-        req: Request<hyper::body::Incoming>,
-        origin: Origin,
-        audit: &ConnAudit,
-    ) -> Response<Full<Bytes>> {
-        let now = SystemTime::now();
-        if req.uri().path().starts_with("/approve/") {
-            if let Some(page) = self.approval_page.get() {
-                return page.handle(req, now).await;
-            }
+    /// The approval page, if it serves `path` (it needs the request body, so it is the one
+    /// route that is not answered synchronously).
+    pub fn approval_page_for(&self, path: &str) -> Option<&Arc<dyn ApprovalPage>> {
+        if path.starts_with("/approve/") {
+            self.approval_page.get()
+        } else {
+            None
         }
-        self.handle(&req, origin, now, audit)
     }
 
-    /// Routes one request from a connection whose peer is `origin`.
+    /// Chooses the one role IMDS serves (`None`: serve nothing).
+    pub fn set_imds_role(&self, role: Option<Arc<str>>) {
+        *self.generation.write(&self.imds_role) = role;
+    }
+
+    /// The role IMDS serves now.
+    pub fn imds_role(&self) -> Option<Arc<str>> {
+        self.imds_role
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Answers one request (every route but the approval page) from a connection whose peer is
+    /// `origin`, from memory, at once. `memo` is the connection's memo of its last answer.
     pub fn handle<B>(
         &self,
         req: &Request<B>,
         origin: Origin,
         now: SystemTime,
         audit: &ConnAudit,
+        memo: &mut Memo,
     ) -> Response<Full<Bytes>> {
         if let Some(refusal) = check_request(&self.ctx, req) {
             let reason = if req.headers().contains_key(hyper::header::HOST)
@@ -136,10 +156,10 @@ impl Endpoint {
         }
         let path = req.uri().path();
         if path == ECS_PATH {
-            return ecs::handle(self, req, origin, now, audit);
+            return ecs::handle(self, req, origin, now, audit, memo);
         }
         if let Some(rest) = path.strip_prefix("/latest/") {
-            return imds::handle(self, req, rest, origin, now, audit);
+            return imds::handle(self, req, rest, origin, now, audit, memo);
         }
         error_response(
             StatusCode::NOT_FOUND,
@@ -161,7 +181,7 @@ impl Endpoint {
     ) {
         audit.record(
             now,
-            Event {
+            &Event {
                 channel,
                 role,
                 token_id,
@@ -172,7 +192,8 @@ impl Endpoint {
         );
     }
 
-    /// Serves `role`'s cached credentials (body chosen by `pick`) or refuses at once.
+    /// Serves `role`'s cached credentials (body chosen by `pick`) or refuses at once. A served
+    /// answer is left in the connection's memo as `offer` describes.
     #[allow(clippy::too_many_arguments)]
     fn serve_role(
         &self,
@@ -182,22 +203,23 @@ impl Endpoint {
         token_id: Option<TokenId>,
         origin: Origin,
         now: SystemTime,
-        pick: fn(&Rendered) -> Bytes,
+        pick: fn(&Rendered) -> &Bytes,
+        (memo, offer): (&mut Memo, memo::Offer<'_>),
     ) -> Response<Full<Bytes>> {
         match self.source.lookup(role, now) {
-            Lookup::Ready(r) => {
-                audit.record(
-                    now,
-                    Event {
-                        channel,
-                        role: Some(role.clone()),
-                        token_id,
-                        origin,
-                        outcome: Outcome::Served,
-                        reason: None,
-                    },
-                );
-                json_ok(pick(&r))
+            Lookup::Ready { body, until } => {
+                let event = Event {
+                    channel,
+                    role: Some(role.clone()),
+                    token_id,
+                    origin,
+                    outcome: Outcome::Served,
+                    reason: None,
+                };
+                audit.record(now, &event);
+                let body = pick(&body);
+                memo.remember(offer, until, now, body, event);
+                json_ok(body.clone())
             }
             Lookup::NotOpen => {
                 self.source.request_approval(role, origin, now);

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::generation::Generation;
 use crate::profiles::RoleSpec;
 use crate::sts::TempCredentials;
 
@@ -68,10 +69,18 @@ pub(crate) struct RoleSlot {
     /// Set while the background refresher works on this role.
     pub refreshing: AtomicBool,
     pub state: Mutex<SlotState>,
+    /// The agent's answer generation: a new snapshot changes what the endpoint serves.
+    generation: Generation,
 }
 
 impl RoleSlot {
-    pub fn new(spec: RoleSpec, now: SystemTime, ttl: Duration, epoch: u64) -> RoleSlot {
+    pub fn new(
+        spec: RoleSpec,
+        now: SystemTime,
+        ttl: Duration,
+        epoch: u64,
+        generation: Generation,
+    ) -> RoleSlot {
         RoleSlot {
             spec,
             opened_at: now,
@@ -82,6 +91,7 @@ impl RoleSlot {
             fetch: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
             state: Mutex::new(SlotState::default()),
+            generation,
         }
     }
 
@@ -112,10 +122,7 @@ impl RoleSlot {
     /// Replaces the snapshot; the old credentials are dropped (and zeroized) once the last
     /// reader lets go of them.
     pub fn set_credentials(&self, creds: Option<Arc<TempCredentials>>) {
-        let old = std::mem::replace(
-            &mut *self.creds.write().unwrap_or_else(|p| p.into_inner()),
-            creds,
-        );
+        let old = std::mem::replace(&mut *self.generation.write(&self.creds), creds);
         drop(old);
     }
 
@@ -130,6 +137,16 @@ impl RoleSlot {
         }
         self.credentials()
             .filter(|c| c.remaining(now) >= config.min_serve_remaining)
+    }
+
+    /// When credentials servable now stop being servable by the clock alone: the session's
+    /// end, or the moment they fall under the serving margin (whichever comes first).
+    pub fn serve_until(&self, creds: &TempCredentials, config: &SessionConfig) -> SystemTime {
+        let margin_reached = creds
+            .expiration
+            .checked_sub(config.min_serve_remaining)
+            .unwrap_or(UNIX_EPOCH);
+        self.expires_at.min(margin_reached)
     }
 
     /// Latest expiry a credential of this session may have: the session's end plus the

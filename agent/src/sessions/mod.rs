@@ -18,6 +18,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::approval::Approval;
+use crate::generation::Generation;
 use crate::keystore::{Keystore, KeystoreError, SourceCredentials};
 use crate::profiles::Profiles;
 use crate::sts::{StsApi, TempCredentials};
@@ -131,6 +132,9 @@ struct Inner {
     mfa_fetch: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped by `lock()`: fetches that started before it must not store their results.
     epoch: AtomicU64,
+    /// The agent's answer generation, bumped by every change to `roles` and to a slot's
+    /// credentials.
+    generation: Generation,
 }
 
 impl Sessions {
@@ -154,8 +158,14 @@ impl Sessions {
                 mfa: Mutex::new(HashMap::new()),
                 mfa_fetch: Mutex::new(HashMap::new()),
                 epoch: AtomicU64::new(0),
+                generation: Generation::default(),
             }),
         }
+    }
+
+    /// The answer generation this cache bumps; the agent shares it with its other parts.
+    pub fn generation(&self) -> &Generation {
+        &self.inner.generation
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -247,9 +257,10 @@ impl Sessions {
             now,
             self.inner.config.session_ttl,
             epoch,
+            self.inner.generation.clone(),
         ));
         let previous = {
-            let mut roles = self.inner.roles.write().unwrap_or_else(|p| p.into_inner());
+            let mut roles = self.inner.generation.write(&self.inner.roles);
             roles.insert(role.to_owned(), Arc::clone(&slot))
         };
         // Re-opening keeps still-good credentials that fit inside the new session.
@@ -274,7 +285,7 @@ impl Sessions {
 
     fn remove_if_current(&self, role: &str, slot: &Arc<RoleSlot>) {
         let removed = {
-            let mut roles = self.inner.roles.write().unwrap_or_else(|p| p.into_inner());
+            let mut roles = self.inner.generation.write(&self.inner.roles);
             match roles.get(role) {
                 Some(cur) if Arc::ptr_eq(cur, slot) => roles.remove(role),
                 _ => None,
@@ -286,10 +297,21 @@ impl Sessions {
     /// Hot path: credentials for `role` from memory, or `None` (no session, session over,
     /// nothing cached, or less than `min_serve_remaining` left). Never waits on STS.
     pub fn get_cached(&self, role: &str, now: SystemTime) -> Option<Arc<TempCredentials>> {
+        self.get_cached_until(role, now).map(|(creds, _)| creds)
+    }
+
+    /// Like [`Sessions::get_cached`], with the time until which the clock alone keeps them
+    /// servable (a connection's memo of the answer never outlives it).
+    pub fn get_cached_until(
+        &self,
+        role: &str,
+        now: SystemTime,
+    ) -> Option<(Arc<TempCredentials>, SystemTime)> {
         let slot = self.slot(role)?;
         let creds = slot.servable(now, &self.inner.config)?;
         slot.touch(now);
-        Some(creds)
+        let until = slot.serve_until(&creds, &self.inner.config);
+        Some((creds, until))
     }
 
     /// Credentials for `role`, calling STS if the cache cannot answer. Concurrent callers for
@@ -332,8 +354,7 @@ impl Sessions {
     /// how many role sessions ended. Fetches in flight finish into the void.
     pub fn lock(&self) -> usize {
         self.inner.epoch.fetch_add(1, Ordering::SeqCst);
-        let roles =
-            std::mem::take(&mut *self.inner.roles.write().unwrap_or_else(|p| p.into_inner()));
+        let roles = std::mem::take(&mut *self.inner.generation.write(&self.inner.roles));
         let mfa = std::mem::take(&mut *lock(&self.inner.mfa));
         let n = roles.len();
         for slot in roles.values() {

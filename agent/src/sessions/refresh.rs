@@ -13,14 +13,22 @@ impl Sessions {
     /// their credentials; returns their role names.
     pub fn sweep(&self, now: SystemTime) -> Vec<String> {
         let idle = self.inner.config.idle_timeout;
-        let ended: Vec<(String, Arc<RoleSlot>)> = {
-            let mut roles = self.inner.roles.write().unwrap_or_else(|p| p.into_inner());
-            let over: Vec<String> = roles
+        let over = |roles: &std::collections::HashMap<String, Arc<RoleSlot>>| -> Vec<String> {
+            roles
                 .iter()
                 .filter(|(_, s)| !s.active(now, idle))
                 .map(|(n, _)| n.clone())
-                .collect();
-            over.into_iter()
+                .collect()
+        };
+        // Look first under the read lock: a write would bump the answer generation and
+        // invalidate every connection's memo for nothing.
+        if over(&self.inner.roles.read().unwrap_or_else(|p| p.into_inner())).is_empty() {
+            return Vec::new();
+        }
+        let ended: Vec<(String, Arc<RoleSlot>)> = {
+            let mut roles = self.inner.generation.write(&self.inner.roles);
+            over(&roles)
+                .into_iter()
                 .filter_map(|n| roles.remove(&n).map(|s| (n, s)))
                 .collect()
         };

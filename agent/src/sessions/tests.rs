@@ -309,7 +309,7 @@ async fn duration_is_capped_by_session_and_floored() {
         .unwrap()
         .resolve("dev")
         .unwrap();
-    let slot = RoleSlot::new(spec, t0(), Duration::from_secs(3600), 0);
+    let slot = RoleSlot::new(spec, t0(), Duration::from_secs(3600), 0, Default::default());
     let config = SessionConfig::default();
     assert_eq!(
         slot.final_duration(at(90), &config),
@@ -584,4 +584,47 @@ async fn background_refresher_follows_the_clock() {
         "swept at the session's end"
     );
     task.abort();
+}
+
+#[tokio::test]
+async fn every_change_an_answer_can_see_moves_the_generation_and_nothing_else_does() {
+    let (s, sts) = setup(hours(1));
+    let g = s.generation().clone();
+    let moved = |before: u64| g.current() > before;
+
+    let before = g.current();
+    open(&s, "dev", t0()).await.unwrap();
+    assert!(moved(before), "open");
+
+    // Reads, and a sweep that ends nothing, leave memos alone.
+    let before = g.current();
+    let (creds, until) = s.get_cached_until("dev", at(1)).unwrap();
+    assert!(s.sweep(at(2)).is_empty());
+    assert!(s.credentials("dev", at(3)).await.is_ok());
+    assert_eq!(g.current(), before);
+
+    // Until: the credentials fall under the 15-minute margin before the session ends.
+    assert_eq!(until, creds.expiration - Duration::from_secs(15 * 60));
+    assert!(s.get_cached("dev", until).is_some());
+    assert!(s
+        .get_cached("dev", until + Duration::from_secs(1))
+        .is_none());
+
+    // A refresh replaces the snapshot.
+    sts.set_now(at(50));
+    let before = g.current();
+    s.credentials("dev", at(50)).await.unwrap();
+    assert!(moved(before), "refresh");
+    // Near the end the session's own end is the limit.
+    let (_, until) = s.get_cached_until("dev", at(50)).unwrap();
+    assert_eq!(until, at(60));
+
+    let before = g.current();
+    assert_eq!(s.sweep(at(60)), ["dev"]);
+    assert!(moved(before), "expiry sweep");
+
+    open(&s, "dev", at(61)).await.unwrap();
+    let before = g.current();
+    s.lock();
+    assert!(moved(before), "lock");
 }

@@ -1,0 +1,124 @@
+//! A keep-alive connection's memo of its last credential answer.
+//!
+//! An SDK that polls the endpoint over one connection sends the same request again and again.
+//! After a `200` for a credential route, the connection keeps SHA-256 of the header that
+//! authorized it (the ECS token or the IMDS session token, never the token itself), the path,
+//! the shared body and the audit event, stamped with the answer generation read *before* the
+//! answer was worked out. A later request on the same connection with the same path and header
+//! (compared in constant time) is answered from the memo, without the token table, the session
+//! cache or their locks, as long as:
+//!
+//! - the agent's answer generation has not moved: any revocation, `credctl use`, lock, session
+//!   change, refresh or IMDS role change bumps it (see [`crate::generation`]);
+//! - its deadline has not passed: the earliest of the session's end, the moment the credentials
+//!   fall under the serving margin, the IMDS token's expiry, and one second after it was made
+//!   (so the session's idle clock still hears from a busy connection every second).
+//!
+//! Every request answered from the memo is audited exactly like the first.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::audit::{ConnAudit, Event};
+
+/// How long a memo may be reused at most.
+const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// One connection's memo (empty until its first credential answer).
+#[derive(Default)]
+pub struct Memo {
+    entry: Option<Entry>,
+}
+
+struct Entry {
+    generation: u64,
+    until: SystemTime,
+    /// SHA-256 of the header value that authorized the answer.
+    key: [u8; 32],
+    path: Box<str>,
+    body: Bytes,
+    event: Event,
+}
+
+/// What a route offers to remember when it serves credentials.
+pub(super) struct Offer<'a> {
+    /// The answer generation read before the route looked anything up.
+    pub generation: u64,
+    /// The header value that authorized the request.
+    pub key: &'a [u8],
+    pub path: &'a str,
+    /// The route's own limit (an IMDS token's expiry); the session's comes with the lookup.
+    pub until: Option<SystemTime>,
+}
+
+fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
+}
+
+impl Memo {
+    /// The remembered body for a request on `path` authorized by `key`, if it may be repeated at
+    /// `now`. Records the audit event of the repeat. Forgets a memo that went stale.
+    pub(super) fn recall(
+        &mut self,
+        path: &str,
+        key: &[u8],
+        now: SystemTime,
+        generation: u64,
+        audit: &ConnAudit,
+    ) -> Option<Bytes> {
+        let entry = self.entry.as_ref()?;
+        if entry.generation != generation || now >= entry.until {
+            self.entry = None;
+            return None;
+        }
+        if *entry.path != *path || !bool::from(entry.key.ct_eq(&digest(key))) {
+            return None;
+        }
+        audit.record(now, &entry.event);
+        Some(entry.body.clone())
+    }
+
+    /// Remembers a `200` answer that the session cache allows to be served until `until`.
+    pub(super) fn remember(
+        &mut self,
+        offer: Offer<'_>,
+        until: SystemTime,
+        now: SystemTime,
+        body: &Bytes,
+        event: Event,
+    ) {
+        let mut until = until.min(now + MAX_AGE);
+        if let Some(limit) = offer.until {
+            until = until.min(limit);
+        }
+        self.entry = Some(Entry {
+            generation: offer.generation,
+            until,
+            key: digest(offer.key),
+            path: offer.path.into(),
+            body: body.clone(),
+            event,
+        });
+    }
+
+    /// Drops a memo that may no longer be repeated, so that a connection gone quiet does not
+    /// keep a superseded credential body alive (its buffer is zeroed when the last copy goes).
+    pub fn forget_stale(&mut self, now: SystemTime, generation: u64) {
+        if self
+            .entry
+            .as_ref()
+            .is_some_and(|e| e.generation != generation || now >= e.until)
+        {
+            self.entry = None;
+        }
+    }
+
+    /// Whether an answer is remembered (tests).
+    #[cfg(test)]
+    pub fn is_set(&self) -> bool {
+        self.entry.is_some()
+    }
+}
