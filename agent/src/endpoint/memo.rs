@@ -1,12 +1,13 @@
 //! A keep-alive connection's memo of its last credential answer.
 //!
 //! An SDK that polls the endpoint over one connection sends the same request again and again.
-//! After a `200` for a credential route, the connection keeps SHA-256 of the header that
-//! authorized it (the ECS token or the IMDS session token, never the token itself), the path,
-//! the shared body and the audit event, stamped with the answer generation read *before* the
-//! answer was worked out. A later request on the same connection with the same path and header
-//! (compared in constant time) is answered from the memo, without the token table, the session
-//! cache or their locks, as long as:
+//! After a `200` for a credential route, the connection keeps the header value that authorized
+//! it (the ECS token or the IMDS session token, which this connection's client sent and which
+//! sits in the connection's read buffer anyway; zeroed when the memo goes), the path, the shared
+//! body and the audit event, stamped with the answer generation read *before* the answer was
+//! worked out. A later request on the same connection with the same path and header (compared
+//! in constant time) is answered from the memo, without the token table, the session cache or
+//! their locks, as long as:
 //!
 //! - the agent's answer generation has not moved: any revocation, `credctl use`, lock, session
 //!   change, refresh or IMDS role change bumps it (see [`crate::generation`]);
@@ -19,8 +20,8 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::audit::{ConnAudit, Event};
 
@@ -36,8 +37,8 @@ pub struct Memo {
 struct Entry {
     generation: u64,
     until: SystemTime,
-    /// SHA-256 of the header value that authorized the answer.
-    key: [u8; 32],
+    /// The header value that authorized the answer.
+    key: Zeroizing<Box<[u8]>>,
     path: Box<str>,
     body: Bytes,
     event: Event,
@@ -54,8 +55,15 @@ pub(super) struct Offer<'a> {
     pub until: Option<SystemTime>,
 }
 
-fn digest(key: &[u8]) -> [u8; 32] {
-    Sha256::digest(key).into()
+/// Whether `a` and `b` are equal, in time that depends only on their lengths (which are public:
+/// tokens have a fixed format). One pass without data-dependent branches, then one comparison
+/// behind `subtle`'s optimization barrier.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    bool::from(diff.ct_eq(&0))
 }
 
 impl Memo {
@@ -74,7 +82,7 @@ impl Memo {
             self.entry = None;
             return None;
         }
-        if *entry.path != *path || !bool::from(entry.key.ct_eq(&digest(key))) {
+        if *entry.path != *path || !same(&entry.key, key) {
             return None;
         }
         audit.record(now, &entry.event);
@@ -97,7 +105,7 @@ impl Memo {
         self.entry = Some(Entry {
             generation: offer.generation,
             until,
-            key: digest(offer.key),
+            key: Zeroizing::new(offer.key.into()),
             path: offer.path.into(),
             body: body.clone(),
             event,
@@ -120,5 +128,24 @@ impl Memo {
     #[cfg(test)]
     pub fn is_set(&self) -> bool {
         self.entry.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn same_compares_every_byte_and_the_length() {
+        let token = b"cat1_0011223344556677_abcdef";
+        assert!(same(token, token));
+        for i in 0..token.len() {
+            let mut other = *token;
+            other[i] ^= 0x01;
+            assert!(!same(token, &other), "byte {i}");
+        }
+        assert!(!same(token, &token[..token.len() - 1]));
+        assert!(!same(b"", b"x"));
+        assert!(same(b"", b""));
     }
 }
