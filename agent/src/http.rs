@@ -29,8 +29,11 @@ use crate::peer;
 /// Connections served at once. High, because idle keep-alive connections from many SDK clients
 /// are normal; each costs a few KiB. Past it, new connections wait in the backlog.
 const MAX_CONNECTIONS: usize = 4096;
-/// Time a client gets to send a request's headers.
+/// Time a client gets to send a request's headers (a connection with no new request for this
+/// long, idle keep-alive or trickling its headers, is closed within one more tick).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The period of each connection's housekeeping tick.
+const TICK: Duration = Duration::from_secs(1);
 /// Upper bound on buffered request bytes (headers included).
 const MAX_BUF: usize = 16 * 1024;
 
@@ -181,25 +184,16 @@ struct ConnState {
     /// The connection's memo of its last credential answer. Locked by the request being
     /// answered, and once a second by the connection's tick, so never contended.
     memo: Mutex<Memo>,
-    /// Unix milliseconds when the latest request head arrived or answer left.
-    last_ms: AtomicU64,
+    /// Moves whenever a request head arrives or an approval answer leaves. The tick counts the
+    /// seconds it stood still: no clock read per request, and immune to wall-clock steps.
+    activity: AtomicU64,
     /// Approval-page requests being answered right now (they may take a while).
     busy: AtomicU32,
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl ConnState {
-    fn mark(&self, now: SystemTime) {
-        self.last_ms.store(unix_ms(now), Ordering::Relaxed);
-    }
-
-    /// Time since the last request (zero if the clock stepped back).
-    fn idle_for(&self, now: SystemTime) -> Duration {
-        Duration::from_millis(unix_ms(now).saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    fn mark(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -217,7 +211,7 @@ impl ConnService {
         let state = Arc::new(ConnState {
             audit: ConnAudit::new(ep.audit.clone()),
             memo: Mutex::new(Memo::default()),
-            last_ms: AtomicU64::new(unix_ms(SystemTime::now())),
+            activity: AtomicU64::new(0),
             busy: AtomicU32::new(0),
         });
         ConnService { ep, state, origin }
@@ -255,16 +249,16 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Future = Answer;
 
     fn call(&self, req: Request<Incoming>) -> Answer {
-        // One clock read per request: the audit, the memo and the idle tick all use it.
+        // One clock read per request, for the audit and the memo.
         let now = SystemTime::now();
-        self.state.mark(now);
+        self.state.mark();
         if let Some(page) = self.ep.approval_page_for(req.uri().path()) {
             let page = page.clone();
             let state = self.state.clone();
             state.busy.fetch_add(1, Ordering::Relaxed);
             return Answer::Pending(Box::pin(async move {
                 let resp = page.handle(req, now).await;
-                state.mark(SystemTime::now());
+                state.mark();
                 state.busy.fetch_sub(1, Ordering::Relaxed);
                 resp
             }));
@@ -296,8 +290,11 @@ async fn serve_connection(
     tokio::pin!(conn);
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Activity seen at the last tick, and how long it has stood still since.
+    let mut seen = 0;
+    let mut quiet = Duration::ZERO;
     loop {
         tokio::select! {
             biased;
@@ -315,9 +312,19 @@ async fn serve_connection(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .forget_stale(now, generation.current());
-                if state.busy.load(Ordering::Relaxed) == 0
-                    && state.idle_for(now) >= HEADER_READ_TIMEOUT
-                {
+                let activity = state.activity.load(Ordering::Relaxed);
+                if activity != seen || state.busy.load(Ordering::Relaxed) > 0 {
+                    seen = activity;
+                    quiet = Duration::ZERO;
+                } else {
+                    quiet += TICK;
+                }
+                if quiet > HEADER_READ_TIMEOUT {
+                    // Still open a tick after the polite close: hyper keeps a connection whose
+                    // request head is half read (a trickling client). Drop it.
+                    break;
+                }
+                if quiet >= HEADER_READ_TIMEOUT {
                     conn.as_mut().graceful_shutdown();
                 }
             }

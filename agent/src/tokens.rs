@@ -88,7 +88,7 @@ pub enum TokenError {
 }
 
 /// All live tokens.
-#[derive(Default)]
+#[cfg_attr(test, derive(Default))]
 pub struct Tokens {
     entries: RwLock<HashMap<TokenId, Entry>>,
     /// The agent's answer generation: every change to the tokens bumps it.
@@ -140,7 +140,11 @@ impl Tokens {
             purpose: purpose.into(),
             created: now,
         };
-        self.write().insert(id, entry);
+        // A new token changes no answer given before: no generation bump.
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, entry);
         Ok((id, token))
     }
 

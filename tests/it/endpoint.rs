@@ -347,3 +347,46 @@ fn revocation_lock_and_role_switches_reach_an_open_keep_alive_connection_at_once
     assert_eq!(imds(&mut conn), 401, "lock forgets IMDS tokens");
     assert_eq!(conn.ecs(&token), 403);
 }
+
+/// Whether the agent has closed `stream` (EOF or reset) within `within`.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn idle_and_trickling_connections_are_closed_and_busy_ones_are_not() {
+    use std::io::Write;
+    let s = Stack::new("", "").with_key_and_source();
+    let token = s.role_token("demo");
+    let started = std::time::Instant::now();
+    // Never finishes its request head.
+    let mut trickle = TcpStream::connect(&s.http).unwrap();
+    trickle
+        .write_all(b"GET /v1/credentials HTTP/1.1\r\nHost: ")
+        .unwrap();
+    // One answered request, then silence.
+    let mut idle = KeepAlive::connect(&s);
+    assert_eq!(idle.ecs(&token), 200);
+    // A request every 2 s for 8 s, on one connection.
+    let mut busy = KeepAlive::connect(&s);
+    for _ in 0..4 {
+        assert_eq!(busy.ecs(&token), 200);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(busy.ecs(&token), 200, "a busy connection stays open");
+    assert!(closed_within(&mut trickle, Duration::from_secs(2)));
+    assert!(closed_within(idle.stream.get_mut(), Duration::from_secs(2)));
+    // 5 s without a request, plus at most one 1-s tick.
+    assert!(started.elapsed() < Duration::from_secs(12));
+}

@@ -8,7 +8,7 @@ mod pending;
 mod render;
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -17,8 +17,7 @@ use credagent_proto::{ErrorCode, Response};
 use crate::approval::Approver;
 use crate::audit::{Audit, Origin};
 use crate::config::{Config, KeyringBackend};
-use crate::endpoint::{CredentialSource, Endpoint, ImdsTokens, Lookup};
-use crate::http::HttpContext;
+use crate::endpoint::{CredentialSource, Endpoint, Lookup};
 use crate::keystore::{Backend, Keystore};
 use crate::profiles::Profiles;
 use crate::sessions::{SessionConfig, Sessions};
@@ -168,16 +167,13 @@ impl Core {
 
     /// Builds the HTTP endpoint around this core.
     pub fn attach_endpoint(self: &Arc<Self>, audit: Audit) -> Arc<Endpoint> {
-        let ep = Arc::new(Endpoint {
-            ctx: HttpContext::new(self.facts.http_addr),
-            tokens: self.tokens.clone(),
-            imds_tokens: ImdsTokens::new(self.sessions.generation().clone()),
-            generation: self.sessions.generation().clone(),
-            imds_role: RwLock::new(None),
-            source: self.clone(),
+        let ep = Arc::new(Endpoint::new(
+            self.facts.http_addr,
+            self.tokens.clone(),
+            self.clone(),
             audit,
-            approval_page: std::sync::OnceLock::new(),
-        });
+            self.sessions.generation().clone(),
+        ));
         let _ = self.endpoint.set(ep.clone());
         ep
     }

@@ -17,7 +17,7 @@ use crate::sts::TempCredentials;
 type Entry = (Arc<TempCredentials>, Arc<Rendered>);
 
 /// Rendered bodies by role, valid while the session cache holds the same credentials.
-#[derive(Default)]
+#[cfg_attr(test, derive(Default))]
 pub struct RenderCache {
     by_role: RwLock<HashMap<String, Entry>>,
     /// The agent's answer generation, bumped by every write.

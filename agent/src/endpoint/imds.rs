@@ -28,7 +28,7 @@ const MAX_TTL: u64 = 21_600;
 const MAX_TOKENS: usize = 4096;
 
 /// IMDS session tokens: SHA-256 of the token → expiry.
-#[derive(Default)]
+#[cfg_attr(test, derive(Default))]
 pub struct ImdsTokens {
     live: Mutex<HashMap<[u8; 32], SystemTime>>,
     /// The agent's answer generation, bumped when tokens are dropped.

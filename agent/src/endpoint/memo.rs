@@ -12,10 +12,13 @@
 //! - the agent's answer generation has not moved: any revocation, `credctl use`, lock, session
 //!   change, refresh or IMDS role change bumps it (see [`crate::generation`]);
 //! - its deadline has not passed: the earliest of the session's end, the moment the credentials
-//!   fall under the serving margin, the IMDS token's expiry, and one second after it was made
-//!   (so the session's idle clock still hears from a busy connection every second).
+//!   fall under the serving margin, the end of the session's idle timeout counted from the
+//!   answer, the IMDS token's expiry, and one second after it was made (so the session's idle
+//!   clock still hears from a busy connection every second).
 //!
-//! Every request answered from the memo is audited exactly like the first.
+//! Every request answered from the memo is audited exactly like the first. A memo that went
+//! stale (after a lock, say) is dropped by the connection's next one-second tick, which lets go
+//! of its credential body and zeroes its copy of the header.
 
 use std::time::{Duration, SystemTime};
 

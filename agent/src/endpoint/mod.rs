@@ -61,8 +61,9 @@ pub struct Endpoint {
     pub generation: Generation,
     pub tokens: Arc<Tokens>,
     pub imds_tokens: ImdsTokens,
-    /// The one role IMDS serves, chosen with `credctl imds ROLE`; none by default.
-    pub imds_role: RwLock<Option<Arc<str>>>,
+    /// The one role IMDS serves, chosen with `credctl imds ROLE`; none by default. Changed only
+    /// through [`Endpoint::set_imds_role`], which bumps the generation.
+    imds_role: RwLock<Option<Arc<str>>>,
     pub source: Arc<dyn CredentialSource>,
     pub audit: Audit,
     /// The browser approval page, when the agent serves one.
@@ -88,16 +89,18 @@ fn json_ok(body: Bytes) -> Response<Full<Bytes>> {
 }
 
 impl Endpoint {
-    /// An endpoint with no tokens and no approval page, for fuzzing the routes.
-    pub fn for_fuzzing(
+    /// The endpoint on `addr`, serving `tokens` from `source`; `generation` is the one the
+    /// tokens and the source bump.
+    pub fn new(
         addr: std::net::SocketAddr,
+        tokens: Arc<Tokens>,
         source: Arc<dyn CredentialSource>,
         audit: Audit,
+        generation: Generation,
     ) -> Endpoint {
-        let generation = Generation::default();
         Endpoint {
             ctx: HttpContext::new(addr),
-            tokens: Arc::new(Tokens::new(generation.clone())),
+            tokens,
             imds_tokens: ImdsTokens::new(generation.clone()),
             generation,
             imds_role: RwLock::new(None),
@@ -105,6 +108,17 @@ impl Endpoint {
             audit,
             approval_page: std::sync::OnceLock::new(),
         }
+    }
+
+    /// An endpoint with no tokens and no approval page, for fuzzing the routes.
+    pub fn for_fuzzing(
+        addr: std::net::SocketAddr,
+        source: Arc<dyn CredentialSource>,
+        audit: Audit,
+    ) -> Endpoint {
+        let generation = Generation::default();
+        let tokens = Arc::new(Tokens::new(generation.clone()));
+        Endpoint::new(addr, tokens, source, audit, generation)
     }
 
     /// The approval page, if it serves `path` (it needs the request body, so it is the one

@@ -301,16 +301,21 @@ impl Sessions {
     }
 
     /// Like [`Sessions::get_cached`], with the time until which the clock alone keeps them
-    /// servable (a connection's memo of the answer never outlives it).
+    /// servable without another use (a connection's memo of the answer never outlives it): the
+    /// session's end, the serving margin, and the idle timeout counted from this use.
     pub fn get_cached_until(
         &self,
         role: &str,
         now: SystemTime,
     ) -> Option<(Arc<TempCredentials>, SystemTime)> {
         let slot = self.slot(role)?;
-        let creds = slot.servable(now, &self.inner.config)?;
+        let config = &self.inner.config;
+        let creds = slot.servable(now, config)?;
         slot.touch(now);
-        let until = slot.serve_until(&creds, &self.inner.config);
+        let mut until = slot.serve_until(&creds, config);
+        if let Some(idle) = config.idle_timeout.filter(|i| !i.is_zero()) {
+            until = until.min(now + idle);
+        }
         Some((creds, until))
     }
 

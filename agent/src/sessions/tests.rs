@@ -628,3 +628,25 @@ async fn every_change_an_answer_can_see_moves_the_generation_and_nothing_else_do
     s.lock();
     assert!(moved(before), "lock");
 }
+
+#[tokio::test]
+async fn the_idle_timeout_bounds_how_long_an_answer_may_be_repeated() {
+    let config = SessionConfig {
+        idle_timeout: Some(Duration::from_millis(500)),
+        ..SessionConfig::default()
+    };
+    let (s, _) = setup(config);
+    open(&s, "dev", t0()).await.unwrap();
+    let now = t0() + Duration::from_secs(1);
+    // Opening counts as a use; a use at +1 s keeps it alive until +1.5 s, and no longer.
+    assert!(s
+        .get_cached("dev", t0() + Duration::from_millis(400))
+        .is_some());
+    let (_, until) = s
+        .get_cached_until("dev", now - Duration::from_millis(100))
+        .unwrap();
+    assert_eq!(until, now + Duration::from_millis(400));
+    assert!(s
+        .get_cached("dev", until + Duration::from_millis(1))
+        .is_none());
+}
