@@ -1,5 +1,6 @@
-//! The keystore against real keyrings. Each test runs only when its wrapper says the backend
-//! is there, and then FAILS if it is not:
+//! The keystore against real keyrings. `cargo test` leaves this target out (`test = false`);
+//! `scripts/test` runs each test by name inside the session it needs and says which backend to
+//! expect (a test run without that word fails, it never passes untested):
 //! - `CREDAGENT_TEST_SECRET_SERVICE=1`: an unlocked Secret Service (gnome-keyring under
 //!   `dbus-run-session`); `=absent`: no session bus at all, expect a clear "no backend" error;
 //!   `=locked`: gnome-keyring started without unlocking (and no prompter), expect "locked".
@@ -9,13 +10,15 @@
 use credagent::keystore::{Backend, Keystore, KeystoreError, SourceCredentials};
 use secrecy::{ExposeSecret, SecretString};
 
-fn wanted(var: &str) -> Option<String> {
+/// What the wrapper says about the backend.
+fn expected(var: &str) -> String {
     match std::env::var(var) {
-        Ok(v) if !v.is_empty() && v != "0" => Some(v),
-        _ => {
-            eprintln!("{var} not set: skipping (the wrapper sets it where the backend exists)");
-            None
-        }
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{var} is not set: this test needs a live keyring session; run it through \
+             scripts/test (which starts gnome-keyring under dbus-run-session, or a kernel \
+             session keyring, and sets {var})"
+        ),
     }
 }
 
@@ -71,9 +74,7 @@ fn round_trip(store: &Keystore) {
 
 #[test]
 fn secret_service_round_trip() {
-    let Some(mode) = wanted("CREDAGENT_TEST_SECRET_SERVICE") else {
-        return;
-    };
+    let mode = expected("CREDAGENT_TEST_SECRET_SERVICE");
     if mode == "absent" {
         let err = Keystore::open(Backend::SecretService).unwrap_err();
         assert!(matches!(err, KeystoreError::NoBackend { .. }), "{err}");
@@ -98,9 +99,7 @@ fn secret_service_round_trip() {
 
 #[test]
 fn keyutils_round_trip() {
-    if wanted("CREDAGENT_TEST_KEYUTILS").is_none() {
-        return;
-    }
+    expected("CREDAGENT_TEST_KEYUTILS");
     let store = Keystore::open(Backend::Keyutils)
         .unwrap_or_else(|e| panic!("CREDAGENT_TEST_KEYUTILS=1 but: {e}"));
     round_trip(&store);
