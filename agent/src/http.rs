@@ -136,45 +136,57 @@ pub async fn serve(
                 }
             },
         };
-        let local = match stream.local_addr() {
-            Ok(a) => a,
-            Err(_) => continue,
-        };
-        let origin = match peer::lookup(local, remote) {
-            Ok(p) if p.uid == me => Origin::Tcp {
-                uid: p.uid,
-                inode: p.inode,
-            },
-            Ok(p) => {
-                tracing::warn!(peer_uid = p.uid, %remote, "refused http connection from another user");
-                ep.audit.record(
-                    std::time::SystemTime::now(),
-                    crate::audit::Event {
-                        channel: "http",
-                        role: None,
-                        token_id: None,
-                        origin: Origin::Tcp {
-                            uid: p.uid,
-                            inode: p.inode,
-                        },
-                        outcome: crate::audit::Outcome::Refused,
-                        reason: Some("other_user"),
-                    },
-                );
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, %remote, "refused http connection: peer unknown");
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
         let ep = ep.clone();
         let shutdown = shutdown.clone();
+        // The peer check runs in the connection's own task, so both workers share the
+        // lookups while the accept loop only accepts; nothing is read from the connection
+        // before it passes.
         tracker.spawn(async move {
-            serve_connection(stream, ep, origin, shutdown).await;
+            if let Some(origin) = admit(&stream, remote, me, &ep) {
+                let _ = stream.set_nodelay(true);
+                serve_connection(stream, ep, origin, shutdown).await;
+            }
             drop(permit);
         });
+    }
+}
+
+/// The peer check: the connection's origin if its owner is `me`; otherwise `None`, logged
+/// and audited.
+fn admit(
+    stream: &tokio::net::TcpStream,
+    remote: SocketAddr,
+    me: u32,
+    ep: &Endpoint,
+) -> Option<Origin> {
+    let local = stream.local_addr().ok()?;
+    match peer::lookup(local, remote) {
+        Ok(p) if p.uid == me => Some(Origin::Tcp {
+            uid: p.uid,
+            inode: p.inode,
+        }),
+        Ok(p) => {
+            tracing::warn!(peer_uid = p.uid, %remote, "refused http connection from another user");
+            ep.audit.record(
+                SystemTime::now(),
+                crate::audit::Event {
+                    channel: "http",
+                    role: None,
+                    token_id: None,
+                    origin: Origin::Tcp {
+                        uid: p.uid,
+                        inode: p.inode,
+                    },
+                    outcome: crate::audit::Outcome::Refused,
+                    reason: Some("other_user"),
+                },
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %remote, "refused http connection: peer unknown");
+            None
+        }
     }
 }
 
