@@ -213,16 +213,7 @@ fn imds_flow_and_refusals() {
     fake.ready.lock().unwrap().push("dev".into());
     let ep = endpoint(fake);
     let now = SystemTime::now();
-    let put = |headers: &[(&str, &str)]| {
-        let mut b = Request::builder()
-            .method("PUT")
-            .uri("/latest/api/token")
-            .header("host", HOST);
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        serve(&ep, &b.body(()).unwrap(), now)
-    };
+    let put = |headers: &[(&str, &str)]| serve(&ep, &put_token(headers), now);
     assert_eq!(put(&[]).status(), StatusCode::BAD_REQUEST);
     assert_eq!(put(&[(TTL, "0")]).status(), StatusCode::BAD_REQUEST);
     assert_eq!(put(&[(TTL, "21601")]).status(), StatusCode::BAD_REQUEST);
@@ -290,6 +281,39 @@ fn hostile_requests_are_refused_before_routing() {
     assert_eq!(serve(&ep, &page, now).status(), StatusCode::FORBIDDEN);
 }
 
+/// A `PUT /latest/api/token` with `headers`.
+fn put_token(headers: &[(&str, &str)]) -> Request<()> {
+    let mut b = Request::builder()
+        .method("PUT")
+        .uri("/latest/api/token")
+        .header("host", HOST);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap()
+}
+
+/// An endpoint whose source has role `prod` ready, with its audit queue.
+fn prod_endpoint() -> (Arc<Fake>, Endpoint, AuditRx) {
+    let fake = Arc::new(Fake::default());
+    fake.set_ready("prod", true);
+    let (ep, rx) = endpoint_with_audit(fake.clone());
+    (fake, ep, rx)
+}
+
+/// A token bound to `prod`, as `credctl exec prod` gets.
+fn exec_token(ep: &Endpoint, now: SystemTime) -> (TokenId, secrecy::SecretString) {
+    ep.tokens
+        .issue(
+            Binding::Role {
+                role: "prod".into(),
+            },
+            "exec",
+            now,
+        )
+        .unwrap()
+}
+
 /// Served events in the audit queue: (role, token id, count) per queued record.
 fn served(rx: &mut AuditRx) -> Vec<(String, Option<String>, u64)> {
     let mut out = Vec::new();
@@ -307,20 +331,9 @@ fn served(rx: &mut AuditRx) -> Vec<(String, Option<String>, u64)> {
 
 #[test]
 fn a_keep_alive_connection_repeats_its_answer_without_a_lookup_and_audits_every_request() {
-    let fake = Arc::new(Fake::default());
-    fake.set_ready("prod", true);
-    let (ep, mut rx) = endpoint_with_audit(fake.clone());
+    let (fake, ep, mut rx) = prod_endpoint();
     let now = SystemTime::now();
-    let (id, tok) = ep
-        .tokens
-        .issue(
-            Binding::Role {
-                role: "prod".into(),
-            },
-            "exec",
-            now,
-        )
-        .unwrap();
+    let (id, tok) = exec_token(&ep, now);
     let auth = [("authorization", tok.expose_secret())];
     let mut conn = Conn::new(&ep);
     for i in 0..5 {
@@ -342,20 +355,9 @@ fn a_keep_alive_connection_repeats_its_answer_without_a_lookup_and_audits_every_
 
 #[test]
 fn the_memo_never_outlives_a_second_or_the_session() {
-    let fake = Arc::new(Fake::default());
-    fake.set_ready("prod", true);
-    let ep = endpoint(fake.clone());
+    let (fake, ep, _) = prod_endpoint();
     let now = SystemTime::now();
-    let (_, tok) = ep
-        .tokens
-        .issue(
-            Binding::Role {
-                role: "prod".into(),
-            },
-            "exec",
-            now,
-        )
-        .unwrap();
+    let (_, tok) = exec_token(&ep, now);
     let auth = [("authorization", tok.expose_secret())];
     let mut conn = Conn::new(&ep);
     conn.get(ECS_PATH, &auth, now);
@@ -458,16 +460,7 @@ fn imds_memo_follows_the_role_the_token_and_the_path() {
     fake.set_ready("prod", true);
     let ep = endpoint(fake.clone());
     let now = SystemTime::now();
-    let token = {
-        let req = Request::builder()
-            .method("PUT")
-            .uri("/latest/api/token")
-            .header("host", HOST)
-            .header(TTL, "2")
-            .body(())
-            .unwrap();
-        body(serve(&ep, &req, now)).1
-    };
+    let token = body(serve(&ep, &put_token(&[(TTL, "2")]), now)).1;
     ep.set_imds_role(Some("dev".into()));
     let creds = "/latest/meta-data/iam/security-credentials/";
     let tok = [(TOK, token.as_str())];
@@ -512,16 +505,7 @@ fn imds_memo_follows_the_role_the_token_and_the_path() {
     );
 
     // Forgetting IMDS tokens (lock) ends it too.
-    let fresh = {
-        let req = Request::builder()
-            .method("PUT")
-            .uri("/latest/api/token")
-            .header("host", HOST)
-            .header(TTL, "60")
-            .body(())
-            .unwrap();
-        body(serve(&ep, &req, now)).1
-    };
+    let fresh = body(serve(&ep, &put_token(&[(TTL, "60")]), now)).1;
     let tok = [(TOK, fresh.as_str())];
     assert_eq!(
         conn.get(&format!("{creds}prod"), &tok, now).0,
@@ -536,20 +520,9 @@ fn imds_memo_follows_the_role_the_token_and_the_path() {
 
 #[test]
 fn a_stale_memo_is_dropped_by_the_tick() {
-    let fake = Arc::new(Fake::default());
-    fake.set_ready("prod", true);
-    let ep = endpoint(fake.clone());
+    let (fake, ep, _) = prod_endpoint();
     let now = SystemTime::now();
-    let (_, tok) = ep
-        .tokens
-        .issue(
-            Binding::Role {
-                role: "prod".into(),
-            },
-            "exec",
-            now,
-        )
-        .unwrap();
+    let (_, tok) = exec_token(&ep, now);
     let mut conn = Conn::new(&ep);
     conn.get(ECS_PATH, &[("authorization", tok.expose_secret())], now);
     assert!(conn.memo.is_set());
