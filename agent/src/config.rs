@@ -10,20 +10,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::approval::ApprovalPolicy;
 
-/// Longest role session one touch may open.
-pub const MAX_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Shortest role session: STS will not issue credentials for less than 15 minutes.
-pub const MIN_SESSION_TTL: Duration = Duration::from_secs(15 * 60);
-
-/// Which OS keyring holds source credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyringBackend {
-    /// The freedesktop Secret Service (gnome-keyring, KWallet) over the session bus.
-    SecretService,
-    /// The Linux kernel key retention service (session keyring).
-    Keyutils,
-}
+use crate::sessions::{MAX_SESSION_TTL, MIN_SESSION_TTL};
+use crate::sources::Backend;
 
 /// The whole configuration, with defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -36,7 +24,7 @@ pub struct Config {
     #[serde(deserialize_with = "de_endpoint")]
     pub sts_endpoint: Option<String>,
     /// Keyring backend; `None` picks Secret Service when a session bus exists, else keyutils.
-    pub keyring: Option<KeyringBackend>,
+    pub keyring: Option<Backend>,
     /// How long one touch keeps a role session open.
     #[serde(deserialize_with = "de_session_ttl")]
     pub session_ttl: Duration,
@@ -193,7 +181,7 @@ attestation_ca = ["/etc/yubico.pem"]
         )
         .unwrap();
         assert_eq!(c.listen.port(), 9911);
-        assert_eq!(c.keyring, Some(KeyringBackend::Keyutils));
+        assert_eq!(c.keyring, Some(Backend::Keyutils));
         assert_eq!(c.session_ttl, Duration::from_secs(5400));
         assert_eq!(c.idle_timeout, Duration::from_secs(600));
         assert_eq!(c.approval.user_verification, UserVerification::Required);

@@ -1,5 +1,6 @@
 //! credagent: the daemon. It owns the control socket, the loopback credential endpoint, the
-//! approval (WebAuthn relying party), STS sessions, the keyring and the audit log.
+//! approval (WebAuthn relying party), STS sessions, the sources and the audit log.
+//! `ARCHITECTURE.md` at the repository root maps the parts.
 //!
 //! `main.rs` only parses arguments and calls [`run`]; everything else is here so it can be tested.
 #![cfg_attr(
@@ -12,24 +13,22 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod core;
 pub mod daemon;
-pub mod endpoint;
 pub mod generation;
 pub mod harden;
 pub mod http;
-pub mod keystore;
 pub mod listeners;
 pub mod logging;
 pub mod notify;
 pub mod paths;
-pub mod peer;
 pub mod profiles;
 pub mod server;
 pub mod sessions;
+pub mod sources;
 pub mod state;
 pub mod sts;
 pub mod systemd;
 pub mod tokens;
+pub mod util;
 
 pub use server::run;

@@ -1,15 +1,17 @@
 //! Desktop notifications for pending approvals, through `org.freedesktop.Notifications` on the
 //! session bus when one exists. Best effort: no bus, no notification daemon, nothing breaks.
 
-use std::sync::Arc;
-
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::core::Core;
+use crate::approval::PendingApprovals;
 
 /// Starts the task that announces newly pending roles.
-pub fn spawn_announcer(core: &Arc<Core>, shutdown: CancellationToken, tracker: &TaskTracker) {
+pub fn spawn_announcer(
+    pending: &PendingApprovals,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
     if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() {
         tracing::debug!(
             "no session bus: pending approvals are announced through `credctl watch` only"
@@ -17,7 +19,7 @@ pub fn spawn_announcer(core: &Arc<Core>, shutdown: CancellationToken, tracker: &
         return;
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    core.pending.announce_to(tx);
+    pending.announce_to(tx);
     tracker.spawn(async move {
         let mut conn: Option<zbus::Connection> = None;
         loop {

@@ -15,7 +15,7 @@ use aws_types::os_shim_internal::{Env, Fs};
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::keystore::SourceCredentials;
+use crate::sources::SourceCredentials;
 
 /// Looks up an environment variable. Tests pass a map; the agent passes `std::env::var`.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -293,6 +293,45 @@ fn aws_file_path(var: &str, file: &str, env: EnvLookup<'_>) -> PathBuf {
             None => PathBuf::from(p),
         },
         None => home.join(".aws").join(file),
+    }
+}
+
+/// The AWS config file the agent reads roles from (`AWS_CONFIG_FILE`, else `~/.aws/config`),
+/// re-read before each role operation so edits apply without a restart.
+#[derive(Clone, Debug)]
+pub struct AwsConfigFile {
+    path: Option<PathBuf>,
+}
+
+impl AwsConfigFile {
+    /// The file named by `env` (the agent's own environment in production).
+    pub fn from_env(env: EnvLookup<'_>) -> AwsConfigFile {
+        let path = env("AWS_CONFIG_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                env("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| PathBuf::from(h).join(".aws/config"))
+            });
+        AwsConfigFile { path }
+    }
+
+    /// The profiles now in the file; the error says what to fix.
+    pub fn load(&self) -> Result<Profiles, String> {
+        let Some(path) = self.path.as_deref() else {
+            return Err("no AWS config file: set HOME or AWS_CONFIG_FILE for the agent".into());
+        };
+        Profiles::load(Some(path)).map_err(|e| e.to_string())
+    }
+
+    /// The profiles now in the file, or none when it cannot be read (at start-up, where a
+    /// missing file is no error: each role operation re-reads it and reports).
+    pub fn load_or_empty(&self) -> Result<Profiles, ProfileError> {
+        match self.load() {
+            Ok(p) => Ok(p),
+            Err(_) => Profiles::from_contents(Path::new("(none)"), String::new()),
+        }
     }
 }
 

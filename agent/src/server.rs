@@ -1,6 +1,7 @@
 //! Start-up and shutdown: configuration, listeners, detaching, the runtime, signal handling.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -8,10 +9,18 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::approval::{Approvals, Approver, PendingApprovals};
 use crate::cli::Args;
 use crate::config::Config;
-use crate::core::Core;
+use crate::control::Control;
+use crate::http::approve_page::Page;
+use crate::http::endpoint::{Endpoint, SessionSource};
+use crate::profiles::AwsConfigFile;
+use crate::sessions::{SessionConfig, Sessions};
+use crate::sources::SourceStore;
 use crate::state::AgentState;
+use crate::sts::{AwsSts, RetryPolicy, Retrying, StsSettings};
+use crate::tokens::Tokens;
 use crate::{audit, control, daemon, http, listeners, logging, notify, paths, systemd};
 
 /// Runs the agent until it is told to stop. Called from a synchronous `main` after hardening.
@@ -71,7 +80,7 @@ async fn serve(
         http_addr,
         lock,
     } = bound;
-    let control =
+    let control_listener =
         tokio::net::UnixListener::from_std(control).context("cannot adopt the control socket")?;
     let http = tokio::net::TcpListener::from_std(http).context("cannot adopt the HTTP listener")?;
     let facts = AgentState {
@@ -82,14 +91,9 @@ async fn serve(
         http_addr,
         config_path,
     };
-    let core = Core::new(facts, config, SystemTime::now())?;
-    let audit_path = paths::state_dir()
-        .map(|d| d.join("audit.jsonl"))
-        .context("cannot find a state directory: set HOME or XDG_STATE_HOME")?;
-    let (audit, _audit_task) = audit::start(&audit_path)
-        .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
-    let endpoint = core.attach_endpoint(audit);
-    core.attach_approval_page(&endpoint);
+    let control = Arc::new(wire(facts, &config)?);
+    let sessions = control.sessions.clone();
+    let endpoint = control.endpoint.clone();
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -98,8 +102,8 @@ async fn serve(
     let mut sigusr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
 
     tracker.spawn(control::serve(
-        control,
-        core.clone(),
+        control_listener,
+        control.clone(),
         shutdown.clone(),
         tracker.clone(),
     ));
@@ -109,7 +113,7 @@ async fn serve(
         shutdown.clone(),
         tracker.clone(),
     ));
-    let refresher = core.sessions.clone();
+    let refresher = sessions;
     let refresh_stop = shutdown.clone();
     tracker.spawn(async move {
         tokio::select! {
@@ -117,7 +121,7 @@ async fn serve(
             _ = refresher.run_refresher(Duration::from_secs(15), SystemTime::now) => {}
         }
     });
-    notify::spawn_announcer(&core, shutdown.clone(), &tracker);
+    notify::spawn_announcer(&control.pending, shutdown.clone(), &tracker);
 
     tracing::info!(
         pid = std::process::id(),
@@ -133,10 +137,10 @@ async fn serve(
             _ = shutdown.cancelled() => break,
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
-            _ = sigusr1.recv() => { core.lock(); }
+            _ = sigusr1.recv() => { control.lock(); }
         }
     }
-    core.lock();
+    control.lock();
     systemd::notify("STOPPING=1");
     shutdown.cancel();
     tracker.close();
@@ -155,4 +159,72 @@ async fn serve(
     drop(lock);
     tracing::info!("credagent stopped");
     Ok(())
+}
+
+/// Builds the agent's parts in dependency order (audit, sessions and the tokens that share
+/// their answer generation, approval, the HTTP endpoint, control), handing each only what it
+/// uses. Reads the key registry; touches nothing on the network.
+fn wire(facts: AgentState, config: &Config) -> anyhow::Result<Control> {
+    let state_dir =
+        paths::state_dir().context("cannot find a state directory: set HOME or XDG_STATE_HOME")?;
+    let audit_path = state_dir.join("audit.jsonl");
+    let (audit, _audit_task) = audit::start(&audit_path)
+        .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
+
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let sts = Arc::new(Retrying::new(
+        Arc::new(AwsSts::new(&StsSettings::resolve(
+            config.sts_endpoint.as_deref(),
+            None,
+            &env,
+        ))),
+        RetryPolicy::default(),
+    ));
+    let sources = Arc::new(SourceStore::new(SourceStore::backend_for(config.keyring)));
+    let aws_config = AwsConfigFile::from_env(&env);
+    let profiles = aws_config
+        .load_or_empty()
+        .context("cannot build an empty profile set")?;
+    let session_config = SessionConfig {
+        session_ttl: config.session_ttl,
+        idle_timeout: (config.idle_timeout > Duration::ZERO).then_some(config.idle_timeout),
+        mfa_session_ttl: config.mfa_session_ttl,
+        ..SessionConfig::default()
+    };
+    let sessions = Sessions::new(session_config, sts, Arc::new(sources.clone()), profiles);
+    let generation = sessions.generation().clone();
+    let tokens = Arc::new(Tokens::new(generation.clone()));
+
+    let approver = Approver::new(config.approval.clone(), &state_dir, SystemTime::now())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pending = Arc::new(PendingApprovals::default());
+    let approvals = Arc::new(Approvals::new(
+        approver,
+        pending.clone(),
+        Arc::new(sessions.clone()),
+        facts.http_addr.port(),
+        config.session_ttl,
+    ));
+
+    let page = Page::new(approvals.clone(), sessions.clone(), facts.http_addr);
+    let endpoint = Arc::new(Endpoint::new(
+        facts.http_addr,
+        tokens.clone(),
+        Arc::new(SessionSource::new(sessions.clone(), pending.clone())),
+        audit.clone(),
+        generation,
+        Some(Arc::new(page)),
+    ));
+
+    Ok(Control {
+        facts,
+        approvals,
+        pending,
+        sessions,
+        tokens,
+        sources,
+        endpoint,
+        audit,
+        aws_config,
+    })
 }

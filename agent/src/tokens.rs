@@ -7,7 +7,7 @@
 //! compares it in constant time.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -15,7 +15,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::generation::{Bumping, Generation};
+use crate::generation::{Generation, Versioned};
 
 const PREFIX: &str = "cat1_";
 const ID_BYTES: usize = 8;
@@ -90,9 +90,8 @@ pub enum TokenError {
 /// All live tokens.
 #[cfg_attr(test, derive(Default))]
 pub struct Tokens {
-    entries: RwLock<HashMap<TokenId, Entry>>,
-    /// The agent's answer generation: every change to the tokens bumps it.
-    generation: Generation,
+    /// Versioned: every change to the tokens can change an endpoint answer.
+    entries: Versioned<HashMap<TokenId, Entry>>,
 }
 
 fn hash(secret: &[u8]) -> [u8; 32] {
@@ -113,8 +112,7 @@ impl Tokens {
     /// An empty table whose changes bump `generation`.
     pub fn new(generation: Generation) -> Tokens {
         Tokens {
-            entries: RwLock::default(),
-            generation,
+            entries: Versioned::new(HashMap::new(), generation),
         }
     }
 
@@ -140,11 +138,7 @@ impl Tokens {
             purpose: purpose.into(),
             created: now,
         };
-        // A new token changes no answer given before: no generation bump.
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, entry);
+        self.entries.write().insert(id, entry);
         Ok((id, token))
     }
 
@@ -152,7 +146,7 @@ impl Tokens {
     pub fn authenticate(&self, presented: &str) -> Result<(TokenId, Option<Arc<str>>), TokenError> {
         let (id, secret) = parse(presented)?;
         let presented_hash = hash(&secret);
-        let entries = self.read();
+        let entries = self.entries.read();
         let entry = entries.get(&id).ok_or(TokenError::Unknown)?;
         if bool::from(entry.secret_hash.ct_eq(&presented_hash)) {
             Ok((id, entry.binding.role().cloned()))
@@ -164,7 +158,7 @@ impl Tokens {
     /// Makes `role` current for a shell token (`credctl use`).
     pub fn set_current(&self, presented: &SecretString, role: &str) -> Result<TokenId, TokenError> {
         let (id, _) = self.authenticate(presented.expose_secret())?;
-        let mut entries = self.write();
+        let mut entries = self.entries.write();
         let entry = entries.get_mut(&id).ok_or(TokenError::Unknown)?;
         match &mut entry.binding {
             Binding::Shell { current } => {
@@ -177,12 +171,12 @@ impl Tokens {
 
     /// Revokes one token; returns whether it existed.
     pub fn revoke(&self, id: TokenId) -> bool {
-        self.write().remove(&id).is_some()
+        self.entries.write().remove(&id).is_some()
     }
 
     /// Forgets the current role of every shell token (after `credctl lock`).
     pub fn clear_current_roles(&self) {
-        for e in self.write().values_mut() {
+        for e in self.entries.write().values_mut() {
             if let Binding::Shell { current } = &mut e.binding {
                 *current = None;
             }
@@ -191,32 +185,18 @@ impl Tokens {
 
     pub fn list(&self) -> Vec<TokenInfo> {
         let mut out: Vec<TokenInfo> = self
+            .entries
             .read()
             .iter()
             .map(|(id, e)| TokenInfo {
                 id: id.to_string(),
                 binding: e.binding.clone(),
                 purpose: e.purpose.clone(),
-                created: e
-                    .created
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
+                created: crate::util::unix_secs(e.created),
             })
             .collect();
         out.sort_by_key(|t| t.created);
         out
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TokenId, Entry>> {
-        // A poisoned lock only means a panic elsewhere; the map itself is always consistent
-        // because every mutation is a single insert/remove/assignment.
-        self.entries.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Every change to the tokens can change an endpoint answer: it bumps the generation.
-    fn write(&self) -> Bumping<'_, std::sync::RwLockWriteGuard<'_, HashMap<TokenId, Entry>>> {
-        self.generation.write(&self.entries)
     }
 }
 

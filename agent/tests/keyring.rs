@@ -7,7 +7,7 @@
 //! - `CREDAGENT_TEST_KEYUTILS=1`: inside a session keyring (`keyctl session -`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use credagent::keystore::{Backend, Keystore, KeystoreError, SourceCredentials};
+use credagent::sources::{Backend, Keyring, SourceCredentials, SourceError};
 use secrecy::{ExposeSecret, SecretString};
 
 /// What the wrapper says about the backend.
@@ -40,7 +40,7 @@ fn creds(id: &str, secret: &str) -> SourceCredentials {
     }
 }
 
-fn round_trip(store: &Keystore) {
+fn round_trip(store: &Keyring) {
     let a = unique("credagent-test-a");
     let b = unique("credagent-test-b");
     store.put(&a, &creds("AKIDAAAA", "secret/a+1")).unwrap();
@@ -57,14 +57,14 @@ fn round_trip(store: &Keystore) {
 
     store.delete(&a).unwrap();
     let err = store.get(&a).unwrap_err();
-    assert!(matches!(err, KeystoreError::NotFound { .. }), "{err}");
+    assert!(matches!(err, SourceError::NotFound { .. }), "{err}");
     assert!(
         err.to_string().contains(&format!("credctl source add {a}")),
         "{err}"
     );
     assert!(matches!(
         store.delete(&a),
-        Err(KeystoreError::NotFound { .. })
+        Err(SourceError::NotFound { .. })
     ));
     let list = store.list().unwrap();
     assert!(!list.contains(&a) && list.contains(&b), "{list:?}");
@@ -76,18 +76,18 @@ fn round_trip(store: &Keystore) {
 fn secret_service_round_trip() {
     let mode = expected("CREDAGENT_TEST_SECRET_SERVICE");
     if mode == "absent" {
-        let err = Keystore::open(Backend::SecretService).unwrap_err();
-        assert!(matches!(err, KeystoreError::NoBackend { .. }), "{err}");
+        let err = Keyring::open(Backend::SecretService).unwrap_err();
+        assert!(matches!(err, SourceError::NoBackend { .. }), "{err}");
         assert!(err.to_string().contains("keyring = \"keyutils\""), "{err}");
         return;
     }
-    let store = Keystore::open(Backend::SecretService)
+    let store = Keyring::open(Backend::SecretService)
         .unwrap_or_else(|e| panic!("CREDAGENT_TEST_SECRET_SERVICE={mode} but: {e}"));
     if mode == "locked" {
         let err = store
             .put(&unique("credagent-test-locked"), &creds("AKIDLOCK", "x"))
             .unwrap_err();
-        assert!(matches!(err, KeystoreError::Locked { .. }), "{err}");
+        assert!(matches!(err, SourceError::Locked { .. }), "{err}");
         assert!(
             err.to_string().contains("gnome-keyring-daemon --unlock"),
             "{err}"
@@ -100,7 +100,7 @@ fn secret_service_round_trip() {
 #[test]
 fn keyutils_round_trip() {
     expected("CREDAGENT_TEST_KEYUTILS");
-    let store = Keystore::open(Backend::Keyutils)
+    let store = Keyring::open(Backend::Keyutils)
         .unwrap_or_else(|e| panic!("CREDAGENT_TEST_KEYUTILS=1 but: {e}"));
     round_trip(&store);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use credagent::audit::{Audit, Origin};
-use credagent::endpoint::{CredentialSource, Endpoint, Lookup};
+use credagent::http::endpoint::{CredentialSource, Endpoint, Lookup};
 use credagent::http::ConnService;
 use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;

@@ -4,13 +4,13 @@
 //! the IMDS role switched, IMDS tokens expiring, time passing, hostile headers.
 #![no_main]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arbitrary::Arbitrary;
 use credagent::audit::{Audit, ConnAudit, Origin};
-use credagent::endpoint::{CredentialSource, Endpoint, Lookup, Memo, Rendered};
-use credagent::generation::Generation;
+use credagent::http::endpoint::{CredentialSource, Endpoint, Lookup, Memo, Rendered};
+use credagent::generation::{Generation, Versioned};
 use credagent::tokens::{Binding, TokenId, Tokens};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
@@ -63,10 +63,10 @@ enum Step {
 }
 
 /// The session cache as the endpoint sees it; the steps below change it through the
-/// generation's guards, as the real cache does.
+/// versioned values, as the real cache does.
 struct Source {
-    open: Mutex<[bool; 2]>,
-    until: Mutex<SystemTime>,
+    open: Versioned<[bool; 2]>,
+    until: Versioned<SystemTime>,
     bodies: [Arc<Rendered>; 2],
 }
 
@@ -75,10 +75,10 @@ impl CredentialSource for Source {
         let Some(i) = ROLES.iter().position(|r| *r == role) else {
             return Lookup::NotOpen;
         };
-        if !self.open.lock().unwrap()[i] {
+        if !self.open.read()[i] {
             return Lookup::NotOpen;
         }
-        let until = *self.until.lock().unwrap();
+        let until = *self.until.read();
         if now > until {
             return Lookup::Unavailable("expired".into());
         }
@@ -116,8 +116,8 @@ fuzz_target!(|steps: Vec<Step>| {
     let generation = Generation::default();
     let mut now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let source = Arc::new(Source {
-        open: Mutex::new([true, false]),
-        until: Mutex::new(now + Duration::from_secs(3)),
+        open: Versioned::new([true, false], generation.clone()),
+        until: Versioned::new(now + Duration::from_secs(3), generation.clone()),
         bodies: [rendered(ROLES[0]), rendered(ROLES[1])],
     });
     let tokens = Arc::new(Tokens::new(generation.clone()));
@@ -127,6 +127,7 @@ fuzz_target!(|steps: Vec<Step>| {
         source.clone(),
         Audit::discard(),
         generation.clone(),
+        None,
     );
     let mut issued: Vec<(TokenId, SecretString)> = Vec::new();
     for binding in [
@@ -227,15 +228,15 @@ fuzz_target!(|steps: Vec<Step>| {
             }
             Step::Open { role } | Step::Close { role } => {
                 let open = matches!(step, Step::Open { .. });
-                generation.lock(&source.open)[role as usize % 2] = open;
+                source.open.write()[role as usize % 2] = open;
                 continue;
             }
             Step::Refresh { millis } => {
-                *generation.lock(&source.until) = now + Duration::from_millis(u64::from(millis));
+                *source.until.write() = now + Duration::from_millis(u64::from(millis));
                 continue;
             }
             Step::Lock => {
-                *generation.lock(&source.open) = [false, false];
+                *source.open.write() = [false, false];
                 tokens.clear_current_roles();
                 ep.set_imds_role(None);
                 ep.imds_tokens.clear();

@@ -1,6 +1,7 @@
 //! The approval error type: one variant per outcome a user or script must tell apart,
 //! each with a stable `code()` and a message that says what to do next.
 
+use credagent_proto::{ErrorCode, Response};
 use std::path::PathBuf;
 
 /// Everything that can go wrong while registering keys or approving a role.
@@ -156,6 +157,39 @@ impl ApprovalError {
             Self::Internal { .. } => "internal",
             Self::Io { .. } => "io",
         }
+    }
+
+    /// The wire code the client turns into an exit status and advice.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::NoKeys => ErrorCode::NoKeys,
+            Self::SoftwareAuthenticatorRefused { .. }
+            | Self::AttestationUntrusted { .. }
+            | Self::NoEligibleKeys { .. }
+            | Self::UserNotVerified
+            | Self::AttestationCaInvalid { .. } => ErrorCode::Policy,
+            Self::KeyExists { .. } | Self::CredentialExists { .. } => ErrorCode::Exists,
+            Self::UnknownKey { .. } => ErrorCode::NotFound,
+            Self::LastKey { .. } => ErrorCode::Refused,
+            Self::InvalidName { .. } => ErrorCode::BadRequest,
+            Self::StateCorrupt { .. }
+            | Self::StateInsecure { .. }
+            | Self::Io { .. }
+            | Self::Internal { .. } => ErrorCode::Internal,
+            Self::UnknownCeremony
+            | Self::ChallengeExpired
+            | Self::RoleMismatch { .. }
+            | Self::OriginRefused { .. }
+            | Self::AssertionInvalid { .. }
+            | Self::CounterRegression { .. }
+            | Self::RegistrationInvalid { .. }
+            | Self::TooManyCeremonies => ErrorCode::ApprovalFailed,
+        }
+    }
+
+    /// This error as a control-protocol reply.
+    pub fn to_response(&self) -> Response {
+        Response::error(self.error_code(), self.to_string())
     }
 
     pub(crate) fn io(

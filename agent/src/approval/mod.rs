@@ -1,20 +1,25 @@
-//! The approval core: the agent as WebAuthn relying party. It registers FIDO keys, issues
-//! single-use role-bound challenges, verifies touches, and hands out `Approval`, the only
-//! proof that a role session may open.
+//! Approval: where the touch is verified. The agent is the WebAuthn relying party (`rp`); it
+//! keeps the registered keys (`keys`) under a policy (`policy`), issues single-use role-bound
+//! challenges, runs every ceremony through one table with coalescing (`gate`, `flow`), records
+//! pending approvals (`pending`), and hands out `Approval`, the only proof that a role session
+//! may open.
 //!
 //! The whole API is synchronous and takes the time as a parameter. State sits behind one
 //! `std::sync::Mutex`, held only for map and key-store updates (never across I/O with a peer).
 
 mod ceremony;
 mod error;
-mod keystore;
+mod flow;
+mod gate;
+mod keys;
+pub mod pending;
 mod policy;
 mod rp;
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use webauthn_rs::prelude::{
@@ -24,14 +29,19 @@ use webauthn_rs::prelude::{
 
 pub use ceremony::{CeremonyId, CEREMONY_TTL, MAX_CEREMONIES, MAX_FAILURE_DELAY};
 pub use error::ApprovalError;
-pub use keystore::{KeyInfo, KEYS_FILE};
+pub use flow::{wire_key_info, Approvals, Requester, SessionOpener};
+pub use gate::{key_add_name, Kind, View};
+pub use keys::{KeyInfo, KEYS_FILE};
+pub use pending::PendingApprovals;
 pub use policy::{
     known_software, ApprovalPolicy, AuthenticatorKind, UserVerification, KNOWN_SOFTWARE_AAGUIDS,
 };
 pub use rp::{RP_ID, RP_NAME};
 
+use crate::util::unix_secs;
+use crate::util::LockExt;
 use ceremony::{Ceremonies, FailureBackoff};
-use keystore::{unix_secs, KeyRecord, KeyStore};
+use keys::{KeyRecord, KeyRegistry};
 use rp::{AuthState, RegState, RelyingParty};
 
 /// Proof that a verified touch approved `role`. Only `Approver::finish_approval` makes one.
@@ -86,7 +96,7 @@ enum Pending {
 /// Mutable state, behind the approver's mutex.
 struct Inner {
     /// Registered keys, written through to keys.json.
-    store: KeyStore,
+    store: KeyRegistry,
     /// Outstanding registrations and approvals.
     ceremonies: Ceremonies<Pending>,
     /// Consecutive failed approvals, for `failure_delay`.
@@ -110,7 +120,7 @@ impl Approver {
     ) -> Result<Self, ApprovalError> {
         let ca_list = policy::load_attestation_cas(&policy.attestation_ca, now)?;
         let rp = RelyingParty::new(&policy, ca_list)?;
-        let store = KeyStore::load(state_dir)?;
+        let store = KeyRegistry::load(state_dir)?;
         Ok(Self {
             rp,
             inner: Mutex::new(Inner {
@@ -124,7 +134,7 @@ impl Approver {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // No code under this lock panics; if something ever did, the maps are still
         // consistent (every update is a single insert/remove), so keep serving.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.locked()
     }
 
     /// Starts registering a key called `name`. Send the challenge to the authenticator.

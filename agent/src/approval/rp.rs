@@ -22,7 +22,7 @@ use webauthn_rs::prelude::{
 
 use super::ceremony::CEREMONY_TTL;
 use super::error::ApprovalError;
-use super::keystore::KeyRecord;
+use super::keys::KeyRecord;
 use super::policy::{ApprovalPolicy, AuthenticatorKind, UserVerification};
 
 /// The relying party ID: WebAuthn's scope for credentials, fixed whatever the port.

@@ -2,14 +2,15 @@
 //! metrics, and the time rules (when to serve, when to refresh, how long to ask for).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::generation::Generation;
+use crate::generation::{Generation, Versioned};
 use crate::profiles::RoleSpec;
 use crate::sts::TempCredentials;
 
 use super::{SessionConfig, SessionError};
+use crate::util::LockExt;
 
 /// STS's minimum DurationSeconds.
 pub const MIN_STS_DURATION: Duration = Duration::from_secs(900);
@@ -17,18 +18,6 @@ pub const MIN_STS_DURATION: Duration = Duration::from_secs(900);
 pub const DEFAULT_ROLE_DURATION: Duration = Duration::from_secs(3600);
 /// AWS caps role chaining (AssumeRole signed with role credentials) at one hour.
 pub const MAX_CHAINED_DURATION: Duration = Duration::from_secs(3600);
-
-/// Locks a std mutex; a poisoned lock only means a panic elsewhere mid-update of plain
-/// counters, so the data is still usable.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -62,15 +51,14 @@ pub(crate) struct RoleSlot {
     pub epoch: u64,
     /// Last time credentials were handed out (idle timeout), in unix milliseconds.
     last_used_ms: AtomicU64,
-    /// The hot-path snapshot: readers clone the `Arc` and go.
-    creds: RwLock<Option<Arc<TempCredentials>>>,
+    /// The hot-path snapshot: readers clone the `Arc` and go. Versioned: a new snapshot
+    /// changes what the endpoint serves.
+    creds: Versioned<Option<Arc<TempCredentials>>>,
     /// Held by whoever is calling STS for this role; everyone else waits on it.
     pub fetch: tokio::sync::Mutex<()>,
     /// Set while the background refresher works on this role.
     pub refreshing: AtomicBool,
     pub state: Mutex<SlotState>,
-    /// The agent's answer generation: a new snapshot changes what the endpoint serves.
-    generation: Generation,
 }
 
 impl RoleSlot {
@@ -87,11 +75,10 @@ impl RoleSlot {
             expires_at: now + ttl,
             epoch,
             last_used_ms: AtomicU64::new(unix_millis(now)),
-            creds: RwLock::new(None),
+            creds: Versioned::new(None, generation),
             fetch: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
             state: Mutex::new(SlotState::default()),
-            generation,
         }
     }
 
@@ -116,13 +103,13 @@ impl RoleSlot {
     }
 
     pub fn credentials(&self) -> Option<Arc<TempCredentials>> {
-        self.creds.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.creds.read().clone()
     }
 
     /// Replaces the snapshot; the old credentials are dropped (and zeroized) once the last
     /// reader lets go of them.
     pub fn set_credentials(&self, creds: Option<Arc<TempCredentials>>) {
-        let old = std::mem::replace(&mut *self.generation.write(&self.creds), creds);
+        let old = std::mem::replace(&mut *self.creds.write(), creds);
         drop(old);
     }
 
@@ -188,7 +175,7 @@ impl RoleSlot {
             .expiration
             .checked_sub(config.refresh_before)
             .unwrap_or(UNIX_EPOCH);
-        let retry_after = lock(&self.state).retry_after;
+        let retry_after = self.state.locked().retry_after;
         Some(retry_after.map_or(due, |r| r.max(due)))
     }
 }

@@ -1,7 +1,7 @@
 //! Session errors: a stable wire code each, and a message that says what to do next.
 
-use crate::keystore::KeystoreError;
 use crate::profiles::RoleSpec;
+use crate::sources::SourceError;
 use crate::sts::{Denial, StsError};
 
 /// Why credentials could not be had. `Clone` so every coalesced waiter gets the same error.
@@ -57,16 +57,33 @@ impl SessionError {
         }
     }
 
+    /// This error as a control-protocol reply.
+    pub fn to_response(&self) -> credagent_proto::Response {
+        use credagent_proto::ErrorCode;
+        let code = match self {
+            SessionError::NoSession { .. } => ErrorCode::NotFound,
+            SessionError::MfaRequired { .. } => ErrorCode::MfaRequired,
+            SessionError::Profile { .. } => ErrorCode::Profile,
+            SessionError::Source { .. } => ErrorCode::Keyring,
+            SessionError::Sts { .. } if self.is_transient() => ErrorCode::StsUnavailable,
+            SessionError::Sts { .. } => ErrorCode::StsDenied,
+            SessionError::ApprovalMismatch { .. } | SessionError::Locked { .. } => {
+                ErrorCode::ApprovalFailed
+            }
+        };
+        credagent_proto::Response::error(code, self.to_string())
+    }
+
     /// Whether retrying later may succeed without the user doing anything.
     pub fn is_transient(&self) -> bool {
         matches!(self, SessionError::Sts { error, .. } if error.is_transient())
     }
 
-    pub(crate) fn from_keystore(spec: &RoleSpec, err: &KeystoreError) -> Self {
+    pub(crate) fn from_source_error(spec: &RoleSpec, err: &SourceError) -> Self {
         let code = match err {
-            KeystoreError::NotFound { .. } => "source_missing",
-            KeystoreError::Locked { .. } => "keyring_locked",
-            KeystoreError::NoBackend { .. } => "keyring_unavailable",
+            SourceError::NotFound { .. } => "source_missing",
+            SourceError::Locked { .. } => "keyring_locked",
+            SourceError::NoBackend { .. } => "keyring_unavailable",
             _ => "keyring_error",
         };
         let mut message = err.to_string();

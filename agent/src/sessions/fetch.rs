@@ -9,8 +9,10 @@ use secrecy::SecretString;
 
 use crate::sts::{CallerCredentials, Denial, StsError, TempCredentials};
 
-use super::cache::{lock, unix_secs, MfaSession, RoleSlot, MIN_STS_DURATION};
+use super::cache::{MfaSession, RoleSlot, MIN_STS_DURATION};
 use super::{SessionError, Sessions};
+use crate::util::unix_secs;
+use crate::util::LockExt;
 
 /// An MFA session with less than this left is not used for a new call.
 const MFA_MIN_LEFT: Duration = Duration::from_secs(5 * 60);
@@ -28,10 +30,10 @@ impl Sessions {
         mfa_code: Option<SecretString>,
     ) -> Result<Arc<TempCredentials>, SessionError> {
         let config = &self.inner.config;
-        let seen_seq = lock(&slot.state).fetch_seq;
+        let seen_seq = slot.state.locked().fetch_seq;
         let _fetching = slot.fetch.lock().await;
         {
-            let st = lock(&slot.state);
+            let st = slot.state.locked();
             if st.fetch_seq != seen_seq {
                 if let Some(err) = &st.last_error {
                     return Err(err.clone());
@@ -54,7 +56,7 @@ impl Sessions {
             }),
             other => other,
         };
-        let mut st = lock(&slot.state);
+        let mut st = slot.state.locked();
         st.fetch_seq += 1;
         match result {
             Ok(creds) => {
@@ -113,7 +115,7 @@ impl Sessions {
                 .role_session_name
                 .clone()
                 .unwrap_or_else(default_session_name);
-            lock(&slot.state).sts_calls += 1;
+            slot.state.locked().sts_calls += 1;
             let creds = self
                 .inner
                 .sts
@@ -138,7 +140,7 @@ impl Sessions {
                 Some(Denial::ExpiredToken | Denial::MfaInvalid)
             )
         {
-            lock(&self.inner.mfa).remove(&slot.spec.source);
+            self.inner.mfa.locked().remove(&slot.spec.source);
         }
         SessionError::Sts {
             role: slot.spec.name.clone(),
@@ -151,13 +153,13 @@ impl Sessions {
     async fn source_credentials(
         &self,
         slot: &RoleSlot,
-    ) -> Result<crate::keystore::SourceCredentials, SessionError> {
+    ) -> Result<crate::sources::SourceCredentials, SessionError> {
         let spec = &slot.spec;
         self.inner
             .sources
             .source(&spec.source)
             .await
-            .map_err(|e| SessionError::from_keystore(spec, &e))
+            .map_err(|e| SessionError::from_source_error(spec, &e))
     }
 
     /// The MFA session of `source` if it is for `serial` and has a few minutes left.
@@ -167,7 +169,7 @@ impl Sessions {
         serial: &str,
         now: SystemTime,
     ) -> Option<Arc<TempCredentials>> {
-        let mfa = lock(&self.inner.mfa);
+        let mfa = self.inner.mfa.locked();
         mfa.get(source)
             .filter(|m| m.serial == serial && m.creds.remaining(now) >= MFA_MIN_LEFT)
             .map(|m| Arc::clone(&m.creds))
@@ -185,7 +187,7 @@ impl Sessions {
     ) -> Result<Arc<TempCredentials>, SessionError> {
         let spec = &slot.spec;
         let source_lock = {
-            let mut locks = lock(&self.inner.mfa_fetch);
+            let mut locks = self.inner.mfa_fetch.locked();
             Arc::clone(locks.entry(spec.source.clone()).or_default())
         };
         let _guard = source_lock.lock().await;
@@ -203,7 +205,7 @@ impl Sessions {
             });
         };
         let source = CallerCredentials::from(&self.source_credentials(slot).await?);
-        lock(&slot.state).sts_calls += 1;
+        slot.state.locked().sts_calls += 1;
         let creds = self
             .inner
             .sts
@@ -218,7 +220,7 @@ impl Sessions {
             .map_err(|error| self.sts_error(slot, serial, error))?;
         let creds = Arc::new(creds);
         if self.inner.epoch.load(Ordering::SeqCst) == slot.epoch {
-            lock(&self.inner.mfa).insert(
+            self.inner.mfa.locked().insert(
                 spec.source.clone(),
                 MfaSession {
                     serial: serial.to_owned(),

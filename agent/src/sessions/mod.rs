@@ -18,17 +18,21 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::approval::Approval;
-use crate::generation::Generation;
-use crate::keystore::{Keystore, KeystoreError, SourceCredentials};
+use crate::generation::{Generation, Versioned};
 use crate::profiles::Profiles;
+use crate::sources::{SourceCredentials, SourceError};
 use crate::sts::{StsApi, TempCredentials};
 
-use cache::{lock, unix_secs, MfaSession, RoleSlot};
+use crate::util::unix_secs;
+use crate::util::{LockExt, RwLockExt};
+use cache::{MfaSession, RoleSlot};
 pub use cache::{DEFAULT_ROLE_DURATION, MAX_CHAINED_DURATION, MIN_STS_DURATION};
 pub use error::SessionError;
 
-/// Longest session one approval may open.
+/// Longest role session one touch may open.
 pub const MAX_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Shortest role session config.toml accepts: STS issues nothing shorter than 15 minutes.
+pub const MIN_SESSION_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Session timing, from config.toml.
 #[derive(Clone, Debug)]
@@ -64,20 +68,7 @@ impl Default for SessionConfig {
 /// implementation hops to a blocking thread; tests use a map.
 #[async_trait]
 pub trait SourceLookup: Send + Sync {
-    async fn source(&self, name: &str) -> Result<SourceCredentials, KeystoreError>;
-}
-
-#[async_trait]
-impl SourceLookup for Arc<Keystore> {
-    async fn source(&self, name: &str) -> Result<SourceCredentials, KeystoreError> {
-        let (store, name) = (Arc::clone(self), name.to_owned());
-        tokio::task::spawn_blocking(move || store.get(&name))
-            .await
-            .map_err(|e| KeystoreError::Platform {
-                backend: self.backend(),
-                detail: format!("keyring task failed: {e}"),
-            })?
-    }
+    async fn source(&self, name: &str) -> Result<SourceCredentials, SourceError>;
 }
 
 /// What `open` reports.
@@ -124,17 +115,15 @@ struct Inner {
     sources: Arc<dyn SourceLookup>,
     /// Replaced wholesale when ~/.aws/config is reloaded.
     profiles: RwLock<Arc<Profiles>>,
-    /// Open sessions by role name; read on every credential request.
-    roles: RwLock<HashMap<String, Arc<RoleSlot>>>,
+    /// Open sessions by role name; read on every credential request. Versioned: opening,
+    /// ending or locking a session changes what the endpoint serves.
+    roles: Versioned<HashMap<String, Arc<RoleSlot>>>,
     /// MFA sessions by source name.
     mfa: Mutex<HashMap<String, MfaSession>>,
     /// One async lock per source so concurrent opens share one GetSessionToken.
     mfa_fetch: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped by `lock()`: fetches that started before it must not store their results.
     epoch: AtomicU64,
-    /// The agent's answer generation, bumped by every change to `roles` and to a slot's
-    /// credentials.
-    generation: Generation,
 }
 
 impl Sessions {
@@ -154,55 +143,55 @@ impl Sessions {
                 sts,
                 sources,
                 profiles: RwLock::new(Arc::new(profiles)),
-                roles: RwLock::new(HashMap::new()),
+                roles: Versioned::new(HashMap::new(), Generation::default()),
                 mfa: Mutex::new(HashMap::new()),
                 mfa_fetch: Mutex::new(HashMap::new()),
                 epoch: AtomicU64::new(0),
-                generation: Generation::default(),
             }),
         }
     }
 
     /// The answer generation this cache bumps; the agent shares it with its other parts.
     pub fn generation(&self) -> &Generation {
-        &self.inner.generation
+        self.inner.roles.generation()
     }
 
     pub fn config(&self) -> &SessionConfig {
         &self.inner.config
     }
 
-    /// Swaps in reloaded profiles; open sessions keep the spec they were opened with.
     /// The profiles in effect.
     pub fn profiles(&self) -> Arc<Profiles> {
-        self.inner
-            .profiles
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.profiles.read_locked().clone()
     }
 
+    /// Swaps in reloaded profiles; open sessions keep the spec they were opened with.
     pub fn set_profiles(&self, profiles: Profiles) {
-        *self
-            .inner
-            .profiles
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(profiles);
+        *self.inner.profiles.write_locked() = Arc::new(profiles);
+    }
+
+    /// Re-reads `file` so edits take effect without a restart; the error is the reply.
+    pub fn reload_profiles(
+        &self,
+        file: &crate::profiles::AwsConfigFile,
+    ) -> Result<(), Box<credagent_proto::Response>> {
+        let profiles = file.load().map_err(|message| {
+            Box::new(credagent_proto::Response::error(
+                credagent_proto::ErrorCode::Profile,
+                message,
+            ))
+        })?;
+        self.set_profiles(profiles);
+        Ok(())
     }
 
     fn slot(&self, role: &str) -> Option<Arc<RoleSlot>> {
-        let roles = self.inner.roles.read().unwrap_or_else(|p| p.into_inner());
+        let roles = self.inner.roles.read();
         roles.get(role).cloned()
     }
 
     fn resolve(&self, role: &str) -> Result<crate::profiles::RoleSpec, SessionError> {
-        let profiles = Arc::clone(
-            &self
-                .inner
-                .profiles
-                .read()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let profiles = Arc::clone(&self.inner.profiles.read_locked());
         profiles.resolve(role).map_err(|e| SessionError::Profile {
             role: role.to_owned(),
             message: e.to_string(),
@@ -217,7 +206,7 @@ impl Sessions {
             return Ok(None);
         };
         let until = now + self.inner.config.session_ttl;
-        let mfa = lock(&self.inner.mfa);
+        let mfa = self.inner.mfa.locked();
         let covered = mfa
             .get(&spec.source)
             .is_some_and(|m| m.serial == serial && m.creds.expiration >= until);
@@ -257,10 +246,10 @@ impl Sessions {
             now,
             self.inner.config.session_ttl,
             epoch,
-            self.inner.generation.clone(),
+            self.inner.roles.generation().clone(),
         ));
         let previous = {
-            let mut roles = self.inner.generation.write(&self.inner.roles);
+            let mut roles = self.inner.roles.write();
             roles.insert(role.to_owned(), Arc::clone(&slot))
         };
         // Re-opening keeps still-good credentials that fit inside the new session.
@@ -285,7 +274,7 @@ impl Sessions {
 
     fn remove_if_current(&self, role: &str, slot: &Arc<RoleSlot>) {
         let removed = {
-            let mut roles = self.inner.generation.write(&self.inner.roles);
+            let mut roles = self.inner.roles.write();
             match roles.get(role) {
                 Some(cur) if Arc::ptr_eq(cur, slot) => roles.remove(role),
                 _ => None,
@@ -345,7 +334,7 @@ impl Sessions {
 
     /// Roles with an open session, sorted.
     pub fn open_roles(&self, now: SystemTime) -> Vec<String> {
-        let roles = self.inner.roles.read().unwrap_or_else(|p| p.into_inner());
+        let roles = self.inner.roles.read();
         let mut names: Vec<String> = roles
             .iter()
             .filter(|(_, s)| s.active(now, self.inner.config.idle_timeout))
@@ -359,8 +348,8 @@ impl Sessions {
     /// how many role sessions ended. Fetches in flight finish into the void.
     pub fn lock(&self) -> usize {
         self.inner.epoch.fetch_add(1, Ordering::SeqCst);
-        let roles = std::mem::take(&mut *self.inner.generation.write(&self.inner.roles));
-        let mfa = std::mem::take(&mut *lock(&self.inner.mfa));
+        let roles = std::mem::take(&mut *self.inner.roles.write());
+        let mfa = std::mem::take(&mut *self.inner.mfa.locked());
         let n = roles.len();
         for slot in roles.values() {
             slot.set_credentials(None);
@@ -373,7 +362,7 @@ impl Sessions {
     /// Status of every open session at `now`, sorted by role.
     pub fn status(&self, now: SystemTime) -> Vec<RoleStatus> {
         let slots: Vec<Arc<RoleSlot>> = {
-            let roles = self.inner.roles.read().unwrap_or_else(|p| p.into_inner());
+            let roles = self.inner.roles.read();
             roles.values().cloned().collect()
         };
         let config = &self.inner.config;
@@ -383,7 +372,7 @@ impl Sessions {
             .map(|s| {
                 let creds = s.credentials();
                 let next_refresh = s.next_refresh(config).map(unix_secs);
-                let st = lock(&s.state);
+                let st = s.state.locked();
                 RoleStatus {
                     role: s.spec.name.clone(),
                     role_arn: s.spec.role_arn.clone(),
@@ -417,4 +406,31 @@ const _: fn() = || {
 
 fn secs_left(t: SystemTime, now: SystemTime) -> u64 {
     t.duration_since(now).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[async_trait]
+impl crate::approval::SessionOpener for Sessions {
+    async fn open_approved(
+        &self,
+        approval: Approval,
+        mfa_code: Option<SecretString>,
+        now: SystemTime,
+    ) -> credagent_proto::Response {
+        let role = approval.role().to_owned();
+        match self.open(&role, approval, mfa_code, now).await {
+            Ok(info) => credagent_proto::Response::Opened {
+                role,
+                expires_at: info.expires_at,
+            },
+            Err(e) => {
+                tracing::warn!(role, code = e.code(), "session did not open");
+                let mut r = e.to_response();
+                if let credagent_proto::Response::Error { message, .. } = &mut r {
+                    *message =
+                        format!("your key was accepted, but the session did not open: {message}");
+                }
+                r
+            }
+        }
+    }
 }

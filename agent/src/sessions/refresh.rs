@@ -22,11 +22,11 @@ impl Sessions {
         };
         // Look first under the read lock: a write would bump the answer generation and
         // invalidate every connection's memo for nothing.
-        if over(&self.inner.roles.read().unwrap_or_else(|p| p.into_inner())).is_empty() {
+        if over(&self.inner.roles.read()).is_empty() {
             return Vec::new();
         }
         let ended: Vec<(String, Arc<RoleSlot>)> = {
-            let mut roles = self.inner.generation.write(&self.inner.roles);
+            let mut roles = self.inner.roles.write();
             over(&roles)
                 .into_iter()
                 .filter_map(|n| roles.remove(&n).map(|s| (n, s)))
@@ -46,7 +46,7 @@ impl Sessions {
     /// being refreshed, roles waiting out a failure's retry delay, and roles whose
     /// credentials already last to the end of the session.
     pub fn refresh_due(&self, now: SystemTime) -> Vec<String> {
-        let roles = self.inner.roles.read().unwrap_or_else(|p| p.into_inner());
+        let roles = self.inner.roles.read();
         let mut due: Vec<String> = roles
             .iter()
             .filter(|(_, s)| s.active(now, self.inner.config.idle_timeout))

@@ -13,8 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::cache::RoleSlot;
 use super::*;
 use crate::approval::Approval;
-use crate::keystore::{Backend, KeystoreError, SourceCredentials};
 use crate::profiles::{Hop, Profiles};
+use crate::sources::{Backend, SourceCredentials, SourceError};
 use crate::sts::{classify_code, CallerCredentials, StsError, StsOp};
 
 const CONFIG: &str = "\
@@ -170,11 +170,11 @@ struct FakeSources(HashMap<String, SourceCredentials>);
 
 #[async_trait]
 impl SourceLookup for FakeSources {
-    async fn source(&self, name: &str) -> Result<SourceCredentials, KeystoreError> {
+    async fn source(&self, name: &str) -> Result<SourceCredentials, SourceError> {
         self.0
             .get(name)
             .cloned()
-            .ok_or_else(|| KeystoreError::NotFound {
+            .ok_or_else(|| SourceError::NotFound {
                 backend: Backend::Keyutils,
                 name: name.to_owned(),
             })
@@ -336,7 +336,7 @@ async fn refresh_is_due_25_minutes_before_expiry() {
     assert!(s.refresh_due(at(34)).is_empty());
     assert_eq!(s.refresh_due(at(35)), ["dev"]);
     let st = &s.status(at(34))[0];
-    assert_eq!(st.next_refresh, Some(super::cache::unix_secs(at(35))));
+    assert_eq!(st.next_refresh, Some(crate::util::unix_secs(at(35))));
     sts.set_now(at(35));
     s.refresh("dev", at(35)).await.unwrap(); // 1 h more: expires at +95
     assert!(s.refresh_due(at(36)).is_empty());

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use crate::keystore::SourceCredentials;
 use crate::profiles::Hop;
+use crate::sources::SourceCredentials;
 
 mod aws;
 pub use aws::{AwsSts, StsSettings};

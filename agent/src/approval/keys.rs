@@ -1,11 +1,10 @@
-//! The registered-key store: `<state_dir>/keys.json` (mode 0600), loaded strictly and written
+//! The registry of FIDO keys: `<state_dir>/keys.json` (mode 0600), loaded strictly and written
 //! atomically (temp file + fsync + rename + fsync of the directory).
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -13,6 +12,7 @@ use webauthn_rs::prelude::SecurityKey;
 
 use super::error::ApprovalError;
 use super::policy::AuthenticatorKind;
+use crate::util::write_atomic;
 
 /// The key store's file name inside the state directory.
 pub const KEYS_FILE: &str = "keys.json";
@@ -83,14 +83,14 @@ struct KeyFile {
 }
 
 /// The registered keys, mirrored in memory; every change is written through with `save`.
-pub(crate) struct KeyStore {
+pub(crate) struct KeyRegistry {
     /// `<state_dir>/keys.json`.
     path: PathBuf,
     /// In registration order.
     pub(crate) records: Vec<KeyRecord>,
 }
 
-impl KeyStore {
+impl KeyRegistry {
     /// Loads `<state_dir>/keys.json`. A missing file is an empty store; anything unreadable,
     /// malformed or writable by others is an error, and the file is never touched.
     pub(crate) fn load(state_dir: &Path) -> Result<Self, ApprovalError> {
@@ -178,7 +178,8 @@ impl KeyStore {
                 .create(dir)
                 .map_err(|err| ApprovalError::io("create", dir, err))?;
         }
-        write_atomic(&self.path, &bytes).map_err(|err| ApprovalError::io("write", &self.path, err))
+        write_atomic(&self.path, &bytes, 0o600)
+            .map_err(|err| ApprovalError::io("write", &self.path, err))
     }
 
     pub(crate) fn find(&self, name: &str) -> Option<&KeyRecord> {
@@ -203,50 +204,12 @@ impl KeyStore {
     }
 }
 
-/// Unix seconds of `t` (0 for times before 1970).
-pub(crate) fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn temp_prefix() -> String {
-    format!(".{KEYS_FILE}.tmp-")
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content:
-/// a new 0600 temp file in the same directory (O_EXCL), write, fsync, rename, fsync the dir.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!("{}{}", temp_prefix(), Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        // Best effort: the temp file may not exist or may already be renamed.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Removes temp files left by a writer that was killed before its rename.
 fn remove_stale_temps(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    let prefix = temp_prefix();
+    let prefix = crate::util::temp_prefix(KEYS_FILE);
     for entry in entries.flatten() {
         if !entry.file_name().to_string_lossy().starts_with(&prefix) {
             continue;
@@ -266,14 +229,14 @@ mod tests {
     fn missing_file_is_an_empty_store_and_save_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let store = KeyStore::load(&state).unwrap();
+        let store = KeyRegistry::load(&state).unwrap();
         assert!(store.records.is_empty());
         store.save().unwrap();
         let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let dir_mode = fs::metadata(&state).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
-        assert!(KeyStore::load(&state).unwrap().records.is_empty());
+        assert!(KeyRegistry::load(&state).unwrap().records.is_empty());
         // Only keys.json is left behind.
         let names: Vec<_> = fs::read_dir(&state)
             .unwrap()
@@ -293,8 +256,8 @@ mod tests {
             ("{\"version\":2,\"keys\":[]}", "format version 2"),
             ("{\"version\":1,\"keys\":[],\"extra\":1}", "unknown field"),
         ] {
-            write_atomic(&path, content.as_bytes()).unwrap();
-            let err = KeyStore::load(dir.path()).err().unwrap();
+            write_atomic(&path, content.as_bytes(), 0o600).unwrap();
+            let err = KeyRegistry::load(dir.path()).err().unwrap();
             assert_eq!(err.code(), "state_corrupt", "{content}");
             let msg = err.to_string();
             assert!(msg.contains(&path.display().to_string()), "{msg}");
@@ -305,7 +268,7 @@ mod tests {
         fs::write(&path, [0xff, 0xfe]).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(
-            KeyStore::load(dir.path()).err().unwrap().code(),
+            KeyRegistry::load(dir.path()).err().unwrap().code(),
             "state_corrupt"
         );
     }
@@ -314,9 +277,9 @@ mod tests {
     fn writable_by_others_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(KEYS_FILE);
-        write_atomic(&path, b"{\"version\":1,\"keys\":[]}").unwrap();
+        write_atomic(&path, b"{\"version\":1,\"keys\":[]}", 0o600).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o620)).unwrap();
-        let err = KeyStore::load(dir.path()).err().unwrap();
+        let err = KeyRegistry::load(dir.path()).err().unwrap();
         assert_eq!(err.code(), "state_insecure");
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
@@ -324,20 +287,11 @@ mod tests {
     #[test]
     fn stale_temp_files_are_removed_on_load() {
         let dir = tempfile::tempdir().unwrap();
-        let stale = dir.path().join(format!("{}deadbeef", temp_prefix()));
+        let stale = dir
+            .path()
+            .join(format!("{}deadbeef", crate::util::temp_prefix(KEYS_FILE)));
         fs::write(&stale, "half a file").unwrap();
-        KeyStore::load(dir.path()).unwrap();
+        KeyRegistry::load(dir.path()).unwrap();
         assert!(!stale.exists());
-    }
-
-    #[test]
-    fn atomic_write_replaces_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(KEYS_FILE);
-        write_atomic(&path, b"one").unwrap();
-        write_atomic(&path, b"two").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        let err = write_atomic(&dir.path().join("no/such/dir/x"), b"x").unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use crate::util::LockExt;
 use credagent_proto::{ErrorCode, Response, Secret};
 use tokio::sync::watch;
 
@@ -115,7 +116,7 @@ impl Inner {
 
 impl Gate {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.locked()
     }
 
     /// Joins the ceremony under way for `role`, or starts one with `start` (which must return a

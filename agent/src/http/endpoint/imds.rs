@@ -6,7 +6,6 @@
 //! every process of the user that asks, and nothing after `credctl lock`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -18,8 +17,8 @@ use sha2::{Digest, Sha256};
 use super::memo::{Memo, Offer};
 use super::{json_ok, Endpoint};
 use crate::audit::{ConnAudit, Origin};
-use crate::generation::Generation;
-use crate::http::error_response;
+use crate::generation::{Generation, Versioned};
+use crate::http::checks::error_response;
 
 const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
@@ -30,16 +29,14 @@ const MAX_TOKENS: usize = 4096;
 /// IMDS session tokens: SHA-256 of the token → expiry.
 #[cfg_attr(test, derive(Default))]
 pub struct ImdsTokens {
-    live: Mutex<HashMap<[u8; 32], SystemTime>>,
-    /// The agent's answer generation, bumped when tokens are dropped.
-    generation: Generation,
+    /// Versioned: dropping a token can change an answer a connection remembers.
+    live: Versioned<HashMap<[u8; 32], SystemTime>>,
 }
 
 impl ImdsTokens {
     pub fn new(generation: Generation) -> ImdsTokens {
         ImdsTokens {
-            live: Mutex::default(),
-            generation,
+            live: Versioned::new(HashMap::new(), generation),
         }
     }
 
@@ -48,16 +45,10 @@ impl ImdsTokens {
         getrandom::fill(&mut raw)?;
         let token = hex::encode(raw);
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.len() < MAX_TOKENS {
-            // A new token changes no answer given before: no generation bump.
-            live.insert(key, now + ttl);
-            return Ok(token);
+        let mut live = self.live.write();
+        if live.len() >= MAX_TOKENS {
+            live.retain(|_, exp| *exp > now);
         }
-        drop(live);
-        // Dropping tokens can change answers that connections remember.
-        let mut live = self.generation.lock(&self.live);
-        live.retain(|_, exp| *exp > now);
         if live.len() >= MAX_TOKENS {
             if let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
                 live.remove(&oldest);
@@ -70,13 +61,13 @@ impl ImdsTokens {
     /// The expiry of `token` if it is live at `now`.
     fn valid_until(&self, token: &[u8], now: SystemTime) -> Option<SystemTime> {
         let key: [u8; 32] = Sha256::digest(token).into();
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self.live.read();
         live.get(&key).copied().filter(|exp| *exp > now)
     }
 
     /// Forgets every IMDS token (after `credctl lock`).
     pub fn clear(&self) {
-        self.generation.lock(&self.live).clear();
+        self.live.write().clear();
     }
 }
 

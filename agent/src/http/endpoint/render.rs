@@ -2,16 +2,16 @@
 //! clones an `Arc`: no JSON encoding and no copy of a secret on the hot path.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use super::Rendered;
 use crate::audit::rfc3339;
-use crate::endpoint::Rendered;
-use crate::generation::Generation;
+use crate::generation::{Generation, Versioned};
 use crate::sts::TempCredentials;
 
 type Entry = (Arc<TempCredentials>, Arc<Rendered>);
@@ -19,9 +19,7 @@ type Entry = (Arc<TempCredentials>, Arc<Rendered>);
 /// Rendered bodies by role, valid while the session cache holds the same credentials.
 #[cfg_attr(test, derive(Default))]
 pub struct RenderCache {
-    by_role: RwLock<HashMap<String, Entry>>,
-    /// The agent's answer generation, bumped by every write.
-    generation: Generation,
+    by_role: Versioned<HashMap<String, Entry>>,
 }
 
 /// The ECS body. Field order and names follow what every SDK parses.
@@ -100,15 +98,14 @@ pub fn render(creds: &TempCredentials, now: SystemTime) -> Rendered {
 impl RenderCache {
     pub fn new(generation: Generation) -> RenderCache {
         RenderCache {
-            by_role: RwLock::default(),
-            generation,
+            by_role: Versioned::new(HashMap::new(), generation),
         }
     }
 
     /// The rendered bodies for `creds`, rendering them on the first request after a refresh.
     pub fn get(&self, role: &str, creds: &Arc<TempCredentials>, now: SystemTime) -> Arc<Rendered> {
         {
-            let map = self.by_role.read().unwrap_or_else(|p| p.into_inner());
+            let map = self.by_role.read();
             if let Some((c, r)) = map.get(role) {
                 if Arc::ptr_eq(c, creds) {
                     return r.clone();
@@ -116,14 +113,14 @@ impl RenderCache {
             }
         }
         let rendered = Arc::new(render(creds, now));
-        let mut map = self.generation.write(&self.by_role);
+        let mut map = self.by_role.write();
         map.insert(role.to_owned(), (creds.clone(), rendered.clone()));
         rendered
     }
 
     /// Drops every rendered body (their buffers are zeroed once in-flight responses finish).
     pub fn clear(&self) {
-        self.generation.write(&self.by_role).clear();
+        self.by_role.write().clear();
     }
 }
 

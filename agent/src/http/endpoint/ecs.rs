@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::memo::{Memo, Offer};
 use super::{json_ok, Endpoint, ECS_PATH};
 use crate::audit::{ConnAudit, Origin};
-use crate::http::error_response;
+use crate::http::checks::error_response;
 use crate::tokens::TokenError;
 
 pub(super) fn handle<B>(

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use credagent_proto::PendingInfo;
 
 use crate::audit::Origin;
+use crate::util::LockExt;
 
 /// A pending approval expires this long after its latest request.
 pub const PENDING_TTL: Duration = Duration::from_secs(300);
@@ -29,21 +30,15 @@ pub struct PendingApprovals {
     notify: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl PendingApprovals {
     /// Sends the name of every newly pending role to `tx`.
     pub fn announce_to(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
-        *self.notify.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        *self.notify.locked() = Some(tx);
     }
 
     /// Records a request for `role` (cheap; called on the request path).
     pub fn record(&self, role: &str, origin: Origin, now: SystemTime) {
-        let mut map = self.by_role.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.by_role.locked();
         if let Some(rec) = map.get_mut(role) {
             rec.last_seen = now;
             rec.requests += 1;
@@ -64,36 +59,28 @@ impl PendingApprovals {
             },
         );
         drop(map);
-        if let Some(tx) = self
-            .notify
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(tx) = self.notify.locked().as_ref() {
             let _ = tx.send(role.to_owned());
         }
     }
 
     /// The role was opened: it is no longer pending.
     pub fn resolve(&self, role: &str) {
-        self.by_role
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(role);
+        self.by_role.locked().remove(role);
     }
 
     /// Live pending approvals, oldest first, with the requesting process resolved where it can
     /// still be (this scans /proc: call it off the request path).
     pub fn list(&self, now: SystemTime) -> Vec<PendingInfo> {
         let recs: Vec<(String, u64, u64, u64, Origin)> = {
-            let mut map = self.by_role.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.by_role.locked();
             map.retain(|_, r| r.last_seen + PENDING_TTL > now);
             map.iter()
                 .map(|(k, r)| {
                     (
                         k.clone(),
-                        secs(r.first_seen),
-                        secs(r.last_seen),
+                        crate::util::unix_secs(r.first_seen),
+                        crate::util::unix_secs(r.last_seen),
                         r.requests,
                         r.origin,
                     )

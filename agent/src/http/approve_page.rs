@@ -14,18 +14,21 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::gate::Kind;
-use super::Core;
-use crate::endpoint::{ApprovalPage, Endpoint};
-use crate::http::{error_response, HttpContext};
+use super::checks::{error_response, HttpContext};
+use super::endpoint::ApprovalPage;
+use crate::approval::{key_add_name, Approvals, Kind};
+use crate::sessions::Sessions;
 
 const PAGE: &str = include_str!("../../assets/approve.html");
 const SCRIPT: &str = include_str!("../../assets/approve.js");
 /// Largest credential JSON the page may post.
 const MAX_BODY: usize = 16 * 1024;
 
-struct Page {
-    core: Arc<Core>,
+/// The page's handler: it answers ceremonies through the approval path.
+pub struct Page {
+    approvals: Arc<Approvals>,
+    /// For the ARN a role resolves to, shown on the page.
+    sessions: Sessions,
     ctx: HttpContext,
     origin: String,
 }
@@ -59,7 +62,7 @@ fn ok(body: impl Into<Bytes>, content_type: &'static str) -> Response<Full<Bytes
 
 impl Page {
     fn options(&self, id: &str) -> Response<Full<Bytes>> {
-        let Some(view) = self.core.gate.view(id) else {
+        let Some(view) = self.approvals.view(id) else {
             return error_response(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -67,16 +70,16 @@ impl Page {
             );
         };
         let body = match &view.kind {
-            Kind::Approve { role } if super::gate::key_add_name(role).is_some() => {
+            Kind::Approve { role } if key_add_name(role).is_some() => {
                 serde_json::json!({
-                    "kind": "authorize_key_add", "name": super::gate::key_add_name(role),
+                    "kind": "authorize_key_add", "name": key_add_name(role),
                     "requester": view.requester, "options": view.options,
                 })
             }
             Kind::Approve { role } => serde_json::json!({
                 "kind": "approve", "role": role, "requester": view.requester,
-                "role_arn": self.core.sessions.profiles().resolve(role).ok().map(|s| s.role_arn),
-                "session_secs": self.core.config.session_ttl.as_secs(), "options": view.options,
+                "role_arn": self.sessions.profiles().resolve(role).ok().map(|s| s.role_arn),
+                "session_secs": self.approvals.session_ttl().as_secs(), "options": view.options,
             }),
             Kind::Register { name } => serde_json::json!({
                 "kind": "register", "name": name, "requester": view.requester, "options": view.options,
@@ -120,7 +123,7 @@ impl Page {
                 )
             }
         };
-        match self.core.answer(id, credential, now).await {
+        match self.approvals.answer(id, credential, now).await {
             Resp::Opened { role, .. } => ok(
                 serde_json::json!({"message": format!("Approved: role {role} is open. You can close this tab.")})
                     .to_string(),
@@ -187,14 +190,14 @@ impl ApprovalPage for Page {
     }
 }
 
-impl Core {
-    /// Serves the approval page on `ep`.
-    pub fn attach_approval_page(self: &Arc<Self>, ep: &Arc<Endpoint>) {
-        let page = Page {
-            core: self.clone(),
-            ctx: HttpContext::new(self.facts.http_addr),
-            origin: format!("http://localhost:{}", self.facts.http_addr.port()),
-        };
-        let _ = ep.approval_page.set(Arc::new(page));
+impl Page {
+    /// The page for the listener on `addr`.
+    pub fn new(approvals: Arc<Approvals>, sessions: Sessions, addr: std::net::SocketAddr) -> Page {
+        Page {
+            approvals,
+            sessions,
+            ctx: HttpContext::new(addr),
+            origin: format!("http://localhost:{}", addr.port()),
+        }
     }
 }

@@ -5,8 +5,10 @@
 mod ecs;
 mod imds;
 mod memo;
+mod render;
+mod source;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -14,13 +16,15 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
+use super::checks::{check_request, error_response, HttpContext};
 use crate::audit::{Audit, ConnAudit, Event, Origin, Outcome};
-use crate::generation::Generation;
-use crate::http::{check_request, error_response, HttpContext};
+use crate::generation::{Generation, Versioned};
 use crate::tokens::{TokenId, Tokens};
 
 pub use imds::ImdsTokens;
 pub use memo::Memo;
+pub use render::{account_of, render, RenderCache};
+pub use source::SessionSource;
 
 /// The path of the ECS credentials route; `credctl` prints it in `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
 pub const ECS_PATH: &str = "/v1/credentials";
@@ -51,6 +55,8 @@ pub trait CredentialSource: Send + Sync {
     fn lookup(&self, role: &str, now: SystemTime) -> Lookup;
     /// Records that `origin` wants `role` (a pending approval), without waiting.
     fn request_approval(&self, role: &str, origin: Origin, now: SystemTime);
+    /// Forgets every rendered credential body (lock).
+    fn wipe(&self) {}
 }
 
 /// Everything the routes share.
@@ -61,16 +67,15 @@ pub struct Endpoint {
     pub generation: Generation,
     pub tokens: Arc<Tokens>,
     pub imds_tokens: ImdsTokens,
-    /// The one role IMDS serves, chosen with `credctl imds ROLE`; none by default. Changed only
-    /// through [`Endpoint::set_imds_role`], which bumps the generation.
-    imds_role: RwLock<Option<Arc<str>>>,
+    /// The one role IMDS serves, chosen with `credctl imds ROLE`; none by default.
+    imds_role: Versioned<Option<Arc<str>>>,
     pub source: Arc<dyn CredentialSource>,
     pub audit: Audit,
     /// The browser approval page, when the agent serves one.
-    pub approval_page: std::sync::OnceLock<Arc<dyn ApprovalPage>>,
+    approval_page: Option<Arc<dyn ApprovalPage>>,
 }
 
-/// The browser approval page (`/approve/...`), served by the core.
+/// The browser approval page (`/approve/...`).
 #[async_trait::async_trait]
 pub trait ApprovalPage: Send + Sync {
     async fn handle(
@@ -97,16 +102,17 @@ impl Endpoint {
         source: Arc<dyn CredentialSource>,
         audit: Audit,
         generation: Generation,
+        approval_page: Option<Arc<dyn ApprovalPage>>,
     ) -> Endpoint {
         Endpoint {
             ctx: HttpContext::new(addr),
             tokens,
             imds_tokens: ImdsTokens::new(generation.clone()),
+            imds_role: Versioned::new(None, generation.clone()),
             generation,
-            imds_role: RwLock::new(None),
             source,
             audit,
-            approval_page: std::sync::OnceLock::new(),
+            approval_page,
         }
     }
 
@@ -118,14 +124,14 @@ impl Endpoint {
     ) -> Endpoint {
         let generation = Generation::default();
         let tokens = Arc::new(Tokens::new(generation.clone()));
-        Endpoint::new(addr, tokens, source, audit, generation)
+        Endpoint::new(addr, tokens, source, audit, generation, None)
     }
 
     /// The approval page, if it serves `path` (it needs the request body, so it is the one
     /// route that is not answered synchronously).
     pub fn approval_page_for(&self, path: &str) -> Option<&Arc<dyn ApprovalPage>> {
         if path.starts_with("/approve/") {
-            self.approval_page.get()
+            self.approval_page.as_ref()
         } else {
             None
         }
@@ -133,15 +139,19 @@ impl Endpoint {
 
     /// Chooses the one role IMDS serves (`None`: serve nothing).
     pub fn set_imds_role(&self, role: Option<Arc<str>>) {
-        *self.generation.write(&self.imds_role) = role;
+        *self.imds_role.write() = role;
     }
 
     /// The role IMDS serves now.
     pub fn imds_role(&self) -> Option<Arc<str>> {
-        self.imds_role
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.imds_role.read().clone()
+    }
+
+    /// Lock: forget the IMDS role, every IMDS token and every rendered credential body.
+    pub fn wipe(&self) {
+        self.set_imds_role(None);
+        self.imds_tokens.clear();
+        self.source.wipe();
     }
 
     /// Answers one request (every route but the approval page) from a connection whose peer is

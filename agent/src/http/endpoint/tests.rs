@@ -1,6 +1,6 @@
 //! Unit tests of the routes with an in-memory credential source.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http_body_util::BodyExt;
@@ -13,19 +13,18 @@ use crate::tokens::Binding;
 
 #[derive(Default)]
 struct Fake {
-    ready: Mutex<Vec<String>>,
+    ready: crate::generation::Versioned<Vec<String>>,
     asked: Mutex<Vec<String>>,
     /// Lookups made (a memo hit makes none).
     lookups: std::sync::atomic::AtomicUsize,
     /// How long the clock alone keeps a ready role servable (default: an hour).
     serve_until: Mutex<Option<SystemTime>>,
-    generation: crate::generation::Generation,
 }
 
 impl Fake {
     /// Opens or closes `role`, bumping the answer generation as the real cache does.
     fn set_ready(&self, role: &str, ready: bool) {
-        let mut roles = self.generation.lock(&self.ready);
+        let mut roles = self.ready.write();
         roles.retain(|r| r != role);
         if ready {
             roles.push(role.to_owned());
@@ -41,7 +40,7 @@ impl CredentialSource for Fake {
     fn lookup(&self, role: &str, now: SystemTime) -> Lookup {
         self.lookups
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if self.ready.lock().unwrap().iter().any(|r| r == role) {
+        if self.ready.read().iter().any(|r| r == role) {
             Lookup::Ready {
                 body: Arc::new(Rendered::new(
                     zeroize::Zeroizing::new(format!("{{\"ecs\":\"{role}\"}}").into_bytes()),
@@ -77,16 +76,16 @@ fn endpoint(fake: Arc<Fake>) -> Endpoint {
 /// An endpoint and the receiving end of its audit queue.
 fn endpoint_with_audit(fake: Arc<Fake>) -> (Endpoint, AuditRx) {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    let generation = fake.generation.clone();
+    let generation = fake.ready.generation().clone();
     let ep = Endpoint {
         ctx: HttpContext::new(HOST.parse().unwrap()),
         tokens: Arc::new(Tokens::new(generation.clone())),
         imds_tokens: ImdsTokens::new(generation.clone()),
+        imds_role: crate::generation::Versioned::new(None, generation.clone()),
         generation,
-        imds_role: RwLock::new(None),
         source: fake,
         audit: Audit::for_tests(tx),
-        approval_page: std::sync::OnceLock::new(),
+        approval_page: None,
     };
     (ep, rx)
 }
@@ -210,7 +209,7 @@ fn ecs_refuses_bad_tokens_with_401() {
 #[test]
 fn imds_flow_and_refusals() {
     let fake = Arc::new(Fake::default());
-    fake.ready.lock().unwrap().push("dev".into());
+    fake.set_ready("dev", true);
     let ep = endpoint(fake);
     let now = SystemTime::now();
     let put = |headers: &[(&str, &str)]| serve(&ep, &put_token(headers), now);

@@ -1,12 +1,19 @@
-//! The control socket server: accepts `credctl` connections from our own uid only, speaks the
-//! framed protocol from `credagent-proto`, and dispatches each request to a handler.
+//! The control socket: accepts `credctl` connections from our own uid only, speaks the framed
+//! protocol from `credagent-proto`, and dispatches each request to the handler of its family
+//! (`hello`, `keys`, `sources`, `sessions`, `tokens`, `status`).
+
+mod hello;
+mod keys;
+mod sessions;
+mod sources;
+mod status;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use credagent_proto::{
     decode_body, encode_frame, frame_len, ErrorCode, FrameError, Request, Response, HEADER_LEN,
-    PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -14,17 +21,115 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::core::{Conn, Core};
+use crate::approval::{Approvals, PendingApprovals, Requester};
+use crate::audit::{Audit, Event, Origin, Outcome};
+use crate::http::endpoint::Endpoint;
+use crate::profiles::AwsConfigFile;
+use crate::sessions::Sessions;
+use crate::sources::SourceStore;
+use crate::state::AgentState;
+use crate::tokens::{TokenId, Tokens};
+
+pub use hello::hello;
 
 /// Most control connections served at once; more wait in the kernel backlog.
 const MAX_CONNECTIONS: usize = 64;
 /// A connection that sends nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// What the control requests reach: each part the agent wired, and nothing that owns them all.
+pub struct Control {
+    pub facts: AgentState,
+    pub approvals: Arc<Approvals>,
+    pub pending: Arc<PendingApprovals>,
+    pub sessions: Sessions,
+    pub tokens: Arc<Tokens>,
+    pub sources: Arc<SourceStore>,
+    /// For the IMDS role and for wiping rendered bodies on lock.
+    pub endpoint: Arc<Endpoint>,
+    pub audit: Audit,
+    pub aws_config: AwsConfigFile,
+}
+
+/// One control connection's identity and the things that die with it.
+pub struct Conn {
+    pub id: u64,
+    pub uid: u32,
+    pub pid: i32,
+    /// Tokens revoked when the connection closes (`credctl exec`).
+    pub scoped_tokens: Vec<TokenId>,
+}
+
+impl Conn {
+    fn origin(&self) -> Origin {
+        Origin::Unix {
+            uid: self.uid,
+            pid: self.pid,
+        }
+    }
+
+    /// The connection as a ceremony requester, named for the approval page.
+    fn requester(&self) -> Requester {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        Requester {
+            conn: self.id,
+            description: format!("pid {} ({exe})", self.pid),
+        }
+    }
+}
+
+impl Control {
+    /// Answers one control request after the handshake. The flag asks for shutdown.
+    pub async fn handle(&self, req: Request, conn: &mut Conn) -> (Response, bool) {
+        let now = std::time::SystemTime::now();
+        let resp = match req {
+            Request::Hello { .. } => hello(&req),
+            Request::Stop => return (Response::Stopping, true),
+            Request::Status | Request::Lock | Request::Pending => {
+                self.status_family(req, now).await
+            }
+            Request::KeyAddStart { .. }
+            | Request::KeyAddFinish { .. }
+            | Request::KeyList
+            | Request::KeyRemove { .. } => self.keys_family(req, conn, now).await,
+            Request::SourceAdd { .. }
+            | Request::SourceImport { .. }
+            | Request::SourceList
+            | Request::SourceRemove { .. } => self.sources_family(req).await,
+            Request::Roles
+            | Request::Open { .. }
+            | Request::Approve { .. }
+            | Request::AwaitCeremony { .. }
+            | Request::Credentials { .. } => self.sessions_family(req, conn, now).await,
+            Request::TokenShell
+            | Request::TokenForRole { .. }
+            | Request::Use { .. }
+            | Request::Imds { .. } => self.tokens_family(req, conn, now),
+            Request::Unknown => Response::error(
+                ErrorCode::UnknownRequest,
+                "this agent does not know that request: update and restart the agent",
+            ),
+        };
+        (resp, false)
+    }
+
+    /// Records a control-socket event in the audit.
+    fn audit(&self, now: std::time::SystemTime, event: Event) {
+        self.audit.record(now, event);
+    }
+}
+
+/// A request handed to the wrong family: a bug in `Control::handle`, answered, not panicked on.
+fn misrouted() -> Response {
+    Response::error(ErrorCode::Internal, "request routed to the wrong handler")
+}
+
 /// Accepts control connections until `shutdown` is cancelled.
 pub async fn serve(
     listener: UnixListener,
-    core: Arc<Core>,
+    control: Arc<Control>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -58,22 +163,20 @@ pub async fn serve(
                     peer_pid = cred.pid(),
                     "refused control connection from another user"
                 );
-                if let Some(ep) = core.endpoint.get() {
-                    ep.audit.record(
-                        std::time::SystemTime::now(),
-                        crate::audit::Event {
-                            channel: "control",
-                            role: None,
-                            token_id: None,
-                            origin: crate::audit::Origin::Unix {
-                                uid: cred.uid(),
-                                pid: cred.pid().unwrap_or(0),
-                            },
-                            outcome: crate::audit::Outcome::Refused,
-                            reason: Some("other_user"),
+                control.audit(
+                    std::time::SystemTime::now(),
+                    Event {
+                        channel: "control",
+                        role: None,
+                        token_id: None,
+                        origin: Origin::Unix {
+                            uid: cred.uid(),
+                            pid: cred.pid().unwrap_or(0),
                         },
-                    );
-                }
+                        outcome: Outcome::Refused,
+                        reason: Some("other_user"),
+                    },
+                );
                 continue;
             }
             Err(e) => {
@@ -88,10 +191,10 @@ pub async fn serve(
             pid,
             scoped_tokens: Vec::new(),
         };
-        let core = core.clone();
+        let control = control.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            handle_connection(stream, core, conn, shutdown).await;
+            handle_connection(stream, control, conn, shutdown).await;
             drop(permit);
         });
     }
@@ -162,21 +265,21 @@ async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
 
 async fn handle_connection(
     mut stream: UnixStream,
-    core: Arc<Core>,
+    control: Arc<Control>,
     mut conn: Conn,
     shutdown: CancellationToken,
 ) {
-    serve_requests(&mut stream, &core, &mut conn, &shutdown).await;
+    serve_requests(&mut stream, &control, &mut conn, &shutdown).await;
     // Whatever the connection held dies with it: `credctl exec` tokens, ceremonies it led.
     for id in conn.scoped_tokens.drain(..) {
-        core.tokens.revoke(id);
+        control.tokens.revoke(id);
     }
-    core.gate.abandon_conn(conn.id);
+    control.approvals.abandon_conn(conn.id);
 }
 
 async fn serve_requests(
     stream: &mut UnixStream,
-    core: &Arc<Core>,
+    control: &Control,
     conn: &mut Conn,
     shutdown: &CancellationToken,
 ) {
@@ -214,7 +317,7 @@ async fn serve_requests(
         let (resp, then_stop) = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = hung_up(stream) => return,
-            r = core.handle(req, conn) => r,
+            r = control.handle(req, conn) => r,
         };
         if !send(stream, &resp).await {
             return;
@@ -261,75 +364,5 @@ async fn hung_up(stream: &UnixStream) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(_) => return,
         }
-    }
-}
-
-/// Answers the first request of a connection, which must be a matching `Hello`.
-pub fn hello(req: &Request) -> Response {
-    match req {
-        Request::Hello {
-            protocol_version,
-            client_version,
-        } if *protocol_version == PROTOCOL_VERSION => {
-            tracing::debug!(%client_version, "control client connected");
-            Response::Hello {
-                protocol_version: PROTOCOL_VERSION,
-                agent_version: env!("CARGO_PKG_VERSION").into(),
-                pid: std::process::id(),
-            }
-        }
-        Request::Hello {
-            protocol_version,
-            client_version,
-        } => Response::error(
-            ErrorCode::VersionMismatch,
-            format!(
-                "credctl {client_version} speaks control protocol {protocol_version}, but this \
-                 agent ({}) speaks {PROTOCOL_VERSION}: restart the agent with `credctl stop` then \
-                 `eval \"$(credctl start)\"`",
-                env!("CARGO_PKG_VERSION")
-            ),
-        ),
-        _ => Response::error(ErrorCode::HelloRequired, "the first request must be hello"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hello_checks_the_version() {
-        let ok = hello(&Request::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            client_version: "t".into(),
-        });
-        assert!(matches!(
-            ok,
-            Response::Hello {
-                protocol_version: PROTOCOL_VERSION,
-                ..
-            }
-        ));
-        let bad = hello(&Request::Hello {
-            protocol_version: PROTOCOL_VERSION + 1,
-            client_version: "t".into(),
-        });
-        match bad {
-            Response::Error {
-                code: ErrorCode::VersionMismatch,
-                message,
-            } => {
-                assert!(message.contains("restart the agent"), "{message}")
-            }
-            other => panic!("expected version mismatch, got {other:?}"),
-        }
-        assert!(matches!(
-            hello(&Request::Status),
-            Response::Error {
-                code: ErrorCode::HelloRequired,
-                ..
-            }
-        ));
     }
 }

@@ -13,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::util::LockExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -140,7 +141,7 @@ impl ConnAudit {
 
     /// Records one event of this connection without waiting.
     pub fn record(&self, now: SystemTime, event: &Event) {
-        let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        let mut run = self.run.locked();
         if let Some(r) = run.as_mut().filter(|r| r.event == *event) {
             r.count += 1;
             if now.duration_since(r.since).unwrap_or_default() >= BATCH_EVERY {
@@ -163,7 +164,7 @@ impl ConnAudit {
 
     /// Sends the counted repeats now.
     pub fn flush(&self) {
-        let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        let mut run = self.run.locked();
         if let Some(r) = run.as_mut().filter(|r| r.count > 0) {
             self.audit.record_n(r.since, r.event.clone(), r.count);
             r.count = 0;
@@ -363,33 +364,9 @@ pub fn processes_for_inodes(inodes: &[u32]) -> HashMap<u32, (i32, Option<String>
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a system time (UTC, whole seconds).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian, UTC).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    // humantime panics before 1970; no time we format is, but a clock set to 1969 must not
+    // crash the agent.
+    humantime::format_rfc3339_seconds(t.max(SystemTime::UNIX_EPOCH)).to_string()
 }
 
 #[cfg(test)]
@@ -410,7 +387,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, peer) = l.accept().unwrap();
-        let p = crate::peer::lookup(s.local_addr().unwrap(), peer).unwrap();
+        let p = crate::http::peer::lookup(s.local_addr().unwrap(), peer).unwrap();
         let found = processes_for_inodes(&[p.inode]);
         let (pid, exe) = found.get(&p.inode).expect("resolved");
         assert_eq!(*pid as u32, std::process::id());

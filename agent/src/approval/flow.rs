@@ -1,0 +1,416 @@
+//! The touch, end to end: every path that starts, joins or answers a WebAuthn ceremony (from
+//! `credctl` or the browser page) comes through [`Approvals`], which verifies the answer with
+//! the [`Approver`] and, for a role, opens the session it approved.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use credagent_proto::{ErrorCode, KeyInfo as WireKeyInfo, Response, Secret};
+use secrecy::SecretString;
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
+use super::gate::{self, Begin, Gate, Kind};
+use super::pending::PendingApprovals;
+use super::{Approval, ApprovalError, Approver, CeremonyId, KeyInfo};
+
+/// What a verified touch opens: the role sessions (implemented by `sessions`, which this
+/// module must not depend on).
+#[async_trait::async_trait]
+pub trait SessionOpener: Send + Sync {
+    /// Opens the session `approval` approved; the reply is `Opened` or an error.
+    async fn open_approved(
+        &self,
+        approval: Approval,
+        mfa_code: Option<SecretString>,
+        now: SystemTime,
+    ) -> Response;
+}
+
+/// Who asks for a ceremony: the control connection (0 for none) and a description of the
+/// requesting process for the approval page.
+pub struct Requester {
+    pub conn: u64,
+    pub description: String,
+}
+
+/// A parsed answer to a ceremony.
+enum Answer {
+    Register(RegisterPublicKeyCredential),
+    Approve(Box<PublicKeyCredential>),
+}
+
+/// The approval path: the relying party, the ceremony table, pending approvals, and what a
+/// verified touch opens.
+pub struct Approvals {
+    approver: Approver,
+    gate: Gate,
+    pending: Arc<PendingApprovals>,
+    opener: Arc<dyn SessionOpener>,
+    /// `http://localhost:PORT`: the only origin an answer may come from.
+    origin: String,
+    /// How long a session opened by one touch lasts, shown with each challenge.
+    session_ttl: Duration,
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, Box<Response>> {
+    serde_json::to_value(v).map_err(|e| {
+        Box::new(Response::error(
+            ErrorCode::Internal,
+            format!("cannot encode options: {e}"),
+        ))
+    })
+}
+
+/// A registered key as the control protocol shows it.
+pub fn wire_key_info(k: &KeyInfo) -> WireKeyInfo {
+    let kind = serde_json::to_value(k.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    WireKeyInfo {
+        name: k.name.clone(),
+        created: k.created,
+        last_used: k.last_used,
+        counter: k.counter,
+        kind,
+        aaguid: k.aaguid.map(|u| u.to_string()),
+    }
+}
+
+impl Approvals {
+    pub fn new(
+        approver: Approver,
+        pending: Arc<PendingApprovals>,
+        opener: Arc<dyn SessionOpener>,
+        http_port: u16,
+        session_ttl: Duration,
+    ) -> Approvals {
+        Approvals {
+            approver,
+            gate: Gate::default(),
+            pending,
+            opener,
+            origin: format!("http://localhost:{http_port}"),
+            session_ttl,
+        }
+    }
+
+    /// The registered keys.
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        self.approver.keys()
+    }
+
+    /// `credctl key remove`.
+    pub fn remove_key(&self, name: &str, force: bool) -> Response {
+        match self.approver.remove_key(name, force) {
+            Ok(()) => Response::Ok,
+            Err(e) => e.to_response(),
+        }
+    }
+
+    fn challenge(&self, id: &str, role: Option<&str>, options: serde_json::Value) -> Response {
+        Response::Challenge {
+            ceremony_id: id.to_owned(),
+            origin: self.origin.clone(),
+            role: role.map(str::to_owned),
+            purpose: None,
+            session_secs: role.map(|_| self.session_ttl.as_secs()),
+            approve_url: format!("{}/approve/{id}", self.origin),
+            options,
+        }
+    }
+
+    /// An unanswered ceremony, for the approval page.
+    pub fn view(&self, id: &str) -> Option<gate::View> {
+        self.gate.view(id)
+    }
+
+    /// How long a session opened by one touch lasts.
+    pub fn session_ttl(&self) -> Duration {
+        self.session_ttl
+    }
+
+    /// Starts (or joins) the ceremony under way for `role`.
+    fn begin_approval(
+        &self,
+        role: &str,
+        who: &Requester,
+        mfa_code: Option<Secret>,
+        now: SystemTime,
+    ) -> Result<Begin, Box<Response>> {
+        self.gate.open_or_join(
+            role,
+            who.conn,
+            who.description.clone(),
+            mfa_code,
+            now,
+            || {
+                let (id, rcr) = self
+                    .approver
+                    .start_approval(role, now)
+                    .map_err(|e| Box::new(e.to_response()))?;
+                Ok::<_, Box<Response>>((id.to_string(), to_json(&rcr)?))
+            },
+        )
+    }
+
+    /// `credctl key add`. The first key registers directly; every later one needs a touch of a
+    /// key already registered first, so a process of the user cannot enrol its own "key" (say, a
+    /// fake authenticator) and then approve roles without the person.
+    pub async fn key_add_start(&self, name: &str, who: &Requester, now: SystemTime) -> Response {
+        let keys = self.approver.keys();
+        if keys.is_empty() {
+            return self.registration_challenge(name, who.conn, now);
+        }
+        if keys.iter().any(|k| k.name == name) {
+            return Response::error(
+                ErrorCode::Exists,
+                format!("a key named {name} is registered already: pick another name"),
+            );
+        }
+        let role = gate::key_add_role(name);
+        match self.begin_approval(&role, who, None, now) {
+            Ok(Begin::Lead(id)) => match self.gate.view(&id) {
+                Some(v) => Response::Challenge {
+                    ceremony_id: id.clone(),
+                    origin: self.origin.clone(),
+                    role: Some(role),
+                    purpose: Some(format!(
+                        "with a key you registered before, to allow adding the new key {name}"
+                    )),
+                    session_secs: None,
+                    approve_url: format!("{}/approve/{id}", self.origin),
+                    options: v.options,
+                },
+                None => Response::error(ErrorCode::Internal, "the ceremony vanished"),
+            },
+            Ok(Begin::Follow(rx)) => gate::wait(rx).await,
+            Err(r) => *r,
+        }
+    }
+
+    /// A registration ceremony for a new key named `name`, led by control connection `leader`.
+    fn registration_challenge(&self, name: &str, leader: u64, now: SystemTime) -> Response {
+        match self.approver.start_registration(name, now) {
+            Ok((id, ccr)) => {
+                let options = match to_json(&ccr) {
+                    Ok(v) => v,
+                    Err(r) => return *r,
+                };
+                let id = id.to_string();
+                self.gate.register(&id, name, options.clone(), leader, now);
+                self.challenge(&id, None, options)
+            }
+            Err(e) => e.to_response(),
+        }
+    }
+
+    /// The registration answer of `credctl key add`.
+    pub async fn key_add_finish(
+        &self,
+        id: &str,
+        credential: serde_json::Value,
+        now: SystemTime,
+    ) -> Response {
+        match self.gate.view(id).map(|v| v.kind) {
+            Some(Kind::Register { .. }) => self.answer(id, credential, now).await,
+            Some(Kind::Approve { .. }) => Response::error(
+                ErrorCode::BadRequest,
+                "that ceremony opens a role; send approve",
+            ),
+            None => Response::error(
+                ErrorCode::NotFound,
+                "no such ceremony (finished or expired)",
+            ),
+        }
+    }
+
+    /// Leads or follows the ceremony for `role` (the caller checked that no session is open
+    /// and that an MFA code is there if the role needs one).
+    pub async fn open(
+        &self,
+        role: &str,
+        mfa_code: Option<Secret>,
+        who: &Requester,
+        now: SystemTime,
+    ) -> Response {
+        let begin = self.begin_approval(role, who, mfa_code, now);
+        match &begin {
+            Ok(Begin::Lead(id)) => {
+                tracing::debug!(role, ceremony = %id, "open: leading a ceremony")
+            }
+            Ok(Begin::Follow(_)) => tracing::debug!(role, "open: following the ceremony under way"),
+            Err(_) => tracing::debug!(role, "open: cannot start a ceremony"),
+        }
+        match begin {
+            Ok(Begin::Lead(id)) => match self.gate.view(&id) {
+                Some(v) => self.challenge(&id, Some(role), v.options),
+                None => Response::error(ErrorCode::Internal, "the ceremony vanished"),
+            },
+            Ok(Begin::Follow(rx)) => gate::wait(rx).await,
+            Err(r) => *r,
+        }
+    }
+
+    /// `credctl` waits for ceremony `id` to be answered elsewhere (the browser page).
+    pub async fn await_ceremony(&self, id: &str, conn: u64) -> Response {
+        match self.gate.subscribe(id, conn) {
+            Some(rx) => gate::wait(rx).await,
+            None => Response::error(
+                ErrorCode::NotFound,
+                "no such ceremony (finished or expired)",
+            ),
+        }
+    }
+
+    /// The control connection `conn` went away: its unanswered ceremonies end.
+    pub fn abandon_conn(&self, conn: u64) {
+        self.gate.abandon_conn(conn);
+    }
+
+    /// Ends every ceremony (lock, shutdown).
+    pub fn abandon_all(&self, why: &str) {
+        self.gate.abandon_all(why);
+    }
+
+    /// The one answer to ceremony `id` (from credctl or the browser page). The answer is parsed
+    /// before the ceremony is claimed, so junk cannot burn a live ceremony.
+    pub async fn answer(
+        &self,
+        id: &str,
+        credential: serde_json::Value,
+        now: SystemTime,
+    ) -> Response {
+        let gone = || {
+            Response::error(
+                ErrorCode::NotFound,
+                "no such ceremony (already answered or expired): run the command again",
+            )
+        };
+        let Some(view) = self.gate.view(id) else {
+            return gone();
+        };
+        let parsed = match &view.kind {
+            Kind::Register { .. } => {
+                serde_json::from_value::<RegisterPublicKeyCredential>(credential)
+                    .map(Answer::Register)
+                    .map_err(|e| format!("malformed registration: {e}"))
+            }
+            Kind::Approve { .. } => serde_json::from_value::<PublicKeyCredential>(credential)
+                .map(|c| Answer::Approve(Box::new(c)))
+                .map_err(|e| format!("malformed assertion: {e}")),
+        };
+        let answer = match parsed {
+            Ok(a) => a,
+            Err(msg) => return Response::error(ErrorCode::BadRequest, msg),
+        };
+        let Ok(cid) = id.parse() else { return gone() };
+        let Some((kind, mfa_code)) = self.gate.claim(id) else {
+            return gone();
+        };
+        let outcome = match (kind, answer) {
+            (Kind::Register { .. }, Answer::Register(cred)) => {
+                self.finish_registration(cid, &cred, now).await
+            }
+            (Kind::Approve { role }, Answer::Approve(cred)) => match gate::key_add_name(&role) {
+                Some(name) => {
+                    let leader = self.gate.leader(id).unwrap_or(0);
+                    self.finish_key_add_approval(cid, &role, name, &cred, leader, now)
+                        .await
+                }
+                None => self.finish_approval(cid, &role, &cred, mfa_code, now).await,
+            },
+            _ => Response::error(
+                ErrorCode::BadRequest,
+                "the answer does not match the ceremony",
+            ),
+        };
+        self.gate.finish(id, outcome.clone());
+        outcome
+    }
+
+    /// A refused answer: wait the growing delay, then reply.
+    async fn refused(&self, e: &ApprovalError) -> Response {
+        tokio::time::sleep(self.approver.failure_delay()).await;
+        e.to_response()
+    }
+
+    async fn finish_registration(
+        &self,
+        cid: CeremonyId,
+        cred: &RegisterPublicKeyCredential,
+        now: SystemTime,
+    ) -> Response {
+        match self.approver.finish_registration(cid, cred, now) {
+            Ok(k) => {
+                tracing::info!(key = %k.name, "security key registered");
+                Response::KeyAdded {
+                    key: wire_key_info(&k),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(code = e.code(), "key registration refused");
+                self.refused(&e).await
+            }
+        }
+    }
+
+    /// An existing key authorized adding `name`: answer with the registration challenge.
+    async fn finish_key_add_approval(
+        &self,
+        cid: CeremonyId,
+        role: &str,
+        name: &str,
+        cred: &PublicKeyCredential,
+        leader: u64,
+        now: SystemTime,
+    ) -> Response {
+        match self.approver.finish_approval(cid, role, cred, now) {
+            Ok(approval) => {
+                tracing::info!(
+                    new_key = name,
+                    by = approval.key_name(),
+                    "adding a key was authorized"
+                );
+                drop(approval);
+                self.registration_challenge(name, leader, now)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    new_key = name,
+                    code = e.code(),
+                    "authorization to add a key refused"
+                );
+                self.refused(&e).await
+            }
+        }
+    }
+
+    async fn finish_approval(
+        &self,
+        cid: CeremonyId,
+        role: &str,
+        cred: &PublicKeyCredential,
+        mfa_code: Option<Secret>,
+        now: SystemTime,
+    ) -> Response {
+        let approval = match self.approver.finish_approval(cid, role, cred, now) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(role, code = e.code(), "approval refused");
+                return self.refused(&e).await;
+            }
+        };
+        tracing::info!(
+            role,
+            key = approval.key_name(),
+            "touch verified; opening the session"
+        );
+        let code = mfa_code.map(|c| SecretString::from(c.expose().to_owned()));
+        let reply = self.opener.open_approved(approval, code, now).await;
+        if matches!(reply, Response::Opened { .. }) {
+            self.pending.resolve(role);
+        }
+        reply
+    }
+}

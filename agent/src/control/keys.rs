@@ -1,0 +1,33 @@
+//! Key requests: register (`key add`, a ceremony), list and remove FIDO keys.
+
+use std::time::SystemTime;
+
+use credagent_proto::{Request, Response};
+
+use super::{Conn, Control};
+use crate::approval::wire_key_info;
+
+impl Control {
+    pub(super) async fn keys_family(&self, req: Request, conn: &Conn, now: SystemTime) -> Response {
+        match req {
+            Request::KeyAddStart { name } => {
+                self.approvals
+                    .key_add_start(&name, &conn.requester(), now)
+                    .await
+            }
+            Request::KeyAddFinish {
+                ceremony_id,
+                credential,
+            } => {
+                self.approvals
+                    .key_add_finish(&ceremony_id, credential, now)
+                    .await
+            }
+            Request::KeyList => Response::Keys {
+                keys: self.approvals.keys().iter().map(wire_key_info).collect(),
+            },
+            Request::KeyRemove { name, force } => self.approvals.remove_key(&name, force),
+            _ => super::misrouted(),
+        }
+    }
+}

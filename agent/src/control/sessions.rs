@@ -1,0 +1,147 @@
+//! Role and session requests: list roles, open a role (the touch), answer or await a
+//! ceremony, and `credential-process` credentials.
+
+use std::time::SystemTime;
+
+use credagent_proto::{ErrorCode, Request, Response, RoleInfo, Secret, SessionState};
+use secrecy::ExposeSecret;
+
+use super::{Conn, Control};
+use crate::audit::{rfc3339, Event, Outcome};
+
+impl Control {
+    pub(super) async fn sessions_family(
+        &self,
+        req: Request,
+        conn: &Conn,
+        now: SystemTime,
+    ) -> Response {
+        match req {
+            Request::Roles => match self.sessions.reload_profiles(&self.aws_config) {
+                Ok(()) => Response::Roles {
+                    roles: self.role_infos(now, false),
+                },
+                Err(r) => *r,
+            },
+            Request::Open { role, mfa_code } => self.open(&role, mfa_code, conn, now).await,
+            Request::Approve {
+                ceremony_id,
+                credential,
+            } => self.approvals.answer(&ceremony_id, credential, now).await,
+            Request::AwaitCeremony { ceremony_id } => {
+                self.approvals.await_ceremony(&ceremony_id, conn.id).await
+            }
+            Request::Credentials { role } => self.credentials(&role, conn, now).await,
+            _ => super::misrouted(),
+        }
+    }
+
+    /// Opens `role` if needed: already open → `Opened`; else lead or follow the role's ceremony.
+    async fn open(
+        &self,
+        role: &str,
+        mfa_code: Option<Secret>,
+        conn: &Conn,
+        now: SystemTime,
+    ) -> Response {
+        if let Err(r) = self.sessions.reload_profiles(&self.aws_config) {
+            return *r;
+        }
+        if let Some(st) = self
+            .sessions
+            .status(now)
+            .into_iter()
+            .find(|s| s.role == role)
+        {
+            if self.sessions.get_cached(role, now).is_some() {
+                return Response::Opened {
+                    role: role.to_owned(),
+                    expires_at: st.session_expires_at,
+                };
+            }
+        }
+        tracing::debug!(role, "open: no usable session; checking MFA");
+        match self.sessions.mfa_needed(role, now) {
+            Err(e) => return e.to_response(),
+            Ok(Some(serial)) if mfa_code.is_none() => {
+                return Response::error(
+                    ErrorCode::MfaRequired,
+                    format!("role {role} needs a code from MFA device {serial}"),
+                )
+            }
+            Ok(_) => {}
+        }
+        self.approvals
+            .open(role, mfa_code, &conn.requester(), now)
+            .await
+    }
+
+    async fn credentials(&self, role: &str, conn: &Conn, now: SystemTime) -> Response {
+        let result = self.sessions.credentials(role, now).await;
+        let (outcome, reason) = match &result {
+            Ok(_) => (Outcome::Served, None),
+            Err(_) => (Outcome::Refused, Some("not_approved")),
+        };
+        self.audit(
+            now,
+            Event {
+                channel: "credential_process",
+                role: Some(role.into()),
+                token_id: None,
+                origin: conn.origin(),
+                outcome,
+                reason,
+            },
+        );
+        match result {
+            Ok(c) => Response::Credentials {
+                access_key_id: c.access_key_id.clone(),
+                secret_access_key: Secret::new(c.secret_access_key.expose_secret()),
+                session_token: Secret::new(c.session_token.expose_secret()),
+                expiration: rfc3339(c.expiration),
+            },
+            Err(e) => e.to_response(),
+        }
+    }
+
+    /// Roles with their session state; with `open_only`, just the open ones.
+    pub(super) fn role_infos(&self, now: SystemTime, open_only: bool) -> Vec<RoleInfo> {
+        let status = self.sessions.status(now);
+        let profiles = self.sessions.profiles();
+        let mut out = Vec::new();
+        for summary in profiles.roles() {
+            let session = status
+                .iter()
+                .find(|s| s.role == summary.name)
+                .map(|s| SessionState {
+                    expires_at: s.session_expires_at,
+                    remaining_secs: s.session_remaining_secs,
+                    credentials_expire_at: s.credentials_expire_at,
+                    next_refresh: s.next_refresh,
+                    sts_calls: s.sts_calls,
+                    refreshes: s.refreshes,
+                    failures: s.failures,
+                    last_error: s.last_error.clone(),
+                });
+            if open_only && session.is_none() {
+                continue;
+            }
+            let (chain, mfa) = match profiles.resolve(&summary.name) {
+                Ok(spec) => {
+                    let mut chain = vec![spec.source.clone()];
+                    chain.extend(spec.chain.iter().map(|h| h.profile.clone()));
+                    (chain, spec.mfa_serial.is_some())
+                }
+                Err(_) => (Vec::new(), false),
+            };
+            out.push(RoleInfo {
+                name: summary.name,
+                role_arn: summary.role_arn,
+                chain,
+                mfa,
+                session,
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,130 @@
+//! Source requests: add (typed or imported from `~/.aws/credentials`), list and remove the
+//! long-lived keys kept in the keyring.
+
+use credagent_proto::{ErrorCode, Request, Response, Secret, SourceInfo};
+use secrecy::SecretString;
+
+use super::Control;
+use crate::sources::{rewrite_credentials_file_without, SourceCredentials, SourceError};
+
+/// A keyring call's result as a reply.
+fn reply(r: Result<Response, SourceError>) -> Response {
+    r.unwrap_or_else(|e| e.to_response())
+}
+
+impl Control {
+    pub(super) async fn sources_family(&self, req: Request) -> Response {
+        match req {
+            Request::SourceAdd {
+                name,
+                access_key_id,
+                secret_access_key,
+            } => {
+                self.source_add(name, access_key_id, secret_access_key)
+                    .await
+            }
+            Request::SourceImport {
+                name,
+                path,
+                profile,
+                remove_from_file,
+            } => {
+                self.source_import(name, path, profile, remove_from_file)
+                    .await
+            }
+            Request::SourceList => self.source_list().await,
+            Request::SourceRemove { name } => reply(
+                self.sources
+                    .with(move |k| k.delete(&name).map(|()| Response::Ok))
+                    .await,
+            ),
+            _ => super::misrouted(),
+        }
+    }
+
+    async fn source_add(&self, name: String, key_id: String, secret: Secret) -> Response {
+        let creds = SourceCredentials {
+            access_key_id: key_id,
+            secret_access_key: SecretString::from(secret.expose().to_owned()),
+        };
+        drop(secret);
+        reply(
+            self.sources
+                .with(move |k| k.put(&name, &creds).map(|()| Response::Ok))
+                .await,
+        )
+    }
+
+    async fn source_import(
+        &self,
+        name: String,
+        path: String,
+        profile: String,
+        remove: bool,
+    ) -> Response {
+        let path = std::path::PathBuf::from(path);
+        let entry = {
+            let (file, section) = (path.clone(), profile.clone());
+            match tokio::task::spawn_blocking(move || {
+                crate::profiles::read_credentials_file(&file, &section)
+            })
+            .await
+            {
+                Ok(Ok(Some(entry))) => entry,
+                Ok(Ok(None)) => {
+                    return Response::error(
+                        ErrorCode::NotFound,
+                        format!(
+                            "no profile [{profile}] with aws_access_key_id and aws_secret_access_key in {}: check the name with `grep '\\[' {}`",
+                            path.display(),
+                            path.display()
+                        ),
+                    )
+                }
+                Ok(Err(e)) => return Response::error(ErrorCode::Profile, e.to_string()),
+                Err(e) => {
+                    return Response::error(
+                        ErrorCode::Internal,
+                        format!("credentials file task failed: {e}"),
+                    )
+                }
+            }
+        };
+        reply(
+            self.sources
+                .with(move |k| {
+                    k.put(&name, &entry.credentials)?;
+                    if remove {
+                        rewrite_credentials_file_without(&path, &profile)?;
+                    }
+                    Ok(Response::Ok)
+                })
+                .await,
+        )
+    }
+
+    async fn source_list(&self) -> Response {
+        reply(
+            self.sources
+                .with(|store| {
+                    let mut sources = Vec::new();
+                    for name in store.list()? {
+                        let suffix = match store.get(&name) {
+                            Ok(c) => {
+                                let id = &c.access_key_id;
+                                let start = id.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
+                                id[start..].to_owned()
+                            }
+                            Err(_) => "????".into(),
+                        };
+                        sources.push(SourceInfo {
+                            name,
+                            key_id_suffix: suffix,
+                        });
+                    }
+                    Ok(Response::Sources { sources })
+                })
+                .await,
+        )
+    }
+}

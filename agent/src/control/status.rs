@@ -1,0 +1,51 @@
+//! Agent-wide requests: the status report, pending approvals, and `lock`.
+
+use std::time::SystemTime;
+
+use credagent_proto::{Request, Response, StatusInfo};
+
+use super::Control;
+
+impl Control {
+    pub(super) async fn status_family(&self, req: Request, now: SystemTime) -> Response {
+        match req {
+            Request::Status => Response::Status(self.status(now)),
+            Request::Lock => {
+                self.lock();
+                Response::Ok
+            }
+            Request::Pending => {
+                // The pending list names processes from /proc: off the runtime's workers.
+                let pending = self.pending.clone();
+                let pending = tokio::task::spawn_blocking(move || pending.list(SystemTime::now()))
+                    .await
+                    .unwrap_or_default();
+                Response::Pending { pending }
+            }
+            _ => super::misrouted(),
+        }
+    }
+
+    /// `credctl lock` / SIGUSR1: end every session, forget every current role, wipe the cache.
+    pub fn lock(&self) -> usize {
+        let n = self.sessions.lock();
+        self.endpoint.wipe();
+        self.tokens.clear_current_roles();
+        self.approvals.abandon_all("the agent was locked");
+        tracing::info!(
+            sessions = n,
+            "locked: every session ended and every cached secret wiped"
+        );
+        n
+    }
+
+    /// The full status report.
+    pub fn status(&self, now: SystemTime) -> StatusInfo {
+        let mut info = self.facts.status();
+        info.keys = self.approvals.keys().len();
+        info.sessions = self.role_infos(now, true);
+        info.imds_role = self.endpoint.imds_role().as_deref().map(str::to_owned);
+        info.pending = self.pending.list(now);
+        info
+    }
+}

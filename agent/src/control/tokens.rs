@@ -1,0 +1,75 @@
+//! Token requests: endpoint tokens for a shell, a role (`env`) or a command (`exec`, revoked
+//! with its connection), the shell's current role (`use`), and the role IMDS serves.
+
+use std::time::SystemTime;
+
+use credagent_proto::{ErrorCode, Request, Response, Secret};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Conn, Control};
+use crate::http::endpoint::ECS_PATH;
+use crate::tokens::Binding;
+
+impl Control {
+    pub(super) fn tokens_family(&self, req: Request, conn: &mut Conn, now: SystemTime) -> Response {
+        match req {
+            Request::TokenShell => self.issue(Binding::Shell { current: None }, "shell", None, now),
+            Request::TokenForRole {
+                role,
+                scoped,
+                purpose,
+            } => {
+                let purpose = if scoped {
+                    "exec"
+                } else if purpose == "env" {
+                    "env"
+                } else {
+                    "role"
+                };
+                self.issue(
+                    Binding::Role { role: role.into() },
+                    purpose,
+                    scoped.then_some(conn),
+                    now,
+                )
+            }
+            Request::Use { token, role } => {
+                let t = SecretString::from(token.expose().to_owned());
+                match self.tokens.set_current(&t, &role) {
+                    Ok(_) => Response::Ok,
+                    Err(e) => Response::error(
+                        ErrorCode::BadToken,
+                        format!("{e}: this shell's token is not known to the agent: run `eval \"$(credctl start)\"`"),
+                    ),
+                }
+            }
+            Request::Imds { role } => {
+                self.endpoint.set_imds_role(role.map(Into::into));
+                Response::Ok
+            }
+            _ => super::misrouted(),
+        }
+    }
+
+    fn issue(
+        &self,
+        binding: Binding,
+        purpose: &str,
+        scoped: Option<&mut Conn>,
+        now: SystemTime,
+    ) -> Response {
+        match self.tokens.issue(binding, purpose, now) {
+            Ok((id, token)) => {
+                if let Some(conn) = scoped {
+                    conn.scoped_tokens.push(id);
+                }
+                Response::Token {
+                    token: Secret::new(token.expose_secret()),
+                    token_id: id.to_string(),
+                    uri: format!("http://{}{ECS_PATH}", self.facts.http_addr),
+                }
+            }
+            Err(e) => Response::error(ErrorCode::Internal, format!("random generator failed: {e}")),
+        }
+    }
+}

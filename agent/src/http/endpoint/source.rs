@@ -1,0 +1,52 @@
+//! The endpoint's view of the role sessions: cached credentials, rendered once per set, and a
+//! pending approval recorded for a role nobody has opened.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{CredentialSource, Lookup, RenderCache};
+use crate::approval::PendingApprovals;
+use crate::audit::Origin;
+use crate::sessions::Sessions;
+
+/// [`CredentialSource`] over the agent's sessions.
+pub struct SessionSource {
+    sessions: Sessions,
+    pending: Arc<PendingApprovals>,
+    /// Response bodies rendered once per set of credentials.
+    render: RenderCache,
+}
+
+impl SessionSource {
+    pub fn new(sessions: Sessions, pending: Arc<PendingApprovals>) -> SessionSource {
+        let render = RenderCache::new(sessions.generation().clone());
+        SessionSource {
+            sessions,
+            pending,
+            render,
+        }
+    }
+}
+
+impl CredentialSource for SessionSource {
+    fn lookup(&self, role: &str, now: SystemTime) -> Lookup {
+        match self.sessions.get_cached_until(role, now) {
+            Some((creds, until)) => Lookup::Ready {
+                body: self.render.get(role, &creds, now),
+                until,
+            },
+            None if self.sessions.open_roles(now).iter().any(|r| r == role) => Lookup::Unavailable(
+                "the session is open but STS has not answered yet; retry in a moment".into(),
+            ),
+            None => Lookup::NotOpen,
+        }
+    }
+
+    fn request_approval(&self, role: &str, origin: Origin, now: SystemTime) {
+        self.pending.record(role, origin, now);
+    }
+
+    fn wipe(&self) {
+        self.render.clear();
+    }
+}
