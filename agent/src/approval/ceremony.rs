@@ -1,18 +1,28 @@
-//! Outstanding WebAuthn ceremonies: unguessable ids, the 60 s expiry, single use, the cap on
-//! how many may be pending, and the growing delay after failed approvals.
+//! The one ceremony table: every WebAuthn ceremony, a registration or an approval, from its
+//! challenge to its outcome. Ids are unguessable; a challenge is answered once (its WebAuthn
+//! state is taken by the first answer) and within 60 s; at most 64 are outstanding. It also
+//! coalesces: while an approval for a role is under way, everyone else who asks for that role
+//! follows it and gets its outcome. The growing delay after failed approvals lives here too.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use credagent_proto::{ErrorCode, Response, Secret};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::error::ApprovalError;
 
 /// How long a challenge stays valid after it was issued.
 pub const CEREMONY_TTL: Duration = Duration::from_secs(60);
+
+/// How long an answered ceremony may take to reach its outcome (verifying the touch and
+/// opening the session, STS retries included) before it is given up, and so the longest a
+/// follower waits.
+pub const OUTCOME_WAIT: Duration = Duration::from_secs(90);
 
 /// How many ceremonies may be outstanding at once, so a flood cannot grow memory.
 pub const MAX_CEREMONIES: usize = 64;
@@ -48,41 +58,145 @@ impl FromStr for CeremonyId {
     }
 }
 
-/// Whether a ceremony started at `started` is past its lifetime at `now`. A clock that went
+/// Whether a ceremony started at `started` is past `lifetime` at `now`. A clock that went
 /// backwards by more than the lifetime also ends it, so nothing can live forever.
-fn expired(started: SystemTime, now: SystemTime) -> bool {
+fn expired(started: SystemTime, now: SystemTime, lifetime: Duration) -> bool {
     let age = now
         .duration_since(started)
         .or_else(|_| started.duration_since(now))
         .unwrap_or(Duration::MAX);
-    age >= CEREMONY_TTL
+    age >= lifetime
 }
 
-/// The table of outstanding ceremonies. `T` is the state webauthn-rs needs to finish one.
-pub(crate) struct Ceremonies<T> {
-    /// Start time and state of each outstanding ceremony.
-    pending: HashMap<CeremonyId, (SystemTime, T)>,
+/// Pseudo-roles for "an existing key authorizes registering key NAME". AWS profile names cannot
+/// hold whitespace, so the space keeps them apart from every role: no session can open under one.
+const KEY_ADD: &str = "key add: ";
+
+/// The pseudo-role that authorizes registering a key named `name`.
+pub fn key_add_role(name: &str) -> String {
+    format!("{KEY_ADD}{name}")
 }
 
-impl<T> Ceremonies<T> {
+/// The key name, if `role` is a key-add pseudo-role.
+pub fn key_add_name(role: &str) -> Option<&str> {
+    role.strip_prefix(KEY_ADD)
+}
+
+/// How the outcome of an abandoned ceremony starts; followers then lead a new one.
+pub const ABANDONED: &str = "the client taking the touch went away";
+
+/// What a ceremony is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Approve { role: String },
+    Register { name: String },
+}
+
+/// Who leads a new ceremony: the control connection (0: none, e.g. the browser), a
+/// description of the process for the approval page, and the MFA code the role needs.
+#[derive(Default)]
+pub struct Lead {
+    pub conn: u64,
+    pub requester: String,
+    pub mfa_code: Option<Secret>,
+}
+
+/// How an approval request proceeds.
+pub enum Begin {
+    /// This caller leads: the ceremony id and the options for its authenticator.
+    Lead(CeremonyId, serde_json::Value),
+    /// A ceremony for the role is under way: wait on this for its outcome.
+    Follow(watch::Receiver<Option<Response>>),
+}
+
+/// What the approval page shows for an unanswered ceremony.
+pub struct View {
+    pub kind: Kind,
+    pub options: serde_json::Value,
+    pub requester: String,
+}
+
+/// A ceremony taken by its one answer.
+pub(crate) struct Claimed<S> {
+    pub kind: Kind,
+    pub state: S,
+    pub mfa_code: Option<Secret>,
+    pub leader: u64,
+}
+
+struct Entry<S> {
+    started: SystemTime,
+    kind: Kind,
+    /// The WebAuthn state; taken by the first answer, so a ceremony is answered once.
+    state: Option<S>,
+    options: serde_json::Value,
+    /// The control connection that leads it (0: none).
+    leader: u64,
+    /// Connections waiting for the browser to answer; if one of them goes away unanswered, the
+    /// ceremony ends, so a role is never blocked by a page nobody will touch.
+    awaiters: Vec<u64>,
+    mfa_code: Option<Secret>,
+    requester: String,
+    tx: watch::Sender<Option<Response>>,
+}
+
+impl<S> Entry<S> {
+    fn claimed(&self) -> bool {
+        self.state.is_none()
+    }
+
+    /// Past its time: unanswered after the challenge's lifetime, or answered but without an
+    /// outcome after `OUTCOME_WAIT`.
+    fn stale(&self, now: SystemTime) -> bool {
+        let lifetime = if self.claimed() {
+            OUTCOME_WAIT
+        } else {
+            CEREMONY_TTL
+        };
+        expired(self.started, now, lifetime)
+    }
+}
+
+/// Every outstanding ceremony, by id, and the approval under way for each role.
+pub(crate) struct Ceremonies<S> {
+    entries: HashMap<CeremonyId, Entry<S>>,
+    by_role: HashMap<String, CeremonyId>,
+}
+
+fn timed_out() -> Response {
+    Response::error(
+        ErrorCode::ApprovalFailed,
+        "nobody touched a security key in time: run the command again",
+    )
+}
+
+impl<S> Ceremonies<S> {
     pub(crate) fn new() -> Self {
         Self {
-            pending: HashMap::new(),
+            entries: HashMap::new(),
+            by_role: HashMap::new(),
         }
     }
 
-    /// Drops every ceremony that has expired at `now`.
+    /// Ends ceremonies past their time; their followers learn why.
     pub(crate) fn prune(&mut self, now: SystemTime) {
-        self.pending
-            .retain(|_, (started, _)| !expired(*started, now));
+        let stale: Vec<CeremonyId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.stale(now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.finish(id, timed_out());
+        }
     }
 
-    /// Whether another ceremony can start at `now` (after pruning expired ones).
+    /// Refuses a new ceremony when too many are outstanding.
     pub(crate) fn check_room(&mut self, now: SystemTime) -> Result<(), ApprovalError> {
         self.prune(now);
-        if self.pending.len() >= MAX_CEREMONIES {
+        if self.entries.len() >= MAX_CEREMONIES {
             tracing::warn!(
-                pending = self.pending.len(),
+                pending = self.entries.len(),
                 "refusing a new WebAuthn ceremony: too many outstanding"
             );
             return Err(ApprovalError::TooManyCeremonies);
@@ -90,38 +204,157 @@ impl<T> Ceremonies<T> {
         Ok(())
     }
 
-    /// Stores a new ceremony started at `now` and returns its id.
+    /// The outcome channel of the approval under way for `role`, if there is one.
+    pub(crate) fn follow(
+        &mut self,
+        role: &str,
+        now: SystemTime,
+    ) -> Option<watch::Receiver<Option<Response>>> {
+        self.prune(now);
+        let id = self.by_role.get(role)?;
+        self.entries.get(id).map(|e| e.tx.subscribe())
+    }
+
+    /// Records a new ceremony led by `lead`; an approval becomes the one under way for its role.
     pub(crate) fn insert(
         &mut self,
         now: SystemTime,
-        state: T,
+        kind: Kind,
+        state: S,
+        options: serde_json::Value,
+        lead: Lead,
     ) -> Result<CeremonyId, ApprovalError> {
         self.check_room(now)?;
         let id = CeremonyId::random();
-        self.pending.insert(id, (now, state));
+        if let Kind::Approve { role } = &kind {
+            self.by_role.insert(role.clone(), id);
+        }
+        let (tx, _) = watch::channel(None);
+        self.entries.insert(
+            id,
+            Entry {
+                started: now,
+                kind,
+                state: Some(state),
+                options,
+                leader: lead.conn,
+                awaiters: Vec::new(),
+                mfa_code: lead.mfa_code,
+                requester: lead.requester,
+                tx,
+            },
+        );
         Ok(id)
     }
 
-    /// Removes the ceremony (whatever happens next, it cannot be used again) and returns its
-    /// state if it has not expired.
-    pub(crate) fn take(&mut self, id: CeremonyId, now: SystemTime) -> Result<T, ApprovalError> {
-        let (started, state) = self
-            .pending
-            .remove(&id)
+    /// Takes ceremony `id` for its one answer. The entry stays, answered, until its outcome is
+    /// known, so those who ask for the role meanwhile still follow it.
+    pub(crate) fn take(
+        &mut self,
+        id: CeremonyId,
+        now: SystemTime,
+    ) -> Result<Claimed<S>, ApprovalError> {
+        let entry = self
+            .entries
+            .get_mut(&id)
+            .filter(|e| !e.claimed())
             .ok_or(ApprovalError::UnknownCeremony)?;
-        if expired(started, now) {
+        if expired(entry.started, now, CEREMONY_TTL) {
+            self.finish(id, timed_out());
             return Err(ApprovalError::ChallengeExpired);
         }
-        Ok(state)
+        let state = entry.state.take().ok_or(ApprovalError::UnknownCeremony)?;
+        Ok(Claimed {
+            kind: entry.kind.clone(),
+            state,
+            mfa_code: entry.mfa_code.take(),
+            leader: entry.leader,
+        })
+    }
+
+    /// An unanswered ceremony.
+    pub(crate) fn view(&self, id: CeremonyId) -> Option<View> {
+        let e = self.entries.get(&id).filter(|e| !e.claimed())?;
+        Some(View {
+            kind: e.kind.clone(),
+            options: e.options.clone(),
+            requester: e.requester.clone(),
+        })
+    }
+
+    /// Waits for the outcome of ceremony `id` as connection `conn` (answered elsewhere, e.g. in
+    /// the browser).
+    pub(crate) fn subscribe(
+        &mut self,
+        id: CeremonyId,
+        conn: u64,
+    ) -> Option<watch::Receiver<Option<Response>>> {
+        let e = self.entries.get_mut(&id)?;
+        e.awaiters.push(conn);
+        Some(e.tx.subscribe())
+    }
+
+    /// Ends ceremony `id` with `outcome` for everyone waiting on it.
+    pub(crate) fn finish(&mut self, id: CeremonyId, outcome: Response) {
+        if let Some(e) = self.entries.remove(&id) {
+            if let Kind::Approve { role } = &e.kind {
+                if self.by_role.get(role) == Some(&id) {
+                    self.by_role.remove(role);
+                }
+            }
+            let _ = e.tx.send(Some(outcome));
+        }
+    }
+
+    /// The control connection `conn` went away: its unanswered ceremonies, led or awaited,
+    /// end.
+    pub(crate) fn abandon_conn(&mut self, conn: u64) {
+        let ids: Vec<CeremonyId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| (e.leader == conn || e.awaiters.contains(&conn)) && !e.claimed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.finish(
+                id,
+                Response::error(
+                    ErrorCode::ApprovalFailed,
+                    format!("{ABANDONED}: run the command again"),
+                ),
+            );
+        }
+    }
+
+    /// Ends every ceremony (lock, shutdown).
+    pub(crate) fn abandon_all(&mut self, why: &str) {
+        let ids: Vec<CeremonyId> = self.entries.keys().copied().collect();
+        for id in ids {
+            self.finish(id, Response::error(ErrorCode::ApprovalFailed, why));
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.pending.len()
+        self.entries.len()
     }
 }
 
-/// Counts consecutive failed approvals and turns them into a delay the caller waits out.
+/// Waits for a ceremony's outcome, for at most `OUTCOME_WAIT`.
+pub async fn wait(mut rx: watch::Receiver<Option<Response>>) -> Response {
+    let got = tokio::time::timeout(OUTCOME_WAIT, rx.wait_for(|v| v.is_some())).await;
+    match got {
+        Ok(Ok(v)) => v
+            .clone()
+            .unwrap_or_else(|| Response::error(ErrorCode::Internal, "no outcome")),
+        Ok(Err(_)) => Response::error(
+            ErrorCode::ApprovalFailed,
+            "the approval was abandoned: run the command again",
+        ),
+        Err(_) => timed_out(),
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct FailureBackoff {
     /// Failed approvals since the last successful one.
@@ -154,39 +387,218 @@ impl FailureBackoff {
 mod tests {
     use super::*;
 
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
+    }
+
+    fn approve(role: &str) -> Kind {
+        Kind::Approve { role: role.into() }
+    }
+
+    fn lead(conn: u64) -> Lead {
+        Lead {
+            conn,
+            requester: "t".into(),
+            mfa_code: None,
+        }
+    }
+
+    fn opened() -> Response {
+        Response::Opened {
+            role: "prod".into(),
+            expires_at: 7,
+        }
+    }
+
     #[test]
     fn take_is_single_use_and_expires() {
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut c = Ceremonies::new();
-        let id = c.insert(t0, "state").unwrap();
-        assert_eq!(c.take(id, t0 + Duration::from_secs(59)).unwrap(), "state");
-        assert_eq!(c.take(id, t0).unwrap_err().code(), "unknown_ceremony");
+        let id = c
+            .insert(
+                t0(),
+                approve("a"),
+                "state",
+                serde_json::Value::Null,
+                lead(1),
+            )
+            .unwrap();
+        let claimed = c.take(id, t0() + Duration::from_secs(59)).unwrap();
+        assert_eq!(claimed.state, "state");
+        assert_eq!(claimed.leader, 1);
+        assert_eq!(
+            c.take(id, t0()).err().expect("refused").code(),
+            "unknown_ceremony"
+        );
+        assert!(c.view(id).is_none(), "an answered ceremony is not shown");
 
-        let id = c.insert(t0, "state").unwrap();
-        let err = c.take(id, t0 + Duration::from_secs(61)).unwrap_err();
+        let id = c
+            .insert(
+                t0(),
+                approve("b"),
+                "state",
+                serde_json::Value::Null,
+                lead(1),
+            )
+            .unwrap();
+        let err = c
+            .take(id, t0() + Duration::from_secs(61))
+            .err()
+            .expect("refused");
         assert_eq!(err.code(), "challenge_expired");
         // An expired ceremony is gone too.
-        assert_eq!(c.take(id, t0).unwrap_err().code(), "unknown_ceremony");
+        assert_eq!(
+            c.take(id, t0()).err().expect("refused").code(),
+            "unknown_ceremony"
+        );
 
         // A clock that jumps back more than the lifetime ends the ceremony as well.
-        let id = c.insert(t0, "state").unwrap();
-        let err = c.take(id, t0 - Duration::from_secs(120)).unwrap_err();
+        let id = c
+            .insert(
+                t0(),
+                approve("c"),
+                "state",
+                serde_json::Value::Null,
+                lead(1),
+            )
+            .unwrap();
+        let err = c
+            .take(id, t0() - Duration::from_secs(120))
+            .err()
+            .expect("refused");
         assert_eq!(err.code(), "challenge_expired");
     }
 
     #[test]
     fn cap_and_prune() {
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut c = Ceremonies::new();
-        for _ in 0..MAX_CEREMONIES {
-            c.insert(t0, ()).unwrap();
+        for i in 0..MAX_CEREMONIES {
+            c.insert(
+                t0(),
+                approve(&format!("r{i}")),
+                (),
+                serde_json::Value::Null,
+                lead(1),
+            )
+            .unwrap();
         }
-        let err = c.insert(t0 + Duration::from_secs(1), ()).unwrap_err();
+        let err = c
+            .insert(
+                t0() + Duration::from_secs(1),
+                approve("x"),
+                (),
+                serde_json::Value::Null,
+                lead(1),
+            )
+            .unwrap_err();
         assert_eq!(err.code(), "too_many_ceremonies");
         assert_eq!(c.len(), MAX_CEREMONIES);
         // Once they expire they are pruned and there is room again.
-        c.insert(t0 + Duration::from_secs(61), ()).unwrap();
+        c.insert(
+            t0() + Duration::from_secs(61),
+            approve("x"),
+            (),
+            serde_json::Value::Null,
+            lead(1),
+        )
+        .unwrap();
         assert_eq!(c.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_leader_many_followers_one_outcome() {
+        let mut c = Ceremonies::new();
+        assert!(c.follow("prod", t0()).is_none(), "nothing under way yet");
+        let id = c
+            .insert(
+                t0(),
+                approve("prod"),
+                (),
+                serde_json::json!({"c": 1}),
+                lead(1),
+            )
+            .unwrap();
+        let followers: Vec<_> = (0..20)
+            .map(|_| tokio::spawn(wait(c.follow("prod", t0()).expect("follows"))))
+            .collect();
+        assert!(
+            c.follow("dev", t0()).is_none(),
+            "another role gets its own ceremony"
+        );
+        c.take(id, t0()).unwrap();
+        assert!(
+            c.follow("prod", t0()).is_some(),
+            "an answered ceremony is still followed until its outcome"
+        );
+        c.finish(id, opened());
+        for f in followers {
+            assert_eq!(f.await.unwrap(), opened());
+        }
+        assert!(
+            c.follow("prod", t0()).is_none(),
+            "finished: the next asker leads"
+        );
+    }
+
+    #[tokio::test]
+    async fn leader_or_awaiter_going_away_releases_followers() {
+        let mut c = Ceremonies::new();
+        c.insert(t0(), approve("prod"), (), serde_json::Value::Null, lead(1))
+            .unwrap();
+        let rx = c.follow("prod", t0()).unwrap();
+        c.abandon_conn(1);
+        assert!(matches!(
+            wait(rx).await,
+            Response::Error {
+                code: ErrorCode::ApprovalFailed,
+                ..
+            }
+        ));
+
+        // The browser flow: the leader awaits its own ceremony; another client may await too.
+        let b = c
+            .insert(t0(), approve("dev"), (), serde_json::Value::Null, lead(1))
+            .unwrap();
+        let rx = c.subscribe(b, 1).unwrap();
+        let rx3 = c.subscribe(b, 3).unwrap();
+        c.finish(b, Response::Ok);
+        assert_eq!(wait(rx).await, Response::Ok);
+        assert_eq!(wait(rx3).await, Response::Ok);
+        let d = c
+            .insert(t0(), approve("dev"), (), serde_json::Value::Null, lead(1))
+            .unwrap();
+        let rx = c.subscribe(d, 4).unwrap();
+        c.abandon_conn(4);
+        assert!(
+            c.view(d).is_none(),
+            "an unanswered page nobody waits for must not block the role"
+        );
+        assert!(matches!(
+            wait(rx).await,
+            Response::Error {
+                code: ErrorCode::ApprovalFailed,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn stale_ceremonies_end_and_are_replaced() {
+        let mut c = Ceremonies::new();
+        let old = c
+            .insert(t0(), approve("prod"), (), serde_json::Value::Null, lead(1))
+            .unwrap();
+        let rx = c.follow("prod", t0()).unwrap();
+        assert!(c.follow("prod", t0() + CEREMONY_TTL).is_none());
+        assert!(c.view(old).is_none());
+        assert_eq!(wait(rx).await, timed_out());
+
+        // Answered ceremonies get longer: the session may still be opening.
+        let id = c
+            .insert(t0(), approve("prod"), (), serde_json::Value::Null, lead(1))
+            .unwrap();
+        c.take(id, t0() + Duration::from_secs(59)).unwrap();
+        assert!(c.follow("prod", t0() + CEREMONY_TTL).is_some());
+        assert!(c.follow("prod", t0() + OUTCOME_WAIT).is_none());
     }
 
     #[test]

@@ -9,9 +9,9 @@ use credagent_proto::{ErrorCode, KeyInfo as WireKeyInfo, Response, Secret};
 use secrecy::SecretString;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
-use super::gate::{self, Begin, Gate, Kind};
+use super::ceremony::{self, key_add_name, key_add_role, Begin, Claimed, Kind, Lead, View};
 use super::pending::PendingApprovals;
-use super::{Approval, ApprovalError, Approver, CeremonyId, KeyInfo};
+use super::{Approval, ApprovalError, Approver, CeremonyId, KeyInfo, State};
 
 /// What a verified touch opens: the role sessions (implemented by `sessions`, which this
 /// module must not depend on).
@@ -33,6 +33,16 @@ pub struct Requester {
     pub description: String,
 }
 
+impl Requester {
+    fn lead(&self, mfa_code: Option<Secret>) -> Lead {
+        Lead {
+            conn: self.conn,
+            requester: self.description.clone(),
+            mfa_code,
+        }
+    }
+}
+
 /// A parsed answer to a ceremony.
 enum Answer {
     Register(RegisterPublicKeyCredential),
@@ -43,7 +53,6 @@ enum Answer {
 /// verified touch opens.
 pub struct Approvals {
     approver: Approver,
-    gate: Gate,
     pending: Arc<PendingApprovals>,
     opener: Arc<dyn SessionOpener>,
     /// `http://localhost:PORT`: the only origin an answer may come from.
@@ -59,6 +68,11 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, Box<Response
             format!("cannot encode options: {e}"),
         ))
     })
+}
+
+/// The ceremony named by `id`, if it is one.
+fn ceremony_id(id: &str) -> Option<CeremonyId> {
+    id.parse().ok()
 }
 
 /// A registered key as the control protocol shows it.
@@ -87,7 +101,6 @@ impl Approvals {
     ) -> Approvals {
         Approvals {
             approver,
-            gate: Gate::default(),
             pending,
             opener,
             origin: format!("http://localhost:{http_port}"),
@@ -121,37 +134,13 @@ impl Approvals {
     }
 
     /// An unanswered ceremony, for the approval page.
-    pub fn view(&self, id: &str) -> Option<gate::View> {
-        self.gate.view(id)
+    pub fn view(&self, id: &str) -> Option<View> {
+        self.approver.view(ceremony_id(id)?)
     }
 
     /// How long a session opened by one touch lasts.
     pub fn session_ttl(&self) -> Duration {
         self.session_ttl
-    }
-
-    /// Starts (or joins) the ceremony under way for `role`.
-    fn begin_approval(
-        &self,
-        role: &str,
-        who: &Requester,
-        mfa_code: Option<Secret>,
-        now: SystemTime,
-    ) -> Result<Begin, Box<Response>> {
-        self.gate.open_or_join(
-            role,
-            who.conn,
-            who.description.clone(),
-            mfa_code,
-            now,
-            || {
-                let (id, rcr) = self
-                    .approver
-                    .start_approval(role, now)
-                    .map_err(|e| Box::new(e.to_response()))?;
-                Ok::<_, Box<Response>>((id.to_string(), to_json(&rcr)?))
-            },
-        )
     }
 
     /// `credctl key add`. The first key registers directly; every later one needs a touch of a
@@ -168,39 +157,36 @@ impl Approvals {
                 format!("a key named {name} is registered already: pick another name"),
             );
         }
-        let role = gate::key_add_role(name);
-        match self.begin_approval(&role, who, None, now) {
-            Ok(Begin::Lead(id)) => match self.gate.view(&id) {
-                Some(v) => Response::Challenge {
-                    ceremony_id: id.clone(),
-                    origin: self.origin.clone(),
-                    role: Some(role),
-                    purpose: Some(format!(
-                        "with a key you registered before, to allow adding the new key {name}"
-                    )),
-                    session_secs: None,
-                    approve_url: format!("{}/approve/{id}", self.origin),
-                    options: v.options,
-                },
-                None => Response::error(ErrorCode::Internal, "the ceremony vanished"),
+        let role = key_add_role(name);
+        match self.approver.open_or_join(&role, who.lead(None), now) {
+            Ok(Begin::Lead(id, options)) => Response::Challenge {
+                ceremony_id: id.to_string(),
+                origin: self.origin.clone(),
+                role: Some(role),
+                purpose: Some(format!(
+                    "with a key you registered before, to allow adding the new key {name}"
+                )),
+                session_secs: None,
+                approve_url: format!("{}/approve/{id}", self.origin),
+                options,
             },
-            Ok(Begin::Follow(rx)) => gate::wait(rx).await,
-            Err(r) => *r,
+            Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
+            Err(e) => e.to_response(),
         }
     }
 
     /// A registration ceremony for a new key named `name`, led by control connection `leader`.
     fn registration_challenge(&self, name: &str, leader: u64, now: SystemTime) -> Response {
-        match self.approver.start_registration(name, now) {
-            Ok((id, ccr)) => {
-                let options = match to_json(&ccr) {
-                    Ok(v) => v,
-                    Err(r) => return *r,
-                };
-                let id = id.to_string();
-                self.gate.register(&id, name, options.clone(), leader, now);
-                self.challenge(&id, None, options)
-            }
+        let lead = Lead {
+            conn: leader,
+            requester: "credctl key add".into(),
+            mfa_code: None,
+        };
+        match self.approver.start_registration_led(name, lead, now) {
+            Ok((id, ccr)) => match to_json(&ccr) {
+                Ok(options) => self.challenge(&id.to_string(), None, options),
+                Err(r) => *r,
+            },
             Err(e) => e.to_response(),
         }
     }
@@ -212,7 +198,7 @@ impl Approvals {
         credential: serde_json::Value,
         now: SystemTime,
     ) -> Response {
-        match self.gate.view(id).map(|v| v.kind) {
+        match self.view(id).map(|v| v.kind) {
             Some(Kind::Register { .. }) => self.answer(id, credential, now).await,
             Some(Kind::Approve { .. }) => Response::error(
                 ErrorCode::BadRequest,
@@ -234,28 +220,25 @@ impl Approvals {
         who: &Requester,
         now: SystemTime,
     ) -> Response {
-        let begin = self.begin_approval(role, who, mfa_code, now);
+        let begin = self.approver.open_or_join(role, who.lead(mfa_code), now);
         match &begin {
-            Ok(Begin::Lead(id)) => {
+            Ok(Begin::Lead(id, _)) => {
                 tracing::debug!(role, ceremony = %id, "open: leading a ceremony")
             }
             Ok(Begin::Follow(_)) => tracing::debug!(role, "open: following the ceremony under way"),
             Err(_) => tracing::debug!(role, "open: cannot start a ceremony"),
         }
         match begin {
-            Ok(Begin::Lead(id)) => match self.gate.view(&id) {
-                Some(v) => self.challenge(&id, Some(role), v.options),
-                None => Response::error(ErrorCode::Internal, "the ceremony vanished"),
-            },
-            Ok(Begin::Follow(rx)) => gate::wait(rx).await,
-            Err(r) => *r,
+            Ok(Begin::Lead(id, options)) => self.challenge(&id.to_string(), Some(role), options),
+            Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
+            Err(e) => e.to_response(),
         }
     }
 
     /// `credctl` waits for ceremony `id` to be answered elsewhere (the browser page).
     pub async fn await_ceremony(&self, id: &str, conn: u64) -> Response {
-        match self.gate.subscribe(id, conn) {
-            Some(rx) => gate::wait(rx).await,
+        match ceremony_id(id).and_then(|id| self.approver.subscribe(id, conn)) {
+            Some(rx) => ceremony::wait(rx).await,
             None => Response::error(
                 ErrorCode::NotFound,
                 "no such ceremony (finished or expired)",
@@ -265,12 +248,12 @@ impl Approvals {
 
     /// The control connection `conn` went away: its unanswered ceremonies end.
     pub fn abandon_conn(&self, conn: u64) {
-        self.gate.abandon_conn(conn);
+        self.approver.abandon_conn(conn);
     }
 
     /// Ends every ceremony (lock, shutdown).
     pub fn abandon_all(&self, why: &str) {
-        self.gate.abandon_all(why);
+        self.approver.abandon_all(why);
     }
 
     /// The one answer to ceremony `id` (from credctl or the browser page). The answer is parsed
@@ -287,7 +270,10 @@ impl Approvals {
                 "no such ceremony (already answered or expired): run the command again",
             )
         };
-        let Some(view) = self.gate.view(id) else {
+        let Some(cid) = ceremony_id(id) else {
+            return gone();
+        };
+        let Some(view) = self.approver.view(cid) else {
             return gone();
         };
         let parsed = match &view.kind {
@@ -304,28 +290,16 @@ impl Approvals {
             Ok(a) => a,
             Err(msg) => return Response::error(ErrorCode::BadRequest, msg),
         };
-        let Ok(cid) = id.parse() else { return gone() };
-        let Some((kind, mfa_code)) = self.gate.claim(id) else {
-            return gone();
+        let claimed = match self.approver.claim(cid, now) {
+            Ok(c) => c,
+            Err(ApprovalError::UnknownCeremony) => return gone(),
+            Err(e) => return self.refused(&e).await,
         };
-        let outcome = match (kind, answer) {
-            (Kind::Register { .. }, Answer::Register(cred)) => {
-                self.finish_registration(cid, &cred, now).await
-            }
-            (Kind::Approve { role }, Answer::Approve(cred)) => match gate::key_add_name(&role) {
-                Some(name) => {
-                    let leader = self.gate.leader(id).unwrap_or(0);
-                    self.finish_key_add_approval(cid, &role, name, &cred, leader, now)
-                        .await
-                }
-                None => self.finish_approval(cid, &role, &cred, mfa_code, now).await,
-            },
-            _ => Response::error(
-                ErrorCode::BadRequest,
-                "the answer does not match the ceremony",
-            ),
+        let outcome = match answer {
+            Answer::Register(cred) => self.finish_registration(claimed, &cred, now).await,
+            Answer::Approve(cred) => self.finish_approval(claimed, &cred, now).await,
         };
-        self.gate.finish(id, outcome.clone());
+        self.approver.conclude(cid, outcome.clone());
         outcome
     }
 
@@ -337,11 +311,14 @@ impl Approvals {
 
     async fn finish_registration(
         &self,
-        cid: CeremonyId,
+        claimed: Claimed<State>,
         cred: &RegisterPublicKeyCredential,
         now: SystemTime,
     ) -> Response {
-        match self.approver.finish_registration(cid, cred, now) {
+        match self
+            .approver
+            .finish_registration_claimed(claimed, cred, now)
+        {
             Ok(k) => {
                 tracing::info!(key = %k.name, "security key registered");
                 Response::KeyAdded {
@@ -355,61 +332,59 @@ impl Approvals {
         }
     }
 
-    /// An existing key authorized adding `name`: answer with the registration challenge.
-    async fn finish_key_add_approval(
-        &self,
-        cid: CeremonyId,
-        role: &str,
-        name: &str,
-        cred: &PublicKeyCredential,
-        leader: u64,
-        now: SystemTime,
-    ) -> Response {
-        match self.approver.finish_approval(cid, role, cred, now) {
-            Ok(approval) => {
-                tracing::info!(
-                    new_key = name,
-                    by = approval.key_name(),
-                    "adding a key was authorized"
-                );
-                drop(approval);
-                self.registration_challenge(name, leader, now)
-            }
-            Err(e) => {
-                tracing::warn!(
-                    new_key = name,
-                    code = e.code(),
-                    "authorization to add a key refused"
-                );
-                self.refused(&e).await
-            }
-        }
-    }
-
+    /// A touch answered an approval: for a key-add pseudo-role, the registration challenge
+    /// for the new key follows; for a role, the session opens.
     async fn finish_approval(
         &self,
-        cid: CeremonyId,
-        role: &str,
+        mut claimed: Claimed<State>,
         cred: &PublicKeyCredential,
-        mfa_code: Option<Secret>,
         now: SystemTime,
     ) -> Response {
-        let approval = match self.approver.finish_approval(cid, role, cred, now) {
+        let Kind::Approve { role } = claimed.kind.clone() else {
+            return Response::error(
+                ErrorCode::BadRequest,
+                "the answer does not match the ceremony",
+            );
+        };
+        let (leader, mfa_code) = (claimed.leader, claimed.mfa_code.take());
+        let approval = match self
+            .approver
+            .finish_approval_claimed(claimed, &role, cred, now)
+        {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(role, code = e.code(), "approval refused");
                 return self.refused(&e).await;
             }
         };
+        if let Some(name) = key_add_name(&role) {
+            tracing::info!(
+                new_key = name,
+                by = approval.key_name(),
+                "adding a key was authorized"
+            );
+            drop(approval);
+            return self.registration_challenge(name, leader, now);
+        }
         tracing::info!(
             role,
             key = approval.key_name(),
             "touch verified; opening the session"
         );
+        self.open_session(approval, mfa_code, now).await
+    }
+
+    async fn open_session(
+        &self,
+        approval: Approval,
+        mfa_code: Option<Secret>,
+        now: SystemTime,
+    ) -> Response {
+        let role = approval.role().to_owned();
         let code = mfa_code.map(|c| SecretString::from(c.expose().to_owned()));
         let reply = self.opener.open_approved(approval, code, now).await;
         if matches!(reply, Response::Opened { .. }) {
-            self.pending.resolve(role);
+            self.pending.resolve(&role);
         }
         reply
     }

@@ -10,7 +10,6 @@
 mod ceremony;
 mod error;
 mod flow;
-mod gate;
 mod keys;
 pub mod pending;
 mod policy;
@@ -27,10 +26,12 @@ use webauthn_rs::prelude::{
     RequestChallengeResponse,
 };
 
-pub use ceremony::{CeremonyId, CEREMONY_TTL, MAX_CEREMONIES, MAX_FAILURE_DELAY};
+pub use ceremony::{
+    key_add_name, key_add_role, wait, Begin, CeremonyId, Kind, Lead, View, CEREMONY_TTL,
+    MAX_CEREMONIES, MAX_FAILURE_DELAY, OUTCOME_WAIT,
+};
 pub use error::ApprovalError;
 pub use flow::{wire_key_info, Approvals, Requester, SessionOpener};
-pub use gate::{key_add_name, Kind, View};
 pub use keys::{KeyInfo, KEYS_FILE};
 pub use pending::PendingApprovals;
 pub use policy::{
@@ -40,7 +41,7 @@ pub use rp::{RP_ID, RP_NAME};
 
 use crate::util::unix_secs;
 use crate::util::LockExt;
-use ceremony::{Ceremonies, FailureBackoff};
+use ceremony::{Ceremonies, Claimed, FailureBackoff};
 use keys::{KeyRecord, KeyRegistry};
 use rp::{AuthState, RegState, RelyingParty};
 
@@ -87,10 +88,10 @@ impl Approval {
     }
 }
 
-/// A ceremony in progress.
-enum Pending {
-    Registration { name: String, state: RegState },
-    Approval { role: String, state: AuthState },
+/// The WebAuthn state of a ceremony in progress.
+enum State {
+    Registration(RegState),
+    Approval(AuthState),
 }
 
 /// Mutable state, behind the approver's mutex.
@@ -98,7 +99,7 @@ struct Inner {
     /// Registered keys, written through to keys.json.
     store: KeyRegistry,
     /// Outstanding registrations and approvals.
-    ceremonies: Ceremonies<Pending>,
+    ceremonies: Ceremonies<State>,
     /// Consecutive failed approvals, for `failure_delay`.
     backoff: FailureBackoff,
 }
@@ -143,6 +144,16 @@ impl Approver {
         name: &str,
         now: SystemTime,
     ) -> Result<(CeremonyId, CreationChallengeResponse), ApprovalError> {
+        self.start_registration_led(name, Lead::default(), now)
+    }
+
+    /// [`Approver::start_registration`] for a ceremony led by `lead`.
+    pub fn start_registration_led(
+        &self,
+        name: &str,
+        lead: Lead,
+        now: SystemTime,
+    ) -> Result<(CeremonyId, CreationChallengeResponse), ApprovalError> {
         validate("key name", name, 64)?;
         let mut inner = self.lock();
         if inner.store.find(name).is_some() {
@@ -156,23 +167,54 @@ impl Approver {
             .map(|r| r.credential.cred_id().clone())
             .collect();
         let (challenge, state) = self.rp.start_registration(name, exclude)?;
-        let pending = Pending::Registration {
-            name: name.into(),
-            state,
-        };
-        let id = inner.ceremonies.insert(now, pending)?;
-        Ok((id, challenge))
+        let kind = Kind::Register { name: name.into() };
+        record(
+            &mut inner,
+            now,
+            kind,
+            State::Registration(state),
+            challenge,
+            lead,
+        )
     }
 
-    /// Verifies the authenticator's answer and stores the new key.
+    /// Verifies the authenticator's answer, stores the new key and ends the ceremony.
     pub fn finish_registration(
         &self,
         id: CeremonyId,
         credential: &RegisterPublicKeyCredential,
         now: SystemTime,
     ) -> Result<KeyInfo, ApprovalError> {
-        let pending = self.lock().ceremonies.take(id, now)?;
-        let Pending::Registration { name, state } = pending else {
+        let result = self
+            .claim(id, now)
+            .and_then(|claimed| self.finish_registration_claimed(claimed, credential, now));
+        self.conclude_with(id, &result);
+        result
+    }
+
+    /// Ends ceremony `id` with `result`, for callers that answer and conclude in one step.
+    fn conclude_with<T>(&self, id: CeremonyId, result: &Result<T, ApprovalError>) {
+        let outcome = match result {
+            Ok(_) => credagent_proto::Response::Ok,
+            Err(e) => e.to_response(),
+        };
+        self.conclude(id, outcome);
+    }
+
+    /// Takes ceremony `id` for its one answer.
+    fn claim(&self, id: CeremonyId, now: SystemTime) -> Result<Claimed<State>, ApprovalError> {
+        self.lock().ceremonies.take(id, now)
+    }
+
+    /// Verifies a registration answer for a claimed ceremony and stores the new key.
+    fn finish_registration_claimed(
+        &self,
+        claimed: Claimed<State>,
+        credential: &RegisterPublicKeyCredential,
+        now: SystemTime,
+    ) -> Result<KeyInfo, ApprovalError> {
+        let (Kind::Register { name }, State::Registration(state)) = (claimed.kind, claimed.state)
+        else {
             return Err(ApprovalError::UnknownCeremony);
         };
         let registered = self.rp.finish_registration(credential, &state)?;
@@ -221,6 +263,33 @@ impl Approver {
     ) -> Result<(CeremonyId, RequestChallengeResponse), ApprovalError> {
         validate("role name", role, 256)?;
         let mut inner = self.lock();
+        self.start_approval_locked(&mut inner, role, Lead::default(), now)
+    }
+
+    /// Joins the approval under way for `role`, or starts one led by `lead`. Atomic: two
+    /// callers never both lead.
+    pub fn open_or_join(
+        &self,
+        role: &str,
+        lead: Lead,
+        now: SystemTime,
+    ) -> Result<Begin, ApprovalError> {
+        validate("role name", role, 256)?;
+        let mut inner = self.lock();
+        if let Some(rx) = inner.ceremonies.follow(role, now) {
+            return Ok(Begin::Follow(rx));
+        }
+        let (id, challenge) = self.start_approval_locked(&mut inner, role, lead, now)?;
+        Ok(Begin::Lead(id, options_json(&challenge)?))
+    }
+
+    fn start_approval_locked(
+        &self,
+        inner: &mut Inner,
+        role: &str,
+        lead: Lead,
+        now: SystemTime,
+    ) -> Result<(CeremonyId, RequestChallengeResponse), ApprovalError> {
         if inner.store.records.is_empty() {
             return Err(ApprovalError::NoKeys);
         }
@@ -239,12 +308,8 @@ impl Approver {
             });
         }
         let (challenge, state) = self.rp.start_authentication(&keys)?;
-        let pending = Pending::Approval {
-            role: role.into(),
-            state,
-        };
-        let id = inner.ceremonies.insert(now, pending)?;
-        Ok((id, challenge))
+        let kind = Kind::Approve { role: role.into() };
+        record(inner, now, kind, State::Approval(state), challenge, lead)
     }
 
     /// Verifies a touch for ceremony `id`, which must have been started for `role`. The
@@ -256,7 +321,31 @@ impl Approver {
         credential: &PublicKeyCredential,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
-        let result = self.verify_approval(id, role, credential, now);
+        let result = self
+            .claim(id, now)
+            .and_then(|claimed| self.verify_approval(claimed, role, credential, now));
+        self.conclude_with(id, &result);
+        self.account(role, result)
+    }
+
+    /// [`Approver::finish_approval`] for a ceremony already claimed by its answer.
+    fn finish_approval_claimed(
+        &self,
+        claimed: Claimed<State>,
+        role: &str,
+        credential: &PublicKeyCredential,
+        now: SystemTime,
+    ) -> Result<Approval, ApprovalError> {
+        let result = self.verify_approval(claimed, role, credential, now);
+        self.account(role, result)
+    }
+
+    /// Feeds an approval's outcome to the growing delay.
+    fn account(
+        &self,
+        role: &str,
+        result: Result<Approval, ApprovalError>,
+    ) -> Result<Approval, ApprovalError> {
         let mut inner = self.lock();
         match &result {
             Ok(approval) => {
@@ -274,16 +363,13 @@ impl Approver {
 
     fn verify_approval(
         &self,
-        id: CeremonyId,
+        claimed: Claimed<State>,
         role: &str,
         credential: &PublicKeyCredential,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
-        let pending = self.lock().ceremonies.take(id, now)?;
-        let Pending::Approval {
-            role: expected,
-            state,
-        } = pending
+        let (Kind::Approve { role: expected }, State::Approval(state)) =
+            (claimed.kind, claimed.state)
         else {
             return Err(ApprovalError::UnknownCeremony);
         };
@@ -345,6 +431,35 @@ impl Approver {
         })
     }
 
+    /// An unanswered ceremony, for the approval page.
+    pub fn view(&self, id: CeremonyId) -> Option<View> {
+        self.lock().ceremonies.view(id)
+    }
+
+    /// The outcome channel of ceremony `id`, awaited by control connection `conn`.
+    pub fn subscribe(
+        &self,
+        id: CeremonyId,
+        conn: u64,
+    ) -> Option<tokio::sync::watch::Receiver<Option<credagent_proto::Response>>> {
+        self.lock().ceremonies.subscribe(id, conn)
+    }
+
+    /// Ends ceremony `id` with its outcome, for everyone waiting on it.
+    pub fn conclude(&self, id: CeremonyId, outcome: credagent_proto::Response) {
+        self.lock().ceremonies.finish(id, outcome);
+    }
+
+    /// The control connection `conn` went away: its unanswered ceremonies end.
+    pub fn abandon_conn(&self, conn: u64) {
+        self.lock().ceremonies.abandon_conn(conn);
+    }
+
+    /// Ends every ceremony (lock, shutdown).
+    pub fn abandon_all(&self, why: &str) {
+        self.lock().ceremonies.abandon_all(why);
+    }
+
     /// How long the caller should wait before answering after failed approvals (0 after a
     /// success; 250 ms doubling to 8 s). The approver never sleeps itself.
     pub fn failure_delay(&self) -> Duration {
@@ -381,6 +496,28 @@ impl Approver {
         tracing::info!(key = %name, "removed a security key");
         Ok(())
     }
+}
+
+/// Records a new ceremony for `challenge` in the table; the id and the challenge go back to
+/// the caller.
+fn record<C: serde::Serialize>(
+    inner: &mut Inner,
+    now: SystemTime,
+    kind: Kind,
+    state: State,
+    challenge: C,
+    lead: Lead,
+) -> Result<(CeremonyId, C), ApprovalError> {
+    let options = options_json(&challenge)?;
+    let id = inner.ceremonies.insert(now, kind, state, options, lead)?;
+    Ok((id, challenge))
+}
+
+/// A challenge as the JSON the authenticator drivers and the page take.
+fn options_json<T: serde::Serialize>(challenge: &T) -> Result<serde_json::Value, ApprovalError> {
+    serde_json::to_value(challenge).map_err(|e| ApprovalError::Internal {
+        reason: format!("cannot encode the challenge: {e}"),
+    })
 }
 
 /// Failures that feed the growing delay: anything a wrong or hostile answer can cause.
