@@ -1,6 +1,7 @@
 //! Integration tests: the real `credagent` and `credctl` binaries, driven as a user would, in a
 //! scrubbed environment with a temporary HOME.
 
+mod ambiguous;
 mod browser;
 mod endpoint;
 mod lifecycle;

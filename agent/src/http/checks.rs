@@ -48,32 +48,93 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
     resp
 }
 
-/// Request-level checks shared by every route. Returns the refusal, if any.
-pub fn check_request<B>(ctx: &HttpContext, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+/// Why a request is refused before any route sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    /// The stable code, in the body and in the audit line.
+    pub reason: &'static str,
+    message: &'static str,
+}
+
+impl Refusal {
+    const fn new(status: StatusCode, reason: &'static str, message: &'static str) -> Refusal {
+        Refusal {
+            status,
+            reason,
+            message,
+        }
+    }
+
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        error_response(self.status, self.reason, self.message)
+    }
+}
+
+const AMBIGUOUS: Refusal = Refusal::new(
+    StatusCode::BAD_REQUEST,
+    "ambiguous_request",
+    "a request must carry exactly one Host and at most one credential header, and name no \
+     other authority than this agent",
+);
+const BAD_HOST: Refusal = Refusal::new(
+    StatusCode::FORBIDDEN,
+    "bad_host",
+    "the Host header must be 127.0.0.1, localhost or [::1] with this agent's port",
+);
+const BROWSER: Refusal = Refusal::new(
+    StatusCode::FORBIDDEN,
+    "browser_request",
+    "credentials are never served to web pages",
+);
+
+/// Headers a proxy and this agent could read two ways if repeated: the authority and every
+/// header that carries a credential or an IMDS token request.
+const SINGLE_HEADERS: [&str; 4] = [
+    "host",
+    "authorization",
+    "x-aws-ec2-metadata-token",
+    "x-aws-ec2-metadata-token-ttl-seconds",
+];
+
+/// Refuses requests that a proxy or parser could read two ways: a repeated `Host` or credential
+/// header, or an absolute-form target naming another authority than this agent.
+pub fn check_unambiguous<B>(ctx: &HttpContext, req: &Request<B>) -> Option<Refusal> {
+    let headers = req.headers();
+    if SINGLE_HEADERS
+        .iter()
+        .any(|h| headers.get_all(*h).iter().nth(1).is_some())
+    {
+        return Some(AMBIGUOUS);
+    }
+    if let Some(authority) = req.uri().authority() {
+        let own_scheme = req.uri().scheme_str().is_none_or(|s| s == "http");
+        if !own_scheme || !ctx.host_allowed(authority.as_str()) {
+            return Some(AMBIGUOUS);
+        }
+    }
+    None
+}
+
+/// Request-level checks shared by every credential route. Returns the refusal, if any.
+pub fn check_request<B>(ctx: &HttpContext, req: &Request<B>) -> Option<Refusal> {
+    if let Some(r) = check_unambiguous(ctx, req) {
+        return Some(r);
+    }
     let host = req
         .headers()
         .get(hyper::header::HOST)
         .and_then(|h| h.to_str().ok());
     match host {
         Some(h) if ctx.host_allowed(h) => {}
-        _ => {
-            return Some(error_response(
-                StatusCode::FORBIDDEN,
-                "bad_host",
-                "the Host header must be 127.0.0.1, localhost or [::1] with this agent's port",
-            ))
-        }
+        _ => return Some(BAD_HOST),
     }
     let browserish = req.headers().keys().any(|k| {
         let k = k.as_str();
         k == "origin" || k == "referer" || k.starts_with("sec-fetch-")
     });
     if browserish {
-        return Some(error_response(
-            StatusCode::FORBIDDEN,
-            "browser_request",
-            "credentials are never served to web pages",
-        ));
+        return Some(BROWSER);
     }
     None
 }
@@ -109,7 +170,7 @@ mod tests {
             "localhost",
         ] {
             let r = check_request(&ctx, &req(&[("host", bad)])).unwrap();
-            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{bad}");
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{bad}");
         }
         assert!(check_request(&ctx, &req(&[])).is_some());
     }
@@ -119,8 +180,49 @@ mod tests {
         let ctx = HttpContext::new("127.0.0.1:4321".parse().unwrap());
         for h in ["origin", "referer", "sec-fetch-mode", "sec-fetch-site"] {
             let r = check_request(&ctx, &req(&[("host", "127.0.0.1:4321"), (h, "x")])).unwrap();
-            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{h}");
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{h}");
         }
+    }
+
+    #[test]
+    fn requests_read_two_ways_are_refused() {
+        let ctx = HttpContext::new("127.0.0.1:4321".parse().unwrap());
+        let host = ("host", "127.0.0.1:4321");
+        for repeated in SINGLE_HEADERS {
+            let r = check_request(
+                &ctx,
+                &req(&[host, (repeated, "127.0.0.1:4321"), (repeated, "x")]),
+            )
+            .unwrap_or_else(|| panic!("repeated {repeated} was accepted"));
+            assert_eq!(
+                (r.status, r.reason),
+                (StatusCode::BAD_REQUEST, "ambiguous_request")
+            );
+        }
+        // One of each is fine.
+        let one_each: Vec<(&str, &str)> = SINGLE_HEADERS
+            .iter()
+            .map(|h| (*h, "127.0.0.1:4321"))
+            .collect();
+        assert!(check_request(&ctx, &req(&one_each)).is_none());
+
+        let target = |uri: &str| {
+            Request::builder()
+                .uri(uri)
+                .header("host", "127.0.0.1:4321")
+                .body(())
+                .unwrap()
+        };
+        for bad in [
+            "http://evil.example/v1/credentials",
+            "http://127.0.0.1:1/v1/credentials",
+            "https://127.0.0.1:4321/v1/credentials",
+        ] {
+            let r = check_request(&ctx, &target(bad)).unwrap();
+            assert_eq!(r.reason, "ambiguous_request", "{bad}");
+        }
+        assert!(check_request(&ctx, &target("http://localhost:4321/v1/credentials")).is_none());
+        assert!(check_request(&ctx, &target("/v1/credentials")).is_none());
     }
 
     #[test]

@@ -104,6 +104,12 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let now = SystemTime::now();
         self.state.mark();
         if let Some(page) = self.ep.approval_page_for(req.uri().path()) {
+            if let Some(refusal) =
+                self.ep
+                    .screen_page_request(&req, self.origin, now, &self.state.audit)
+            {
+                return Answer::Ready(Some(refusal));
+            }
             let page = page.clone();
             let state = self.state.clone();
             state.busy.fetch_add(1, Ordering::Relaxed);

@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
-use super::checks::{check_request, error_response, HttpContext};
+use super::checks::{check_request, check_unambiguous, error_response, HttpContext};
 use crate::audit::{Audit, ConnAudit, Event, Origin, Outcome};
 use crate::generation::{Generation, Versioned};
 use crate::tokens::{TokenId, Tokens};
@@ -137,6 +137,28 @@ impl Endpoint {
         }
     }
 
+    /// Refuses (and audits) an ambiguous request to the approval page, which does its own
+    /// `Host` and origin checks.
+    pub fn screen_page_request<B>(
+        &self,
+        req: &Request<B>,
+        origin: Origin,
+        now: SystemTime,
+        audit: &ConnAudit,
+    ) -> Option<Response<Full<Bytes>>> {
+        let refusal = check_unambiguous(&self.ctx, req)?;
+        self.refused(
+            audit,
+            now,
+            "approval_page",
+            None,
+            None,
+            origin,
+            refusal.reason,
+        );
+        Some(refusal.response())
+    }
+
     /// Chooses the one role IMDS serves (`None`: serve nothing).
     pub fn set_imds_role(&self, role: Option<Arc<str>>) {
         *self.imds_role.write() = role;
@@ -165,18 +187,8 @@ impl Endpoint {
         memo: &mut Memo,
     ) -> Response<Full<Bytes>> {
         if let Some(refusal) = check_request(&self.ctx, req) {
-            let reason = if req.headers().contains_key(hyper::header::HOST)
-                && self.ctx.host_allowed(
-                    req.headers()[hyper::header::HOST]
-                        .to_str()
-                        .unwrap_or_default(),
-                ) {
-                "browser_request"
-            } else {
-                "bad_host"
-            };
-            self.refused(audit, now, "http", None, None, origin, reason);
-            return refusal;
+            self.refused(audit, now, "http", None, None, origin, refusal.reason);
+            return refusal.response();
         }
         let path = req.uri().path();
         if path == ECS_PATH {
