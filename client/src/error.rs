@@ -39,4 +39,10 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+impl From<crate::shell::Unrepresentable> for Failure {
+    fn from(e: crate::shell::Unrepresentable) -> Self {
+        Failure::failed(e.to_string())
+    }
+}
+
 pub type Result<T, E = Failure> = std::result::Result<T, E>;
