@@ -10,6 +10,8 @@ pub enum Exit {
     VersionMismatch = 4,
     Refused = 5,
     NotApproved = 6,
+    /// The socket or the process behind it is not the user's own (see `trust`).
+    Untrusted = 7,
 }
 
 /// A failed command.

@@ -11,14 +11,20 @@ use std::time::{Duration, Instant};
 
 use credagent_proto::{read_frame, write_frame, Request, Response, PROTOCOL_VERSION};
 
-/// Directory of the built binaries: the test executable lives in `target/<profile>/deps/`.
+/// Directory of the built binaries: `$CREDAGENT_TEST_BIN_DIR` (binaries built or installed
+/// elsewhere, e.g. copied out of a target directory that other checkouts also build into), else
+/// the target directory, as the test executable lives in `target/<profile>/deps/`.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_owned();
+    let dir = match std::env::var_os("CREDAGENT_TEST_BIN_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("test executable path");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_owned()
+        }
+    };
     for name in ["credagent", "credctl"] {
         assert!(
             dir.join(name).is_file(),
@@ -255,18 +261,72 @@ pub fn other_user() -> Option<&'static str> {
     Some(NAME)
 }
 
-/// Runs `program args` as `user` with no supplementary groups.
-pub fn as_user(user: &str, program: &Path, args: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args(["--reuid", user, "--regid", user, "--clear-groups", "--"])
+/// A command that runs `program` as `user` with no supplementary groups, in a scrubbed
+/// environment (no XDG_RUNTIME_DIR, no CREDAGENT_SOCK: the /tmp fallback applies).
+pub fn as_user_command(user: &str, program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", user, "--regid", user, "--clear-groups", "--"])
         .arg(program)
-        .args(args)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", "/")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `program args` as `user` with no supplementary groups.
+pub fn as_user(user: &str, program: &Path, args: &[&str]) -> Output {
+    as_user_command(user, program)
+        .args(args)
         .output()
         .expect("setpriv")
+}
+
+/// A control client that checks nothing (python3): connects, sends `bytes`, and prints how many
+/// bytes came back before the other end closed (a close while sending counts as none), or
+/// `timeout`.
+const UNCHECKED_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(sys.argv[1])
+n = 0
+try:
+    s.sendall(bytes.fromhex(sys.argv[2]))
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        n += len(d)
+except socket.timeout:
+    print("timeout")
+    sys.exit(0)
+except (BrokenPipeError, ConnectionResetError):
+    pass
+print(n)
+"#;
+
+/// Sends a `Hello` to `sock` as `user` without any of credctl's checks; returns how many bytes
+/// the other end answered before closing (`None` if it neither answered nor closed).
+pub fn unchecked_hello_as(user: &str, sock: &Path) -> Option<usize> {
+    let frame = credagent_proto::encode_frame(&Request::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_version: "unchecked".into(),
+    })
+    .expect("encode hello");
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    let out = as_user(
+        user,
+        Path::new("/usr/bin/python3"),
+        &[
+            "-c",
+            UNCHECKED_CLIENT,
+            sock.to_str().expect("utf-8 path"),
+            &hex,
+        ],
+    );
+    assert!(out.status.success(), "python3 client: {}", stderr(&out));
+    stdout(&out).trim().parse().ok()
 }
 
 /// Opens `path` and every ancestor for traversal by others (mode |= 0o711), to simulate a
