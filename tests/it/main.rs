@@ -2,6 +2,7 @@
 //! scrubbed environment with a temporary HOME.
 
 mod browser;
+mod client_trust;
 mod endpoint;
 mod lifecycle;
 mod notify;

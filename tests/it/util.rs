@@ -6,7 +6,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use credagent_proto::{read_frame, write_frame, Request, Response, PROTOCOL_VERSION};
@@ -229,8 +228,19 @@ pub fn stderr(o: &Output) -> String {
 /// create the user and switch to it (CI runs as root). They fail rather than skip, unless the
 /// developer opts out explicitly with `CREDAGENT_TEST_NO_ROOT=1`.
 pub fn other_user() -> Option<&'static str> {
-    const NAME: &str = "credagent-it";
-    static READY: OnceLock<bool> = OnceLock::new();
+    throwaway_user("credagent-it")
+}
+
+/// A third local user, for tests that need a victim and an attacker that are both not us (e.g.
+/// the victim's `/tmp/credagent-$UID` fallback path, which for root would be shared by every
+/// test run on the machine). Same rules as [`other_user`].
+pub fn second_user() -> Option<&'static str> {
+    throwaway_user("credagent-it2")
+}
+
+/// Creates (once) and returns the throwaway user `name`.
+fn throwaway_user(name: &'static str) -> Option<&'static str> {
+    static READY: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     if !nix::unistd::geteuid().is_root() {
         if std::env::var_os("CREDAGENT_TEST_NO_ROOT").is_some() {
             eprintln!("NOTICE: CREDAGENT_TEST_NO_ROOT set: skipping a cross-user check");
@@ -238,27 +248,41 @@ pub fn other_user() -> Option<&'static str> {
         }
         panic!("cross-user tests need root (CI runs as root); run as root or set CREDAGENT_TEST_NO_ROOT=1");
     }
-    let ok = *READY.get_or_init(|| {
-        let exists = Command::new("id")
-            .arg(NAME)
-            .output()
-            .map(|o| o.status.success())
+    // A poisoned lock only means another test panicked while holding it; the list is still
+    // right.
+    let mut ready = READY.lock().unwrap_or_else(|e| e.into_inner());
+    if ready.contains(&name) {
+        return Some(name);
+    }
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let ok = exists
+        || Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ])
+            .status()
+            .map(|s| s.success())
             .unwrap_or(false);
-        exists
-            || Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    NAME,
-                ])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-    });
-    assert!(ok, "cannot create the throwaway user {NAME} with useradd");
-    Some(NAME)
+    assert!(ok, "cannot create the throwaway user {name} with useradd");
+    ready.push(name);
+    Some(name)
+}
+
+/// The uid of local user `name`.
+pub fn uid_of(name: &str) -> u32 {
+    nix::unistd::User::from_name(name)
+        .expect("look up user")
+        .unwrap_or_else(|| panic!("no user {name}"))
+        .uid
+        .as_raw()
 }
 
 /// A command that runs `program` as `user` with no supplementary groups, in a scrubbed
