@@ -9,6 +9,7 @@ mod notify;
 mod protocol;
 mod sdk;
 mod sessions;
+mod shells;
 mod stack;
 mod systemd;
 mod util;
