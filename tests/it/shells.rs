@@ -362,6 +362,34 @@ fn csh_refuses_what_it_cannot_carry() {
         &["cannot write CREDAGENT_SOCK for csh", "a brace", "--socket"],
     );
     assert_eq!(agent.connections(), 0);
+
+    // So is a token file path, before a touch is asked for or the file written.
+    let agent = FakeAgent::start(&env.dir.path().join("agent-env"), URI, "tok");
+    let file = env.dir.path().join("tok\tfile");
+    let out = env
+        .command(bin("credctl"))
+        .args([
+            "--socket",
+            agent.sock.to_str().unwrap(),
+            "env",
+            "demo",
+            "--csh",
+        ])
+        .arg("--token-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_unwritable(
+        "token file",
+        &out,
+        &[
+            "cannot write AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE for csh",
+            "a tab",
+            "--token-file",
+        ],
+    );
+    assert_eq!(agent.connections(), 0);
+    assert!(!file.exists());
 }
 
 #[test]
