@@ -10,6 +10,7 @@ use credagent_proto::{
 };
 
 use crate::error::{Exit, Failure, Result};
+use crate::trust::{self, Presence};
 
 /// The socket path `credctl` uses: `--socket`, else the protocol's rules.
 pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
@@ -29,7 +30,7 @@ pub struct Agent {
 
 /// Why no greeted connection could be made.
 pub enum ConnectError {
-    /// Nothing listens there (no file, or a stale socket).
+    /// Nothing listens there (no directory, no file, or a stale socket).
     NotRunning(io::Error),
     /// Something answered but the conversation failed.
     Other(Failure),
@@ -62,8 +63,13 @@ fn transport(path: &Path, e: FrameError) -> Failure {
 }
 
 impl Agent {
-    /// Connects and exchanges `Hello`.
+    /// Connects and exchanges `Hello`: the one way in to the agent, so every command checks,
+    /// before sending anything, that the socket and the process behind it are the user's own.
     pub fn connect(path: &Path) -> std::result::Result<Agent, ConnectError> {
+        match trust::check_path(path).map_err(ConnectError::Other)? {
+            Presence::Socket => {}
+            Presence::Absent(e) => return Err(ConnectError::NotRunning(e)),
+        }
         let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                 ConnectError::NotRunning(e)
@@ -76,6 +82,7 @@ impl Agent {
                 ),
             )),
         })?;
+        trust::check_peer(&stream, path).map_err(ConnectError::Other)?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
         let mut agent = Agent {
             stream,

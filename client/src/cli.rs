@@ -13,6 +13,8 @@ Exit status:
   4  the agent speaks another protocol version (restart it)
   5  the agent refused the request
   6  the touch was not given or not accepted
+  7  the socket is not safely yours: its directory or file belongs to someone else or is open
+     to others, or the process behind it runs as another user (nothing was sent to it)
 Any other status from `credctl exec` is the command's own.";
 
 /// credctl: control the credagent AWS credential agent.

@@ -10,6 +10,8 @@ pub enum Exit {
     VersionMismatch = 4,
     Refused = 5,
     NotApproved = 6,
+    /// The socket or the process behind it is not the user's own (see `trust`).
+    Untrusted = 7,
 }
 
 /// A failed command.
@@ -38,5 +40,11 @@ impl fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+impl From<crate::shell::Unrepresentable> for Failure {
+    fn from(e: crate::shell::Unrepresentable) -> Self {
+        Failure::failed(e.to_string())
+    }
+}
 
 pub type Result<T, E = Failure> = std::result::Result<T, E>;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod prompt;
 pub mod shell;
 pub mod touch;
+pub mod trust;
 
 use std::io::Write;
 

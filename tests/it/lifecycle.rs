@@ -139,10 +139,15 @@ fn unsafe_socket_directory_is_refused() {
         err.contains("has mode 0755") && err.contains("chmod 700"),
         "{err}"
     );
-    // credctl start relays the reason.
+    // credctl start refuses the directory itself, before starting an agent, and says the fix.
     let out = env.credctl(&["start"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("the agent did not start") && stderr(&out).contains("0755"));
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("has mode 0755") && err.contains(&format!("chmod 700 {}", dir.display())),
+        "{err}"
+    );
+    assert!(!env.sock.exists(), "no agent started");
 }
 
 #[test]
@@ -216,26 +221,36 @@ fn other_user_is_refused_on_both_listeners() {
     };
     let env = TestEnv::new();
     let agent = env.agent(&[]);
-    // Simulate a permissions mistake that lets the other user reach the socket file: the
-    // agent's SO_PEERCRED check is what must stop them.
+    // Simulate a permissions mistake that lets the other user reach the socket file.
     expose_path(&env.sock, 0o666);
+    // Their credctl refuses a socket that is not theirs before sending anything.
     let out = as_user(
         user,
         &bin("credctl"),
         &["--socket", env.sock.to_str().unwrap(), "status"],
     );
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let me = nix::unistd::getuid().as_raw();
     assert!(
-        stderr(&out).contains("serves only its own user"),
+        stderr(&out).contains(&format!("is owned by uid {me}, not you")),
         "{}",
         stderr(&out)
     );
+    // A client that checks nothing gets through to the agent: its SO_PEERCRED check is what must
+    // stop them, with not a byte of answer.
+    assert_eq!(util::unchecked_hello_as(user, &env.sock), Some(0));
     wait_until(Duration::from_secs(5), || {
         agent
             .log_text()
             .contains("refused control connection from another user")
     })
     .unwrap_or_else(|| panic!("refusal not logged:\n{}", agent.log_text()));
+    // Our own credctl refuses the exposed socket too, until the mistake is undone.
+    let open = env.credctl(&["status"]);
+    assert_eq!(open.status.code(), Some(7), "{}", stderr(&open));
+    let dir = env.sock.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&env.sock, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // The HTTP listener: the same user gets an HTTP answer, the other user a closed connection.
     let json: serde_json::Value =

@@ -3,12 +3,14 @@
 
 mod ambiguous;
 mod browser;
+mod client_trust;
 mod endpoint;
 mod lifecycle;
 mod notify;
 mod protocol;
 mod sdk;
 mod sessions;
+mod shells;
 mod stack;
 mod systemd;
 mod util;

@@ -48,6 +48,13 @@ fn socket_activation_hands_over_both_listeners_and_notifies_ready() {
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(10), || env.sock.exists()).expect("activator socket");
+    // What `SocketMode=0600` in credagent.socket does; systemd-socket-activate follows the umask,
+    // and credctl refuses a socket that others may connect to.
+    std::fs::set_permissions(
+        &env.sock,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
 
     // The first connection makes systemd-socket-activate start the agent.
     let (_, pid) = hello(&env.sock).unwrap_or_else(|e| panic!("{e}\n{}", env.log_text()));

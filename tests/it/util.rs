@@ -6,19 +6,24 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use credagent_proto::{read_frame, write_frame, Request, Response, PROTOCOL_VERSION};
 
-/// Directory of the built binaries: the test executable lives in `target/<profile>/deps/`.
+/// Directory of the built binaries: `$CREDAGENT_TEST_BIN_DIR` (binaries built or installed
+/// elsewhere, e.g. copied out of a target directory that other checkouts also build into), else
+/// the target directory, as the test executable lives in `target/<profile>/deps/`.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_owned();
+    let dir = match std::env::var_os("CREDAGENT_TEST_BIN_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("test executable path");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_owned()
+        }
+    };
     for name in ["credagent", "credctl"] {
         assert!(
             dir.join(name).is_file(),
@@ -223,8 +228,19 @@ pub fn stderr(o: &Output) -> String {
 /// create the user and switch to it (CI runs as root). They fail rather than skip, unless the
 /// developer opts out explicitly with `CREDAGENT_TEST_NO_ROOT=1`.
 pub fn other_user() -> Option<&'static str> {
-    const NAME: &str = "credagent-it";
-    static READY: OnceLock<bool> = OnceLock::new();
+    throwaway_user("credagent-it")
+}
+
+/// A third local user, for tests that need a victim and an attacker that are both not us (e.g.
+/// the victim's `/tmp/credagent-$UID` fallback path, which for root would be shared by every
+/// test run on the machine). Same rules as [`other_user`].
+pub fn second_user() -> Option<&'static str> {
+    throwaway_user("credagent-it2")
+}
+
+/// Creates (once) and returns the throwaway user `name`.
+fn throwaway_user(name: &'static str) -> Option<&'static str> {
+    static READY: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     if !nix::unistd::geteuid().is_root() {
         if std::env::var_os("CREDAGENT_TEST_NO_ROOT").is_some() {
             eprintln!("NOTICE: CREDAGENT_TEST_NO_ROOT set: skipping a cross-user check");
@@ -232,41 +248,109 @@ pub fn other_user() -> Option<&'static str> {
         }
         panic!("cross-user tests need root (CI runs as root); run as root or set CREDAGENT_TEST_NO_ROOT=1");
     }
-    let ok = *READY.get_or_init(|| {
-        let exists = Command::new("id")
-            .arg(NAME)
-            .output()
-            .map(|o| o.status.success())
+    // A poisoned lock only means another test panicked while holding it; the list is still
+    // right.
+    let mut ready = READY.lock().unwrap_or_else(|e| e.into_inner());
+    if ready.contains(&name) {
+        return Some(name);
+    }
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let ok = exists
+        || Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ])
+            .status()
+            .map(|s| s.success())
             .unwrap_or(false);
-        exists
-            || Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    NAME,
-                ])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-    });
-    assert!(ok, "cannot create the throwaway user {NAME} with useradd");
-    Some(NAME)
+    assert!(ok, "cannot create the throwaway user {name} with useradd");
+    ready.push(name);
+    Some(name)
+}
+
+/// The uid of local user `name`.
+pub fn uid_of(name: &str) -> u32 {
+    nix::unistd::User::from_name(name)
+        .expect("look up user")
+        .unwrap_or_else(|| panic!("no user {name}"))
+        .uid
+        .as_raw()
+}
+
+/// A command that runs `program` as `user` with no supplementary groups, in a scrubbed
+/// environment (no XDG_RUNTIME_DIR, no CREDAGENT_SOCK: the /tmp fallback applies).
+pub fn as_user_command(user: &str, program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", user, "--regid", user, "--clear-groups", "--"])
+        .arg(program)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/")
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// Runs `program args` as `user` with no supplementary groups.
 pub fn as_user(user: &str, program: &Path, args: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args(["--reuid", user, "--regid", user, "--clear-groups", "--"])
-        .arg(program)
+    as_user_command(user, program)
         .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", "/")
-        .stdin(Stdio::null())
         .output()
         .expect("setpriv")
+}
+
+/// A control client that checks nothing (python3): connects, sends `bytes`, and prints how many
+/// bytes came back before the other end closed (a close while sending counts as none), or
+/// `timeout`.
+const UNCHECKED_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(sys.argv[1])
+n = 0
+try:
+    s.sendall(bytes.fromhex(sys.argv[2]))
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        n += len(d)
+except socket.timeout:
+    print("timeout")
+    sys.exit(0)
+except (BrokenPipeError, ConnectionResetError):
+    pass
+print(n)
+"#;
+
+/// Sends a `Hello` to `sock` as `user` without any of credctl's checks; returns how many bytes
+/// the other end answered before closing (`None` if it neither answered nor closed).
+pub fn unchecked_hello_as(user: &str, sock: &Path) -> Option<usize> {
+    let frame = credagent_proto::encode_frame(&Request::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_version: "unchecked".into(),
+    })
+    .expect("encode hello");
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    let out = as_user(
+        user,
+        Path::new("/usr/bin/python3"),
+        &[
+            "-c",
+            UNCHECKED_CLIENT,
+            sock.to_str().expect("utf-8 path"),
+            &hex,
+        ],
+    );
+    assert!(out.status.success(), "python3 client: {}", stderr(&out));
+    stdout(&out).trim().parse().ok()
 }
 
 /// Opens `path` and every ancestor for traversal by others (mode |= 0o711), to simulate a

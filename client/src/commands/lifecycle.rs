@@ -9,7 +9,7 @@ use credagent_proto::{Request, Response};
 use crate::agent::{unexpected, Agent, ConnectError};
 use crate::cli::ShellKind;
 use crate::error::{Exit, Failure, Result};
-use crate::shell::{render, EnvLine};
+use crate::shell::{path_value, render, EnvLine};
 
 /// Finds the `credagent` binary: `$CREDAGENT_BIN`, else next to `credctl`, else `$PATH`.
 fn agent_binary() -> PathBuf {
@@ -68,6 +68,8 @@ fn spawn_agent(socket: &Path, config: Option<&Path>) -> Result<Agent> {
 
 /// `credctl start`.
 pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<String> {
+    // Refuse a socket path this shell cannot carry before an agent is started on it.
+    let sock = path_value(shell, "CREDAGENT_SOCK", socket)?;
     let mut agent = match Agent::connect(socket) {
         Ok(a) => a,
         Err(ConnectError::NotRunning(_)) => spawn_agent(socket, config)?,
@@ -79,9 +81,8 @@ pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<S
         Response::Token { token, uri, .. } => (token, uri),
         other => return Err(unexpected(&other)),
     };
-    let sock = socket.to_string_lossy();
     let mut lines = vec![
-        EnvLine::Set("CREDAGENT_SOCK", &sock),
+        EnvLine::Set("CREDAGENT_SOCK", sock),
         EnvLine::Set("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
         EnvLine::Set("AWS_CONTAINER_AUTHORIZATION_TOKEN", token.expose()),
         EnvLine::Unset("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
@@ -91,7 +92,7 @@ pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<S
             .iter()
             .map(|v| EnvLine::Unset(v)),
     );
-    let mut out = render(shell, &lines);
+    let mut out = render(shell, &lines)?;
     out.push_str(&format!("echo Agent pid {};\n", agent.pid));
     Ok(out)
 }

@@ -11,7 +11,7 @@ use credagent_proto::{Request, Response, Secret};
 use crate::agent::{unexpected, Agent};
 use crate::cli::{ShellKind, TouchArgs};
 use crate::error::{Failure, Result};
-use crate::shell::{render, EnvLine};
+use crate::shell::{check, path_value, render, EnvLine};
 use crate::touch::open_role;
 
 /// Variables that would shadow the agent in an SDK's credential chain.
@@ -73,6 +73,10 @@ pub fn env(
     touch: &TouchArgs,
     token_file: Option<&Path>,
 ) -> Result<String> {
+    // Refuse a token file path this shell cannot carry before asking for a touch.
+    let file_str = token_file
+        .map(|p| path_value(shell, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", p))
+        .transpose()?;
     let mut agent = Agent::connect_or_fail(socket)?;
     open_role(&mut agent, role, touch)?;
     let (token, _, uri) = token_of(agent.request(&Request::TokenForRole {
@@ -80,15 +84,18 @@ pub fn env(
         scoped: false,
         purpose: "env".into(),
     })?)?;
+    // Check every value before the token file is written, so a refusal leaves nothing behind.
+    check(shell, "AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)?;
+    if token_file.is_none() {
+        check(shell, "AWS_CONTAINER_AUTHORIZATION_TOKEN", token.expose())?;
+    }
     let mut lines = vec![EnvLine::Set("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)];
-    let file_str;
-    match token_file {
-        Some(path) => {
+    match token_file.zip(file_str) {
+        Some((path, file_str)) => {
             write_token_file(path, token.expose())?;
-            file_str = path.to_string_lossy().into_owned();
             lines.push(EnvLine::Set(
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-                &file_str,
+                file_str,
             ));
             lines.push(EnvLine::Unset("AWS_CONTAINER_AUTHORIZATION_TOKEN"));
         }
@@ -101,7 +108,7 @@ pub fn env(
         }
     }
     lines.extend(SHADOWING.iter().map(|v| EnvLine::Unset(v)));
-    Ok(render(shell, &lines))
+    Ok(render(shell, &lines)?)
 }
 
 /// Writes the token atomically, mode 0600, with no trailing newline (SDKs read it verbatim).

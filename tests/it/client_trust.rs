@@ -1,0 +1,357 @@
+//! `credctl` authenticates the agent before it sends anything: a socket or directory planted by
+//! another user, a listener that runs as another user, a directory or socket open to group and
+//! others, or a symlink in their place is refused by `start` and `status` alike, and the planted
+//! listener receives not one byte (while a client that does not check would have reached it).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Output, Stdio};
+use std::time::Duration;
+
+use credagent_proto::{encode_frame, Request, PROTOCOL_VERSION};
+
+use crate::util::{self, as_user_command, bin, stderr, stdout, uid_of, TestEnv};
+
+/// The planted "agent": binds the socket as another user and reports, per connection, how many
+/// bytes the client sent before closing. With a directory argument it creates that directory
+/// first. Directory and socket are open to the victim (0711, 0777): a client without checks
+/// could connect, so only the owner gives them away.
+const LISTENER: &str = r#"
+import os, socket, sys
+d, path = sys.argv[1], sys.argv[2]
+if d:
+    os.mkdir(d)
+    os.chmod(d, 0o711)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+os.chmod(path, 0o777)
+s.listen(16)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    n = 0
+    while True:
+        try:
+            b = c.recv(65536)
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        n += len(b)
+    print("conn", n, flush=True)
+    c.close()
+"#;
+
+/// A listener run by another user; killed on drop.
+struct Planted {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    sock: PathBuf,
+}
+
+impl Planted {
+    /// Starts the listener as `user` on `sock` (creating `dir` first, if given) and waits until
+    /// it listens.
+    fn start(user: &str, dir: Option<&Path>, sock: &Path) -> Planted {
+        let dir_arg = dir.map(|d| d.to_str().unwrap()).unwrap_or("");
+        let mut child = as_user_command(user, Path::new("/usr/bin/python3"))
+            .args(["-c", LISTENER, dir_arg, sock.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the planted listener");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the planted listener did not start");
+        Planted {
+            child,
+            out,
+            sock: sock.to_owned(),
+        }
+    }
+
+    /// Moves the planted socket to `to` (root can; an attacker would need a directory that is
+    /// open or was before), the listener still behind it.
+    fn move_to(&mut self, to: &Path) {
+        std::fs::rename(&self.sock, to).unwrap();
+        self.sock = to.to_owned();
+    }
+
+    /// Connects as a client that checks nothing and sends a `Hello`: the positive control. Returns
+    /// how many bytes were sent, after the listener has counted them.
+    fn unchecked_hello(&self) -> usize {
+        let frame = encode_frame(&Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_version: "unchecked".into(),
+        })
+        .unwrap();
+        let mut s = UnixStream::connect(&self.sock).expect("connect to the planted socket");
+        // A guard against a hang, not a timing assertion.
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&frame).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        // The listener closes once it has counted (and reported) the bytes.
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("the listener closes");
+        frame.len()
+    }
+
+    /// Stops the listener and returns the bytes it received, one entry per connection.
+    fn received(mut self) -> Vec<usize> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut text = String::new();
+        self.out.read_to_string(&mut text).unwrap();
+        text.lines()
+            .map(|l| {
+                l.strip_prefix("conn ")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("listener said {l:?}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts a refusal: exit 7, no shell lines on stdout, and every `needle` in the message.
+fn assert_refused(what: &str, out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(7), "{what}: {err}");
+    assert_eq!(stdout(out), "", "{what}: nothing for the shell to evaluate");
+    for n in needles {
+        assert!(err.contains(n), "{what}: {n:?} missing from: {err}");
+    }
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A directory any user may create entries in (like /tmp), inside the test's directory.
+fn shared_dir(env: &TestEnv, name: &str) -> PathBuf {
+    chmod(env.dir.path(), 0o711);
+    let d = env.dir.path().join(name);
+    std::fs::create_dir(&d).unwrap();
+    chmod(&d, 0o1777);
+    d
+}
+
+/// Removes a directory on drop (a planted /tmp path must not outlive the test).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn planted_tmp_fallback_directory_is_refused() {
+    let (Some(attacker), Some(victim)) = (util::other_user(), util::second_user()) else {
+        return;
+    };
+    let (attacker_uid, victim_uid) = (uid_of(attacker), uid_of(victim));
+    // The victim has neither CREDAGENT_SOCK nor XDG_RUNTIME_DIR: the /tmp fallback applies, and
+    // the attacker got there first.
+    let dir = PathBuf::from(format!("/tmp/credagent-{victim_uid}"));
+    let _ = std::fs::remove_dir_all(&dir); // left by an earlier, interrupted run
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let planted = Planted::start(attacker, Some(&dir), &dir.join("agent.sock"));
+    assert_eq!(std::fs::metadata(&dir).unwrap().uid(), attacker_uid);
+
+    let d = dir.display().to_string();
+    let owner = format!("owned by uid {attacker_uid}, not you (uid {victim_uid})");
+    for cmd in ["start", "status"] {
+        let out = as_user_command(victim, &bin("credctl"))
+            .arg(cmd)
+            .output()
+            .unwrap();
+        assert_refused(cmd, &out, &[&d, &owner, "planted", "CREDAGENT_SOCK"]);
+    }
+    let sent = planted.unchecked_hello();
+    assert_eq!(
+        planted.received(),
+        vec![sent],
+        "credctl must not even connect; the unchecked client's bytes arrive"
+    );
+}
+
+#[test]
+fn planted_directory_under_xdg_runtime_dir_is_refused() {
+    let Some(attacker) = util::other_user() else {
+        return;
+    };
+    // A runtime directory others can write to (say XDG_RUNTIME_DIR=/tmp after `su`).
+    let mut env = TestEnv::new();
+    env.runtime = shared_dir(&env, "shared-run");
+    env.sock = env.runtime.join("credagent/agent.sock");
+    let planted = Planted::start(attacker, env.sock.parent(), &env.sock);
+
+    let owner = format!("owned by uid {}, not you", uid_of(attacker));
+    let d = env.sock.parent().unwrap().display().to_string();
+    for cmd in ["start", "status"] {
+        let out = env.credctl(&[cmd]);
+        assert_refused(cmd, &out, &[&d, &owner, "XDG_RUNTIME_DIR"]);
+    }
+    // Named with CREDAGENT_SOCK, or with --socket, it is the same socket and the same refusal.
+    let via_env = env
+        .command(bin("credctl"))
+        .env("CREDAGENT_SOCK", &env.sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_refused("CREDAGENT_SOCK status", &via_env, &[&owner]);
+    let via_flag = env.credctl(&["--socket", env.sock.to_str().unwrap(), "start"]);
+    assert_refused("--socket start", &via_flag, &[&owner]);
+    assert!(
+        !env.sock.with_extension("sock.lock").exists(),
+        "no agent was started there"
+    );
+
+    let sent = planted.unchecked_hello();
+    assert_eq!(planted.received(), vec![sent]);
+}
+
+#[test]
+fn listener_of_another_user_gets_not_one_byte() {
+    let Some(attacker) = util::other_user() else {
+        return;
+    };
+    let env = TestEnv::new();
+    let drop_dir = shared_dir(&env, "drop");
+    let mut planted = Planted::start(
+        attacker,
+        Some(&drop_dir.join("theirs")),
+        &drop_dir.join("theirs/agent.sock"),
+    );
+    // Our own private socket directory, as the agent makes it.
+    let ours = env.sock.parent().unwrap();
+    std::fs::create_dir(ours).unwrap();
+    chmod(ours, 0o700);
+    planted.move_to(&env.sock);
+    let s = env.sock.display().to_string();
+    let attacker_uid = uid_of(attacker);
+
+    // Their socket file in our directory: refused on its owner, before connecting.
+    chmod(&env.sock, 0o600);
+    for cmd in ["start", "status"] {
+        let out = env.credctl(&[cmd]);
+        assert_refused(
+            cmd,
+            &out,
+            &[
+                &format!("the socket {s} is owned by uid {attacker_uid}"),
+                &format!("rm {s}"),
+            ],
+        );
+    }
+
+    // Now the file looks like ours in every way (owner, mode, directory); only the process
+    // behind it is theirs. credctl connects, reads SO_PEERCRED and hangs up without a byte.
+    nix::unistd::chown(
+        &env.sock,
+        Some(nix::unistd::getuid()),
+        Some(nix::unistd::getgid()),
+    )
+    .unwrap();
+    for cmd in ["start", "status"] {
+        let out = env.credctl(&[cmd]);
+        assert_refused(
+            cmd,
+            &out,
+            &[
+                &format!("runs as uid {attacker_uid}, not as you"),
+                "nothing was sent",
+            ],
+        );
+    }
+    let sent = planted.unchecked_hello();
+    // Connections in order: credctl start and status (after the peer check, nothing), then the
+    // client that does not check.
+    assert_eq!(planted.received(), vec![0, 0, sent], "credctl sent nothing");
+}
+
+#[test]
+fn own_socket_open_to_others_is_refused_until_fixed() {
+    let env = TestEnv::new();
+    let agent = env.agent(&[]);
+    let dir = env.sock.parent().unwrap();
+    let d = dir.display().to_string();
+    for mode in [0o750, 0o705, 0o711, 0o777] {
+        chmod(dir, mode);
+        for cmd in ["status", "start"] {
+            let out = env.credctl(&[cmd]);
+            assert_refused(
+                cmd,
+                &out,
+                &[
+                    &format!("the socket directory {d} has mode {mode:04o}"),
+                    &format!("chmod 700 {d}"),
+                ],
+            );
+        }
+    }
+    chmod(dir, 0o700);
+    chmod(&env.sock, 0o660);
+    let out = env.credctl(&["status"]);
+    assert_refused(
+        "status",
+        &out,
+        &[
+            "has mode 0660",
+            &format!("chmod 600 {}", env.sock.display()),
+        ],
+    );
+
+    // Fixed as the messages say, the same agent answers again: nothing was replaced.
+    chmod(&env.sock, 0o600);
+    let json: serde_json::Value =
+        serde_json::from_slice(&env.credctl(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["pid"], agent.pid());
+}
+
+#[test]
+fn symlinks_in_place_of_socket_or_directory_are_refused() {
+    let env = TestEnv::new();
+    let agent = env.agent(&[]);
+    let real_dir = env.sock.parent().unwrap();
+
+    // A symlink in place of the socket, pointing at a real agent of ours.
+    let link = env.runtime.join("link.sock");
+    std::os::unix::fs::symlink(&env.sock, &link).unwrap();
+    let out = env.credctl(&["--socket", link.to_str().unwrap(), "status"]);
+    assert_refused("socket symlink", &out, &["is a symbolic link"]);
+
+    // A symlink in place of the directory.
+    let other_run = env.dir.path().join("other-run");
+    std::fs::create_dir(&other_run).unwrap();
+    chmod(&other_run, 0o700);
+    std::os::unix::fs::symlink(real_dir, other_run.join("credagent")).unwrap();
+    for cmd in ["status", "start"] {
+        let out = env
+            .command(bin("credctl"))
+            .env("XDG_RUNTIME_DIR", &other_run)
+            .arg(cmd)
+            .output()
+            .unwrap();
+        assert_refused(
+            cmd,
+            &out,
+            &["socket directory", "is a symbolic link", "CREDAGENT_SOCK"],
+        );
+    }
+
+    // The real path is fine.
+    let json: serde_json::Value =
+        serde_json::from_slice(&env.credctl(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["pid"], agent.pid());
+}
