@@ -31,6 +31,9 @@
     } else if (info.kind === "authorize_key_add") {
       $("title").textContent = "Allow adding security key \u201c" + info.name + "\u201d?";
       box.append(row("New key", info.name), row("Touch", "a key you registered before"), row("Asked by", info.requester));
+    } else if (info.kind === "authorize_key_remove") {
+      $("title").textContent = "Allow removing security key \u201c" + info.name + "\u201d?";
+      box.append(row("Key to remove", info.name), row("Touch", "a key you registered before"), row("Asked by", info.requester));
     } else {
       $("title").textContent = "Register security key \u201c" + info.name + "\u201d?";
       box.append(row("Key name", info.name), row("Asked by", info.requester));
@@ -43,7 +46,7 @@
     say("Touch your security key…");
     try {
       let cred;
-      if (info.kind === "approve" || info.kind === "authorize_key_add") {
+      if (info.kind !== "register") {
         const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(info.options.publicKey);
         cred = await navigator.credentials.get({ publicKey });
       } else {

@@ -195,8 +195,13 @@ fn wire(facts: AgentState, config: &Config) -> anyhow::Result<Control> {
     let generation = sessions.generation().clone();
     let tokens = Arc::new(Tokens::new(generation.clone()));
 
-    let approver = Approver::new(config.approval.clone(), &state_dir, SystemTime::now())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let approver = Approver::new(
+        config.approval.clone(),
+        &state_dir,
+        facts.http_addr.port(),
+        SystemTime::now(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let pending = Arc::new(PendingApprovals::default());
     let approvals = Arc::new(Approvals::new(
         approver,

@@ -7,9 +7,11 @@
 //! compares it in constant time.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use credagent_proto::TokenInfo;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -18,6 +20,9 @@ use subtle::ConstantTimeEq;
 use crate::generation::{Generation, Versioned};
 
 const PREFIX: &str = "cat1_";
+/// Most live tokens at once: enough for every shell and command of a person, and a bound on
+/// what a runaway script can make the agent hold.
+pub const MAX_TOKENS: usize = 1024;
 const ID_BYTES: usize = 8;
 const SECRET_BYTES: usize = 32;
 
@@ -59,21 +64,15 @@ impl Binding {
     }
 }
 
-/// A token's public description.
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenInfo {
-    pub id: String,
-    pub binding: Binding,
-    /// Who it was issued for: "shell", "exec", "env".
-    pub purpose: String,
-    pub created: u64,
-}
-
 struct Entry {
     secret_hash: [u8; 32],
     binding: Binding,
+    /// Who it was issued for: "shell", "exec", "env", "role".
     purpose: String,
     created: SystemTime,
+    /// Unix seconds of the last successful authentication (0: never). Not versioned: it
+    /// changes no answer.
+    last_used: AtomicU64,
 }
 
 /// Why a token was not accepted.
@@ -85,6 +84,18 @@ pub enum TokenError {
     Unknown,
     #[error("this token is bound to one role and cannot switch")]
     Bound,
+}
+
+/// Why no token was issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("the random generator failed: {0}")]
+    Random(getrandom::Error),
+    #[error(
+        "{MAX_TOKENS} endpoint tokens are live already: revoke unused ones (`credctl token list`, \
+         `credctl token revoke ID`) or end them all with `credctl lock`"
+    )]
+    TooMany,
 }
 
 /// All live tokens.
@@ -122,11 +133,11 @@ impl Tokens {
         binding: Binding,
         purpose: &str,
         now: SystemTime,
-    ) -> Result<(TokenId, SecretString), getrandom::Error> {
+    ) -> Result<(TokenId, SecretString), IssueError> {
         let mut id = [0u8; ID_BYTES];
         let mut secret = zeroize::Zeroizing::new([0u8; SECRET_BYTES]);
-        getrandom::fill(&mut id)?;
-        getrandom::fill(secret.as_mut())?;
+        getrandom::fill(&mut id).map_err(IssueError::Random)?;
+        getrandom::fill(secret.as_mut()).map_err(IssueError::Random)?;
         let id = TokenId(id);
         let token = SecretString::from(format!(
             "{PREFIX}{id}_{}",
@@ -137,18 +148,30 @@ impl Tokens {
             binding,
             purpose: purpose.into(),
             created: now,
+            last_used: AtomicU64::new(0),
         };
-        self.entries.write().insert(id, entry);
+        let mut entries = self.entries.write();
+        if entries.len() >= MAX_TOKENS {
+            return Err(IssueError::TooMany);
+        }
+        entries.insert(id, entry);
         Ok((id, token))
     }
 
     /// Checks a presented token; on success returns its id and the role it may be served now.
-    pub fn authenticate(&self, presented: &str) -> Result<(TokenId, Option<Arc<str>>), TokenError> {
+    pub fn authenticate(
+        &self,
+        presented: &str,
+        now: SystemTime,
+    ) -> Result<(TokenId, Option<Arc<str>>), TokenError> {
         let (id, secret) = parse(presented)?;
         let presented_hash = hash(&secret);
         let entries = self.entries.read();
         let entry = entries.get(&id).ok_or(TokenError::Unknown)?;
         if bool::from(entry.secret_hash.ct_eq(&presented_hash)) {
+            entry
+                .last_used
+                .store(crate::util::unix_secs(now), Ordering::Relaxed);
             Ok((id, entry.binding.role().cloned()))
         } else {
             Err(TokenError::Unknown)
@@ -157,9 +180,13 @@ impl Tokens {
 
     /// Makes `role` current for a shell token (`credctl use`).
     pub fn set_current(&self, presented: &SecretString, role: &str) -> Result<TokenId, TokenError> {
-        let (id, _) = self.authenticate(presented.expose_secret())?;
+        let (id, secret) = parse(presented.expose_secret())?;
+        let presented_hash = hash(&secret);
         let mut entries = self.entries.write();
-        let entry = entries.get_mut(&id).ok_or(TokenError::Unknown)?;
+        let entry = entries
+            .get_mut(&id)
+            .filter(|e| bool::from(e.secret_hash.ct_eq(&presented_hash)))
+            .ok_or(TokenError::Unknown)?;
         match &mut entry.binding {
             Binding::Shell { current } => {
                 *current = Some(Arc::from(role));
@@ -183,6 +210,21 @@ impl Tokens {
         }
     }
 
+    /// Revokes the token whose public id is `id`; returns whether it existed.
+    pub fn revoke_str(&self, id: &str) -> bool {
+        TokenId::parse(id).is_some_and(|id| self.revoke(id))
+    }
+
+    /// Revokes every token bound to one role (`exec`, `env`): after `credctl lock` none of
+    /// them may serve again when its role reopens.
+    pub fn revoke_role_bound(&self) -> usize {
+        let mut entries = self.entries.write();
+        let before = entries.len();
+        entries.retain(|_, e| !matches!(e.binding, Binding::Role { .. }));
+        before - entries.len()
+    }
+
+    /// The live tokens, oldest first, without their secrets.
     pub fn list(&self) -> Vec<TokenInfo> {
         let mut out: Vec<TokenInfo> = self
             .entries
@@ -190,12 +232,13 @@ impl Tokens {
             .iter()
             .map(|(id, e)| TokenInfo {
                 id: id.to_string(),
-                binding: e.binding.clone(),
-                purpose: e.purpose.clone(),
+                kind: e.purpose.clone(),
+                role: e.binding.role().map(|r| r.to_string()),
                 created: crate::util::unix_secs(e.created),
+                last_used: Some(e.last_used.load(Ordering::Relaxed)).filter(|t| *t > 0),
             })
             .collect();
-        out.sort_by_key(|t| t.created);
+        out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
         out
     }
 }
@@ -236,21 +279,39 @@ mod tests {
                 now,
             )
             .unwrap();
-        assert_eq!(t.authenticate(shell.expose_secret()).unwrap(), (sid, None));
+        assert_eq!(
+            t.authenticate(shell.expose_secret(), SystemTime::UNIX_EPOCH)
+                .unwrap(),
+            (sid, None)
+        );
         assert_eq!(t.set_current(&shell, "dev").unwrap(), sid);
         assert_eq!(
-            t.authenticate(shell.expose_secret()).unwrap().1.as_deref(),
+            t.authenticate(shell.expose_secret(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .1
+                .as_deref(),
             Some("dev")
         );
         assert_eq!(
-            t.authenticate(exec.expose_secret()).unwrap().1.as_deref(),
+            t.authenticate(exec.expose_secret(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .1
+                .as_deref(),
             Some("prod")
         );
         assert_eq!(t.set_current(&exec, "dev"), Err(TokenError::Bound));
         t.clear_current_roles();
-        assert_eq!(t.authenticate(shell.expose_secret()).unwrap().1, None);
         assert_eq!(
-            t.authenticate(exec.expose_secret()).unwrap().1.as_deref(),
+            t.authenticate(shell.expose_secret(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .1,
+            None
+        );
+        assert_eq!(
+            t.authenticate(exec.expose_secret(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .1
+                .as_deref(),
             Some("prod")
         );
     }
@@ -264,7 +325,10 @@ mod tests {
         let s = tok.expose_secret();
         let mut forged = s[..s.len() - 1].to_owned();
         forged.push(if s.ends_with('0') { '1' } else { '0' });
-        assert_eq!(t.authenticate(&forged), Err(TokenError::Unknown));
+        assert_eq!(
+            t.authenticate(&forged, SystemTime::UNIX_EPOCH),
+            Err(TokenError::Unknown)
+        );
         for bad in [
             "",
             "Bearer x",
@@ -273,7 +337,10 @@ mod tests {
             &s[..s.len() - 2],
             &format!("{s} "),
         ] {
-            assert!(t.authenticate(bad).is_err(), "{bad:?}");
+            assert!(
+                t.authenticate(bad, SystemTime::UNIX_EPOCH).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -289,9 +356,71 @@ mod tests {
             .unwrap();
         assert!(t.revoke(id));
         assert_eq!(
-            t.authenticate(tok.expose_secret()),
+            t.authenticate(tok.expose_secret(), SystemTime::UNIX_EPOCH),
             Err(TokenError::Unknown)
         );
         assert!(!t.revoke(id));
+    }
+
+    #[test]
+    fn live_tokens_are_capped_listed_and_revoked() {
+        let t = Tokens::default();
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let (shell, shell_tok) = t
+            .issue(Binding::Shell { current: None }, "shell", t0)
+            .unwrap();
+        let (env, env_tok) = t
+            .issue(Binding::Role { role: "dev".into() }, "env", t0)
+            .unwrap();
+        let later = t0 + std::time::Duration::from_secs(5);
+        t.authenticate(env_tok.expose_secret(), later).unwrap();
+        let list = t.list();
+        assert_eq!(list.len(), 2);
+        let env_info = list.iter().find(|i| i.id == env.to_string()).unwrap();
+        assert_eq!(env_info.kind, "env");
+        assert_eq!(env_info.role.as_deref(), Some("dev"));
+        assert_eq!(env_info.created, 1_000);
+        assert_eq!(env_info.last_used, Some(1_005));
+        assert_eq!(
+            list.iter()
+                .find(|i| i.id == shell.to_string())
+                .unwrap()
+                .last_used,
+            None
+        );
+
+        // Lock: role-bound tokens go, shell tokens stay (they follow `credctl use`).
+        assert_eq!(t.revoke_role_bound(), 1);
+        assert_eq!(
+            t.authenticate(env_tok.expose_secret(), later),
+            Err(TokenError::Unknown)
+        );
+        assert!(t.authenticate(shell_tok.expose_secret(), later).is_ok());
+        assert!(t.revoke_str(&shell.to_string()));
+        assert!(!t.revoke_str(&shell.to_string()), "revoked once");
+        assert!(!t.revoke_str("not-an-id"));
+
+        for _ in 0..MAX_TOKENS {
+            t.issue(Binding::Shell { current: None }, "shell", t0)
+                .unwrap();
+        }
+        assert!(matches!(
+            t.issue(Binding::Shell { current: None }, "shell", t0),
+            Err(IssueError::TooMany)
+        ));
+    }
+
+    #[test]
+    fn set_current_needs_the_secret_too() {
+        let t = Tokens::default();
+        let (id, _) = t
+            .issue(
+                Binding::Shell { current: None },
+                "shell",
+                SystemTime::UNIX_EPOCH,
+            )
+            .unwrap();
+        let forged = SecretString::from(format!("{PREFIX}{id}_{}", "00".repeat(SECRET_BYTES)));
+        assert_eq!(t.set_current(&forged, "prod"), Err(TokenError::Unknown));
     }
 }

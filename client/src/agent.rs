@@ -3,10 +3,9 @@
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use credagent_proto::{
-    read_frame, write_frame, ErrorCode, FrameError, Request, Response, PROTOCOL_VERSION,
+    read_frame, timeouts, write_frame, ErrorCode, FrameError, Request, Response, PROTOCOL_VERSION,
 };
 
 use crate::error::{Exit, Failure, Result};
@@ -83,7 +82,6 @@ impl Agent {
             )),
         })?;
         trust::check_peer(&stream, path).map_err(ConnectError::Other)?;
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
         let mut agent = Agent {
             stream,
             path: path.to_owned(),
@@ -119,6 +117,19 @@ impl Agent {
     }
 
     fn raw_request(&mut self, req: &Request) -> Result<Response> {
+        // Requests that may wait on a touch or on STS get the agent's longest outcome and a
+        // margin (the timeouts are stated once, in proto); everything else answers at once.
+        let wait = match req {
+            Request::Open { .. }
+            | Request::Approve { .. }
+            | Request::AwaitCeremony { .. }
+            | Request::KeyAddStart { .. }
+            | Request::KeyAddFinish { .. }
+            | Request::KeyRemove { .. }
+            | Request::Credentials { .. } => timeouts::CLIENT_WAIT,
+            _ => timeouts::CLIENT_QUICK,
+        };
+        let _ = self.stream.set_read_timeout(Some(wait));
         let written = write_frame(&mut self.stream, req);
         let read = match written {
             Ok(()) => read_frame::<_, Response>(&mut self.stream),

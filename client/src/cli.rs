@@ -197,11 +197,17 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a key. Removing the last one needs --force: no session can open without a key.
+    /// Remove a key. Takes a touch of a registered key (the one removed, or another), so that
+    /// no program can take your keys away and enrol its own. Removing the last one needs
+    /// --force: no session can open without a key.
     Remove {
+        /// The key's name, as `credctl key list` shows it.
         name: String,
+        /// Allow removing the last registered key.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        touch: TouchArgs,
     },
 }
 

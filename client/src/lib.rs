@@ -41,7 +41,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             authorizer,
         }) => keys::add(&socket, name, &touch, authorizer.as_deref())?,
         Command::Key(KeyCommand::List { json }) => keys::list(&socket, json)?,
-        Command::Key(KeyCommand::Remove { name, force }) => keys::remove(&socket, &name, force)?,
+        Command::Key(KeyCommand::Remove { name, force, touch }) => {
+            keys::remove(&socket, &name, force, &touch)?
+        }
         Command::Source(SourceCommand::Add {
             name,
             stdin,

@@ -15,7 +15,7 @@ pub use frame::{
 };
 pub use message::{
     ErrorCode, KeyInfo, PendingInfo, Request, Response, RoleInfo, SessionState, SourceInfo,
-    StatusInfo,
+    StatusInfo, TokenInfo,
 };
 pub use paths::{socket_path, socket_path_from, SocketPathSource};
 pub use secret::Secret;
@@ -23,4 +23,27 @@ pub use secret::Secret;
 /// The version of the control protocol. Bump it whenever a message changes meaning; add new
 /// variants instead of changing old ones. Both sides send it in the first exchange (`Hello`), and
 /// a mismatch is refused with [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: `KeyRemove` is answered with a challenge (removing a key takes a touch); token list and
+/// revoke.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The timeouts both sides agree on, stated once.
+pub mod timeouts {
+    use std::time::Duration;
+
+    /// How long a challenge stays valid: the touch must come within it.
+    pub const CEREMONY_TTL: Duration = Duration::from_secs(60);
+    /// How long an answered ceremony may take to reach its outcome (verifying the touch and
+    /// opening the session, STS retries included); the longest a follower waits.
+    pub const OUTCOME_WAIT: Duration = Duration::from_secs(90);
+    /// How long `credctl` waits for the answer to a request that may wait on a ceremony or on
+    /// STS: the longest outcome, and a margin for the reply to arrive.
+    pub const CLIENT_WAIT: Duration = Duration::from_secs(90 + 15);
+    /// How long `credctl` waits for any other answer.
+    pub const CLIENT_QUICK: Duration = Duration::from_secs(30);
+    /// A control connection that holds nothing and sends nothing for this long is closed.
+    /// Connections holding `exec` tokens are never closed for idleness: the token lives as
+    /// long as the command.
+    pub const CONTROL_IDLE: Duration = Duration::from_secs(300);
+}

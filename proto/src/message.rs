@@ -92,6 +92,10 @@ pub enum Request {
     Imds { role: Option<String> },
     /// Pending approvals (SDK requests for roles with no session).
     Pending,
+    /// The live endpoint tokens.
+    TokenList,
+    /// Revoke the endpoint token whose public id is `id`.
+    TokenRevoke { id: String },
 
     /// Any request type this build does not know.
     #[serde(other)]
@@ -171,6 +175,10 @@ pub enum Response {
     Pending {
         pending: Vec<PendingInfo>,
     },
+    /// Answer to [`Request::TokenList`].
+    Tokens {
+        tokens: Vec<TokenInfo>,
+    },
     /// A request failed. `code` is stable and machine-readable; `message` is for people.
     Error {
         code: ErrorCode,
@@ -189,6 +197,21 @@ impl Response {
             message: message.into(),
         }
     }
+}
+
+/// One live endpoint token, as `credctl token list` shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// The public id (16 hex digits), as in audit lines.
+    pub id: String,
+    /// "shell", "exec", "env" or "role".
+    pub kind: String,
+    /// The role it is bound to (exec/env tokens), or the shell's current role.
+    pub role: Option<String>,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds of the last credential request made with it (`None`: never used).
+    pub last_used: Option<u64>,
 }
 
 /// Stable error codes. Never renumber or rename one; add new ones at the end.

@@ -5,6 +5,8 @@ mod ambiguous;
 mod browser;
 mod client_trust;
 mod endpoint;
+mod exec_lifetime;
+mod gate;
 mod lifecycle;
 mod notify;
 mod protocol;

@@ -16,13 +16,8 @@ use uuid::Uuid;
 
 use super::error::ApprovalError;
 
-/// How long a challenge stays valid after it was issued.
-pub const CEREMONY_TTL: Duration = Duration::from_secs(60);
-
-/// How long an answered ceremony may take to reach its outcome (verifying the touch and
-/// opening the session, STS retries included) before it is given up, and so the longest a
-/// follower waits.
-pub const OUTCOME_WAIT: Duration = Duration::from_secs(90);
+/// The challenge lifetime and the outcome wait, shared with `credctl` (stated once, in proto).
+pub use credagent_proto::timeouts::{CEREMONY_TTL, OUTCOME_WAIT};
 
 /// How many ceremonies may be outstanding at once, so a flood cannot grow memory.
 pub const MAX_CEREMONIES: usize = 64;
@@ -82,6 +77,31 @@ pub fn key_add_name(role: &str) -> Option<&str> {
     role.strip_prefix(KEY_ADD)
 }
 
+/// Pseudo-roles for "an existing key authorizes removing key NAME" (`--force`: even the last).
+const KEY_REMOVE: &str = "key remove: ";
+const KEY_REMOVE_LAST: &str = "key remove --force: ";
+
+/// The pseudo-role that authorizes removing key `name`.
+pub fn key_remove_role(name: &str, force: bool) -> String {
+    let prefix = if force { KEY_REMOVE_LAST } else { KEY_REMOVE };
+    format!("{prefix}{name}")
+}
+
+/// The key name and `--force`, if `role` is a key-remove pseudo-role.
+pub fn key_remove_target(role: &str) -> Option<(&str, bool)> {
+    role.strip_prefix(KEY_REMOVE)
+        .map(|n| (n, false))
+        .or_else(|| role.strip_prefix(KEY_REMOVE_LAST).map(|n| (n, true)))
+}
+
+/// What a key-change pseudo-role is about, in words; `None` for a role.
+pub fn key_change(role: &str) -> Option<String> {
+    if let Some(name) = key_add_name(role) {
+        return Some(format!("adding the key {name}"));
+    }
+    key_remove_target(role).map(|(name, _)| format!("removing the key {name}"))
+}
+
 /// How the outcome of an abandoned ceremony starts; followers then lead a new one.
 pub const ABANDONED: &str = "the client taking the touch went away";
 
@@ -114,6 +134,8 @@ pub struct View {
     pub kind: Kind,
     pub options: serde_json::Value,
     pub requester: String,
+    /// The control connection that leads it (0: none).
+    pub leader: u64,
 }
 
 /// A ceremony taken by its one answer.
@@ -279,6 +301,7 @@ impl<S> Ceremonies<S> {
             kind: e.kind.clone(),
             options: e.options.clone(),
             requester: e.requester.clone(),
+            leader: e.leader,
         })
     }
 

@@ -95,6 +95,18 @@ pub enum ApprovalError {
     TooManyCeremonies,
 
     #[error(
+        "changing the registered keys ({what}) needs a touch of a key registered already: run \
+         the command again and touch one of the keys in `credctl key list`"
+    )]
+    NotAuthorized { what: String },
+
+    #[error(
+        "another credctl is already {what} and waits for its touch: finish that one first, or \
+         wait a minute for it to expire"
+    )]
+    KeyChangePending { what: String },
+
+    #[error(
         "{} is damaged ({detail}) and was left untouched: restore it from a backup, or move it \
          aside and register your keys again with `credctl key add`",
         path.display()
@@ -151,6 +163,8 @@ impl ApprovalError {
             Self::LastKey { .. } => "last_key",
             Self::InvalidName { .. } => "invalid_name",
             Self::TooManyCeremonies => "too_many_ceremonies",
+            Self::NotAuthorized { .. } => "not_authorized",
+            Self::KeyChangePending { .. } => "key_change_pending",
             Self::StateCorrupt { .. } => "state_corrupt",
             Self::StateInsecure { .. } => "state_insecure",
             Self::AttestationCaInvalid { .. } => "attestation_ca_invalid",
@@ -170,7 +184,9 @@ impl ApprovalError {
             | Self::AttestationCaInvalid { .. } => ErrorCode::Policy,
             Self::KeyExists { .. } | Self::CredentialExists { .. } => ErrorCode::Exists,
             Self::UnknownKey { .. } => ErrorCode::NotFound,
-            Self::LastKey { .. } => ErrorCode::Refused,
+            Self::LastKey { .. } | Self::NotAuthorized { .. } | Self::KeyChangePending { .. } => {
+                ErrorCode::Refused
+            }
             Self::InvalidName { .. } => ErrorCode::BadRequest,
             Self::StateCorrupt { .. }
             | Self::StateInsecure { .. }

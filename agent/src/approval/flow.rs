@@ -9,7 +9,10 @@ use credagent_proto::{ErrorCode, KeyInfo as WireKeyInfo, Response, Secret};
 use secrecy::SecretString;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
-use super::ceremony::{self, key_add_name, key_add_role, Begin, Claimed, Kind, Lead, View};
+use super::ceremony::{
+    self, key_add_name, key_add_role, key_change, key_remove_role, key_remove_target, Begin,
+    Claimed, Kind, Lead, View,
+};
 use super::pending::PendingApprovals;
 use super::{Approval, ApprovalError, Approver, CeremonyId, KeyInfo, State};
 
@@ -113,14 +116,6 @@ impl Approvals {
         self.approver.keys()
     }
 
-    /// `credctl key remove`.
-    pub fn remove_key(&self, name: &str, force: bool) -> Response {
-        match self.approver.remove_key(name, force) {
-            Ok(()) => Response::Ok,
-            Err(e) => e.to_response(),
-        }
-    }
-
     fn challenge(&self, id: &str, role: Option<&str>, options: serde_json::Value) -> Response {
         Response::Challenge {
             ceremony_id: id.to_owned(),
@@ -149,7 +144,7 @@ impl Approvals {
     pub async fn key_add_start(&self, name: &str, who: &Requester, now: SystemTime) -> Response {
         let keys = self.approver.keys();
         if keys.is_empty() {
-            return self.registration_challenge(name, who.conn, now);
+            return self.registration_challenge(name, who.conn, None, now);
         }
         if keys.iter().any(|k| k.name == name) {
             return Response::error(
@@ -175,18 +170,60 @@ impl Approvals {
         }
     }
 
-    /// A registration ceremony for a new key named `name`, led by control connection `leader`.
-    fn registration_challenge(&self, name: &str, leader: u64, now: SystemTime) -> Response {
+    /// A registration ceremony for a new key named `name`, led by control connection `leader`
+    /// and allowed by `authorization` (none for the first key).
+    fn registration_challenge(
+        &self,
+        name: &str,
+        leader: u64,
+        authorization: Option<Approval>,
+        now: SystemTime,
+    ) -> Response {
         let lead = Lead {
             conn: leader,
             requester: "credctl key add".into(),
             mfa_code: None,
         };
-        match self.approver.start_registration_led(name, lead, now) {
+        match self
+            .approver
+            .start_registration_led(name, lead, authorization, now)
+        {
             Ok((id, ccr)) => match to_json(&ccr) {
                 Ok(options) => self.challenge(&id.to_string(), None, options),
                 Err(r) => *r,
             },
+            Err(e) => e.to_response(),
+        }
+    }
+
+    /// `credctl key remove`: the cheap checks first (the key exists; the last one only with
+    /// `--force`), then a touch of a registered key, which removes it.
+    pub async fn key_remove_start(
+        &self,
+        name: &str,
+        force: bool,
+        who: &Requester,
+        now: SystemTime,
+    ) -> Response {
+        if let Err(e) = self.approver.check_removal(name, force) {
+            return e.to_response();
+        }
+        let role = key_remove_role(name, force);
+        match self.approver.open_or_join(&role, who.lead(None), now) {
+            Ok(Begin::Lead(id, options)) => Response::Challenge {
+                ceremony_id: id.to_string(),
+                origin: self.origin.clone(),
+                role: Some(role),
+                purpose: Some(format!("to allow removing the key {name}")),
+                session_secs: None,
+                approve_url: format!("{}/approve/{id}", self.origin),
+                options,
+            },
+            // open_or_join refuses to let anyone follow a key change.
+            Ok(Begin::Follow(_)) => Response::error(
+                ErrorCode::Internal,
+                "a key change was followed: this is a bug",
+            ),
             Err(e) => e.to_response(),
         }
     }
@@ -196,10 +233,11 @@ impl Approvals {
         &self,
         id: &str,
         credential: serde_json::Value,
+        conn: u64,
         now: SystemTime,
     ) -> Response {
         match self.view(id).map(|v| v.kind) {
-            Some(Kind::Register { .. }) => self.answer(id, credential, now).await,
+            Some(Kind::Register { .. }) => self.answer(id, credential, Some(conn), now).await,
             Some(Kind::Approve { .. }) => Response::error(
                 ErrorCode::BadRequest,
                 "that ceremony opens a role; send approve",
@@ -258,10 +296,15 @@ impl Approvals {
 
     /// The one answer to ceremony `id` (from credctl or the browser page). The answer is parsed
     /// before the ceremony is claimed, so junk cannot burn a live ceremony.
+    ///
+    /// `from` is the control connection that sent the answer (`None`: the browser page, which
+    /// only the leader was told about). A registration or a key change is answered only by the
+    /// connection that started it.
     pub async fn answer(
         &self,
         id: &str,
         credential: serde_json::Value,
+        from: Option<u64>,
         now: SystemTime,
     ) -> Response {
         let gone = || {
@@ -276,6 +319,17 @@ impl Approvals {
         let Some(view) = self.approver.view(cid) else {
             return gone();
         };
+        let bound = match &view.kind {
+            Kind::Register { .. } => true,
+            Kind::Approve { role } => key_change(role).is_some(),
+        };
+        if bound && from.is_some_and(|c| c != view.leader) {
+            return Response::error(
+                ErrorCode::Refused,
+                "this ceremony belongs to another credctl: only the command that started it can \
+                 answer it",
+            );
+        }
         let parsed = match &view.kind {
             Kind::Register { .. } => {
                 serde_json::from_value::<RegisterPublicKeyCredential>(credential)
@@ -363,8 +417,13 @@ impl Approvals {
                 by = approval.key_name(),
                 "adding a key was authorized"
             );
-            drop(approval);
-            return self.registration_challenge(name, leader, now);
+            return self.registration_challenge(name, leader, Some(approval), now);
+        }
+        if let Some((name, force)) = key_remove_target(&role) {
+            return match self.approver.remove_key(name, force, approval) {
+                Ok(()) => Response::Ok,
+                Err(e) => e.to_response(),
+            };
         }
         tracing::info!(
             role,

@@ -27,8 +27,8 @@ use webauthn_rs::prelude::{
 };
 
 pub use ceremony::{
-    key_add_name, key_add_role, wait, Begin, CeremonyId, Kind, Lead, View, CEREMONY_TTL,
-    MAX_CEREMONIES, MAX_FAILURE_DELAY, OUTCOME_WAIT,
+    key_add_name, key_add_role, key_change, key_remove_role, key_remove_target, wait, Begin,
+    CeremonyId, Kind, Lead, View, CEREMONY_TTL, MAX_CEREMONIES, MAX_FAILURE_DELAY, OUTCOME_WAIT,
 };
 pub use error::ApprovalError;
 pub use flow::{wire_key_info, Approvals, Requester, SessionOpener};
@@ -90,7 +90,12 @@ impl Approval {
 
 /// The WebAuthn state of a ceremony in progress.
 enum State {
-    Registration(RegState),
+    /// `authorized`: a touch of a registered key allowed this registration. Without it, it
+    /// may only become the first key.
+    Registration {
+        state: RegState,
+        authorized: bool,
+    },
     Approval(AuthState),
 }
 
@@ -112,15 +117,17 @@ pub struct Approver {
 }
 
 impl Approver {
-    /// Loads the policy's CA files and `<state_dir>/keys.json` (missing = no keys). `now` is used
-    /// to warn about attestation CAs that are not currently valid.
+    /// Loads the policy's CA files and `<state_dir>/keys.json` (missing = no keys), for the
+    /// agent's own origin `http://localhost:PORT`. `now` is used to warn about attestation CAs
+    /// that are not currently valid.
     pub fn new(
         policy: ApprovalPolicy,
         state_dir: &Path,
+        port: u16,
         now: SystemTime,
     ) -> Result<Self, ApprovalError> {
         let ca_list = policy::load_attestation_cas(&policy.attestation_ca, now)?;
-        let rp = RelyingParty::new(&policy, ca_list)?;
+        let rp = RelyingParty::new(&policy, ca_list, port)?;
         let store = KeyRegistry::load(state_dir)?;
         Ok(Self {
             rp,
@@ -138,20 +145,35 @@ impl Approver {
         self.inner.locked()
     }
 
-    /// Starts registering a key called `name`. Send the challenge to the authenticator.
+    /// Starts registering the first key, called `name`. Send the challenge to the
+    /// authenticator. With keys registered already, use
+    /// [`Approver::start_registration_authorized`].
     pub fn start_registration(
         &self,
         name: &str,
         now: SystemTime,
     ) -> Result<(CeremonyId, CreationChallengeResponse), ApprovalError> {
-        self.start_registration_led(name, Lead::default(), now)
+        self.start_registration_led(name, Lead::default(), None, now)
     }
 
-    /// [`Approver::start_registration`] for a ceremony led by `lead`.
-    pub fn start_registration_led(
+    /// Starts registering key `name`, allowed by `authorization`: a verified touch of a
+    /// registered key for [`key_add_role`]`(name)`.
+    pub fn start_registration_authorized(
+        &self,
+        name: &str,
+        authorization: Approval,
+        lead: Lead,
+        now: SystemTime,
+    ) -> Result<(CeremonyId, CreationChallengeResponse), ApprovalError> {
+        self.start_registration_led(name, lead, Some(authorization), now)
+    }
+
+    /// A registration ceremony led by `lead`: the first key, or one `authorization` allows.
+    pub(crate) fn start_registration_led(
         &self,
         name: &str,
         lead: Lead,
+        authorization: Option<Approval>,
         now: SystemTime,
     ) -> Result<(CeremonyId, CreationChallengeResponse), ApprovalError> {
         validate("key name", name, 64)?;
@@ -160,6 +182,15 @@ impl Approver {
             return Err(ApprovalError::KeyExists { name: name.into() });
         }
         inner.ceremonies.check_room(now)?;
+        let authorized = match authorization {
+            Some(a) if a.role == key_add_role(name) => true,
+            None if inner.store.records.is_empty() => false,
+            _ => {
+                return Err(ApprovalError::NotAuthorized {
+                    what: format!("adding the key {name}"),
+                })
+            }
+        };
         let exclude = inner
             .store
             .records
@@ -172,7 +203,7 @@ impl Approver {
             &mut inner,
             now,
             kind,
-            State::Registration(state),
+            State::Registration { state, authorized },
             challenge,
             lead,
         )
@@ -213,7 +244,8 @@ impl Approver {
         credential: &RegisterPublicKeyCredential,
         now: SystemTime,
     ) -> Result<KeyInfo, ApprovalError> {
-        let (Kind::Register { name }, State::Registration(state)) = (claimed.kind, claimed.state)
+        let (Kind::Register { name }, State::Registration { state, authorized }) =
+            (claimed.kind, claimed.state)
         else {
             return Err(ApprovalError::UnknownCeremony);
         };
@@ -236,6 +268,13 @@ impl Approver {
             credential: registered.key,
         };
         let mut inner = self.lock();
+        // Checked again at the moment of commit: a key registered meanwhile (say, a first key
+        // that raced this one) turns an unauthorized registration into a refused one.
+        if !authorized && !inner.store.records.is_empty() {
+            return Err(ApprovalError::NotAuthorized {
+                what: format!("adding the key {name}"),
+            });
+        }
         if inner.store.find(&name).is_some() {
             return Err(ApprovalError::KeyExists { name });
         }
@@ -277,6 +316,11 @@ impl Approver {
         validate("role name", role, 256)?;
         let mut inner = self.lock();
         if let Some(rx) = inner.ceremonies.follow(role, now) {
+            // A key change belongs to the connection that asked: nobody else may follow it
+            // (and receive, say, the registration challenge its touch releases).
+            if let Some(what) = key_change(role) {
+                return Err(ApprovalError::KeyChangePending { what });
+            }
             return Ok(Begin::Follow(rx));
         }
         let (id, challenge) = self.start_approval_locked(&mut inner, role, lead, now)?;
@@ -476,8 +520,32 @@ impl Approver {
             .collect()
     }
 
-    /// Removes key `name`; refuses to remove the last key unless `force`.
-    pub fn remove_key(&self, name: &str, force: bool) -> Result<(), ApprovalError> {
+    /// Whether key `name` may be removed (it exists; the last one only with `force`): the
+    /// checks that need no touch, made before asking for one.
+    pub fn check_removal(&self, name: &str, force: bool) -> Result<(), ApprovalError> {
+        let inner = self.lock();
+        if inner.store.find(name).is_none() {
+            return Err(ApprovalError::UnknownKey { name: name.into() });
+        }
+        if inner.store.records.len() == 1 && !force {
+            return Err(ApprovalError::LastKey { name: name.into() });
+        }
+        Ok(())
+    }
+
+    /// Removes key `name`, allowed by `authorization`: a verified touch of a registered key for
+    /// [`key_remove_role`]`(name, force)`. Refuses to remove the last key unless `force`.
+    pub fn remove_key(
+        &self,
+        name: &str,
+        force: bool,
+        authorization: Approval,
+    ) -> Result<(), ApprovalError> {
+        if authorization.role != key_remove_role(name, force) {
+            return Err(ApprovalError::NotAuthorized {
+                what: format!("removing the key {name}"),
+            });
+        }
         let mut inner = self.lock();
         let index = inner
             .store
@@ -493,7 +561,7 @@ impl Approver {
             inner.store.records.insert(index, removed);
             return Err(err);
         }
-        tracing::info!(key = %name, "removed a security key");
+        tracing::info!(key = %name, by = %authorization.key_name, "removed a security key");
         Ok(())
     }
 }

@@ -70,20 +70,24 @@ pub(crate) struct RelyingParty {
 }
 
 impl RelyingParty {
+    /// The relying party for `http://localhost:PORT`: assertions from any other origin, another
+    /// port of localhost included, are refused.
     pub(crate) fn new(
         policy: &ApprovalPolicy,
         ca_list: Option<AttestationCaList>,
+        port: u16,
     ) -> Result<Self, ApprovalError> {
         let internal = |err: WebauthnError| ApprovalError::Internal {
             reason: err.to_string(),
         };
-        let origin = Url::parse("http://localhost").map_err(|err| ApprovalError::Internal {
-            reason: err.to_string(),
+        let origin = Url::parse(&format!("http://localhost:{port}")).map_err(|err| {
+            ApprovalError::Internal {
+                reason: err.to_string(),
+            }
         })?;
         let touch_only = policy.user_verification == UserVerification::Discouraged;
         let webauthn = WebauthnBuilder::new(RP_ID, &origin)
             .map_err(internal)?
-            .allow_any_port(true)
             .rp_name(RP_NAME)
             .timeout(CEREMONY_TTL)
             .danger_set_user_presence_only_security_keys(touch_only)

@@ -13,6 +13,7 @@ use webauthn_rs::prelude::{PublicKeyCredential, Url};
 
 use super::*;
 
+const PORT: u16 = 38211;
 const ORIGIN: &str = "http://localhost:38211";
 
 fn t0() -> SystemTime {
@@ -56,6 +57,44 @@ fn register(
     approver.finish_registration(id, &reg, now)
 }
 
+/// Adds key `name` held by `token` once `authorizer` (a registered key) allowed it.
+fn add_key(
+    approver: &Approver,
+    authorizer: &mut SoftToken,
+    token: &mut SoftToken,
+    name: &str,
+    now: SystemTime,
+) -> Result<KeyInfo, ApprovalError> {
+    let (id, ccr) = start_authorized(approver, authorizer, name, now);
+    let reg = token.do_registration(origin(ORIGIN), ccr).unwrap();
+    approver.finish_registration(id, &reg, now)
+}
+
+/// A registration of `name` that `authorizer` allowed with a touch.
+fn start_authorized(
+    approver: &Approver,
+    authorizer: &mut SoftToken,
+    name: &str,
+    now: SystemTime,
+) -> (CeremonyId, CreationChallengeResponse) {
+    let approval = approve(approver, authorizer, &key_add_role(name), now).unwrap();
+    approver
+        .start_registration_authorized(name, approval, Lead::default(), now)
+        .unwrap()
+}
+
+/// Removes key `name` with a touch of `authorizer`.
+fn remove(
+    approver: &Approver,
+    authorizer: &mut SoftToken,
+    name: &str,
+    force: bool,
+) -> Result<(), ApprovalError> {
+    approver.check_removal(name, force)?;
+    let approval = approve(approver, authorizer, &key_remove_role(name, force), t0())?;
+    approver.remove_key(name, force, approval)
+}
+
 /// Starts an approval for `role` and has `token` answer it from `at`.
 fn assertion(
     approver: &Approver,
@@ -78,13 +117,16 @@ fn approve(
     approver.finish_approval(id, role, &cred, now)
 }
 
-fn code<T: std::fmt::Debug>(result: Result<T, ApprovalError>) -> &'static str {
-    result.unwrap_err().code()
+fn code<T>(result: Result<T, ApprovalError>) -> &'static str {
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.code(),
+    }
 }
 
 /// An approver with one registered soft key called "yubi".
 fn setup(dir: &Path) -> (Approver, SoftToken) {
-    let approver = Approver::new(permissive(), dir, t0()).unwrap();
+    let approver = Approver::new(permissive(), dir, PORT, t0()).unwrap();
     let (mut token, _) = token(false);
     register(&approver, &mut token, "yubi", t0()).unwrap();
     (approver, token)
@@ -100,7 +142,7 @@ fn approver_is_send_and_sync() {
 #[test]
 fn register_then_approve_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(permissive(), dir.path(), t0()).unwrap();
+    let approver = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
     assert_eq!(code(approver.start_approval("prod", t0())), "no_keys");
 
     let (mut token, _) = token(false);
@@ -125,9 +167,16 @@ fn register_then_approve_round_trip() {
     assert_eq!(keys[0].counter, 1);
     assert_eq!(keys[0].last_used, Some(1_700_000_030));
 
-    // Any port is accepted, and so is the default one.
-    let (id, cred) = assertion(&approver, &mut token, "dev", "http://localhost", later);
-    let _ = approver.finish_approval(id, "dev", &cred, later).unwrap();
+    // Only the agent's own origin: not the default port, not another one.
+    for other in ["http://localhost", "http://localhost:38212"] {
+        let (id, cred) = assertion(&approver, &mut token, "dev", other, later);
+        assert_eq!(
+            code(approver.finish_approval(id, "dev", &cred, later)),
+            "origin_refused",
+            "{other}"
+        );
+    }
+    let _ = approve(&approver, &mut token, "dev", later + secs(10)).unwrap();
     assert_eq!(approver.failure_delay(), Duration::ZERO);
 }
 
@@ -186,7 +235,7 @@ fn challenges_expire_after_60_seconds() {
         .finish_approval(id, "prod", &cred, t0() + secs(59))
         .unwrap();
 
-    let (id, ccr) = approver.start_registration("late", t0()).unwrap();
+    let (id, ccr) = start_authorized(&approver, &mut token, "late", t0());
     let reg = token.do_registration(origin(ORIGIN), ccr).unwrap();
     assert_eq!(
         code(approver.finish_registration(id, &reg, t0() + secs(61))),
@@ -199,7 +248,12 @@ fn foreign_origins_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (approver, mut token) = setup(dir.path());
     // The soft client accepts these (https, RP ID suffix), the relying party must not.
-    for foreign in ["https://evil.localhost", "https://localhost:38211"] {
+    for foreign in [
+        "https://evil.localhost",
+        "https://localhost:38211",
+        // Another port of localhost: another local web server, not the agent's page.
+        "http://localhost:38212",
+    ] {
         let (id, cred) = assertion(&approver, &mut token, "prod", foreign, t0());
         let err = approver
             .finish_approval(id, "prod", &cred, t0())
@@ -219,7 +273,7 @@ fn foreign_origins_are_refused() {
     );
 
     // Registration checks the origin too.
-    let (id, ccr) = approver.start_registration("evil", t0()).unwrap();
+    let (id, ccr) = start_authorized(&approver, &mut token, "evil", t0());
     let reg = token
         .do_registration(origin("https://evil.localhost"), ccr)
         .unwrap();
@@ -273,7 +327,7 @@ fn key_store_survives_reload_and_is_private() {
         fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let approver = Approver::new(permissive(), dir.path(), t0()).unwrap();
+    let approver = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
     assert_eq!(approver.keys(), before);
     assert_eq!(before[0].counter, 1);
     // The reloaded counter still catches a replayed old state.
@@ -293,7 +347,9 @@ fn a_truncated_key_store_is_an_error_not_an_empty_store() {
     let path = dir.path().join(KEYS_FILE);
     let full = fs::read(&path).unwrap();
     fs::write(&path, &full[..full.len() / 2]).unwrap();
-    let err = Approver::new(permissive(), dir.path(), t0()).err().unwrap();
+    let err = Approver::new(permissive(), dir.path(), PORT, t0())
+        .err()
+        .unwrap();
     assert_eq!(err.code(), "state_corrupt");
     assert!(
         err.to_string().contains(&path.display().to_string()),
@@ -306,31 +362,50 @@ fn a_truncated_key_store_is_an_error_not_an_empty_store() {
 fn removing_keys() {
     let dir = tempfile::tempdir().unwrap();
     let (approver, mut token) = setup(dir.path());
-    assert_eq!(code(approver.remove_key("yubi", false)), "last_key");
-    assert_eq!(code(approver.remove_key("nope", true)), "unknown_key");
+    assert_eq!(code(approver.check_removal("yubi", false)), "last_key");
+    assert_eq!(code(approver.check_removal("nope", true)), "unknown_key");
 
+    // Without a touch for that very removal, nothing is removed.
+    let wrong = approve(&approver, &mut token, "prod", t0()).unwrap();
+    assert_eq!(
+        code(approver.remove_key("yubi", true, wrong)),
+        "not_authorized"
+    );
+    let not_forced = approve(&approver, &mut token, &key_remove_role("yubi", false), t0()).unwrap();
+    assert_eq!(
+        code(approver.remove_key("yubi", true, not_forced)),
+        "not_authorized",
+        "a touch for a plain removal does not allow removing the last key"
+    );
+    assert_eq!(approver.keys().len(), 1);
+
+    // A second key needs a touch of the first.
     let (mut second, _) = super::tests::token(false);
-    register(&approver, &mut second, "spare", t0()).unwrap();
+    assert_eq!(
+        code(register(&approver, &mut second, "spare", t0())),
+        "not_authorized"
+    );
+    add_key(&approver, &mut token, &mut second, "spare", t0()).unwrap();
     // A touch pending while its key is removed does not approve anything.
     let (id, cred) = assertion(&approver, &mut token, "prod", ORIGIN, t0());
-    approver.remove_key("yubi", false).unwrap();
+    remove(&approver, &mut second, "yubi", false).unwrap();
     assert_eq!(
         code(approver.finish_approval(id, "prod", &cred, t0())),
         "assertion_invalid"
     );
     let _ = approve(&approver, &mut second, "prod", t0()).unwrap();
 
-    approver.remove_key("spare", true).unwrap();
+    remove(&approver, &mut second, "spare", true).unwrap();
     assert!(approver.keys().is_empty());
     assert_eq!(code(approver.start_approval("prod", t0())), "no_keys");
-    let reloaded = Approver::new(permissive(), dir.path(), t0()).unwrap();
+    let reloaded = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
     assert!(reloaded.keys().is_empty());
 }
 
 #[test]
 fn software_authenticators_are_refused_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let strict = Approver::new(ApprovalPolicy::default(), dir.path(), t0()).unwrap();
+    let strict = Approver::new(ApprovalPolicy::default(), dir.path(), PORT, t0()).unwrap();
     let (mut token, _) = token(false);
     let err = register(&strict, &mut token, "soft", t0()).unwrap_err();
     assert_eq!(err.code(), "software_authenticator_refused");
@@ -338,12 +413,12 @@ fn software_authenticators_are_refused_by_default() {
     assert!(strict.keys().is_empty());
     assert!(!dir.path().join(KEYS_FILE).exists());
 
-    let lenient = Approver::new(permissive(), dir.path(), t0()).unwrap();
+    let lenient = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
     register(&lenient, &mut token, "soft", t0()).unwrap();
     let _ = approve(&lenient, &mut token, "prod", t0()).unwrap();
 
     // Tightening the policy later disables the software key for approvals.
-    let strict = Approver::new(ApprovalPolicy::default(), dir.path(), t0()).unwrap();
+    let strict = Approver::new(ApprovalPolicy::default(), dir.path(), PORT, t0()).unwrap();
     let err = strict.start_approval("prod", t0()).unwrap_err();
     assert_eq!(err.code(), "no_eligible_keys");
     assert!(
@@ -375,7 +450,7 @@ fn attestation_ca_list_admits_only_attested_keys() {
         ..permissive()
     };
     let state = dir.path().join("state");
-    let approver = Approver::new(policy.clone(), &state, t0()).unwrap();
+    let approver = Approver::new(policy.clone(), &state, PORT, t0()).unwrap();
     let err = register(&approver, &mut other, "other", t0()).unwrap_err();
     assert_eq!(err.code(), "attestation_untrusted", "{err}");
     let info = register(&approver, &mut trusted, "trusted", t0()).unwrap();
@@ -390,6 +465,7 @@ fn attestation_ca_list_admits_only_attested_keys() {
             ..policy
         },
         &dir.path().join("strict"),
+        PORT,
         t0(),
     )
     .unwrap();
@@ -400,13 +476,13 @@ fn attestation_ca_list_admits_only_attested_keys() {
 
     // A key registered without a CA list is not eligible once one is configured.
     let open_state = dir.path().join("open");
-    let open = Approver::new(permissive(), &open_state, t0()).unwrap();
+    let open = Approver::new(permissive(), &open_state, PORT, t0()).unwrap();
     register(&open, &mut other, "other", t0()).unwrap();
     let only_trusted = ApprovalPolicy {
         attestation_ca: vec![write_ca(dir.path(), "one.pem", &trusted_ca)],
         ..permissive()
     };
-    let closed = Approver::new(only_trusted, &open_state, t0()).unwrap();
+    let closed = Approver::new(only_trusted, &open_state, PORT, t0()).unwrap();
     let err = closed.start_approval("prod", t0()).unwrap_err();
     assert_eq!(err.code(), "no_eligible_keys");
     assert!(err.to_string().contains("not attested"), "{err}");
@@ -419,7 +495,7 @@ fn required_user_verification() {
         user_verification: UserVerification::Required,
         ..permissive()
     };
-    let approver = Approver::new(policy.clone(), dir.path(), t0()).unwrap();
+    let approver = Approver::new(policy.clone(), dir.path(), PORT, t0()).unwrap();
     // A token that cannot verify users refuses to create the credential...
     let (mut touch_only, _) = token(false);
     let (_, ccr) = approver.start_registration("touch", t0()).unwrap();
@@ -444,7 +520,7 @@ fn required_user_verification() {
         attestation_ca: vec![write_ca(dir.path(), "ca.pem", &uv_ca)],
         ..policy
     };
-    let approver = Approver::new(attested, &dir.path().join("attested"), t0()).unwrap();
+    let approver = Approver::new(attested, &dir.path().join("attested"), PORT, t0()).unwrap();
     register(&approver, &mut uv, "pin", t0()).unwrap();
     let _ = approve(&approver, &mut uv, "prod", t0()).unwrap();
 }
@@ -458,7 +534,7 @@ fn keys_are_moved_to_user_verification_when_the_policy_requires_it() {
         user_verification: UserVerification::Required,
         ..permissive()
     };
-    let approver = Approver::new(required, dir.path(), t0()).unwrap();
+    let approver = Approver::new(required, dir.path(), PORT, t0()).unwrap();
     // The touch-only soft token answers with user presence only; that is refused.
     let err = approve(&approver, &mut token, "prod", t0()).unwrap_err();
     assert_eq!(err.code(), "user_not_verified");
@@ -483,8 +559,8 @@ fn names_and_duplicates() {
     assert_eq!(code(approver.start_approval("", t0())), "invalid_name");
 
     // Two registrations racing for one name: the second to finish loses.
-    let (a, ccr_a) = approver.start_registration("twin", t0()).unwrap();
-    let (b, ccr_b) = approver.start_registration("twin", t0()).unwrap();
+    let (a, ccr_a) = start_authorized(&approver, &mut token, "twin", t0());
+    let (b, ccr_b) = start_authorized(&approver, &mut token, "twin", t0());
     let reg_a = token.do_registration(origin(ORIGIN), ccr_a).unwrap();
     let reg_b = token.do_registration(origin(ORIGIN), ccr_b).unwrap();
     approver.finish_registration(a, &reg_a, t0()).unwrap();
@@ -494,7 +570,7 @@ fn names_and_duplicates() {
     );
 
     // A registration ceremony cannot finish an approval, nor the reverse.
-    let (reg_id, _) = approver.start_registration("third", t0()).unwrap();
+    let (reg_id, _) = start_authorized(&approver, &mut token, "third", t0());
     let (id, cred) = assertion(&approver, &mut token, "prod", ORIGIN, t0());
     assert_eq!(
         code(approver.finish_approval(reg_id, "prod", &cred, t0())),
@@ -566,4 +642,76 @@ fn credentials_convert_between_flows() {
         serde_json::to_value(key).unwrap(),
         serde_json::to_value(&back).unwrap()
     );
+}
+
+#[test]
+fn a_registration_is_authorized_when_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let approver = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
+    let (mut mine, _) = token(false);
+    let (mut theirs, _) = token(false);
+    // Two first-key registrations race while no key exists; the second loses at commit.
+    let (a, ccr_a) = approver.start_registration("mine", t0()).unwrap();
+    let (b, ccr_b) = approver.start_registration("theirs", t0()).unwrap();
+    let reg_a = mine.do_registration(origin(ORIGIN), ccr_a).unwrap();
+    let reg_b = theirs.do_registration(origin(ORIGIN), ccr_b).unwrap();
+    approver.finish_registration(a, &reg_a, t0()).unwrap();
+    assert_eq!(
+        code(approver.finish_registration(b, &reg_b, t0())),
+        "not_authorized"
+    );
+    assert_eq!(approver.keys().len(), 1);
+
+    // Once a key exists, an unauthorized start is refused, and an approval for another
+    // purpose does not authorize a registration.
+    assert_eq!(
+        code(approver.start_registration("theirs", t0())),
+        "not_authorized"
+    );
+    let for_a_role = approve(&approver, &mut mine, "prod", t0()).unwrap();
+    assert_eq!(
+        code(approver.start_registration_authorized("theirs", for_a_role, Lead::default(), t0())),
+        "not_authorized"
+    );
+    let for_another_name = approve(&approver, &mut mine, &key_add_role("other"), t0()).unwrap();
+    assert_eq!(
+        code(approver.start_registration_authorized(
+            "theirs",
+            for_another_name,
+            Lead::default(),
+            t0()
+        )),
+        "not_authorized"
+    );
+    add_key(&approver, &mut mine, &mut theirs, "theirs", t0()).unwrap();
+    assert_eq!(approver.keys().len(), 2);
+}
+
+#[test]
+fn nobody_follows_a_key_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, _token) = setup(dir.path());
+    let lead = |conn| Lead {
+        conn,
+        requester: "t".into(),
+        mfa_code: None,
+    };
+    let role = key_add_role("new");
+    assert!(matches!(
+        approver.open_or_join(&role, lead(1), t0()).unwrap(),
+        Begin::Lead(..)
+    ));
+    assert_eq!(
+        code(approver.open_or_join(&role, lead(2), t0())),
+        "key_change_pending"
+    );
+    // A role, by contrast, is followed.
+    assert!(matches!(
+        approver.open_or_join("prod", lead(1), t0()).unwrap(),
+        Begin::Lead(..)
+    ));
+    assert!(matches!(
+        approver.open_or_join("prod", lead(2), t0()).unwrap(),
+        Begin::Follow(_)
+    ));
 }

@@ -1,4 +1,5 @@
-//! Key requests: register (`key add`, a ceremony), list and remove FIDO keys.
+//! Key requests: register (`key add`) and remove (`key remove`) FIDO keys, each a ceremony
+//! that a registered key must authorize once one exists, and list them.
 
 use std::time::SystemTime;
 
@@ -20,13 +21,17 @@ impl Control {
                 credential,
             } => {
                 self.approvals
-                    .key_add_finish(&ceremony_id, credential, now)
+                    .key_add_finish(&ceremony_id, credential, conn.id, now)
                     .await
             }
             Request::KeyList => Response::Keys {
                 keys: self.approvals.keys().iter().map(wire_key_info).collect(),
             },
-            Request::KeyRemove { name, force } => self.approvals.remove_key(&name, force),
+            Request::KeyRemove { name, force } => {
+                self.approvals
+                    .key_remove_start(&name, force, &conn.requester(), now)
+                    .await
+            }
             _ => super::misrouted(),
         }
     }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credagent_proto::{
-    decode_body, encode_frame, frame_len, ErrorCode, FrameError, Request, Response, HEADER_LEN,
+    decode_body, encode_frame, frame_len, timeouts::CONTROL_IDLE, ErrorCode, FrameError, Request,
+    Response, HEADER_LEN,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -32,10 +33,10 @@ use crate::tokens::{TokenId, Tokens};
 
 pub use hello::hello;
 
-/// Most control connections served at once; more wait in the kernel backlog.
+/// Most control connections served at once; more wait in the kernel backlog. A connection that
+/// holds `exec` tokens gives its place back (it may live for hours); those are bounded by the
+/// cap on live tokens instead.
 const MAX_CONNECTIONS: usize = 64;
-/// A connection that sends nothing for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the control requests reach: each part the agent wired, and nothing that owns them all.
 pub struct Control {
@@ -51,6 +52,23 @@ pub struct Control {
     pub aws_config: AwsConfigFile,
 }
 
+/// The idle timeout of control connections: `CONTROL_IDLE`, or `CREDAGENT_CONTROL_IDLE` (a
+/// humantime duration) so tests can show, in seconds, that a connection holding `exec` tokens
+/// is never closed for idleness whatever the limit.
+fn control_idle() -> Duration {
+    std::env::var("CREDAGENT_CONTROL_IDLE")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(CONTROL_IDLE)
+}
+
+/// How long connection `conn` may stay silent: a connection holding `exec` tokens lives as long
+/// as its command, however long.
+fn idle_limit(conn: &Conn, idle: Duration) -> Option<Duration> {
+    conn.scoped_tokens.is_empty().then_some(idle)
+}
+
 /// One control connection's identity and the things that die with it.
 pub struct Conn {
     pub id: u64,
@@ -58,6 +76,8 @@ pub struct Conn {
     pub pid: i32,
     /// Tokens revoked when the connection closes (`credctl exec`).
     pub scoped_tokens: Vec<TokenId>,
+    /// This connection's place among `MAX_CONNECTIONS`, given back once it holds `exec` tokens.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Conn {
@@ -105,6 +125,8 @@ impl Control {
             | Request::Credentials { .. } => self.sessions_family(req, conn, now).await,
             Request::TokenShell
             | Request::TokenForRole { .. }
+            | Request::TokenList
+            | Request::TokenRevoke { .. }
             | Request::Use { .. }
             | Request::Imds { .. } => self.tokens_family(req, conn, now),
             Request::Unknown => Response::error(
@@ -134,6 +156,7 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let idle = control_idle();
     let me = nix::unistd::getuid().as_raw();
     let mut next_id: u64 = 0;
     loop {
@@ -190,13 +213,11 @@ pub async fn serve(
             uid: me,
             pid,
             scoped_tokens: Vec::new(),
+            permit: Some(permit),
         };
         let control = control.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            handle_connection(stream, control, conn, shutdown).await;
-            drop(permit);
-        });
+        tracker.spawn(handle_connection(stream, control, conn, idle, shutdown));
     }
 }
 
@@ -213,11 +234,18 @@ enum Incoming {
     Gone,
 }
 
-async fn read_request(stream: &mut UnixStream) -> Incoming {
+/// Reads one request. `idle` bounds the wait for its first byte (`None`: wait as long as the
+/// peer keeps the connection open).
+async fn read_request(stream: &mut UnixStream, idle: Option<Duration>) -> Incoming {
     let mut header = [0u8; HEADER_LEN];
-    match tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut header)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(_)) | Err(_) => return Incoming::Gone,
+    let read = stream.read_exact(&mut header);
+    let got = match idle {
+        Some(limit) => tokio::time::timeout(limit, read).await.ok(),
+        None => Some(read.await),
+    };
+    match got {
+        Some(Ok(_)) => {}
+        Some(Err(_)) | None => return Incoming::Gone,
     }
     let len = match frame_len(header) {
         Ok(len) => len,
@@ -229,7 +257,8 @@ async fn read_request(stream: &mut UnixStream) -> Incoming {
             }
         }
     };
-    let mut body = vec![0u8; len];
+    // Requests may carry secrets (a source's secret key, an MFA code): zeroed when dropped.
+    let mut body = zeroize::Zeroizing::new(vec![0u8; len]);
     match tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut body)).await {
         Ok(Ok(_)) => {}
         Ok(Err(_)) | Err(_) => return Incoming::Gone,
@@ -250,7 +279,8 @@ async fn read_request(stream: &mut UnixStream) -> Incoming {
 }
 
 async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
-    let frame = match encode_frame(resp) {
+    // Responses may carry secrets (tokens, credentials): the frame is zeroed when dropped.
+    let frame = zeroize::Zeroizing::new(match encode_frame(resp) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e, "cannot encode a control response");
@@ -259,7 +289,7 @@ async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
                 Err(_) => return false,
             }
         }
-    };
+    });
     stream.write_all(&frame).await.is_ok()
 }
 
@@ -267,9 +297,10 @@ async fn handle_connection(
     mut stream: UnixStream,
     control: Arc<Control>,
     mut conn: Conn,
+    idle: Duration,
     shutdown: CancellationToken,
 ) {
-    serve_requests(&mut stream, &control, &mut conn, &shutdown).await;
+    serve_requests(&mut stream, &control, &mut conn, idle, &shutdown).await;
     // Whatever the connection held dies with it: `credctl exec` tokens, ceremonies it led.
     for id in conn.scoped_tokens.drain(..) {
         control.tokens.revoke(id);
@@ -281,13 +312,14 @@ async fn serve_requests(
     stream: &mut UnixStream,
     control: &Control,
     conn: &mut Conn,
+    idle: Duration,
     shutdown: &CancellationToken,
 ) {
     let mut greeted = false;
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => return,
-            i = read_request(stream) => i,
+            i = read_request(stream, idle_limit(conn, idle)) => i,
         };
         let req = match incoming {
             Incoming::Request(r) => r,
@@ -319,6 +351,12 @@ async fn serve_requests(
             _ = hung_up(stream) => return,
             r = control.handle(req, conn) => r,
         };
+        if !conn.scoped_tokens.is_empty() && conn.permit.take().is_some() {
+            tracing::debug!(
+                conn = conn.id,
+                "holds exec tokens: no longer counted among connections"
+            );
+        }
         if !send(stream, &resp).await {
             return;
         }
@@ -364,5 +402,25 @@ async fn hung_up(stream: &UnixStream) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_connections_have_no_idle_limit() {
+        let mut conn = Conn {
+            id: 1,
+            uid: 0,
+            pid: 0,
+            scoped_tokens: Vec::new(),
+            permit: None,
+        };
+        assert_eq!(idle_limit(&conn, CONTROL_IDLE), Some(CONTROL_IDLE));
+        conn.scoped_tokens
+            .push(crate::tokens::TokenId::parse("0011223344556677").unwrap());
+        assert_eq!(idle_limit(&conn, CONTROL_IDLE), None);
     }
 }

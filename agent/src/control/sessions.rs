@@ -27,7 +27,11 @@ impl Control {
             Request::Approve {
                 ceremony_id,
                 credential,
-            } => self.approvals.answer(&ceremony_id, credential, now).await,
+            } => {
+                self.approvals
+                    .answer(&ceremony_id, credential, Some(conn.id), now)
+                    .await
+            }
             Request::AwaitCeremony { ceremony_id } => {
                 self.approvals.await_ceremony(&ceremony_id, conn.id).await
             }

@@ -26,15 +26,19 @@ impl Control {
         }
     }
 
-    /// `credctl lock` / SIGUSR1: end every session, forget every current role, wipe the cache.
+    /// `credctl lock` / SIGUSR1: end every session and ceremony, revoke every role-bound token,
+    /// forget every shell's current role, wipe every cached secret.
     pub fn lock(&self) -> usize {
         let n = self.sessions.lock();
         self.endpoint.wipe();
         self.tokens.clear_current_roles();
+        let revoked = self.tokens.revoke_role_bound();
         self.approvals.abandon_all("the agent was locked");
         tracing::info!(
             sessions = n,
-            "locked: every session ended and every cached secret wiped"
+            tokens_revoked = revoked,
+            "locked: every session ended, every role-bound token revoked and every cached \
+             secret wiped"
         );
         n
     }

@@ -1,5 +1,6 @@
 //! Token requests: endpoint tokens for a shell, a role (`env`) or a command (`exec`, revoked
-//! with its connection), the shell's current role (`use`), and the role IMDS serves.
+//! with its connection), the shell's current role (`use`), listing and revoking tokens, and the
+//! role IMDS serves.
 
 use std::time::SystemTime;
 
@@ -8,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{Conn, Control};
 use crate::http::endpoint::ECS_PATH;
-use crate::tokens::Binding;
+use crate::tokens::{Binding, IssueError};
 
 impl Control {
     pub(super) fn tokens_family(&self, req: Request, conn: &mut Conn, now: SystemTime) -> Response {
@@ -43,6 +44,19 @@ impl Control {
                     ),
                 }
             }
+            Request::TokenList => Response::Tokens {
+                tokens: self.tokens.list(),
+            },
+            Request::TokenRevoke { id } => {
+                if self.tokens.revoke_str(&id) {
+                    Response::Ok
+                } else {
+                    Response::error(
+                        ErrorCode::NotFound,
+                        format!("no live token with id {id}: see `credctl token list`"),
+                    )
+                }
+            }
             Request::Imds { role } => {
                 self.endpoint.set_imds_role(role.map(Into::into));
                 Response::Ok
@@ -69,7 +83,8 @@ impl Control {
                     uri: format!("http://{}{ECS_PATH}", self.facts.http_addr),
                 }
             }
-            Err(e) => Response::error(ErrorCode::Internal, format!("random generator failed: {e}")),
+            Err(e @ IssueError::TooMany) => Response::error(ErrorCode::Refused, e.to_string()),
+            Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
         }
     }
 }

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::checks::{error_response, HttpContext};
 use super::endpoint::ApprovalPage;
-use crate::approval::{key_add_name, Approvals, Kind};
+use crate::approval::{key_add_name, key_remove_target, Approvals, Kind};
 use crate::sessions::Sessions;
 
 const PAGE: &str = include_str!("../../assets/approve.html");
@@ -70,6 +70,12 @@ impl Page {
             );
         };
         let body = match &view.kind {
+            Kind::Approve { role } if key_remove_target(role).is_some() => {
+                serde_json::json!({
+                    "kind": "authorize_key_remove", "name": key_remove_target(role).map(|(n, _)| n),
+                    "requester": view.requester, "options": view.options,
+                })
+            }
             Kind::Approve { role } if key_add_name(role).is_some() => {
                 serde_json::json!({
                     "kind": "authorize_key_add", "name": key_add_name(role),
@@ -123,7 +129,12 @@ impl Page {
                 )
             }
         };
-        match self.approvals.answer(id, credential, now).await {
+        match self.approvals.answer(id, credential, None, now).await {
+            Resp::Ok => ok(
+                serde_json::json!({"message": "Done: the key was removed. You can close this tab."})
+                    .to_string(),
+                "application/json",
+            ),
             Resp::Opened { role, .. } => ok(
                 serde_json::json!({"message": format!("Approved: role {role} is open. You can close this tab.")})
                     .to_string(),

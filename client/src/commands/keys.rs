@@ -112,12 +112,30 @@ pub fn list(socket: &Path, json: bool) -> Result<String> {
     }
 }
 
-pub fn remove(socket: &Path, name: &str, force: bool) -> Result<String> {
+/// `credctl key remove`: the agent answers with a challenge that a registered key must sign.
+pub fn remove(socket: &Path, name: &str, force: bool, touch: &TouchArgs) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
-    agent.request(&Request::KeyRemove {
+    let resp = agent.request(&Request::KeyRemove {
         name: name.to_owned(),
         force,
     })?;
+    let c = match resp {
+        Response::Challenge { .. } => Challenge::from_response(resp)?,
+        other => return Err(unexpected(&other)),
+    };
+    let auth = Authenticator::choose(touch)?;
+    match answer(&mut agent, &auth, &c).map_err(|f| {
+        Failure::new(
+            f.exit,
+            format!(
+                "removing a key needs a touch of a registered key, and that touch failed ({f}); \
+                 nothing was removed"
+            ),
+        )
+    })? {
+        Response::Ok => {}
+        other => return Err(unexpected(&other)),
+    }
     let mut out = format!("removed security key {name}\n");
     if force {
         if let Ok(Response::Keys { keys }) = agent.request(&Request::KeyList) {

@@ -49,7 +49,7 @@ pub(super) fn handle<B>(
     let (id, role) = match presented
         .to_str()
         .map_err(|_| TokenError::Malformed)
-        .and_then(|t| ep.tokens.authenticate(t))
+        .and_then(|t| ep.tokens.authenticate(t, now))
     {
         Ok(v) => v,
         Err(e) => {

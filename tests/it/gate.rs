@@ -1,0 +1,148 @@
+//! No way around the touch: a second process of the same user, with the control socket and a
+//! software authenticator of its own but no touch of a registered key, can neither remove the
+//! user's key, nor enrol its own, nor take over the user's key-add ceremony. The user's key
+//! keeps working throughout.
+
+use credagent_proto::{read_frame, write_frame, ErrorCode, Request, Response};
+
+use crate::stack::Stack;
+use crate::util::{bin, hello, stderr};
+
+/// `credctl ARGS` as the attacker: the same user and socket, its own software authenticator.
+fn as_attacker(s: &Stack, args: &[&str]) -> std::process::Output {
+    let evil = format!("soft:{}", s.env.home.join("attacker.cbor").display());
+    s.env
+        .command(bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", &evil)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn key_names(s: &Stack) -> Vec<String> {
+    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn request(sock: &mut std::os::unix::net::UnixStream, req: &Request) -> Response {
+    write_frame(sock, req).unwrap();
+    read_frame(sock).unwrap()
+}
+
+#[test]
+fn the_key_swap_is_refused_without_a_touch() {
+    let s = Stack::new("", "").with_key_and_source();
+    assert_eq!(key_names(&s), ["soft"]);
+
+    // Remove the user's key, with and without --force: the attacker's touch is no touch of a
+    // registered key.
+    for args in [
+        &["key", "remove", "soft", "--force"][..],
+        &["key", "remove", "soft"][..],
+    ] {
+        let out = as_attacker(&s, args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(
+            err.contains("nothing was removed") || err.contains("only registered key"),
+            "{err}"
+        );
+    }
+    // Enrol its own key: it must first be authorized by a registered key.
+    let out = as_attacker(&s, &["key", "add", "evil"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("touch"), "{}", stderr(&out));
+    assert_eq!(key_names(&s), ["soft"], "nothing changed");
+
+    // The attacker's key opens nothing; the user's still does.
+    let out = as_attacker(&s, &["env", "demo"]);
+    assert!(!out.status.success(), "the attacker opened a role");
+    s.role_token("demo");
+
+    // The user removes a key with a touch: first a second key, authorized by the first.
+    let spare = format!("soft:{}", s.env.home.join("spare.cbor").display());
+    s.ok(&[
+        "key",
+        "add",
+        "spare",
+        "--authenticator",
+        &spare,
+        "--authorizer",
+        &s.soft_arg(),
+    ]);
+    assert_eq!(key_names(&s), ["soft", "spare"]);
+    s.ok(&["key", "remove", "spare"]);
+    assert_eq!(key_names(&s), ["soft"]);
+}
+
+#[test]
+fn a_key_add_ceremony_cannot_be_joined_or_answered_by_another_connection() {
+    let s = Stack::new("", "").with_key_and_source();
+    let (mut user, _) = hello(&s.env.sock).unwrap();
+    let (mut attacker, _) = hello(&s.env.sock).unwrap();
+
+    let id = match request(
+        &mut user,
+        &Request::KeyAddStart {
+            name: "laptop".into(),
+        },
+    ) {
+        Response::Challenge {
+            ceremony_id, role, ..
+        } => {
+            assert_eq!(
+                role.as_deref(),
+                Some("key add: laptop"),
+                "an authorizing touch comes first"
+            );
+            ceremony_id
+        }
+        other => panic!("{other:?}"),
+    };
+    // The hijack: a second KeyAddStart for the same name used to follow the user's ceremony
+    // and receive the registration challenge the user's touch released.
+    match request(
+        &mut attacker,
+        &Request::KeyAddStart {
+            name: "laptop".into(),
+        },
+    ) {
+        Response::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Refused, "{message}");
+            assert!(message.contains("waits for its touch"), "{message}");
+        }
+        other => panic!("the attacker joined the key add: {other:?}"),
+    }
+    // Nor may it answer the user's ceremony, even knowing its id.
+    match request(
+        &mut attacker,
+        &Request::Approve {
+            ceremony_id: id.clone(),
+            credential: serde_json::json!({}),
+        },
+    ) {
+        Response::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Refused, "{message}");
+            assert!(message.contains("another credctl"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The user's ceremony is still there: junk from the user is refused without burning it,
+    // and the user's key still opens roles afterwards.
+    match request(
+        &mut user,
+        &Request::Approve {
+            ceremony_id: id,
+            credential: serde_json::json!({}),
+        },
+    ) {
+        Response::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest),
+        other => panic!("{other:?}"),
+    }
+    drop(user);
+    s.role_token("demo");
+}
