@@ -150,8 +150,12 @@ pub enum Command {
         #[arg(long, conflicts_with = "role")]
         off: bool,
     },
-    /// End every session and wipe every cached credential (the agent keeps running).
+    /// End every session, revoke every token bound to a role (exec, env) and wipe every cached
+    /// credential (the agent keeps running).
     Lock,
+    /// List or revoke the live endpoint tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Follow pending approvals (SDK requests for roles with no session) and take the touch.
     Watch {
         #[command(flatten)]
@@ -208,6 +212,21 @@ pub enum KeyCommand {
         force: bool,
         #[command(flatten)]
         touch: TouchArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// List the live endpoint tokens: id, kind, role, created, last used (never the secret).
+    List {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: every request with it is refused from now on.
+    Revoke {
+        /// The token's id, as `credctl token list` and `credctl audit` show it.
+        id: String,
     },
 }
 

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod error;
 pub mod prompt;
 pub mod shell;
+pub mod text;
 pub mod touch;
 pub mod trust;
 
@@ -15,8 +16,8 @@ use std::io::Write;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, KeyCommand, SourceCommand};
-use crate::commands::{audit, keys, lifecycle, roles, session, sources, status};
+use crate::cli::{Cli, Command, KeyCommand, SourceCommand, TokenCommand};
+use crate::commands::{audit, keys, lifecycle, roles, session, sources, status, tokens};
 use crate::error::{Failure, Result};
 
 /// What a command asks `main` to exit with.
@@ -79,6 +80,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Imds { role, off } => session::imds(&socket, if off { None } else { role })?,
         Command::Lock => session::lock(&socket)?,
+        Command::Token(TokenCommand::List { json }) => tokens::list(&socket, json)?,
+        Command::Token(TokenCommand::Revoke { id }) => tokens::revoke(&socket, &id)?,
         Command::Watch { touch, once } => session::watch(&socket, &touch, once)?,
         Command::Audit { follow, json } => audit::audit(follow, json)?,
         Command::Completions { shell } => {

@@ -15,4 +15,5 @@ mod sessions;
 mod shells;
 mod stack;
 mod systemd;
+mod tokens;
 mod util;

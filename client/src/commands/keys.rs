@@ -7,21 +7,8 @@ use credagent_proto::{KeyInfo, Request, Response};
 use crate::agent::{unexpected, Agent};
 use crate::cli::TouchArgs;
 use crate::error::{Failure, Result};
+use crate::text::utc_date;
 use crate::touch::{answer, Authenticator, Challenge};
-
-fn date(secs: u64) -> String {
-    // Days since the epoch → civil date, enough for a listing.
-    let days = (secs / 86_400) as i64 + 719_468;
-    let era = days.div_euclid(146_097);
-    let doe = days.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
 
 pub fn add(
     socket: &Path,
@@ -93,8 +80,8 @@ pub fn render(keys: &[KeyInfo]) -> String {
             "{:<20} {:<10} {:<10} {:<10} {:>8}\n",
             k.name,
             k.kind,
-            date(k.created),
-            k.last_used.map(date).unwrap_or_else(|| "never".into()),
+            utc_date(k.created),
+            k.last_used.map(utc_date).unwrap_or_else(|| "never".into()),
             k.counter
         ));
     }
@@ -145,13 +132,4 @@ pub fn remove(socket: &Path, name: &str, force: bool, touch: &TouchArgs) -> Resu
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates() {
-        assert_eq!(super::date(0), "1970-01-01");
-        assert_eq!(super::date(1_795_912_526), "2026-11-29");
-    }
 }

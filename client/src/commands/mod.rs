@@ -7,3 +7,4 @@ pub mod roles;
 pub mod session;
 pub mod sources;
 pub mod status;
+pub mod tokens;
