@@ -140,7 +140,13 @@ fn browser_registers_a_key_and_approves_a_session() {
     assert_eq!(r["outcome"], "timeout", "{r}");
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(s.ecs(Some(&token), &[]).0, 403);
+    assert_eq!(
+        s.ecs(Some(&token), &[]).0,
+        401,
+        "lock revoked the role-bound token"
+    );
+    let unopened = s.unopened_role_token("demo");
+    assert_eq!(s.ecs(Some(&unopened), &[]).0, 403);
 
     // Junk posted to a live ceremony is refused and does not burn it; the real touch then works.
     let (child, url, _) = browser_credctl(&s, &["env", "demo"]);
@@ -186,6 +192,8 @@ fn browser_registers_a_key_and_approves_a_session() {
     assert_eq!(String::from_utf8_lossy(&foreign.stdout), "403");
     let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
     assert_eq!(r["outcome"], "approved", "{r}");
-    assert!(child.wait_with_output().unwrap().status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let token = token_from_exports(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
 }

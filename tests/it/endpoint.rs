@@ -317,10 +317,13 @@ fn revocation_lock_and_role_switches_reach_an_open_keep_alive_connection_at_once
     let token = s.role_token("demo");
     assert_eq!(conn.ecs(&token), 200);
     assert_eq!(conn.ecs(&token), 200);
+    let unopened = s.unopened_role_token("demo");
+    assert_eq!(conn.ecs(&unopened), 200);
     s.ok(&["lock"]);
     let (code, body) = conn.request("GET", "/v1/credentials", &[("Authorization", &token)]);
-    assert_eq!(code, 403, "{body}");
-    assert!(body.contains("not_approved"), "{body}");
+    assert_eq!(code, 401, "lock revokes role-bound tokens: {body}");
+    let (code, body) = conn.request("GET", "/v1/credentials", &[("Authorization", &unopened)]);
+    assert_eq!(code, 401, "{body}");
 
     // IMDS on the same connection: a role switch and a lock both apply to the next request.
     let token = s.role_token("demo");
@@ -345,7 +348,7 @@ fn revocation_lock_and_role_switches_reach_an_open_keep_alive_connection_at_once
     assert_eq!(conn.ecs(&token), 200);
     s.ok(&["lock"]);
     assert_eq!(imds(&mut conn), 401, "lock forgets IMDS tokens");
-    assert_eq!(conn.ecs(&token), 403);
+    assert_eq!(conn.ecs(&token), 401, "lock revokes role-bound tokens");
 }
 
 /// Whether the agent has closed `stream` (EOF or reset) within `within`.

@@ -70,8 +70,7 @@ fn a_pending_approval_is_announced_on_the_session_bus() {
 
     let s = Stack::new_with_env("", "", &[("DBUS_SESSION_BUS_ADDRESS", &address)])
         .with_key_and_source();
-    let token = s.role_token("demo");
-    s.ok(&["lock"]);
+    let token = s.unopened_role_token("demo");
     assert_eq!(s.ecs(Some(&token), &[]).0, 403);
     wait_until(Duration::from_secs(10), || !seen.lock().unwrap().is_empty())
         .unwrap_or_else(|| panic!("no Notify call; agent log:\n{}", s.agent.log_text()));

@@ -73,10 +73,8 @@ fn use_opens_the_role_and_boto3_gets_it_through_the_shell_token() {
 #[test]
 fn unapproved_role_is_refused_at_once_then_watch_takes_the_touch() {
     let s = Stack::new("", "").with_key_and_source();
-    // A token bound to demo, issued while no session is open: `env` opens the session, so lock
-    // afterwards to get a bound token with nothing approved.
-    let token = s.role_token("demo");
-    s.ok(&["lock"]);
+    // A token bound to demo, issued while no session is open.
+    let token = s.unopened_role_token("demo");
     let t0 = Instant::now();
     let (code, body) = s.ecs(Some(&token), &[]);
     assert!(
@@ -350,11 +348,15 @@ fn lock_ends_sessions_and_sigusr1_too() {
     let token = s.role_token("demo");
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
     s.ok(&["lock"]);
-    assert_eq!(s.ecs(Some(&token), &[]).0, 403);
-    s.role_token("demo");
+    assert_eq!(
+        s.ecs(Some(&token), &[]).0,
+        401,
+        "lock revokes role-bound tokens"
+    );
+    let token = s.role_token("demo");
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
     s.agent.signal(nix::sys::signal::Signal::SIGUSR1);
-    wait_until(Duration::from_secs(5), || s.ecs(Some(&token), &[]).0 == 403)
+    wait_until(Duration::from_secs(5), || s.ecs(Some(&token), &[]).0 == 401)
         .expect("SIGUSR1 locks");
 }
 
@@ -431,7 +433,7 @@ fn sts_faults_are_retried_and_never_cost_a_valid_credential() {
 
     // STS down for good: opening fails with a clear, transient error; demo is still served.
     s.ok(&["lock"]);
-    s.role_token("demo");
+    let token = s.role_token("demo");
     s.sts.fail_next(50, 503);
     let out = s.credctl(&["env", "other"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));

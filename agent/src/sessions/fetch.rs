@@ -49,6 +49,10 @@ impl Sessions {
             }
         }
         let result = self.fetch_chain(slot, now, mfa_code).await;
+        // The epoch is read under the slot's state lock, which `lock()` takes after bumping it
+        // to wipe the slot: either these credentials are stored before the wipe, or they are
+        // refused here. Nothing survives a lock.
+        let mut st = slot.state.locked();
         let locked = self.inner.epoch.load(Ordering::SeqCst) != slot.epoch;
         let result = match result {
             Ok(_) if locked => Err(SessionError::Locked {
@@ -56,7 +60,6 @@ impl Sessions {
             }),
             other => other,
         };
-        let mut st = slot.state.locked();
         st.fetch_seq += 1;
         match result {
             Ok(creds) => {
@@ -219,15 +222,21 @@ impl Sessions {
             .await
             .map_err(|error| self.sts_error(slot, serial, error))?;
         let creds = Arc::new(creds);
-        if self.inner.epoch.load(Ordering::SeqCst) == slot.epoch {
-            self.inner.mfa.locked().insert(
-                spec.source.clone(),
-                MfaSession {
-                    serial: serial.to_owned(),
-                    creds: Arc::clone(&creds),
-                },
-            );
+        // The epoch is read under the MFA map's lock, which `lock()` takes after bumping it:
+        // either this insert lands before the lock wipes the map, or it sees the new epoch.
+        let mut mfa = self.inner.mfa.locked();
+        if self.inner.epoch.load(Ordering::SeqCst) != slot.epoch {
+            return Err(SessionError::Locked {
+                role: spec.name.clone(),
+            });
         }
+        mfa.insert(
+            spec.source.clone(),
+            MfaSession {
+                serial: serial.to_owned(),
+                creds: Arc::clone(&creds),
+            },
+        );
         Ok(creds)
     }
 }

@@ -352,6 +352,8 @@ impl Sessions {
         let mfa = std::mem::take(&mut *self.inner.mfa.locked());
         let n = roles.len();
         for slot in roles.values() {
+            // Under the slot's state lock, where a fetch in flight checks the epoch.
+            let _st = slot.state.locked();
             slot.set_credentials(None);
         }
         drop(roles);

@@ -73,6 +73,8 @@ struct FakeSts {
     calls: Mutex<Vec<Call>>,
     fail: Mutex<Option<StsError>>,
     delay: Mutex<Duration>,
+    /// Calls that have begun (before their delay), to act while they are in flight.
+    started: AtomicU32,
 }
 
 impl FakeSts {
@@ -100,6 +102,7 @@ impl FakeSts {
         duration: Duration,
         session_name: &str,
     ) -> Result<TempCredentials, StsError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
         let delay = *self.delay.lock().unwrap();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -649,4 +652,50 @@ async fn the_idle_timeout_bounds_how_long_an_answer_may_be_repeated() {
     assert!(s
         .get_cached("dev", until + Duration::from_millis(1))
         .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_racing_a_hundred_opens_leaves_nothing_behind() {
+    let (s, sts) = setup(hours(1));
+    sts.set_delay(Duration::from_millis(100));
+    // 100 opens in flight: 90 of a plain role, 10 of an MFA role (GetSessionToken, then
+    // AssumeRole; the MFA fetches of one source queue behind each other).
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                if i % 10 != 0 {
+                    open(&s, "dev", t0()).await
+                } else {
+                    s.open("a", Approval::for_tests("a"), Some("123456".into()), t0())
+                        .await
+                }
+            })
+        })
+        .collect();
+    // Lock once both STS calls are under way, so every open started before it.
+    let in_flight = || sts.started.load(Ordering::SeqCst) >= 2 && sts.calls().is_empty();
+    for _ in 0..200 {
+        if in_flight() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(in_flight(), "the opens never reached STS");
+    s.lock();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(
+            r.is_err(),
+            "an open begun before the lock succeeded after it: {r:?}"
+        );
+    }
+    assert!(s.status(t0()).is_empty(), "a session survived the lock");
+    assert!(s.get_cached("dev", t0()).is_none());
+    assert!(s.get_cached("a", t0()).is_none());
+    assert_eq!(
+        s.mfa_needed("a", t0()).unwrap().as_deref(),
+        Some("arn:aws:iam::111111111111:mfa/alice"),
+        "an MFA session survived the lock"
+    );
 }

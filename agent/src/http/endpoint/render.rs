@@ -118,6 +118,15 @@ impl RenderCache {
         rendered
     }
 
+    /// Drops the body rendered for `role`, once its session has ended, so no credential bytes
+    /// stay behind it. Looks first under the read lock: the common case (nothing there) writes
+    /// nothing and moves no generation.
+    pub fn forget(&self, role: &str) {
+        if self.by_role.read().contains_key(role) {
+            self.by_role.write().remove(role);
+        }
+    }
+
     /// Drops every rendered body (their buffers are zeroed once in-flight responses finish).
     pub fn clear(&self) {
         self.by_role.write().clear();
@@ -175,5 +184,23 @@ mod tests {
         let b = Arc::new(creds());
         let r3 = cache.get("demo", &b, SystemTime::now());
         assert!(!Arc::ptr_eq(&r1, &r3));
+    }
+
+    #[test]
+    fn forget_leaves_no_rendered_bytes() {
+        let cache = RenderCache::default();
+        let creds = Arc::new(creds());
+        let weak = Arc::downgrade(&cache.get("demo", &creds, SystemTime::now()));
+        assert!(weak.upgrade().is_some(), "cached");
+        cache.forget("other");
+        assert!(
+            weak.upgrade().is_some(),
+            "another role's end forgets nothing"
+        );
+        cache.forget("demo");
+        assert!(
+            weak.upgrade().is_none(),
+            "the rendered body outlived its session"
+        );
     }
 }

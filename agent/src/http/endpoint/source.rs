@@ -35,10 +35,16 @@ impl CredentialSource for SessionSource {
                 body: self.render.get(role, &creds, now),
                 until,
             },
-            None if self.sessions.open_roles(now).iter().any(|r| r == role) => Lookup::Unavailable(
-                "the session is open but STS has not answered yet; retry in a moment".into(),
-            ),
-            None => Lookup::NotOpen,
+            None if self.sessions.open_roles(now).iter().any(|r| r == role) => {
+                self.render.forget(role);
+                Lookup::Unavailable(
+                    "the session is open but STS has not answered yet; retry in a moment".into(),
+                )
+            }
+            None => {
+                self.render.forget(role);
+                Lookup::NotOpen
+            }
         }
     }
 
