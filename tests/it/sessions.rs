@@ -418,7 +418,7 @@ fn sts_faults_are_retried_and_never_cost_a_valid_credential() {
         "",
     )
     .with_key_and_source();
-    let token = s.role_token("demo");
+    s.role_token("demo");
     // Three 503s: the agent retries with backoff and the fourth attempt opens the role.
     s.sts.fail_next(3, 503);
     let other = s.role_token("other");
