@@ -63,6 +63,9 @@ pub enum ConfigError {
     /// The TOML error already names the line, column and key.
     #[error("invalid config file {path}: {message}\nfix the key named above, or move the file away to use the defaults")]
     Invalid { path: PathBuf, message: String },
+    /// The policy lives here: a file others may write is no policy.
+    #[error("config file {path} {problem}: it holds the approval policy, so only you may write it; run `chmod go-w {path}` (and `chown $USER` if needed)")]
+    Insecure { path: PathBuf, problem: String },
 }
 
 impl Config {
@@ -70,7 +73,10 @@ impl Config {
     /// default path); a path the user named explicitly must exist.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text, path),
+            Ok(text) => {
+                check_owner_and_mode(path)?;
+                Self::parse(&text, path)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 Ok(Config::default())
             }
@@ -88,6 +94,27 @@ impl Config {
             message: e.to_string().trim_end().to_owned(),
         })
     }
+}
+
+/// Refuses a config file that another user owns or that group or others may write.
+fn check_owner_and_mode(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let me = nix::unistd::getuid().as_raw();
+    let problem = if meta.uid() != me && meta.uid() != 0 {
+        format!("is owned by uid {}, not you", meta.uid())
+    } else if meta.mode() & 0o022 != 0 {
+        format!("is writable by others (mode {:o})", meta.mode() & 0o777)
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::Insecure {
+        path: path.to_owned(),
+        problem,
+    })
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -129,10 +156,14 @@ fn de_loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
             "invalid listen address {s:?}: write an IP and port such as \"127.0.0.1:0\""
         ))
     })?;
-    if !addr.ip().is_loopback() {
+    // Exactly the addresses the Host check accepts (127.0.0.1, localhost, [::1]): another
+    // loopback address would pass here and then have every request refused as a bad Host.
+    let ours =
+        addr.ip() == std::net::Ipv4Addr::LOCALHOST || addr.ip() == std::net::Ipv6Addr::LOCALHOST;
+    if !ours {
         return Err(serde::de::Error::custom(format!(
-            "listen address {addr} is not loopback: the credential endpoint may only listen on \
-             127.0.0.1 (or ::1)"
+            "listen address {addr} is not 127.0.0.1 or [::1]: the credential endpoint listens \
+             only on those (SDKs reach it as 127.0.0.1, localhost or [::1])"
         )));
     }
     Ok(addr)
@@ -221,7 +252,8 @@ attestation_ca = ["/etc/yubico.pem"]
         for (text, needle) in [
             ("session_ttl = \"13h\"", "out of range"),
             ("session_ttl = \"soon\"", "invalid duration"),
-            ("listen = \"0.0.0.0:80\"", "not loopback"),
+            ("listen = \"0.0.0.0:80\"", "not 127.0.0.1 or [::1]"),
+            ("listen = \"127.0.0.2:80\"", "not 127.0.0.1 or [::1]"),
             ("listen = \"localhost\"", "invalid listen address"),
             ("keyring = \"wallet\"", "wallet"),
             ("sts_endpoint = \"127.0.0.1:5000\"", "http://"),
@@ -241,5 +273,26 @@ attestation_ca = ["/etc/yubico.pem"]
         assert_eq!(Config::load(&p, false).unwrap(), Config::default());
         let err = Config::load(&p, true).unwrap_err().to_string();
         assert!(err.contains("nope.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_config_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "[approval]\nallow_software_authenticators = true\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Config::load(&p, true).is_ok());
+        for mode in [0o620, 0o602, 0o666] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = Config::load(&p, true).unwrap_err().to_string();
+            assert!(
+                err.contains("writable by others") && err.contains("chmod go-w"),
+                "{err}"
+            );
+        }
+        // Readable by others is fine: it holds no secret.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Config::load(&p, true).is_ok());
     }
 }

@@ -23,6 +23,7 @@ pub fn detach(log_file: &Path) -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(log_file)
         .with_context(|| format!("cannot open log file {}", log_file.display()))?;
     let null = OpenOptions::new()

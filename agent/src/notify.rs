@@ -41,7 +41,28 @@ pub fn spawn_announcer(
     });
 }
 
+/// `role` as notification text: servers may read the body as markup and a role name is chosen
+/// by whatever process asked, so `&`, `<`, `>` and control characters are escaped, and the
+/// length is bounded.
+fn display_role(role: &str) -> String {
+    let mut out = String::new();
+    for c in role.chars().take(100) {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    if role.chars().count() > 100 {
+        out.push('…');
+    }
+    out
+}
+
 async fn send(conn: &zbus::Connection, role: &str) -> zbus::Result<()> {
+    let role = display_role(role);
     let hints: std::collections::HashMap<&str, zbus::zvariant::Value<'_>> =
         [("urgency", zbus::zvariant::Value::U8(1))]
             .into_iter()
@@ -67,4 +88,19 @@ async fn send(conn: &zbus::Connection, role: &str) -> zbus::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_cannot_inject_markup_or_control_characters() {
+        assert_eq!(display_role("prod"), "prod");
+        assert_eq!(
+            display_role("<a href='x'>b</a>&\x1b[2J"),
+            "&lt;a href='x'&gt;b&lt;/a&gt;&amp;\\u{1b}[2J"
+        );
+        assert_eq!(display_role(&"r".repeat(300)).chars().count(), 101);
+    }
 }

@@ -1,5 +1,6 @@
 //! Start-up and shutdown: configuration, listeners, detaching, the runtime, signal handling.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -27,7 +28,26 @@ use crate::{audit, control, daemon, http, listeners, logging, notify, paths, sys
 pub fn run(args: Args) -> anyhow::Result<()> {
     let under_systemd =
         std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("NOTIFY_SOCKET").is_some();
-    logging::init(under_systemd);
+    let uid = nix::unistd::getuid().as_raw();
+    let log_file = paths::state_dir()
+        .map(|d| d.join("agent.log"))
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/credagent-{uid}/agent.log")));
+    if !args.foreground {
+        if let Some(dir) = log_file.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    let target = match (args.foreground, under_systemd) {
+        (false, _) => logging::Target::File(&log_file),
+        (true, true) => logging::Target::Journal,
+        (true, false) => logging::Target::Stderr,
+    };
+    logging::init(target)
+        .with_context(|| format!("cannot open the log file {}", log_file.display()))?;
 
     let (config_path, required) = match &args.config {
         Some(p) => (Some(p.clone()), true),
@@ -39,7 +59,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let config_used = config_path.filter(|p| p.exists());
 
-    let uid = nix::unistd::getuid().as_raw();
     let (socket, create_dir) = match &args.socket {
         Some(p) => (p.clone(), true),
         None => {
@@ -51,10 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut bound = listeners::bind(&socket, create_dir, activated, config.listen)?;
 
     if !args.foreground {
-        let log = paths::state_dir()
-            .map(|d| d.join("agent.log"))
-            .unwrap_or_else(|| PathBuf::from(format!("/tmp/credagent-{uid}/agent.log")));
-        daemon::detach(&log)?;
+        daemon::detach(&log_file)?;
     }
     listeners::record_pid(&mut bound.lock).context("cannot record the agent pid")?;
 

@@ -41,6 +41,45 @@ impl<T> RwLockExt<T> for RwLock<T> {
     }
 }
 
+/// At most one event per period, counting the ones it held back: for log lines that another
+/// user could otherwise repeat until the disk is full.
+pub struct Throttle {
+    period: std::time::Duration,
+    /// When the last event was let through, and how many were held back since.
+    state: Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    pub const fn new(period: std::time::Duration) -> Throttle {
+        Throttle {
+            period,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)` when this event may be logged, `n` being how many were held back before it;
+    /// `None` when it must be held back. Uses the monotonic clock: a wall-clock step changes
+    /// nothing.
+    pub fn allow(&self) -> Option<u64> {
+        self.allow_at(std::time::Instant::now())
+    }
+
+    fn allow_at(&self, now: std::time::Instant) -> Option<u64> {
+        let mut st = self.state.locked();
+        match st.0 {
+            Some(last) if now.saturating_duration_since(last) < self.period => {
+                st.1 += 1;
+                None
+            }
+            _ => {
+                let held = std::mem::take(&mut st.1);
+                st.0 = Some(now);
+                Some(held)
+            }
+        }
+    }
+}
+
 /// Unix seconds of `t` (0 for times before 1970).
 pub fn unix_secs(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
@@ -109,6 +148,18 @@ mod tests {
         );
         let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn throttle_lets_one_through_per_period_and_counts_the_rest() {
+        let t = Throttle::new(std::time::Duration::from_secs(10));
+        let t0 = std::time::Instant::now();
+        assert_eq!(t.allow_at(t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(t.allow_at(t0 + std::time::Duration::from_secs(i)), None);
+        }
+        assert_eq!(t.allow_at(t0 + std::time::Duration::from_secs(10)), Some(5));
+        assert_eq!(t.allow_at(t0 + std::time::Duration::from_secs(11)), None);
     }
 
     #[test]

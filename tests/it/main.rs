@@ -6,6 +6,7 @@ mod browser;
 mod client_trust;
 mod endpoint;
 mod exec_lifetime;
+mod flood;
 mod gate;
 mod lifecycle;
 mod notify;

@@ -197,6 +197,8 @@ fn open(path: &Path) -> std::io::Result<File> {
         .create(true)
         .append(true)
         .mode(0o600)
+        // A symlink planted in place of the log would send the audit elsewhere.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
 }
 

@@ -52,6 +52,10 @@ pub struct Control {
     pub aws_config: AwsConfigFile,
 }
 
+/// Log lines for refused connections of other users: at most one per 10 s (every refusal is
+/// still in the audit).
+static OTHER_USER_LOG: crate::util::Throttle = crate::util::Throttle::new(Duration::from_secs(10));
+
 /// The idle timeout of control connections: `CONTROL_IDLE`, or `CREDAGENT_CONTROL_IDLE` (a
 /// humantime duration) so tests can show, in seconds, that a connection holding `exec` tokens
 /// is never closed for idleness whatever the limit.
@@ -181,11 +185,14 @@ pub async fn serve(
         let pid = match stream.peer_cred() {
             Ok(cred) if cred.uid() == me => cred.pid().unwrap_or(0),
             Ok(cred) => {
-                tracing::warn!(
-                    peer_uid = cred.uid(),
-                    peer_pid = cred.pid(),
-                    "refused control connection from another user"
-                );
+                if let Some(held) = OTHER_USER_LOG.allow() {
+                    tracing::warn!(
+                        peer_uid = cred.uid(),
+                        peer_pid = cred.pid(),
+                        similar_held_back = held,
+                        "refused control connection from another user"
+                    );
+                }
                 control.audit(
                     std::time::SystemTime::now(),
                     Event {

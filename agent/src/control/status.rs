@@ -2,26 +2,24 @@
 
 use std::time::SystemTime;
 
-use credagent_proto::{Request, Response, StatusInfo};
+use credagent_proto::{PendingInfo, Request, Response, StatusInfo};
 
 use super::Control;
 
 impl Control {
     pub(super) async fn status_family(&self, req: Request, now: SystemTime) -> Response {
         match req {
-            Request::Status => Response::Status(self.status(now)),
+            Request::Status => {
+                let pending = self.pending_list(now).await;
+                Response::Status(self.status(now, pending))
+            }
             Request::Lock => {
                 self.lock();
                 Response::Ok
             }
-            Request::Pending => {
-                // The pending list names processes from /proc: off the runtime's workers.
-                let pending = self.pending.clone();
-                let pending = tokio::task::spawn_blocking(move || pending.list(SystemTime::now()))
-                    .await
-                    .unwrap_or_default();
-                Response::Pending { pending }
-            }
+            Request::Pending => Response::Pending {
+                pending: self.pending_list(now).await,
+            },
             _ => super::misrouted(),
         }
     }
@@ -43,13 +41,22 @@ impl Control {
         n
     }
 
+    /// The pending approvals, with the processes that asked: naming them scans /proc, so it
+    /// runs off the runtime's workers.
+    async fn pending_list(&self, now: SystemTime) -> Vec<PendingInfo> {
+        let pending = self.pending.clone();
+        tokio::task::spawn_blocking(move || pending.list(now))
+            .await
+            .unwrap_or_default()
+    }
+
     /// The full status report.
-    pub fn status(&self, now: SystemTime) -> StatusInfo {
+    pub fn status(&self, now: SystemTime, pending: Vec<PendingInfo>) -> StatusInfo {
         let mut info = self.facts.status();
         info.keys = self.approvals.keys().len();
         info.sessions = self.role_infos(now, true);
         info.imds_role = self.endpoint.imds_role().as_deref().map(str::to_owned);
-        info.pending = self.pending.list(now);
+        info.pending = pending;
         info
     }
 }

@@ -23,6 +23,8 @@ const PAGE: &str = include_str!("../../assets/approve.html");
 const SCRIPT: &str = include_str!("../../assets/approve.js");
 /// Largest credential JSON the page may post.
 const MAX_BODY: usize = 16 * 1024;
+/// Longest the page's answer may take to arrive once its headers have.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The page's handler: it answers ceremonies through the approval path.
 pub struct Page {
@@ -109,13 +111,23 @@ impl Page {
                 "approvals are accepted only from the agent's own page",
             );
         }
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
+        // Bounded in size and in time: a client trickling its body must not keep the
+        // connection busy (the idle tick spares busy connections).
+        let read = Limited::new(req.into_body(), MAX_BODY).collect();
+        let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(_)) => {
                 return error_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too_large",
                     "credential too large",
+                )
+            }
+            Err(_) => {
+                return error_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "too_slow",
+                    "the answer did not arrive in time: touch again",
                 )
             }
         };

@@ -24,6 +24,10 @@ use crate::audit::Origin;
 use endpoint::Endpoint;
 use service::serve_connection;
 
+/// Log lines for refused connections of other users: at most one per 10 s (every refusal is
+/// still in the audit, whose writer merges repeats).
+static OTHER_USER_LOG: crate::util::Throttle = crate::util::Throttle::new(Duration::from_secs(10));
+
 /// Connections served at once. High, because idle keep-alive connections from many SDK clients
 /// are normal; each costs a few KiB. Past it, new connections wait in the backlog.
 const MAX_CONNECTIONS: usize = 4096;
@@ -87,7 +91,14 @@ fn admit(
             inode: p.inode,
         }),
         Ok(p) => {
-            tracing::warn!(peer_uid = p.uid, %remote, "refused http connection from another user");
+            if let Some(held) = OTHER_USER_LOG.allow() {
+                tracing::warn!(
+                    peer_uid = p.uid,
+                    %remote,
+                    similar_held_back = held,
+                    "refused http connection from another user"
+                );
+            }
             ep.audit.record(
                 SystemTime::now(),
                 crate::audit::Event {
