@@ -197,3 +197,26 @@ fn browser_registers_a_key_and_approves_a_session() {
     let token = token_from_exports(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
 }
+
+/// A person who reads the page for 40 s before touching still opens the role: credctl waits as
+/// long as the agent keeps the ceremony (the timeouts are stated once, in proto), where it used
+/// to give up after 30 s and kill the ceremony with it.
+#[test]
+fn a_browser_approval_after_40_seconds_still_opens_the_role() {
+    let s = Stack::new("", "").with_source();
+    let mut driver = Driver::start();
+    let (child, url, _) = browser_credctl(&s, &["key", "add", "laptop"]);
+    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(r["outcome"], "approved", "{r}");
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    let (child, url, _) = browser_credctl(&s, &["env", "demo"]);
+    let r = driver.send(serde_json::json!({
+        "url": url, "presence": true, "click_after_ms": 40000, "timeout_ms": 55000
+    }));
+    assert_eq!(r["outcome"], "approved", "{r}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = token_from_exports(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+}

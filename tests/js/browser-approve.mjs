@@ -9,9 +9,10 @@
 //
 // Commands:
 //   {"url": "http://localhost:PORT/approve/<id>", "presence": true, "timeout_ms": 15000,
-//    "click": true, "screenshot": "/optional/after.png"}
+//    "click": true, "click_after_ms": 0, "screenshot": "/optional/after.png"}
 //     Sets automatic presence simulation to `presence` (default true), opens the page, waits for
-//     the button #go to be enabled, clicks it (unless "click": false) and waits for
+//     the button #go to be enabled, waits click_after_ms more (a person reading the page),
+//     clicks it (unless "click": false) and waits for
 //     body[data-outcome]. The whole command, page load included, is bounded by timeout_ms
 //     (default 30000). Answers
 //       {"outcome": O, "status": S, "title": T, "details": D, "fields": F, "elapsed_ms": N,
@@ -274,6 +275,8 @@ class Driver {
     if (cmd.click === false) return finish("loaded");
 
     try {
+      const pause = Number(cmd.click_after_ms) || 0;
+      if (pause > 0) await page.waitForTimeout(Math.min(pause, left()));
       await page.click("#go", { timeout: left() });
       const h = await page.waitForSelector("body[data-outcome]", { state: "attached", timeout: left() });
       const outcome = await h.getAttribute("data-outcome");
