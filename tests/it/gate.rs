@@ -146,3 +146,54 @@ fn a_key_add_ceremony_cannot_be_joined_or_answered_by_another_connection() {
     drop(user);
     s.role_token("demo");
 }
+
+/// One touch at a time: while the user is asked to touch for one role, a request for another
+/// role waits instead of putting a second ceremony in front of the key, and gets its own as soon
+/// as the first one ends.
+#[test]
+fn a_second_role_waits_for_the_touch_under_way() {
+    let s = Stack::new(
+        "[profile other]\nrole_arn = arn:aws:iam::123456789012:role/other\nsource_profile = SOURCE\n",
+        "",
+    )
+    .with_key_and_source();
+    let (mut user, _) = hello(&s.env.sock).unwrap();
+    match request(
+        &mut user,
+        &Request::Open {
+            role: "demo".into(),
+            mfa_code: None,
+        },
+    ) {
+        Response::Challenge { role, .. } => assert_eq!(role.as_deref(), Some("demo")),
+        other => panic!("{other:?}"),
+    }
+    let sock = s.env.sock.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let other = std::thread::spawn(move || {
+        let (mut c, _) = hello(&sock).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let r = request(
+            &mut c,
+            &Request::Open {
+                role: "other".into(),
+                mfa_code: None,
+            },
+        );
+        tx.send(r).unwrap();
+        c
+    });
+    // While demo's ceremony waits for its touch, other gets no challenge of its own...
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_secs(1)).is_err(),
+        "a second ceremony was started while the first waited for its touch"
+    );
+    // ...and gets one as soon as demo's ends (here: its client goes away).
+    drop(user);
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(Response::Challenge { role, .. }) => assert_eq!(role.as_deref(), Some("other")),
+        other => panic!("{other:?}"),
+    }
+    drop(other.join().unwrap());
+}

@@ -183,6 +183,8 @@ impl<S> Entry<S> {
 pub(crate) struct Ceremonies<S> {
     entries: HashMap<CeremonyId, Entry<S>>,
     by_role: HashMap<String, CeremonyId>,
+    /// Woken whenever a ceremony ends, for those waiting for their turn.
+    ended: std::sync::Arc<tokio::sync::Notify>,
 }
 
 fn timed_out() -> Response {
@@ -197,7 +199,24 @@ impl<S> Ceremonies<S> {
         Self {
             entries: HashMap::new(),
             by_role: HashMap::new(),
+            ended: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Woken whenever a ceremony ends.
+    pub(crate) fn ended(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.ended.clone()
+    }
+
+    /// The role of the approval under way, if one is: one touch at a time, so a process
+    /// cannot slip a ceremony for another role in front of the one the person is about to
+    /// touch for, and assertions of one key are verified in the order they were made.
+    pub(crate) fn approval_under_way(&mut self, now: SystemTime) -> Option<String> {
+        self.prune(now);
+        self.entries.values().find_map(|e| match &e.kind {
+            Kind::Approve { role } => Some(role.clone()),
+            Kind::Register { .. } => None,
+        })
     }
 
     /// Ends ceremonies past their time; their followers learn why.
@@ -326,6 +345,7 @@ impl<S> Ceremonies<S> {
                 }
             }
             let _ = e.tx.send(Some(outcome));
+            self.ended.notify_waiters();
         }
     }
 

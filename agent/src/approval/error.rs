@@ -107,6 +107,13 @@ pub enum ApprovalError {
     KeyChangePending { what: String },
 
     #[error(
+        "an approval for {role} is waiting for a touch: one touch at a time, so that no program \
+         can slip its request in front of yours; finish or cancel that one, then run the \
+         command again"
+    )]
+    Busy { role: String },
+
+    #[error(
         "{} is damaged ({detail}) and was left untouched: restore it from a backup, or move it \
          aside and register your keys again with `credctl key add`",
         path.display()
@@ -165,6 +172,7 @@ impl ApprovalError {
             Self::TooManyCeremonies => "too_many_ceremonies",
             Self::NotAuthorized { .. } => "not_authorized",
             Self::KeyChangePending { .. } => "key_change_pending",
+            Self::Busy { .. } => "busy",
             Self::StateCorrupt { .. } => "state_corrupt",
             Self::StateInsecure { .. } => "state_insecure",
             Self::AttestationCaInvalid { .. } => "attestation_ca_invalid",
@@ -184,9 +192,10 @@ impl ApprovalError {
             | Self::AttestationCaInvalid { .. } => ErrorCode::Policy,
             Self::KeyExists { .. } | Self::CredentialExists { .. } => ErrorCode::Exists,
             Self::UnknownKey { .. } => ErrorCode::NotFound,
-            Self::LastKey { .. } | Self::NotAuthorized { .. } | Self::KeyChangePending { .. } => {
-                ErrorCode::Refused
-            }
+            Self::LastKey { .. }
+            | Self::NotAuthorized { .. }
+            | Self::KeyChangePending { .. }
+            | Self::Busy { .. } => ErrorCode::Refused,
             Self::InvalidName { .. } => ErrorCode::BadRequest,
             Self::StateCorrupt { .. }
             | Self::StateInsecure { .. }

@@ -153,7 +153,7 @@ impl Approvals {
             );
         }
         let role = key_add_role(name);
-        match self.approver.open_or_join(&role, who.lead(None), now) {
+        match self.take_turn(&role, who, None, now).await {
             Ok(Begin::Lead(id, options)) => Response::Challenge {
                 ceremony_id: id.to_string(),
                 origin: self.origin.clone(),
@@ -209,7 +209,7 @@ impl Approvals {
             return e.to_response();
         }
         let role = key_remove_role(name, force);
-        match self.approver.open_or_join(&role, who.lead(None), now) {
+        match self.take_turn(&role, who, None, now).await {
             Ok(Begin::Lead(id, options)) => Response::Challenge {
                 ceremony_id: id.to_string(),
                 origin: self.origin.clone(),
@@ -258,7 +258,7 @@ impl Approvals {
         who: &Requester,
         now: SystemTime,
     ) -> Response {
-        let begin = self.approver.open_or_join(role, who.lead(mfa_code), now);
+        let begin = self.take_turn(role, who, mfa_code, now).await;
         match &begin {
             Ok(Begin::Lead(id, _)) => {
                 tracing::debug!(role, ceremony = %id, "open: leading a ceremony")
@@ -270,6 +270,39 @@ impl Approvals {
             Ok(Begin::Lead(id, options)) => self.challenge(&id.to_string(), Some(role), options),
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
             Err(e) => e.to_response(),
+        }
+    }
+
+    /// Joins or leads the approval for `role`, waiting (up to `OUTCOME_WAIT`) while an approval
+    /// for another role is under way: one touch at a time.
+    async fn take_turn(
+        &self,
+        role: &str,
+        who: &Requester,
+        mfa_code: Option<Secret>,
+        now: SystemTime,
+    ) -> Result<Begin, ApprovalError> {
+        let deadline = tokio::time::Instant::now() + ceremony::OUTCOME_WAIT;
+        loop {
+            let ended = self.approver.ceremony_ended();
+            let turn = ended.notified();
+            tokio::pin!(turn);
+            // Registered before the check, so an end between the check and the wait is seen.
+            turn.as_mut().enable();
+            let elapsed = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let now = now + ceremony::OUTCOME_WAIT.saturating_sub(elapsed);
+            match self
+                .approver
+                .open_or_join(role, who.lead(mfa_code.clone()), now)
+            {
+                Err(ApprovalError::Busy { role: other }) => {
+                    tracing::debug!(role, waiting_for = %other, "one touch at a time: waiting");
+                    if tokio::time::timeout_at(deadline, turn).await.is_err() {
+                        return Err(ApprovalError::Busy { role: other });
+                    }
+                }
+                result => return result,
+            }
         }
     }
 

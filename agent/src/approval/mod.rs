@@ -306,7 +306,8 @@ impl Approver {
     }
 
     /// Joins the approval under way for `role`, or starts one led by `lead`. Atomic: two
-    /// callers never both lead.
+    /// callers never both lead. While an approval for another role is under way, refuses with
+    /// [`ApprovalError::Busy`]: one touch at a time.
     pub fn open_or_join(
         &self,
         role: &str,
@@ -322,6 +323,9 @@ impl Approver {
                 return Err(ApprovalError::KeyChangePending { what });
             }
             return Ok(Begin::Follow(rx));
+        }
+        if let Some(other) = inner.ceremonies.approval_under_way(now) {
+            return Err(ApprovalError::Busy { role: other });
         }
         let (id, challenge) = self.start_approval_locked(&mut inner, role, lead, now)?;
         Ok(Begin::Lead(id, options_json(&challenge)?))
@@ -473,6 +477,11 @@ impl Approver {
             key_name,
             approved_at: now,
         })
+    }
+
+    /// Woken whenever a ceremony ends (for callers waiting for their turn).
+    pub fn ceremony_ended(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.lock().ceremonies.ended()
     }
 
     /// An unanswered ceremony, for the approval page.

@@ -705,6 +705,9 @@ fn nobody_follows_a_key_change() {
         code(approver.open_or_join(&role, lead(2), t0())),
         "key_change_pending"
     );
+    // One touch at a time: no other approval while the key change waits for its touch.
+    assert_eq!(code(approver.open_or_join("prod", lead(3), t0())), "busy");
+    approver.abandon_conn(1);
     // A role, by contrast, is followed.
     assert!(matches!(
         approver.open_or_join("prod", lead(1), t0()).unwrap(),
@@ -713,5 +716,35 @@ fn nobody_follows_a_key_change() {
     assert!(matches!(
         approver.open_or_join("prod", lead(2), t0()).unwrap(),
         Begin::Follow(_)
+    ));
+}
+
+#[tokio::test]
+async fn one_approval_at_a_time_and_the_next_is_woken() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approver, mut token) = setup(dir.path());
+    let lead = |conn| Lead {
+        conn,
+        requester: "t".into(),
+        mfa_code: None,
+    };
+    let Begin::Lead(dev, options) = approver.open_or_join("dev", lead(1), t0()).unwrap() else {
+        panic!("first caller must lead")
+    };
+    assert_eq!(code(approver.open_or_join("prod", lead(2), t0())), "busy");
+    // The waiter for prod is woken when dev's ceremony ends, and then leads.
+    let ended = approver.ceremony_ended();
+    let woken = ended.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    let rcr = serde_json::from_value(options).unwrap();
+    let cred = token.do_authentication(origin(ORIGIN), rcr).unwrap();
+    let _ = approver.finish_approval(dev, "dev", &cred, t0()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken)
+        .await
+        .expect("the end of a ceremony wakes the next in line");
+    assert!(matches!(
+        approver.open_or_join("prod", lead(2), t0()).unwrap(),
+        Begin::Lead(..)
     ));
 }

@@ -660,10 +660,15 @@ async fn a_lock_racing_a_hundred_opens_leaves_nothing_behind() {
     sts.set_delay(Duration::from_millis(100));
     // 100 opens in flight: 90 of a plain role, 10 of an MFA role (GetSessionToken, then
     // AssumeRole; the MFA fetches of one source queue behind each other).
+    let begun = Arc::new(AtomicU32::new(0));
     let tasks: Vec<_> = (0..100)
         .map(|i| {
             let s = s.clone();
+            let begun = begun.clone();
             tokio::spawn(async move {
+                // Counted in the same poll that runs the open up to its first wait, where it
+                // records its session with the epoch it started in.
+                begun.fetch_add(1, Ordering::SeqCst);
                 if i % 10 != 0 {
                     open(&s, "dev", t0()).await
                 } else {
@@ -673,8 +678,12 @@ async fn a_lock_racing_a_hundred_opens_leaves_nothing_behind() {
             })
         })
         .collect();
-    // Lock once both STS calls are under way, so every open started before it.
-    let in_flight = || sts.started.load(Ordering::SeqCst) >= 2 && sts.calls().is_empty();
+    // Lock once every open has begun and STS calls are under way, none answered yet.
+    let in_flight = || {
+        begun.load(Ordering::SeqCst) == 100
+            && sts.started.load(Ordering::SeqCst) >= 2
+            && sts.calls().is_empty()
+    };
     for _ in 0..200 {
         if in_flight() {
             break;
@@ -682,6 +691,8 @@ async fn a_lock_racing_a_hundred_opens_leaves_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(in_flight(), "the opens never reached STS");
+    // The last counted opens finish recording their session (microseconds; STS answers in 100 ms).
+    tokio::time::sleep(Duration::from_millis(20)).await;
     s.lock();
     for t in tasks {
         let r = t.await.unwrap();
