@@ -2,31 +2,10 @@
 //! v3 (tests/js/sts-probe.mjs) and boto3 (tests/py/boto3_probe.py), each via the ECS endpoint and
 //! via IMDSv2, each printing the assumed-role ARN that moto's GetCallerIdentity returns.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::stack::{assert_demo_arn, Stack};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// The Rust probe, built by scripts/test (`cargo build --manifest-path tests/probe/Cargo.toml`).
-fn rust_probe() -> PathBuf {
-    let from_env = std::env::var_os("CREDAGENT_AWS_CONFIG_PROBE").map(PathBuf::from);
-    let candidates = from_env.into_iter().chain([
-        repo().join("tests/probe/target/debug/aws-config-probe"),
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(|d| PathBuf::from(d).join("debug/aws-config-probe"))
-            .unwrap_or_default(),
-    ]);
-    candidates.into_iter().find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!("the aws-config probe is not built: run `cargo build --manifest-path tests/probe/Cargo.toml` (scripts/test does)")
-    })
-}
+use crate::util::{aws_config_probe, repo};
 
 /// The three SDK probes as commands.
 fn probes() -> Vec<(&'static str, Command)> {
@@ -35,7 +14,7 @@ fn probes() -> Vec<(&'static str, Command)> {
     let mut py = Command::new("python3");
     py.arg(repo().join("tests/py/boto3_probe.py"));
     vec![
-        ("rust aws-config", Command::new(rust_probe())),
+        ("rust aws-config", Command::new(aws_config_probe())),
         ("js sdk v3", js),
         ("boto3", py),
     ]
