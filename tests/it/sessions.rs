@@ -2,7 +2,7 @@
 //! endpoint, tokens, coalescing, lock, and secrets kept out of logs.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::stack::{assert_demo_arn, token_from_exports, Stack, BOTO3_WHOAMI, SECRET_KEY};
 use crate::util::{bin, stderr, stdout, wait_until};
@@ -77,13 +77,9 @@ fn unapproved_role_is_refused_at_once_then_watch_takes_the_touch() {
     // afterwards to get a bound token with nothing approved.
     let token = s.role_token("demo");
     s.ok(&["lock"]);
-    let t0 = Instant::now();
+    // Refused at once: the answer comes back while the approval it asked for is still pending
+    // (the status below), so it did not wait on a touch.
     let (code, body) = s.ecs(Some(&token), &[]);
-    assert!(
-        t0.elapsed() < Duration::from_secs(1),
-        "refusal took {:?}",
-        t0.elapsed()
-    );
     assert_eq!(code, 403);
     assert!(
         body.contains("no approved session for role demo") && body.contains("credctl use demo"),
@@ -466,13 +462,19 @@ fn a_client_that_dies_mid_touch_does_not_block_the_role() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let t0 = Instant::now();
+    // Were the dead client's ceremony left standing, this `env` would follow it and fail with
+    // "nobody touched a security key in time" once it went stale. It opens the role instead, with
+    // a touch of its own.
+    let before = key_counter(&s);
     s.role_token("demo");
-    assert!(
-        t0.elapsed() < Duration::from_secs(10),
-        "the role stayed blocked for {:?}",
-        t0.elapsed()
-    );
+    assert_eq!(key_counter(&s) - before, 1, "one touch, by the new client");
+}
+
+/// The soft key's signature counter: one more per touch.
+fn key_counter(s: &Stack) -> u64 {
+    let keys: serde_json::Value =
+        serde_json::from_slice(&s.credctl(&["key", "list", "--json"]).stdout).unwrap();
+    keys[0]["counter"].as_u64().unwrap()
 }
 
 #[test]
