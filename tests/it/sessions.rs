@@ -527,6 +527,7 @@ fn kill_9_during_heavy_key_use_never_corrupts_the_key_file() {
     let mut s = Stack::new("", "").with_key_and_source();
     let keys = s.env.home.join(".local/state/credagent/keys.json");
     for round in 0..6 {
+        let before = std::fs::read_to_string(&keys).expect("keys.json");
         // Touches in a tight loop (each one rewrites keys.json with the new counter) …
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let workers: Vec<_> = (0..3)
@@ -545,8 +546,19 @@ fn kill_9_during_heavy_key_use_never_corrupts_the_key_file() {
                 })
             })
             .collect();
-        // … and the agent killed with SIGKILL in the middle of them.
-        std::thread::sleep(Duration::from_millis(150 + 97 * round));
+        // … and the agent killed with SIGKILL in the middle of them: once they are under way
+        // (a touch has rewritten the file; a slow machine must not kill an idle agent), at a
+        // different point in each round.
+        wait_until(Duration::from_secs(60), || {
+            std::fs::read_to_string(&keys).is_ok_and(|now| now != before)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "round {round}: no touch landed; agent log:\n{}",
+                s.agent.log_text()
+            )
+        });
+        std::thread::sleep(Duration::from_millis(97 * round));
         s.agent.signal(nix::sys::signal::Signal::SIGKILL);
         let _ = s.agent.wait_exit(Duration::from_secs(5));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
