@@ -74,9 +74,8 @@ fn a_pending_approval_is_announced_on_the_session_bus() {
         &[("DBUS_SESSION_BUS_ADDRESS", &address)],
     )
     .with_key_and_source();
-    let token = s.role_token("demo");
-    let other = s.role_token("other");
-    s.ok(&["lock"]);
+    let token = s.unopened_role_token("demo");
+    let other = s.unopened_role_token("other");
     assert_eq!(s.ecs(Some(&token), &[]).0, 403);
     wait_until(Duration::from_secs(10), || !seen.lock().unwrap().is_empty())
         .unwrap_or_else(|| panic!("no Notify call; agent log:\n{}", s.agent.log_text()));

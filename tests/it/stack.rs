@@ -236,6 +236,25 @@ impl Stack {
         token_from_exports(&self.ok(&["env", role]))
     }
 
+    /// A token bound to `role` without opening its session (what `credctl env` sends after
+    /// the touch), for requests a role with no approved session gets.
+    pub fn unopened_role_token(&self, role: &str) -> String {
+        let (mut sock, _) = crate::util::hello(&self.env.sock).unwrap();
+        credagent_proto::write_frame(
+            &mut sock,
+            &credagent_proto::Request::TokenForRole {
+                role: role.into(),
+                scoped: false,
+                purpose: "env".into(),
+            },
+        )
+        .unwrap();
+        match credagent_proto::read_frame(&mut sock).unwrap() {
+            credagent_proto::Response::Token { token, .. } => token.expose().to_owned(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     pub fn ecs_uri(&self) -> String {
         format!("http://{}/v1/credentials", self.http)
     }
