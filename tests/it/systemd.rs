@@ -76,6 +76,12 @@ fn socket_activation_hands_over_both_listeners_and_notifies_ready() {
 
     let (mut activator, port) = start_activator(&env, &notify_path);
     assert!(env.sock.exists(), "activator socket");
+    // What `SocketMode=0600` in credagent.socket does; systemd-socket-activate follows the umask.
+    std::fs::set_permissions(
+        &env.sock,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
 
     // The first connection makes systemd-socket-activate start the agent (in its own process).
     let (_, pid) = hello(&env.sock).unwrap_or_else(|e| panic!("{e}\n{}", env.log_text()));
@@ -87,7 +93,13 @@ fn socket_activation_hands_over_both_listeners_and_notifies_ready() {
     assert!(msg.contains(&format!("MAINPID={pid}")), "{msg}");
 
     let out = env.credctl(&["--socket", env.sock.to_str().unwrap(), "status", "--json"]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}; {}; agent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            env.log_text()
+        )
+    });
     assert_eq!(json["socket_activated"], true);
     assert_eq!(json["http_addr"], format!("127.0.0.1:{port}"));
     assert_eq!(json["pid"], pid);
