@@ -1,17 +1,20 @@
 //! The real aws-sdk-sts implementation against a real moto STS server on loopback.
-//! Needs `python3 -m moto.server` (PyPI `moto[server]`); set CREDAGENT_SKIP_MOTO=1 to skip.
+//! Needs moto's server (PyPI `moto[server]`; scripts/setup installs it), started through
+//! tests/py/moto_sts.py on a port it picks itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
 use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region};
 use credagent::profiles::Hop;
 use credagent::sts::{
-    AwsSts, CallerCredentials, RetryPolicy, Retrying, StsApi, StsSettings, TempCredentials,
+    AwsSts, CallerCredentials, RetryPolicy, Retrying, StsApi, StsError, StsSettings,
+    TempCredentials,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -27,42 +30,40 @@ impl Drop for Moto {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_moto() -> Option<Moto> {
-    if std::env::var("CREDAGENT_SKIP_MOTO").as_deref() == Ok("1") {
-        eprintln!("CREDAGENT_SKIP_MOTO=1: skipping the moto test");
-        return None;
-    }
-    let port = free_port();
-    let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+/// moto on a port it binds itself (port 0) and reports on its first stdout line once it
+/// listens: no port is picked here and taken later, so parallel tests never collide.
+fn start_moto() -> Moto {
+    let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/py/moto_sts.py");
+    let mut child = Command::new("python3")
+        .arg(launcher)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("cannot run python3 -m moto.server: install moto[server] (pip) or set CREDAGENT_SKIP_MOTO=1");
-    let mut moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(moto);
+        .expect("cannot run python3 tests/py/moto_sts.py: install moto[server] (scripts/setup)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        // Keep draining, so a later write never fails on a closed pipe.
+        lines.map_while(Result::ok).for_each(drop);
+    });
+    let mut moto = Moto { child, port: 0 };
+    // A generous deadline: moto imports for seconds on a loaded machine.
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(Some(Ok(line))) => {
+            moto.port = line
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("moto reported no port: {line:?}"))
         }
-        if let Some(status) = moto.child.try_wait().unwrap() {
-            panic!("moto.server exited early with {status}: is moto[server] installed?");
+        other => {
+            let status = moto.child.try_wait().unwrap();
+            panic!("moto did not report its port ({other:?}, exit {status:?}): is moto[server] installed?")
         }
-        assert!(
-            Instant::now() < deadline,
-            "moto.server did not listen on {port} within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
+    moto
 }
 
 fn settings(endpoint: String) -> StsSettings {
@@ -136,7 +137,7 @@ const SOURCE_SECRET: &str = "credagentSourceSecret0123456789abcdefXYZ";
 
 #[tokio::test]
 async fn assume_role_chain_and_session_token_against_moto() {
-    let Some(moto) = start_moto() else { return };
+    let moto = start_moto();
     let logs = LogBuf::default();
     let writer = logs.clone();
     let level = match std::env::var("CREDAGENT_TEST_LOG_LEVEL").as_deref() {
@@ -226,11 +227,54 @@ async fn assume_role_chain_and_session_token_against_moto() {
     }
 }
 
+/// Counts the calls that reach the wrapped STS.
+struct Counting {
+    inner: Arc<dyn StsApi>,
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl StsApi for Counting {
+    async fn assume_role(
+        &self,
+        creds: &CallerCredentials,
+        hop: &Hop,
+        duration: Duration,
+        session_name: &str,
+        region: Option<&str>,
+    ) -> Result<TempCredentials, StsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner
+            .assume_role(creds, hop, duration, session_name, region)
+            .await
+    }
+
+    async fn get_session_token(
+        &self,
+        creds: &CallerCredentials,
+        mfa_serial: &str,
+        code: &SecretString,
+        duration: Duration,
+        region: Option<&str>,
+    ) -> Result<TempCredentials, StsError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner
+            .get_session_token(creds, mfa_serial, code, duration, region)
+            .await
+    }
+}
+
 #[tokio::test]
 async fn unreachable_endpoint_is_transient_and_retries_are_bounded() {
-    let port = free_port(); // nothing listens there now
-    let inner: Arc<dyn StsApi> =
-        Arc::new(AwsSts::new(&settings(format!("http://127.0.0.1:{port}"))));
+    // A port bound but never listened on: connections are refused, and no other process can
+    // start listening there while the test holds it.
+    let unreachable = tokio::net::TcpSocket::new_v4().unwrap();
+    unreachable.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = unreachable.local_addr().unwrap().port();
+    let inner = Arc::new(Counting {
+        inner: Arc::new(AwsSts::new(&settings(format!("http://127.0.0.1:{port}")))),
+        calls: AtomicU32::new(0),
+    });
     let err = inner
         .assume_role(
             &source(),
@@ -248,8 +292,8 @@ async fn unreachable_endpoint_is_transient_and_retries_are_bounded() {
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(50),
     };
-    let started = Instant::now();
-    let err = Retrying::new(inner, policy)
+    inner.calls.store(0, Ordering::SeqCst);
+    let err = Retrying::new(inner.clone(), policy)
         .assume_role(
             &source(),
             &hop("arn:aws:iam::1:role/x"),
@@ -260,5 +304,6 @@ async fn unreachable_endpoint_is_transient_and_retries_are_bounded() {
         .await
         .unwrap_err();
     assert!(err.is_transient());
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // Bounded: exactly `max_attempts` calls reached STS, then the error came back.
+    assert_eq!(inner.calls.load(Ordering::SeqCst), policy.max_attempts);
 }

@@ -136,8 +136,13 @@ fn browser_registers_a_key_and_approves_a_session() {
     // Without a touch nothing is approved.
     s.ok(&["lock"]);
     let (mut child, url, _) = browser_credctl(&s, &["env", "demo"]);
-    let r = driver.send(serde_json::json!({"url": url, "presence": false, "timeout_ms": 4000}));
+    let r = driver.send(serde_json::json!({"url": url, "presence": false, "timeout_ms": 8000}));
     assert_eq!(r["outcome"], "timeout", "{r}");
+    // The time ran out while the page waited for the touch (not while it was still loading, which
+    // would time out as well and prove nothing), and nothing was posted to the agent.
+    assert_eq!(r["options_status"], 200, "{r}");
+    assert_eq!(r["status"], "Touch your security key…", "{r}");
+    assert!(r["finish_status"].is_null(), "{r}");
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(

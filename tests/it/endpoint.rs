@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::stack::{assert_demo_arn, Stack, BOTO3_WHOAMI};
-use crate::util::{stdout, wait_until};
+use crate::util::{stderr, stdout, wait_until};
 
 fn audit_lines(s: &Stack) -> Vec<serde_json::Value> {
     std::fs::read_to_string(s.env.home.join(".local/state/credagent/audit.jsonl"))
@@ -60,15 +60,19 @@ fn hostile_requests_are_refused_and_audited() {
         .unwrap();
     assert_eq!(stdout(&out), "403");
 
-    // boto3 with a wrong token fails fast with an auth error; the agent is still healthy.
-    let t0 = std::time::Instant::now();
+    // boto3 with a wrong token fails fast with an auth error: it gives up on the agent's 401
+    // answer, not on a timeout. The agent is still healthy.
     let out = s
         .sdk_command("python3", "cat1_0000000000000000_ff")
         .args(["-c", BOTO3_WHOAMI])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let err = stderr(&out);
+    assert!(
+        err.contains("non 200 response 401") && err.contains("bad_token"),
+        "{err}"
+    );
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
 
     wait_until(Duration::from_secs(5), || {
@@ -351,20 +355,22 @@ fn revocation_lock_and_role_switches_reach_an_open_keep_alive_connection_at_once
     assert_eq!(conn.ecs(&token), 401, "lock revokes role-bound tokens");
 }
 
-/// Whether the agent has closed `stream` (EOF or reset) within `within`.
-fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+/// Whether the agent has closed `stream` (EOF or reset), without waiting.
+fn closed(stream: &mut TcpStream) -> bool {
     use std::io::Read;
-    stream.set_read_timeout(Some(within)).unwrap();
+    stream.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 1024];
-    loop {
+    let closed = loop {
         match stream.read(&mut buf) {
-            Ok(0) => return true,
+            Ok(0) => break true,
+            // Whatever the agent said before closing (e.g. a 408) is not the question.
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
-            Err(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
         }
-    }
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
 }
 
 #[test]
@@ -372,7 +378,6 @@ fn idle_and_trickling_connections_are_closed_and_busy_ones_are_not() {
     use std::io::Write;
     let s = Stack::new("", "").with_key_and_source();
     let token = s.role_token("demo");
-    let started = std::time::Instant::now();
     // Never finishes its request head.
     let mut trickle = TcpStream::connect(&s.http).unwrap();
     trickle
@@ -381,15 +386,18 @@ fn idle_and_trickling_connections_are_closed_and_busy_ones_are_not() {
     // One answered request, then silence.
     let mut idle = KeepAlive::connect(&s);
     assert_eq!(idle.ecs(&token), 200);
-    // A request every 2 s for 8 s, on one connection.
+    // A request every 2 s on one connection, until the agent has closed both others: the busy
+    // one outlives them, so the agent closes for silence, not for age. (The deadline only stops
+    // a broken agent from hanging the test; the idle timeout is 5 s.)
     let mut busy = KeepAlive::connect(&s);
-    for _ in 0..4 {
-        assert_eq!(busy.ecs(&token), 200);
+    wait_until(Duration::from_secs(60), || {
+        assert_eq!(busy.ecs(&token), 200, "a busy connection stays open");
+        if closed(&mut trickle) && closed(idle.stream.get_mut()) {
+            return true;
+        }
         std::thread::sleep(Duration::from_secs(2));
-    }
+        false
+    })
+    .expect("the agent closes idle and trickling connections");
     assert_eq!(busy.ecs(&token), 200, "a busy connection stays open");
-    assert!(closed_within(&mut trickle, Duration::from_secs(2)));
-    assert!(closed_within(idle.stream.get_mut(), Duration::from_secs(2)));
-    // 5 s without a request, plus at most one 1-s tick.
-    assert!(started.elapsed() < Duration::from_secs(12));
 }

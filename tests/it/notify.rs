@@ -68,9 +68,14 @@ fn a_pending_approval_is_announced_on_the_session_bus() {
             .unwrap()
     });
 
-    let s = Stack::new_with_env("", "", &[("DBUS_SESSION_BUS_ADDRESS", &address)])
-        .with_key_and_source();
+    let s = Stack::new_with_env(
+        "[profile other]\nrole_arn = arn:aws:iam::123456789012:role/other\nsource_profile = SOURCE\n",
+        "",
+        &[("DBUS_SESSION_BUS_ADDRESS", &address)],
+    )
+    .with_key_and_source();
     let token = s.unopened_role_token("demo");
+    let other = s.unopened_role_token("other");
     assert_eq!(s.ecs(Some(&token), &[]).0, 403);
     wait_until(Duration::from_secs(10), || !seen.lock().unwrap().is_empty())
         .unwrap_or_else(|| panic!("no Notify call; agent log:\n{}", s.agent.log_text()));
@@ -78,8 +83,26 @@ fn a_pending_approval_is_announced_on_the_session_bus() {
     assert_eq!(app, "credagent");
     assert!(summary.contains("demo"), "{summary}");
     assert!(body.contains("credctl use demo"), "{body}");
-    // A second request for the same pending role does not notify again.
+    // A second request for the same pending role does not notify again. To know that nothing is
+    // still on its way, another role then becomes pending: the agent announces in request order,
+    // so once that notification is here, a second one for demo would have arrived before it.
     assert_eq!(s.ecs(Some(&token), &[]).0, 403);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(s.ecs(Some(&other), &[]).0, 403);
+    wait_until(Duration::from_secs(10), || seen.lock().unwrap().len() >= 2).unwrap_or_else(|| {
+        panic!(
+            "no Notify call for other; agent log:\n{}",
+            s.agent.log_text()
+        )
+    });
+    let summaries: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, summary, _)| summary.clone())
+        .collect();
+    assert_eq!(summaries.len(), 2, "{summaries:?}");
+    assert!(
+        summaries[0].contains("demo") && summaries[1].contains("other"),
+        "{summaries:?}"
+    );
 }

@@ -2,30 +2,15 @@
 //! with a test config, ~/.aws/config with roles, a software security key and a source in the
 //! kernel keyring (the test binary runs inside `keyctl session -`, see scripts/test).
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::util::{bin, stderr, stdout, wait_until, AgentProc, TestEnv};
+use crate::util::{bin, repo, stderr, stdout, AgentProc, TestEnv};
 
 pub const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 /// A background process killed on drop.
 pub struct Bg(pub Child);
@@ -37,7 +22,7 @@ impl Drop for Bg {
     }
 }
 
-/// moto on a free port, with the recording proxy in front.
+/// moto on a port of its own choosing, with the recording proxy in front.
 pub struct Sts {
     _moto: Bg,
     _proxy: Bg,
@@ -47,55 +32,63 @@ pub struct Sts {
     pub faults: PathBuf,
 }
 
-fn wait_http(url: &str) {
-    wait_until(Duration::from_secs(30), || {
-        Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-X", "POST", url])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    })
-    .unwrap_or_else(|| panic!("{url} did not come up"));
+/// Starts `cmd`, a server that binds 127.0.0.1:0 itself and prints the port it got as its first
+/// line on stdout once it listens (tests/py/moto_sts.py, tests/py/sts_recorder.py). No port is
+/// chosen here and handed over later, so parallel tests cannot collide on one. Its stderr goes to
+/// `log`.
+pub fn spawn_listening(mut cmd: Command, what: &str, log: &Path) -> (Bg, u16) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let child = Bg(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        // Keep draining, so a later write never fails on a closed pipe.
+        lines.map_while(Result::ok).for_each(drop);
+    });
+    // A generous deadline: moto imports for seconds on a loaded machine.
+    let first = rx.recv_timeout(Duration::from_secs(120));
+    let port = match &first {
+        Ok(Some(Ok(line))) => line.trim().parse::<u16>().ok(),
+        _ => None,
+    };
+    match port {
+        Some(p) if p != 0 => (child, p),
+        _ => panic!(
+            "{what} did not report its port (got {first:?}); its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ),
+    }
 }
 
 impl Sts {
     pub fn start(dir: &Path) -> Sts {
-        let mport = free_port();
-        let moto = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &mport.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("moto.log")).unwrap())
-            .spawn()
-            .expect("moto (pip install 'moto[server]')");
-        let moto = Bg(moto);
+        let mut moto = Command::new("python3");
+        moto.arg(repo().join("tests/py/moto_sts.py"));
+        let (moto, mport) = spawn_listening(
+            moto,
+            "moto (pip install 'moto[server]')",
+            &dir.join("moto.log"),
+        );
         let moto_url = format!("http://127.0.0.1:{mport}");
-        wait_http(&moto_url);
-        let pport = free_port();
         let log = dir.join("sts-requests.jsonl");
         let faults = dir.join("sts-faults");
-        let proxy = Command::new("python3")
-            .arg(repo().join("tests/py/sts_recorder.py"))
-            .args([
-                &pport.to_string(),
-                &moto_url,
-                log.to_str().unwrap(),
-                faults.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let proxy = Bg(proxy);
+        let mut proxy = Command::new("python3");
+        proxy.arg(repo().join("tests/py/sts_recorder.py")).args([
+            "0",
+            &moto_url,
+            log.to_str().unwrap(),
+            faults.to_str().unwrap(),
+        ]);
+        let (proxy, pport) =
+            spawn_listening(proxy, "the STS recorder", &dir.join("sts-recorder.log"));
         let url = format!("http://127.0.0.1:{pport}");
-        wait_http(&url);
-        let _ = std::fs::remove_file(&log);
         Sts {
             _moto: moto,
             _proxy: proxy,

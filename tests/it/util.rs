@@ -1,42 +1,171 @@
 //! Test harness: a private, scrubbed environment (temp HOME and XDG dirs) per test, the real
 //! `credagent`/`credctl` binaries, and a guard that stops a foreground agent when dropped.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use credagent_proto::{read_frame, write_frame, Request, Response, PROTOCOL_VERSION};
 
-/// Directory of the built binaries: `$CREDAGENT_TEST_BIN_DIR` (binaries built or installed
-/// elsewhere, e.g. copied out of a target directory that other checkouts also build into), else
-/// the target directory, as the test executable lives in `target/<profile>/deps/`.
-pub fn bin_dir() -> PathBuf {
-    let dir = match std::env::var_os("CREDAGENT_TEST_BIN_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let exe = std::env::current_exe().expect("test executable path");
-            exe.parent()
-                .and_then(Path::parent)
-                .expect("target dir")
-                .to_owned()
-        }
-    };
-    for name in ["credagent", "credctl"] {
-        assert!(
-            dir.join(name).is_file(),
-            "{} is missing: build the binaries first (`cargo build --workspace --bins \
-             --features credctl/soft-authenticator`, as scripts/test does)",
-            dir.join(name).display()
-        );
-    }
-    dir
+/// The workspace root (this crate is `tests/` in it).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
 }
 
+/// The cargo that is running these tests (cargo sets `CARGO` for them), else the one that built
+/// them.
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into())
+}
+
+/// The cargo profile these tests were built with, as `cargo build` flags: the test executable
+/// lives in `<target>/<profile dir>/deps/`.
+fn profile_args() -> Vec<String> {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|d| d.to_str())
+        .expect("the test executable is in <target>/<profile>/deps")
+        .to_owned();
+    match dir.as_str() {
+        "debug" => Vec::new(),
+        "release" => vec!["--release".into()],
+        other => vec!["--profile".into(), other.into()],
+    }
+}
+
+/// Variables cargo sets for the crate it runs, besides `CARGO_PKG_*` and `CARGO_BIN_*`.
+const CARGO_RUN_VARS: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_CRATE_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
+/// Runs `cargo build ARGS` with JSON messages and returns the executables it reports, by target
+/// name. Up to date binaries cost a no-op build; missing or stale ones are (re)built here, so the
+/// tests never run against binaries older than the sources. The target directory is the one the
+/// tests were built in: `CARGO_TARGET_DIR` and the cargo configuration are inherited.
+fn cargo_build(what: &str, args: &[&str]) -> HashMap<String, PathBuf> {
+    let mut cmd = Command::new(cargo());
+    // What cargo sets for running this test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) describes the
+    // tests crate, not the build: some build scripts track such variables (ring tracks
+    // CARGO_MANIFEST_DIR), and passing them on would make every build here rebuild those crates.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if CARGO_RUN_VARS.contains(&k.as_ref())
+            || k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd.arg("build")
+        .args(args)
+        .args(profile_args())
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} to build {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "building {what} failed ({cmd:?}); cargo's errors are above"
+    );
+    let mut exes = HashMap::new();
+    for line in out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let msg: serde_json::Value = serde_json::from_slice(line).expect("cargo JSON message");
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let is_bin = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "bin"));
+        if let (true, Some(name), Some(exe)) = (
+            is_bin,
+            msg["target"]["name"].as_str(),
+            msg["executable"].as_str(),
+        ) {
+            exes.insert(name.to_owned(), PathBuf::from(exe));
+        }
+    }
+    exes
+}
+
+/// `credagent` and `credctl` (with the software authenticator), built through cargo once per test
+/// run, so plain `cargo test` works without building them first.
+fn agent_binaries() -> &'static HashMap<String, PathBuf> {
+    static BINS: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    BINS.get_or_init(|| {
+        cargo_build(
+            "credagent and credctl",
+            &[
+                "--bins",
+                "-p",
+                "credagent",
+                "-p",
+                "credctl",
+                "--features",
+                "credctl/soft-authenticator",
+            ],
+        )
+    })
+}
+
+/// The path of the built `credagent` or `credctl`.
 pub fn bin(name: &str) -> PathBuf {
-    bin_dir().join(name)
+    let exe = agent_binaries()
+        .get(name)
+        .unwrap_or_else(|| panic!("cargo built no binary named {name}"));
+    assert!(
+        exe.is_file(),
+        "{} is missing after the build",
+        exe.display()
+    );
+    exe.clone()
+}
+
+/// The Rust SDK probe (aws-config's default chain; `tests/probe`, its own workspace):
+/// `$CREDAGENT_AWS_CONFIG_PROBE` if set, else built through cargo once per test run.
+pub fn aws_config_probe() -> PathBuf {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("CREDAGENT_AWS_CONFIG_PROBE") {
+                let p = PathBuf::from(p);
+                assert!(
+                    p.is_file(),
+                    "CREDAGENT_AWS_CONFIG_PROBE={} is not a file",
+                    p.display()
+                );
+                return p;
+            }
+            let manifest = repo().join("tests/probe/Cargo.toml");
+            cargo_build(
+                "the aws-config probe",
+                &["--manifest-path", manifest.to_str().expect("UTF-8 path")],
+            )
+            .remove("aws-config-probe")
+            .expect("cargo built no aws-config-probe")
+        })
+        .clone()
 }
 
 /// A throwaway private environment for one test.

@@ -7,6 +7,9 @@ upstream moto server. Tests count AssumeRole calls here, outside the agent. Opti
 a file FAULTS holding lines "status delay_ms" makes the next requests fail with that status (or
 hang for delay_ms) before any forwarding, one line per request.
 
+The first line on stdout is the port it listens on, printed once the socket is listening: pass
+LISTEN_PORT 0 to let the kernel pick a free one (tests do, so parallel tests never collide).
+
 usage: sts_recorder.py LISTEN_PORT UPSTREAM_URL LOG [FAULTS]
 """
 import http.server
@@ -78,4 +81,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 http.server.ThreadingHTTPServer.daemon_threads = True
-http.server.ThreadingHTTPServer(("127.0.0.1", LISTEN), Handler).serve_forever()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", LISTEN), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
