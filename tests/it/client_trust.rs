@@ -156,9 +156,7 @@ impl Drop for RemoveOnDrop {
 
 #[test]
 fn planted_tmp_fallback_directory_is_refused() {
-    let (Some(attacker), Some(victim)) = (util::other_user(), util::second_user()) else {
-        return;
-    };
+    let (attacker, victim) = (util::other_user(), util::second_user());
     let (attacker_uid, victim_uid) = (uid_of(attacker), uid_of(victim));
     // The victim has neither CREDAGENT_SOCK nor XDG_RUNTIME_DIR: the /tmp fallback applies, and
     // the attacker got there first.
@@ -187,9 +185,7 @@ fn planted_tmp_fallback_directory_is_refused() {
 
 #[test]
 fn planted_directory_under_xdg_runtime_dir_is_refused() {
-    let Some(attacker) = util::other_user() else {
-        return;
-    };
+    let attacker = util::other_user();
     // A runtime directory others can write to (say XDG_RUNTIME_DIR=/tmp after `su`).
     let mut env = TestEnv::new();
     env.runtime = shared_dir(&env, "shared-run");
@@ -223,9 +219,7 @@ fn planted_directory_under_xdg_runtime_dir_is_refused() {
 
 #[test]
 fn listener_of_another_user_gets_not_one_byte() {
-    let Some(attacker) = util::other_user() else {
-        return;
-    };
+    let attacker = util::other_user();
     let env = TestEnv::new();
     let drop_dir = shared_dir(&env, "drop");
     let mut planted = Planted::start(

@@ -216,9 +216,7 @@ fn background_start_detaches_and_logs_to_state_dir() {
 
 #[test]
 fn other_user_is_refused_on_both_listeners() {
-    let Some(user) = util::other_user() else {
-        return;
-    };
+    let user = util::other_user();
     let env = TestEnv::new();
     let agent = env.agent(&[]);
     // Simulate a permissions mistake that lets the other user reach the socket file.
