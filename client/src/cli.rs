@@ -15,6 +15,8 @@ Exit status:
   6  the touch was not given or not accepted
   7  the socket is not safely yours: its directory or file belongs to someone else or is open
      to others, or the process behind it runs as another user (nothing was sent to it)
+  126 `credctl exec`: the command cannot be run (not executable), as in a shell
+  127 `credctl exec`: no such command, as in a shell
 Any other status from `credctl exec` is the command's own.";
 
 /// credctl: control the credagent AWS credential agent.

@@ -6,12 +6,18 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Failed = 1,
+    /// Bad input on the command line or on standard input, caught before anything happened.
+    Usage = 2,
     NoAgent = 3,
     VersionMismatch = 4,
     Refused = 5,
     NotApproved = 6,
     /// The socket or the process behind it is not the user's own (see `trust`).
     Untrusted = 7,
+    /// `exec`: the command exists but cannot be run (as a shell says).
+    CannotExecute = 126,
+    /// `exec`: no such command (as a shell says).
+    CommandNotFound = 127,
 }
 
 /// A failed command.
@@ -30,6 +36,9 @@ impl Failure {
     }
     pub fn failed(message: impl Into<String>) -> Self {
         Self::new(Exit::Failed, message)
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(Exit::Usage, message)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod authenticator;
+pub mod bypass;
 pub mod cli;
 pub mod commands;
 pub mod error;

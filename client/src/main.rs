@@ -10,7 +10,9 @@ fn main() -> ExitCode {
         Ok(credctl::Outcome::Success) => ExitCode::SUCCESS,
         Ok(credctl::Outcome::Status(code)) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("credctl: {f}");
+            // Messages quote names other processes chose (roles, executables): never let their
+            // control characters reach the terminal.
+            eprintln!("credctl: {}", credctl::text::printable(&f.to_string()));
             ExitCode::from(f.exit as u8)
         }
     }

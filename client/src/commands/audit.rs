@@ -102,7 +102,13 @@ pub fn audit(follow: bool, json: bool) -> Result<String> {
             continue;
         }
         let text = line.trim_end();
-        let shown = if json { text.to_owned() } else { human(text) };
+        // Executable and role names are chosen by the processes that asked: their control
+        // characters are shown escaped, never sent to the terminal.
+        let shown = if json {
+            crate::text::printable(text).into_owned()
+        } else {
+            crate::text::printable(&human(text)).into_owned()
+        };
         if writeln!(out, "{shown}").is_err() {
             return Ok(String::new());
         }

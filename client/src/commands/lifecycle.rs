@@ -93,7 +93,14 @@ pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<S
             .map(|v| EnvLine::Unset(v)),
     );
     let mut out = render(shell, &lines)?;
+    out.push_str(&format!(
+        "# credagent unsets {}: SDKs would use them before the agent.\n",
+        crate::commands::session::SHADOWING.join(", ")
+    ));
     out.push_str(&format!("echo Agent pid {};\n", agent.pid));
+    if let Some(w) = crate::bypass::warning() {
+        eprintln!("credctl: {w}");
+    }
     Ok(out)
 }
 

@@ -10,17 +10,11 @@ use credagent_proto::{Request, Response, Secret};
 
 use crate::agent::{unexpected, Agent};
 use crate::cli::{ShellKind, TouchArgs};
-use crate::error::{Failure, Result};
+use crate::error::{Exit, Failure, Result};
 use crate::shell::{check, path_value, render, EnvLine};
 use crate::touch::open_role;
 
-/// Variables that would shadow the agent in an SDK's credential chain.
-pub const SHADOWING: [&str; 4] = [
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-];
+pub use crate::bypass::SHADOWING;
 
 fn until(expires_at: u64) -> String {
     let now = std::time::SystemTime::now()
@@ -59,6 +53,10 @@ pub fn use_role(socket: &Path, role: &str, touch: &TouchArgs) -> Result<String> 
         token: Secret::new(token),
         role: role.to_owned(),
     })?;
+    // Say so when an SDK started here would not ask the agent at all.
+    for w in crate::bypass::shell_warnings() {
+        eprintln!("credctl: {w}");
+    }
     Ok(format!(
         "role {role} is current for this shell ({})\n",
         until(expires)
@@ -188,10 +186,21 @@ pub fn exec(socket: &Path, role: &str, touch: &TouchArgs, cmd: &[String]) -> Res
     for v in SHADOWING {
         command.env_remove(v);
     }
+    // Keys in the credentials file's default profile would win over the agent: the command
+    // gets no credentials file, so the agent is what its SDKs pick.
+    if let Some(w) = crate::bypass::warning() {
+        eprintln!("credctl: {w}; this command runs without that file");
+        command.env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    }
     let mut child = command.spawn().map_err(|e| {
-        Failure::failed(format!(
-            "cannot run {program}: {e}; check the command name and PATH"
-        ))
+        let (exit, what) = match e.kind() {
+            std::io::ErrorKind::NotFound => (Exit::CommandNotFound, "check the name and PATH"),
+            std::io::ErrorKind::PermissionDenied => {
+                (Exit::CannotExecute, "check that it is executable")
+            }
+            _ => (Exit::Failed, "check the command"),
+        };
+        Failure::new(exit, format!("cannot run {program}: {e}; {what}"))
     })?;
     drop(token);
     CHILD.store(child.id() as i32, Ordering::SeqCst);

@@ -1,30 +1,32 @@
 //! `credctl source add | list | remove`: long-lived source keys, kept in the agent's keyring.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use credagent_proto::{Request, Response, Secret};
 
 use crate::agent::{unexpected, Agent};
 use crate::error::{Failure, Result};
 
-fn credentials_file() -> PathBuf {
-    if let Some(p) = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_default();
-    PathBuf::from(home).join(".aws/credentials")
+use crate::bypass::credentials_file;
+
+fn looks_like_key_id(s: &str) -> bool {
+    (16..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-fn check_key_id(id: &str) -> Result<()> {
-    let ok = (16..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure::failed(format!(
-            "{id:?} does not look like an access key id (16-128 letters and digits, e.g. AKIA…); nothing was stored"
-        )))
+/// Checks the key id without ever echoing what was typed: when the lines are swapped, the
+/// "key id" is the secret.
+fn check_key_id(id: &str, secret: &str) -> Result<()> {
+    if looks_like_key_id(id) {
+        return Ok(());
     }
+    let why = if looks_like_key_id(secret) {
+        "the two lines look swapped: the access key id (AKIA…) comes first, the secret access \
+         key second"
+    } else {
+        "the access key id must be 16 to 128 letters and digits (AKIA…)"
+    };
+    Err(Failure::usage(format!("{why}; nothing was stored")))
 }
 
 pub fn add(
@@ -87,7 +89,8 @@ pub fn add(
         )?;
         (id.trim().to_owned(), Secret::new(secret.trim()))
     };
-    check_key_id(&key_id)?;
+    let key_id = zeroize::Zeroizing::new(key_id);
+    check_key_id(&key_id, secret.expose())?;
     if secret.expose().len() < 16 {
         return Err(Failure::failed(
             "the secret access key is too short; nothing was stored",
@@ -95,7 +98,7 @@ pub fn add(
     }
     agent.request(&Request::SourceAdd {
         name: name.to_owned(),
-        access_key_id: key_id,
+        access_key_id: key_id.to_string(),
         secret_access_key: secret,
     })?;
     Ok(format!("stored source {name} in the keyring\n"))
@@ -131,10 +134,18 @@ pub fn remove(socket: &Path, name: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
     #[test]
-    fn key_ids_are_checked() {
-        assert!(super::check_key_id("AKIAIOSFODNN7EXAMPLE").is_ok());
-        assert!(super::check_key_id("short").is_err());
-        assert!(super::check_key_id("AKIA IOSFODNN7EXAMPLE").is_err());
+    fn key_ids_are_checked_and_never_echoed() {
+        assert!(super::check_key_id("AKIAIOSFODNN7EXAMPLE", SECRET).is_ok());
+        assert!(super::check_key_id("short", SECRET).is_err());
+        assert!(super::check_key_id("AKIA IOSFODNN7EXAMPLE", SECRET).is_err());
+        // Swapped lines: the secret sits where the key id belongs.
+        let err = super::check_key_id(SECRET, "AKIAIOSFODNN7EXAMPLE").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("swapped"), "{msg}");
+        assert!(!msg.contains(SECRET) && !msg.contains("wJalr"), "{msg}");
+        assert_eq!(err.exit, crate::error::Exit::Usage);
     }
 }

@@ -1,0 +1,46 @@
+//! Names chosen by other processes never reach the terminal raw: a process whose executable is
+//! named with escape sequences shows up in `credctl audit` with its control characters escaped.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::stack::Stack;
+use crate::util::wait_until;
+
+#[test]
+fn a_hostile_executable_name_is_shown_escaped_in_the_audit() {
+    let s = Stack::new("", "").with_key_and_source();
+    let token = s.role_token("demo");
+    // A copy of curl whose name clears the screen and retitles the terminal.
+    let evil = s.env.dir.path().join("evil\x1b[2J\x1b]0;pwn\x07");
+    std::fs::copy("/usr/bin/curl", &evil).unwrap();
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // It keeps its connection open a moment so the agent can name it.
+    let out = std::process::Command::new(&evil)
+        .args(["-s", "-w", "%{http_code}"])
+        .args(["-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null"])
+        .args(["-H", &format!("Authorization: {token}")])
+        .args([&s.ecs_uri(), &s.ecs_uri(), &s.ecs_uri()])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200200200");
+
+    let shown = || String::from_utf8(s.credctl(&["audit"]).stdout).unwrap();
+    wait_until(std::time::Duration::from_secs(10), || {
+        shown().contains("evil\\u{1b}[2J\\u{1b}]0;pwn\\u{7}")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the hostile name is not in the audit, escaped:\n{}",
+            shown()
+        )
+    });
+    for view in [
+        shown(),
+        String::from_utf8(s.credctl(&["audit", "--json"]).stdout).unwrap(),
+    ] {
+        assert!(
+            !view.contains('\x1b') && !view.contains('\x07'),
+            "a control character reached the terminal:\n{view:?}"
+        );
+    }
+}
