@@ -196,7 +196,16 @@ fn wire(facts: AgentState, config: &Config) -> anyhow::Result<Control> {
         ))),
         RetryPolicy::default(),
     ));
-    let sources = Arc::new(SourceStore::new(SourceStore::backend_for(config.keyring)));
+    // A state directory that has keys but no instance id predates namespacing: its agent
+    // adopts the sources stored before, once.
+    let upgrading = state_dir.join(crate::approval::KEYS_FILE).exists();
+    let (instance, made) = crate::sources::instance_id(&state_dir)
+        .with_context(|| format!("cannot set up {}", state_dir.display()))?;
+    let sources = Arc::new(SourceStore::new(
+        SourceStore::backend_for(config.keyring),
+        instance,
+        made && upgrading,
+    ));
     let aws_config = AwsConfigFile::from_env(&env);
     let profiles = aws_config
         .load_or_empty()

@@ -40,6 +40,56 @@ fn creds(id: &str, secret: &str) -> SourceCredentials {
     }
 }
 
+/// Two agent instances of one user (two HOMEs, the demo, the tests) never see or overwrite one
+/// another's sources, and sources stored before namespacing move into the instance that adopts
+/// them, unchanged.
+fn namespaces(backend: Backend, legacy_store: std::sync::Arc<keyring_core::CredentialStore>) {
+    let mine = Keyring::open(backend, &unique("instance-a")).unwrap();
+    let theirs = Keyring::open(backend, &unique("instance-b")).unwrap();
+    let name = unique("base");
+    mine.put(&name, &creds("AKIDMINE", "mine")).unwrap();
+    theirs.put(&name, &creds("AKIDTHEIRS", "theirs")).unwrap();
+    assert_eq!(mine.get(&name).unwrap().access_key_id, "AKIDMINE");
+    assert_eq!(theirs.get(&name).unwrap().access_key_id, "AKIDTHEIRS");
+    theirs.delete(&name).unwrap();
+    assert_eq!(mine.get(&name).unwrap().access_key_id, "AKIDMINE");
+    assert!(!theirs.list().unwrap().contains(&name));
+    mine.delete(&name).unwrap();
+
+    // A source written the way earlier versions did, without a namespace.
+    let legacy = unique("legacy");
+    let entry = |service: &str, user: &str| {
+        keyring_core::Entry::new_in_store(&legacy_store, service, user).unwrap()
+    };
+    entry("credagent", &legacy)
+        .set_password("credagent-source-v1\nAKIDLEGACY\nlegacy-secret")
+        .unwrap();
+    let index = entry("credagent-index", "sources");
+    let mut names = index.get_password().unwrap_or_default();
+    names.push('\n');
+    names.push_str(&legacy);
+    index.set_password(&names).unwrap();
+
+    let upgraded = Keyring::open(backend, &unique("instance-c")).unwrap();
+    assert!(upgraded.adopt_legacy().unwrap() >= 1);
+    let got = upgraded.get(&legacy).unwrap();
+    assert_eq!(got.access_key_id, "AKIDLEGACY");
+    assert_eq!(got.secret_access_key.expose_secret(), "legacy-secret");
+    assert!(upgraded.list().unwrap().contains(&legacy));
+    assert!(
+        matches!(
+            entry("credagent", &legacy).get_password(),
+            Err(keyring_core::Error::NoEntry)
+        ),
+        "the old entry is gone once moved"
+    );
+    // Another instance adopts nothing more, and does not see it.
+    let fresh = Keyring::open(backend, &unique("instance-d")).unwrap();
+    assert_eq!(fresh.adopt_legacy().unwrap(), 0);
+    assert!(!fresh.list().unwrap().contains(&legacy));
+    upgraded.delete(&legacy).unwrap();
+}
+
 fn round_trip(store: &Keyring) {
     let a = unique("credagent-test-a");
     let b = unique("credagent-test-b");
@@ -76,12 +126,12 @@ fn round_trip(store: &Keyring) {
 fn secret_service_round_trip() {
     let mode = expected("CREDAGENT_TEST_SECRET_SERVICE");
     if mode == "absent" {
-        let err = Keyring::open(Backend::SecretService).unwrap_err();
+        let err = Keyring::open(Backend::SecretService, &unique("instance")).unwrap_err();
         assert!(matches!(err, SourceError::NoBackend { .. }), "{err}");
         assert!(err.to_string().contains("keyring = \"keyutils\""), "{err}");
         return;
     }
-    let store = Keyring::open(Backend::SecretService)
+    let store = Keyring::open(Backend::SecretService, &unique("instance"))
         .unwrap_or_else(|e| panic!("CREDAGENT_TEST_SECRET_SERVICE={mode} but: {e}"));
     if mode == "locked" {
         let err = store
@@ -95,12 +145,20 @@ fn secret_service_round_trip() {
         return;
     }
     round_trip(&store);
+    namespaces(
+        Backend::SecretService,
+        zbus_secret_service_keyring_store::Store::new().unwrap(),
+    );
 }
 
 #[test]
 fn keyutils_round_trip() {
     expected("CREDAGENT_TEST_KEYUTILS");
-    let store = Keyring::open(Backend::Keyutils)
+    let store = Keyring::open(Backend::Keyutils, &unique("instance"))
         .unwrap_or_else(|e| panic!("CREDAGENT_TEST_KEYUTILS=1 but: {e}"));
     round_trip(&store);
+    namespaces(
+        Backend::Keyutils,
+        linux_keyutils_keyring_store::Store::new().unwrap(),
+    );
 }

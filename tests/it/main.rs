@@ -4,6 +4,7 @@
 mod ambiguous;
 mod browser;
 mod client_trust;
+mod demo;
 mod endpoint;
 mod exec_lifetime;
 mod flood;

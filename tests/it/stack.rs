@@ -129,6 +129,14 @@ pub struct Stack {
     pub http: String,
 }
 
+impl Drop for Stack {
+    /// Removes the test's source from the keyring (entries in the kernel's persistent keyring
+    /// outlive the session keyring the tests run in).
+    fn drop(&mut self) {
+        let _ = self.credctl(&["source", "remove", &self.source]);
+    }
+}
+
 impl Stack {
     /// Starts moto, writes configs (`extra_aws` is appended to ~/.aws/config, with `SOURCE`
     /// replaced by the source name) and starts the agent.

@@ -15,10 +15,11 @@ use super::SourceCredentials;
 use crate::util::LockExt;
 use zeroize::{Zeroize, Zeroizing};
 
-/// Keyring service name of every source entry; the user name is the source name.
+/// Keyring service name of source entries before they were namespaced per agent instance
+/// (read only to migrate them); the user name is the source name.
 pub const SERVICE: &str = "credagent";
 /// Service and user of the entry listing the stored source names (keyrings can't enumerate
-/// portably).
+/// portably); the legacy service, before namespacing.
 const INDEX_SERVICE: &str = "credagent-index";
 const INDEX_USER: &str = "sources";
 /// First line of a stored secret, so a foreign or future format is recognised.
@@ -93,6 +94,11 @@ fn no_backend_advice(backend: Backend) -> &'static str {
 /// Source credentials in one keyring backend.
 pub struct Keyring {
     backend: Backend,
+    /// `credagent/<instance>`: every entry of this agent instance, apart from every other
+    /// agent of the user (another HOME, the demo, the tests).
+    service: String,
+    /// `credagent-index/<instance>`.
+    index_service: String,
     store: Arc<CredentialStore>,
     /// Serialises read-modify-write of the index entry within this process.
     index_lock: Mutex<()>,
@@ -107,8 +113,9 @@ impl fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    /// Connects to the backend (for Secret Service: opens the D-Bus session).
-    pub fn open(backend: Backend) -> Result<Keyring, SourceError> {
+    /// Connects to the backend (for Secret Service: opens the D-Bus session); entries live
+    /// under `instance`, this agent instance's namespace.
+    pub fn open(backend: Backend, instance: &str) -> Result<Keyring, SourceError> {
         let store: Arc<CredentialStore> = match backend {
             Backend::SecretService => {
                 zbus_secret_service_keyring_store::Store::new().map_err(|e| {
@@ -124,6 +131,8 @@ impl Keyring {
         };
         Ok(Keyring {
             backend,
+            service: format!("{SERVICE}/{instance}"),
+            index_service: format!("{INDEX_SERVICE}/{instance}"),
             store,
             index_lock: Mutex::new(()),
         })
@@ -142,7 +151,7 @@ impl Keyring {
             creds.access_key_id,
             creds.secret_access_key.expose_secret()
         ));
-        self.entry(SERVICE, name)?
+        self.entry(&self.service, name)?
             .set_password(&payload)
             .map_err(|e| classify(self.backend, name, e))?;
         self.update_index(|names| {
@@ -156,7 +165,7 @@ impl Keyring {
     pub fn get(&self, name: &str) -> Result<SourceCredentials, SourceError> {
         validate_name(name)?;
         let raw = Zeroizing::new(
-            self.entry(SERVICE, name)?
+            self.entry(&self.service, name)?
                 .get_secret()
                 .map_err(|e| classify(self.backend, name, e))?,
         );
@@ -183,7 +192,7 @@ impl Keyring {
     pub fn delete(&self, name: &str) -> Result<(), SourceError> {
         validate_name(name)?;
         let result = self
-            .entry(SERVICE, name)?
+            .entry(&self.service, name)?
             .delete_credential()
             .map_err(|e| classify(self.backend, name, e));
         // Drop the name from the index even when the entry had already vanished.
@@ -197,12 +206,60 @@ impl Keyring {
         self.read_index()
     }
 
+    /// Moves the sources stored before entries were namespaced into this instance, and
+    /// returns how many moved. Each one is written and read back here before the old entry is
+    /// deleted, so an interruption loses nothing (a second run finishes the move).
+    pub fn adopt_legacy(&self) -> Result<usize, SourceError> {
+        let names = self.read_index_of(INDEX_SERVICE)?;
+        let mut moved = 0;
+        for name in &names {
+            let old = self.entry(SERVICE, name)?;
+            let raw = match old.get_secret() {
+                Ok(raw) => Zeroizing::new(raw),
+                Err(KrError::NoEntry) => continue,
+                Err(e) => return Err(classify(self.backend, name, e)),
+            };
+            let new = self.entry(&self.service, name)?;
+            new.set_secret(&raw)
+                .map_err(|e| classify(self.backend, name, e))?;
+            let back = Zeroizing::new(
+                new.get_secret()
+                    .map_err(|e| classify(self.backend, name, e))?,
+            );
+            if *back != *raw {
+                return Err(SourceError::Platform {
+                    backend: self.backend,
+                    detail: format!("source {name} did not read back as written; left in place"),
+                });
+            }
+            let n = name.clone();
+            self.update_index(|names| {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            })?;
+            match old.delete_credential() {
+                Ok(()) | Err(KrError::NoEntry) => {}
+                Err(e) => return Err(classify(self.backend, name, e)),
+            }
+            moved += 1;
+        }
+        match self.entry(INDEX_SERVICE, INDEX_USER)?.delete_credential() {
+            Ok(()) | Err(KrError::NoEntry) => Ok(moved),
+            Err(e) => Err(classify(self.backend, INDEX_USER, e)),
+        }
+    }
+
     fn entry(&self, service: &str, user: &str) -> Result<Entry, SourceError> {
         Entry::new_in_store(&self.store, service, user).map_err(|e| classify(self.backend, user, e))
     }
 
     fn read_index(&self) -> Result<Vec<String>, SourceError> {
-        match self.entry(INDEX_SERVICE, INDEX_USER)?.get_password() {
+        self.read_index_of(&self.index_service)
+    }
+
+    fn read_index_of(&self, index_service: &str) -> Result<Vec<String>, SourceError> {
+        match self.entry(index_service, INDEX_USER)?.get_password() {
             Ok(text) => {
                 let mut names: Vec<String> = text
                     .lines()
@@ -225,7 +282,7 @@ impl Keyring {
         let mut names = self.read_index()?;
         change(&mut names);
         names.sort();
-        let entry = self.entry(INDEX_SERVICE, INDEX_USER)?;
+        let entry = self.entry(&self.index_service, INDEX_USER)?;
         let result = if names.is_empty() {
             match entry.delete_credential() {
                 Err(KrError::NoEntry) => Ok(()),
