@@ -14,16 +14,24 @@ fn a_hostile_executable_name_is_shown_escaped_in_the_audit() {
     let evil = s.env.dir.path().join("evil\x1b[2J\x1b]0;pwn\x07");
     std::fs::copy("/usr/bin/curl", &evil).unwrap();
     std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // It keeps its connection open a moment so the agent can name it.
-    let out = std::process::Command::new(&evil)
-        .args(["-s", "-w", "%{http_code}"])
-        .args(["-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null"])
+    // It asks the agent, then waits on a listener that never answers: alive (so the agent can
+    // name it) until the test is done looking.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang = format!("http://{}/", silent.local_addr().unwrap());
+    let mut curl = std::process::Command::new(&evil)
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "60",
+        ])
         .args(["-H", &format!("Authorization: {token}")])
-        .args([&s.ecs_uri(), &s.ecs_uri(), &s.ecs_uri()])
-        .output()
+        .args([&s.ecs_uri(), &hang])
+        .spawn()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200200200");
-
     let shown = || String::from_utf8(s.credctl(&["audit"]).stdout).unwrap();
     wait_until(std::time::Duration::from_secs(10), || {
         shown().contains("evil\\u{1b}[2J\\u{1b}]0;pwn\\u{7}")
@@ -34,6 +42,8 @@ fn a_hostile_executable_name_is_shown_escaped_in_the_audit() {
             shown()
         )
     });
+    let _ = curl.kill();
+    let _ = curl.wait();
     for view in [
         shown(),
         String::from_utf8(s.credctl(&["audit", "--json"]).stdout).unwrap(),

@@ -185,6 +185,30 @@ pub(crate) struct Ceremonies<S> {
     by_role: HashMap<String, CeremonyId>,
     /// Woken whenever a ceremony ends, for those waiting for their turn.
     ended: std::sync::Arc<tokio::sync::Notify>,
+    /// Outcomes of ceremonies that ended lately, for their leader alone: `credctl` prints the
+    /// browser page's address, then asks for the outcome, and the page may be faster.
+    recent: std::collections::VecDeque<Recent>,
+}
+
+/// An ended ceremony's outcome, kept a while for its leader.
+struct Recent {
+    id: CeremonyId,
+    leader: u64,
+    /// Kept until then: the longest the ceremony itself could have lasted.
+    until: SystemTime,
+    outcome: Response,
+}
+
+/// How many ended ceremonies' outcomes are kept.
+const RECENT: usize = 16;
+
+/// Whether only the leader may await or answer a ceremony of this kind: a registration, and a
+/// key change (whose outcome for a key add is the registration challenge).
+pub(crate) fn bound(kind: &Kind) -> bool {
+    match kind {
+        Kind::Register { .. } => true,
+        Kind::Approve { role } => key_change(role).is_some(),
+    }
 }
 
 fn timed_out() -> Response {
@@ -200,6 +224,7 @@ impl<S> Ceremonies<S> {
             entries: HashMap::new(),
             by_role: HashMap::new(),
             ended: std::sync::Arc::new(tokio::sync::Notify::new()),
+            recent: std::collections::VecDeque::new(),
         }
     }
 
@@ -221,6 +246,7 @@ impl<S> Ceremonies<S> {
 
     /// Ends ceremonies past their time; their followers learn why.
     pub(crate) fn prune(&mut self, now: SystemTime) {
+        self.recent.retain(|r| r.until > now);
         let stale: Vec<CeremonyId> = self
             .entries
             .iter()
@@ -331,9 +357,19 @@ impl<S> Ceremonies<S> {
         id: CeremonyId,
         conn: u64,
     ) -> Option<watch::Receiver<Option<Response>>> {
-        let e = self.entries.get_mut(&id)?;
-        e.awaiters.push(conn);
-        Some(e.tx.subscribe())
+        if let Some(e) = self.entries.get_mut(&id) {
+            if bound(&e.kind) && conn != e.leader {
+                return None;
+            }
+            e.awaiters.push(conn);
+            return Some(e.tx.subscribe());
+        }
+        let r = self
+            .recent
+            .iter()
+            .find(|r| r.id == id && r.leader == conn)?;
+        let (_tx, rx) = watch::channel(Some(r.outcome.clone()));
+        Some(rx)
     }
 
     /// Ends ceremony `id` with `outcome` for everyone waiting on it.
@@ -343,6 +379,17 @@ impl<S> Ceremonies<S> {
                 if self.by_role.get(role) == Some(&id) {
                     self.by_role.remove(role);
                 }
+            }
+            if e.leader != 0 {
+                if self.recent.len() >= RECENT {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(Recent {
+                    id,
+                    leader: e.leader,
+                    until: e.started + OUTCOME_WAIT,
+                    outcome: outcome.clone(),
+                });
             }
             let _ = e.tx.send(Some(outcome));
             self.ended.notify_waiters();
@@ -622,6 +669,33 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_leader_asking_late_still_gets_the_outcome_and_nobody_else_does() {
+        let mut c = Ceremonies::new();
+        let id = c
+            .insert(
+                t0(),
+                Kind::Register { name: "k".into() },
+                (),
+                serde_json::Value::Null,
+                lead(7),
+            )
+            .unwrap();
+        assert!(
+            c.subscribe(id, 8).is_none(),
+            "a registration is the leader's alone"
+        );
+        c.finish(id, opened());
+        // The page answered before credctl asked.
+        assert_eq!(
+            wait(c.subscribe(id, 7).expect("kept for the leader")).await,
+            opened()
+        );
+        assert!(c.subscribe(id, 8).is_none(), "only for the leader");
+        c.prune(t0() + OUTCOME_WAIT);
+        assert!(c.subscribe(id, 7).is_none(), "not forever");
     }
 
     #[tokio::test]

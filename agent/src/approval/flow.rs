@@ -10,8 +10,8 @@ use secrecy::SecretString;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::ceremony::{
-    self, key_add_name, key_add_role, key_change, key_remove_role, key_remove_target, Begin,
-    Claimed, Kind, Lead, View,
+    self, key_add_name, key_add_role, key_remove_role, key_remove_target, Begin, Claimed, Kind,
+    Lead, View,
 };
 use super::pending::PendingApprovals;
 use super::{Approval, ApprovalError, Approver, CeremonyId, KeyInfo, State};
@@ -352,11 +352,7 @@ impl Approvals {
         let Some(view) = self.approver.view(cid) else {
             return gone();
         };
-        let bound = match &view.kind {
-            Kind::Register { .. } => true,
-            Kind::Approve { role } => key_change(role).is_some(),
-        };
-        if bound && from.is_some_and(|c| c != view.leader) {
+        if ceremony::bound(&view.kind) && from.is_some_and(|c| c != view.leader) {
             return Response::error(
                 ErrorCode::Refused,
                 "this ceremony belongs to another credctl: only the command that started it can \
