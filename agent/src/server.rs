@@ -153,7 +153,15 @@ async fn serve(
             _ = shutdown.cancelled() => break,
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
-            _ = sigusr1.recv() => { control.lock(); }
+            _ = sigusr1.recv() => {
+                control.lock();
+                // The sender of a signal is not known here: the agent's own uid, no pid.
+                let me = crate::audit::Origin::Unix { uid: nix::unistd::getuid().as_raw(), pid: 0 };
+                control.audit.record(
+                    SystemTime::now(),
+                    crate::audit::Event::action("lock", &me.into(), None).subject("SIGUSR1"),
+                );
+            }
         }
     }
     control.lock();
@@ -232,6 +240,7 @@ fn wire(facts: AgentState, config: &Config) -> anyhow::Result<Control> {
         approver,
         pending.clone(),
         Arc::new(sessions.clone()),
+        audit.clone(),
         facts.http_addr.port(),
         config.session_ttl,
     ));

@@ -2,6 +2,7 @@
 //! scrubbed environment with a temporary HOME.
 
 mod ambiguous;
+mod audit_trail;
 mod browser;
 mod client_trust;
 mod demo;

@@ -15,6 +15,7 @@ use super::ceremony::{
 };
 use super::pending::PendingApprovals;
 use super::{Approval, ApprovalError, Approver, CeremonyId, KeyInfo, State};
+use crate::audit::{Audit, Event, Peer};
 
 /// What a verified touch opens: the role sessions (implemented by `sessions`, which this
 /// module must not depend on).
@@ -58,6 +59,8 @@ pub struct Approvals {
     approver: Approver,
     pending: Arc<PendingApprovals>,
     opener: Arc<dyn SessionOpener>,
+    /// Touches, sessions opened and key changes, accepted or refused, with who asked.
+    audit: Audit,
     /// `http://localhost:PORT`: the only origin an answer may come from.
     origin: String,
     /// How long a session opened by one touch lasts, shown with each challenge.
@@ -99,6 +102,7 @@ impl Approvals {
         approver: Approver,
         pending: Arc<PendingApprovals>,
         opener: Arc<dyn SessionOpener>,
+        audit: Audit,
         http_port: u16,
         session_ttl: Duration,
     ) -> Approvals {
@@ -106,6 +110,7 @@ impl Approvals {
             approver,
             pending,
             opener,
+            audit,
             origin: format!("http://localhost:{http_port}"),
             session_ttl,
         }
@@ -234,10 +239,11 @@ impl Approvals {
         id: &str,
         credential: serde_json::Value,
         conn: u64,
+        who: &Peer,
         now: SystemTime,
     ) -> Response {
         match self.view(id).map(|v| v.kind) {
-            Some(Kind::Register { .. }) => self.answer(id, credential, Some(conn), now).await,
+            Some(Kind::Register { .. }) => self.answer(id, credential, Some(conn), who, now).await,
             Some(Kind::Approve { .. }) => Response::error(
                 ErrorCode::BadRequest,
                 "that ceremony opens a role; send approve",
@@ -338,6 +344,7 @@ impl Approvals {
         id: &str,
         credential: serde_json::Value,
         from: Option<u64>,
+        who: &Peer,
         now: SystemTime,
     ) -> Response {
         let gone = || {
@@ -379,8 +386,8 @@ impl Approvals {
             Err(e) => return self.refused(&e).await,
         };
         let outcome = match answer {
-            Answer::Register(cred) => self.finish_registration(claimed, &cred, now).await,
-            Answer::Approve(cred) => self.finish_approval(claimed, &cred, now).await,
+            Answer::Register(cred) => self.finish_registration(claimed, &cred, who, now).await,
+            Answer::Approve(cred) => self.finish_approval(claimed, &cred, who, now).await,
         };
         self.approver.conclude(cid, outcome.clone());
         outcome
@@ -396,12 +403,20 @@ impl Approvals {
         &self,
         claimed: Claimed<State>,
         cred: &RegisterPublicKeyCredential,
+        who: &Peer,
         now: SystemTime,
     ) -> Response {
-        match self
+        let name = match &claimed.kind {
+            Kind::Register { name } => name.clone(),
+            Kind::Approve { role } => role.clone(),
+        };
+        let result = self
             .approver
-            .finish_registration_claimed(claimed, cred, now)
-        {
+            .finish_registration_claimed(claimed, cred, now);
+        let refused = result.as_ref().err().map(ApprovalError::code);
+        self.audit
+            .record(now, Event::action("key_add", who, refused).subject(&name));
+        match result {
             Ok(k) => {
                 tracing::info!(key = %k.name, "security key registered");
                 Response::KeyAdded {
@@ -421,6 +436,7 @@ impl Approvals {
         &self,
         mut claimed: Claimed<State>,
         cred: &PublicKeyCredential,
+        who: &Peer,
         now: SystemTime,
     ) -> Response {
         let Kind::Approve { role } = claimed.kind.clone() else {
@@ -437,9 +453,17 @@ impl Approvals {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(role, code = e.code(), "approval refused");
+                self.audit
+                    .record(now, Event::action("touch", who, Some(e.code())).role(&role));
                 return self.refused(&e).await;
             }
         };
+        self.audit.record(
+            now,
+            Event::action("touch", who, None)
+                .role(&role)
+                .subject(approval.key_name()),
+        );
         if let Some(name) = key_add_name(&role) {
             tracing::info!(
                 new_key = name,
@@ -449,7 +473,11 @@ impl Approvals {
             return self.registration_challenge(name, leader, Some(approval), now);
         }
         if let Some((name, force)) = key_remove_target(&role) {
-            return match self.approver.remove_key(name, force, approval) {
+            let result = self.approver.remove_key(name, force, approval);
+            let refused = result.as_ref().err().map(ApprovalError::code);
+            self.audit
+                .record(now, Event::action("key_remove", who, refused).subject(name));
+            return match result {
                 Ok(()) => Response::Ok,
                 Err(e) => e.to_response(),
             };
@@ -459,21 +487,34 @@ impl Approvals {
             key = approval.key_name(),
             "touch verified; opening the session"
         );
-        self.open_session(approval, mfa_code, now).await
+        self.open_session(approval, mfa_code, who, now).await
     }
 
     async fn open_session(
         &self,
         approval: Approval,
         mfa_code: Option<Secret>,
+        who: &Peer,
         now: SystemTime,
     ) -> Response {
         let role = approval.role().to_owned();
+        let key = approval.key_name().to_owned();
         let code = mfa_code.map(|c| SecretString::from(c.expose().to_owned()));
         let reply = self.opener.open_approved(approval, code, now).await;
-        if matches!(reply, Response::Opened { .. }) {
-            self.pending.resolve(&role);
-        }
+        let refused = match &reply {
+            Response::Opened { .. } => {
+                self.pending.resolve(&role);
+                None
+            }
+            Response::Error { code, .. } => Some(code.as_str()),
+            _ => Some("internal"),
+        };
+        self.audit.record(
+            now,
+            Event::action("session_open", who, refused)
+                .role(&role)
+                .subject(&key),
+        );
         reply
     }
 }

@@ -46,14 +46,21 @@ pub enum Origin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Credentials were handed out.
     Served,
+    /// A request was refused (`reason` says why).
     Refused,
+    /// An action was carried out: a touch accepted, a session opened, a key or source added or
+    /// removed, a token issued or revoked, a lock.
+    Done,
 }
 
 /// One audit event, as built on the request path (cheap to build and to send).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Event {
-    /// `ecs`, `imds`, `credential_process`, `open`, `connection`.
+    /// What was asked: `ecs`, `imds`, `credential_process`, `http`, `control`, or an action:
+    /// `touch`, `session_open`, `lock`, `key_add`, `key_remove`, `source_add`,
+    /// `source_remove`, `token_issue`, `token_revoke`.
     pub channel: &'static str,
     pub role: Option<std::sync::Arc<str>>,
     pub token_id: Option<crate::tokens::TokenId>,
@@ -61,6 +68,60 @@ pub struct Event {
     pub outcome: Outcome,
     /// A stable reason code for refusals (`bad_token`, `not_approved`, `bad_host`, …).
     pub reason: Option<&'static str>,
+    /// What an action was about, besides a role: the key touched, added or removed, the
+    /// source added or removed, the kind of token issued.
+    pub subject: Option<std::sync::Arc<str>>,
+    /// The requesting executable, when it was named as the request arrived (control
+    /// connections: a `credctl` is often gone before the writer could look it up).
+    pub exe: Option<std::sync::Arc<str>>,
+}
+
+/// Who asked for an action: the peer, and its executable when it was named on arrival.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub origin: Origin,
+    pub exe: Option<std::sync::Arc<str>>,
+}
+
+impl From<Origin> for Peer {
+    fn from(origin: Origin) -> Peer {
+        Peer { origin, exe: None }
+    }
+}
+
+impl Event {
+    /// An action's event: `channel` done or refused (with `reason`) for `who`.
+    pub fn action(channel: &'static str, who: &Peer, refused: Option<&'static str>) -> Event {
+        Event {
+            channel,
+            role: None,
+            token_id: None,
+            origin: who.origin,
+            outcome: if refused.is_some() {
+                Outcome::Refused
+            } else {
+                Outcome::Done
+            },
+            reason: refused,
+            subject: None,
+            exe: who.exe.clone(),
+        }
+    }
+
+    pub fn role(mut self, role: &str) -> Event {
+        self.role = Some(role.into());
+        self
+    }
+
+    pub fn subject(mut self, subject: &str) -> Event {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    pub fn token(mut self, id: crate::tokens::TokenId) -> Event {
+        self.token_id = Some(id);
+        self
+    }
 }
 
 /// A line of the audit log.
@@ -73,6 +134,9 @@ pub struct Line {
     pub token_id: Option<String>,
     pub outcome: String,
     pub reason: Option<String>,
+    /// The key, source or token kind an action was about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     pub peer_uid: u32,
     pub peer_pid: Option<i32>,
     pub peer_exe: Option<String>,
@@ -306,7 +370,11 @@ fn to_line(
             Some((pid, exe)) => (uid, Some(*pid), exe.clone()),
             None => (uid, None, None),
         },
-        Origin::Unix { uid, pid } => (uid, Some(pid), exe_of(pid)),
+        Origin::Unix { uid, pid } => (
+            uid,
+            Some(pid),
+            e.exe.as_deref().map(str::to_owned).or_else(|| exe_of(pid)),
+        ),
     };
     Line {
         time: rfc3339(t),
@@ -316,8 +384,10 @@ fn to_line(
         outcome: match e.outcome {
             Outcome::Served => "served".into(),
             Outcome::Refused => "refused".into(),
+            Outcome::Done => "done".into(),
         },
         reason: e.reason.map(Into::into),
+        subject: e.subject.map(|s| s.to_string()),
         peer_uid: uid,
         peer_pid: pid,
         peer_exe: exe,
@@ -412,6 +482,8 @@ mod tests {
             },
             outcome: Outcome::Served,
             reason: None,
+            subject: None,
+            exe: None,
         };
         for _ in 0..3 {
             audit.record(SystemTime::now(), ev.clone());
@@ -421,6 +493,8 @@ mod tests {
             Event {
                 outcome: Outcome::Refused,
                 reason: Some("bad_token"),
+                subject: None,
+                exe: None,
                 ..ev
             },
         );
@@ -466,6 +540,8 @@ mod tests {
                     },
                     outcome: Outcome::Served,
                     reason: None,
+                    subject: None,
+                    exe: None,
                 },
             );
         }

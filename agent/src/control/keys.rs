@@ -21,7 +21,7 @@ impl Control {
                 credential,
             } => {
                 self.approvals
-                    .key_add_finish(&ceremony_id, credential, conn.id, now)
+                    .key_add_finish(&ceremony_id, credential, conn.id, &conn.peer(), now)
                     .await
             }
             Request::KeyList => Response::Keys {

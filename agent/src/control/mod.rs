@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::approval::{Approvals, PendingApprovals, Requester};
-use crate::audit::{Audit, Event, Origin, Outcome};
+use crate::audit::{Audit, Event, Origin, Outcome, Peer};
 use crate::http::endpoint::Endpoint;
 use crate::profiles::AwsConfigFile;
 use crate::sessions::Sessions;
@@ -82,24 +82,36 @@ pub struct Conn {
     pub scoped_tokens: Vec<TokenId>,
     /// This connection's place among `MAX_CONNECTIONS`, given back once it holds `exec` tokens.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The peer's executable, named when it connected (it may be gone when the audit is
+    /// written).
+    exe: Option<Arc<str>>,
 }
 
 impl Conn {
-    fn origin(&self) -> Origin {
+    pub(crate) fn origin(&self) -> Origin {
         Origin::Unix {
             uid: self.uid,
             pid: self.pid,
         }
     }
 
+    /// The connection as the audit names it.
+    pub(crate) fn peer(&self) -> Peer {
+        Peer {
+            origin: self.origin(),
+            exe: self.exe.clone(),
+        }
+    }
+
     /// The connection as a ceremony requester, named for the approval page.
     fn requester(&self) -> Requester {
-        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid))
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "unknown".into());
         Requester {
             conn: self.id,
-            description: format!("pid {} ({exe})", self.pid),
+            description: format!(
+                "pid {} ({})",
+                self.pid,
+                self.exe.as_deref().unwrap_or("unknown")
+            ),
         }
     }
 }
@@ -110,9 +122,12 @@ impl Control {
         let now = std::time::SystemTime::now();
         let resp = match req {
             Request::Hello { .. } => hello(&req),
-            Request::Stop => return (Response::Stopping, true),
+            Request::Stop => {
+                self.audit(now, Event::action("stop", &conn.peer(), None));
+                return (Response::Stopping, true);
+            }
             Request::Status | Request::Lock | Request::Pending => {
-                self.status_family(req, now).await
+                self.status_family(req, conn, now).await
             }
             Request::KeyAddStart { .. }
             | Request::KeyAddFinish { .. }
@@ -121,7 +136,7 @@ impl Control {
             Request::SourceAdd { .. }
             | Request::SourceImport { .. }
             | Request::SourceList
-            | Request::SourceRemove { .. } => self.sources_family(req).await,
+            | Request::SourceRemove { .. } => self.sources_family(req, conn, now).await,
             Request::Roles
             | Request::Open { .. }
             | Request::Approve { .. }
@@ -205,6 +220,8 @@ pub async fn serve(
                         },
                         outcome: Outcome::Refused,
                         reason: Some("other_user"),
+                        subject: None,
+                        exe: None,
                     },
                 );
                 continue;
@@ -221,6 +238,9 @@ pub async fn serve(
             pid,
             scoped_tokens: Vec::new(),
             permit: Some(permit),
+            exe: std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .map(|p| Arc::from(p.display().to_string())),
         };
         let control = control.clone();
         let shutdown = shutdown.clone();
@@ -424,6 +444,7 @@ mod tests {
             pid: 0,
             scoped_tokens: Vec::new(),
             permit: None,
+            exe: None,
         };
         assert_eq!(idle_limit(&conn, CONTROL_IDLE), Some(CONTROL_IDLE));
         conn.scoped_tokens

@@ -29,7 +29,7 @@ impl Control {
                 credential,
             } => {
                 self.approvals
-                    .answer(&ceremony_id, credential, Some(conn.id), now)
+                    .answer(&ceremony_id, credential, Some(conn.id), &conn.peer(), now)
                     .await
             }
             Request::AwaitCeremony { ceremony_id } => {
@@ -95,6 +95,8 @@ impl Control {
                 origin: conn.origin(),
                 outcome,
                 reason,
+                subject: None,
+                exe: None,
             },
         );
         match result {

@@ -4,7 +4,10 @@
 use credagent_proto::{ErrorCode, Request, Response, Secret, SourceInfo};
 use secrecy::SecretString;
 
-use super::Control;
+use std::time::SystemTime;
+
+use super::{Conn, Control};
+use crate::audit::Event;
 use crate::sources::{rewrite_credentials_file_without, SourceCredentials, SourceError};
 
 /// A keyring call's result as a reply.
@@ -13,7 +16,34 @@ fn reply(r: Result<Response, SourceError>) -> Response {
 }
 
 impl Control {
-    pub(super) async fn sources_family(&self, req: Request) -> Response {
+    pub(super) async fn sources_family(
+        &self,
+        req: Request,
+        conn: &Conn,
+        now: SystemTime,
+    ) -> Response {
+        let (channel, name) = match &req {
+            Request::SourceAdd { name, .. } | Request::SourceImport { name, .. } => {
+                ("source_add", name.clone())
+            }
+            Request::SourceRemove { name } => ("source_remove", name.clone()),
+            _ => ("", String::new()),
+        };
+        let reply = self.source_request(req).await;
+        if !channel.is_empty() {
+            let refused = match &reply {
+                Response::Error { code, .. } => Some(code.as_str()),
+                _ => None,
+            };
+            self.audit(
+                now,
+                Event::action(channel, &conn.peer(), refused).subject(&name),
+            );
+        }
+        reply
+    }
+
+    async fn source_request(&self, req: Request) -> Response {
         match req {
             Request::SourceAdd {
                 name,

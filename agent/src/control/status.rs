@@ -4,10 +4,16 @@ use std::time::SystemTime;
 
 use credagent_proto::{PendingInfo, Request, Response, StatusInfo};
 
-use super::Control;
+use super::{Conn, Control};
+use crate::audit::Event;
 
 impl Control {
-    pub(super) async fn status_family(&self, req: Request, now: SystemTime) -> Response {
+    pub(super) async fn status_family(
+        &self,
+        req: Request,
+        conn: &Conn,
+        now: SystemTime,
+    ) -> Response {
         match req {
             Request::Status => {
                 let pending = self.pending_list(now).await;
@@ -15,6 +21,8 @@ impl Control {
             }
             Request::Lock => {
                 self.lock();
+                self.audit
+                    .record(now, Event::action("lock", &conn.peer(), None));
                 Response::Ok
             }
             Request::Pending => Response::Pending {

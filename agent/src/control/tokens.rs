@@ -8,13 +8,19 @@ use credagent_proto::{ErrorCode, Request, Response, Secret};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Conn, Control};
+use crate::audit::{Event, Peer};
 use crate::http::endpoint::ECS_PATH;
-use crate::tokens::{Binding, IssueError};
+use crate::tokens::{Binding, IssueError, TokenId};
 
 impl Control {
     pub(super) fn tokens_family(&self, req: Request, conn: &mut Conn, now: SystemTime) -> Response {
         match req {
-            Request::TokenShell => self.issue(Binding::Shell { current: None }, "shell", None, now),
+            Request::TokenShell => self.issue(
+                Binding::Shell { current: None },
+                "shell",
+                (conn.peer(), None),
+                now,
+            ),
             Request::TokenForRole {
                 role,
                 scoped,
@@ -27,10 +33,11 @@ impl Control {
                 } else {
                     "role"
                 };
+                let who = conn.peer();
                 self.issue(
                     Binding::Role { role: role.into() },
                     purpose,
-                    scoped.then_some(conn),
+                    (who, scoped.then_some(conn)),
                     now,
                 )
             }
@@ -49,6 +56,9 @@ impl Control {
             },
             Request::TokenRevoke { id } => {
                 if self.tokens.revoke_str(&id) {
+                    let mut event = Event::action("token_revoke", &conn.peer(), None);
+                    event.token_id = TokenId::parse(&id);
+                    self.audit(now, event);
                     Response::Ok
                 } else {
                     Response::error(
@@ -69,14 +79,20 @@ impl Control {
         &self,
         binding: Binding,
         purpose: &str,
-        scoped: Option<&mut Conn>,
+        (who, scoped): (Peer, Option<&mut Conn>),
         now: SystemTime,
     ) -> Response {
+        let binding_role = binding.role().cloned();
         match self.tokens.issue(binding, purpose, now) {
             Ok((id, token)) => {
                 if let Some(conn) = scoped {
                     conn.scoped_tokens.push(id);
                 }
+                let mut event = Event::action("token_issue", &who, None)
+                    .token(id)
+                    .subject(purpose);
+                event.role = binding_role;
+                self.audit(now, event);
                 Response::Token {
                     token: Secret::new(token.expose_secret()),
                     token_id: id.to_string(),

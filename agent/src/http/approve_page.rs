@@ -17,6 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::checks::{error_response, HttpContext};
 use super::endpoint::ApprovalPage;
 use crate::approval::{key_add_name, key_remove_target, Approvals, Kind};
+use crate::audit::Origin;
 use crate::sessions::Sessions;
 
 const PAGE: &str = include_str!("../../assets/approve.html");
@@ -100,6 +101,7 @@ impl Page {
         &self,
         id: &str,
         req: Request<hyper::body::Incoming>,
+        who: Origin,
         now: SystemTime,
     ) -> Response<Full<Bytes>> {
         let origin_ok =
@@ -141,7 +143,7 @@ impl Page {
                 )
             }
         };
-        match self.approvals.answer(id, credential, None, now).await {
+        match self.approvals.answer(id, credential, None, &who.into(), now).await {
             Resp::Ok => ok(
                 serde_json::json!({"message": "Done: the key was removed. You can close this tab."})
                     .to_string(),
@@ -181,6 +183,7 @@ impl ApprovalPage for Page {
     async fn handle(
         &self,
         req: Request<hyper::body::Incoming>,
+        origin: Origin,
         now: SystemTime,
     ) -> Response<Full<Bytes>> {
         // WebAuthn's origin is http://localhost:PORT: the page must be loaded under that name.
@@ -207,7 +210,7 @@ impl ApprovalPage for Page {
             (Method::GET, "app.js", None) => ok(SCRIPT, "text/javascript; charset=utf-8"),
             (Method::GET, id, None) if !id.is_empty() => ok(PAGE, "text/html; charset=utf-8"),
             (Method::GET, id, Some("options")) => self.options(id),
-            (Method::POST, id, Some("finish")) => self.finish(id, req, now).await,
+            (Method::POST, id, Some("finish")) => self.finish(id, req, origin, now).await,
             _ => error_response(StatusCode::NOT_FOUND, "not_found", "no such page"),
         }
     }

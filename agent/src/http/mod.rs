@@ -111,6 +111,8 @@ fn admit(
                     },
                     outcome: crate::audit::Outcome::Refused,
                     reason: Some("other_user"),
+                    subject: None,
+                    exe: None,
                 },
             );
             None

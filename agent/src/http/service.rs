@@ -111,10 +111,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 return Answer::Ready(Some(refusal));
             }
             let page = page.clone();
+            let origin = self.origin;
             let state = self.state.clone();
             state.busy.fetch_add(1, Ordering::Relaxed);
             return Answer::Pending(Box::pin(async move {
-                let resp = page.handle(req, now).await;
+                let resp = page.handle(req, origin, now).await;
                 state.mark();
                 state.busy.fetch_sub(1, Ordering::Relaxed);
                 resp

@@ -37,14 +37,20 @@ pub fn human(line: &str) -> String {
         .and_then(|x| x.as_str())
         .map(|r| format!(" ({r})"))
         .unwrap_or_default();
+    let subject = v
+        .get("subject")
+        .and_then(|x| x.as_str())
+        .map(|s| format!(" [{s}]"))
+        .unwrap_or_default();
     format!(
-        "{} {:<8} {:<18} role={:<12} token={:<16} {}{}{}",
+        "{} {:<8} {:<18} role={:<12} token={:<16} {}{}{}{}",
         s("time"),
         s("outcome"),
         s("channel"),
         s("role"),
         s("token_id"),
         peer,
+        subject,
         reason,
         if count > 1 {
             format!(" ×{count}")

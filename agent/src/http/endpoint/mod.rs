@@ -78,9 +78,11 @@ pub struct Endpoint {
 /// The browser approval page (`/approve/...`).
 #[async_trait::async_trait]
 pub trait ApprovalPage: Send + Sync {
+    /// Answers a page request from a connection whose peer is `origin`.
     async fn handle(
         &self,
         req: Request<hyper::body::Incoming>,
+        origin: Origin,
         now: SystemTime,
     ) -> Response<Full<Bytes>>;
 }
@@ -224,6 +226,8 @@ impl Endpoint {
                 origin,
                 outcome: Outcome::Refused,
                 reason: Some(reason),
+                subject: None,
+                exe: None,
             },
         );
     }
@@ -251,6 +255,8 @@ impl Endpoint {
                     origin,
                     outcome: Outcome::Served,
                     reason: None,
+                    subject: None,
+                    exe: None,
                 };
                 audit.record(now, &event);
                 let body = pick(&body);
