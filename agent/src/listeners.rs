@@ -195,31 +195,50 @@ fn running_agent_pid(path: &Path, lock: &mut File) -> String {
     })
 }
 
-/// Takes the agent lock next to the socket; fails with the running agent's pid if it is held.
-fn take_lock(socket: &Path) -> Result<Flock<File>, ListenError> {
+/// The lock file next to `socket`.
+pub fn lock_path(socket: &Path) -> PathBuf {
     let mut lock_path = socket.as_os_str().to_owned();
     lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&lock_path)
-        .map_err(io_err("open lock file", &lock_path))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(locked) => Ok(locked),
-        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let pid = running_agent_pid(socket, &mut file);
-            Err(ListenError::AlreadyRunning {
-                pid,
-                path: socket.to_owned(),
-            })
+    PathBuf::from(lock_path)
+}
+
+/// Takes the agent lock next to the socket; fails with the running agent's pid if it is held.
+/// An agent removes the lock file when it stops, so the lock counts only if the file locked is
+/// still the one at the path (otherwise the locker raced a stopping agent: try again).
+fn take_lock(socket: &Path) -> Result<Flock<File>, ListenError> {
+    use std::os::unix::fs::MetadataExt;
+    let lock_path = lock_path(socket);
+    for _ in 0..8 {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&lock_path)
+            .map_err(io_err("open lock file", &lock_path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => {
+                let held = locked.metadata().map_err(io_err("stat", &lock_path))?;
+                let current = std::fs::symlink_metadata(&lock_path).ok();
+                if current.is_some_and(|c| c.dev() == held.dev() && c.ino() == held.ino()) {
+                    return Ok(locked);
+                }
+            }
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let pid = running_agent_pid(socket, &mut file);
+                return Err(ListenError::AlreadyRunning {
+                    pid,
+                    path: socket.to_owned(),
+                });
+            }
+            Err((_, errno)) => return Err(io_err("lock", &lock_path)(errno.into())),
         }
-        Err((_, errno)) => Err(io_err("lock", &lock_path)(errno.into())),
     }
+    Err(io_err("lock", &lock_path)(std::io::Error::other(
+        "the lock file keeps being replaced: another agent is starting and stopping; try again",
+    )))
 }
 
 /// Records the owning pid in the lock file (after a daemonizing fork, the child calls this).

@@ -317,6 +317,11 @@ impl AwsConfigFile {
         AwsConfigFile { path }
     }
 
+    /// The file, if one is named.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
     /// The profiles now in the file; the error says what to fix.
     pub fn load(&self) -> Result<Profiles, String> {
         let Some(path) = self.path.as_deref() else {

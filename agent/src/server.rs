@@ -180,6 +180,11 @@ async fn serve(
             tracing::warn!(error = %e, "cannot remove the control socket");
         }
     }
+    // Removed while still held: an agent starting now re-checks that the file it locks is the
+    // one at the path (see `listeners::take_lock`).
+    if let Err(e) = std::fs::remove_file(listeners::lock_path(&control_path)) {
+        tracing::debug!(error = %e, "cannot remove the lock file");
+    }
     drop(lock);
     tracing::info!("credagent stopped");
     Ok(())

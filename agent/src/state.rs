@@ -35,6 +35,7 @@ impl AgentState {
             http_addr: self.http_addr.to_string(),
             socket_activated: self.socket_activated,
             config_path: self.config_path.as_ref().map(|p| p.display().to_string()),
+            aws_config: None,
             keys: 0,
             sessions: Vec::new(),
             pending: Vec::new(),

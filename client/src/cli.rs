@@ -42,9 +42,9 @@ pub enum ShellKind {
     Csh,
 }
 
-/// Options shared by every command that may need a touch.
+/// How to take a touch: shared by every command that may need one.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TouchArgs {
+pub struct AuthArgs {
     /// How to answer the agent's WebAuthn challenge: `usb` (a FIDO security key on this
     /// machine), `browser` (the approval page: platform authenticators, phones), or `soft:FILE`
     /// (an INSECURE software authenticator for tests and demos) [env: CREDCTL_AUTHENTICATOR;
@@ -54,6 +54,13 @@ pub struct TouchArgs {
     /// Shorthand for `--authenticator browser`.
     #[arg(long, conflicts_with = "authenticator")]
     pub browser: bool,
+}
+
+/// Options of commands that open a role: the touch, and an MFA code for sources that need one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TouchArgs {
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// TOTP code for a source with `mfa_serial` (asked for on the terminal when needed).
     #[arg(long, value_name = "CODE")]
     pub mfa_code: Option<String>,
@@ -112,21 +119,29 @@ pub enum Command {
     },
     /// Open a session for ROLE if needed (touch) and make ROLE current for this shell.
     Use {
+        /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
     },
     /// Run CMD with credentials for ROLE only; the token dies when CMD exits.
     Exec {
+        /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
         /// The command and its arguments (after `--`).
-        #[arg(last = true, required = true, value_name = "CMD")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "CMD"
+        )]
         cmd: Vec<String>,
     },
     /// Print exports for a new token bound to ROLE (for IDEs, systemd units, other shells).
     Env {
+        /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
         role: String,
         #[command(flatten)]
         shell: ShellArgs,
@@ -139,6 +154,7 @@ pub enum Command {
     },
     /// Print credentials for ROLE as `credential_process` in ~/.aws/config expects.
     CredentialProcess {
+        /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
@@ -192,7 +208,7 @@ pub enum KeyCommand {
         /// A name for the key [default: key-N].
         name: Option<String>,
         #[command(flatten)]
-        touch: TouchArgs,
+        touch: AuthArgs,
         /// The authenticator holding a registered key, which authorizes the new one when keys
         /// exist already [default: the same as --authenticator].
         #[arg(long, value_name = "KIND")]
@@ -200,6 +216,7 @@ pub enum KeyCommand {
     },
     /// List registered keys.
     List {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -213,7 +230,7 @@ pub enum KeyCommand {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        touch: TouchArgs,
+        touch: AuthArgs,
     },
 }
 
@@ -240,6 +257,7 @@ pub enum SourceCommand {
     /// standard input with --stdin (key id on the first line, secret on the second), or takes
     /// them from a profile in ~/.aws/credentials with --import-profile.
     Add {
+        /// The source profile's name, as `source_profile` in ~/.aws/config names it.
         name: String,
         /// Read the key id and secret from standard input.
         #[arg(long, conflicts_with = "import_profile")]
@@ -253,11 +271,15 @@ pub enum SourceCommand {
     },
     /// List stored sources (name and the last 4 characters of the key id).
     List {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Remove a source from the keyring.
-    Remove { name: String },
+    Remove {
+        /// The source's name, as `credctl source list` shows it.
+        name: String,
+    },
 }
 
 impl Command {

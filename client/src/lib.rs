@@ -90,17 +90,94 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             clap_complete::generate(shell, &mut Cli::command(), "credctl", &mut buf);
             String::from_utf8_lossy(&buf).into_owned()
         }
-        Command::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut buf)
-                .map_err(|e| Failure::failed(format!("cannot render the man page: {e}")))?;
-            String::from_utf8_lossy(&buf).into_owned()
-        }
+        Command::Man => man_page()?,
     };
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (e.g. `credctl status | head -1`) is not an error worth reporting.
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
     Ok(Outcome::Success)
+}
+
+/// Roff-escapes one line of text.
+fn roff(text: &str) -> String {
+    let t = text.replace('\\', "\\e").replace('-', "\\-");
+    if t.starts_with('.') || t.starts_with('\'') {
+        format!("\\&{t}")
+    } else {
+        t
+    }
+}
+
+/// The one man page, `credctl(1)`: every command is described here (no `credctl-start(1)` and
+/// the like, which are not shipped), and the exit statuses are a list, not run-together text.
+fn man_page() -> Result<String> {
+    let fail = |e: std::io::Error| Failure::failed(format!("cannot render the man page: {e}"));
+    let cmd = Cli::command().after_help(None::<&str>);
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut buf = Vec::new();
+    man.render_title(&mut buf).map_err(fail)?;
+    man.render_name_section(&mut buf).map_err(fail)?;
+    man.render_synopsis_section(&mut buf).map_err(fail)?;
+    man.render_description_section(&mut buf).map_err(fail)?;
+    man.render_options_section(&mut buf).map_err(fail)?;
+    let mut out = String::from_utf8_lossy(&buf).into_owned();
+    out.push_str(".SH COMMANDS\n");
+    fn walk(out: &mut String, prefix: &str, cmd: &clap::Command) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let name = format!("{prefix} {}", sub.get_name());
+            if sub.has_subcommands() {
+                walk(out, &name, sub);
+                continue;
+            }
+            let usage = sub
+                .clone()
+                .bin_name(&name)
+                .render_usage()
+                .to_string()
+                .trim_start_matches("Usage: ")
+                .to_owned();
+            out.push_str(&format!(".TP\n\\fB{}\\fR\n", roff(&usage)));
+            let about = sub
+                .get_long_about()
+                .or(sub.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            for line in about.lines() {
+                out.push_str(&roff(line));
+                out.push('\n');
+            }
+        }
+    }
+    walk(&mut out, "credctl", &cmd);
+    out.push_str(".SH EXIT STATUS\n");
+    let mut current: Option<String> = None;
+    for line in cli::EXIT_CODES.lines().skip(1) {
+        let t = line.trim();
+        match t.split_once(' ') {
+            Some((code, text)) if code.chars().all(|c| c.is_ascii_digit()) => {
+                if let Some(c) = current.take() {
+                    out.push_str(&c);
+                }
+                current = Some(format!(".TP\n\\fB{code}\\fR\n{}\n", roff(text.trim())));
+            }
+            _ if line.starts_with("  ") => {
+                if let Some(c) = current.as_mut() {
+                    c.push_str(&roff(t));
+                    c.push('\n');
+                }
+            }
+            _ => {
+                if let Some(c) = current.take() {
+                    out.push_str(&c);
+                }
+                out.push_str(&format!(".PP\n{}\n", roff(t)));
+            }
+        }
+    }
+    if let Some(c) = current {
+        out.push_str(&c);
+    }
+    out.push_str(".SH SEE ALSO\n\\fBcredagent\\fR(1), \\fBaws\\fR(1)\n");
+    Ok(out)
 }

@@ -5,7 +5,7 @@
 use credagent_proto::{Request, Response};
 
 use crate::agent::{unexpected, Agent};
-use crate::cli::TouchArgs;
+use crate::cli::{AuthArgs, TouchArgs};
 use crate::error::{Exit, Failure, Result};
 
 /// Where the touch comes from.
@@ -18,7 +18,7 @@ pub enum Authenticator {
 
 impl Authenticator {
     /// From `--authenticator`/`--browser`, else `$CREDCTL_AUTHENTICATOR`, else `usb`.
-    pub fn choose(args: &TouchArgs) -> Result<Authenticator> {
+    pub fn choose(args: &AuthArgs) -> Result<Authenticator> {
         if args.browser {
             return Ok(Authenticator::Browser);
         }
@@ -39,7 +39,7 @@ impl Authenticator {
             "usb" => Ok(Authenticator::Usb),
             "browser" => Ok(Authenticator::Browser),
             s if s.starts_with("soft:") && s.len() > 5 => Ok(Authenticator::Soft(s[5..].into())),
-            other => Err(Failure::failed(format!(
+            other => Err(Failure::usage(format!(
                 "unknown authenticator {other:?}: use usb, browser or soft:FILE"
             ))),
         }
@@ -204,6 +204,9 @@ fn usb(_agent: &mut Agent, _c: &Challenge) -> Result<Response> {
 /// Opens `role` (touching if needed, asking for an MFA code if the source needs one) and
 /// returns the session's end (Unix seconds).
 pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64> {
+    // A mistyped --authenticator is a usage error before anything happens, not after the
+    // agent started a ceremony.
+    let auth = Authenticator::choose(&args.auth)?;
     let mut mfa_code = args.mfa_code.clone().map(credagent_proto::Secret::new);
     let mut asked = false;
     loop {
@@ -230,7 +233,6 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64>
             }
             other => {
                 let c = Challenge::from_response(other)?;
-                let auth = Authenticator::choose(args)?;
                 return match answer(agent, &auth, &c)? {
                     Response::Opened { expires_at, .. } => Ok(expires_at),
                     other => Err(unexpected(&other)),

@@ -147,6 +147,7 @@ mod tests {
             http_addr: "127.0.0.1:1".into(),
             socket_activated: false,
             config_path: None,
+            aws_config: Some("/home/u/.aws/config".into()),
             keys: 1,
             sessions: vec![],
             pending: vec![],

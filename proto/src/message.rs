@@ -151,6 +151,9 @@ pub enum Response {
     },
     Roles {
         roles: Vec<RoleInfo>,
+        /// The AWS config file the agent read them from.
+        #[serde(default)]
+        aws_config: Option<String>,
     },
     /// A session for `role` is open until `expires_at` (Unix seconds).
     Opened {
@@ -325,6 +328,10 @@ pub struct RoleInfo {
     pub chain: Vec<String>,
     pub mfa: bool,
     pub session: Option<SessionState>,
+    /// Why the role cannot be opened as written (a broken chain, a bad value, a name too long),
+    /// so `roles` never lists a broken profile as usable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// An open role session, without secrets.
@@ -369,6 +376,9 @@ pub struct StatusInfo {
     pub socket_activated: bool,
     /// The configuration file in effect, if one was read.
     pub config_path: Option<String>,
+    /// The AWS config file the agent reads roles from.
+    #[serde(default)]
+    pub aws_config: Option<String>,
     /// Registered FIDO keys.
     #[serde(default)]
     pub keys: usize,

@@ -116,3 +116,177 @@ fn exec_exits_like_a_shell_when_the_command_cannot_run() {
     let own = s.credctl(&["exec", "demo", "--", "sh", "-c", "exit 42"]);
     assert_eq!(own.status.code(), Some(42));
 }
+
+/// The counter of the one registered key: it moves with every touch.
+fn key_counter(s: &Stack) -> u64 {
+    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
+    keys[0]["counter"].as_u64().unwrap()
+}
+
+#[test]
+fn every_check_that_needs_no_touch_runs_before_the_touch() {
+    let long_role = "r".repeat(300);
+    let s = Stack::new(
+        &format!(
+            "[profile {long_role}]\nrole_arn = arn:aws:iam::123456789012:role/long\nsource_profile = SOURCE\n\n\
+             [profile loop]\nrole_arn = arn:aws:iam::123456789012:role/loop\nsource_profile = loop2\n\n\
+             [profile loop2]\nrole_arn = arn:aws:iam::123456789012:role/loop2\nsource_profile = loop\n"
+        ),
+        "",
+    );
+    s.ok(&["key", "add", "soft"]);
+    let before = key_counter(&s);
+
+    // No source stored: refused before any touch, with the command that fixes it.
+    let out = s.credctl(&["use", "demo"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("credctl source add"),
+        "{}",
+        stderr(&out)
+    );
+    // Names checked where they are typed.
+    for bad in ["", &"k".repeat(100)] {
+        let out = s.credctl(&["key", "add", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+    }
+    let out = s.credctl(&["use", &long_role]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        key_counter(&s),
+        before,
+        "a touch was taken for a request that could not succeed"
+    );
+
+    // roles marks what cannot be opened, and why.
+    let roles = s.ok(&["roles"]);
+    assert!(roles.contains("BROKEN"), "{roles}");
+    assert!(roles.contains("too long"), "{roles}");
+    let json: serde_json::Value = serde_json::from_str(&s.ok(&["roles", "--json"])).unwrap();
+    let looped = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "loop")
+        .unwrap();
+    assert!(looped["problem"].as_str().is_some(), "{looped}");
+    let demo = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "demo")
+        .unwrap();
+    assert!(demo.get("problem").is_none(), "{demo}");
+}
+
+#[test]
+fn input_is_checked_and_options_that_cannot_apply_are_refused() {
+    let s = Stack::new("", "").with_key_and_source();
+    // imds takes only a role that exists.
+    let out = s.credctl(&["imds", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nosuch"), "{}", stderr(&out));
+    // A relative token file is exported by its absolute path.
+    let dir = s.env.dir.path().join("work");
+    std::fs::create_dir(&dir).unwrap();
+    let out = s
+        .env
+        .command(bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .current_dir(&dir)
+        .args(["env", "demo", "--token-file", "rel.token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exports = stdout(&out);
+    let want = format!("{}/rel.token", dir.display());
+    assert!(exports.contains(&want), "{exports}");
+    // --config cannot apply to a running agent: refused, not ignored.
+    let out = s.credctl(&["start", "--config", "/nonexistent/config.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("credctl stop"), "{}", stderr(&out));
+    // --remove-from-file means nothing without --import-profile.
+    let out = s.credctl(&["source", "add", "x", "--remove-from-file"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // An unknown authenticator is a usage error.
+    let out = s.credctl(&["use", "demo", "--authenticator", "yubikey"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // exec without `--` runs the command all the same.
+    let out = s.credctl(&["exec", "demo", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+#[test]
+fn the_agents_aws_config_is_named_and_a_different_one_is_pointed_out() {
+    let s = Stack::new("", "").with_key_and_source();
+    let agents = s.env.home.join(".aws/config");
+    let roles = s.ok(&["roles"]);
+    assert!(roles.contains(&agents.display().to_string()), "{roles}");
+    let status = s.ok(&["status"]);
+    assert!(status.contains(&agents.display().to_string()), "{status}");
+    let other = s.env.dir.path().join("other-config");
+    std::fs::write(&other, "[profile x]\nrole_arn = arn:aws:iam::1:role/x\n").unwrap();
+    let out = s
+        .env
+        .command(bin("credctl"))
+        .env("AWS_CONFIG_FILE", &other)
+        .args(["roles"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("this shell's AWS_CONFIG_FILE") && err.contains("credctl stop"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_and_man_are_complete_and_stop_leaves_no_lock_file() {
+    let s = Stack::new("", "");
+    let man = stdout(&s.credctl(&["man"]));
+    assert!(!man.contains("credctl\\-start(1)") && !man.contains("credctl-start(1)"));
+    assert!(
+        man.contains(".SH EXIT STATUS") && man.contains(".SH COMMANDS"),
+        "{man}"
+    );
+    for cmd in [
+        &["key", "add"][..],
+        &["key", "list"],
+        &["key", "remove"],
+        &["source", "add"],
+        &["source", "list"],
+        &["source", "remove"],
+        &["use"],
+        &["exec"],
+        &["env"],
+        &["token", "revoke"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let help = stdout(&s.credctl(&args));
+        let section = help.split("Arguments:").nth(1).unwrap_or("");
+        let lines: Vec<&str> = section
+            .lines()
+            .take_while(|l| !l.starts_with("Options:"))
+            .collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            if t.starts_with('<') || t.starts_with('[') {
+                // Described on the same line, or (long help) on the next, further indented.
+                let next = lines.get(i + 1).copied().unwrap_or("");
+                let indent = |l: &str| l.len() - l.trim_start().len();
+                let described =
+                    t.contains("  ") || (!next.trim().is_empty() && indent(next) > indent(line));
+                assert!(described, "{cmd:?}: argument without a description: {t}");
+            }
+        }
+        assert!(
+            !help.contains("--mfa-code") || !cmd.starts_with(&["key"]),
+            "{cmd:?} offers --mfa-code"
+        );
+    }
+    s.ok(&["stop"]);
+    let lock = s.env.sock.with_extension("sock.lock");
+    assert!(!lock.exists(), "stop left {} behind", lock.display());
+}

@@ -147,15 +147,11 @@ impl Approvals {
     /// key already registered first, so a process of the user cannot enrol its own "key" (say, a
     /// fake authenticator) and then approve roles without the person.
     pub async fn key_add_start(&self, name: &str, who: &Requester, now: SystemTime) -> Response {
-        let keys = self.approver.keys();
-        if keys.is_empty() {
-            return self.registration_challenge(name, who.conn, None, now);
+        if let Err(e) = self.approver.check_new_key_name(name) {
+            return e.to_response();
         }
-        if keys.iter().any(|k| k.name == name) {
-            return Response::error(
-                ErrorCode::Exists,
-                format!("a key named {name} is registered already: pick another name"),
-            );
+        if self.approver.keys().is_empty() {
+            return self.registration_challenge(name, who.conn, None, now);
         }
         let role = key_add_role(name);
         match self.take_turn(&role, who, None, now).await {

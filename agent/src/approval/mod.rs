@@ -597,6 +597,24 @@ fn options_json<T: serde::Serialize>(challenge: &T) -> Result<serde_json::Value,
     })
 }
 
+/// Whether `role` can name a role at all (non-empty, at most 256 printable characters): checked
+/// where it is typed, before any touch.
+pub fn check_role_name(role: &str) -> Result<(), ApprovalError> {
+    validate("role name", role, 256)
+}
+
+impl Approver {
+    /// Whether `name` can name a new key (non-empty, at most 64 printable characters, not
+    /// taken): checked before the authorizing touch.
+    pub fn check_new_key_name(&self, name: &str) -> Result<(), ApprovalError> {
+        validate("key name", name, 64)?;
+        if self.lock().store.find(name).is_some() {
+            return Err(ApprovalError::KeyExists { name: name.into() });
+        }
+        Ok(())
+    }
+}
+
 /// Failures that feed the growing delay: anything a wrong or hostile answer can cause.
 fn counts_as_failure(err: &ApprovalError) -> bool {
     matches!(

@@ -20,6 +20,7 @@ impl Control {
             Request::Roles => match self.sessions.reload_profiles(&self.aws_config) {
                 Ok(()) => Response::Roles {
                     roles: self.role_infos(now, false),
+                    aws_config: self.aws_config.path().map(|p| p.display().to_string()),
                 },
                 Err(r) => *r,
             },
@@ -48,6 +49,10 @@ impl Control {
         conn: &Conn,
         now: SystemTime,
     ) -> Response {
+        // Every check that needs no touch comes before the touch.
+        if let Err(e) = crate::approval::check_role_name(role) {
+            return e.to_response();
+        }
         if let Err(r) = self.sessions.reload_profiles(&self.aws_config) {
             return *r;
         }
@@ -75,9 +80,36 @@ impl Control {
             }
             Ok(_) => {}
         }
+        if let Err(r) = self.source_is_stored(role).await {
+            return *r;
+        }
         self.approvals
             .open(role, mfa_code, &conn.requester(), now)
             .await
+    }
+
+    /// Refuses, before the touch, a role whose source is not in the keyring: the touch would be
+    /// asked for nothing.
+    async fn source_is_stored(&self, role: &str) -> Result<(), Box<Response>> {
+        let Ok(spec) = self.sessions.profiles().resolve(role) else {
+            // resolve errors are reported by mfa_needed already.
+            return Ok(());
+        };
+        let source = spec.source.clone();
+        match self.sources.with(move |k| k.list()).await {
+            Ok(names) if names.contains(&source) => Ok(()),
+            Ok(_) => {
+                let missing = crate::sources::SourceError::NotFound {
+                    backend: self.sources.backend(),
+                    name: source,
+                };
+                Err(Box::new(
+                    crate::sessions::SessionError::from_source_error(&spec, &missing).to_response(),
+                ))
+            }
+            // The keyring's own trouble (locked, absent) is reported when the session opens.
+            Err(_) => Ok(()),
+        }
     }
 
     async fn credentials(&self, role: &str, conn: &Conn, now: SystemTime) -> Response {
@@ -140,12 +172,18 @@ impl Control {
                 }
                 Err(_) => (Vec::new(), false),
             };
+            let problem = summary.error.clone().or_else(|| {
+                crate::approval::check_role_name(&summary.name)
+                    .err()
+                    .map(|e| e.to_string())
+            });
             out.push(RoleInfo {
                 name: summary.name,
                 role_arn: summary.role_arn,
                 chain,
                 mfa,
                 session,
+                problem,
             });
         }
         out

@@ -68,6 +68,15 @@ impl Control {
                 }
             }
             Request::Imds { role } => {
+                if let Some(r) = &role {
+                    // Only a role that can open: the choice must not silently serve nothing.
+                    if let Err(resp) = self.sessions.reload_profiles(&self.aws_config) {
+                        return *resp;
+                    }
+                    if let Err(e) = self.sessions.profiles().resolve(r) {
+                        return Response::error(ErrorCode::Profile, e.to_string());
+                    }
+                }
                 self.endpoint.set_imds_role(role.map(Into::into));
                 Response::Ok
             }

@@ -79,7 +79,7 @@ impl SessionError {
         matches!(self, SessionError::Sts { error, .. } if error.is_transient())
     }
 
-    pub(crate) fn from_source_error(spec: &RoleSpec, err: &SourceError) -> Self {
+    pub fn from_source_error(spec: &RoleSpec, err: &SourceError) -> Self {
         let code = match err {
             SourceError::NotFound { .. } => "source_missing",
             SourceError::Locked { .. } => "keyring_locked",

@@ -84,6 +84,11 @@ impl SourceStore {
         }
     }
 
+    /// The keyring backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// The open keyring (blocking: call from a blocking thread).
     pub fn get(&self) -> Result<Arc<Keyring>, SourceError> {
         let mut slot = self.opened.locked();

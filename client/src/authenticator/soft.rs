@@ -53,6 +53,12 @@ pub enum SoftError {
     #[error("software authenticator file {} already exists: use it, or pick another path", path.display())]
     Exists { path: PathBuf },
     #[error(
+        "software authenticator path {} is a directory: name a file (soft:FILE), e.g. {}/soft.cbor",
+        path.display(),
+        path.display()
+    )]
+    NotAFile { path: PathBuf },
+    #[error(
         "software authenticator file {} can be read or written by others (mode {mode:o}): \
          `chmod 600` it, or delete it and register a new one",
         path.display()
@@ -108,7 +114,13 @@ impl SoftAuthenticator {
             source,
         };
         let mut file = File::open(path).map_err(io_err)?;
-        let mode = file.metadata().map_err(io_err)?.permissions().mode() & 0o7777;
+        let meta = file.metadata().map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(SoftError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
             return Err(SoftError::Insecure {
                 path: path.to_path_buf(),

@@ -60,8 +60,27 @@ fn fail(e: impl std::fmt::Debug, advice: &str) -> Failure {
     Failure::new(Exit::NotApproved, format!("security key: {e:?}: {advice}"))
 }
 
+/// Whether this machine has any HID device node at all (keyboards and mice have one too; a
+/// container or a headless server usually has none, and then no key can appear either).
+fn any_hidraw() -> bool {
+    std::fs::read_dir("/dev")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("hidraw"))
+        })
+        .unwrap_or(false)
+}
+
 /// Takes the touch on a USB key and sends the answer to the agent.
 pub fn answer(agent: &mut Agent, c: &Challenge, what: &str) -> Result<Response> {
+    if !any_hidraw() {
+        return Err(Failure::new(
+            Exit::NotApproved,
+            "no USB security key can be reached: this machine has no /dev/hidraw* device (a \
+             container or a remote session?); plug in your key and run the command again, or \
+             approve in a browser with --browser",
+        ));
+    }
     let origin = Url::parse(&c.origin)
         .map_err(|e| Failure::failed(format!("the agent sent a bad origin {:?}: {e}", c.origin)))?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -5,7 +5,7 @@ use std::path::Path;
 use credagent_proto::{KeyInfo, Request, Response};
 
 use crate::agent::{unexpected, Agent};
-use crate::cli::TouchArgs;
+use crate::cli::AuthArgs;
 use crate::error::{Failure, Result};
 use crate::text::utc_date;
 use crate::touch::{answer, Authenticator, Challenge};
@@ -13,7 +13,7 @@ use crate::touch::{answer, Authenticator, Challenge};
 pub fn add(
     socket: &Path,
     name: Option<String>,
-    touch: &TouchArgs,
+    touch: &AuthArgs,
     authorizer: Option<&str>,
 ) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
@@ -100,7 +100,7 @@ pub fn list(socket: &Path, json: bool) -> Result<String> {
 }
 
 /// `credctl key remove`: the agent answers with a challenge that a registered key must sign.
-pub fn remove(socket: &Path, name: &str, force: bool, touch: &TouchArgs) -> Result<String> {
+pub fn remove(socket: &Path, name: &str, force: bool, touch: &AuthArgs) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
     let resp = agent.request(&Request::KeyRemove {
         name: name.to_owned(),

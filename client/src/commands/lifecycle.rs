@@ -71,7 +71,22 @@ pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<S
     // Refuse a socket path this shell cannot carry before an agent is started on it.
     let sock = path_value(shell, "CREDAGENT_SOCK", socket)?;
     let mut agent = match Agent::connect(socket) {
-        Ok(a) => a,
+        Ok(mut a) => {
+            if let Some(c) = config {
+                // An option that cannot apply is refused, not ignored.
+                let running = match a.request(&Request::Status)? {
+                    Response::Status(info) => info.config_path,
+                    other => return Err(unexpected(&other)),
+                };
+                return Err(Failure::usage(format!(
+                    "an agent is running already (with {}), so --config {} cannot apply: stop it \
+                     first (`credctl stop`), then start again with --config",
+                    running.as_deref().unwrap_or("the default config"),
+                    c.display()
+                )));
+            }
+            a
+        }
         Err(ConnectError::NotRunning(_)) => spawn_agent(socket, config)?,
         Err(ConnectError::Other(f)) => return Err(f),
     };

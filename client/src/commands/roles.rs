@@ -20,9 +20,10 @@ pub fn render(roles: &[RoleInfo]) -> String {
         "ROLE", "SESSION", "MFA", "CHAIN"
     );
     for r in roles {
-        let session = match &r.session {
-            Some(s) => format!("open {}", remaining(s.remaining_secs)),
-            None => "none".into(),
+        let session = match (&r.session, &r.problem) {
+            (Some(s), _) => format!("open {}", remaining(s.remaining_secs)),
+            (None, Some(_)) => "BROKEN".into(),
+            (None, None) => "none".into(),
         };
         out.push_str(&format!(
             "{:<20} {:<14} {:<4} {}\n",
@@ -35,17 +36,47 @@ pub fn render(roles: &[RoleInfo]) -> String {
                 r.chain.join(" → ")
             }
         ));
+        if let Some(p) = &r.problem {
+            out.push_str(&format!("    └ cannot be opened: {p}\n"));
+        }
     }
     out
+}
+
+/// A warning when this shell's `AWS_CONFIG_FILE` names another file than the agent reads.
+pub fn config_mismatch(agent_file: Option<&str>) -> Option<String> {
+    let mine = std::env::var("AWS_CONFIG_FILE")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    if Some(mine.as_str()) == agent_file {
+        return None;
+    }
+    Some(format!(
+        "warning: this shell's AWS_CONFIG_FILE is {mine}, but the agent reads {}: the agent \
+         uses its own; to change it, restart the agent from a shell where AWS_CONFIG_FILE is \
+         what you want (`credctl stop`, then `eval \"$(credctl start)\"`)",
+        agent_file.unwrap_or("no AWS config file")
+    ))
 }
 
 pub fn roles(socket: &Path, json: bool) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
     match agent.request(&Request::Roles)? {
-        Response::Roles { roles } if json => serde_json::to_string_pretty(&roles)
+        Response::Roles { roles, .. } if json => serde_json::to_string_pretty(&roles)
             .map(|s| s + "\n")
             .map_err(|e| Failure::failed(e.to_string())),
-        Response::Roles { roles } => Ok(render(&roles)),
+        Response::Roles { roles, aws_config } => {
+            let mut out = render(&roles);
+            if let Some(file) = &aws_config {
+                out.push_str(&format!(
+                    "(roles from {file}, the agent's AWS config file)\n"
+                ));
+            }
+            if let Some(w) = config_mismatch(aws_config.as_deref()) {
+                eprintln!("credctl: {w}");
+            }
+            Ok(out)
+        }
         other => Err(unexpected(&other)),
     }
 }

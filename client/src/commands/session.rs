@@ -71,6 +71,13 @@ pub fn env(
     touch: &TouchArgs,
     token_file: Option<&Path>,
 ) -> Result<String> {
+    // An SDK started from another directory must find the file: the export names it by its
+    // absolute path.
+    let absolute = token_file
+        .map(std::path::absolute)
+        .transpose()
+        .map_err(|e| Failure::usage(format!("cannot make the token file path absolute: {e}")))?;
+    let token_file = absolute.as_deref();
     // Refuse a token file path this shell cannot carry before asking for a touch.
     let file_str = token_file
         .map(|p| path_value(shell, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", p))

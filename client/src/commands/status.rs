@@ -43,6 +43,13 @@ pub fn render(info: &StatusInfo) -> String {
         info.config_path.as_deref().unwrap_or("(defaults)")
     ));
     out.push_str(&format!(
+        "aws config {}\n",
+        info.aws_config.as_deref().unwrap_or("(none)")
+    ));
+    if let Some(w) = crate::commands::roles::config_mismatch(info.aws_config.as_deref()) {
+        eprintln!("credctl: {w}");
+    }
+    out.push_str(&format!(
         "keys       {} registered{}\n",
         info.keys,
         if info.keys == 0 {
