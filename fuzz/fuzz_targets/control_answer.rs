@@ -32,8 +32,7 @@ fn fixture() -> &'static Fixture {
             ..ApprovalPolicy::default()
         };
         let approver = Approver::new(policy, dir.path(), PORT, SystemTime::now()).unwrap();
-        let (token, _) = SoftToken::new(false).unwrap();
-        let mut auth = WebauthnAuthenticator::new(token);
+        let (mut auth, _) = SoftToken::new(false).unwrap();
         let origin = Url::parse(&format!("http://localhost:{PORT}")).unwrap();
         let (id, ccr) = approver.start_registration("fuzz", SystemTime::now()).unwrap();
         let reg = auth.do_registration(origin, ccr).unwrap();

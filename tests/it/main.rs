@@ -4,6 +4,7 @@
 mod ambiguous;
 mod audit_trail;
 mod browser;
+mod cancel;
 mod client_trust;
 mod demo;
 mod endpoint;

@@ -231,7 +231,7 @@ impl Approvals {
 
     /// The registration answer of `credctl key add`.
     pub async fn key_add_finish(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         credential: serde_json::Value,
         conn: u64,
@@ -239,7 +239,10 @@ impl Approvals {
         now: SystemTime,
     ) -> Response {
         match self.view(id).map(|v| v.kind) {
-            Some(Kind::Register { .. }) => self.answer(id, credential, Some(conn), who, now).await,
+            Some(Kind::Register { .. }) => {
+                self.answer_detached(id.to_owned(), credential, Some(conn), who.clone(), now)
+                    .await
+            }
             Some(Kind::Approve { .. }) => Response::error(
                 ErrorCode::BadRequest,
                 "that ceremony opens a role; send approve",
@@ -387,6 +390,28 @@ impl Approvals {
         };
         self.approver.conclude(cid, outcome.clone());
         outcome
+    }
+
+    /// [`Approvals::answer`], run to completion whatever happens to the caller: a client that
+    /// goes away after its touch (during a slow STS call, say) must leave neither a claimed
+    /// ceremony its followers wait on nor a half-open session behind.
+    pub async fn answer_detached(
+        self: &Arc<Self>,
+        id: String,
+        credential: serde_json::Value,
+        from: Option<u64>,
+        who: Peer,
+        now: SystemTime,
+    ) -> Response {
+        let this = self.clone();
+        tokio::spawn(async move { this.answer(&id, credential, from, &who, now).await })
+            .await
+            .unwrap_or_else(|e| {
+                Response::error(
+                    ErrorCode::Internal,
+                    format!("the approval task failed: {e}"),
+                )
+            })
     }
 
     /// A refused answer: wait the growing delay, then reply.

@@ -30,7 +30,7 @@ impl Control {
                 credential,
             } => {
                 self.approvals
-                    .answer(&ceremony_id, credential, Some(conn.id), &conn.peer(), now)
+                    .answer_detached(ceremony_id, credential, Some(conn.id), conn.peer(), now)
                     .await
             }
             Request::AwaitCeremony { ceremony_id } => {

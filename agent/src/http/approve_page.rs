@@ -143,7 +143,11 @@ impl Page {
                 )
             }
         };
-        match self.approvals.answer(id, credential, None, &who.into(), now).await {
+        match self
+            .approvals
+            .answer_detached(id.to_owned(), credential, None, who.into(), now)
+            .await
+        {
             Resp::Ok => ok(
                 serde_json::json!({"message": "Done: the key was removed. You can close this tab."})
                     .to_string(),
