@@ -21,6 +21,7 @@ pub mod listeners;
 pub mod logging;
 pub mod notify;
 pub mod paths;
+pub mod preflight;
 pub mod profiles;
 pub mod server;
 pub mod sessions;

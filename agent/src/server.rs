@@ -22,7 +22,7 @@ use crate::sources::SourceStore;
 use crate::state::AgentState;
 use crate::sts::{AwsSts, RetryPolicy, Retrying, StsSettings};
 use crate::tokens::Tokens;
-use crate::{audit, control, daemon, http, listeners, logging, notify, paths, systemd};
+use crate::{audit, control, daemon, http, listeners, logging, notify, paths, preflight, systemd};
 
 /// Runs the agent until it is told to stop. Called from a synchronous `main` after hardening.
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -66,13 +66,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (p, true)
         }
     };
+    // Everything that can fail is checked now, while whoever started the agent still hears it:
+    // the state directory first (one agent per state), then the listeners, then the rest.
+    let state = preflight::take_state(&socket)?;
     let activated = listeners::take_activated()?;
     let mut bound = listeners::bind(&socket, create_dir, activated, config.listen)?;
+    let mut prepared = match preflight::prepare(state, &config, bound.http_addr.port()) {
+        Ok(p) => p,
+        Err(e) => {
+            if !bound.socket_activated {
+                // Ours: bound a moment ago under the lock, and no agent will serve it.
+                let _ = std::fs::remove_file(&bound.control_path);
+            }
+            return Err(e);
+        }
+    };
 
     if !args.foreground {
         daemon::detach(&log_file)?;
     }
     listeners::record_pid(&mut bound.lock).context("cannot record the agent pid")?;
+    preflight::write_owner(&mut prepared.state_lock, &bound.control_path)
+        .context("cannot record the agent pid in the state directory")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -80,11 +95,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .thread_name("credagent")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(bound, config, config_used))
+    runtime.block_on(serve(bound, prepared, config, config_used))
 }
 
 async fn serve(
     bound: listeners::Listeners,
+    prepared: preflight::Prepared,
     config: Config,
     config_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -107,7 +123,22 @@ async fn serve(
         http_addr,
         config_path,
     };
-    let control = Arc::new(wire(facts, &config)?);
+    let preflight::Prepared {
+        state_dir: _,
+        state_lock,
+        approver,
+        audit_file,
+        audit_path,
+        instance,
+        adopt_legacy,
+    } = prepared;
+    let (audit, audit_task) = audit::start_with(audit_file, &audit_path);
+    let sources = SourceStore::new(
+        SourceStore::backend_for(config.keyring),
+        instance,
+        adopt_legacy,
+    );
+    let control = Arc::new(wire(facts, &config, approver, audit, sources)?);
     let sessions = control.sessions.clone();
     let endpoint = control.endpoint.clone();
 
@@ -174,6 +205,15 @@ async fn serve(
     {
         tracing::warn!("some connections did not finish within 5 s; closing them");
     }
+    // Every part that can still audit is gone with its task: drop the last handles, and the
+    // writer drains what is queued before the socket goes (`credctl stop` waits for that).
+    drop(control);
+    if tokio::time::timeout(Duration::from_secs(3), audit_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the audit writer did not finish within 3 s");
+    }
     if !socket_activated {
         // We still hold the lock, so this socket file is ours to remove.
         if let Err(e) = std::fs::remove_file(&control_path) {
@@ -186,6 +226,7 @@ async fn serve(
         tracing::debug!(error = %e, "cannot remove the lock file");
     }
     drop(lock);
+    drop(state_lock);
     tracing::info!("credagent stopped");
     Ok(())
 }
@@ -193,13 +234,13 @@ async fn serve(
 /// Builds the agent's parts in dependency order (audit, sessions and the tokens that share
 /// their answer generation, approval, the HTTP endpoint, control), handing each only what it
 /// uses. Reads the key registry; touches nothing on the network.
-fn wire(facts: AgentState, config: &Config) -> anyhow::Result<Control> {
-    let state_dir =
-        paths::state_dir().context("cannot find a state directory: set HOME or XDG_STATE_HOME")?;
-    let audit_path = state_dir.join("audit.jsonl");
-    let (audit, _audit_task) = audit::start(&audit_path)
-        .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
-
+fn wire(
+    facts: AgentState,
+    config: &Config,
+    approver: Approver,
+    audit: audit::Audit,
+    sources: SourceStore,
+) -> anyhow::Result<Control> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let sts = Arc::new(Retrying::new(
         Arc::new(AwsSts::new(&StsSettings::resolve(
@@ -209,16 +250,7 @@ fn wire(facts: AgentState, config: &Config) -> anyhow::Result<Control> {
         ))),
         RetryPolicy::default(),
     ));
-    // A state directory that has keys but no instance id predates namespacing: its agent
-    // adopts the sources stored before, once.
-    let upgrading = state_dir.join(crate::approval::KEYS_FILE).exists();
-    let (instance, made) = crate::sources::instance_id(&state_dir)
-        .with_context(|| format!("cannot set up {}", state_dir.display()))?;
-    let sources = Arc::new(SourceStore::new(
-        SourceStore::backend_for(config.keyring),
-        instance,
-        made && upgrading,
-    ));
+    let sources = Arc::new(sources);
     let aws_config = AwsConfigFile::from_env(&env);
     let profiles = aws_config
         .load_or_empty()
@@ -233,13 +265,6 @@ fn wire(facts: AgentState, config: &Config) -> anyhow::Result<Control> {
     let generation = sessions.generation().clone();
     let tokens = Arc::new(Tokens::new(generation.clone()));
 
-    let approver = Approver::new(
-        config.approval.clone(),
-        &state_dir,
-        facts.http_addr.port(),
-        SystemTime::now(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let pending = Arc::new(PendingApprovals::default());
     let approvals = Arc::new(Approvals::new(
         approver,

@@ -20,6 +20,7 @@ mod sdk;
 mod sessions;
 mod shells;
 mod stack;
+mod state;
 mod systemd;
 mod tokens;
 mod util;

@@ -19,17 +19,38 @@ use tokio::sync::mpsc;
 
 /// Events queued beyond this are counted and dropped rather than slowing a request.
 const QUEUE: usize = 65_536;
+/// Bytes of queued events (their strings) beyond which events are dropped and counted: the
+/// queue is bounded by what it holds, not only by how many.
+const QUEUE_BYTES: usize = 8 << 20;
+/// Longest role or subject kept in an event: a role name comes from a request path another
+/// process wrote.
+const MAX_FIELD: usize = 256;
+/// Rotated generations kept (`audit.jsonl.1` … `.8`): one process flooding the log cannot
+/// push the day's lines out.
+const GENERATIONS: u32 = 8;
 const BATCH_EVERY: Duration = Duration::from_millis(100);
 /// Remembered inode → process resolutions (keep-alive connections resolve once).
 const PROCESS_CACHE: usize = 4096;
 /// The log is rotated to `audit.jsonl.1` (one generation kept) past this size.
 const ROTATE_AT: u64 = 64 * 1024 * 1024;
 
-/// Moves the full log to `audit.jsonl.1` and opens a fresh one.
+/// `audit.jsonl.N`.
+fn generation(path: &Path, n: u32) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
+
+/// Shifts `audit.jsonl.N` to `.N+1` (the oldest falls off), moves the full log to `.1` and
+/// opens a fresh one.
 fn rotate(path: &Path) -> std::io::Result<File> {
-    let mut old = path.as_os_str().to_owned();
-    old.push(".1");
-    std::fs::rename(path, PathBuf::from(old))?;
+    for n in (1..GENERATIONS).rev() {
+        let from = generation(path, n);
+        if from.exists() {
+            std::fs::rename(&from, generation(path, n + 1))?;
+        }
+    }
+    std::fs::rename(path, generation(path, 1))?;
     open(path)
 }
 
@@ -144,10 +165,36 @@ pub struct Line {
     pub count: u64,
 }
 
+/// What the senders and the writer share.
+#[derive(Default)]
+struct Shared {
+    /// Events dropped (queue full, or too many bytes queued) since the writer last said so.
+    dropped: std::sync::atomic::AtomicU64,
+    /// Bytes held by queued events.
+    queued_bytes: std::sync::atomic::AtomicUsize,
+}
+
 /// The sending half, cloned into every handler.
 #[derive(Clone)]
 pub struct Audit {
     tx: mpsc::Sender<(SystemTime, Event, u64)>,
+    shared: std::sync::Arc<Shared>,
+}
+
+/// Roughly what an event holds, for the byte bound.
+fn weight(e: &Event) -> usize {
+    64 + e.role.as_ref().map_or(0, |r| r.len())
+        + e.subject.as_ref().map_or(0, |s| s.len())
+        + e.exe.as_ref().map_or(0, |x| x.len())
+}
+
+/// `s`, cut to `MAX_FIELD` characters.
+fn bounded(s: std::sync::Arc<str>) -> std::sync::Arc<str> {
+    if s.len() <= MAX_FIELD {
+        return s;
+    }
+    let cut: String = s.chars().take(MAX_FIELD).collect();
+    format!("{cut}…").into()
 }
 
 impl Audit {
@@ -156,10 +203,21 @@ impl Audit {
         self.record_n(now, event, 1);
     }
 
-    /// Records `count` identical events first seen at `now`.
-    pub fn record_n(&self, now: SystemTime, event: Event, count: u64) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send((now, event, count)) {
-            tracing::warn!("audit queue full; an audit event was dropped");
+    /// Records `count` identical events first seen at `now`. Never waits: past the queue's
+    /// bounds the event is counted as dropped, and the writer audits the count.
+    pub fn record_n(&self, now: SystemTime, mut event: Event, count: u64) {
+        use std::sync::atomic::Ordering;
+        event.role = event.role.map(bounded);
+        event.subject = event.subject.map(bounded);
+        let w = weight(&event);
+        if self.shared.queued_bytes.fetch_add(w, Ordering::Relaxed) + w > QUEUE_BYTES {
+            self.shared.queued_bytes.fetch_sub(w, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(count, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.try_send((now, event, count)).is_err() {
+            self.shared.queued_bytes.fetch_sub(w, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(count, Ordering::Relaxed);
         }
     }
 }
@@ -168,14 +226,20 @@ impl Audit {
     /// An audit handle whose events go nowhere (fuzzing and benchmarks of the routes alone).
     pub fn discard() -> Audit {
         let (tx, _) = mpsc::channel(1);
-        Audit { tx }
+        Audit {
+            tx,
+            shared: Default::default(),
+        }
     }
 }
 
 #[cfg(test)]
 impl Audit {
     pub(crate) fn for_tests(tx: mpsc::Sender<(SystemTime, Event, u64)>) -> Audit {
-        Audit { tx }
+        Audit {
+            tx,
+            shared: Default::default(),
+        }
     }
 }
 
@@ -244,13 +308,20 @@ impl Drop for ConnAudit {
 
 /// Opens the log (creating it 0600) and starts the writer task.
 pub fn start(path: &Path) -> std::io::Result<(Audit, tokio::task::JoinHandle<()>)> {
-    let file = open(path)?;
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let handle = tokio::spawn(writer(file, path.to_owned(), rx));
-    Ok((Audit { tx }, handle))
+    Ok(start_with(open(path)?, path))
 }
 
-fn open(path: &Path) -> std::io::Result<File> {
+/// Starts the writer on a log opened with [`open`] (before the agent detached, so that an
+/// error is reported to whoever started it).
+pub fn start_with(file: File, path: &Path) -> (Audit, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let shared = std::sync::Arc::new(Shared::default());
+    let handle = tokio::spawn(writer(file, path.to_owned(), rx, shared.clone()));
+    (Audit { tx, shared }, handle)
+}
+
+/// Opens (creating) the audit log for appending, refusing a symlink in its place.
+pub fn open(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -268,11 +339,22 @@ fn open(path: &Path) -> std::io::Result<File> {
 
 use std::os::unix::fs::DirBuilderExt;
 
-async fn writer(mut file: File, path: PathBuf, mut rx: mpsc::Receiver<(SystemTime, Event, u64)>) {
+/// Writes batches until every sender is gone, and then what is still queued: an agent that
+/// stops drains its audit.
+async fn writer(
+    mut file: File,
+    path: PathBuf,
+    mut rx: mpsc::Receiver<(SystemTime, Event, u64)>,
+    shared: std::sync::Arc<Shared>,
+) {
+    use std::sync::atomic::Ordering;
     let mut cache: HashMap<u32, (i32, Option<String>)> = HashMap::new();
     let mut last_batch: Option<tokio::time::Instant> = None;
     loop {
-        let Some(first) = rx.recv().await else { return };
+        let Some(first) = rx.recv().await else {
+            write_dropped(&mut file, &path, &shared);
+            return;
+        };
         // After a quiet spell the first event is handled at once, so the requesting process is
         // found while it still holds its connection; under load, batches (and /proc scans) come
         // at most every BATCH_EVERY.
@@ -284,6 +366,9 @@ async fn writer(mut file: File, path: PathBuf, mut rx: mpsc::Receiver<(SystemTim
         while let Ok(e) = rx.try_recv() {
             batch.push(e);
         }
+        let held: usize = batch.iter().map(|(_, e, _)| weight(e)).sum();
+        shared.queued_bytes.fetch_sub(held, Ordering::Relaxed);
+        write_dropped(&mut file, &path, &shared);
         // Merge identical events, keeping the first time and the order of first appearance.
         let mut merged: Vec<(SystemTime, Event, u64)> = Vec::new();
         let mut index: HashMap<Event, usize> = HashMap::new();
@@ -356,6 +441,34 @@ async fn writer(mut file: File, path: PathBuf, mut rx: mpsc::Receiver<(SystemTim
                 Err(err) => tracing::error!(error = %err, "cannot rotate the audit log"),
             }
         }
+    }
+}
+
+/// Audits the events dropped since the last time, as one line.
+fn write_dropped(file: &mut File, path: &Path, shared: &Shared) {
+    use std::sync::atomic::Ordering;
+    let n = shared.dropped.swap(0, Ordering::Relaxed);
+    if n == 0 {
+        return;
+    }
+    tracing::warn!(dropped = n, "audit queue full: events were dropped");
+    let line = Line {
+        time: rfc3339(SystemTime::now()),
+        channel: "audit".into(),
+        role: None,
+        token_id: None,
+        outcome: "refused".into(),
+        reason: Some("queue_full".into()),
+        subject: None,
+        peer_uid: nix::unistd::getuid().as_raw(),
+        peer_pid: Some(std::process::id() as i32),
+        peer_exe: None,
+        count: n,
+    };
+    let mut out = serde_json::to_vec(&line).unwrap_or_default();
+    out.push(b'\n');
+    if let Err(err) = file.write_all(&out) {
+        tracing::error!(error = %err, path = %path.display(), "cannot append to the audit log");
     }
 }
 

@@ -119,9 +119,68 @@ pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<S
     Ok(out)
 }
 
-/// `credctl stop`: asks the agent to stop and waits until its socket is gone.
+/// Whether process `pid` still runs (a zombie waiting for its parent does not).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The state directory's lock file: `$XDG_STATE_HOME/credagent/agent.lock`.
+fn state_lock_file() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(base.join("credagent/agent.lock"))
+}
+
+/// An agent of ours that still holds this state directory although its socket is gone (after
+/// logout removed `$XDG_RUNTIME_DIR`, say): its pid and the socket it listened on.
+fn orphaned_agent() -> Option<(i32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(state_lock_file()?).ok()?;
+    let mut lines = text.lines();
+    let pid: i32 = lines.next()?.trim().parse().ok()?;
+    let sock = lines.next().unwrap_or("").to_owned();
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let mine = std::fs::metadata(&proc_dir).ok()?.uid() == nix::unistd::getuid().as_raw();
+    let exe = std::fs::read_link(proc_dir.join("exe")).ok()?;
+    let is_agent = exe
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("credagent"));
+    (mine && is_agent).then_some((pid, sock))
+}
+
+/// `credctl stop`: asks the agent to stop and waits until its socket is gone. With no agent on
+/// the socket, stops an orphaned agent that still holds the state directory.
 pub fn stop(socket: &Path) -> Result<String> {
-    let mut agent = Agent::connect_or_fail(socket)?;
+    let mut agent = match Agent::connect(socket) {
+        Ok(a) => a,
+        Err(ConnectError::NotRunning(e)) => {
+            let Some((pid, sock)) = orphaned_agent() else {
+                return Err(crate::agent::not_running(socket, &e));
+            };
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .map_err(|e| Failure::failed(format!("cannot stop the agent (pid {pid}): {e}")))?;
+            return Ok(format!(
+                "no agent at {}, but an orphaned agent (pid {pid}, listening on {sock}, whose \
+                 socket is gone) held this state directory: it was told to stop\n",
+                socket.display()
+            ));
+        }
+        Err(ConnectError::Other(f)) => return Err(f),
+    };
     let pid = agent.pid;
     match agent.request(&Request::Stop)? {
         Response::Stopping => {}
@@ -129,7 +188,10 @@ pub fn stop(socket: &Path) -> Result<String> {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if !socket.exists() || matches!(Agent::connect(socket), Err(ConnectError::NotRunning(_))) {
+        // The agent removes its socket last, after draining its audit (a socket-activated one
+        // leaves it to systemd: then its exit is the sign).
+        let alive = running(pid);
+        if !socket.exists() || !alive {
             return Ok(format!("agent (pid {pid}) stopped\n"));
         }
         std::thread::sleep(Duration::from_millis(20));
