@@ -171,11 +171,8 @@ fn de_loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
 
 fn de_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
-    if !(s.starts_with("http://") || s.starts_with("https://")) {
-        return Err(serde::de::Error::custom(format!(
-            "sts_endpoint {s:?} must be an http:// or https:// URL"
-        )));
-    }
+    crate::sts::check_endpoint(&s)
+        .map_err(|why| serde::de::Error::custom(format!("sts_endpoint {s:?}: {why}")))?;
     Ok(Some(s))
 }
 

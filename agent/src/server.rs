@@ -242,12 +242,16 @@ fn wire(
     sources: SourceStore,
 ) -> anyhow::Result<Control> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let settings = StsSettings::resolve(config.sts_endpoint.as_deref(), None, &env)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let overrides: Vec<String> = settings
+        .endpoint
+        .iter()
+        .zip(settings.endpoint_source)
+        .map(|(e, from)| format!("STS endpoint {e} ({from})"))
+        .collect();
     let sts = Arc::new(Retrying::new(
-        Arc::new(AwsSts::new(&StsSettings::resolve(
-            config.sts_endpoint.as_deref(),
-            None,
-            &env,
-        ))),
+        Arc::new(AwsSts::new(&settings)),
         RetryPolicy::default(),
     ));
     let sources = Arc::new(sources);
@@ -295,5 +299,6 @@ fn wire(
         endpoint,
         audit,
         aws_config,
+        overrides,
     })
 }

@@ -36,6 +36,7 @@ impl AgentState {
             socket_activated: self.socket_activated,
             config_path: self.config_path.as_ref().map(|p| p.display().to_string()),
             aws_config: None,
+            overrides: Vec::new(),
             keys: 0,
             sessions: Vec::new(),
             pending: Vec::new(),

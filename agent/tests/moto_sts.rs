@@ -68,7 +68,7 @@ fn start_moto() -> Moto {
 
 fn settings(endpoint: String) -> StsSettings {
     let env = |_: &str| None;
-    let mut s = StsSettings::resolve(Some(&endpoint), Some("us-east-1"), &env);
+    let mut s = StsSettings::resolve(Some(&endpoint), Some("us-east-1"), &env).unwrap();
     s.attempt_timeout = Duration::from_secs(5);
     s
 }

@@ -148,6 +148,9 @@ mod tests {
             socket_activated: false,
             config_path: None,
             aws_config: Some("/home/u/.aws/config".into()),
+            overrides: vec![
+                "STS endpoint http://127.0.0.1:5000 (sts_endpoint in config.toml)".into(),
+            ],
             keys: 1,
             sessions: vec![],
             pending: vec![],

@@ -379,6 +379,9 @@ pub struct StatusInfo {
     /// The AWS config file the agent reads roles from.
     #[serde(default)]
     pub aws_config: Option<String>,
+    /// Settings in force that send the agent elsewhere than AWS, with where each came from.
+    #[serde(default)]
+    pub overrides: Vec<String>,
     /// Registered FIDO keys.
     #[serde(default)]
     pub keys: usize,

@@ -8,6 +8,7 @@ mod cancel;
 mod client_trust;
 mod demo;
 mod endpoint;
+mod environment;
 mod exec_lifetime;
 mod flood;
 mod gate;

@@ -50,6 +50,9 @@ pub struct Control {
     pub endpoint: Arc<Endpoint>,
     pub audit: Audit,
     pub aws_config: AwsConfigFile,
+    /// Settings in force that send the agent somewhere else than AWS (`credctl status` shows
+    /// them).
+    pub overrides: Vec<String>,
 }
 
 /// Log lines for refused connections of other users: at most one per 10 s (every refusal is

@@ -66,6 +66,7 @@ impl Control {
         info.imds_role = self.endpoint.imds_role().as_deref().map(str::to_owned);
         info.pending = pending;
         info.aws_config = self.aws_config.path().map(|p| p.display().to_string());
+        info.overrides = self.overrides.clone();
         info
     }
 }

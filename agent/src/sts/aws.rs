@@ -64,8 +64,13 @@ where
 /// Where and how to reach STS.
 #[derive(Clone, Debug)]
 pub struct StsSettings {
-    /// Endpoint override (`sts_endpoint`, else `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`).
+    /// Endpoint override: `sts_endpoint` in config.toml, else `AWS_ENDPOINT_URL_STS` in the
+    /// agent's own environment (a unit's `Environment=`; `credctl start` passes none). The
+    /// generic `AWS_ENDPOINT_URL` is never honoured: a shell pointed at a local emulator must
+    /// not send the user's source keys there.
     pub endpoint: Option<String>,
+    /// Where the override came from, for `credctl status`.
+    pub endpoint_source: Option<&'static str>,
     /// Region when the role's profile names none.
     pub default_region: String,
     pub connect_timeout: Duration,
@@ -74,27 +79,66 @@ pub struct StsSettings {
 }
 
 impl StsSettings {
-    /// Resolves endpoint and default region: config first, then the environment, then AWS
-    /// (`us-east-1`).
+    /// Resolves endpoint and default region: config first, then the agent's environment, then
+    /// AWS (`us-east-1`). An endpoint must be https, or http on a loopback address.
     pub fn resolve(
         config_endpoint: Option<&str>,
         config_region: Option<&str>,
         env: EnvLookup<'_>,
-    ) -> StsSettings {
+    ) -> Result<StsSettings, String> {
         let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-        let endpoint = non_empty(config_endpoint.map(str::to_owned))
-            .or_else(|| non_empty(env("AWS_ENDPOINT_URL_STS")))
-            .or_else(|| non_empty(env("AWS_ENDPOINT_URL")));
+        let (endpoint, endpoint_source) = match non_empty(config_endpoint.map(str::to_owned)) {
+            Some(e) => (Some(e), Some("sts_endpoint in config.toml")),
+            None => match non_empty(env("AWS_ENDPOINT_URL_STS")) {
+                Some(e) => (
+                    Some(e),
+                    Some("AWS_ENDPOINT_URL_STS in the agent's environment"),
+                ),
+                None => (None, None),
+            },
+        };
+        if let (Some(e), Some(from)) = (&endpoint, endpoint_source) {
+            check_endpoint(e).map_err(|why| format!("STS endpoint {e} ({from}): {why}"))?;
+        }
         let default_region = non_empty(config_region.map(str::to_owned))
             .or_else(|| non_empty(env("AWS_REGION")))
             .or_else(|| non_empty(env("AWS_DEFAULT_REGION")))
             .unwrap_or_else(|| "us-east-1".to_owned());
-        StsSettings {
+        Ok(StsSettings {
             endpoint,
+            endpoint_source,
             default_region,
             connect_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_secs(10),
-        }
+        })
+    }
+}
+
+/// Whether `url` may receive the user's source keys and MFA codes: https anywhere, plain http
+/// only on this machine (a local STS for tests).
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err("it must be an https:// URL (or http:// on a loopback address)".into());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "plain http to {host} would send signed requests and MFA codes in clear: use https"
+        ))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::profiles::Hop;
 use crate::sources::SourceCredentials;
 
 mod aws;
-pub use aws::{AwsSts, StsSettings};
+pub use aws::{check_endpoint, AwsSts, StsSettings};
 
 /// Short-lived credentials returned by STS.
 #[derive(Clone)]
@@ -401,15 +401,48 @@ mod tests {
             ("AWS_ENDPOINT_URL", "http://env-all"),
             ("AWS_REGION", "eu-central-1"),
         ]);
-        let s = StsSettings::resolve(Some("http://cfg"), None, &env);
-        assert_eq!(s.endpoint.as_deref(), Some("http://cfg"));
+        let s = StsSettings::resolve(Some("http://127.0.0.1:5000"), None, &env).unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(s.endpoint_source, Some("sts_endpoint in config.toml"));
         assert_eq!(s.default_region, "eu-central-1");
-        let s = StsSettings::resolve(None, Some("ap-south-1"), &env);
-        assert_eq!(s.endpoint.as_deref(), Some("http://env-sts"));
+        // Plain http to another host is refused, wherever it comes from.
+        let err = StsSettings::resolve(None, Some("ap-south-1"), &env).unwrap_err();
+        assert!(err.contains("env-sts") && err.contains("https"), "{err}");
+        let local = crate::profiles::env_from_pairs(&[
+            ("AWS_ENDPOINT_URL_STS", "http://localhost:4566"),
+            ("AWS_ENDPOINT_URL", "http://evil.example"),
+        ]);
+        let s = StsSettings::resolve(None, Some("ap-south-1"), &local).unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("http://localhost:4566"));
         assert_eq!(s.default_region, "ap-south-1");
-        let none = crate::profiles::env_from_pairs(&[]);
-        let s = StsSettings::resolve(None, None, &none);
+        // The generic AWS_ENDPOINT_URL is never honoured.
+        let generic = crate::profiles::env_from_pairs(&[("AWS_ENDPOINT_URL", "https://x")]);
+        let s = StsSettings::resolve(None, None, &generic).unwrap();
         assert_eq!((s.endpoint, s.default_region.as_str()), (None, "us-east-1"));
+    }
+
+    #[test]
+    fn endpoints_are_https_or_loopback() {
+        use super::aws::check_endpoint;
+        for ok in [
+            "https://sts.example.com",
+            "http://127.0.0.1:5000",
+            "http://127.1.2.3",
+            "http://[::1]:80/x",
+            "http://LOCALHOST:1",
+        ] {
+            assert!(check_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1",
+            "http://example.com",
+            "http://127.0.0.1.evil.com",
+            "http://localhost.evil.com",
+            "ftp://127.0.0.1",
+            "127.0.0.1:5000",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
     }
 
     struct Flaky {

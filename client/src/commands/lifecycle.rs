@@ -26,9 +26,38 @@ fn agent_binary() -> PathBuf {
 }
 
 /// Starts the agent (detached) and waits until it answers.
+/// What the agent keeps of the starting shell's environment: where the user's files and
+/// session services are, and nothing that could send it elsewhere. A shell that direnv pointed
+/// at a local emulator (`AWS_ENDPOINT_URL`, `AWS_REGION`, …) must not decide, for the rest of
+/// the login session, where the agent sends the user's source keys and MFA codes; endpoint
+/// overrides belong in config.toml.
+const AGENT_ENV: &[&str] = &[
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_STATE_HOME",
+    "XDG_DATA_HOME",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+];
+
+/// Whether the agent inherits variable `name` from `credctl start`.
+pub fn agent_inherits(name: &str) -> bool {
+    AGENT_ENV.contains(&name) || name.starts_with("CREDAGENT_")
+}
+
 fn spawn_agent(socket: &Path, config: Option<&Path>) -> Result<Agent> {
     let bin = agent_binary();
     let mut cmd = Command::new(&bin);
+    cmd.env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| agent_inherits(&k.to_string_lossy())));
     cmd.arg("--socket").arg(socket);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
@@ -200,4 +229,30 @@ pub fn stop(socket: &Path) -> Result<String> {
         Exit::Failed,
         format!("agent (pid {pid}) did not stop within 10 s; end it with `kill {pid}`"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_agent_keeps_no_endpoint_or_credential_variables() {
+        for kept in [
+            "HOME",
+            "XDG_RUNTIME_DIR",
+            "DBUS_SESSION_BUS_ADDRESS",
+            "CREDAGENT_LOG",
+        ] {
+            assert!(super::agent_inherits(kept), "{kept}");
+        }
+        for dropped in [
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_STS",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "HTTPS_PROXY",
+            "LD_PRELOAD",
+        ] {
+            assert!(!super::agent_inherits(dropped), "{dropped}");
+        }
+    }
 }

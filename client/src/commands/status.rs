@@ -46,6 +46,9 @@ pub fn render(info: &StatusInfo) -> String {
         "aws config {}\n",
         info.aws_config.as_deref().unwrap_or("(none)")
     ));
+    for o in &info.overrides {
+        out.push_str(&format!("override   {o}\n"));
+    }
     if let Some(w) = crate::commands::roles::config_mismatch(info.aws_config.as_deref()) {
         eprintln!("credctl: {w}");
     }
