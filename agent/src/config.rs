@@ -89,10 +89,25 @@ impl Config {
 
     /// Parses configuration text; `path` is used in error messages only.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
-        })
+        })?;
+        // An MFA session shorter than a role session cannot refresh the role to its end: the
+        // session would show hours left while every refresh failed.
+        if config.mfa_session_ttl < config.session_ttl {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "mfa_session_ttl ({}) is shorter than session_ttl ({}): roles with \
+                     mfa_serial could not refresh to the end of their session; make \
+                     mfa_session_ttl at least session_ttl",
+                    humantime::format_duration(config.mfa_session_ttl),
+                    humantime::format_duration(config.session_ttl)
+                ),
+            });
+        }
+        Ok(config)
     }
 }
 
@@ -291,5 +306,17 @@ attestation_ca = ["/etc/yubico.pem"]
         // Readable by others is fine: it holds no secret.
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(Config::load(&p, true).is_ok());
+    }
+
+    #[test]
+    fn an_mfa_session_shorter_than_a_role_session_is_refused() {
+        let err = parse("session_ttl = \"4h\"\nmfa_session_ttl = \"1h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mfa_session_ttl") && err.contains("session_ttl"),
+            "{err}"
+        );
+        assert!(parse("session_ttl = \"1h\"\nmfa_session_ttl = \"1h\"\n").is_ok());
     }
 }

@@ -345,6 +345,12 @@ pub struct SessionState {
     pub refreshes: u64,
     pub failures: u64,
     pub last_error: Option<String>,
+    /// Why the last refresh failed, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_message: Option<String>,
+    /// Seconds this machine's clock runs ahead of STS's (negative: behind), when over a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_secs: Option<i64>,
 }
 
 /// An SDK asked for a role that has no session.

@@ -160,6 +160,8 @@ impl Control {
                     refreshes: s.refreshes,
                     failures: s.failures,
                     last_error: s.last_error.clone(),
+                    last_error_message: s.last_error_message.clone(),
+                    clock_skew_secs: s.clock_skew_secs,
                 });
             if open_only && session.is_none() {
                 continue;

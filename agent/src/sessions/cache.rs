@@ -58,6 +58,13 @@ pub(crate) struct RoleSlot {
     pub fetch: tokio::sync::Mutex<()>,
     /// Set while the background refresher works on this role.
     pub refreshing: AtomicBool,
+    /// How long the last credentials were good for when they arrived, in seconds (0: none yet).
+    /// Shorter than asked for when STS capped them or this machine's clock runs ahead: the
+    /// margins follow what was observed, not what was asked.
+    lifetime_secs: AtomicU64,
+    /// How far this machine's clock runs ahead of STS's, in seconds, as measured from the last
+    /// credentials (asked-for duration against the expiry STS set); 0 within a minute.
+    skew_secs: std::sync::atomic::AtomicI64,
     pub state: Mutex<SlotState>,
 }
 
@@ -78,6 +85,8 @@ impl RoleSlot {
             creds: Versioned::new(None, generation),
             fetch: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
+            lifetime_secs: AtomicU64::new(0),
+            skew_secs: std::sync::atomic::AtomicI64::new(0),
             state: Mutex::new(SlotState::default()),
         }
     }
@@ -106,6 +115,31 @@ impl RoleSlot {
         self.creds.read().clone()
     }
 
+    /// Records how long credentials that arrived at `now` are good for, and the clock skew
+    /// against STS they show: they were asked for `requested`.
+    pub fn observe_lifetime(&self, creds: &TempCredentials, now: SystemTime, requested: Duration) {
+        let left = creds.remaining(now);
+        self.lifetime_secs
+            .store(left.as_secs().max(1), Ordering::Relaxed);
+        let ahead = requested.as_secs() as i64 - left.as_secs() as i64;
+        let skew = if ahead.abs() > 60 { ahead } else { 0 };
+        self.skew_secs.store(skew, Ordering::Relaxed);
+    }
+
+    /// The clock skew against STS measured from the last credentials (seconds this machine is
+    /// ahead), if it is more than a minute.
+    pub fn clock_skew(&self) -> Option<i64> {
+        Some(self.skew_secs.load(Ordering::Relaxed)).filter(|s| *s != 0)
+    }
+
+    /// The role's duration as asked, or the last credentials' observed lifetime if shorter.
+    fn lifetime(&self) -> Duration {
+        match self.lifetime_secs.load(Ordering::Relaxed) {
+            0 => self.role_duration(),
+            s => self.role_duration().min(Duration::from_secs(s)),
+        }
+    }
+
     /// Replaces the snapshot; the old credentials are dropped (and zeroized) once the last
     /// reader lets go of them.
     pub fn set_credentials(&self, creds: Option<Arc<TempCredentials>>) {
@@ -123,7 +157,7 @@ impl RoleSlot {
             return None;
         }
         self.credentials()
-            .filter(|c| c.remaining(now) >= config.min_serve_remaining)
+            .filter(|c| c.remaining(now) >= self.serve_margin(config))
     }
 
     /// When credentials servable now stop being servable by the clock alone: the session's
@@ -131,7 +165,7 @@ impl RoleSlot {
     pub fn serve_until(&self, creds: &TempCredentials, config: &SessionConfig) -> SystemTime {
         let margin_reached = creds
             .expiration
-            .checked_sub(config.min_serve_remaining)
+            .checked_sub(self.serve_margin(config))
             .unwrap_or(UNIX_EPOCH);
         self.expires_at.min(margin_reached)
     }
@@ -140,26 +174,53 @@ impl RoleSlot {
     /// serving margin, so credentials stay servable until the session's last minute and
     /// never outlive it by more than that margin (15 min, STS's own minimum).
     pub fn credential_deadline(&self, config: &SessionConfig) -> SystemTime {
-        self.expires_at + config.min_serve_remaining
+        self.expires_at + self.serve_margin(config)
     }
 
-    /// DurationSeconds for the final hop at `now`: the profile's (or AssumeRole's default),
-    /// at most one hour when chained, capped to what the session has left (plus the serving
-    /// margin), never below STS's 900 s.
-    pub fn final_duration(&self, now: SystemTime, config: &SessionConfig) -> Duration {
-        let last = self.spec.chain.last();
-        let mut wanted = last
+    /// The duration STS is asked for on the final hop: the profile's `duration_seconds` (or
+    /// AssumeRole's default), at most one hour when chained.
+    pub fn role_duration(&self) -> Duration {
+        let mut wanted = self
+            .spec
+            .chain
+            .last()
             .and_then(|h| h.duration_seconds)
             .map(|s| Duration::from_secs(u64::from(s)))
             .unwrap_or(DEFAULT_ROLE_DURATION);
         if self.spec.chain.len() > 1 {
             wanted = wanted.min(MAX_CHAINED_DURATION);
         }
+        wanted
+    }
+
+    /// Least time left for credentials to be handed out: the configured margin (15 min, where
+    /// SDKs start refreshing), but a third of the role's duration for short roles, so that a
+    /// 15-minute role still serves (SDKs then ask again more often, and get the same answer
+    /// from memory).
+    pub fn serve_margin(&self, config: &SessionConfig) -> Duration {
+        config.min_serve_remaining.min(self.lifetime() / 3)
+    }
+
+    /// How long before expiry to refresh: the configured lead (25 min), but half the role's
+    /// duration for short roles, so each credential is used for half its life and STS is
+    /// asked once per half duration, never in a loop.
+    pub fn refresh_lead(&self, config: &SessionConfig) -> Duration {
+        config.refresh_before.min(self.lifetime() / 2)
+    }
+
+    /// DurationSeconds for the final hop at `now`: the profile's (or AssumeRole's default),
+    /// at most one hour when chained, capped to what the session has left (plus the serving
+    /// margin), never below STS's 900 s.
+    pub fn final_duration(&self, now: SystemTime, config: &SessionConfig) -> Duration {
+        let wanted = self.role_duration();
+        // A clock ahead of STS's makes STS's expiry come early by local time: ask for that
+        // much more, within the role's own duration.
+        let ahead = Duration::from_secs(self.skew_secs.load(Ordering::Relaxed).max(0) as u64);
         let left = self
             .credential_deadline(config)
             .duration_since(now)
             .unwrap_or(Duration::ZERO);
-        wanted.min(left).max(MIN_STS_DURATION)
+        wanted.min(left + ahead).max(MIN_STS_DURATION)
     }
 
     /// When the refresher should next act: `refresh_before` ahead of expiry, unless a fresh
@@ -173,7 +234,7 @@ impl RoleSlot {
         }
         let due = creds
             .expiration
-            .checked_sub(config.refresh_before)
+            .checked_sub(self.refresh_lead(config))
             .unwrap_or(UNIX_EPOCH);
         let retry_after = self.state.locked().retry_after;
         Some(retry_after.map_or(due, |r| r.max(due)))

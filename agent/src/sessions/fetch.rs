@@ -48,7 +48,35 @@ impl Sessions {
                 return Ok(c);
             }
         }
-        let result = self.fetch_chain(slot, now, mfa_code).await;
+        let requested = slot.final_duration(now, config);
+        let result = self
+            .fetch_chain(slot, now, mfa_code)
+            .await
+            .and_then(|creds| {
+                slot.observe_lifetime(&creds, now, requested);
+                // Credentials that could not be handed out at once are no success: storing them
+                // and asking again at the next tick is how a skewed clock or a short role used to
+                // flood STS. Back off instead, and say why.
+                let margin = slot.serve_margin(config);
+                let left = creds.remaining(now);
+                if left < margin {
+                    return Err(SessionError::Sts {
+                        role: slot.spec.name.clone(),
+                        source_name: slot.spec.source.clone(),
+                        role_arn: slot.spec.role_arn.clone(),
+                        error: Box::new(StsError::Transient {
+                            op: crate::sts::StsOp::AssumeRole,
+                            detail: format!(
+                                "the credentials STS returned expire in {} s, less than the {} s \
+                             they must have left to be served (is this machine's clock right?)",
+                                left.as_secs(),
+                                margin.as_secs()
+                            ),
+                        }),
+                    });
+                }
+                Ok(creds)
+            });
         // The epoch is read under the slot's state lock, which `lock()` takes after bumping it
         // to wipe the slot: either these credentials are stored before the wipe, or they are
         // refused here. Nothing survives a lock.

@@ -101,6 +101,10 @@ pub struct RoleStatus {
     pub failures: u64,
     /// Code of the last failed fetch, cleared by the next success.
     pub last_error: Option<String>,
+    /// Why the last fetch failed, in words (what status shows).
+    pub last_error_message: Option<String>,
+    /// Seconds this machine's clock runs ahead of STS's (negative: behind), when over a minute.
+    pub clock_skew_secs: Option<i64>,
 }
 
 /// All role sessions of the agent. Cheap to clone; share it between tasks.
@@ -392,6 +396,8 @@ impl Sessions {
                     refreshes: st.refreshes,
                     failures: st.failures,
                     last_error: st.last_error.as_ref().map(|e| e.code().to_owned()),
+                    last_error_message: st.last_error.as_ref().map(|e| e.to_string()),
+                    clock_skew_secs: s.clock_skew(),
                 }
             })
             .collect();

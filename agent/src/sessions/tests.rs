@@ -43,6 +43,10 @@ role_arn = arn:aws:iam::111111111111:role/typo
 source_profile = bsae
 [profile nosuchkeys]
 region = eu-west-1
+[profile short]
+role_arn = arn:aws:iam::111111111111:role/short
+source_profile = base
+duration_seconds = 900
 ";
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
@@ -708,5 +712,75 @@ async fn a_lock_racing_a_hundred_opens_leaves_nothing_behind() {
         s.mfa_needed("a", t0()).unwrap().as_deref(),
         Some("arn:aws:iam::111111111111:mfa/alice"),
         "an MFA session survived the lock"
+    );
+}
+
+/// Serves `role` and refreshes what is due, minute by minute from `from` to `to`, like the
+/// agent's refresher; returns the minutes at which nothing could be served.
+async fn drive(s: &Sessions, role: &str, from: u64, to: u64) -> Vec<u64> {
+    let mut dark = Vec::new();
+    for m in from..=to {
+        for r in s.refresh_due(at(m)) {
+            let _ = s.refresh(&r, at(m)).await;
+        }
+        if s.get_cached(role, at(m)).is_none() {
+            dark.push(m);
+        }
+    }
+    dark
+}
+
+#[tokio::test]
+async fn a_fifteen_minute_role_serves_all_session_long_on_schedule() {
+    let (s, sts) = setup(hours(1));
+    open(&s, "short", t0()).await.unwrap();
+    assert_eq!(sts.assumes(), 1);
+    // The first 7 minutes are served from the first credentials, with no other STS call.
+    for m in 0..=7 {
+        sts.set_now(at(m));
+        assert!(s.get_cached("short", at(m)).is_some(), "minute {m}");
+        assert!(s.refresh_due(at(m)).is_empty(), "minute {m}");
+    }
+    assert_eq!(sts.assumes(), 1, "one STS call while the credentials last");
+    // Over the whole hour: served every minute, refreshed every 7.5 minutes, never in a loop.
+    let dark = {
+        let mut dark = Vec::new();
+        for m in 8..=59 {
+            sts.set_now(at(m));
+            dark.extend(drive(&s, "short", m, m).await);
+        }
+        dark
+    };
+    assert!(dark.is_empty(), "nothing served at minutes {dark:?}");
+    let calls = sts.assumes();
+    assert!(
+        (7..=9).contains(&calls),
+        "{calls} AssumeRole calls in an hour"
+    );
+}
+
+#[tokio::test]
+async fn a_clock_running_ahead_of_sts_neither_darkens_nor_floods() {
+    let (s, sts) = setup(hours(1));
+    // This machine's clock is 35 minutes ahead of STS: an hour's credentials arrive with 25
+    // minutes left by the local clock.
+    sts.set_now(t0() - Duration::from_secs(35 * 60));
+    open(&s, "dev", t0()).await.unwrap();
+    let mut calls_per_minute = Vec::new();
+    for m in 0..=59 {
+        sts.set_now(at(m) - Duration::from_secs(35 * 60));
+        let before = sts.assumes();
+        let dark = drive(&s, "dev", m, m).await;
+        assert!(dark.is_empty(), "nothing served at minute {m}");
+        calls_per_minute.push(sts.assumes() - before);
+    }
+    assert!(
+        calls_per_minute.iter().all(|c| *c <= 1),
+        "more than one STS call in a minute: {calls_per_minute:?}"
+    );
+    let total: u32 = calls_per_minute.iter().sum();
+    assert!(
+        total <= 6,
+        "{total} AssumeRole calls in an hour: {calls_per_minute:?}"
     );
 }

@@ -83,6 +83,16 @@ pub fn render(info: &StatusInfo) -> String {
                         .map(|e| format!(" (last error: {e})"))
                         .unwrap_or_default()
                 ));
+                if let Some(m) = &s.last_error_message {
+                    out.push_str(&format!("    └ {}\n", crate::text::printable(m)));
+                }
+                if let Some(skew) = s.clock_skew_secs {
+                    out.push_str(&format!(
+                        "    └ this machine's clock is {} s {} STS's: check NTP\n",
+                        skew.abs(),
+                        if skew > 0 { "ahead of" } else { "behind" }
+                    ));
+                }
             }
         }
     }
