@@ -27,6 +27,7 @@
       $("title").textContent = "Open AWS role " + info.role + "?";
       box.append(row("Role", info.role));
       if (info.role_arn) box.append(row("Role ARN", info.role_arn));
+      if (info.target) box.append(row("Opens", info.target));
       box.append(row("Session", Math.round(info.session_secs / 60) + " min"), row("Asked by", info.requester));
     } else if (info.kind === "authorize_key_add") {
       $("title").textContent = "Allow adding security key \u201c" + info.name + "\u201d?";

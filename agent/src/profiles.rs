@@ -58,6 +58,22 @@ pub struct RoleSpec {
     pub source_in_config: bool,
 }
 
+impl RoleSpec {
+    /// What a touch for this role approves, in words: the source and every role ARN of the
+    /// chain (with external ids). Two specs with the same target open the same thing.
+    pub fn target(&self) -> String {
+        let mut out = format!("source {}", self.source);
+        for hop in &self.chain {
+            out.push_str(" → ");
+            out.push_str(&hop.role_arn);
+            if let Some(id) = &hop.external_id {
+                out.push_str(&format!(" (external id {id})"));
+            }
+        }
+        out
+    }
+}
+
 /// One line of `credctl roles`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RoleSummary {

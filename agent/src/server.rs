@@ -124,7 +124,7 @@ async fn serve(
         config_path,
     };
     let preflight::Prepared {
-        state_dir: _,
+        state_dir,
         state_lock,
         approver,
         audit_file,
@@ -138,7 +138,8 @@ async fn serve(
         instance,
         adopt_legacy,
     );
-    let control = Arc::new(wire(facts, &config, approver, audit, sources)?);
+    let known = crate::approval::known::KnownTargets::load(&state_dir);
+    let control = Arc::new(wire(facts, &config, approver, audit, sources, known)?);
     let sessions = control.sessions.clone();
     let endpoint = control.endpoint.clone();
 
@@ -240,6 +241,7 @@ fn wire(
     approver: Approver,
     audit: audit::Audit,
     sources: SourceStore,
+    known: crate::approval::known::KnownTargets,
 ) -> anyhow::Result<Control> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let settings = StsSettings::resolve(config.sts_endpoint.as_deref(), None, &env)
@@ -275,6 +277,7 @@ fn wire(
         pending.clone(),
         Arc::new(sessions.clone()),
         audit.clone(),
+        known,
         facts.http_addr.port(),
         config.session_ttl,
     ));

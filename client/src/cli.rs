@@ -64,6 +64,10 @@ pub struct TouchArgs {
     /// TOTP code for a source with `mfa_serial` (asked for on the terminal when needed).
     #[arg(long, value_name = "CODE")]
     pub mfa_code: Option<String>,
+    /// Open the role although its role ARN or chain changed since you last approved it (you
+    /// made that change and saw old and new).
+    #[arg(long)]
+    pub accept_change: bool,
 }
 
 /// Shell syntax flags.

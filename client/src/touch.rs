@@ -53,6 +53,8 @@ pub struct Challenge {
     pub role: Option<String>,
     pub purpose: Option<String>,
     pub session_secs: Option<u64>,
+    /// What the touch opens: the source and every role ARN of the chain.
+    pub target: Option<String>,
     pub approve_url: String,
     pub options: serde_json::Value,
 }
@@ -66,6 +68,7 @@ impl Challenge {
                 role,
                 purpose,
                 session_secs,
+                target,
                 approve_url,
                 options,
             } => Ok(Challenge {
@@ -74,6 +77,7 @@ impl Challenge {
                 role,
                 purpose,
                 session_secs,
+                target,
                 approve_url,
                 options,
             }),
@@ -85,9 +89,17 @@ impl Challenge {
         if let Some(p) = &self.purpose {
             return p.clone();
         }
+        // The touch approves what the agent resolved, not a name: show it.
+        let opens = self
+            .target
+            .as_deref()
+            .map(|t| format!(": {}", crate::text::printable(t)))
+            .unwrap_or_default();
         match (&self.role, self.session_secs) {
-            (Some(role), Some(s)) => format!("to open role {role} (session {})", human(s)),
-            (Some(role), None) => format!("to open role {role}"),
+            (Some(role), Some(s)) => {
+                format!("to open role {role} (session {}){opens}", human(s))
+            }
+            (Some(role), None) => format!("to open role {role}{opens}"),
             (None, _) => "to register it with credagent".into(),
         }
     }
@@ -213,6 +225,7 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64>
         let resp = agent.raw(&Request::Open {
             role: role.to_owned(),
             mfa_code: mfa_code.clone(),
+            accept_change: args.accept_change,
         })?;
         match resp {
             Response::Opened { expires_at, .. } => return Ok(expires_at),

@@ -159,6 +159,7 @@ mod tests {
         roundtrip(Request::Open {
             role: "prod".into(),
             mfa_code: None,
+            accept_change: false,
         });
         roundtrip(Request::Approve {
             ceremony_id: "c".into(),
@@ -170,6 +171,7 @@ mod tests {
             role: Some("prod".into()),
             purpose: None,
             session_secs: Some(3600),
+            target: Some("source base → arn:aws:iam::1:role/prod".into()),
             approve_url: "http://localhost:1/approve/c".into(),
             options: serde_json::json!({"publicKey": {}}),
         });

@@ -66,6 +66,10 @@ pub enum Request {
         role: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mfa_code: Option<Secret>,
+        /// Open the role although its ARN or chain changed since it was last approved (the
+        /// person saw the change and confirms it).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        accept_change: bool,
     },
     /// Finish an approval with the authenticator's `PublicKeyCredential` JSON.
     Approve {
@@ -134,6 +138,10 @@ pub enum Response {
         purpose: Option<String>,
         /// Session length the touch grants, in seconds (for the prompt).
         session_secs: Option<u64>,
+        /// What the touch opens, resolved: the source and every role ARN of the chain (for the
+        /// prompt: a touch approves this, not a profile name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
         /// The browser approval page for this ceremony.
         approve_url: String,
         /// webauthn-rs `CreationChallengeResponse` or `RequestChallengeResponse` JSON.

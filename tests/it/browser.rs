@@ -225,3 +225,46 @@ fn a_browser_approval_after_40_seconds_still_opens_the_role() {
     let token = token_from_exports(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
 }
+
+/// A touch approves what it was shown: a profile edited between the challenge and the answer
+/// (a process pointing `demo` at an admin role while the person reaches for the key) opens
+/// nothing, and the page showed the ARN the touch was for.
+#[test]
+fn a_profile_edited_during_the_touch_opens_nothing() {
+    let s = Stack::new(
+        "[profile admin]\nrole_arn = arn:aws:iam::123456789012:role/admin\nsource_profile = SOURCE\n",
+        "",
+    )
+    .with_source();
+    let mut driver = Driver::start();
+    let (child, url, _) = browser_credctl(&s, &["key", "add", "laptop"]);
+    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(r["outcome"], "approved", "{r}");
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    let (child, url, said) = browser_credctl(&s, &["env", "demo"]);
+    // The page has loaded (the person reads it): now the config is rewritten.
+    let r = driver.send(serde_json::json!({"url": url, "click": false, "timeout_ms": 20000}));
+    assert_eq!(r["outcome"], "loaded", "{r}");
+    assert!(
+        r["details"].as_str().unwrap_or("").contains("role/demo"),
+        "the page shows what the touch opens: {r}"
+    );
+    let config = s.env.home.join(".aws/config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("role/demo", "role/admin")).unwrap();
+    // Anything that has the agent re-read its config (here `credctl roles`) makes it see the
+    // edit before the touch arrives.
+    s.ok(&["roles"]);
+    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(r["outcome"], "refused", "{r}");
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err: Vec<String> = said.try_iter().collect();
+    assert!(
+        err.iter().any(|l| l.contains("changed while you touched")),
+        "{err:?}"
+    );
+    let unopened = s.unopened_role_token("demo");
+    assert_eq!(s.ecs(Some(&unopened), &[]).0, 403, "nothing was opened");
+}

@@ -163,6 +163,7 @@ fn a_second_role_waits_for_the_touch_under_way() {
         &Request::Open {
             role: "demo".into(),
             mfa_code: None,
+            accept_change: false,
         },
     ) {
         Response::Challenge { role, .. } => assert_eq!(role.as_deref(), Some("demo")),
@@ -179,6 +180,7 @@ fn a_second_role_waits_for_the_touch_under_way() {
             &Request::Open {
                 role: "other".into(),
                 mfa_code: None,
+                accept_change: false,
             },
         );
         tx.send(r).unwrap();
@@ -196,4 +198,46 @@ fn a_second_role_waits_for_the_touch_under_way() {
         other => panic!("{other:?}"),
     }
     drop(other.join().unwrap());
+}
+
+/// A profile whose role ARN changed since it was last approved is not opened silently: the
+/// person sees old and new and confirms, as with a changed ssh host key; both are audited.
+#[test]
+fn a_changed_role_arn_needs_an_explicit_confirmation() {
+    let s = Stack::new("", "").with_key_and_source();
+    s.role_token("demo");
+    s.ok(&["lock"]);
+    let config = s.env.home.join(".aws/config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("role/demo", "role/admin")).unwrap();
+
+    let out = s.credctl(&["env", "demo"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("role/demo") && err.contains("role/admin") && err.contains("--accept-change"),
+        "{err}"
+    );
+    let out = s.credctl(&["env", "demo", "--accept-change"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let audit_path = s.env.home.join(".local/state/credagent/audit.jsonl");
+    let read = || std::fs::read_to_string(&audit_path).unwrap_or_default();
+    crate::util::wait_until(std::time::Duration::from_secs(10), || {
+        read().matches("role_changed").count() == 2
+    })
+    .unwrap_or_else(|| panic!("{}", read()));
+    let audit = read();
+    let changes: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("role_changed"))
+        .collect();
+    assert!(changes[0].contains("not_confirmed"), "{}", changes[0]);
+    assert!(
+        changes[1].contains("\"done\"") && changes[1].contains("role/admin"),
+        "{}",
+        changes[1]
+    );
+    // Confirmed once, it opens as usual from then on.
+    s.ok(&["lock"]);
+    s.role_token("demo");
 }

@@ -119,6 +119,9 @@ pub struct Lead {
     pub conn: u64,
     pub requester: String,
     pub mfa_code: Option<Secret>,
+    /// What the touch opens, resolved when the ceremony starts (source and role ARNs): the
+    /// session that opens must be exactly this.
+    pub target: Option<String>,
 }
 
 /// How an approval request proceeds.
@@ -136,6 +139,8 @@ pub struct View {
     pub requester: String,
     /// The control connection that leads it (0: none).
     pub leader: u64,
+    /// What the touch opens (source and role ARNs), when it opens a role.
+    pub target: Option<String>,
 }
 
 /// A ceremony taken by its one answer.
@@ -144,6 +149,7 @@ pub(crate) struct Claimed<S> {
     pub state: S,
     pub mfa_code: Option<Secret>,
     pub leader: u64,
+    pub target: Option<String>,
 }
 
 struct Entry<S> {
@@ -159,6 +165,7 @@ struct Entry<S> {
     awaiters: Vec<u64>,
     mfa_code: Option<Secret>,
     requester: String,
+    target: Option<String>,
     tx: watch::Sender<Option<Response>>,
 }
 
@@ -308,6 +315,7 @@ impl<S> Ceremonies<S> {
                 awaiters: Vec::new(),
                 mfa_code: lead.mfa_code,
                 requester: lead.requester,
+                target: lead.target,
                 tx,
             },
         );
@@ -336,6 +344,7 @@ impl<S> Ceremonies<S> {
             state,
             mfa_code: entry.mfa_code.take(),
             leader: entry.leader,
+            target: entry.target.clone(),
         })
     }
 
@@ -347,6 +356,7 @@ impl<S> Ceremonies<S> {
             options: e.options.clone(),
             requester: e.requester.clone(),
             leader: e.leader,
+            target: e.target.clone(),
         })
     }
 
@@ -489,7 +499,7 @@ mod tests {
         Lead {
             conn,
             requester: "t".into(),
-            mfa_code: None,
+            ..Lead::default()
         }
     }
 

@@ -13,6 +13,7 @@ use super::ceremony::{
     self, key_add_name, key_add_role, key_remove_role, key_remove_target, Begin, Claimed, Kind,
     Lead, View,
 };
+use super::known::KnownTargets;
 use super::pending::PendingApprovals;
 use super::{Approval, ApprovalError, Approver, CeremonyId, KeyInfo, State};
 use crate::audit::{Audit, Event, Peer};
@@ -38,11 +39,12 @@ pub struct Requester {
 }
 
 impl Requester {
-    fn lead(&self, mfa_code: Option<Secret>) -> Lead {
+    fn lead(&self, mfa_code: Option<Secret>, target: Option<String>) -> Lead {
         Lead {
             conn: self.conn,
             requester: self.description.clone(),
             mfa_code,
+            target,
         }
     }
 }
@@ -61,6 +63,8 @@ pub struct Approvals {
     opener: Arc<dyn SessionOpener>,
     /// Touches, sessions opened and key changes, accepted or refused, with who asked.
     audit: Audit,
+    /// What each role was last approved as.
+    known: KnownTargets,
     /// `http://localhost:PORT`: the only origin an answer may come from.
     origin: String,
     /// How long a session opened by one touch lasts, shown with each challenge.
@@ -103,6 +107,7 @@ impl Approvals {
         pending: Arc<PendingApprovals>,
         opener: Arc<dyn SessionOpener>,
         audit: Audit,
+        known: KnownTargets,
         http_port: u16,
         session_ttl: Duration,
     ) -> Approvals {
@@ -111,9 +116,15 @@ impl Approvals {
             pending,
             opener,
             audit,
+            known,
             origin: format!("http://localhost:{http_port}"),
             session_ttl,
         }
+    }
+
+    /// What `role` was last approved as (source and role ARNs), if it was.
+    pub fn known_target(&self, role: &str) -> Option<String> {
+        self.known.get(role)
     }
 
     /// The registered keys.
@@ -121,13 +132,20 @@ impl Approvals {
         self.approver.keys()
     }
 
-    fn challenge(&self, id: &str, role: Option<&str>, options: serde_json::Value) -> Response {
+    fn challenge(
+        &self,
+        id: &str,
+        role: Option<&str>,
+        target: Option<String>,
+        options: serde_json::Value,
+    ) -> Response {
         Response::Challenge {
             ceremony_id: id.to_owned(),
             origin: self.origin.clone(),
             role: role.map(str::to_owned),
             purpose: None,
             session_secs: role.map(|_| self.session_ttl.as_secs()),
+            target,
             approve_url: format!("{}/approve/{id}", self.origin),
             options,
         }
@@ -154,7 +172,7 @@ impl Approvals {
             return self.registration_challenge(name, who.conn, None, now);
         }
         let role = key_add_role(name);
-        match self.take_turn(&role, who, None, now).await {
+        match self.take_turn(&role, who, None, None, now).await {
             Ok(Begin::Lead(id, options)) => Response::Challenge {
                 ceremony_id: id.to_string(),
                 origin: self.origin.clone(),
@@ -163,6 +181,7 @@ impl Approvals {
                     "with a key you registered before, to allow adding the new key {name}"
                 )),
                 session_secs: None,
+                target: None,
                 approve_url: format!("{}/approve/{id}", self.origin),
                 options,
             },
@@ -183,14 +202,14 @@ impl Approvals {
         let lead = Lead {
             conn: leader,
             requester: "credctl key add".into(),
-            mfa_code: None,
+            ..Lead::default()
         };
         match self
             .approver
             .start_registration_led(name, lead, authorization, now)
         {
             Ok((id, ccr)) => match to_json(&ccr) {
-                Ok(options) => self.challenge(&id.to_string(), None, options),
+                Ok(options) => self.challenge(&id.to_string(), None, None, options),
                 Err(r) => *r,
             },
             Err(e) => e.to_response(),
@@ -210,13 +229,14 @@ impl Approvals {
             return e.to_response();
         }
         let role = key_remove_role(name, force);
-        match self.take_turn(&role, who, None, now).await {
+        match self.take_turn(&role, who, None, None, now).await {
             Ok(Begin::Lead(id, options)) => Response::Challenge {
                 ceremony_id: id.to_string(),
                 origin: self.origin.clone(),
                 role: Some(role),
                 purpose: Some(format!("to allow removing the key {name}")),
                 session_secs: None,
+                target: None,
                 approve_url: format!("{}/approve/{id}", self.origin),
                 options,
             },
@@ -259,11 +279,14 @@ impl Approvals {
     pub async fn open(
         &self,
         role: &str,
+        target: String,
         mfa_code: Option<Secret>,
         who: &Requester,
         now: SystemTime,
     ) -> Response {
-        let begin = self.take_turn(role, who, mfa_code, now).await;
+        let begin = self
+            .take_turn(role, who, mfa_code, Some(target.clone()), now)
+            .await;
         match &begin {
             Ok(Begin::Lead(id, _)) => {
                 tracing::debug!(role, ceremony = %id, "open: leading a ceremony")
@@ -272,7 +295,9 @@ impl Approvals {
             Err(_) => tracing::debug!(role, "open: cannot start a ceremony"),
         }
         match begin {
-            Ok(Begin::Lead(id, options)) => self.challenge(&id.to_string(), Some(role), options),
+            Ok(Begin::Lead(id, options)) => {
+                self.challenge(&id.to_string(), Some(role), Some(target), options)
+            }
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
             Err(e) => e.to_response(),
         }
@@ -285,6 +310,7 @@ impl Approvals {
         role: &str,
         who: &Requester,
         mfa_code: Option<Secret>,
+        target: Option<String>,
         now: SystemTime,
     ) -> Result<Begin, ApprovalError> {
         let deadline = tokio::time::Instant::now() + ceremony::OUTCOME_WAIT;
@@ -298,7 +324,7 @@ impl Approvals {
             let now = now + ceremony::OUTCOME_WAIT.saturating_sub(elapsed);
             match self
                 .approver
-                .open_or_join(role, who.lead(mfa_code.clone()), now)
+                .open_or_join(role, who.lead(mfa_code.clone(), target.clone()), now)
             {
                 Err(ApprovalError::Busy { role: other }) => {
                     tracing::debug!(role, waiting_for = %other, "one touch at a time: waiting");
@@ -521,7 +547,18 @@ impl Approvals {
         let role = approval.role().to_owned();
         let key = approval.key_name().to_owned();
         let code = mfa_code.map(|c| SecretString::from(c.expose().to_owned()));
+        let target = approval.target().map(str::to_owned);
         let reply = self.opener.open_approved(approval, code, now).await;
+        if let (Response::Opened { .. }, Some(target)) = (&reply, &target) {
+            if let Some(before) = self.known.record(&role, target) {
+                self.audit.record(
+                    now,
+                    Event::action("role_changed", who, None)
+                        .role(&role)
+                        .subject(&format!("{before} ⇒ {target}")),
+                );
+            }
+        }
         let refused = match &reply {
             Response::Opened { .. } => {
                 self.pending.resolve(&role);

@@ -11,6 +11,7 @@ mod ceremony;
 mod error;
 mod flow;
 mod keys;
+pub mod known;
 pub mod pending;
 mod policy;
 mod rp;
@@ -52,12 +53,20 @@ pub struct Approval {
     role: String,
     key_name: String,
     approved_at: SystemTime,
+    /// What the touch was shown to open (source and role ARNs), when known.
+    target: Option<String>,
 }
 
 impl Approval {
     /// The role this approval opens.
     pub fn role(&self) -> &str {
         &self.role
+    }
+
+    /// What the touch was shown to open (source and role ARNs), when known: the session must
+    /// open exactly this.
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_deref()
     }
 
     /// The registered key that was touched.
@@ -84,6 +93,7 @@ impl Approval {
             role: role.into(),
             key_name: "test-key".into(),
             approved_at,
+            target: None,
         }
     }
 }
@@ -416,6 +426,7 @@ impl Approver {
         credential: &PublicKeyCredential,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
+        let target = claimed.target;
         let (Kind::Approve { role: expected }, State::Approval(state)) =
             (claimed.kind, claimed.state)
         else {
@@ -476,6 +487,7 @@ impl Approver {
             role: expected,
             key_name,
             approved_at: now,
+            target,
         })
     }
 

@@ -694,7 +694,7 @@ fn nobody_follows_a_key_change() {
     let lead = |conn| Lead {
         conn,
         requester: "t".into(),
-        mfa_code: None,
+        ..Lead::default()
     };
     let role = key_add_role("new");
     assert!(matches!(
@@ -726,7 +726,7 @@ async fn one_approval_at_a_time_and_the_next_is_woken() {
     let lead = |conn| Lead {
         conn,
         requester: "t".into(),
-        mfa_code: None,
+        ..Lead::default()
     };
     let Begin::Lead(dev, options) = approver.open_or_join("dev", lead(1), t0()).unwrap() else {
         panic!("first caller must lead")

@@ -24,7 +24,11 @@ impl Control {
                 },
                 Err(r) => *r,
             },
-            Request::Open { role, mfa_code } => self.open(&role, mfa_code, conn, now).await,
+            Request::Open {
+                role,
+                mfa_code,
+                accept_change,
+            } => self.open(&role, mfa_code, accept_change, conn, now).await,
             Request::Approve {
                 ceremony_id,
                 credential,
@@ -46,6 +50,7 @@ impl Control {
         &self,
         role: &str,
         mfa_code: Option<Secret>,
+        accept_change: bool,
         conn: &Conn,
         now: SystemTime,
     ) -> Response {
@@ -62,12 +67,15 @@ impl Control {
             .into_iter()
             .find(|s| s.role == role)
         {
-            if self.sessions.get_cached(role, now).is_some() {
-                return Response::Opened {
+            // The session is open: serve it, fetching at once if its credentials ran out (a
+            // laptop resuming from sleep) — a valid session never asks for another touch.
+            return match self.sessions.credentials(role, now).await {
+                Ok(_) => Response::Opened {
                     role: role.to_owned(),
                     expires_at: st.session_expires_at,
-                };
-            }
+                },
+                Err(e) => e.to_response(),
+            };
         }
         tracing::debug!(role, "open: no usable session; checking MFA");
         match self.sessions.mfa_needed(role, now) {
@@ -83,8 +91,31 @@ impl Control {
         if let Err(r) = self.source_is_stored(role).await {
             return *r;
         }
+        let target = match self.sessions.profiles().resolve(role) {
+            Ok(spec) => spec.target(),
+            Err(e) => return Response::error(ErrorCode::Profile, e.to_string()),
+        };
+        // A role whose ARN or chain changed since it was last approved is not opened silently.
+        if let Some(known) = self.approvals.known_target(role).filter(|k| *k != target) {
+            if !accept_change {
+                self.audit(
+                    now,
+                    Event::action("role_changed", &conn.peer(), Some("not_confirmed"))
+                        .role(role)
+                        .subject(&target),
+                );
+                return Response::error(
+                    ErrorCode::Refused,
+                    format!(
+                        "role {role} changed since you last approved it:\n  was {known}\n  now \
+                         {target}\nif you made this change, run `credctl use {role} \
+                         --accept-change`; if not, someone else edited your AWS config: check it"
+                    ),
+                );
+            }
+        }
         self.approvals
-            .open(role, mfa_code, &conn.requester(), now)
+            .open(role, target, mfa_code, &conn.requester(), now)
             .await
     }
 

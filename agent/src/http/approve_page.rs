@@ -88,6 +88,7 @@ impl Page {
             Kind::Approve { role } => serde_json::json!({
                 "kind": "approve", "role": role, "requester": view.requester,
                 "role_arn": self.sessions.profiles().resolve(role).ok().map(|s| s.role_arn),
+                "target": view.target,
                 "session_secs": self.approvals.session_ttl().as_secs(), "options": view.options,
             }),
             Kind::Register { name } => serde_json::json!({

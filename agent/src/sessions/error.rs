@@ -11,6 +11,16 @@ pub enum SessionError {
     NoSession { role: String },
     #[error("the approval is for role {approved}, not {requested}: approve {requested} itself")]
     ApprovalMismatch { approved: String, requested: String },
+    #[error(
+        "role {role} changed while you touched: the touch approved {approved}, but the profile \
+         now resolves to {now}; nothing was opened: check ~/.aws/config and run `credctl use \
+         {role}` again"
+    )]
+    ChangedDuringTouch {
+        role: String,
+        approved: String,
+        now: String,
+    },
     #[error("role {role}: {message}")]
     Profile { role: String, message: String },
     #[error("role {role} needs an MFA code for source `{source_name}` ({serial}): run `credctl use {role}` and enter the code")]
@@ -44,6 +54,7 @@ impl SessionError {
         match self {
             SessionError::NoSession { .. } => "no_session",
             SessionError::ApprovalMismatch { .. } => "approval_mismatch",
+            SessionError::ChangedDuringTouch { .. } => "changed_during_touch",
             SessionError::Profile { .. } => "profile",
             SessionError::MfaRequired { .. } => "mfa_required",
             SessionError::Source { code, .. } => code,
@@ -67,9 +78,9 @@ impl SessionError {
             SessionError::Source { .. } => ErrorCode::Keyring,
             SessionError::Sts { .. } if self.is_transient() => ErrorCode::StsUnavailable,
             SessionError::Sts { .. } => ErrorCode::StsDenied,
-            SessionError::ApprovalMismatch { .. } | SessionError::Locked { .. } => {
-                ErrorCode::ApprovalFailed
-            }
+            SessionError::ApprovalMismatch { .. }
+            | SessionError::ChangedDuringTouch { .. }
+            | SessionError::Locked { .. } => ErrorCode::ApprovalFailed,
         };
         credagent_proto::Response::error(code, self.to_string())
     }

@@ -233,8 +233,21 @@ impl Sessions {
                 requested: role.to_owned(),
             });
         }
+        let approved_target = approval.target().map(str::to_owned);
         drop(approval);
         let spec = self.resolve(role)?;
+        // The touch approved what it was shown: if ~/.aws/config was edited between the
+        // challenge and the answer, the session does not open something else.
+        if let Some(approved) = approved_target {
+            let now_target = spec.target();
+            if approved != now_target {
+                return Err(SessionError::ChangedDuringTouch {
+                    role: role.to_owned(),
+                    approved,
+                    now: now_target,
+                });
+            }
+        }
         if let Some(serial) = &spec.mfa_serial {
             if mfa_code.is_none() && self.usable_mfa(&spec.source, serial, now).is_none() {
                 return Err(SessionError::MfaRequired {
