@@ -40,6 +40,9 @@ pub struct Memo {
 struct Entry {
     generation: u64,
     until: SystemTime,
+    /// Housekeeping ticks seen since the answer: the connection's monotonic one-second tick
+    /// drops the memo at the second one, so a wall clock stepped back cannot stretch it.
+    ticks: u8,
     /// The header value that authorized the answer.
     key: Zeroizing<Box<[u8]>>,
     path: Box<str>,
@@ -108,6 +111,7 @@ impl Memo {
         self.entry = Some(Entry {
             generation: offer.generation,
             until,
+            ticks: 0,
             key: Zeroizing::new(offer.key.into()),
             path: offer.path.into(),
             body: body.clone(),
@@ -117,12 +121,14 @@ impl Memo {
 
     /// Drops a memo that may no longer be repeated, so that a connection gone quiet does not
     /// keep a superseded credential body alive (its buffer is zeroed when the last copy goes).
+    /// Called by the connection's tick (monotonic, once a second): besides the generation and
+    /// the deadline, a memo lives through at most two ticks, whatever the wall clock does.
     pub fn forget_stale(&mut self, now: SystemTime, generation: u64) {
-        if self
-            .entry
-            .as_ref()
-            .is_some_and(|e| e.generation != generation || now >= e.until)
-        {
+        let stale = self.entry.as_mut().is_some_and(|e| {
+            e.ticks = e.ticks.saturating_add(1);
+            e.ticks >= 2 || e.generation != generation || now >= e.until
+        });
+        if stale {
             self.entry = None;
         }
     }

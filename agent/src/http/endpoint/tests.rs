@@ -531,3 +531,19 @@ fn a_stale_memo_is_dropped_by_the_tick() {
     conn.memo.forget_stale(now, ep.generation.current());
     assert!(!conn.memo.is_set(), "the credential body is let go");
 }
+
+#[test]
+fn a_wall_clock_stepped_back_cannot_stretch_a_memo() {
+    let (_fake, ep, _) = prod_endpoint();
+    let now = SystemTime::now();
+    let (_, tok) = exec_token(&ep, now);
+    let mut conn = Conn::new(&ep);
+    conn.get(ECS_PATH, &[("authorization", tok.expose_secret())], now);
+    assert!(conn.memo.is_set());
+    // The wall clock jumps an hour back: by its deadline the memo would live an hour more.
+    let earlier = now - Duration::from_secs(3600);
+    conn.memo.forget_stale(earlier, ep.generation.current());
+    assert!(conn.memo.is_set(), "one tick: still good");
+    conn.memo.forget_stale(earlier, ep.generation.current());
+    assert!(!conn.memo.is_set(), "the second monotonic tick ends it");
+}
