@@ -30,7 +30,9 @@ const MAX_TOKENS: usize = 4096;
 #[cfg_attr(test, derive(Default))]
 pub struct ImdsTokens {
     /// Versioned: dropping a token can change an answer a connection remembers.
-    live: Versioned<HashMap<[u8; 32], SystemTime>>,
+    /// Token hash → expiry, by the wall clock and by the monotonic clock: a token is live only
+    /// while both say so, so a wall clock stepped back cannot stretch it.
+    live: Versioned<HashMap<[u8; 32], (SystemTime, std::time::Instant)>>,
 }
 
 impl ImdsTokens {
@@ -46,15 +48,16 @@ impl ImdsTokens {
         let token = hex::encode(raw);
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut live = self.live.write();
+        let mono = std::time::Instant::now();
         if live.len() >= MAX_TOKENS {
-            live.retain(|_, exp| *exp > now);
+            live.retain(|_, (wall, until)| *wall > now && *until > mono);
         }
         if live.len() >= MAX_TOKENS {
-            if let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
+            if let Some(oldest) = live.iter().min_by_key(|(_, e)| e.1).map(|(k, _)| *k) {
                 live.remove(&oldest);
             }
         }
-        live.insert(key, now + ttl);
+        live.insert(key, (now + ttl, mono + ttl));
         Ok(token)
     }
 
@@ -62,7 +65,8 @@ impl ImdsTokens {
     fn valid_until(&self, token: &[u8], now: SystemTime) -> Option<SystemTime> {
         let key: [u8; 32] = Sha256::digest(token).into();
         let live = self.live.read();
-        live.get(&key).copied().filter(|exp| *exp > now)
+        let (wall, mono) = live.get(&key).copied()?;
+        (wall > now && mono > std::time::Instant::now()).then_some(wall)
     }
 
     /// Forgets every IMDS token (after `credctl lock`).
@@ -226,5 +230,22 @@ fn put_token<B>(
             "internal",
             "the system random generator failed",
         ),
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_wall_clock_stepped_back_cannot_stretch_an_imds_token() {
+        let tokens = ImdsTokens::new(Generation::default());
+        let now = SystemTime::now();
+        let token = tokens.issue(Duration::from_millis(300), now).unwrap();
+        assert!(tokens.valid_until(token.as_bytes(), now).is_some());
+        std::thread::sleep(Duration::from_millis(400));
+        // By a wall clock stepped an hour back the token would have hours left.
+        let earlier = now - Duration::from_secs(3600);
+        assert!(tokens.valid_until(token.as_bytes(), earlier).is_none());
     }
 }
