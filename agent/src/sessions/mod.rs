@@ -71,6 +71,14 @@ pub trait SourceLookup: Send + Sync {
     async fn source(&self, name: &str) -> Result<SourceCredentials, SourceError>;
 }
 
+#[async_trait]
+impl SourceLookup for Arc<crate::sources::SourceStore> {
+    async fn source(&self, name: &str) -> Result<SourceCredentials, SourceError> {
+        let name = name.to_owned();
+        self.with(move |k| k.get(&name)).await
+    }
+}
+
 /// What `open` reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SessionInfo {

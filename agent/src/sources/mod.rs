@@ -123,14 +123,6 @@ impl SourceStore {
     }
 }
 
-#[async_trait::async_trait]
-impl crate::sessions::SourceLookup for Arc<SourceStore> {
-    async fn source(&self, name: &str) -> Result<SourceCredentials, SourceError> {
-        let name = name.to_owned();
-        self.with(move |k| k.get(&name)).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
