@@ -3,7 +3,6 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::unistd::{fork, setsid, ForkResult};
@@ -13,18 +12,10 @@ use nix::unistd::{fork, setsid, ForkResult};
 pub fn detach(log_file: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
     if let Some(dir) = log_file.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        crate::util::create_private_dir(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(log_file)
+    let log = crate::util::open_append(log_file)
         .with_context(|| format!("cannot open log file {}", log_file.display()))?;
     let null = OpenOptions::new()
         .read(true)
@@ -43,5 +34,3 @@ pub fn detach(log_file: &Path) -> anyhow::Result<()> {
     let _ = std::env::set_current_dir("/");
     Ok(())
 }
-
-use std::os::unix::fs::DirBuilderExt;

@@ -2,11 +2,11 @@
 //! with safe permissions, guarded by a lock so only one agent owns it, or inherited from systemd)
 //! and the loopback HTTP listener.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -209,14 +209,7 @@ fn take_lock(socket: &Path) -> Result<Flock<File>, ListenError> {
     use std::os::unix::fs::MetadataExt;
     let lock_path = lock_path(socket);
     for _ in 0..8 {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&lock_path)
+        let file = crate::util::open_lock_file(&lock_path)
             .map_err(io_err("open lock file", &lock_path))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(locked) => {

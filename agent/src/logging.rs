@@ -3,10 +3,9 @@
 //! agent runs detached. Secrets never reach a log line: their types do not implement
 //! `Debug`/`Display`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -50,15 +49,7 @@ pub fn init(target: Target<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Opens `path` for appending, 0600, refusing a symlink planted in its place.
-fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
+use crate::util::open_append as open_log;
 
 /// An append-only log file that starts over (keeping one previous generation) past a size.
 pub struct RotatingFile {

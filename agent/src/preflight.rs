@@ -3,9 +3,9 @@
 //! owner and mode, and the lock that makes one agent its only user), the key registry and the
 //! attestation CAs, the audit log and the keyring namespace.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -35,10 +35,7 @@ pub struct Prepared {
 /// Refuses a state directory that another user owns or that others may enter; creates it 0700
 /// if missing.
 pub fn check_state_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    crate::util::create_private_dir(dir)
         .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     let meta = std::fs::symlink_metadata(dir)
         .with_context(|| format!("cannot inspect {}", dir.display()))?;
@@ -73,14 +70,7 @@ pub fn check_state_dir(dir: &Path) -> anyhow::Result<()> {
 /// agent holding it otherwise.
 pub fn lock_state_dir(dir: &Path, socket: &Path) -> anyhow::Result<Flock<File>> {
     let path = dir.join(STATE_LOCK);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
+    let file = crate::util::open_lock_file(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut locked) => {

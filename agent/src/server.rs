@@ -1,6 +1,5 @@
 //! Start-up and shutdown: configuration, listeners, detaching, the runtime, signal handling.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,10 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/credagent-{uid}/agent.log")));
     if !args.foreground {
         if let Some(dir) = log_file.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
+            crate::util::create_private_dir(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
     }

@@ -87,6 +87,37 @@ pub fn unix_secs(t: std::time::SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Opens (creating, 0600) `path` for appending, refusing a symlink planted in its place.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Opens (creating, 0600, keeping its content) a lock file, refusing a symlink in its place.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Creates `dir` and its parents, new ones 0700.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// The prefix of the temp files [`write_atomic`] leaves behind if it is killed mid-write.
 pub fn temp_prefix(file_name: &str) -> String {
     format!(".{file_name}.tmp-")

@@ -7,9 +7,8 @@
 //! socket inodes to processes with at most one `/proc` scan per batch, and appends the lines.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -323,21 +322,11 @@ pub fn start_with(file: File, path: &Path) -> (Audit, tokio::task::JoinHandle<()
 /// Opens (creating) the audit log for appending, refusing a symlink in its place.
 pub fn open(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        crate::util::create_private_dir(dir)?;
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        // A symlink planted in place of the log would send the audit elsewhere.
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+    // A symlink planted in place of the log would send the audit elsewhere.
+    crate::util::open_append(path)
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 /// Writes batches until every sender is gone, and then what is still queued: an agent that
 /// stops drains its audit.
