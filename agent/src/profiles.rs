@@ -74,6 +74,23 @@ impl RoleSpec {
     }
 }
 
+/// The names in the `[profile NAME]` (and `[default]`) headers of config text.
+fn profile_headers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let inner = l.strip_prefix('[')?.split(']').next()?.trim();
+            if inner == "default" {
+                return Some("default".to_owned());
+            }
+            let name = inner.strip_prefix("profile")?;
+            // `profile` must be followed by whitespace.
+            name.starts_with(char::is_whitespace)
+                .then(|| name.trim().to_owned())
+        })
+        .collect()
+}
+
 /// One line of `credctl roles`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RoleSummary {
@@ -132,6 +149,9 @@ impl fmt::Display for Chain {
 /// The parsed AWS config file.
 pub struct Profiles {
     sections: ProfileSet,
+    /// `[profile NAME]` headers the parser dropped (names the AWS CLI accepts but the SDK's
+    /// parser does not, with spaces or other characters): listed as broken, never silently gone.
+    dropped: Vec<String>,
     /// Where the profiles came from, for error messages.
     path: PathBuf,
 }
@@ -165,15 +185,20 @@ impl Profiles {
             None => (aws_file_path("AWS_CONFIG_FILE", "config", env), false),
         };
         let contents = read_optional(&path, must_exist)?;
-        let sections = parse(&path, contents, ProfileFileKind::Config)?;
-        Ok(Profiles { sections, path })
+        Self::from_contents(&path, contents)
     }
 
     /// Parses config text directly (tests, and `credctl` previews).
     pub fn from_contents(path: &Path, contents: String) -> Result<Profiles, ProfileError> {
+        let headers = profile_headers(&contents);
         let sections = parse(path, contents, ProfileFileKind::Config)?;
+        let dropped = headers
+            .into_iter()
+            .filter(|h| sections.get_profile(h).is_none())
+            .collect();
         Ok(Profiles {
             sections,
+            dropped,
             path: path.to_path_buf(),
         })
     }
@@ -199,6 +224,16 @@ impl Profiles {
                 })
             })
             .collect();
+        out.extend(self.dropped.iter().map(|name| RoleSummary {
+            name: name.clone(),
+            role_arn: String::new(),
+            source: None,
+            error: Some(format!(
+                "the profile name {name:?} is not one the AWS SDKs' config parser accepts \
+                 (letters, digits and _-/.%@:+ only): rename the profile in {}",
+                self.path.display()
+            )),
+        }));
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
@@ -623,5 +658,31 @@ credential_source = Ec2InstanceMetadata
         assert!(source_keys_in_credentials_file("none", &env)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn profile_names_the_parser_drops_are_listed_as_broken() {
+        let p = Profiles::from_contents(
+            Path::new("/c"),
+            "[profile ok]\nrole_arn = arn:aws:iam::1:role/ok\nsource_profile = b\n\
+             [profile my role]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = b\n\
+             [profile rôle]\nrole_arn = arn:aws:iam::1:role/y\nsource_profile = b\n"
+                .into(),
+        )
+        .unwrap();
+        let roles = p.roles();
+        let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+        assert!(names.contains(&"ok"), "{names:?}");
+        for dropped in ["my role", "rôle"] {
+            if let Some(r) = roles.iter().find(|r| r.name == dropped) {
+                assert!(r.error.as_deref().unwrap_or("").contains("rename"), "{r:?}");
+            } else {
+                // The parser accepted it after all: then it must resolve like any other.
+                assert!(
+                    p.resolve(dropped).is_ok(),
+                    "{dropped} neither listed nor resolvable"
+                );
+            }
+        }
     }
 }
