@@ -31,5 +31,6 @@ pub mod sts;
 pub mod systemd;
 pub mod tokens;
 pub mod util;
+pub mod vault;
 
 pub use server::run;
