@@ -176,7 +176,7 @@ pub fn exec(socket: &Path, role: &str, touch: &TouchArgs, cmd: &[String]) -> Res
     open_role(&mut agent, role, touch)?;
     // Scoped: the agent revokes this token when this connection closes, i.e. when we exit,
     // however we exit.
-    let (token, _, uri) = token_of(agent.request(&Request::TokenForRole {
+    let (token, token_id, uri) = token_of(agent.request(&Request::TokenForRole {
         role: role.to_owned(),
         scoped: true,
         purpose: "exec".into(),
@@ -230,6 +230,10 @@ pub fn exec(socket: &Path, role: &str, touch: &TouchArgs, cmd: &[String]) -> Res
     let status = child
         .wait()
         .map_err(|e| Failure::failed(format!("waiting for {program}: {e}")))?;
+    // Revoke explicitly and wait for the answer, so that the token is dead when we return: the
+    // revocation on close happens after the agent notices the close, a moment later. If this
+    // request fails, the close still revokes it.
+    let _ = agent.request(&Request::TokenRevoke { id: token_id });
     drop(agent);
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => c as u8,
