@@ -11,7 +11,7 @@ use credagent::http::endpoint::{CredentialSource, Endpoint, Lookup};
 use credagent::http::ConnService;
 use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Nothing;
 
@@ -45,6 +45,9 @@ fuzz_target!(|data: &[u8]| {
             .serve_connection(TokioIo::new(server), service);
         let _ = client.write_all(data).await;
         let _ = client.shutdown().await;
-        let _ = conn.await;
+        // Read the answers while the connection runs: pipelined requests can answer more than
+        // the duplex buffer holds, and a client that never reads would stall the writer.
+        let mut answers = Vec::new();
+        let _ = tokio::join!(conn, client.read_to_end(&mut answers));
     });
 });
