@@ -109,7 +109,7 @@ impl VaultSecret {
     /// A new vault key pair from the system's random source.
     pub fn generate() -> Result<Self, VaultError> {
         let mut ikm = Zeroizing::new([0u8; KEY_LEN]);
-        getrandom::fill(ikm.as_mut()).map_err(|e| VaultError::Random(e.to_string()))?;
+        fill_random(ikm.as_mut())?;
         Ok(Self::derive(ikm.as_ref()))
     }
 
@@ -172,7 +172,7 @@ impl VaultSecret {
     ) -> Result<Wrapped, VaultError> {
         let cipher = wrapping_cipher(prf_output, &point)?;
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| VaultError::Random(e.to_string()))?;
+        fill_random(&mut nonce)?;
         let aad = wrap_aad(credential_id, &self.public);
         let secret = Zeroizing::new(self.key.to_bytes());
         let ciphertext = cipher
@@ -228,7 +228,7 @@ pub fn prf_salt(point: &[u8]) -> [u8; KEY_LEN] {
 /// A fresh random evaluation point for a newly wrapped credential.
 pub fn new_point() -> Result<[u8; KEY_LEN], VaultError> {
     let mut point = [0u8; KEY_LEN];
-    getrandom::fill(&mut point).map_err(|e| VaultError::Random(e.to_string()))?;
+    fill_random(&mut point)?;
     Ok(point)
 }
 
@@ -337,6 +337,11 @@ impl Wrapped {
         }
         Ok(secret)
     }
+}
+
+/// Fills `buf` from the system's random source.
+fn fill_random(buf: &mut [u8]) -> Result<(), VaultError> {
+    getrandom::fill(buf).map_err(|e| VaultError::Random(e.to_string()))
 }
 
 /// AES-256-GCM keyed with `HKDF-SHA256(salt = point, ikm = prf_output, info = WRAP_INFO)`.
