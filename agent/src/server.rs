@@ -133,6 +133,7 @@ async fn serve(
         SourceStore::backend_for(config.keyring),
         instance,
         adopt_legacy,
+        approver.vault().clone(),
     );
     let known = crate::approval::known::KnownTargets::load(&state_dir);
     let control = Arc::new(wire(facts, &config, approver, audit, sources, known)?);

@@ -41,6 +41,9 @@ impl AgentState {
             sessions: Vec::new(),
             pending: Vec::new(),
             imds_role: None,
+            vault: None,
+            sealing: String::new(),
+            unsealed_keys: Vec::new(),
         }
     }
 }

@@ -7,8 +7,10 @@
 //! - `CREDAGENT_TEST_KEYUTILS=1`: inside a session keyring (`keyctl session -`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use credagent::sources::{Backend, Keyring, SourceCredentials, SourceError};
+use credagent::sources::{Backend, Keyring, SourceCredentials, SourceError, SourceStore, Stored};
+use credagent::vault::{PrfOutput, VaultKeeper, VaultSecret};
 use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
 
 /// What the wrapper says about the backend.
 fn expected(var: &str) -> String {
@@ -122,6 +124,118 @@ fn round_trip(store: &Keyring) {
     assert!(!store.list().unwrap().contains(&b));
 }
 
+/// Every form the secret could take in a stored entry.
+fn forms(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let b = secret.as_bytes();
+    vec![
+        secret.to_owned(),
+        hex::encode(b),
+        base64::engine::general_purpose::STANDARD.encode(b),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
+    ]
+}
+
+/// Sealed sources in a real keyring: a source stored before the vault stays readable until the
+/// first touch seals it (migration); once sealed, the entry holds no form of the secret, only
+/// the vault's private half opens it, it opens only under its own name, and forgetting it
+/// (lock, session end) leaves it sealed again.
+fn sealing(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Arc::new(VaultKeeper::load(dir.path()).unwrap());
+    let instance = unique("instance-sealed");
+    let store = SourceStore::new(backend, instance.clone(), false, vault.clone());
+    let keyring = store.get().unwrap();
+    let (old, new) = (unique("sealed-old"), unique("sealed-new"));
+    let secret_old = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYOLDSOURCE";
+    let secret_new = "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbNEWSOURCE";
+
+    // No vault yet: stored unsealed, and said so.
+    assert!(!store
+        .store(&keyring, &old, &creds("AKIDOLD1", secret_old))
+        .unwrap());
+    let stored = keyring.get_stored(&old).unwrap();
+    assert_eq!(store.state(&stored, &old), "unsealed");
+
+    // The first key's touch creates the vault; the touch that opens the source seals it.
+    let prf = PrfOutput::from_slice(&[0x42; 32]).unwrap();
+    let secret = vault.create(b"credential-a", [7; 32], &prf).unwrap();
+    store.unseal(&keyring, &old, &secret).unwrap();
+    let stored = keyring.get_stored(&old).unwrap();
+    assert!(matches!(stored, Stored::Sealed { .. }), "migrated");
+    assert_eq!(store.state(&stored, &old), "open");
+    assert_eq!(
+        store
+            .lookup(&keyring, &old)
+            .unwrap()
+            .secret_access_key
+            .expose_secret(),
+        secret_old
+    );
+    drop(secret);
+
+    // With a vault, `source add` seals at once, with the public half only (no touch).
+    assert!(store
+        .store(&keyring, &new, &creds("AKIDNEW1", secret_new))
+        .unwrap());
+    let err = store.lookup(&keyring, &new).unwrap_err();
+    assert!(matches!(err, SourceError::Sealed { .. }), "{err}");
+    assert!(err.to_string().contains("credctl use"), "{err}");
+
+    // Nothing in the raw keyring entries is the secret, in any encoding.
+    let raw_store: Arc<keyring_core::CredentialStore> = match backend {
+        Backend::SecretService => zbus_secret_service_keyring_store::Store::new().unwrap(),
+        Backend::Keyutils => linux_keyutils_keyring_store::Store::new().unwrap(),
+    };
+    for (name, plain) in [(&old, secret_old), (&new, secret_new)] {
+        let service = format!("credagent/{instance}");
+        let raw = keyring_core::Entry::new_in_store(&raw_store, &service, name)
+            .unwrap()
+            .get_secret()
+            .unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        assert!(text.starts_with("credagent-source-v2\n"), "{name}: {text}");
+        for form in forms(plain) {
+            assert!(!text.contains(&form), "{name} holds its secret as {form}");
+        }
+    }
+
+    // Forgotten (lock, last session ended): sealed again until the next touch.
+    store.forget_all();
+    assert!(matches!(
+        store.lookup(&keyring, &old),
+        Err(SourceError::Sealed { .. })
+    ));
+
+    // Another vault's private half opens nothing.
+    let stranger = VaultSecret::generate().unwrap();
+    let err = store.unseal(&keyring, &new, &stranger).unwrap_err();
+    assert!(matches!(err, SourceError::Unseal { .. }), "{err}");
+    assert!(err.to_string().contains("another vault"), "{err}");
+
+    // A sealed blob copied into another source's entry does not open there.
+    let Stored::Sealed { sealed, .. } = keyring.get_stored(&new).unwrap() else {
+        panic!("not sealed");
+    };
+    keyring.put_sealed(&old, "AKIDNEW1", &sealed).unwrap();
+    let secret = vault.unwrap(b"credential-a", &prf).unwrap();
+    assert!(matches!(
+        store.unseal(&keyring, &old, &secret),
+        Err(SourceError::Unseal { .. })
+    ));
+    store.unseal(&keyring, &new, &secret).unwrap();
+    assert_eq!(
+        store
+            .lookup(&keyring, &new)
+            .unwrap()
+            .secret_access_key
+            .expose_secret(),
+        secret_new
+    );
+    keyring.delete(&old).unwrap();
+    keyring.delete(&new).unwrap();
+}
+
 #[test]
 fn secret_service_round_trip() {
     let mode = expected("CREDAGENT_TEST_SECRET_SERVICE");
@@ -145,6 +259,7 @@ fn secret_service_round_trip() {
         return;
     }
     round_trip(&store);
+    sealing(Backend::SecretService);
     namespaces(
         Backend::SecretService,
         zbus_secret_service_keyring_store::Store::new().unwrap(),
@@ -157,6 +272,7 @@ fn keyutils_round_trip() {
     let store = Keyring::open(Backend::Keyutils, &unique("instance"))
         .unwrap_or_else(|e| panic!("CREDAGENT_TEST_KEYUTILS=1 but: {e}"));
     round_trip(&store);
+    sealing(Backend::Keyutils);
     namespaces(
         Backend::Keyutils,
         linux_keyutils_keyring_store::Store::new().unwrap(),

@@ -155,6 +155,9 @@ mod tests {
             sessions: vec![],
             pending: vec![],
             imds_role: None,
+            vault: Some("0123456789abcdef".into()),
+            sealing: "required".into(),
+            unsealed_keys: vec!["old".into()],
         }));
         roundtrip(Request::Open {
             role: "prod".into(),

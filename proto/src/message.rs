@@ -317,6 +317,10 @@ pub struct KeyInfo {
     /// `hardware`, `software` or `unknown`.
     pub kind: String,
     pub aaguid: Option<String>,
+    /// Whether the key holds a copy of the vault (its hmac-secret/PRF unwraps it): a touch of
+    /// it opens sealed sources. `false`: it approves by policy only ("unsealed").
+    #[serde(default)]
+    pub sealed: bool,
 }
 
 /// A source profile whose keys are in the keyring.
@@ -325,6 +329,11 @@ pub struct SourceInfo {
     pub name: String,
     /// The last 4 characters of the access key id; never more.
     pub key_id_suffix: String,
+    /// `sealed` (only a touch opens it), `open` (sealed, opened by a touch for a session that
+    /// may still need it), or `unsealed` (readable in the keyring; sealed at the next touch
+    /// that opens it, once a key has sealed the vault).
+    #[serde(default)]
+    pub state: String,
 }
 
 /// A role from `~/.aws/config` and its session.
@@ -408,6 +417,15 @@ pub struct StatusInfo {
     /// The role IMDS serves, if any.
     #[serde(default)]
     pub imds_role: Option<String>,
+    /// The vault's fingerprint (16 hex digits), once a key has sealed it.
+    #[serde(default)]
+    pub vault: Option<String>,
+    /// `required` (every touch must unwrap the vault) or `allow-unsealed`.
+    #[serde(default)]
+    pub sealing: String,
+    /// Registered keys that hold no copy of the vault: their touch opens no sealed source.
+    #[serde(default)]
+    pub unsealed_keys: Vec<String>,
 }
 
 #[cfg(test)]

@@ -94,10 +94,26 @@ pub fn key_remove_target(role: &str) -> Option<(&str, bool)> {
         .or_else(|| role.strip_prefix(KEY_REMOVE_LAST).map(|n| (n, true)))
 }
 
+/// The pseudo-role of a new key's own touch, which seals the vault to it (`approval::seal`).
+const KEY_SEAL: &str = "key seal: ";
+
+/// The pseudo-role that seals the vault to the new key `name`.
+pub fn key_seal_role(name: &str) -> String {
+    format!("{KEY_SEAL}{name}")
+}
+
+/// The key name, if `role` is a key-seal pseudo-role.
+pub fn key_seal_name(role: &str) -> Option<&str> {
+    role.strip_prefix(KEY_SEAL)
+}
+
 /// What a key-change pseudo-role is about, in words; `None` for a role.
 pub fn key_change(role: &str) -> Option<String> {
     if let Some(name) = key_add_name(role) {
         return Some(format!("adding the key {name}"));
+    }
+    if let Some(name) = key_seal_name(role) {
+        return Some(format!("sealing your sources to the new key {name}"));
     }
     key_remove_target(role).map(|(name, _)| format!("removing the key {name}"))
 }

@@ -139,6 +139,34 @@ pub enum ApprovalError {
     )]
     Internal { reason: String },
 
+    #[error(
+        "key {key} answered without an hmac-secret (WebAuthn PRF) output, so it cannot open \
+         your sealed sources. Use a FIDO2 key with hmac-secret (nearly every key sold since \
+         2019; in a browser, one that supports PRF), or, to approve by policy only with \
+         sources left readable in the keyring, set sealing = \"allow-unsealed\" under \
+         [approval] in config.toml"
+    )]
+    NoPrf { key: String },
+
+    #[error(
+        "key {key} holds no copy of your vault, so its touch opens no sealed source. If you \
+         registered it, approve with another key, then `credctl key remove {key}` and \
+         `credctl key add {key}` to seal it; if you did not register it, someone edited \
+         keys.json: remove it"
+    )]
+    KeyNotSealed { key: String },
+
+    #[error(
+        "key {key}'s secret does not unwrap your vault. Approve the same way you registered it \
+         (a key sealed through credctl gives another secret with a PIN or in a browser, which \
+         verify the user), or, if vault.json was replaced, restore it from a backup: sources \
+         added since may have been sealed to someone else's vault"
+    )]
+    VaultUnwrap { key: String },
+
+    #[error("the vault could not be changed: {detail}")]
+    Vault { detail: String },
+
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -177,6 +205,10 @@ impl ApprovalError {
             Self::StateInsecure { .. } => "state_insecure",
             Self::AttestationCaInvalid { .. } => "attestation_ca_invalid",
             Self::Internal { .. } => "internal",
+            Self::NoPrf { .. } => "no_prf",
+            Self::KeyNotSealed { .. } => "key_not_sealed",
+            Self::VaultUnwrap { .. } => "vault_unwrap",
+            Self::Vault { .. } => "vault",
             Self::Io { .. } => "io",
         }
     }
@@ -189,7 +221,9 @@ impl ApprovalError {
             | Self::AttestationUntrusted { .. }
             | Self::NoEligibleKeys { .. }
             | Self::UserNotVerified
-            | Self::AttestationCaInvalid { .. } => ErrorCode::Policy,
+            | Self::AttestationCaInvalid { .. }
+            | Self::NoPrf { .. }
+            | Self::KeyNotSealed { .. } => ErrorCode::Policy,
             Self::KeyExists { .. } | Self::CredentialExists { .. } => ErrorCode::Exists,
             Self::UnknownKey { .. } => ErrorCode::NotFound,
             Self::LastKey { .. }
@@ -208,7 +242,9 @@ impl ApprovalError {
             | Self::AssertionInvalid { .. }
             | Self::CounterRegression { .. }
             | Self::RegistrationInvalid { .. }
+            | Self::VaultUnwrap { .. }
             | Self::TooManyCeremonies => ErrorCode::ApprovalFailed,
+            Self::Vault { .. } => ErrorCode::Internal,
         }
     }
 

@@ -10,13 +10,16 @@ use secrecy::SecretString;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::ceremony::{
-    self, key_add_name, key_add_role, key_remove_role, key_remove_target, Begin, Claimed, Kind,
-    Lead, View,
+    self, key_add_name, key_add_role, key_remove_role, key_remove_target, key_seal_name,
+    key_seal_role, Begin, Claimed, Kind, Lead, View,
 };
 use super::known::KnownTargets;
 use super::pending::PendingApprovals;
+use super::seal::{prf_enabled, prf_output};
+use super::Registered;
 use super::{Approval, ApprovalError, Approver, CeremonyId, KeyInfo, State};
 use crate::audit::{Audit, Event, Peer};
+use crate::vault::PrfOutput;
 
 /// What a verified touch opens: the role sessions (implemented by `sessions`, which this
 /// module must not depend on).
@@ -51,8 +54,10 @@ impl Requester {
 
 /// A parsed answer to a ceremony.
 enum Answer {
-    Register(RegisterPublicKeyCredential),
-    Approve(Box<PublicKeyCredential>),
+    /// With whether the client says the new credential evaluates the PRF.
+    Register(RegisterPublicKeyCredential, bool),
+    /// With the PRF output the touch brought, if any.
+    Approve(Box<PublicKeyCredential>, Option<PrfOutput>),
 }
 
 /// The approval path: the relying party, the ceremony table, pending approvals, and what a
@@ -69,15 +74,6 @@ pub struct Approvals {
     origin: String,
     /// How long a session opened by one touch lasts, shown with each challenge.
     session_ttl: Duration,
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, Box<Response>> {
-    serde_json::to_value(v).map_err(|e| {
-        Box::new(Response::error(
-            ErrorCode::Internal,
-            format!("cannot encode options: {e}"),
-        ))
-    })
 }
 
 /// The ceremony named by `id`, if it is one.
@@ -98,6 +94,7 @@ pub fn wire_key_info(k: &KeyInfo) -> WireKeyInfo {
         counter: k.counter,
         kind,
         aaguid: k.aaguid.map(|u| u.to_string()),
+        sealed: k.sealed,
     }
 }
 
@@ -130,6 +127,16 @@ impl Approvals {
     /// The registered keys.
     pub fn keys(&self) -> Vec<KeyInfo> {
         self.approver.keys()
+    }
+
+    /// The vault's fingerprint, once a key has sealed it.
+    pub fn vault_fingerprint(&self) -> Option<String> {
+        self.approver.vault().fingerprint()
+    }
+
+    /// Whether touches must unwrap the vault.
+    pub fn sealing(&self) -> super::Sealing {
+        self.approver.sealing()
     }
 
     fn challenge(
@@ -208,9 +215,13 @@ impl Approvals {
             .approver
             .start_registration_led(name, lead, authorization, now)
         {
-            Ok((id, ccr)) => match to_json(&ccr) {
-                Ok(options) => self.challenge(&id.to_string(), None, None, options),
-                Err(r) => *r,
+            // The options as recorded: with the PRF request the typed challenge lacks.
+            Ok((id, _)) => match self.approver.view(id) {
+                Some(view) => self.challenge(&id.to_string(), None, None, view.options),
+                None => Response::error(
+                    ErrorCode::NotFound,
+                    "the registration expired at once: run the command again",
+                ),
             },
             Err(e) => e.to_response(),
         }
@@ -393,13 +404,17 @@ impl Approvals {
         }
         let parsed = match &view.kind {
             Kind::Register { .. } => {
+                let prf = prf_enabled(&credential);
                 serde_json::from_value::<RegisterPublicKeyCredential>(credential)
-                    .map(Answer::Register)
+                    .map(|c| Answer::Register(c, prf))
                     .map_err(|e| format!("malformed registration: {e}"))
             }
-            Kind::Approve { .. } => serde_json::from_value::<PublicKeyCredential>(credential)
-                .map(|c| Answer::Approve(Box::new(c)))
-                .map_err(|e| format!("malformed assertion: {e}")),
+            Kind::Approve { .. } => match prf_output(&credential) {
+                Ok(prf) => serde_json::from_value::<PublicKeyCredential>(credential)
+                    .map(|c| Answer::Approve(Box::new(c), prf))
+                    .map_err(|e| format!("malformed assertion: {e}")),
+                Err(e) => Err(format!("malformed PRF output: {e}")),
+            },
         };
         let answer = match parsed {
             Ok(a) => a,
@@ -411,8 +426,11 @@ impl Approvals {
             Err(e) => return self.refused(&e).await,
         };
         let outcome = match answer {
-            Answer::Register(cred) => self.finish_registration(claimed, &cred, who, now).await,
-            Answer::Approve(cred) => self.finish_approval(claimed, &cred, who, now).await,
+            Answer::Register(cred, prf) => {
+                self.finish_registration(claimed, &cred, prf, who, now)
+                    .await
+            }
+            Answer::Approve(cred, prf) => self.finish_approval(claimed, &cred, prf, who, now).await,
         };
         self.approver.conclude(cid, outcome.clone());
         outcome
@@ -450,6 +468,7 @@ impl Approvals {
         &self,
         claimed: Claimed<State>,
         cred: &RegisterPublicKeyCredential,
+        prf: bool,
         who: &Peer,
         now: SystemTime,
     ) -> Response {
@@ -459,13 +478,42 @@ impl Approvals {
         };
         let result = self
             .approver
-            .finish_registration_claimed(claimed, cred, now);
+            .finish_registration_claimed(claimed, cred, prf, now);
+        match result {
+            Ok(Registered::Seal(id, options)) => {
+                tracing::info!(key = %name, "registration verified; the seal touch follows");
+                Response::Challenge {
+                    ceremony_id: id.to_string(),
+                    origin: self.origin.clone(),
+                    role: Some(key_seal_role(&name)),
+                    purpose: Some(format!(
+                        "once more with the new key {name}, to seal your sources to it"
+                    )),
+                    session_secs: None,
+                    target: None,
+                    approve_url: format!("{}/approve/{id}", self.origin),
+                    options,
+                }
+            }
+            Ok(Registered::Added(k)) => self.key_added(&name, Ok(k), who, now).await,
+            Err(e) => self.key_added(&name, Err(e), who, now).await,
+        }
+    }
+
+    /// The end of `key add`: audited, and the new key's info or the refusal.
+    async fn key_added(
+        &self,
+        name: &str,
+        result: Result<KeyInfo, ApprovalError>,
+        who: &Peer,
+        now: SystemTime,
+    ) -> Response {
         let refused = result.as_ref().err().map(ApprovalError::code);
         self.audit
-            .record(now, Event::action("key_add", who, refused).subject(&name));
+            .record(now, Event::action("key_add", who, refused).subject(name));
         match result {
             Ok(k) => {
-                tracing::info!(key = %k.name, "security key registered");
+                tracing::info!(key = %k.name, sealed = k.sealed, "security key registered");
                 Response::KeyAdded {
                     key: wire_key_info(&k),
                 }
@@ -483,6 +531,7 @@ impl Approvals {
         &self,
         mut claimed: Claimed<State>,
         cred: &PublicKeyCredential,
+        prf: Option<PrfOutput>,
         who: &Peer,
         now: SystemTime,
     ) -> Response {
@@ -492,10 +541,14 @@ impl Approvals {
                 "the answer does not match the ceremony",
             );
         };
+        if let Some(name) = key_seal_name(&role) {
+            let result = self.approver.finish_seal_claimed(claimed, cred, prf, now);
+            return self.key_added(name, result, who, now).await;
+        }
         let (leader, mfa_code) = (claimed.leader, claimed.mfa_code.take());
         let approval = match self
             .approver
-            .finish_approval_claimed(claimed, &role, cred, now)
+            .finish_approval_claimed(claimed, &role, cred, prf, now)
         {
             Ok(a) => a,
             Err(e) => {

@@ -42,6 +42,8 @@ pub struct KeyInfo {
     pub attestation_format: String,
     /// Whether the key verified the user (PIN/biometric) at registration.
     pub user_verified: bool,
+    /// Whether the key holds a copy of the vault (its touch opens sealed sources).
+    pub sealed: bool,
 }
 
 /// One registered key as persisted.
@@ -71,6 +73,7 @@ impl KeyRecord {
             aaguid: self.aaguid,
             attestation_format: self.attestation_format.clone(),
             user_verified: self.user_verified,
+            sealed: false,
         }
     }
 }

@@ -15,11 +15,14 @@ pub mod known;
 pub mod pending;
 mod policy;
 mod rp;
+mod seal;
+#[cfg(test)]
+mod seal_tests;
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use webauthn_rs::prelude::{
@@ -28,23 +31,29 @@ use webauthn_rs::prelude::{
 };
 
 pub use ceremony::{
-    key_add_name, key_add_role, key_change, key_remove_role, key_remove_target, wait, Begin,
-    CeremonyId, Kind, Lead, View, CEREMONY_TTL, MAX_CEREMONIES, MAX_FAILURE_DELAY, OUTCOME_WAIT,
+    key_add_name, key_add_role, key_change, key_remove_role, key_remove_target, key_seal_name,
+    key_seal_role, wait, Begin, CeremonyId, Kind, Lead, View, CEREMONY_TTL, MAX_CEREMONIES,
+    MAX_FAILURE_DELAY, OUTCOME_WAIT,
 };
 pub use error::ApprovalError;
 pub use flow::{wire_key_info, Approvals, Requester, SessionOpener};
 pub use keys::{KeyInfo, KEYS_FILE};
 pub use pending::PendingApprovals;
 pub use policy::{
-    known_software, ApprovalPolicy, AuthenticatorKind, UserVerification, KNOWN_SOFTWARE_AAGUIDS,
+    known_software, ApprovalPolicy, AuthenticatorKind, Sealing, UserVerification,
+    KNOWN_SOFTWARE_AAGUIDS,
 };
 pub use rp::{RP_ID, RP_NAME};
+pub use seal::{prf_enabled, prf_output};
 
 use crate::util::unix_secs;
 use crate::util::LockExt;
 use ceremony::{Ceremonies, Claimed, FailureBackoff};
 use keys::{KeyRecord, KeyRegistry};
 use rp::{AuthState, RegState, RelyingParty};
+use seal::Evals;
+
+use crate::vault::{PrfOutput, VaultKeeper, VaultSecret, KEY_LEN};
 
 /// Proof that a verified touch approved `role`. Only `Approver::finish_approval` makes one.
 #[derive(Debug)]
@@ -55,6 +64,9 @@ pub struct Approval {
     approved_at: SystemTime,
     /// What the touch was shown to open (source and role ARNs), when known.
     target: Option<String>,
+    /// The vault's private half, unwrapped by this touch; taken by whoever opens the sources
+    /// and dropped right after.
+    vault: Option<VaultSecret>,
 }
 
 impl Approval {
@@ -79,6 +91,12 @@ impl Approval {
         self.approved_at
     }
 
+    /// The vault's private half this touch unwrapped (none: an unsealed setup's policy-only
+    /// approval). Take it, open what is needed, drop it.
+    pub fn take_vault(&mut self) -> Option<VaultSecret> {
+        self.vault.take()
+    }
+
     /// An approval for tests of code that consumes approvals, approved now.
     #[cfg(any(test, feature = "test-approval"))]
     pub fn for_tests(role: impl Into<String>) -> Self {
@@ -94,6 +112,7 @@ impl Approval {
             key_name: "test-key".into(),
             approved_at,
             target: None,
+            vault: None,
         }
     }
 }
@@ -105,8 +124,30 @@ enum State {
     Registration {
         state: RegState,
         authorized: bool,
+        /// The vault the authorizing touch unwrapped, to be wrapped for the new key.
+        vault: Option<VaultSecret>,
     },
-    Approval(AuthState),
+    Approval {
+        state: AuthState,
+        /// Evaluation points offered to keys without a wrap while no vault exists.
+        fresh: Evals,
+    },
+    /// The new key's own touch, which gives its PRF output (see `seal`).
+    Seal {
+        state: AuthState,
+        record: Box<KeyRecord>,
+        point: [u8; KEY_LEN],
+        authorized: bool,
+        vault: Option<VaultSecret>,
+    },
+}
+
+/// What a verified registration leads to.
+pub enum Registered {
+    /// The key is stored (a setup that allows unsealed keys, for a key without PRF).
+    Added(KeyInfo),
+    /// The new key must be touched once more to seal the vault to it: this ceremony.
+    Seal(CeremonyId, serde_json::Value),
 }
 
 /// Mutable state, behind the approver's mutex.
@@ -124,6 +165,10 @@ pub struct Approver {
     /// webauthn-rs and the policy-specific flows.
     rp: RelyingParty,
     inner: Mutex<Inner>,
+    /// The vault (`vault.json`): wrapped for each sealed key.
+    vault: Arc<VaultKeeper>,
+    /// Whether every touch must unwrap the vault.
+    sealing: Sealing,
 }
 
 impl Approver {
@@ -139,6 +184,9 @@ impl Approver {
         let ca_list = policy::load_attestation_cas(&policy.attestation_ca, now)?;
         let rp = RelyingParty::new(&policy, ca_list, port)?;
         let store = KeyRegistry::load(state_dir)?;
+        let vault = VaultKeeper::load(state_dir).map_err(|e| ApprovalError::Vault {
+            detail: e.to_string(),
+        })?;
         Ok(Self {
             rp,
             inner: Mutex::new(Inner {
@@ -146,7 +194,26 @@ impl Approver {
                 ceremonies: Ceremonies::new(),
                 backoff: FailureBackoff::default(),
             }),
+            vault: Arc::new(vault),
+            sealing: policy.sealing,
         })
+    }
+
+    /// The vault, shared with the sources (which seal to its public half).
+    pub fn vault(&self) -> &Arc<VaultKeeper> {
+        &self.vault
+    }
+
+    /// Whether touches must unwrap the vault.
+    pub fn sealing(&self) -> Sealing {
+        self.sealing
+    }
+
+    /// Whether key `name` holds a copy of the vault.
+    fn sealed(&self, record: &KeyRecord) -> bool {
+        self.vault
+            .point_for(record.credential.cred_id().as_slice())
+            .is_some()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -192,9 +259,9 @@ impl Approver {
             return Err(ApprovalError::KeyExists { name: name.into() });
         }
         inner.ceremonies.check_room(now)?;
-        let authorized = match authorization {
-            Some(a) if a.role == key_add_role(name) => true,
-            None if inner.store.records.is_empty() => false,
+        let (authorized, vault) = match authorization {
+            Some(mut a) if a.role == key_add_role(name) => (true, a.vault.take()),
+            None if inner.store.records.is_empty() => (false, None),
             _ => {
                 return Err(ApprovalError::NotAuthorized {
                     what: format!("adding the key {name}"),
@@ -209,14 +276,15 @@ impl Approver {
             .collect();
         let (challenge, state) = self.rp.start_registration(name, exclude)?;
         let kind = Kind::Register { name: name.into() };
-        record(
-            &mut inner,
-            now,
-            kind,
-            State::Registration { state, authorized },
-            challenge,
-            lead,
-        )
+        let mut options = options_json(&challenge)?;
+        seal::request_prf_at_creation(&mut options);
+        let state = State::Registration {
+            state,
+            authorized,
+            vault,
+        };
+        let id = inner.ceremonies.insert(now, kind, state, options, lead)?;
+        Ok((id, challenge))
     }
 
     /// Verifies the authenticator's answer, stores the new key and ends the ceremony.
@@ -228,7 +296,13 @@ impl Approver {
     ) -> Result<KeyInfo, ApprovalError> {
         let result = self
             .claim(id, now)
-            .and_then(|claimed| self.finish_registration_claimed(claimed, credential, now));
+            .and_then(|claimed| self.finish_registration_claimed(claimed, credential, false, now))
+            .and_then(|step| match step {
+                Registered::Added(info) => Ok(info),
+                Registered::Seal(..) => Err(ApprovalError::Internal {
+                    reason: "a key with PRF needs its sealing touch".into(),
+                }),
+            });
         self.conclude_with(id, &result);
         result
     }
@@ -252,10 +326,18 @@ impl Approver {
         &self,
         claimed: Claimed<State>,
         credential: &RegisterPublicKeyCredential,
+        prf_enabled: bool,
         now: SystemTime,
-    ) -> Result<KeyInfo, ApprovalError> {
-        let (Kind::Register { name }, State::Registration { state, authorized }) =
-            (claimed.kind, claimed.state)
+    ) -> Result<Registered, ApprovalError> {
+        let leader = claimed.leader;
+        let (
+            Kind::Register { name },
+            State::Registration {
+                state,
+                authorized,
+                vault,
+            },
+        ) = (claimed.kind, claimed.state)
         else {
             return Err(ApprovalError::UnknownCeremony);
         };
@@ -277,6 +359,28 @@ impl Approver {
             user_verified: registered.user_verified,
             credential: registered.key,
         };
+        if prf_enabled {
+            let lead = Lead {
+                conn: leader,
+                requester: "credctl key add".into(),
+                ..Lead::default()
+            };
+            let mut inner = self.lock();
+            inner.ceremonies.check_room(now)?;
+            let (id, options) =
+                self.start_seal(&mut inner, record, authorized, vault, lead, now)?;
+            return Ok(Registered::Seal(id, options));
+        }
+        if self.sealing == Sealing::Required {
+            return Err(ApprovalError::NoPrf { key: name });
+        }
+        self.commit_key(record, authorized).map(Registered::Added)
+    }
+
+    /// Stores a verified new key: refused if, meanwhile, its name or credential was taken, or
+    /// (for an unauthorized first key) another key was registered.
+    fn commit_key(&self, record: KeyRecord, authorized: bool) -> Result<KeyInfo, ApprovalError> {
+        let name = record.name.clone();
         let mut inner = self.lock();
         // Checked again at the moment of commit: a key registered meanwhile (say, a first key
         // that raced this one) turns an unauthorized registration into a refused one.
@@ -293,7 +397,8 @@ impl Approver {
                 name: existing.name.clone(),
             });
         }
-        let info = record.info();
+        let mut info = record.info();
+        info.sealed = self.sealed(&record);
         inner.store.records.push(record);
         if let Err(err) = inner.store.save() {
             // Keep memory equal to disk: a key that was not persisted is not registered.
@@ -337,8 +442,13 @@ impl Approver {
         if let Some(other) = inner.ceremonies.approval_under_way(now) {
             return Err(ApprovalError::Busy { role: other });
         }
-        let (id, challenge) = self.start_approval_locked(&mut inner, role, lead, now)?;
-        Ok(Begin::Lead(id, options_json(&challenge)?))
+        let (id, _) = self.start_approval_locked(&mut inner, role, lead, now)?;
+        let options = inner
+            .ceremonies
+            .view(id)
+            .map(|v| v.options)
+            .ok_or(ApprovalError::UnknownCeremony)?;
+        Ok(Begin::Lead(id, options))
     }
 
     fn start_approval_locked(
@@ -353,10 +463,14 @@ impl Approver {
         }
         inner.ceremonies.check_room(now)?;
         let mut keys = Vec::new();
+        let mut eligible = Vec::new();
         let mut refused = Vec::new();
         for record in &inner.store.records {
             match self.rp.refusal(record) {
-                None => keys.push(record.credential.clone()),
+                None => {
+                    keys.push(record.credential.clone());
+                    eligible.push(record);
+                }
                 Some(reason) => refused.push(reason),
             }
         }
@@ -365,9 +479,14 @@ impl Approver {
                 refused: refused.join("; "),
             });
         }
+        let (evals, fresh) = self.evals_for(&eligible)?;
         let (challenge, state) = self.rp.start_authentication(&keys)?;
         let kind = Kind::Approve { role: role.into() };
-        record(inner, now, kind, State::Approval(state), challenge, lead)
+        let mut options = options_json(&challenge)?;
+        seal::request_prf_eval(&mut options, &evals);
+        let state = State::Approval { state, fresh };
+        let id = inner.ceremonies.insert(now, kind, state, options, lead)?;
+        Ok((id, challenge))
     }
 
     /// Verifies a touch for ceremony `id`, which must have been started for `role`. The
@@ -381,7 +500,7 @@ impl Approver {
     ) -> Result<Approval, ApprovalError> {
         let result = self
             .claim(id, now)
-            .and_then(|claimed| self.verify_approval(claimed, role, credential, now));
+            .and_then(|claimed| self.verify_approval(claimed, role, credential, None, now));
         self.conclude_with(id, &result);
         self.account(role, result)
     }
@@ -392,9 +511,10 @@ impl Approver {
         claimed: Claimed<State>,
         role: &str,
         credential: &PublicKeyCredential,
+        prf: Option<PrfOutput>,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
-        let result = self.verify_approval(claimed, role, credential, now);
+        let result = self.verify_approval(claimed, role, credential, prf, now);
         self.account(role, result)
     }
 
@@ -424,10 +544,11 @@ impl Approver {
         claimed: Claimed<State>,
         role: &str,
         credential: &PublicKeyCredential,
+        prf: Option<PrfOutput>,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
         let target = claimed.target;
-        let (Kind::Approve { role: expected }, State::Approval(state)) =
+        let (Kind::Approve { role: expected }, State::Approval { state, fresh }) =
             (claimed.kind, claimed.state)
         else {
             return Err(ApprovalError::UnknownCeremony);
@@ -483,11 +604,16 @@ impl Approver {
         // Always persist: last_used changed even when webauthn-rs saw no credential change,
         // and a counter must be on disk before the approval is used (kill -9 safety).
         inner.store.save()?;
+        drop(inner);
+        // The key verified; now the touch must also open the vault. A key enrolled by editing
+        // keys.json has no wrap, and one whose secret does not unwrap is refused here.
+        let vault = self.unseal_for(&key_name, result.cred_id().as_slice(), prf, &fresh)?;
         Ok(Approval {
             role: expected,
             key_name,
             approved_at: now,
             target,
+            vault,
         })
     }
 
@@ -537,7 +663,11 @@ impl Approver {
             .store
             .records
             .iter()
-            .map(KeyRecord::info)
+            .map(|r| {
+                let mut info = r.info();
+                info.sealed = self.sealed(r);
+                info
+            })
             .collect()
     }
 
@@ -582,24 +712,18 @@ impl Approver {
             inner.store.records.insert(index, removed);
             return Err(err);
         }
+        drop(inner);
+        // Its copy of the vault goes with it: a key removed from keys.json and put back by
+        // hand unwraps nothing.
+        if let Err(e) = self
+            .vault
+            .remove_wrap(removed.credential.cred_id().as_slice())
+        {
+            tracing::warn!(key = %name, error = %e, "the removed key's vault copy stays in vault.json");
+        }
         tracing::info!(key = %name, by = %authorization.key_name, "removed a security key");
         Ok(())
     }
-}
-
-/// Records a new ceremony for `challenge` in the table; the id and the challenge go back to
-/// the caller.
-fn record<C: serde::Serialize>(
-    inner: &mut Inner,
-    now: SystemTime,
-    kind: Kind,
-    state: State,
-    challenge: C,
-    lead: Lead,
-) -> Result<(CeremonyId, C), ApprovalError> {
-    let options = options_json(&challenge)?;
-    let id = inner.ceremonies.insert(now, kind, state, options, lead)?;
-    Ok((id, challenge))
 }
 
 /// A challenge as the JSON the authenticator drivers and the page take.

@@ -34,6 +34,19 @@ pub enum UserVerification {
     Required,
 }
 
+/// Whether a touch must open the vault (`[approval] sealing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sealing {
+    /// Every touch must carry the key's hmac-secret/PRF output and unwrap the vault; keys
+    /// without hmac-secret are refused. Sources then open only with a touch.
+    #[default]
+    Required,
+    /// Keys without hmac-secret may approve by policy alone; sources they approve stay
+    /// readable in the keyring. Shown as "unsealed" by `status`, `key list` and `doctor`.
+    AllowUnsealed,
+}
+
 /// The `[approval]` table of config.toml.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -44,6 +57,8 @@ pub struct ApprovalPolicy {
     pub allow_software_authenticators: bool,
     /// PEM files of authenticator vendor CAs; when non-empty only keys attested by them register.
     pub attestation_ca: Vec<PathBuf>,
+    /// Whether touches must unseal (the default) or may approve by policy alone.
+    pub sealing: Sealing,
 }
 
 /// What kind of authenticator holds a key, as far as registration could tell.

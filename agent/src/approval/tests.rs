@@ -24,9 +24,12 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// Software keys allowed and sealing not required: SoftToken has no hmac-secret, so these
+/// tests exercise the policy path; sealing has its own tests against a CTAP2 software device.
 fn permissive() -> ApprovalPolicy {
     ApprovalPolicy {
         allow_software_authenticators: true,
+        sealing: Sealing::AllowUnsealed,
         ..ApprovalPolicy::default()
     }
 }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use super::{Conn, Control};
 use crate::audit::Event;
-use crate::sources::{rewrite_credentials_file_without, SourceCredentials, SourceError};
+use crate::sources::{rewrite_credentials_file_without, SourceCredentials, SourceError, Stored};
 
 /// A keyring call's result as a reply.
 fn reply(r: Result<Response, SourceError>) -> Response {
@@ -65,7 +65,10 @@ impl Control {
             Request::SourceList => self.source_list().await,
             Request::SourceRemove { name } => reply(
                 self.sources
-                    .with(move |k| k.delete(&name).map(|()| Response::Ok))
+                    .with_store(move |store, k| {
+                        store.forget(&name);
+                        k.delete(&name).map(|()| Response::Ok)
+                    })
                     .await,
             ),
             _ => super::misrouted(),
@@ -80,7 +83,7 @@ impl Control {
         drop(secret);
         reply(
             self.sources
-                .with(move |k| k.put(&name, &creds).map(|()| Response::Ok))
+                .with_store(move |store, k| store.store(k, &name, &creds).map(|_| Response::Ok))
                 .await,
         )
     }
@@ -122,8 +125,8 @@ impl Control {
         };
         reply(
             self.sources
-                .with(move |k| {
-                    k.put(&name, &entry.credentials)?;
+                .with_store(move |store, k| {
+                    store.store(k, &name, &entry.credentials)?;
                     if remove {
                         rewrite_credentials_file_without(&path, &profile)?;
                     }
@@ -136,20 +139,24 @@ impl Control {
     async fn source_list(&self) -> Response {
         reply(
             self.sources
-                .with(|store| {
+                .with_store(|store, keyring| {
                     let mut sources = Vec::new();
-                    for name in store.list()? {
-                        let suffix = match store.get(&name) {
-                            Ok(c) => {
-                                let id = &c.access_key_id;
+                    for name in keyring.list()? {
+                        let (suffix, state) = match keyring.get_stored(&name) {
+                            Ok(stored) => {
+                                let id = match &stored {
+                                    Stored::Plain(c) => c.access_key_id.as_str(),
+                                    Stored::Sealed { access_key_id, .. } => access_key_id.as_str(),
+                                };
                                 let start = id.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
-                                id[start..].to_owned()
+                                (id[start..].to_owned(), store.state(&stored, &name))
                             }
-                            Err(_) => "????".into(),
+                            Err(_) => ("????".into(), "damaged"),
                         };
                         sources.push(SourceInfo {
                             name,
                             key_id_suffix: suffix,
+                            state: state.into(),
                         });
                     }
                     Ok(Response::Sources { sources })

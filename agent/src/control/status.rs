@@ -61,7 +61,18 @@ impl Control {
     /// The full status report.
     pub fn status(&self, now: SystemTime, pending: Vec<PendingInfo>) -> StatusInfo {
         let mut info = self.facts.status();
-        info.keys = self.approvals.keys().len();
+        let keys = self.approvals.keys();
+        info.keys = keys.len();
+        info.unsealed_keys = keys
+            .iter()
+            .filter(|k| !k.sealed)
+            .map(|k| k.name.clone())
+            .collect();
+        info.vault = self.approvals.vault_fingerprint();
+        info.sealing = match self.approvals.sealing() {
+            crate::approval::Sealing::Required => "required".into(),
+            crate::approval::Sealing::AllowUnsealed => "allow-unsealed".into(),
+        };
         info.sessions = self.role_infos(now, true);
         info.imds_role = self.endpoint.imds_role().as_deref().map(str::to_owned);
         info.pending = pending;

@@ -95,6 +95,8 @@ impl SessionError {
             SourceError::NotFound { .. } => "source_missing",
             SourceError::Locked { .. } => "keyring_locked",
             SourceError::NoBackend { .. } => "keyring_unavailable",
+            SourceError::Sealed { .. } => "source_sealed",
+            SourceError::Unseal { .. } => "source_unseal_failed",
             _ => "keyring_error",
         };
         let mut message = err.to_string();

@@ -8,7 +8,7 @@ mod refresh;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -22,6 +22,7 @@ use crate::generation::{Generation, Versioned};
 use crate::profiles::Profiles;
 use crate::sources::{SourceCredentials, SourceError};
 use crate::sts::{StsApi, TempCredentials};
+use crate::vault::VaultSecret;
 
 use crate::util::unix_secs;
 use crate::util::{LockExt, RwLockExt};
@@ -69,13 +70,44 @@ impl Default for SessionConfig {
 #[async_trait]
 pub trait SourceLookup: Send + Sync {
     async fn source(&self, name: &str) -> Result<SourceCredentials, SourceError>;
+
+    /// Opens sealed source `name` with the vault's private half a touch unwrapped (sealing it
+    /// first if it was stored unsealed), for the sessions that need it.
+    async fn unseal(&self, _name: &str, _vault: VaultSecret) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// Wipes every opened source (lock).
+    fn forget_all(&self) {}
+
+    /// Wipes the opened sources no session in `in_use` needs.
+    fn retain_opened(&self, _in_use: &HashSet<String>) {}
 }
 
 #[async_trait]
 impl SourceLookup for Arc<crate::sources::SourceStore> {
     async fn source(&self, name: &str) -> Result<SourceCredentials, SourceError> {
         let name = name.to_owned();
-        self.with(move |k| k.get(&name)).await
+        self.with_store(move |store, k| store.lookup(k, &name))
+            .await
+    }
+
+    async fn unseal(&self, name: &str, vault: VaultSecret) -> Result<(), SourceError> {
+        let name = name.to_owned();
+        // The private half moves into the blocking task and is dropped there, right after use.
+        self.with_store(move |store, k| store.unseal(k, &name, &vault))
+            .await
+    }
+
+    fn forget_all(&self) {
+        let n = crate::sources::SourceStore::forget_all(self);
+        if n > 0 {
+            tracing::info!(sources = n, "wiped the opened sources");
+        }
+    }
+
+    fn retain_opened(&self, in_use: &HashSet<String>) {
+        crate::sources::SourceStore::retain_opened(self, in_use);
     }
 }
 
@@ -241,7 +273,9 @@ impl Sessions {
                 requested: role.to_owned(),
             });
         }
+        let mut approval = approval;
         let approved_target = approval.target().map(str::to_owned);
+        let vault = approval.take_vault();
         drop(approval);
         let spec = self.resolve(role)?;
         // The touch approved what it was shown: if ~/.aws/config was edited between the
@@ -255,6 +289,13 @@ impl Sessions {
                     now: now_target,
                 });
             }
+        }
+        if let Some(vault) = vault {
+            self.inner
+                .sources
+                .unseal(&spec.source, vault)
+                .await
+                .map_err(|e| SessionError::from_source_error(&spec, &e))?;
         }
         if let Some(serial) = &spec.mfa_serial {
             if mfa_code.is_none() && self.usable_mfa(&spec.source, serial, now).is_none() {
@@ -383,7 +424,22 @@ impl Sessions {
         }
         drop(roles);
         drop(mfa);
+        self.inner.sources.forget_all();
         n
+    }
+
+    /// Wipes the opened sources that no active session needs any more.
+    pub(super) fn release_unused_sources(&self, now: SystemTime) {
+        let idle = self.inner.config.idle_timeout;
+        let in_use: HashSet<String> = self
+            .inner
+            .roles
+            .read()
+            .values()
+            .filter(|s| s.active(now, idle))
+            .map(|s| s.spec.source.clone())
+            .collect();
+        self.inner.sources.retain_opened(&in_use);
     }
 
     /// Status of every open session at `now`, sorted by role.

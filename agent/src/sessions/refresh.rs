@@ -85,6 +85,7 @@ impl Sessions {
             interval.tick().await;
             let now = clock();
             self.sweep(now);
+            self.release_unused_sources(now);
             for role in self.refresh_due(now) {
                 let sessions = self.clone();
                 tokio::spawn(async move {

@@ -24,6 +24,21 @@ const INDEX_SERVICE: &str = "credagent-index";
 const INDEX_USER: &str = "sources";
 /// First line of a stored secret, so a foreign or future format is recognised.
 const FORMAT_V1: &str = "credagent-source-v1";
+/// First line of a sealed source: the access key id follows in clear (AWS does not treat it as
+/// secret), then the secret access key sealed to the vault (`vault::Sealed::encode`).
+const FORMAT_V2: &str = "credagent-source-v2";
+
+/// A source as the keyring holds it.
+pub enum Stored {
+    /// Readable by anyone who can read the keyring: stored before sealing, or in a setup with
+    /// no vault. Sealed at the first touch that opens it.
+    Plain(SourceCredentials),
+    /// The secret access key sealed to the vault: only a touch opens it.
+    Sealed {
+        access_key_id: String,
+        sealed: crate::vault::Sealed,
+    },
+}
 
 /// Which keyring holds the source credentials (`keyring = "..."` in config.toml).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +70,10 @@ pub enum SourceError {
     NotFound { backend: Backend, name: String },
     #[error("the {backend} keyring entry for source `{name}` is not in credagent's format: remove it and add it again with `credctl source add {name}`")]
     Corrupt { backend: Backend, name: String },
+    #[error("source `{name}` is sealed to your security keys: it opens only with a touch; open a role that uses it (`credctl use ROLE`)")]
+    Sealed { name: String },
+    #[error("sealed source `{name}` does not open: {detail}")]
+    Unseal { name: String, detail: String },
     #[error("invalid source name `{name}`: {reason}")]
     InvalidName { name: String, reason: &'static str },
     #[error("invalid credentials for source `{name}`: {reason}")]
@@ -75,6 +94,8 @@ impl SourceError {
         use credagent_proto::ErrorCode;
         let code = match self {
             SourceError::NotFound { .. } => ErrorCode::NotFound,
+            SourceError::Sealed { .. } => ErrorCode::Refused,
+            SourceError::Unseal { .. } => ErrorCode::Refused,
             SourceError::InvalidName { .. } | SourceError::InvalidCredentials { .. } => {
                 ErrorCode::BadRequest
             }
@@ -161,8 +182,45 @@ impl Keyring {
         })
     }
 
-    /// Reads the credentials of source `name`.
+    /// Stores source `name` sealed: its access key id in clear, its secret sealed to the vault.
+    pub fn put_sealed(
+        &self,
+        name: &str,
+        access_key_id: &str,
+        sealed: &crate::vault::Sealed,
+    ) -> Result<(), SourceError> {
+        validate_name(name)?;
+        validate_creds(
+            name,
+            &SourceCredentials {
+                access_key_id: access_key_id.to_owned(),
+                secret_access_key: SecretString::from("sealed"),
+            },
+        )?;
+        let payload = format!("{FORMAT_V2}\n{access_key_id}\n{}", sealed.encode());
+        self.entry(&self.service, name)?
+            .set_password(&payload)
+            .map_err(|e| classify(self.backend, name, e))?;
+        self.update_index(|names| {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        })
+    }
+
+    /// Reads the credentials of source `name` if they are stored unsealed; a sealed source is
+    /// [`SourceError::Sealed`] (open it with the vault: [`Keyring::get_stored`]).
     pub fn get(&self, name: &str) -> Result<SourceCredentials, SourceError> {
+        match self.get_stored(name)? {
+            Stored::Plain(creds) => Ok(creds),
+            Stored::Sealed { .. } => Err(SourceError::Sealed {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Reads source `name` as stored, sealed or not.
+    pub fn get_stored(&self, name: &str) -> Result<Stored, SourceError> {
         validate_name(name)?;
         let raw = Zeroizing::new(
             self.entry(&self.service, name)?
@@ -179,9 +237,15 @@ impl Keyring {
             (Some(FORMAT_V1), Some(id), Some(secret), None)
                 if !id.is_empty() && !secret.is_empty() =>
             {
-                Ok(SourceCredentials {
+                Ok(Stored::Plain(SourceCredentials {
                     access_key_id: id.to_owned(),
                     secret_access_key: SecretString::from(secret),
+                }))
+            }
+            (Some(FORMAT_V2), Some(id), Some(sealed), None) if !id.is_empty() => {
+                Ok(Stored::Sealed {
+                    access_key_id: id.to_owned(),
+                    sealed: crate::vault::Sealed::decode(sealed).map_err(|_| corrupt())?,
                 })
             }
             _ => Err(corrupt()),

@@ -5,13 +5,16 @@
 mod access_key;
 mod keyring;
 
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::{Arc, Mutex};
 
 pub use access_key::{rewrite_credentials_file_without, SourceCredentials};
-pub use keyring::{Backend, Keyring, SourceError, SERVICE};
+pub use keyring::{Backend, Keyring, SourceError, Stored, SERVICE};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::util::LockExt;
+use crate::vault::{Locked, VaultKeeper, VaultPublic, VaultSecret};
 
 /// The file in the state directory that names this agent instance's keyring namespace.
 pub const INSTANCE_FILE: &str = "instance";
@@ -59,17 +62,184 @@ pub struct SourceStore {
     /// installation upgrading).
     adopt_legacy: bool,
     /// The keyring once a first call opened it.
-    opened: Mutex<Option<Arc<Keyring>>>,
+    keyring: Mutex<Option<Arc<Keyring>>>,
+    /// The vault sources are sealed to.
+    vault: Arc<VaultKeeper>,
+    /// Sources a touch opened, while a session may need them: in locked, zeroized memory.
+    opened: Mutex<HashMap<String, Opened>>,
+}
+
+/// A sealed source opened by a touch.
+struct Opened {
+    access_key_id: String,
+    secret: Locked,
+}
+
+/// What a sealed source's secret is bound to: opening it under another name or key id fails,
+/// so a sealed blob copied into another source's entry does not open there.
+pub fn seal_label(name: &str, access_key_id: &str) -> Vec<u8> {
+    let mut label = b"credagent source\0".to_vec();
+    label.extend_from_slice(name.as_bytes());
+    label.push(0);
+    label.extend_from_slice(access_key_id.as_bytes());
+    label
+}
+
+/// Seals `creds` to `public` and stores them as source `name`.
+fn put_sealed(
+    keyring: &Keyring,
+    public: &VaultPublic,
+    name: &str,
+    creds: &SourceCredentials,
+) -> Result<(), SourceError> {
+    let sealed = crate::vault::seal(
+        public,
+        &seal_label(name, &creds.access_key_id),
+        creds.secret_access_key.expose_secret().as_bytes(),
+    )
+    .map_err(|e| SourceError::Unseal {
+        name: name.to_owned(),
+        detail: e.to_string(),
+    })?;
+    keyring.put_sealed(name, &creds.access_key_id, &sealed)
 }
 
 impl SourceStore {
-    pub fn new(backend: Backend, instance: String, adopt_legacy: bool) -> Self {
+    pub fn new(
+        backend: Backend,
+        instance: String,
+        adopt_legacy: bool,
+        vault: Arc<VaultKeeper>,
+    ) -> Self {
         SourceStore {
             backend,
             instance,
             adopt_legacy,
-            opened: Mutex::new(None),
+            keyring: Mutex::new(None),
+            vault,
+            opened: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The vault sources are sealed to.
+    pub fn vault(&self) -> &Arc<VaultKeeper> {
+        &self.vault
+    }
+
+    /// Stores source `name` (blocking): sealed to the vault when there is one (no touch
+    /// needed: sealing takes only the public half), else unsealed until a key seals the vault.
+    /// Returns whether it was sealed.
+    pub fn store(
+        &self,
+        keyring: &Keyring,
+        name: &str,
+        creds: &SourceCredentials,
+    ) -> Result<bool, SourceError> {
+        self.forget(name);
+        match self.vault.public() {
+            Some(public) => put_sealed(keyring, &public, name, creds).map(|()| true),
+            None => keyring.put(name, creds).map(|()| false),
+        }
+    }
+
+    /// Opens source `name` with the vault's private half, unwrapped by a verified touch, and
+    /// keeps it in memory for the sessions that need it (blocking). A source stored unsealed
+    /// is sealed now (migration) to the vault `secret` belongs to, and read back before use.
+    pub fn unseal(
+        &self,
+        keyring: &Keyring,
+        name: &str,
+        secret: &VaultSecret,
+    ) -> Result<(), SourceError> {
+        let failed = |detail: String| SourceError::Unseal {
+            name: name.to_owned(),
+            detail,
+        };
+        let (access_key_id, sealed) = match keyring.get_stored(name)? {
+            Stored::Sealed {
+                access_key_id,
+                sealed,
+            } => (access_key_id, sealed),
+            Stored::Plain(creds) => {
+                put_sealed(keyring, secret.public(), name, &creds)?;
+                tracing::info!(source = name, "sealed a source stored before sealing");
+                match keyring.get_stored(name)? {
+                    Stored::Sealed {
+                        access_key_id,
+                        sealed,
+                    } => (access_key_id, sealed),
+                    Stored::Plain(_) => {
+                        return Err(failed("the keyring kept the unsealed copy".into()))
+                    }
+                }
+            }
+        };
+        let opened = secret
+            .open(&seal_label(name, &access_key_id), &sealed)
+            .map_err(|e| {
+                failed(format!(
+                    "{e}: it was sealed to another vault than the one your key unwraps (vault {}); \
+                     add it again with `credctl source add {name}`",
+                    crate::vault::fingerprint(secret.public())
+                ))
+            })?;
+        if std::str::from_utf8(opened.expose()).is_err() {
+            return Err(failed("the opened secret is not text".into()));
+        }
+        self.opened.locked().insert(
+            name.to_owned(),
+            Opened {
+                access_key_id,
+                secret: opened,
+            },
+        );
+        Ok(())
+    }
+
+    /// The credentials of source `name` (blocking): opened by a touch, or stored unsealed.
+    pub fn lookup(&self, keyring: &Keyring, name: &str) -> Result<SourceCredentials, SourceError> {
+        if let Some(o) = self.opened.locked().get(name) {
+            let text = std::str::from_utf8(o.secret.expose()).map_err(|_| SourceError::Unseal {
+                name: name.to_owned(),
+                detail: "the opened secret is not text".into(),
+            })?;
+            return Ok(SourceCredentials {
+                access_key_id: o.access_key_id.clone(),
+                secret_access_key: SecretString::from(text),
+            });
+        }
+        keyring.get(name)
+    }
+
+    /// `sealed`, `open` or `unsealed`, for `source list`.
+    pub fn state(&self, stored: &Stored, name: &str) -> &'static str {
+        match stored {
+            Stored::Plain(_) => "unsealed",
+            Stored::Sealed { .. } if self.opened.locked().contains_key(name) => "open",
+            Stored::Sealed { .. } => "sealed",
+        }
+    }
+
+    /// Wipes the opened copy of source `name`.
+    pub fn forget(&self, name: &str) {
+        self.opened.locked().remove(name);
+    }
+
+    /// Wipes every opened source (lock); returns how many were open.
+    pub fn forget_all(&self) -> usize {
+        let all = std::mem::take(&mut *self.opened.locked());
+        all.len()
+    }
+
+    /// Wipes the opened sources no session in `in_use` needs any more.
+    pub fn retain_opened(&self, in_use: &HashSet<String>) {
+        self.opened.locked().retain(|name, _| {
+            let keep = in_use.contains(name);
+            if !keep {
+                tracing::debug!(source = %name, "no session needs this source: wiped");
+            }
+            keep
+        });
     }
 
     /// The backend `config` names; without one, Secret Service where a session bus exists,
@@ -91,7 +261,7 @@ impl SourceStore {
 
     /// The open keyring (blocking: call from a blocking thread).
     pub fn get(&self) -> Result<Arc<Keyring>, SourceError> {
-        let mut slot = self.opened.locked();
+        let mut slot = self.keyring.locked();
         if let Some(k) = slot.as_ref() {
             return Ok(k.clone());
         }
@@ -112,9 +282,17 @@ impl SourceStore {
         self: &Arc<Self>,
         f: impl FnOnce(&Keyring) -> Result<T, SourceError> + Send + 'static,
     ) -> Result<T, SourceError> {
+        self.with_store(move |_, k| f(k)).await
+    }
+
+    /// Runs `f` on this store and its open keyring in a blocking thread.
+    pub async fn with_store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&SourceStore, &Keyring) -> Result<T, SourceError> + Send + 'static,
+    ) -> Result<T, SourceError> {
         let this = self.clone();
         let backend = self.backend;
-        tokio::task::spawn_blocking(move || f(&*this.get()?))
+        tokio::task::spawn_blocking(move || f(&this, &*this.get()?))
             .await
             .map_err(|e| SourceError::Platform {
                 backend,

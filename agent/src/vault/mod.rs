@@ -17,15 +17,17 @@
 //! are RustCrypto, and `tests.rs` checks each against its published test vectors. Secrets live
 //! in [`Locked`] buffers: zeroized on drop and locked in RAM where the kernel allows it.
 //!
-//! This module is the primitive only. Which sources are sealed, when the private half is
-//! unwrapped (on a verified touch) and when opened sources are wiped belong to `sources` and
-//! `approval`.
+//! [`VaultKeeper`] holds `vault.json` for the agent. Which sources are sealed, when the private
+//! half is unwrapped (on a verified touch) and when opened sources are wiped belong to `sources`
+//! and `approval`.
 
+mod keeper;
 mod locked;
 mod store;
 #[cfg(test)]
 mod tests;
 
+pub use keeper::{fingerprint, VaultKeeper};
 pub use locked::Locked;
 pub use store::{VaultFile, VAULT_FILE};
 

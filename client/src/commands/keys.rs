@@ -35,18 +35,43 @@ pub fn add(
     loop {
         match resp {
             Response::KeyAdded { key } => {
-                return Ok(format!(
-                    "registered security key {} ({} authenticator)\n",
-                    key.name, key.kind
-                ))
+                let mut out = format!(
+                    "registered security key {} ({} authenticator, {})\n",
+                    key.name,
+                    key.kind,
+                    if key.sealed {
+                        "holds a copy of your vault"
+                    } else {
+                        "UNSEALED: its touch approves by policy only"
+                    }
+                );
+                if let Ok(Response::Keys { keys }) = agent.request(&Request::KeyList) {
+                    if keys.len() < 2 {
+                        out.push_str(
+                            "warning: only one key is registered. Your sources are sealed to \
+                             your keys: lose this one and they are lost with it. Register a \
+                             second key with `credctl key add`.\n",
+                        );
+                    }
+                }
+                return Ok(out);
             }
             Response::Challenge { .. } => {
                 let c = Challenge::from_response(resp)?;
-                let authorizing = c.role.is_some();
+                let sealing = c
+                    .role
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("key seal: "));
+                let authorizing = c.role.is_some() && !sealing;
                 let by = match (authorizing, authorizer.take()) {
                     (true, Some(a)) => a,
                     _ => auth.clone(),
                 };
+                if sealing {
+                    eprintln!(
+                        "credctl: touch the new key {name} once more to seal your sources to it"
+                    );
+                }
                 resp = answer(&mut agent, &by, &c).map_err(|f| {
                     if authorizing {
                         Failure::new(
@@ -72,17 +97,18 @@ pub fn render(keys: &[KeyInfo]) -> String {
         return "no security keys registered: add one with `credctl key add`\n".into();
     }
     let mut out = format!(
-        "{:<20} {:<10} {:<10} {:<10} {:>8}\n",
-        "NAME", "KIND", "CREATED", "LAST USED", "COUNTER"
+        "{:<20} {:<10} {:<10} {:<10} {:>8}  {}\n",
+        "NAME", "KIND", "CREATED", "LAST USED", "COUNTER", "SEALING"
     );
     for k in keys {
         out.push_str(&format!(
-            "{:<20} {:<10} {:<10} {:<10} {:>8}\n",
+            "{:<20} {:<10} {:<10} {:<10} {:>8}  {}\n",
             k.name,
             k.kind,
             utc_date(k.created),
             k.last_used.map(utc_date).unwrap_or_else(|| "never".into()),
-            k.counter
+            k.counter,
+            if k.sealed { "sealed" } else { "UNSEALED" }
         ));
     }
     out

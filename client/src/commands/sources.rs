@@ -114,9 +114,14 @@ pub fn list(socket: &Path, json: bool) -> Result<String> {
             Ok("no sources stored: add one with `credctl source add NAME`\n".into())
         }
         Response::Sources { sources } => {
-            let mut out = format!("{:<24} {}\n", "SOURCE", "KEY ID");
+            let mut out = format!("{:<24} {:<9} {}\n", "SOURCE", "KEY ID", "STATE");
             for s in sources {
-                out.push_str(&format!("{:<24} …{}\n", s.name, s.key_id_suffix));
+                let state = match s.state.as_str() {
+                    "unsealed" => "UNSEALED (readable in the keyring; sealed at the next touch)",
+                    "" => "unknown (older agent)",
+                    other => other,
+                };
+                out.push_str(&format!("{:<24} …{:<8} {state}\n", s.name, s.key_id_suffix));
             }
             Ok(out)
         }

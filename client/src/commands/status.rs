@@ -62,6 +62,10 @@ pub fn render(info: &StatusInfo) -> String {
         }
     ));
     out.push_str(&format!(
+        "sealing    {}\n",
+        sealing_line(&info.sealing, info.vault.as_deref(), &info.unsealed_keys)
+    ));
+    out.push_str(&format!(
         "imds       {}\n",
         info.imds_role.as_deref().unwrap_or("serves no role")
     ));
@@ -125,6 +129,27 @@ pub fn status(socket: &Path, json: bool) -> Result<String> {
     } else {
         Ok(render(&info))
     }
+}
+
+/// The `sealing` line of `status`: the vault, and loudly any key or setup that is unsealed.
+fn sealing_line(mode: &str, vault: Option<&str>, unsealed: &[String]) -> String {
+    let mut line = match vault {
+        Some(fp) => format!("vault {fp}"),
+        None => "no vault yet (the first touch of a key with hmac-secret creates it)".into(),
+    };
+    if !unsealed.is_empty() {
+        line.push_str(&format!(
+            "; UNSEALED keys (their touch opens no sealed source): {}",
+            unsealed.join(", ")
+        ));
+    }
+    if mode == "allow-unsealed" {
+        line.push_str(
+            "; UNSEALED setup allowed ([approval] sealing = \"allow-unsealed\"): sources \
+             approved by keys without hmac-secret stay readable in the keyring",
+        );
+    }
+    line
 }
 
 #[cfg(test)]

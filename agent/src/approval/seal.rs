@@ -1,0 +1,285 @@
+//! Sealing on the approval path (DESIGN.md "Sealed sources"):
+//! - the PRF inputs a challenge carries (`extensions.prf`, the WebAuthn form every path reads:
+//!   the browser natively, `credctl` for its CTAP2 hmac-secret) and the PRF output an answer
+//!   carries back (`clientExtensionResults.prf.results.first`);
+//! - what a verified touch unwraps: the vault's private half, or, before any vault exists, a new
+//!   vault created for the touching key;
+//! - the seal step of `key add`: the new key's own touch, which gives its PRF output so the
+//!   vault can be wrapped for it. The key is stored only once it holds its copy.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::time::SystemTime;
+use webauthn_rs::prelude::PublicKeyCredential;
+
+use super::ceremony::{key_seal_role, Claimed, Kind, Lead};
+use super::keys::KeyRecord;
+use super::policy::Sealing;
+use super::{options_json, ApprovalError, Approver, CeremonyId, Inner, KeyInfo, State};
+use crate::vault::{new_point, PrfOutput, VaultSecret, KEY_LEN};
+
+/// PRF evaluation points per credential id.
+pub(crate) type Evals = Vec<(Vec<u8>, [u8; KEY_LEN])>;
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn extensions(options: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
+    let public_key = options.get_mut("publicKey")?.as_object_mut()?;
+    let ext = public_key
+        .entry("extensions")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !ext.is_object() {
+        *ext = Value::Object(Default::default());
+    }
+    ext.as_object_mut()
+}
+
+/// Asks the new credential to enable its PRF (`extensions.prf = {}`; CTAP2 `hmac-secret: true`).
+pub(crate) fn request_prf_at_creation(options: &mut Value) {
+    if let Some(ext) = extensions(options) {
+        ext.insert("prf".into(), json!({}));
+    }
+}
+
+/// Asks for each credential's PRF at its evaluation point (`extensions.prf.evalByCredential`).
+pub(crate) fn request_prf_eval(options: &mut Value, evals: &Evals) {
+    if evals.is_empty() {
+        return;
+    }
+    let by_credential: serde_json::Map<String, Value> = evals
+        .iter()
+        .map(|(id, point)| (b64(id), json!({ "first": b64(point) })))
+        .collect();
+    if let Some(ext) = extensions(options) {
+        ext.insert("prf".into(), json!({ "evalByCredential": by_credential }));
+    }
+}
+
+/// The client extension results of an answer (`clientExtensionResults`, or `extensions` as
+/// webauthn-rs-proto names them).
+fn client_results(answer: &Value) -> Option<&Value> {
+    answer
+        .get("clientExtensionResults")
+        .or_else(|| answer.get("extensions"))
+}
+
+/// The PRF output an assertion answer carries, if any. A present but malformed one is an error
+/// (it must not silently become "no PRF").
+pub fn prf_output(answer: &Value) -> Result<Option<PrfOutput>, String> {
+    let Some(first) = client_results(answer)
+        .and_then(|r| r.get("prf"))
+        .and_then(|p| p.get("results"))
+        .and_then(|r| r.get("first"))
+    else {
+        return Ok(None);
+    };
+    let text = first
+        .as_str()
+        .ok_or("prf.results.first must be a base64url string")?;
+    let mut bytes = URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|e| format!("prf.results.first is not base64url: {e}"))?;
+    let out = PrfOutput::from_slice(&bytes).map_err(|e| e.to_string());
+    zeroize::Zeroize::zeroize(&mut bytes);
+    out.map(Some)
+}
+
+/// Whether a registration answer says the new credential evaluates the PRF.
+pub fn prf_enabled(answer: &Value) -> bool {
+    client_results(answer)
+        .and_then(|r| r.get("prf"))
+        .and_then(|p| p.get("enabled"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+impl Approver {
+    /// The PRF inputs for an approval by `records`: each sealed credential's evaluation point.
+    /// Before any vault exists, every credential gets a fresh point (returned separately, kept
+    /// with the ceremony): the first touch that brings a PRF output creates the vault.
+    pub(super) fn evals_for(
+        &self,
+        records: &[&KeyRecord],
+    ) -> Result<(Evals, Evals), ApprovalError> {
+        let mut evals = Evals::new();
+        let mut fresh = Evals::new();
+        let create = !self.vault.exists();
+        for record in records {
+            let id = record.credential.cred_id().as_slice().to_vec();
+            if let Some(point) = self.vault.point_for(&id) {
+                evals.push((id, point));
+            } else if create {
+                let point = new_point().map_err(vault_error)?;
+                evals.push((id.clone(), point));
+                fresh.push((id, point));
+            }
+        }
+        Ok((evals, fresh))
+    }
+
+    /// What a verified touch of key `key` (credential `cred_id`) unwraps. With sealing
+    /// required, a touch that unwraps nothing is refused; allowed unsealed, it approves by
+    /// policy and opens only unsealed sources.
+    pub(super) fn unseal_for(
+        &self,
+        key: &str,
+        cred_id: &[u8],
+        prf: Option<PrfOutput>,
+        fresh: &Evals,
+    ) -> Result<Option<VaultSecret>, ApprovalError> {
+        let required = self.sealing == Sealing::Required;
+        let Some(prf) = prf else {
+            if !required {
+                return Ok(None);
+            }
+            return Err(
+                if self.vault.exists() && self.vault.point_for(cred_id).is_none() {
+                    ApprovalError::KeyNotSealed { key: key.into() }
+                } else {
+                    ApprovalError::NoPrf { key: key.into() }
+                },
+            );
+        };
+        if self.vault.exists() {
+            if self.vault.point_for(cred_id).is_none() {
+                return if required {
+                    Err(ApprovalError::KeyNotSealed { key: key.into() })
+                } else {
+                    Ok(None)
+                };
+            }
+            return self
+                .vault
+                .unwrap(cred_id, &prf)
+                .map(Some)
+                .map_err(|_| ApprovalError::VaultUnwrap { key: key.into() });
+        }
+        let Some((_, point)) = fresh.iter().find(|(id, _)| id == cred_id) else {
+            return Err(ApprovalError::KeyNotSealed { key: key.into() });
+        };
+        let secret = self
+            .vault
+            .create(cred_id, *point, &prf)
+            .map_err(vault_error)?;
+        tracing::info!(
+            key,
+            "created the vault: sources are sealed to it from now on"
+        );
+        Ok(Some(secret))
+    }
+
+    /// The seal step of `key add`: a ceremony in which only the new key (not yet stored) can
+    /// answer, asking for its PRF at a fresh point. `vault` is the private half the authorizing
+    /// touch unwrapped (none for the first key).
+    pub(super) fn start_seal(
+        &self,
+        inner: &mut Inner,
+        record: KeyRecord,
+        authorized: bool,
+        vault: Option<VaultSecret>,
+        lead: Lead,
+        now: SystemTime,
+    ) -> Result<(CeremonyId, Value), ApprovalError> {
+        let point = new_point().map_err(vault_error)?;
+        let (challenge, state) = self
+            .rp
+            .start_authentication(std::slice::from_ref(&record.credential))?;
+        let mut options = options_json(&challenge)?;
+        let id = record.credential.cred_id().as_slice().to_vec();
+        request_prf_eval(&mut options, &vec![(id, point)]);
+        let kind = Kind::Approve {
+            role: key_seal_role(&record.name),
+        };
+        let state = State::Seal {
+            state,
+            record: Box::new(record),
+            point,
+            authorized,
+            vault,
+        };
+        let id = inner
+            .ceremonies
+            .insert(now, kind, state, options.clone(), lead)?;
+        Ok((id, options))
+    }
+
+    /// The new key's sealing touch: verified against the new key alone, then the vault is
+    /// created (first key) or wrapped for it, and only then is the key stored.
+    pub(super) fn finish_seal_claimed(
+        &self,
+        claimed: Claimed<State>,
+        credential: &PublicKeyCredential,
+        prf: Option<PrfOutput>,
+        now: SystemTime,
+    ) -> Result<KeyInfo, ApprovalError> {
+        let State::Seal {
+            state,
+            mut record,
+            point,
+            authorized,
+            vault,
+        } = claimed.state
+        else {
+            return Err(ApprovalError::UnknownCeremony);
+        };
+        let result = self
+            .rp
+            .finish_authentication(credential, &state)
+            .map_err(|err| {
+                super::rp::assertion_error(err, credential, Some(record.name.clone()))
+            })?;
+        let cred_id = record.credential.cred_id().as_slice().to_vec();
+        if result.cred_id().as_slice() != cred_id.as_slice() {
+            return Err(ApprovalError::AssertionInvalid {
+                reason: "the touch came from another key than the one being added".into(),
+            });
+        }
+        let prf = prf.ok_or_else(|| ApprovalError::NoPrf {
+            key: record.name.clone(),
+        })?;
+        match vault {
+            Some(secret) => self
+                .vault
+                .add_wrap(&secret, &cred_id, point, &prf)
+                .map_err(vault_error)?,
+            None if !self.vault.exists() => {
+                let created = self
+                    .vault
+                    .create(&cred_id, point, &prf)
+                    .map_err(vault_error)?;
+                drop(created);
+                tracing::info!(key = %record.name, "created the vault with the first key");
+            }
+            None => {
+                return Err(ApprovalError::NotAuthorized {
+                    what: format!(
+                        "sealing the key {}: the touch that allowed adding it did not unwrap the \
+                         vault",
+                        record.name
+                    ),
+                })
+            }
+        }
+        record.counter = result.counter();
+        let _ = record.credential.update_credential(&result);
+        record.last_used = Some(crate::util::unix_secs(now));
+        let name = record.name.clone();
+        let stored = self.commit_key(*record, authorized);
+        let orphan = self.lock().store.find_by_credential(&cred_id).is_none();
+        if stored.is_err() && orphan {
+            // The wrap of a key that was not stored unwraps nothing anyone holds; drop it.
+            let _ = self.vault.remove_wrap(&cred_id);
+            tracing::warn!(key = %name, "the sealed key could not be stored");
+        }
+        stored
+    }
+}
+
+fn vault_error(e: crate::vault::VaultError) -> ApprovalError {
+    ApprovalError::Vault {
+        detail: e.to_string(),
+    }
+}
