@@ -1,5 +1,8 @@
 //! Authenticators `credctl` can drive to answer the agent's WebAuthn challenges.
 
+#[cfg(any(feature = "usb", feature = "soft-authenticator"))]
+pub mod ctap;
+
 #[cfg(feature = "soft-authenticator")]
 pub mod soft;
 
