@@ -8,3 +8,6 @@ pub mod soft;
 
 #[cfg(feature = "usb")]
 pub mod usb;
+
+#[cfg(all(test, feature = "soft-authenticator"))]
+mod soft_prf_tests;
