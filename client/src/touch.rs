@@ -6,7 +6,7 @@ use credagent_proto::{Request, Response};
 
 use crate::agent::{unexpected, Agent};
 use crate::cli::{AuthArgs, TouchArgs};
-use crate::error::{Exit, Failure, Result};
+use crate::error::{Failure, Result};
 
 /// Where the touch comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +150,7 @@ fn open_browser(url: &str) {
 fn soft(agent: &mut Agent, path: &std::path::Path, c: &Challenge) -> Result<Response> {
     use crate::authenticator::ctap::prf;
     use crate::authenticator::soft::{SoftAuthenticator, SoftError};
+    use crate::error::Exit;
     eprintln!(
         "credctl: WARNING: using the INSECURE software authenticator {} (tests and demos only: \
          anyone who copies that file holds your \"key\")",

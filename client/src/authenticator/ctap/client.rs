@@ -357,8 +357,20 @@ impl<D: CtapDevice> CtapClient<D> {
             req.pin_uv_auth =
                 Some(self.pin_uv_auth(&info, PERMISSION_GA, &req.rp_id, &req.client_data_hash)?);
         }
-        let assertion =
-            Assertion::decode(&self.device.command(CMD_GET_ASSERTION, &req.encode()?)?)?;
+        let answer = match self.device.command(CMD_GET_ASSERTION, &req.encode()?) {
+            // Keys set to always verify (alwaysUv) want the PIN even when the RP does not.
+            Err(CtapError::PinRequired) if info.option("clientPin") == Some(true) => {
+                req.pin_uv_auth = Some(self.pin_uv_auth(
+                    &info,
+                    PERMISSION_GA,
+                    &req.rp_id,
+                    &req.client_data_hash,
+                )?);
+                self.device.command(CMD_GET_ASSERTION, &req.encode()?)?
+            }
+            other => other?,
+        };
+        let assertion = Assertion::decode(&answer)?;
         let auth_data = AuthData::parse(&assertion.auth_data)?;
         if auth_data.rp_id_hash != sha256(req.rp_id.as_bytes()) {
             return Err(CtapError::Malformed("rpIdHash does not match the RP ID"));
