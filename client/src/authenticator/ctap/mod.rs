@@ -22,6 +22,8 @@ pub mod soft_device;
 
 #[cfg(test)]
 mod kat_tests;
+#[cfg(all(test, feature = "soft-authenticator"))]
+mod pin_flow_tests;
 
 pub use client::{CtapClient, PinCallback};
 pub use error::CtapError;

@@ -51,6 +51,20 @@ pub struct SoftDevice {
     state: SoftState,
     key_agreement: KeyAgreement,
     aaguid: [u8; 16],
+    /// LEFT(SHA-256(PIN), 16) when a PIN is set: only tests set one, to exercise the client's
+    /// PIN path; it is not persisted.
+    pin_hash: Option<[u8; 16]>,
+    /// Whether getInfo offers getPinUvAuthTokenUsingPinWithPermissions (else getPINToken only).
+    pin_permissions: bool,
+    /// The pinUvAuthToken last handed out.
+    pin_token: Option<PinToken>,
+}
+
+struct PinToken {
+    token: Zeroizing<[u8; 32]>,
+    protocol: PinUvProtocol,
+    /// With getPinUvAuthTokenUsingPinWithPermissions: the permissions and the RP ID.
+    scope: Option<(i128, String)>,
 }
 
 fn random_32() -> Result<Zeroizing<[u8; 32]>, u8> {
@@ -74,7 +88,21 @@ impl SoftDevice {
             },
             key_agreement: KeyAgreement::generate(),
             aaguid,
+            pin_hash: None,
+            pin_permissions: false,
+            pin_token: None,
         }
+    }
+
+    /// Sets a PIN (not persisted), and whether tokens come with permissions (CTAP 2.1) or from
+    /// getPINToken (CTAP 2.0).
+    #[cfg(test)]
+    pub fn with_pin(mut self, pin: &str, permissions: bool) -> SoftDevice {
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(&sha256(pin.as_bytes())[..16]);
+        self.pin_hash = Some(hash);
+        self.pin_permissions = permissions;
+        self
     }
 
     /// Restores a device from `to_bytes`; `None` if the bytes are not a state of this version.
@@ -87,6 +115,9 @@ impl SoftDevice {
             state,
             key_agreement: KeyAgreement::generate(),
             aaguid,
+            pin_hash: None,
+            pin_permissions: false,
+            pin_token: None,
         })
     }
 
@@ -125,7 +156,10 @@ impl SoftDevice {
         options.insert("rk".to_owned(), false);
         options.insert("up".to_owned(), true);
         options.insert("uv".to_owned(), self.state.claim_uv);
-        options.insert("clientPin".to_owned(), false);
+        options.insert("clientPin".to_owned(), self.pin_hash.is_some());
+        if self.pin_permissions {
+            options.insert("pinUvAuthToken".to_owned(), true);
+        }
         Info {
             versions: vec!["FIDO_2_0".into(), "FIDO_2_1".into()],
             extensions: vec![EXTENSION.into()],
@@ -143,7 +177,6 @@ impl SoftDevice {
             .protocol
             .ok_or(CTAP2_ERR_MISSING_PARAMETER)
             .and_then(|p| PinUvProtocol::from_number(p).ok_or(CTAP1_ERR_INVALID_PARAMETER))?;
-        let _ = protocol;
         match req.sub_command {
             CLIENT_PIN_GET_KEY_AGREEMENT => {
                 let mut m = Map::new();
@@ -151,10 +184,90 @@ impl SoftDevice {
                 cbor::encode(m).map_err(|_| CTAP1_ERR_OTHER)
             }
             CLIENT_PIN_GET_PIN_TOKEN | CLIENT_PIN_GET_TOKEN_WITH_PIN_PERMISSIONS => {
-                Err(CTAP2_ERR_PIN_NOT_SET)
+                self.pin_token(protocol, &req)
             }
             _ => Err(CTAP1_ERR_INVALID_PARAMETER),
         }
+    }
+
+    /// getPINToken / getPinUvAuthTokenUsingPinWithPermissions: checks pinHashEnc and hands out
+    /// a fresh pinUvAuthToken, encrypted to the platform.
+    fn pin_token(&mut self, protocol: PinUvProtocol, req: &ClientPin) -> Result<Vec<u8>, u8> {
+        let expected = self.pin_hash.ok_or(CTAP2_ERR_PIN_NOT_SET)?;
+        let platform = req
+            .key_agreement
+            .as_ref()
+            .ok_or(CTAP2_ERR_MISSING_PARAMETER)?;
+        let pin_hash_enc = req
+            .pin_hash_enc
+            .as_ref()
+            .ok_or(CTAP2_ERR_MISSING_PARAMETER)?;
+        let scope = match req.sub_command {
+            CLIENT_PIN_GET_TOKEN_WITH_PIN_PERMISSIONS => {
+                let permissions = req.permissions.ok_or(CTAP2_ERR_MISSING_PARAMETER)?;
+                let rp_id = req.rp_id.clone().ok_or(CTAP2_ERR_MISSING_PARAMETER)?;
+                Some((permissions, rp_id))
+            }
+            _ => None,
+        };
+        let shared = self
+            .key_agreement
+            .shared_secret(protocol, platform)
+            .map_err(|_| CTAP1_ERR_INVALID_PARAMETER)?;
+        let pin_hash = protocol
+            .decrypt(&shared, pin_hash_enc)
+            .map_err(|_| CTAP2_ERR_PIN_INVALID)?;
+        self.pin_token = None;
+        if pin_hash.as_slice() != expected {
+            return Err(CTAP2_ERR_PIN_INVALID);
+        }
+        let token = random_32()?;
+        let encrypted = protocol
+            .encrypt(&shared, token.as_slice())
+            .map_err(|_| CTAP1_ERR_OTHER)?;
+        self.pin_token = Some(PinToken {
+            token,
+            protocol,
+            scope,
+        });
+        let mut m = Map::new();
+        m.insert(cbor::int(2), Value::Bytes(encrypted));
+        cbor::encode(m).map_err(|_| CTAP1_ERR_OTHER)
+    }
+
+    /// Checks pinUvAuthParam over clientDataHash with the current token, for `permission` on
+    /// `rp_id`; true when the user is thereby verified. Without a PIN set, a param is refused;
+    /// with one, registering needs it.
+    fn check_pin_uv_auth(
+        &self,
+        auth: Option<&PinUvAuth>,
+        client_data_hash: &[u8],
+        permission: i128,
+        rp_id: &str,
+    ) -> Result<bool, u8> {
+        let Some(auth) = auth else {
+            if self.pin_hash.is_some() && permission == PERMISSION_MC {
+                return Err(CTAP2_ERR_PIN_REQUIRED);
+            }
+            return Ok(false);
+        };
+        if self.pin_hash.is_none() {
+            return Err(CTAP2_ERR_PIN_NOT_SET);
+        }
+        let token = self.pin_token.as_ref().ok_or(CTAP2_ERR_PIN_AUTH_INVALID)?;
+        let in_scope = match &token.scope {
+            None => true,
+            Some((permissions, scoped_rp)) => permissions & permission != 0 && scoped_rp == rp_id,
+        };
+        if auth.protocol != token.protocol
+            || !in_scope
+            || !auth
+                .protocol
+                .verify(token.token.as_slice(), client_data_hash, &auth.param)
+        {
+            return Err(CTAP2_ERR_PIN_AUTH_INVALID);
+        }
+        Ok(true)
     }
 
     /// The flags for a request's `uv` option: refused unless this device claims verification.
@@ -171,16 +284,19 @@ impl SoftDevice {
         if req.client_data_hash.len() != 32 {
             return Err(CTAP1_ERR_INVALID_LENGTH);
         }
-        if req.pin_uv_auth.is_some() {
-            return Err(CTAP2_ERR_PIN_NOT_SET);
-        }
+        let pin_verified = self.check_pin_uv_auth(
+            req.pin_uv_auth.as_ref(),
+            &req.client_data_hash,
+            PERMISSION_MC,
+            &req.rp_id,
+        )?;
         if !req.algorithms.contains(&ALG_ES256) {
             return Err(CTAP2_ERR_UNSUPPORTED_ALGORITHM);
         }
         if req.rk {
             return Err(CTAP2_ERR_UNSUPPORTED_OPTION);
         }
-        let uv = self.uv_flag(req.uv)?;
+        let uv = self.uv_flag(req.uv)? | if pin_verified { FLAG_UV } else { 0 };
         let rp_id_hash = sha256(req.rp_id.as_bytes());
         let excluded = self
             .state
@@ -242,10 +358,13 @@ impl SoftDevice {
         if req.client_data_hash.len() != 32 {
             return Err(CTAP1_ERR_INVALID_LENGTH);
         }
-        if req.pin_uv_auth.is_some() {
-            return Err(CTAP2_ERR_PIN_NOT_SET);
-        }
-        let uv = self.uv_flag(req.uv)?;
+        let pin_verified = self.check_pin_uv_auth(
+            req.pin_uv_auth.as_ref(),
+            &req.client_data_hash,
+            PERMISSION_GA,
+            &req.rp_id,
+        )?;
+        let uv = self.uv_flag(req.uv)? | if pin_verified { FLAG_UV } else { 0 };
         let up = if req.up.unwrap_or(true) { FLAG_UP } else { 0 };
         let rp_id_hash = sha256(req.rp_id.as_bytes());
         // No resident keys: only credentials named in the allow list can be found.
@@ -375,133 +494,5 @@ fn hmac_secret_output(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::hmac_secret::HmacSecretSession;
-    use super::*;
-
-    fn register(dev: &mut SoftDevice, hmac: bool) -> Vec<u8> {
-        let mut extensions = Map::new();
-        if hmac {
-            extensions.insert(cbor::text(EXTENSION), Value::Bool(true));
-        }
-        let req = MakeCredential {
-            client_data_hash: vec![1; 32],
-            rp_id: "localhost".into(),
-            user_id: vec![1],
-            algorithms: vec![ALG_ES256],
-            extensions,
-            ..Default::default()
-        };
-        let att = Attestation::decode(
-            &dev.command(CMD_MAKE_CREDENTIAL, &req.encode().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
-        let ad = AuthData::parse(&att.auth_data).unwrap();
-        assert_eq!(ad.extension(EXTENSION).is_some(), hmac);
-        ad.attested.unwrap().credential_id
-    }
-
-    fn assertion_with(dev: &mut SoftDevice, id: &[u8], ext: Value) -> Result<Vec<u8>, CtapError> {
-        let mut extensions = Map::new();
-        extensions.insert(cbor::text(EXTENSION), ext);
-        let req = GetAssertion {
-            rp_id: "localhost".into(),
-            client_data_hash: vec![2; 32],
-            allow_list: vec![id.to_vec()],
-            extensions,
-            ..Default::default()
-        };
-        dev.command(CMD_GET_ASSERTION, &req.encode().unwrap())
-    }
-
-    fn device_key(dev: &mut SoftDevice, protocol: PinUvProtocol) -> Value {
-        let req = ClientPin {
-            protocol: Some(protocol.number().into()),
-            sub_command: CLIENT_PIN_GET_KEY_AGREEMENT,
-            ..Default::default()
-        };
-        let m = cbor::decode_map(&dev.command(CMD_CLIENT_PIN, &req.encode().unwrap()).unwrap())
-            .unwrap();
-        cbor::get(&m, 1).unwrap().clone()
-    }
-
-    #[test]
-    fn tampered_salt_auth_is_refused() {
-        for protocol in [PinUvProtocol::One, PinUvProtocol::Two] {
-            let mut dev = SoftDevice::new(false, [0; 16]);
-            let id = register(&mut dev, true);
-            let key = device_key(&mut dev, protocol);
-            let session = HmacSecretSession::new(protocol, &key).unwrap();
-            let good = session.input(&[5; 32]).unwrap();
-            let answer = assertion_with(&mut dev, &id, good.clone()).unwrap();
-            let ad = AuthData::parse(&Assertion::decode(&answer).unwrap().auth_data).unwrap();
-            let Some(Value::Bytes(enc)) = ad.extension(EXTENSION) else {
-                panic!("no output")
-            };
-            let first = session.output(enc).unwrap();
-
-            let Value::Map(mut bad) = good else {
-                unreachable!()
-            };
-            let Some(Value::Bytes(auth)) = bad.get_mut(&cbor::int(3)) else {
-                unreachable!()
-            };
-            auth[0] ^= 1;
-            let err = assertion_with(&mut dev, &id, Value::Map(bad)).unwrap_err();
-            assert_eq!(err, CtapError::PinAuthInvalid, "{protocol:?}");
-
-            // The same salt through a new session (new platform key) gives the same output.
-            let session2 = HmacSecretSession::new(protocol, &key).unwrap();
-            let answer = assertion_with(&mut dev, &id, session2.input(&[5; 32]).unwrap()).unwrap();
-            let ad = AuthData::parse(&Assertion::decode(&answer).unwrap().auth_data).unwrap();
-            let Some(Value::Bytes(enc)) = ad.extension(EXTENSION) else {
-                panic!("no output")
-            };
-            assert_eq!(*session2.output(enc).unwrap(), *first);
-            // The refused request did not count.
-            assert_eq!(ad.counter, 2);
-        }
-    }
-
-    #[test]
-    fn state_round_trips_and_rejects_other_versions() {
-        let mut dev = SoftDevice::new(true, [3; 16]);
-        let id = register(&mut dev, false);
-        let bytes = dev.to_bytes().unwrap();
-        let back = SoftDevice::from_bytes(&bytes, [3; 16]).unwrap();
-        assert!(back.claims_user_verification());
-        assert_eq!(back.state.credentials[0].id, id);
-        assert!(SoftDevice::from_bytes(b"junk", [3; 16]).is_none());
-        let mut other = SoftDevice::new(false, [3; 16]);
-        other.state.v = 2;
-        assert!(SoftDevice::from_bytes(&other.to_bytes().unwrap(), [3; 16]).is_none());
-    }
-
-    #[test]
-    fn unknown_credentials_and_uv_without_claim_are_refused() {
-        let mut dev = SoftDevice::new(false, [0; 16]);
-        let req = GetAssertion {
-            rp_id: "localhost".into(),
-            client_data_hash: vec![2; 32],
-            allow_list: vec![vec![9; 32]],
-            ..Default::default()
-        };
-        let err = dev
-            .command(CMD_GET_ASSERTION, &req.encode().unwrap())
-            .unwrap_err();
-        assert_eq!(err, CtapError::NoCredentials);
-        let req = MakeCredential {
-            client_data_hash: vec![1; 32],
-            rp_id: "localhost".into(),
-            algorithms: vec![ALG_ES256],
-            uv: true,
-            ..Default::default()
-        };
-        let err = dev
-            .command(CMD_MAKE_CREDENTIAL, &req.encode().unwrap())
-            .unwrap_err();
-        assert_eq!(err, CtapError::UnsupportedOption);
-        assert_eq!(dev.process(&[0x42]), vec![CTAP1_ERR_INVALID_COMMAND]);
-    }
-}
+#[path = "soft_device_tests.rs"]
+mod tests;
