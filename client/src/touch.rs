@@ -6,7 +6,7 @@ use credagent_proto::{Request, Response};
 
 use crate::agent::{unexpected, Agent};
 use crate::cli::{AuthArgs, TouchArgs};
-use crate::error::{Exit, Failure, Result};
+use crate::error::{Failure, Result};
 
 /// Where the touch comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +148,9 @@ fn open_browser(url: &str) {
 
 #[cfg(feature = "soft-authenticator")]
 fn soft(agent: &mut Agent, path: &std::path::Path, c: &Challenge) -> Result<Response> {
-    use crate::authenticator::soft::SoftAuthenticator;
+    use crate::authenticator::ctap::prf;
+    use crate::authenticator::soft::{SoftAuthenticator, SoftError};
+    use crate::error::Exit;
     eprintln!(
         "credctl: WARNING: using the INSECURE software authenticator {} (tests and demos only: \
          anyone who copies that file holds your \"key\")",
@@ -158,32 +160,46 @@ fn soft(agent: &mut Agent, path: &std::path::Path, c: &Challenge) -> Result<Resp
     let origin = url_parse(&c.origin)?;
     let mut token = SoftAuthenticator::open_or_create(path)
         .map_err(|e| Failure::failed(format!("software authenticator {}: {e}", path.display())))?;
+    let refused = |e: SoftError| {
+        Failure::new(
+            Exit::NotApproved,
+            format!("the software authenticator refused: {e}"),
+        )
+    };
     let credential = if c.role.is_some() {
-        let options = serde_json::from_value(c.options.clone())
-            .map_err(|e| Failure::failed(format!("the agent sent bad options: {e}")))?;
-        let cred = token.authenticate(&origin, options).map_err(|e| {
-            Failure::new(
-                Exit::NotApproved,
-                format!("the software authenticator refused: {e}"),
-            )
-        })?;
-        serde_json::to_value(cred)
+        let (options, prf) = prf::parse_authentication(&c.options).map_err(Failure::failed)?;
+        let (cred, output) = token
+            .authenticate_with_prf(&origin, options, prf)
+            .map_err(refused)?;
+        prf::authentication_answer(&cred, output.as_deref())
     } else {
-        let options = serde_json::from_value(c.options.clone())
-            .map_err(|e| Failure::failed(format!("the agent sent bad options: {e}")))?;
-        let cred = token.register(&origin, options).map_err(|e| {
-            Failure::new(
-                Exit::NotApproved,
-                format!("the software authenticator refused: {e}"),
-            )
-        })?;
-        serde_json::to_value(cred)
+        let (options, want_prf) = prf::parse_registration(&c.options).map_err(Failure::failed)?;
+        let (cred, enabled) = token
+            .register_with_prf(&origin, options, want_prf)
+            .map_err(refused)?;
+        prf::registration_answer(&cred, enabled)
     }
-    .map_err(|e| Failure::failed(format!("cannot encode the answer: {e}")))?;
-    agent.request(&Request::Approve {
+    .map_err(Failure::failed)?;
+    approve(agent, c, credential)
+}
+
+/// Sends the answer to the agent, then overwrites the strings of the answer (a PRF output is a
+/// secret) in our copy.
+#[cfg(any(feature = "soft-authenticator", feature = "usb"))]
+pub(crate) fn approve(
+    agent: &mut Agent,
+    c: &Challenge,
+    credential: serde_json::Value,
+) -> Result<Response> {
+    let mut request = Request::Approve {
         ceremony_id: c.ceremony_id.clone(),
         credential,
-    })
+    };
+    let verdict = agent.request(&request);
+    if let Request::Approve { credential, .. } = &mut request {
+        crate::authenticator::ctap::prf::scrub_json(credential);
+    }
+    verdict
 }
 
 #[cfg(feature = "soft-authenticator")]

@@ -1,6 +1,7 @@
-//! The software authenticator for tests and demos (`credctl --authenticator soft:FILE`):
-//! webauthn-authenticator-rs `SoftToken` kept in a 0600 file that is rewritten atomically after
-//! every operation, because its signature counter changes each time.
+//! The software authenticator for tests and demos (`credctl --authenticator soft:FILE`): a
+//! software CTAP2 device (`ctap::soft_device`) driven by the same CTAP2 client as USB keys, kept
+//! in a 0600 file that is rewritten atomically after every operation, because its signature
+//! counters change each time.
 //!
 //! INSECURE by design: the private keys sit unprotected in that file, and a copy of it is a
 //! working clone of the "key". The caller must say so loudly; this module prints nothing.
@@ -10,17 +11,20 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crypto_glue::traits::{EncodePem, LineEndingPem, Zeroizing};
 use uuid::Uuid;
 use webauthn_authenticator_rs::error::WebauthnCError;
 use webauthn_authenticator_rs::prelude::{
     CreationChallengeResponse, PublicKeyCredential, RegisterPublicKeyCredential,
     RequestChallengeResponse, Url,
 };
-use webauthn_authenticator_rs::softtoken::SoftToken;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
+use zeroize::Zeroizing;
 
-/// The AAGUID every soft token reports (agents recognise it as software).
+use super::ctap::prf::PrfInputs;
+use super::ctap::soft_device::SoftDevice;
+use super::ctap::{CtapClient, CtapError, PrfOutput};
+
+/// The AAGUID every soft authenticator reports (agents recognise it as software).
 pub const SOFT_AAGUID: Uuid = webauthn_authenticator_rs::softtoken::AAGUID;
 
 /// Largest state file we read: a token with thousands of credentials stays far below.
@@ -73,30 +77,31 @@ pub enum SoftError {
         "the software authenticator cannot do what was asked ({0}): it has no PIN, no resident \
          keys, and verifies users only if created to claim it"
     )]
-    Unsupported(#[source] WebauthnCError),
+    Unsupported(#[source] CtapError),
     #[error(
         "this software authenticator holds none of the requested keys: register it with \
          `credctl key add`"
     )]
     UnknownCredential,
     #[error("the software authenticator failed: {0}")]
-    Failed(#[source] WebauthnCError),
+    Failed(#[source] CtapError),
 }
 
-/// A `SoftToken` bound to its state file.
+/// A software CTAP2 device bound to its state file, behind the CTAP2 client.
 pub struct SoftAuthenticator {
-    /// Where the token lives; rewritten after every operation.
+    /// Where the device lives; rewritten after every operation.
     path: PathBuf,
-    token: SoftToken,
+    client: CtapClient<SoftDevice>,
 }
 
 impl SoftAuthenticator {
-    /// Opens the token at `path`, or creates one (without user verification) if there is none.
+    /// Opens the authenticator at `path`, or creates one (without user verification) if there is
+    /// none.
     pub fn open_or_create(path: &Path) -> Result<Self, SoftError> {
         match Self::open(path) {
             Err(SoftError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 match Self::create(path, SoftOptions::default()) {
-                    Ok((token, _ca)) => Ok(token),
+                    Ok(authenticator) => Ok(authenticator),
                     // Someone created it in the meantime: use theirs.
                     Err(SoftError::Exists { .. }) => Self::open(path),
                     Err(err) => Err(err),
@@ -106,7 +111,7 @@ impl SoftAuthenticator {
         }
     }
 
-    /// Opens an existing token; the file must be private to its owner.
+    /// Opens an existing authenticator; the file must be private to its owner.
     pub fn open(path: &Path) -> Result<Self, SoftError> {
         let io_err = |source| SoftError::Io {
             action: "read",
@@ -132,25 +137,27 @@ impl SoftAuthenticator {
             .take(MAX_FILE_SIZE)
             .read_to_end(&mut bytes)
             .map_err(io_err)?;
-        let token = SoftToken::from_cbor(&bytes).map_err(|_| SoftError::Corrupt {
-            path: path.to_path_buf(),
+        let device = SoftDevice::from_bytes(&bytes, *SOFT_AAGUID.as_bytes()).ok_or_else(|| {
+            SoftError::Corrupt {
+                path: path.to_path_buf(),
+            }
         })?;
         Ok(Self {
             path: path.to_path_buf(),
-            token,
+            client: CtapClient::new(device),
         })
     }
 
-    /// Creates a new token at `path` (which must not exist) and returns it with the PEM of its
-    /// freshly made attestation CA, for tests of `attestation_ca` policies. The token's
-    /// attestation certificate is valid for 5 days, the CA for 30.
-    pub fn create(path: &Path, options: SoftOptions) -> Result<(Self, String), SoftError> {
-        let (token, ca) =
-            SoftToken::new(options.claim_user_verification).map_err(SoftError::Failed)?;
-        let ca_pem = ca
-            .to_pem(LineEndingPem::LF)
-            .map_err(|_| SoftError::Failed(WebauthnCError::Internal))?;
-        let bytes = Zeroizing::new(token.to_cbor().map_err(SoftError::Failed)?);
+    /// Creates a new authenticator at `path`, which must not exist. It attests its credentials
+    /// with `packed` self attestation (signed by the credential key, no certificate), so
+    /// `attestation_ca` policies refuse it.
+    pub fn create(path: &Path, options: SoftOptions) -> Result<Self, SoftError> {
+        let device = SoftDevice::new(options.claim_user_verification, *SOFT_AAGUID.as_bytes());
+        let bytes = device
+            .to_bytes()
+            .ok_or(SoftError::Failed(CtapError::Malformed(
+                "cannot encode the state",
+            )))?;
         create_new_atomic(path, &bytes).map_err(|source| match source.kind() {
             io::ErrorKind::AlreadyExists => SoftError::Exists {
                 path: path.to_path_buf(),
@@ -161,11 +168,10 @@ impl SoftAuthenticator {
                 source,
             },
         })?;
-        let authenticator = Self {
+        Ok(Self {
             path: path.to_path_buf(),
-            token,
-        };
-        Ok((authenticator, ca_pem))
+            client: CtapClient::new(device),
+        })
     }
 
     /// The state file.
@@ -179,12 +185,26 @@ impl SoftAuthenticator {
         origin: &Url,
         challenge: CreationChallengeResponse,
     ) -> Result<RegisterPublicKeyCredential, SoftError> {
+        self.register_with_prf(origin, challenge, false)
+            .map(|(credential, _)| credential)
+    }
+
+    /// `register`, asking for hmac-secret when `prf` is set; then also returns whether the
+    /// authenticator's signed extensions say PRF is enabled.
+    pub fn register_with_prf(
+        &mut self,
+        origin: &Url,
+        challenge: CreationChallengeResponse,
+        prf: bool,
+    ) -> Result<(RegisterPublicKeyCredential, Option<bool>), SoftError> {
+        self.client.request_prf_on_create(prf);
         let credential = self
-            .token
+            .client
             .do_registration(origin.clone(), challenge)
-            .map_err(|err| map_error(err, origin))?;
+            .map_err(|err| self.map_error(err, origin))?;
+        let enabled = self.client.take_prf_enabled();
         self.save()?;
-        Ok(credential)
+        Ok((credential, enabled))
     }
 
     /// Signs the relying party's challenge, as a client at `origin` would. The new counter is on
@@ -194,35 +214,64 @@ impl SoftAuthenticator {
         origin: &Url,
         challenge: RequestChallengeResponse,
     ) -> Result<PublicKeyCredential, SoftError> {
+        self.authenticate_with_prf(origin, challenge, None)
+            .map(|(credential, _)| credential)
+    }
+
+    /// `authenticate` with PRF inputs; also returns the PRF output (32 bytes) when there is one.
+    pub fn authenticate_with_prf(
+        &mut self,
+        origin: &Url,
+        challenge: RequestChallengeResponse,
+        prf: Option<PrfInputs>,
+    ) -> Result<(PublicKeyCredential, Option<PrfOutput>), SoftError> {
+        self.client.set_prf_inputs(prf);
         let assertion = self
-            .token
+            .client
             .do_authentication(origin.clone(), challenge)
-            .map_err(|err| match err {
-                // perform_u2f_sign answers Internal when no allowed credential is held.
-                WebauthnCError::Internal => SoftError::UnknownCredential,
-                other => map_error(other, origin),
-            })?;
+            .map_err(|err| self.map_error(err, origin))?;
+        let output = self.client.take_prf_output();
         self.save()?;
-        Ok(assertion)
+        Ok((assertion, output))
+    }
+
+    fn map_error(&mut self, err: WebauthnCError, origin: &Url) -> SoftError {
+        match self.client.take_error() {
+            Some(CtapError::NoCredentials) => SoftError::UnknownCredential,
+            Some(
+                e @ (CtapError::UnsupportedOption
+                | CtapError::UnsupportedAlgorithm
+                | CtapError::UnsupportedExtension
+                | CtapError::PinNotSet
+                | CtapError::Unsupported(_)),
+            ) => SoftError::Unsupported(e),
+            Some(e) => SoftError::Failed(e),
+            // Refused by the WebAuthn client before the device was asked.
+            None => match err {
+                WebauthnCError::Security => SoftError::OriginRefused {
+                    origin: origin.to_string(),
+                },
+                WebauthnCError::NotSupported => {
+                    SoftError::Unsupported(CtapError::Client(err.to_string()))
+                }
+                other => SoftError::Failed(CtapError::Client(other.to_string())),
+            },
+        }
     }
 
     fn save(&self) -> Result<(), SoftError> {
-        let bytes = Zeroizing::new(self.token.to_cbor().map_err(SoftError::Failed)?);
+        let bytes =
+            self.client
+                .device()
+                .to_bytes()
+                .ok_or(SoftError::Failed(CtapError::Malformed(
+                    "cannot encode the state",
+                )))?;
         replace_atomic(&self.path, &bytes).map_err(|source| SoftError::Io {
             action: "write",
             path: self.path.clone(),
             source,
         })
-    }
-}
-
-fn map_error(err: WebauthnCError, origin: &Url) -> SoftError {
-    match err {
-        WebauthnCError::Security => SoftError::OriginRefused {
-            origin: origin.to_string(),
-        },
-        WebauthnCError::NotSupported => SoftError::Unsupported(err),
-        other => SoftError::Failed(other),
     }
 }
 
@@ -346,11 +395,10 @@ mod tests {
     }
 
     #[test]
-    fn create_refuses_to_overwrite_and_returns_the_ca() {
+    fn create_refuses_to_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token.cbor");
-        let (_soft, ca) = SoftAuthenticator::create(&path, SoftOptions::default()).unwrap();
-        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+        let _soft = SoftAuthenticator::create(&path, SoftOptions::default()).unwrap();
         let before = fs::read(&path).unwrap();
         let err = SoftAuthenticator::create(&path, SoftOptions::default())
             .err()

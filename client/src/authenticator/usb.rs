@@ -1,20 +1,29 @@
-//! A FIDO security key over USB HID (CTAP2, webauthn-authenticator-rs `usb`). Needs read/write
-//! access to `/dev/hidraw*` (the `uaccess` udev tag gives it to the logged-in user).
+//! A FIDO security key over USB HID. webauthn-authenticator-rs `usb` finds the key and frames
+//! CTAPHID messages; the CTAP2 exchange itself (PIN, makeCredential, getAssertion, hmac-secret)
+//! is credctl's own client in `ctap`, the same code the software authenticator is tested with.
+//! Needs read/write access to `/dev/hidraw*` (the `uaccess` udev tag gives it to the logged-in
+//! user).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use credagent_proto::{Request, Response};
-use webauthn_authenticator_rs::ctap2::select_one_device;
+use credagent_proto::Response;
+use tokio::runtime::Runtime;
+use webauthn_authenticator_rs::error::WebauthnCError;
 use webauthn_authenticator_rs::prelude::Url;
-use webauthn_authenticator_rs::transport::Transport;
+use webauthn_authenticator_rs::transport::{Token, Transport};
 use webauthn_authenticator_rs::types::{CableRequestType, CableState, EnrollSampleStatus};
 use webauthn_authenticator_rs::ui::UiCallback;
-use webauthn_authenticator_rs::usb::USBTransport;
+use webauthn_authenticator_rs::usb::{USBToken, USBTransport};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_rs_proto::AuthenticatorTransport;
 
+use super::ctap::{prf, CtapClient, CtapDevice, CtapError};
 use crate::agent::Agent;
 use crate::error::{Exit, Failure, Result};
 use crate::touch::Challenge;
+
+/// authenticatorSelection (CTAP 2.1 §6.9): blinks the key until it is touched.
+const CMD_SELECTION: u8 = 0x0B;
 
 /// How long to wait for a key to be plugged in and picked (`CREDCTL_USB_WAIT_SECS`, default 30).
 fn find_key_wait() -> Duration {
@@ -26,20 +35,14 @@ fn find_key_wait() -> Duration {
 }
 
 /// Terminal prompts for the CTAP2 exchange.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Prompt {
     what: String,
 }
 
 impl UiCallback for Prompt {
     fn request_pin(&self) -> Option<String> {
-        crate::prompt::ask(
-            "Security key PIN: ",
-            true,
-            "the key needs its PIN: run credctl in a terminal",
-        )
-        .ok()
-        .map(|p| p.to_string())
+        None
     }
     fn request_touch(&self) {
         eprintln!("credctl: touch your security key {}…", self.what);
@@ -56,8 +59,46 @@ impl UiCallback for Prompt {
     fn cable_status_update(&self, _state: CableState) {}
 }
 
-fn fail(e: impl std::fmt::Debug, advice: &str) -> Failure {
-    Failure::new(Exit::NotApproved, format!("security key: {e:?}: {advice}"))
+/// The key's PIN, asked on the terminal.
+fn ask_pin() -> Option<zeroize::Zeroizing<String>> {
+    crate::prompt::ask(
+        "Security key PIN: ",
+        true,
+        "the key needs its PIN: run credctl in a terminal",
+    )
+    .ok()
+}
+
+fn fail(e: impl std::fmt::Display, advice: &str) -> Failure {
+    Failure::new(Exit::NotApproved, format!("security key: {e}: {advice}"))
+}
+
+/// The transport's errors as CTAP2 errors: a status the key answered keeps its meaning.
+fn ctap_error(e: WebauthnCError) -> CtapError {
+    match e {
+        WebauthnCError::Ctap(status) => CtapError::from_status(u8::from(status)),
+        other => CtapError::Transport(other.to_string()),
+    }
+}
+
+/// One USB key as a `CtapDevice`: each command is one CTAPHID_CBOR message (the command byte,
+/// then the CBOR payload); the transport strips the status byte and turns a failure status into
+/// `WebauthnCError::Ctap`.
+struct UsbDevice<'r> {
+    rt: &'r Runtime,
+    token: USBToken,
+    ui: Prompt,
+}
+
+impl CtapDevice for UsbDevice<'_> {
+    fn command(&mut self, cmd: u8, payload: &[u8]) -> std::result::Result<Vec<u8>, CtapError> {
+        let mut frame = Vec::with_capacity(payload.len() + 1);
+        frame.push(cmd);
+        frame.extend_from_slice(payload);
+        self.rt
+            .block_on(self.token.transmit_raw(&frame, &self.ui))
+            .map_err(ctap_error)
+    }
 }
 
 /// Whether this machine has any HID device node at all (keyboards and mice have one too; a
@@ -69,6 +110,82 @@ fn any_hidraw() -> bool {
                 .any(|e| e.file_name().to_string_lossy().starts_with("hidraw"))
         })
         .unwrap_or(false)
+}
+
+/// Waits up to `wait` for keys, initialises them, and picks one: the only one, or the first one
+/// touched when there are several (CTAP 2.1 selection; a key that cannot do selection is used
+/// when none is touched or none can).
+async fn pick_key(ui: &Prompt, wait: Duration) -> Result<USBToken> {
+    let transport = USBTransport::new().await.map_err(|e| {
+        fail(
+            e,
+            "check that /dev/hidraw* is readable by you (udev uaccess), or use --browser",
+        )
+    })?;
+    eprintln!("credctl: looking for a security key (plug it in if it is not)…");
+    let deadline = Instant::now() + wait;
+    let mut keys = Vec::new();
+    loop {
+        let found = transport
+            .tokens()
+            .await
+            .map_err(|e| fail(e, "cannot list USB security keys; use --browser instead"))?;
+        for mut token in found {
+            if token.init().await.is_ok() {
+                keys.push(token);
+            }
+        }
+        if !keys.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if keys.len() <= 1 {
+        return keys.pop().ok_or_else(|| {
+            Failure::new(
+                Exit::NotApproved,
+                format!(
+                    "no security key found within {} s: plug in your key and run the command \
+                     again, or use --browser",
+                    wait.as_secs()
+                ),
+            )
+        });
+    }
+    eprintln!("credctl: several security keys found: touch the one to use");
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut token in keys {
+        let ui = ui.clone();
+        tasks.spawn(async move {
+            let picked = token.transmit_raw(&[CMD_SELECTION], &ui).await;
+            (token, picked)
+        });
+    }
+    let mut fallback = None;
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let picked = tokio::time::timeout(remaining.max(Duration::from_secs(10)), async {
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((token, Ok(_))) => return Some(token),
+                Ok((token, Err(_))) => {
+                    fallback.get_or_insert(token);
+                }
+                Err(_) => {}
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    tasks.abort_all();
+    picked.or(fallback).ok_or_else(|| {
+        Failure::new(
+            Exit::NotApproved,
+            "no security key was touched: run the command again and touch the key to use, or \
+             unplug the others",
+        )
+    })
 }
 
 /// Takes the touch on a USB key and sends the answer to the agent.
@@ -90,45 +207,39 @@ pub fn answer(agent: &mut Agent, c: &Challenge, what: &str) -> Result<Response> 
     let ui = Prompt {
         what: what.to_owned(),
     };
-    let credential = rt.block_on(async {
-        let transport = USBTransport::new()
-            .await
-            .map_err(|e| fail(e, "check that /dev/hidraw* is readable by you (udev uaccess), or use --browser"))?;
-        let stream = transport
-            .watch()
-            .await
-            .map_err(|e| fail(e, "cannot list USB security keys; use --browser instead"))?;
-        eprintln!("credctl: looking for a security key (plug it in if it is not)…");
-        let wait = find_key_wait();
-        let mut key = tokio::time::timeout(wait, select_one_device(stream, &ui))
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| {
-                Failure::new(
-                    Exit::NotApproved,
-                    format!(
-                        "no security key found within {} s: plug in your key and run the command again, or use --browser",
-                        wait.as_secs()
-                    ),
-                )
-            })?;
-        if c.role.is_some() {
-            let options = serde_json::from_value(c.options.clone())
-                .map_err(|e| Failure::failed(format!("the agent sent bad options: {e}")))?;
-            key.do_authentication(origin.clone(), options)
-                .map_err(|e| fail(e, "the key was not touched in time, or it is not registered: `credctl key list`"))
-                .and_then(|a| serde_json::to_value(a).map_err(|e| Failure::failed(e.to_string())))
-        } else {
-            let options = serde_json::from_value(c.options.clone())
-                .map_err(|e| Failure::failed(format!("the agent sent bad options: {e}")))?;
-            key.do_registration(origin.clone(), options)
-                .map_err(|e| fail(e, "the key was not touched in time, or it is already registered"))
-                .and_then(|r| serde_json::to_value(r).map_err(|e| Failure::failed(e.to_string())))
-        }
-    })?;
-    agent.request(&Request::Approve {
-        ceremony_id: c.ceremony_id.clone(),
-        credential,
-    })
+    let token = rt.block_on(pick_key(&ui, find_key_wait()))?;
+    let device = UsbDevice { rt: &rt, token, ui };
+    let mut client = CtapClient::new(device)
+        .with_pin_callback(Box::new(ask_pin))
+        .with_transports(vec![AuthenticatorTransport::Usb]);
+    let credential = if c.role.is_some() {
+        let (options, inputs) = prf::parse_authentication(&c.options).map_err(Failure::failed)?;
+        client.set_prf_inputs(inputs);
+        let cred = client.do_authentication(origin, options).map_err(|e| {
+            let why = client
+                .take_error()
+                .map_or_else(|| e.to_string(), |c| c.to_string());
+            fail(
+                why,
+                "the key was not touched in time, or it is not registered: `credctl key list`",
+            )
+        })?;
+        let output = client.take_prf_output();
+        prf::authentication_answer(&cred, output.as_deref())
+    } else {
+        let (options, want_prf) = prf::parse_registration(&c.options).map_err(Failure::failed)?;
+        client.request_prf_on_create(want_prf);
+        let cred = client.do_registration(origin, options).map_err(|e| {
+            let why = client
+                .take_error()
+                .map_or_else(|| e.to_string(), |c| c.to_string());
+            fail(
+                why,
+                "the key was not touched in time, or it is already registered",
+            )
+        })?;
+        prf::registration_answer(&cred, client.take_prf_enabled())
+    }
+    .map_err(Failure::failed)?;
+    crate::touch::approve(agent, c, credential)
 }
