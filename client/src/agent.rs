@@ -171,7 +171,9 @@ impl Agent {
 pub fn exit_for(code: ErrorCode) -> Exit {
     match code {
         ErrorCode::VersionMismatch => Exit::VersionMismatch,
-        ErrorCode::ApprovalFailed | ErrorCode::NoKeys | ErrorCode::Policy => Exit::NotApproved,
+        ErrorCode::ApprovalFailed | ErrorCode::NoKeys | ErrorCode::Policy | ErrorCode::Sealed => {
+            Exit::NotApproved
+        }
         // Bad input, caught before anything happened: a usage error.
         ErrorCode::BadRequest => Exit::Usage,
         // A problem in a local file (the AWS config, a credentials file to import).

@@ -267,6 +267,8 @@ pub enum ErrorCode {
     BadToken,
     /// The policy refuses this authenticator or key.
     Policy,
+    /// A sealed source did not open: only a touch of a key that holds the vault opens it.
+    Sealed,
     /// An error code this build does not know (a newer peer).
     #[serde(other)]
     Unknown,
@@ -295,6 +297,7 @@ impl ErrorCode {
             ErrorCode::Refused => "refused",
             ErrorCode::BadToken => "bad_token",
             ErrorCode::Policy => "policy",
+            ErrorCode::Sealed => "sealed",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -484,6 +487,7 @@ mod tests {
             ErrorCode::Refused,
             ErrorCode::BadToken,
             ErrorCode::Policy,
+            ErrorCode::Sealed,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

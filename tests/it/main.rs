@@ -18,6 +18,7 @@ mod newcomer;
 mod notify;
 mod protocol;
 mod sdk;
+mod sealing;
 mod sessions;
 mod shells;
 mod stack;

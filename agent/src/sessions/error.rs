@@ -75,6 +75,11 @@ impl SessionError {
             SessionError::NoSession { .. } => ErrorCode::NotFound,
             SessionError::MfaRequired { .. } => ErrorCode::MfaRequired,
             SessionError::Profile { .. } => ErrorCode::Profile,
+            SessionError::Source { code, .. }
+                if *code == "source_sealed" || *code == "source_unseal_failed" =>
+            {
+                ErrorCode::Sealed
+            }
             SessionError::Source { .. } => ErrorCode::Keyring,
             SessionError::Sts { .. } if self.is_transient() => ErrorCode::StsUnavailable,
             SessionError::Sts { .. } => ErrorCode::StsDenied,

@@ -94,8 +94,7 @@ impl SourceError {
         use credagent_proto::ErrorCode;
         let code = match self {
             SourceError::NotFound { .. } => ErrorCode::NotFound,
-            SourceError::Sealed { .. } => ErrorCode::Refused,
-            SourceError::Unseal { .. } => ErrorCode::Refused,
+            SourceError::Sealed { .. } | SourceError::Unseal { .. } => ErrorCode::Sealed,
             SourceError::InvalidName { .. } | SourceError::InvalidCredentials { .. } => {
                 ErrorCode::BadRequest
             }
