@@ -1,6 +1,9 @@
 //! The browser approval page in headless Chromium with a CDP virtual authenticator
 //! (tests/js/browser-approve.mjs): register a key and approve a session through the page, see
 //! nothing approved without a touch, and see junk answers refused without burning the ceremony.
+//! The virtual authenticator evaluates the WebAuthn PRF (hmac-secret), so `key add` is the
+//! registration page and then the new key's seal touch on a second page, and sealed sources open
+//! only through the PRF output the page carries.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -58,6 +61,55 @@ impl Drop for Driver {
     }
 }
 
+/// The next approval URL credctl prints on stderr (`said` carries its lines).
+fn next_url(s: &Stack, said: &mpsc::Receiver<String>) -> String {
+    let mut seen = Vec::new();
+    loop {
+        let line = said
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "credctl printed no URL ({e}); it said {seen:?}; agent log:\n{}",
+                    s.agent.log_text()
+                )
+            });
+        seen.push(line.clone());
+        if let Some(i) = line.find("http://localhost:") {
+            return line[i..].trim().to_owned();
+        }
+    }
+}
+
+/// The page's answers to `credctl key add NAME --browser`: the registration, then the new key's
+/// seal touch, both touched in the browser.
+struct KeyAdd {
+    register: serde_json::Value,
+    seal: serde_json::Value,
+}
+
+/// Runs `credctl key add NAME --browser` through both of its pages and returns what the pages
+/// showed, with credctl's output once it has exited successfully.
+fn key_add_in_browser(s: &Stack, driver: &mut Driver, name: &str) -> (KeyAdd, String) {
+    let (child, url, said) = browser_credctl(s, &["key", "add", name]);
+    let register =
+        driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(register["outcome"], "approved", "{register}");
+    let url = next_url(s, &said);
+    let seal = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(seal["outcome"], "approved", "{seal}");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nagent log:\n{}",
+        stderr(&out),
+        s.agent.log_text()
+    );
+    (
+        KeyAdd { register, seal },
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// Starts `credctl ARGS --browser` and returns it with the approval URL it printed.
 fn browser_credctl(s: &Stack, args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
     let mut child = s
@@ -76,21 +128,7 @@ fn browser_credctl(s: &Stack, args: &[&str]) -> (Child, String, mpsc::Receiver<S
             let _ = tx.send(line);
         }
     });
-    let mut seen = Vec::new();
-    let url = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "credctl printed no URL ({e}); it said {seen:?}; agent log:\n{}",
-                    s.agent.log_text()
-                )
-            });
-        seen.push(line.clone());
-        if let Some(i) = line.find("http://localhost:") {
-            break line[i..].trim().to_owned();
-        }
-    };
+    let url = next_url(s, &rx);
     (child, url, rx)
 }
 
@@ -99,17 +137,18 @@ fn browser_registers_a_key_and_approves_a_session() {
     let s = Stack::new("", "").with_source();
     let mut driver = Driver::start();
 
-    let (child, url, _) = browser_credctl(&s, &["key", "add", "laptop"]);
-    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
-    assert_eq!(r["outcome"], "approved", "{r}");
-    assert!(r["title"].as_str().unwrap().contains("laptop"), "{r}");
-    let out = child.wait_with_output().unwrap();
+    let (pages, out) = key_add_in_browser(&s, &mut driver, "laptop");
     assert!(
-        out.status.success(),
+        pages.register["title"].as_str().unwrap().contains("laptop"),
         "{}",
-        String::from_utf8_lossy(&out.stdout)
+        pages.register
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("registered security key laptop"));
+    assert!(
+        pages.seal["title"].as_str().unwrap().contains("laptop"),
+        "{}",
+        pages.seal
+    );
+    assert!(out.contains("registered security key laptop"), "{out}");
 
     // A session through the page; the page says which role and who asked.
     let (child, url, _) = browser_credctl(&s, &["env", "demo"]);
@@ -210,10 +249,7 @@ fn browser_registers_a_key_and_approves_a_session() {
 fn a_browser_approval_after_40_seconds_still_opens_the_role() {
     let s = Stack::new("", "").with_source();
     let mut driver = Driver::start();
-    let (child, url, _) = browser_credctl(&s, &["key", "add", "laptop"]);
-    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
-    assert_eq!(r["outcome"], "approved", "{r}");
-    assert!(child.wait_with_output().unwrap().status.success());
+    key_add_in_browser(&s, &mut driver, "laptop");
 
     let (child, url, _) = browser_credctl(&s, &["env", "demo"]);
     let r = driver.send(serde_json::json!({
@@ -237,10 +273,7 @@ fn a_profile_edited_during_the_touch_opens_nothing() {
     )
     .with_source();
     let mut driver = Driver::start();
-    let (child, url, _) = browser_credctl(&s, &["key", "add", "laptop"]);
-    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
-    assert_eq!(r["outcome"], "approved", "{r}");
-    assert!(child.wait_with_output().unwrap().status.success());
+    key_add_in_browser(&s, &mut driver, "laptop");
 
     let (child, url, said) = browser_credctl(&s, &["env", "demo"]);
     // The page has loaded (the person reads it): now the config is rewritten.
