@@ -32,15 +32,49 @@
     } else if (info.kind === "authorize_key_add") {
       $("title").textContent = "Allow adding security key \u201c" + info.name + "\u201d?";
       box.append(row("New key", info.name), row("Touch", "a key you registered before"), row("Asked by", info.requester));
+    } else if (info.kind === "seal_key") {
+      $("title").textContent = "Seal your sources to the new key \u201c" + info.name + "\u201d";
+      box.append(
+        row("New key", info.name),
+        row("Touch", "the new key " + info.name + " again: its second touch"),
+        row("Why", "the key's secret (WebAuthn PRF) wraps your vault for it, so its touch can open your sources. The key is stored only after this touch."),
+        row("Asked by", info.requester),
+      );
     } else if (info.kind === "authorize_key_remove") {
       $("title").textContent = "Allow removing security key \u201c" + info.name + "\u201d?";
       box.append(row("Key to remove", info.name), row("Touch", "a key you registered before"), row("Asked by", info.requester));
     } else {
       $("title").textContent = "Register security key \u201c" + info.name + "\u201d?";
-      box.append(row("Key name", info.name), row("Asked by", info.requester));
+      box.append(
+        row("Key name", info.name),
+        row("Next", "a second touch of this key seals your sources to it"),
+        row("Asked by", info.requester),
+      );
     }
     $("go").disabled = false;
     $("go").focus();
+  }
+  const b64url = (buf) => {
+    const bytes = new Uint8Array(buf instanceof ArrayBuffer ? buf : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+    let bin = "";
+    for (const b of bytes) bin += String.fromCharCode(b);
+    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  };
+  // The answer as JSON, with the PRF results (the key's secret that unwraps the vault) in
+  // clientExtensionResults.prf, base64url: added from getClientExtensionResults() where a
+  // browser's toJSON() leaves them out. They go to the agent only, never to the page's text.
+  function answerJSON(cred) {
+    const json = cred.toJSON();
+    const prf = cred.getClientExtensionResults().prf;
+    if (prf) {
+      const out = Object.assign({}, (json.clientExtensionResults || {}).prf);
+      if (typeof prf.enabled === "boolean" && out.enabled === undefined) out.enabled = prf.enabled;
+      if (prf.results && prf.results.first && !(out.results && typeof out.results.first === "string")) {
+        out.results = { first: b64url(prf.results.first) };
+      }
+      json.clientExtensionResults = Object.assign({}, json.clientExtensionResults, { prf: out });
+    }
+    return json;
   }
   async function go() {
     $("go").disabled = true;
@@ -55,11 +89,11 @@
         cred = await navigator.credentials.create({ publicKey });
       }
       const r = await fetch("/approve/" + encodeURIComponent(id) + "/finish", {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(cred.toJSON()),
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(answerJSON(cred)),
       });
       const body = await r.json();
       if (r.ok) { say(body.message, "ok"); document.body.dataset.outcome = "approved"; }
-      else { say(body.message || "Refused.", "err"); document.body.dataset.outcome = "refused"; }
+      else { say("Refused: " + (body.message || "the agent gave no reason."), "err"); document.body.dataset.outcome = "refused"; }
     } catch (e) {
       say("Not approved: " + e.message, "err");
       document.body.dataset.outcome = "failed";

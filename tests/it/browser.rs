@@ -1,6 +1,9 @@
 //! The browser approval page in headless Chromium with a CDP virtual authenticator
 //! (tests/js/browser-approve.mjs): register a key and approve a session through the page, see
 //! nothing approved without a touch, and see junk answers refused without burning the ceremony.
+//! The virtual authenticator evaluates the WebAuthn PRF (hmac-secret), so `key add` is the
+//! registration page and then the new key's seal touch on a second page, and sealed sources open
+//! only through the PRF output the page carries.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -9,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::stack::{token_from_exports, Stack};
-use crate::util::{bin, stderr};
+use crate::util::{bin, stderr, wait_until};
 
 struct Driver {
     child: Child,
@@ -58,6 +61,55 @@ impl Drop for Driver {
     }
 }
 
+/// The next approval URL credctl prints on stderr (`said` carries its lines).
+fn next_url(s: &Stack, said: &mpsc::Receiver<String>) -> String {
+    let mut seen = Vec::new();
+    loop {
+        let line = said
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "credctl printed no URL ({e}); it said {seen:?}; agent log:\n{}",
+                    s.agent.log_text()
+                )
+            });
+        seen.push(line.clone());
+        if let Some(i) = line.find("http://localhost:") {
+            return line[i..].trim().to_owned();
+        }
+    }
+}
+
+/// The page's answers to `credctl key add NAME --browser`: the registration, then the new key's
+/// seal touch, both touched in the browser.
+struct KeyAdd {
+    register: serde_json::Value,
+    seal: serde_json::Value,
+}
+
+/// Runs `credctl key add NAME --browser` through both of its pages and returns what the pages
+/// showed, with credctl's output once it has exited successfully.
+fn key_add_in_browser(s: &Stack, driver: &mut Driver, name: &str) -> (KeyAdd, String) {
+    let (child, url, said) = browser_credctl(s, &["key", "add", name]);
+    let register =
+        driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(register["outcome"], "approved", "{register}");
+    let url = next_url(s, &said);
+    let seal = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(seal["outcome"], "approved", "{seal}");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nagent log:\n{}",
+        stderr(&out),
+        s.agent.log_text()
+    );
+    (
+        KeyAdd { register, seal },
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// Starts `credctl ARGS --browser` and returns it with the approval URL it printed.
 fn browser_credctl(s: &Stack, args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
     let mut child = s
@@ -76,21 +128,7 @@ fn browser_credctl(s: &Stack, args: &[&str]) -> (Child, String, mpsc::Receiver<S
             let _ = tx.send(line);
         }
     });
-    let mut seen = Vec::new();
-    let url = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "credctl printed no URL ({e}); it said {seen:?}; agent log:\n{}",
-                    s.agent.log_text()
-                )
-            });
-        seen.push(line.clone());
-        if let Some(i) = line.find("http://localhost:") {
-            break line[i..].trim().to_owned();
-        }
-    };
+    let url = next_url(s, &rx);
     (child, url, rx)
 }
 
@@ -99,17 +137,18 @@ fn browser_registers_a_key_and_approves_a_session() {
     let s = Stack::new("", "").with_source();
     let mut driver = Driver::start();
 
-    let (child, url, _) = browser_credctl(&s, &["key", "add", "laptop"]);
-    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
-    assert_eq!(r["outcome"], "approved", "{r}");
-    assert!(r["title"].as_str().unwrap().contains("laptop"), "{r}");
-    let out = child.wait_with_output().unwrap();
+    let (pages, out) = key_add_in_browser(&s, &mut driver, "laptop");
     assert!(
-        out.status.success(),
+        pages.register["title"].as_str().unwrap().contains("laptop"),
         "{}",
-        String::from_utf8_lossy(&out.stdout)
+        pages.register
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("registered security key laptop"));
+    assert!(
+        pages.seal["title"].as_str().unwrap().contains("laptop"),
+        "{}",
+        pages.seal
+    );
+    assert!(out.contains("registered security key laptop"), "{out}");
 
     // A session through the page; the page says which role and who asked.
     let (child, url, _) = browser_credctl(&s, &["env", "demo"]);
@@ -210,10 +249,7 @@ fn browser_registers_a_key_and_approves_a_session() {
 fn a_browser_approval_after_40_seconds_still_opens_the_role() {
     let s = Stack::new("", "").with_source();
     let mut driver = Driver::start();
-    let (child, url, _) = browser_credctl(&s, &["key", "add", "laptop"]);
-    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
-    assert_eq!(r["outcome"], "approved", "{r}");
-    assert!(child.wait_with_output().unwrap().status.success());
+    key_add_in_browser(&s, &mut driver, "laptop");
 
     let (child, url, _) = browser_credctl(&s, &["env", "demo"]);
     let r = driver.send(serde_json::json!({
@@ -237,10 +273,7 @@ fn a_profile_edited_during_the_touch_opens_nothing() {
     )
     .with_source();
     let mut driver = Driver::start();
-    let (child, url, _) = browser_credctl(&s, &["key", "add", "laptop"]);
-    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
-    assert_eq!(r["outcome"], "approved", "{r}");
-    assert!(child.wait_with_output().unwrap().status.success());
+    key_add_in_browser(&s, &mut driver, "laptop");
 
     let (child, url, said) = browser_credctl(&s, &["env", "demo"]);
     // The page has loaded (the person reads it): now the config is rewritten.
@@ -267,4 +300,212 @@ fn a_profile_edited_during_the_touch_opens_nothing() {
     );
     let unopened = s.unopened_role_token("demo");
     assert_eq!(s.ecs(Some(&unopened), &[]).0, 403, "nothing was opened");
+}
+
+/// `credctl status --json`.
+fn status_json(s: &Stack) -> serde_json::Value {
+    serde_json::from_str(&s.ok(&["status", "--json"])).unwrap()
+}
+
+/// `credctl key list --json`.
+fn keys_json(s: &Stack) -> Vec<serde_json::Value> {
+    serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap()
+}
+
+/// The state `credctl source list --json` gives the test's source.
+fn source_state(s: &Stack) -> String {
+    let sources: Vec<serde_json::Value> =
+        serde_json::from_str(&s.ok(&["source", "list", "--json"])).unwrap();
+    let ours = sources
+        .iter()
+        .find(|x| x["name"] == s.source.as_str())
+        .unwrap_or_else(|| panic!("source {} not listed: {sources:?}", s.source));
+    ours["state"].as_str().unwrap_or("").to_owned()
+}
+
+/// Sealed sources end to end through Chromium's PRF: the key added in the browser creates the
+/// vault with its PRF output (posted by the page on its second touch), a source added afterwards
+/// is sealed at once, a touch in the page opens it for the role, and after `lock` it is sealed
+/// again and nothing is served until the next touch.
+#[test]
+fn a_key_added_in_the_browser_seals_and_opens_sources_with_its_prf() {
+    let s = Stack::new("", "");
+    let mut driver = Driver::start();
+
+    let (pages, out) = key_add_in_browser(&s, &mut driver, "laptop");
+    // The registration asked for the PRF and the page posted that the key has it.
+    assert_eq!(
+        pages.register["posted_prf"]["enabled"], true,
+        "{}",
+        pages.register
+    );
+    assert!(
+        pages.register["status"]
+            .as_str()
+            .unwrap()
+            .contains("touch it once more"),
+        "the registration page says a second touch follows: {}",
+        pages.register
+    );
+    // The second page is the seal touch, and it carried a 32-byte PRF output.
+    assert_eq!(
+        pages.seal["title"], "Seal your sources to the new key \u{201c}laptop\u{201d}",
+        "{}",
+        pages.seal
+    );
+    assert_eq!(pages.seal["fields"]["New key"], "laptop", "{}", pages.seal);
+    assert_eq!(
+        pages.seal["posted_prf"]["first_bytes"], 32,
+        "{}",
+        pages.seal
+    );
+    assert!(
+        pages.seal["status"].as_str().unwrap().contains("sealed"),
+        "{}",
+        pages.seal
+    );
+    assert!(out.contains("holds a copy of your vault"), "{out}");
+
+    let status = status_json(&s);
+    let vault = status["vault"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no vault: {status}"));
+    assert!(
+        vault.len() == 16 && vault.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{status}"
+    );
+    assert_eq!(status["sealing"], "required", "{status}");
+    assert_eq!(status["unsealed_keys"], serde_json::json!([]), "{status}");
+    let keys = keys_json(&s);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["name"], "laptop", "{keys:?}");
+    assert_eq!(keys[0]["sealed"], true, "{keys:?}");
+
+    // A source added now is sealed to the vault: no touch has opened it.
+    let s = s.with_source();
+    assert_eq!(source_state(&s), "sealed");
+
+    // The touch in the page opens it for the role, with the same PRF output as at the seal.
+    let (child, url, _) = browser_credctl(&s, &["env", "demo"]);
+    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(r["outcome"], "approved", "{r}");
+    assert_eq!(r["posted_prf"]["first_bytes"], 32, "{r}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = token_from_exports(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+    assert_eq!(source_state(&s), "open");
+    assert!(
+        s.ok(&["source", "list"]).contains(" open"),
+        "the table shows it open too"
+    );
+
+    // lock wipes the opened source: sealed again, nothing served without a new touch.
+    s.ok(&["lock"]);
+    assert_eq!(source_state(&s), "sealed");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 401, "lock revoked the token");
+    let unopened = s.unopened_role_token("demo");
+    assert_eq!(s.ecs(Some(&unopened), &[]).0, 403);
+
+    let (child, url, _) = browser_credctl(&s, &["env", "demo"]);
+    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(r["outcome"], "approved", "{r}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = token_from_exports(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+    assert_eq!(source_state(&s), "open");
+}
+
+/// How many `key_add` refusals with reason `no_prf` the audit holds (identical events may share
+/// a line, with a count).
+fn no_prf_refusals(s: &Stack) -> u64 {
+    std::fs::read_to_string(s.env.home.join(".local/state/credagent/audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| {
+            l["channel"] == "key_add" && l["outcome"] == "refused" && l["reason"] == "no_prf"
+        })
+        .map(|l| l["count"].as_u64().unwrap_or(1))
+        .sum()
+}
+
+/// What `key add --browser` says when the browser brings no PRF output: refused with the
+/// agent's `no_prf` message (its wire code is `policy`; `no_prf` is its audit reason) on the page
+/// and from credctl, `refusals` such refusals so far, and no key stored.
+fn assert_no_prf_refusal(
+    s: &Stack,
+    page: &serde_json::Value,
+    child: Child,
+    said: mpsc::Receiver<String>,
+    refusals: u64,
+) {
+    assert_eq!(page["outcome"], "refused", "{page}");
+    assert_eq!(page["finish_body"]["code"], "policy", "{page}");
+    let shown = page["status"].as_str().unwrap();
+    for words in [
+        "hmac-secret",
+        "PRF",
+        "user verification",
+        "PIN",
+        "allow-unsealed",
+    ] {
+        assert!(shown.contains(words), "the page says {words:?}: {shown}");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    // Its stderr went to `said`; the reader ends with credctl.
+    let said = said.iter().collect::<Vec<_>>().join("\n");
+    for words in ["hmac-secret", "PRF", "allow-unsealed"] {
+        assert!(said.contains(words), "credctl says {words:?}: {said}");
+    }
+    // The agent's own code for it, in the audit.
+    wait_until(Duration::from_secs(10), || no_prf_refusals(s) == refusals).unwrap_or_else(|| {
+        panic!(
+            "expected {refusals} no_prf key_add refusal(s) in the audit, found {}",
+            no_prf_refusals(s)
+        )
+    });
+    assert_eq!(
+        keys_json(s),
+        Vec::<serde_json::Value>::new(),
+        "no key stored"
+    );
+    assert!(status_json(s)["vault"].is_null(), "no vault created");
+}
+
+/// An authenticator without PRF is refused at its registration page; one with PRF but without
+/// user verification (Chromium then evaluates no PRF) registers, but its seal touch is refused.
+/// Neither is stored.
+#[test]
+fn a_browser_key_without_prf_is_refused_and_not_stored() {
+    let s = Stack::new("", "").with_source();
+    let mut driver = Driver::start();
+
+    let r = driver.send(serde_json::json!({"authenticator": {"hasPrf": false}}));
+    assert_eq!(r["ok"], true, "{r}");
+    let (child, url, said) = browser_credctl(&s, &["key", "add", "laptop"]);
+    let page = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(page["posted_prf"]["enabled"], false, "{page}");
+    assert_no_prf_refusal(&s, &page, child, said, 1);
+
+    let r = driver.send(serde_json::json!({
+        "authenticator": {"hasUserVerification": false, "isUserVerified": false}
+    }));
+    assert_eq!(r["ok"], true, "{r}");
+    let (child, url, said) = browser_credctl(&s, &["key", "add", "laptop"]);
+    let register =
+        driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(register["outcome"], "approved", "{register}");
+    assert_eq!(register["posted_prf"]["enabled"], true, "{register}");
+    let url = next_url(&s, &said);
+    let page = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert!(page["posted_prf"]["first_bytes"].is_null(), "{page}");
+    assert_no_prf_refusal(&s, &page, child, said, 2);
+    assert_eq!(
+        source_state(&s),
+        "unsealed",
+        "no vault: the source stays as it was"
+    );
 }

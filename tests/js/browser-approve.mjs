@@ -3,7 +3,9 @@
 // Chromium with a CDP virtual authenticator, for the integration tests.
 //
 // One long-lived process holds one browser tab and one virtual authenticator, so a credential
-// registered by one command is there for the approvals that follow. Commands arrive on stdin, one
+// registered by one command is there for the approvals that follow. The authenticator evaluates
+// the WebAuthn PRF (CTAP2 hmac-secret) and verifies the user, as sealed sources need: Chromium
+// evaluates the PRF only with user verification. {"authenticator": …} replaces it with another. Commands arrive on stdin, one
 // JSON object per line, and are run one after another; each gets exactly one JSON line on stdout.
 // Diagnostics go to stderr only. EOF on stdin closes the browser and exits 0.
 //
@@ -18,7 +20,10 @@
 //       {"outcome": O, "status": S, "title": T, "details": D, "fields": F, "elapsed_ms": N,
 //        "options_status": HTTP status of GET …/options or null,
 //        "finish_status": HTTP status of POST …/finish or null,
-//        "finish_body": parsed JSON body of that response or null}
+//        "finish_body": parsed JSON body of that response or null,
+//        "posted_prf": what the page's POST carried in clientExtensionResults.prf, without the
+//                      secret: {"enabled": true|false|null, "first_bytes": N|null}, or null when
+//                      it carried no prf (or posted nothing)}
 //     where O is the page's own outcome "approved" | "refused" | "failed", or
 //       "timeout"      nothing decided within timeout_ms (e.g. presence false: no touch, get() hangs),
 //       "unavailable"  the page loaded but has nothing to approve (unknown/answered/expired
@@ -33,6 +38,13 @@
 //     the same rows as an object ({"Role": "prod", …}) or null.
 //     With "screenshot", the page is also captured to that path before answering.
 //   {"screenshot": "/path.png"}            capture the current page → {"ok": true, "screenshot": P}
+//   {"authenticator": {OPTIONS}}           replaces the virtual authenticator by a new, empty one
+//                                          with OPTIONS (CDP VirtualAuthenticatorOptions) over
+//                                          the defaults {"protocol": "ctap2", "transport": "usb",
+//                                          "hasResidentKey": false, "hasPrf": true,
+//                                          "hasUserVerification": true, "isUserVerified": true};
+//                                          e.g. {"hasPrf": false} for a key without hmac-secret →
+//                                          {"ok": true, "authenticator": ID, "options": {…}}
 //   {"ping": true}                         → {"ok": true, "browser": VERSION, "authenticator": ID}
 //   {"credentials": true}                  the virtual authenticator's credentials, without keys →
 //                                          {"ok": true, "credentials": [{"credentialId", "rpId",
@@ -65,8 +77,9 @@ const AUTHENTICATOR = {
   protocol: "ctap2",
   transport: "usb",
   hasResidentKey: false,
-  hasUserVerification: false,
-  isUserVerified: false,
+  hasPrf: true,
+  hasUserVerification: true,
+  isUserVerified: true,
   automaticPresenceSimulation: true,
 };
 const DEFAULT_TIMEOUT_MS = 30000;
@@ -89,6 +102,8 @@ class Driver {
   cdp = null;
   authenticatorId = null;
   presence = true;
+  /** The options of the virtual authenticator (the defaults, or the last {"authenticator"}). */
+  options = { ...AUTHENTICATOR };
   /** Credentials (with private keys) last read from the authenticator, to survive a tab crash. */
   saved = [];
   /** Per-command capture of the agent's answers to the page. */
@@ -123,6 +138,25 @@ class Driver {
       // Navigating away from a hanging ceremony aborts nothing of interest; everything else is.
       log(`request failed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`);
     });
+    page.on("request", (r) => {
+      const c = this.capture;
+      if (!c || r.method() !== "POST" || !new URL(r.url()).pathname.endsWith("/finish")) return;
+      // The shape of the PRF the page posted, never its value.
+      let prf = null;
+      try {
+        const results = (JSON.parse(r.postData() || "null") || {}).clientExtensionResults || {};
+        if (results.prf) {
+          const first = results.prf.results && results.prf.results.first;
+          prf = {
+            enabled: typeof results.prf.enabled === "boolean" ? results.prf.enabled : null,
+            first_bytes: typeof first === "string" ? Buffer.from(first, "base64url").length : null,
+          };
+        }
+      } catch (e) {
+        log(`cannot read the posted answer: ${e.message}`);
+      }
+      c.posted_prf = prf;
+    });
     page.on("response", async (r) => {
       const u = new URL(r.url());
       const c = this.capture;
@@ -149,7 +183,7 @@ class Driver {
     const cdp = await this.context.newCDPSession(page);
     await cdp.send("WebAuthn.enable", { enableUI: false });
     const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
-      options: { ...AUTHENTICATOR, automaticPresenceSimulation: this.presence },
+      options: { ...this.options, automaticPresenceSimulation: this.presence },
     });
     for (const credential of this.saved) {
       await cdp.send("WebAuthn.addCredential", { authenticatorId, credential });
@@ -222,7 +256,7 @@ class Driver {
     const timeout = Number.isFinite(cmd.timeout_ms) && cmd.timeout_ms > 0 ? cmd.timeout_ms : DEFAULT_TIMEOUT_MS;
     const started = Date.now();
     const left = () => Math.max(1, timeout - (Date.now() - started));
-    const capture = { options_status: null, finish_status: null, finish_body: null };
+    const capture = { options_status: null, finish_status: null, finish_body: null, posted_prf: null };
     const finish = async (outcome, extra = {}) => {
       const t = await this.texts();
       if (cmd.screenshot) await this.shoot(cmd.screenshot).catch((e) => log(`screenshot: ${e.message}`));
@@ -304,6 +338,22 @@ class Driver {
       await this.shoot(cmd.screenshot);
       return { ok: true, screenshot: cmd.screenshot };
     }
+    if (cmd.authenticator !== undefined) {
+      const extra = cmd.authenticator;
+      if (extra === null || typeof extra !== "object" || Array.isArray(extra)) {
+        return { outcome: "error", error: '"authenticator" must be an object of CDP VirtualAuthenticatorOptions' };
+      }
+      await this.ensureTab();
+      await this.cdp.send("WebAuthn.removeVirtualAuthenticator", { authenticatorId: this.authenticatorId });
+      this.options = { ...AUTHENTICATOR, ...extra };
+      const { authenticatorId } = await this.cdp.send("WebAuthn.addVirtualAuthenticator", {
+        options: { ...this.options, automaticPresenceSimulation: this.presence },
+      });
+      this.authenticatorId = authenticatorId;
+      this.saved = [];
+      log(`virtual authenticator ${authenticatorId} replaced: ${JSON.stringify(this.options)}`);
+      return { ok: true, authenticator: authenticatorId, options: this.options };
+    }
     if (cmd.ping) {
       await this.ensureTab();
       return { ok: true, browser: this.browser.version(), authenticator: this.authenticatorId };
@@ -322,7 +372,7 @@ class Driver {
         })),
       };
     }
-    return { outcome: "error", error: 'unknown command: expected "url", "screenshot", "ping" or "credentials"' };
+    return { outcome: "error", error: 'unknown command: expected "url", "screenshot", "authenticator", "ping" or "credentials"' };
   }
 
   async close() {

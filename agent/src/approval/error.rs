@@ -142,7 +142,8 @@ pub enum ApprovalError {
     #[error(
         "key {key} answered without an hmac-secret (WebAuthn PRF) output, so it cannot open \
          your sealed sources. Use a FIDO2 key with hmac-secret (nearly every key sold since \
-         2019; in a browser, one that supports PRF), or, to approve by policy only with \
+         2019; in a browser, one that supports PRF and verifies you: browsers evaluate PRF only \
+         with user verification, so a security key needs a PIN), or, to approve by policy only with \
          sources left readable in the keyring, set sealing = \"allow-unsealed\" under \
          [approval] in config.toml"
     )]

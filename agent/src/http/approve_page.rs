@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::checks::{error_response, HttpContext};
 use super::endpoint::ApprovalPage;
-use crate::approval::{key_add_name, key_remove_target, Approvals, Kind};
+use crate::approval::{key_add_name, key_remove_target, key_seal_name, Approvals, Kind};
 use crate::audit::Origin;
 use crate::sessions::Sessions;
 
@@ -76,6 +76,14 @@ impl Page {
             Kind::Approve { role } if key_remove_target(role).is_some() => {
                 serde_json::json!({
                     "kind": "authorize_key_remove", "name": key_remove_target(role).map(|(n, _)| n),
+                    "requester": view.requester, "options": view.options,
+                })
+            }
+            // The new key's second touch in `key add`: it gives the key's PRF output, which
+            // wraps the vault for it (approval::seal).
+            Kind::Approve { role } if key_seal_name(role).is_some() => {
+                serde_json::json!({
+                    "kind": "seal_key", "name": key_seal_name(role),
                     "requester": view.requester, "options": view.options,
                 })
             }
@@ -159,16 +167,42 @@ impl Page {
                     .to_string(),
                 "application/json",
             ),
-            Resp::Challenge { .. } => ok(
-                serde_json::json!({"message": "Authorized. Now register the new key on the page credctl opens next."})
-                    .to_string(),
-                "application/json",
-            ),
-            Resp::KeyAdded { key } => ok(
-                serde_json::json!({"message": format!("Security key \u{201c}{}\u{201d} registered. You can close this tab.", key.name)})
-                    .to_string(),
-                "application/json",
-            ),
+            // After the registration comes the new key's seal touch; after an authorizing
+            // touch, the registration.
+            Resp::Challenge { role, .. } => {
+                let message = match role.as_deref().and_then(key_seal_name) {
+                    Some(name) => format!(
+                        "Key \u{201c}{name}\u{201d} answered. One more step: touch it once more \
+                         on the page credctl opens next, to seal your sources to it. The key is \
+                         not stored until then."
+                    ),
+                    None => "Authorized. Now register the new key on the page credctl opens next."
+                        .to_owned(),
+                };
+                ok(
+                    serde_json::json!({ "message": message }).to_string(),
+                    "application/json",
+                )
+            }
+            Resp::KeyAdded { key } => {
+                let message = if key.sealed {
+                    format!(
+                        "Security key \u{201c}{}\u{201d} registered and sealed: it holds its copy \
+                         of your vault and can open your sources. You can close this tab.",
+                        key.name
+                    )
+                } else {
+                    format!(
+                        "Security key \u{201c}{}\u{201d} registered, UNSEALED: its touch \
+                         approves by policy only. You can close this tab.",
+                        key.name
+                    )
+                };
+                ok(
+                    serde_json::json!({ "message": message }).to_string(),
+                    "application/json",
+                )
+            }
             Resp::Error { code, message } => {
                 let status = match code {
                     ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
