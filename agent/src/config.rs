@@ -23,7 +23,8 @@ pub struct Config {
     /// STS endpoint override (else `AWS_ENDPOINT_URL_STS`, else AWS).
     #[serde(deserialize_with = "de_endpoint")]
     pub sts_endpoint: Option<String>,
-    /// Keyring backend; `None` picks Secret Service when a session bus exists, else keyutils.
+    /// Keyring backend; `None` picks Secret Service when a session bus exists, else keyutils;
+    /// `file` keeps sealed sources in 0600 files under the state directory (no keyring).
     pub keyring: Option<Backend>,
     /// How long one touch keeps a role session open.
     #[serde(deserialize_with = "de_session_ttl")]

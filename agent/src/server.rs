@@ -134,7 +134,8 @@ async fn serve(
         instance,
         adopt_legacy,
         approver.vault().clone(),
-    );
+    )
+    .with_state_dir(&state_dir);
     let known = crate::approval::known::KnownTargets::load(&state_dir);
     let control = Arc::new(wire(facts, &config, approver, audit, sources, known)?);
     let sessions = control.sessions.clone();

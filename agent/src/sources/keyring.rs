@@ -48,6 +48,8 @@ pub enum Backend {
     SecretService,
     /// Linux kernel keyutils, in the session keyring.
     Keyutils,
+    /// Files under the state directory, for machines without a keyring: sealed sources only.
+    File,
 }
 
 impl fmt::Display for Backend {
@@ -55,6 +57,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::SecretService => "secret-service",
             Backend::Keyutils => "keyutils",
+            Backend::File => "file",
         })
     }
 }
@@ -107,7 +110,8 @@ impl SourceError {
 fn no_backend_advice(backend: Backend) -> &'static str {
     match backend {
         Backend::SecretService => "start a Secret Service (gnome-keyring-daemon --components=secrets) in this D-Bus session, or set keyring = \"keyutils\" in config.toml",
-        Backend::Keyutils => "run the agent inside a session keyring (keyctl session -) or set keyring = \"secret-service\" in config.toml",
+        Backend::Keyutils => "run the agent inside a session keyring (keyctl session -), set keyring = \"secret-service\", or, on a machine with no keyring, keyring = \"file\" in config.toml",
+        Backend::File => "set keyring = \"file\" only where the agent knows its state directory",
     }
 }
 
@@ -119,7 +123,10 @@ pub struct Keyring {
     service: String,
     /// `credagent-index/<instance>`.
     index_service: String,
-    store: Arc<CredentialStore>,
+    /// The OS keyring; `None` for the file backend.
+    store: Option<Arc<CredentialStore>>,
+    /// The directory of the file backend.
+    files: Option<std::path::PathBuf>,
     /// Serialises read-modify-write of the index entry within this process.
     index_lock: Mutex<()>,
 }
@@ -148,14 +155,33 @@ impl Keyring {
             Backend::Keyutils => {
                 linux_keyutils_keyring_store::Store::new().map_err(|e| classify(backend, "", e))?
             }
+            Backend::File => {
+                return Err(SourceError::NoBackend {
+                    backend,
+                    detail: "no state directory given".into(),
+                })
+            }
         };
         Ok(Keyring {
             backend,
             service: format!("{SERVICE}/{instance}"),
             index_service: format!("{INDEX_SERVICE}/{instance}"),
-            store,
+            store: Some(store),
+            files: None,
             index_lock: Mutex::new(()),
         })
+    }
+
+    /// The file backend: sealed sources in `dir` (created 0700 on first write).
+    pub fn open_files(dir: std::path::PathBuf) -> Keyring {
+        Keyring {
+            backend: Backend::File,
+            service: String::new(),
+            index_service: String::new(),
+            store: None,
+            files: Some(dir),
+            index_lock: Mutex::new(()),
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -166,6 +192,15 @@ impl Keyring {
     pub fn put(&self, name: &str, creds: &SourceCredentials) -> Result<(), SourceError> {
         validate_name(name)?;
         validate_creds(name, creds)?;
+        if self.files.is_some() {
+            return Err(SourceError::Platform {
+                backend: self.backend,
+                detail: "the file store keeps only sealed sources: register a security key \
+                         first (`credctl key add`; its first touch creates the vault), then add \
+                         the source again"
+                    .into(),
+            });
+        }
         let payload = Zeroizing::new(format!(
             "{FORMAT_V1}\n{}\n{}",
             creds.access_key_id,
@@ -197,6 +232,9 @@ impl Keyring {
             },
         )?;
         let payload = format!("{FORMAT_V2}\n{access_key_id}\n{}", sealed.encode());
+        if let Some(dir) = &self.files {
+            return super::file_store::write(dir, name, &payload);
+        }
         self.entry(&self.service, name)?
             .set_password(&payload)
             .map_err(|e| classify(self.backend, name, e))?;
@@ -221,11 +259,13 @@ impl Keyring {
     /// Reads source `name` as stored, sealed or not.
     pub fn get_stored(&self, name: &str) -> Result<Stored, SourceError> {
         validate_name(name)?;
-        let raw = Zeroizing::new(
-            self.entry(&self.service, name)?
+        let raw = Zeroizing::new(match &self.files {
+            Some(dir) => super::file_store::read(dir, name)?,
+            None => self
+                .entry(&self.service, name)?
                 .get_secret()
                 .map_err(|e| classify(self.backend, name, e))?,
-        );
+        });
         let corrupt = || SourceError::Corrupt {
             backend: self.backend,
             name: name.to_owned(),
@@ -254,6 +294,9 @@ impl Keyring {
     /// Removes source `name`; `NotFound` if it was not there.
     pub fn delete(&self, name: &str) -> Result<(), SourceError> {
         validate_name(name)?;
+        if let Some(dir) = &self.files {
+            return super::file_store::delete(dir, name);
+        }
         let result = self
             .entry(&self.service, name)?
             .delete_credential()
@@ -265,6 +308,9 @@ impl Keyring {
 
     /// Names of the stored sources, sorted.
     pub fn list(&self) -> Result<Vec<String>, SourceError> {
+        if let Some(dir) = &self.files {
+            return super::file_store::list(dir);
+        }
         let _guard = self.index_lock.locked();
         self.read_index()
     }
@@ -273,6 +319,9 @@ impl Keyring {
     /// returns how many moved. Each one is written and read back here before the old entry is
     /// deleted, so an interruption loses nothing (a second run finishes the move).
     pub fn adopt_legacy(&self) -> Result<usize, SourceError> {
+        if self.files.is_some() {
+            return Ok(0);
+        }
         let names = self.read_index_of(INDEX_SERVICE)?;
         let mut moved = 0;
         for name in &names {
@@ -314,7 +363,11 @@ impl Keyring {
     }
 
     fn entry(&self, service: &str, user: &str) -> Result<Entry, SourceError> {
-        Entry::new_in_store(&self.store, service, user).map_err(|e| classify(self.backend, user, e))
+        let store = self.store.as_ref().ok_or_else(|| SourceError::NoBackend {
+            backend: self.backend,
+            detail: "the file backend has no keyring entries".into(),
+        })?;
+        Entry::new_in_store(store, service, user).map_err(|e| classify(self.backend, user, e))
     }
 
     fn read_index(&self) -> Result<Vec<String>, SourceError> {

@@ -3,6 +3,7 @@
 //! sessions read a source through.
 
 mod access_key;
+mod file_store;
 mod keyring;
 
 use std::collections::{HashMap, HashSet};
@@ -63,6 +64,8 @@ pub struct SourceStore {
     adopt_legacy: bool,
     /// The keyring once a first call opened it.
     keyring: Mutex<Option<Arc<Keyring>>>,
+    /// Where the file backend keeps sources (`<state_dir>/sources`).
+    file_dir: Option<std::path::PathBuf>,
     /// The vault sources are sealed to.
     vault: Arc<VaultKeeper>,
     /// Sources a touch opened, while a session may need them: in locked, zeroized memory.
@@ -116,9 +119,16 @@ impl SourceStore {
             instance,
             adopt_legacy,
             keyring: Mutex::new(None),
+            file_dir: None,
             vault,
             opened: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Where the file backend keeps sources: `<state_dir>/sources`.
+    pub fn with_state_dir(mut self, state_dir: &std::path::Path) -> Self {
+        self.file_dir = Some(state_dir.join("sources"));
+        self
     }
 
     /// The vault sources are sealed to.
@@ -265,7 +275,10 @@ impl SourceStore {
         if let Some(k) = slot.as_ref() {
             return Ok(k.clone());
         }
-        let k = Arc::new(Keyring::open(self.backend, &self.instance)?);
+        let k = Arc::new(match (self.backend, &self.file_dir) {
+            (Backend::File, Some(dir)) => Keyring::open_files(dir.clone()),
+            (backend, _) => Keyring::open(backend, &self.instance)?,
+        });
         if self.adopt_legacy {
             match k.adopt_legacy() {
                 Ok(0) => {}
@@ -322,5 +335,61 @@ mod tests {
         std::fs::write(state.join(INSTANCE_FILE), "junk").unwrap();
         let err = instance_id(&state).unwrap_err().to_string();
         assert!(err.contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn the_file_store_keeps_only_sealed_sources_in_private_files() {
+        use crate::vault::PrfOutput;
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(VaultKeeper::load(dir.path()).unwrap());
+        let store = SourceStore::new(Backend::File, "unused".into(), false, vault.clone())
+            .with_state_dir(dir.path());
+        let keyring = store.get().unwrap();
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYFILESTORE";
+        let creds = SourceCredentials {
+            access_key_id: "AKIDFILE1".into(),
+            secret_access_key: SecretString::from(secret),
+        };
+        // Without a vault there is nothing to seal to, and plain text is never written.
+        let err = store
+            .store(&keyring, "base", &creds)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("credctl key add"), "{err}");
+        assert!(keyring.list().unwrap().is_empty());
+
+        let prf = PrfOutput::from_slice(&[1; 32]).unwrap();
+        drop(vault.create(b"cred", [2; 32], &prf).unwrap());
+        assert!(store.store(&keyring, "base", &creds).unwrap());
+        assert_eq!(keyring.list().unwrap(), vec!["base".to_owned()]);
+        let sources = dir.path().join("sources");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&sources), 0o700);
+        let file = sources.join(hex::encode("base"));
+        assert_eq!(mode(&file), 0o600);
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains(secret) && !text.contains(&hex::encode(secret)));
+
+        assert!(matches!(
+            store.lookup(&keyring, "base"),
+            Err(SourceError::Sealed { .. })
+        ));
+        let unwrapped = vault.unwrap(b"cred", &prf).unwrap();
+        store.unseal(&keyring, "base", &unwrapped).unwrap();
+        assert_eq!(
+            store
+                .lookup(&keyring, "base")
+                .unwrap()
+                .secret_access_key
+                .expose_secret(),
+            secret
+        );
+        keyring.delete("base").unwrap();
+        assert!(matches!(
+            keyring.delete("base"),
+            Err(SourceError::NotFound { .. })
+        ));
     }
 }
