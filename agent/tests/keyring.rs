@@ -186,6 +186,7 @@ fn sealing(backend: Backend) {
     let raw_store: Arc<keyring_core::CredentialStore> = match backend {
         Backend::SecretService => zbus_secret_service_keyring_store::Store::new().unwrap(),
         Backend::Keyutils => linux_keyutils_keyring_store::Store::new().unwrap(),
+        Backend::File => panic!("the file backend is tested in sources::tests"),
     };
     for (name, plain) in [(&old, secret_old), (&new, secret_new)] {
         let service = format!("credagent/{instance}");
