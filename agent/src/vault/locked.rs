@@ -52,9 +52,16 @@ impl Locked {
 impl Drop for Locked {
     fn drop(&mut self) {
         self.bytes.zeroize();
-        if self.locked {
-            // SAFETY: the same range that was locked, still owned by `self.bytes`.
-            unsafe { libc::munlock(self.bytes.as_ptr().cast(), self.bytes.len()) };
-        }
+        // No munlock: locks are per page and not counted, and a small buffer shares its page
+        // with other allocations (another `Locked` among them), which unlocking would expose
+        // to swap again. The page stays locked and is reused by the allocator; the agent's
+        // secrets are few and small.
     }
+}
+
+/// Locks the pages of `value` in RAM (best effort, never unlocked: see `Locked`'s `Drop`).
+pub(crate) fn lock_in_ram<T>(value: &T) -> bool {
+    let len = std::mem::size_of::<T>();
+    // SAFETY: the range is the live object `value` refers to; mlock only pins its pages.
+    len > 0 && unsafe { libc::mlock((value as *const T).cast(), len) } == 0
 }

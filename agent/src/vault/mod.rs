@@ -118,20 +118,21 @@ impl VaultSecret {
     /// RFC 9180 `DeriveKeyPair`: the key pair for `ikm` (uniformly random, at least 32 bytes).
     fn derive(ikm: &[u8]) -> Self {
         let (key, public) = Kem::derive_keypair(ikm);
-        Self {
-            key: Box::new(key),
-            public: VaultPublic(public),
-        }
+        Self::keep(key, VaultPublic(public))
+    }
+
+    /// Moves the private half to the heap and locks it in RAM (it zeroizes itself on drop).
+    fn keep(key: <Kem as hpke::Kem>::PrivateKey, public: VaultPublic) -> Self {
+        let key = Box::new(key);
+        locked::lock_in_ram(&*key);
+        Self { key, public }
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, VaultError> {
         let key =
             <Kem as hpke::Kem>::PrivateKey::from_bytes(bytes).map_err(|_| VaultError::Unwrap)?;
         let public = VaultPublic(Kem::sk_to_pk(&key));
-        Ok(Self {
-            key: Box::new(key),
-            public,
-        })
+        Ok(Self::keep(key, public))
     }
 
     pub fn public(&self) -> &VaultPublic {
