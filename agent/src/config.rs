@@ -23,6 +23,12 @@ pub struct Config {
     /// STS endpoint override (else `AWS_ENDPOINT_URL_STS`, else AWS).
     #[serde(deserialize_with = "de_endpoint")]
     pub sts_endpoint: Option<String>,
+    /// IAM Identity Center OIDC endpoint override (else `AWS_ENDPOINT_URL_SSO_OIDC`, else AWS).
+    #[serde(deserialize_with = "de_endpoint")]
+    pub sso_oidc_endpoint: Option<String>,
+    /// IAM Identity Center portal endpoint override (else `AWS_ENDPOINT_URL_SSO`, else AWS).
+    #[serde(deserialize_with = "de_endpoint")]
+    pub sso_endpoint: Option<String>,
     /// Keyring backend; `None` picks Secret Service when a session bus exists, else keyutils;
     /// `file` keeps sealed sources in 0600 files under the state directory (no keyring).
     pub keyring: Option<Backend>,
@@ -43,6 +49,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             sts_endpoint: None,
+            sso_oidc_endpoint: None,
+            sso_endpoint: None,
             keyring: None,
             session_ttl: Duration::from_secs(3600),
             idle_timeout: Duration::ZERO,

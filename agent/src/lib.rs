@@ -26,6 +26,7 @@ pub mod profiles;
 pub mod server;
 pub mod sessions;
 pub mod sources;
+pub mod sso;
 pub mod state;
 pub mod sts;
 pub mod systemd;

@@ -137,7 +137,9 @@ async fn serve(
     )
     .with_state_dir(&state_dir);
     let known = crate::approval::known::KnownTargets::load(&state_dir);
-    let control = Arc::new(wire(facts, &config, approver, audit, sources, known)?);
+    let control = Arc::new(wire(
+        facts, &config, approver, audit, sources, known, &state_dir,
+    )?);
     let sessions = control.sessions.clone();
     let endpoint = control.endpoint.clone();
 
@@ -159,6 +161,23 @@ async fn serve(
         shutdown.clone(),
         tracker.clone(),
     ));
+    // IAM Identity Center access tokens are refreshed ahead of time, while a refresh token is
+    // open, so a session's credential refresh never waits on a token refresh.
+    let (logins, profiles_of) = (control.logins.clone(), sessions.clone());
+    let sso_stop = shutdown.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = sso_stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let sources = profiles_of.profiles().sso_sources();
+                    logins.refresh_due(&sources, SystemTime::now()).await;
+                }
+            }
+        }
+    });
     let refresher = sessions;
     let refresh_stop = shutdown.clone();
     tracker.spawn(async move {
@@ -240,6 +259,7 @@ fn wire(
     audit: audit::Audit,
     sources: SourceStore,
     known: crate::approval::known::KnownTargets,
+    state_dir: &std::path::Path,
 ) -> anyhow::Result<Control> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let settings = StsSettings::resolve(config.sts_endpoint.as_deref(), None, &env)
@@ -254,7 +274,34 @@ fn wire(
         Arc::new(AwsSts::new(&settings)),
         RetryPolicy::default(),
     ));
+    let sso_settings = crate::sso::SsoSettings::resolve(
+        config.sso_oidc_endpoint.as_deref(),
+        config.sso_endpoint.as_deref(),
+        &env,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut overrides = overrides;
+    for (url, what) in [
+        (
+            &sso_settings.oidc_endpoint,
+            "IAM Identity Center OIDC endpoint",
+        ),
+        (
+            &sso_settings.portal_endpoint,
+            "IAM Identity Center portal endpoint",
+        ),
+    ] {
+        if let Some(url) = url {
+            overrides.push(format!("{what} {url}"));
+        }
+    }
     let sources = Arc::new(sources);
+    let logins = Arc::new(crate::sso::Logins::new(
+        Arc::new(crate::sso::AwsSso::new(sso_settings)),
+        sources.vault().clone(),
+        state_dir,
+        facts.http_addr.port(),
+    ));
     let aws_config = AwsConfigFile::from_env(&env);
     let profiles = aws_config
         .load_or_empty()
@@ -265,7 +312,11 @@ fn wire(
         mfa_session_ttl: config.mfa_session_ttl,
         ..SessionConfig::default()
     };
-    let sessions = Sessions::new(session_config, sts, Arc::new(sources.clone()), profiles);
+    let origins = crate::sessions::Origins {
+        store: sources.clone(),
+        logins: logins.clone(),
+    };
+    let sessions = Sessions::new(session_config, sts, Arc::new(origins), profiles);
     let generation = sessions.generation().clone();
     let tokens = Arc::new(Tokens::new(generation.clone()));
 
@@ -281,14 +332,21 @@ fn wire(
     ));
 
     let page = Page::new(approvals.clone(), sessions.clone(), facts.http_addr);
-    let endpoint = Arc::new(Endpoint::new(
-        facts.http_addr,
-        tokens.clone(),
-        Arc::new(SessionSource::new(sessions.clone(), pending.clone())),
-        audit.clone(),
-        generation,
-        Some(Arc::new(page)),
-    ));
+    let endpoint = Arc::new(
+        Endpoint::new(
+            facts.http_addr,
+            tokens.clone(),
+            Arc::new(SessionSource::new(sessions.clone(), pending.clone())),
+            audit.clone(),
+            generation,
+            Some(Arc::new(page)),
+        )
+        .with_oauth_callback(Arc::new(crate::http::oauth::Callback::new(
+            logins.clone(),
+            audit.clone(),
+            facts.http_addr,
+        ))),
+    );
 
     Ok(Control {
         facts,
@@ -297,6 +355,7 @@ fn wire(
         sessions,
         tokens,
         sources,
+        logins,
         endpoint,
         audit,
         aws_config,

@@ -195,6 +195,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log in to IAM Identity Center (an `[sso-session]` of ~/.aws/config, or a profile that
+    /// uses one): in the browser (PKCE), or with `--device-code` on a machine without one. One
+    /// login serves every profile of the session; each role still takes a touch to open.
+    Login {
+        /// The sso-session name (or a profile that uses it).
+        login: String,
+        /// Print a code to enter on another device instead of opening a browser here.
+        #[arg(long)]
+        device_code: bool,
+    },
+    /// Revoke and forget an IAM Identity Center login.
+    Logout {
+        /// The sso-session name (or a profile that uses it).
+        login: String,
+    },
     /// Print shell completions.
     Completions {
         /// The shell to complete for.

@@ -18,7 +18,7 @@ use std::io::Write;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, KeyCommand, SourceCommand, TokenCommand};
-use crate::commands::{audit, keys, lifecycle, roles, session, sources, status, tokens};
+use crate::commands::{audit, keys, lifecycle, roles, session, sources, sso, status, tokens};
 use crate::error::{Failure, Result};
 
 /// What a command asks `main` to exit with.
@@ -91,6 +91,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             String::from_utf8_lossy(&buf).into_owned()
         }
         Command::Man => man_page()?,
+        Command::Login { login, device_code } => sso::login(&socket, &login, device_code)?,
+        Command::Logout { login } => sso::logout(&socket, &login)?,
     };
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (e.g. `credctl status | head -1`) is not an error worth reporting.

@@ -132,7 +132,7 @@ pub fn answer(agent: &mut Agent, auth: &Authenticator, c: &Challenge) -> Result<
     }
 }
 
-fn open_browser(url: &str) {
+pub(crate) fn open_browser(url: &str) {
     let opened = std::process::Command::new("xdg-open")
         .arg(url)
         .stdin(std::process::Stdio::null())
@@ -237,6 +237,7 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64>
     let auth = Authenticator::choose(&args.auth)?;
     let mut mfa_code = args.mfa_code.clone().map(credagent_proto::Secret::new);
     let mut asked = false;
+    let mut logged_in = false;
     loop {
         let resp = agent.raw(&Request::Open {
             role: role.to_owned(),
@@ -257,6 +258,16 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64>
                 mfa_code = Some(credagent_proto::Secret::new(code.as_str()));
                 asked = true;
             }
+            Response::Error {
+                code: credagent_proto::ErrorCode::LoginRequired,
+                message,
+            } if !logged_in => {
+                // Log in first (one login for the whole sso-session), then the touch.
+                eprintln!("credctl: {message}");
+                eprintln!("credctl: logging in first; the touch for {role} follows");
+                crate::commands::sso::run_login(agent, role, login_by_device_code())?;
+                logged_in = true;
+            }
             Response::Error { code, message } => {
                 return Err(Failure::new(crate::agent::exit_for(code), message))
             }
@@ -269,6 +280,12 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64>
             }
         }
     }
+}
+
+/// Whether an on-demand login uses the device code (`CREDCTL_SSO_DEVICE_CODE=1`, for machines
+/// without a browser) rather than the browser.
+fn login_by_device_code() -> bool {
+    std::env::var("CREDCTL_SSO_DEVICE_CODE").is_ok_and(|v| v == "1" || v == "true")
 }
 
 #[cfg(test)]

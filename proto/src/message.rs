@@ -101,6 +101,20 @@ pub enum Request {
     /// Revoke the endpoint token whose public id is `id`.
     TokenRevoke { id: String },
 
+    /// Start (or join) the IAM Identity Center login `login` (an `[sso-session]` name, or a
+    /// profile that uses one): answered with [`Response::LoginPending`] (what the person must
+    /// do) or [`Response::LoggedIn`] (a usable login exists already).
+    Login {
+        login: String,
+        /// The device code flow, for machines without a browser; else PKCE in the browser.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        device_code: bool,
+    },
+    /// Wait for the login under way for `login` to finish.
+    AwaitLogin { login: String },
+    /// Revoke and forget the tokens of `login`.
+    Logout { login: String },
+
     /// Any request type this build does not know.
     #[serde(other)]
     Unknown,
@@ -123,6 +137,27 @@ pub enum Response {
     Stopping,
     /// A request that needs no data back succeeded.
     Ok,
+    /// An IAM Identity Center login is under way: open `authorize_url` in a browser (PKCE), or
+    /// enter `user_code` at `verification_uri` (device code). Then send `AwaitLogin`.
+    LoginPending {
+        login: String,
+        #[serde(default)]
+        authorize_url: Option<String>,
+        #[serde(default)]
+        user_code: Option<String>,
+        #[serde(default)]
+        verification_uri: Option<String>,
+        #[serde(default)]
+        verification_uri_complete: Option<String>,
+        /// Unix seconds when the login attempt expires.
+        expires_at: u64,
+    },
+    /// The login `login` is usable; its access token lasts until `expires_at` (Unix seconds)
+    /// and is refreshed in the background while a refresh token is open.
+    LoggedIn {
+        login: String,
+        expires_at: u64,
+    },
     /// A WebAuthn ceremony for this client to answer: hand `options` to the authenticator with
     /// `origin`, then send the result back with `ceremony_id`.
     Challenge {
@@ -269,6 +304,8 @@ pub enum ErrorCode {
     Policy,
     /// A sealed source did not open: only a touch of a key that holds the vault opens it.
     Sealed,
+    /// The role's IAM Identity Center login is missing or expired: `credctl login`.
+    LoginRequired,
     /// An error code this build does not know (a newer peer).
     #[serde(other)]
     Unknown,
@@ -298,6 +335,7 @@ impl ErrorCode {
             ErrorCode::BadToken => "bad_token",
             ErrorCode::Policy => "policy",
             ErrorCode::Sealed => "sealed",
+            ErrorCode::LoginRequired => "login_required",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -348,10 +386,22 @@ pub struct RoleInfo {
     pub chain: Vec<String>,
     pub mfa: bool,
     pub session: Option<SessionState>,
+    /// For a role whose chain starts at IAM Identity Center: the login (sso-session name, or
+    /// the start URL of the legacy form) and whether it is usable now or after a touch
+    /// (`logged in`), or needs `credctl login` (`login needed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<SsoState>,
     /// Why the role cannot be opened as written (a broken chain, a bad value, a name too long),
     /// so `roles` never lists a broken profile as usable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+/// The IAM Identity Center login behind a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoState {
+    pub login: String,
+    pub logged_in: bool,
 }
 
 /// An open role session, without secrets.
@@ -488,6 +538,7 @@ mod tests {
             ErrorCode::BadToken,
             ErrorCode::Policy,
             ErrorCode::Sealed,
+            ErrorCode::LoginRequired,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -6,6 +6,7 @@ mod hello;
 mod keys;
 mod sessions;
 mod sources;
+mod sso;
 mod status;
 mod tokens;
 
@@ -46,6 +47,8 @@ pub struct Control {
     pub sessions: Sessions,
     pub tokens: Arc<Tokens>,
     pub sources: Arc<SourceStore>,
+    /// IAM Identity Center logins.
+    pub logins: Arc<crate::sso::Logins>,
     /// For the IMDS role and for wiping rendered bodies on lock.
     pub endpoint: Arc<Endpoint>,
     pub audit: Audit,
@@ -151,6 +154,9 @@ impl Control {
             | Request::TokenRevoke { .. }
             | Request::Use { .. }
             | Request::Imds { .. } => self.tokens_family(req, conn, now),
+            Request::Login { .. } | Request::AwaitLogin { .. } | Request::Logout { .. } => {
+                self.sso_family(req, conn, now).await
+            }
             Request::Unknown => Response::error(
                 ErrorCode::UnknownRequest,
                 "this agent does not know that request: update and restart the agent",

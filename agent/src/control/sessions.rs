@@ -126,6 +126,21 @@ impl Control {
             // resolve errors are reported by mfa_needed already.
             return Ok(());
         };
+        if let Some(sso) = &spec.sso {
+            // Log in first, then touch: the order the person sees.
+            if self.logins.usable(sso, std::time::SystemTime::now()) {
+                return Ok(());
+            }
+            return Err(Box::new(Response::error(
+                ErrorCode::LoginRequired,
+                format!(
+                    "role {role} comes from IAM Identity Center ({}), and there is no login \
+                     for it: run `credctl login {}`",
+                    sso.start_url,
+                    sso.session.as_deref().unwrap_or(&spec.source)
+                ),
+            )));
+        }
         let source = spec.source.clone();
         match self.sources.with(move |k| k.list()).await {
             Ok(names) if names.contains(&source) => Ok(()),
@@ -197,13 +212,17 @@ impl Control {
             if open_only && session.is_none() {
                 continue;
             }
-            let (chain, mfa) = match profiles.resolve(&summary.name) {
+            let (chain, mfa, sso) = match profiles.resolve(&summary.name) {
                 Ok(spec) => {
                     let mut chain = vec![spec.source.clone()];
                     chain.extend(spec.chain.iter().map(|h| h.profile.clone()));
-                    (chain, spec.mfa_serial.is_some())
+                    let sso = spec.sso.as_ref().map(|s| credagent_proto::SsoState {
+                        login: s.session.clone().unwrap_or_else(|| s.start_url.clone()),
+                        logged_in: self.logins.usable(s, now),
+                    });
+                    (chain, spec.mfa_serial.is_some(), sso)
                 }
-                Err(_) => (Vec::new(), false),
+                Err(_) => (Vec::new(), false, None),
             };
             let problem = summary.error.clone().or_else(|| {
                 crate::approval::check_role_name(&summary.name)
@@ -216,6 +235,7 @@ impl Control {
                 chain,
                 mfa,
                 session,
+                sso,
                 problem,
             });
         }

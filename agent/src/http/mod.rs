@@ -5,6 +5,7 @@
 pub mod approve_page;
 pub mod checks;
 pub mod endpoint;
+pub mod oauth;
 pub mod peer;
 mod service;
 

@@ -46,6 +46,11 @@ pub enum SessionError {
     },
     #[error("role {role}: the agent was locked while credentials were being fetched: run `credctl use {role}` again")]
     Locked { role: String },
+    #[error("role {role}: {error}")]
+    Sso {
+        role: String,
+        error: crate::sso::SsoError,
+    },
 }
 
 impl SessionError {
@@ -65,6 +70,7 @@ impl SessionError {
                 Some(_) => "sts_denied",
             },
             SessionError::Locked { .. } => "locked",
+            SessionError::Sso { error, .. } => error.code(),
         }
     }
 
@@ -86,6 +92,11 @@ impl SessionError {
             SessionError::ApprovalMismatch { .. }
             | SessionError::ChangedDuringTouch { .. }
             | SessionError::Locked { .. } => ErrorCode::ApprovalFailed,
+            SessionError::Sso { error, .. } => match error {
+                crate::sso::SsoError::LoginNeeded { .. } => ErrorCode::LoginRequired,
+                crate::sso::SsoError::Transient { .. } => ErrorCode::StsUnavailable,
+                _ => ErrorCode::StsDenied,
+            },
         };
         credagent_proto::Response::error(code, self.to_string())
     }
@@ -93,6 +104,13 @@ impl SessionError {
     /// Whether retrying later may succeed without the user doing anything.
     pub fn is_transient(&self) -> bool {
         matches!(self, SessionError::Sts { error, .. } if error.is_transient())
+            || matches!(
+                self,
+                SessionError::Sso {
+                    error: crate::sso::SsoError::Transient { .. },
+                    ..
+                }
+            )
     }
 
     pub fn from_source_error(spec: &RoleSpec, err: &SourceError) -> Self {

@@ -126,11 +126,28 @@ impl Sessions {
         mfa_code: Option<SecretString>,
     ) -> Result<TempCredentials, SessionError> {
         let spec = &slot.spec;
-        let mut caller = match &spec.mfa_serial {
-            Some(serial) => CallerCredentials::from(
+        let mut caller = match (&spec.sso, &spec.mfa_serial) {
+            (Some(sso), _) => {
+                slot.state.locked().sts_calls += 1;
+                let creds =
+                    self.inner
+                        .sources
+                        .sso_credentials(sso, now)
+                        .await
+                        .map_err(|error| SessionError::Sso {
+                            role: spec.name.clone(),
+                            error,
+                        })?;
+                if spec.chain.is_empty() {
+                    // The permission set itself is the role.
+                    return Ok(creds);
+                }
+                CallerCredentials::from(&creds)
+            }
+            (None, Some(serial)) => CallerCredentials::from(
                 self.ensure_mfa(slot, serial, mfa_code, now).await?.as_ref(),
             ),
-            None => CallerCredentials::from(&self.source_credentials(slot).await?),
+            (None, None) => CallerCredentials::from(&self.source_credentials(slot).await?),
         };
         let region = spec.region.as_deref();
         let last = spec.chain.len().saturating_sub(1);

@@ -77,6 +77,27 @@ pub trait SourceLookup: Send + Sync {
         Ok(())
     }
 
+    /// Credentials from IAM Identity Center for an SSO source (GetRoleCredentials).
+    async fn sso_credentials(
+        &self,
+        source: &crate::profiles::SsoSource,
+        _now: SystemTime,
+    ) -> Result<crate::sts::TempCredentials, crate::sso::SsoError> {
+        Err(crate::sso::SsoError::LoginNeeded {
+            login: source.login_key(),
+            detail: "this agent has no IAM Identity Center support wired".into(),
+        })
+    }
+
+    /// Opens the sealed login of an SSO source with the vault a touch unwrapped.
+    async fn unseal_sso(
+        &self,
+        _source: &crate::profiles::SsoSource,
+        _vault: VaultSecret,
+    ) -> Result<(), crate::sso::SsoError> {
+        Ok(())
+    }
+
     /// Wipes every opened source (lock).
     fn forget_all(&self) {}
 
@@ -108,6 +129,55 @@ impl SourceLookup for Arc<crate::sources::SourceStore> {
 
     fn retain_opened(&self, in_use: &HashSet<String>) {
         crate::sources::SourceStore::retain_opened(self, in_use);
+    }
+}
+
+/// The agent's sources: access keys in the keyring, and IAM Identity Center logins.
+pub struct Origins {
+    pub store: Arc<crate::sources::SourceStore>,
+    pub logins: Arc<crate::sso::Logins>,
+}
+
+#[async_trait]
+impl SourceLookup for Origins {
+    async fn source(&self, name: &str) -> Result<SourceCredentials, SourceError> {
+        self.store.source(name).await
+    }
+
+    async fn unseal(&self, name: &str, vault: VaultSecret) -> Result<(), SourceError> {
+        SourceLookup::unseal(&self.store, name, vault).await
+    }
+
+    async fn sso_credentials(
+        &self,
+        source: &crate::profiles::SsoSource,
+        now: SystemTime,
+    ) -> Result<crate::sts::TempCredentials, crate::sso::SsoError> {
+        self.logins.role_credentials(source, now).await
+    }
+
+    async fn unseal_sso(
+        &self,
+        source: &crate::profiles::SsoSource,
+        vault: VaultSecret,
+    ) -> Result<(), crate::sso::SsoError> {
+        let logins = self.logins.clone();
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || logins.unseal(&source, &vault))
+            .await
+            .map_err(|e| crate::sso::SsoError::Other {
+                code: "Task".into(),
+                message: e.to_string(),
+            })?
+    }
+
+    fn forget_all(&self) {
+        SourceLookup::forget_all(&self.store);
+        self.logins.lock();
+    }
+
+    fn retain_opened(&self, in_use: &HashSet<String>) {
+        SourceLookup::retain_opened(&self.store, in_use);
     }
 }
 
@@ -291,11 +361,23 @@ impl Sessions {
             }
         }
         if let Some(vault) = vault {
-            self.inner
-                .sources
-                .unseal(&spec.source, vault)
-                .await
-                .map_err(|e| SessionError::from_source_error(&spec, &e))?;
+            match &spec.sso {
+                Some(sso) => self
+                    .inner
+                    .sources
+                    .unseal_sso(sso, vault)
+                    .await
+                    .map_err(|error| SessionError::Sso {
+                        role: role.to_owned(),
+                        error,
+                    })?,
+                None => self
+                    .inner
+                    .sources
+                    .unseal(&spec.source, vault)
+                    .await
+                    .map_err(|e| SessionError::from_source_error(&spec, &e))?,
+            }
         }
         if let Some(serial) = &spec.mfa_serial {
             if mfa_code.is_none() && self.usable_mfa(&spec.source, serial, now).is_none() {

@@ -6,5 +6,6 @@ pub mod lifecycle;
 pub mod roles;
 pub mod session;
 pub mod sources;
+pub mod sso;
 pub mod status;
 pub mod tokens;

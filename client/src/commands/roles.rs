@@ -36,6 +36,17 @@ pub fn render(roles: &[RoleInfo]) -> String {
                 r.chain.join(" → ")
             }
         ));
+        if let Some(sso) = &r.sso {
+            out.push_str(&format!(
+                "    └ IAM Identity Center {}: {}\n",
+                sso.login,
+                if sso.logged_in {
+                    "logged in".to_owned()
+                } else {
+                    format!("login needed (`credctl login {}`)", sso.login)
+                }
+            ));
+        }
         if let Some(p) = &r.problem {
             out.push_str(&format!("    └ cannot be opened: {p}\n"));
         }

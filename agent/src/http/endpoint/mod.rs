@@ -73,6 +73,8 @@ pub struct Endpoint {
     pub audit: Audit,
     /// The browser approval page, when the agent serves one.
     approval_page: Option<Arc<dyn ApprovalPage>>,
+    /// The IAM Identity Center sign-in callback (`/oauth/callback`), when served.
+    oauth_callback: Option<Arc<dyn ApprovalPage>>,
 }
 
 /// The browser approval page (`/approve/...`).
@@ -115,7 +117,14 @@ impl Endpoint {
             source,
             audit,
             approval_page,
+            oauth_callback: None,
         }
+    }
+
+    /// Serves the IAM Identity Center sign-in callback with `page`.
+    pub fn with_oauth_callback(mut self, page: Arc<dyn ApprovalPage>) -> Endpoint {
+        self.oauth_callback = Some(page);
+        self
     }
 
     /// An endpoint with no tokens and no approval page, for fuzzing the routes.
@@ -134,6 +143,8 @@ impl Endpoint {
     pub fn approval_page_for(&self, path: &str) -> Option<&Arc<dyn ApprovalPage>> {
         if path.starts_with("/approve/") {
             self.approval_page.as_ref()
+        } else if path == crate::http::oauth::CALLBACK_PATH {
+            self.oauth_callback.as_ref()
         } else {
             None
         }

@@ -86,6 +86,7 @@ fn endpoint_with_audit(fake: Arc<Fake>) -> (Endpoint, AuditRx) {
         source: fake,
         audit: Audit::for_tests(tx),
         approval_page: None,
+        oauth_callback: None,
     };
     (ep, rx)
 }

@@ -17,6 +17,10 @@ use serde::Serialize;
 
 use crate::sources::SourceCredentials;
 
+mod sso;
+use sso::{is_sso_profile, sso_role_display};
+pub use sso::{SsoSource, DEFAULT_SSO_SCOPES};
+
 /// Looks up an environment variable. Tests pass a map; the agent passes `std::env::var`.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -56,13 +60,19 @@ pub struct RoleSpec {
     /// Whether the source has a section in the config file. A source may live only in the
     /// keyring; when its keys are missing too, a typo in `source_profile` is likely.
     pub source_in_config: bool,
+    /// When the chain starts at IAM Identity Center rather than an access key: the login and
+    /// the account and permission set of the `source` profile.
+    pub sso: Option<SsoSource>,
 }
 
 impl RoleSpec {
     /// What a touch for this role approves, in words: the source and every role ARN of the
     /// chain (with external ids). Two specs with the same target open the same thing.
     pub fn target(&self) -> String {
-        let mut out = format!("source {}", self.source);
+        let mut out = match &self.sso {
+            Some(sso) => format!("source {} ({})", self.source, sso.describe()),
+            None => format!("source {}", self.source),
+        };
         for hop in &self.chain {
             out.push_str(" → ");
             out.push_str(&hop.role_arn);
@@ -127,6 +137,27 @@ pub enum ProfileError {
     Cycle { chain: Chain, path: PathBuf },
     #[error("profile {chain}: `{profile}` has role_arn but no source_profile: credagent needs a source_profile (credential_source is not supported)")]
     NoSource { chain: Chain, profile: String },
+    #[error("profile `{profile}` uses IAM Identity Center but has no {missing}: add it (`aws configure sso` writes the whole block)")]
+    SsoIncomplete {
+        profile: String,
+        missing: &'static str,
+    },
+    #[error("profile `{profile}` names sso_session `{session}`, which has no [sso-session {session}] section in {path}: add it or fix the name")]
+    SsoSessionNotFound {
+        profile: String,
+        session: String,
+        path: PathBuf,
+    },
+    #[error("profile `{profile}` and [sso-session {session}] disagree on {key} (`{profile_value}` vs `{session_value}`): keep one, as the AWS CLI requires")]
+    SsoMismatch {
+        profile: String,
+        session: String,
+        key: &'static str,
+        profile_value: String,
+        session_value: String,
+    },
+    #[error("there is no [sso-session {name}] and no IAM Identity Center profile {name} in {path}: name one of them (`aws configure sso-session` writes the block)")]
+    NoSsoLogin { name: String, path: PathBuf },
     #[error("profile `{profile}`: invalid {key} `{value}`: {expected}")]
     BadValue {
         profile: String,
@@ -214,11 +245,16 @@ impl Profiles {
             .sections
             .profiles()
             .filter_map(|name| {
-                let arn = self.sections.get_profile(name)?.get("role_arn")?;
+                let profile = self.sections.get_profile(name)?;
+                let arn = match profile.get("role_arn") {
+                    Some(arn) => arn.to_owned(),
+                    None if is_sso_profile(profile) => sso_role_display(profile),
+                    None => return None,
+                };
                 let resolved = self.resolve(name);
                 Some(RoleSummary {
                     name: name.to_owned(),
-                    role_arn: arn.to_owned(),
+                    role_arn: arn,
                     source: resolved.as_ref().ok().map(|s| s.source.clone()),
                     error: resolved.err().map(|e| e.to_string()),
                 })
@@ -246,6 +282,7 @@ impl Profiles {
         let mut region = None;
         let mut current = name.to_owned();
         let mut source_in_config = true;
+        let mut sso = None;
         let source = loop {
             let Some(profile) = self.sections.get_profile(&current) else {
                 if hops_rev.is_empty() {
@@ -267,6 +304,10 @@ impl Profiles {
                 region = profile.get("region").map(str::to_owned);
             }
             let Some(role_arn) = profile.get("role_arn") else {
+                if is_sso_profile(profile) {
+                    sso = Some(self.sso_source(&current, profile)?);
+                    break current;
+                }
                 if hops_rev.is_empty() {
                     return Err(ProfileError::NotARole {
                         name: name.to_owned(),
@@ -306,10 +347,14 @@ impl Profiles {
             current = next;
         };
         hops_rev.reverse();
-        let role_arn = hops_rev
-            .last()
-            .map(|h| h.role_arn.clone())
-            .unwrap_or_default();
+        let role_arn = match (hops_rev.last(), &sso) {
+            (Some(h), _) => h.role_arn.clone(),
+            (None, Some(sso)) => format!(
+                "arn:aws:iam::{}:role/{} (IAM Identity Center)",
+                sso.account_id, sso.role_name
+            ),
+            (None, None) => String::new(),
+        };
         Ok(RoleSpec {
             name: name.to_owned(),
             role_arn,
@@ -318,6 +363,7 @@ impl Profiles {
             mfa_serial,
             region,
             source_in_config,
+            sso,
         })
     }
 }
@@ -482,207 +528,4 @@ pub fn env_from_pairs(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String>
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
-    use super::*;
-    use secrecy::ExposeSecret;
-
-    const CONFIG: &str = "\
-# top comment
-[default]
-region = eu-west-1
-
-[profile base]
-mfa_serial = arn:aws:iam::111111111111:mfa/alice
-
-[profile dev]
-role_arn = arn:aws:iam::111111111111:role/dev
-source_profile = base
-external_id = ext-dev
-role_session_name = alice-dev
-
-[profile prod]
-role_arn = arn:aws:iam::222222222222:role/prod
-source_profile = dev
-duration_seconds = 1800
-region = us-west-2
-
-[profile loopa]
-role_arn = arn:aws:iam::1:role/a
-source_profile = loopb
-
-[profile loopb]
-role_arn = arn:aws:iam::1:role/b
-source_profile = loopa
-
-[profile dangling]
-role_arn = arn:aws:iam::1:role/d
-source_profile = nowhere
-
-[profile selfsrc]
-role_arn = arn:aws:iam::1:role/self
-source_profile = selfsrc
-
-[profile ec2]
-role_arn = arn:aws:iam::1:role/ec2
-credential_source = Ec2InstanceMetadata
-";
-
-    fn profiles() -> Profiles {
-        Profiles::from_contents(Path::new("/x/config"), CONFIG.into()).unwrap()
-    }
-
-    #[test]
-    fn resolves_two_hop_chain() {
-        let spec = profiles().resolve("prod").unwrap();
-        assert_eq!(spec.source, "base");
-        assert_eq!(spec.role_arn, "arn:aws:iam::222222222222:role/prod");
-        assert_eq!(spec.chain.len(), 2);
-        assert_eq!(spec.chain[0].profile, "dev");
-        assert_eq!(spec.chain[0].external_id.as_deref(), Some("ext-dev"));
-        assert_eq!(
-            spec.chain[0].role_session_name.as_deref(),
-            Some("alice-dev")
-        );
-        assert_eq!(spec.chain[1].duration_seconds, Some(1800));
-        assert_eq!(
-            spec.mfa_serial.as_deref(),
-            Some("arn:aws:iam::111111111111:mfa/alice")
-        );
-        assert_eq!(spec.region.as_deref(), Some("us-west-2"));
-    }
-
-    #[test]
-    fn cycle_names_the_chain() {
-        let err = profiles().resolve("loopa").unwrap_err().to_string();
-        assert!(
-            err.contains("profile loopa → loopb → loopa: source_profile cycle"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn missing_profiles() {
-        // A source without a section is a keyring-only source, not an error.
-        let spec = profiles().resolve("dangling").unwrap();
-        assert_eq!(spec.source, "nowhere");
-        assert!(!spec.source_in_config);
-        assert!(profiles().resolve("prod").unwrap().source_in_config);
-        let err = profiles().resolve("absent").unwrap_err().to_string();
-        assert!(
-            err.contains("profile absent: profile `absent` not found in /x/config"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn self_source_and_non_roles() {
-        let spec = profiles().resolve("selfsrc").unwrap();
-        assert_eq!(spec.source, "selfsrc");
-        assert_eq!(spec.chain.len(), 1);
-        assert!(matches!(
-            profiles().resolve("base"),
-            Err(ProfileError::NotARole { .. })
-        ));
-        assert!(matches!(
-            profiles().resolve("ec2"),
-            Err(ProfileError::NoSource { .. })
-        ));
-    }
-
-    #[test]
-    fn bad_duration_is_an_error() {
-        let cfg = "[profile r]\nrole_arn = a\nsource_profile = s\nduration_seconds = 60\n[s]\n";
-        let p = Profiles::from_contents(Path::new("c"), cfg.into()).unwrap();
-        assert!(matches!(p.resolve("r"), Err(ProfileError::BadValue { .. })));
-    }
-
-    #[test]
-    fn roles_lists_every_role_profile() {
-        let roles = profiles().roles();
-        let names: Vec<_> = roles.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["dangling", "dev", "ec2", "loopa", "loopb", "prod", "selfsrc"]
-        );
-        let prod = roles.iter().find(|r| r.name == "prod").unwrap();
-        assert_eq!(prod.source.as_deref(), Some("base"));
-        assert!(roles
-            .iter()
-            .find(|r| r.name == "loopa")
-            .unwrap()
-            .error
-            .is_some());
-    }
-
-    #[test]
-    fn load_honours_aws_config_file_and_explicit_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cfg");
-        std::fs::write(&path, CONFIG).unwrap();
-        let p = path.to_str().unwrap();
-        let env = env_from_pairs(&[("AWS_CONFIG_FILE", p), ("HOME", "/nonexistent")]);
-        let loaded = Profiles::load_with_env(None, &env).unwrap();
-        assert_eq!(loaded.path(), path);
-        assert!(loaded.resolve("prod").is_ok());
-
-        let env = env_from_pairs(&[("HOME", dir.path().to_str().unwrap())]);
-        let empty = Profiles::load_with_env(None, &env).unwrap();
-        assert!(empty.roles().is_empty());
-        assert!(Profiles::load_with_env(Some(&dir.path().join("nope")), &env).is_err());
-        assert!(Profiles::load_with_env(Some(&path), &env).is_ok());
-    }
-
-    #[test]
-    fn finds_keys_in_credentials_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("creds");
-        std::fs::write(
-            &path,
-            "[base]\naws_access_key_id = AKIDBASE\naws_secret_access_key = s3cret\n[other]\nregion=x\n",
-        )
-        .unwrap();
-        let env = env_from_pairs(&[("AWS_SHARED_CREDENTIALS_FILE", path.to_str().unwrap())]);
-        let found = source_keys_in_credentials_file("base", &env)
-            .unwrap()
-            .unwrap();
-        assert_eq!(found.credentials.access_key_id, "AKIDBASE");
-        assert_eq!(
-            found.credentials.secret_access_key.expose_secret(),
-            "s3cret"
-        );
-        assert!(!format!("{found:?}").contains("s3cret"));
-        assert!(source_keys_in_credentials_file("other", &env)
-            .unwrap()
-            .is_none());
-        assert!(source_keys_in_credentials_file("none", &env)
-            .unwrap()
-            .is_none());
-    }
-
-    #[test]
-    fn profile_names_the_parser_drops_are_listed_as_broken() {
-        let p = Profiles::from_contents(
-            Path::new("/c"),
-            "[profile ok]\nrole_arn = arn:aws:iam::1:role/ok\nsource_profile = b\n\
-             [profile my role]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = b\n\
-             [profile rôle]\nrole_arn = arn:aws:iam::1:role/y\nsource_profile = b\n"
-                .into(),
-        )
-        .unwrap();
-        let roles = p.roles();
-        let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
-        assert!(names.contains(&"ok"), "{names:?}");
-        for dropped in ["my role", "rôle"] {
-            if let Some(r) = roles.iter().find(|r| r.name == dropped) {
-                assert!(r.error.as_deref().unwrap_or("").contains("rename"), "{r:?}");
-            } else {
-                // The parser accepted it after all: then it must resolve like any other.
-                assert!(
-                    p.resolve(dropped).is_ok(),
-                    "{dropped} neither listed nor resolvable"
-                );
-            }
-        }
-    }
-}
+mod tests;

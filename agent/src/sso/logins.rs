@@ -1,0 +1,620 @@
+//! [`Logins`]: one IAM Identity Center login per `[sso-session]` (or legacy start URL), shared
+//! by every profile and every waiter that uses it.
+//!
+//! - A login is started once (device code or PKCE in the browser); callers that ask while it
+//!   runs join it and wait for the same outcome.
+//! - The access token lives in memory only. The refresh token and the client registration it
+//!   needs are sealed to the vault in `<state_dir>/sso/` (ciphertext, like a source): after a
+//!   restart or `lock`, a touch opens them again. Without a vault they stay in memory only.
+//! - Role credentials come from GetRoleCredentials with a valid access token, refreshed with
+//!   the refresh token when it runs out (one refresh at a time per login).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use credagent_proto::{ErrorCode, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::pkce::{self, AuthorizeRequest, Verifier};
+use super::{ClientRequest, Grant, PkceClient, Registration, SsoApi, SsoError, TokenSet};
+use crate::profiles::SsoSource;
+use crate::sts::TempCredentials;
+use crate::util::{unix_secs, LockExt};
+use crate::vault::{Sealed, VaultKeeper, VaultSecret};
+
+/// An access token is refreshed once it has less than this left.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(10 * 60);
+/// How long a browser login may take.
+const PKCE_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The outcome of a login attempt, for its waiters: the access token's expiry, or why not.
+type Outcome = Option<Result<SystemTime, String>>;
+
+#[derive(Default)]
+struct Login {
+    registration: Option<Registration>,
+    access: Option<(SecretString, SystemTime)>,
+    refresh: Option<SecretString>,
+    /// The login under way: what the person must do, and its outcome.
+    pending: Option<(Response, SystemTime, watch::Sender<Outcome>)>,
+}
+
+/// A browser login waiting for its callback.
+struct Callback {
+    login: String,
+    region: String,
+    registration: Registration,
+    verifier: Verifier,
+    expires_at: SystemTime,
+}
+
+/// What is sealed per login: enough to refresh without a new login.
+#[derive(Serialize, Deserialize)]
+struct SealedLogin {
+    client_id: String,
+    client_secret: String,
+    client_expires_at: u64,
+    refresh_token: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LoginFile {
+    version: u32,
+    sealed: String,
+}
+
+/// Every IAM Identity Center login of this agent.
+pub struct Logins {
+    api: Arc<dyn SsoApi>,
+    vault: Arc<VaultKeeper>,
+    dir: PathBuf,
+    /// `http://127.0.0.1:PORT/oauth/callback`, the PKCE redirect.
+    redirect_uri: String,
+    logins: Mutex<HashMap<String, Login>>,
+    callbacks: Mutex<HashMap<String, Callback>>,
+    /// One start or refresh at a time (rare operations; keeps two from racing).
+    serial: tokio::sync::Mutex<()>,
+}
+
+fn label(login: &str) -> Vec<u8> {
+    let mut l = b"credagent sso login\0".to_vec();
+    l.extend_from_slice(login.as_bytes());
+    l
+}
+
+fn login_required(login: &str, why: &str) -> Response {
+    Response::error(
+        ErrorCode::LoginRequired,
+        format!("{why}: run `credctl login {login}`"),
+    )
+}
+
+impl Logins {
+    pub fn new(
+        api: Arc<dyn SsoApi>,
+        vault: Arc<VaultKeeper>,
+        state_dir: &std::path::Path,
+        http_port: u16,
+    ) -> Logins {
+        Logins {
+            api,
+            vault,
+            dir: state_dir.join("sso"),
+            redirect_uri: format!("http://127.0.0.1:{http_port}/oauth/callback"),
+            logins: Mutex::new(HashMap::new()),
+            callbacks: Mutex::new(HashMap::new()),
+            serial: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn file(&self, login: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.json", hex::encode(login.as_bytes())))
+    }
+
+    /// Whether `source` can give credentials, at once or after a touch opens its sealed
+    /// refresh token: checked before asking for the touch, so the person logs in first.
+    pub fn usable(&self, source: &SsoSource, now: SystemTime) -> bool {
+        let key = source.login_key();
+        let ready = self.logins.locked().get(&key).is_some_and(|l| {
+            l.refresh.is_some() || l.access.as_ref().is_some_and(|(_, exp)| *exp > now)
+        });
+        ready || self.file(&key).exists()
+    }
+
+    /// `credctl login`: joins the login under way, answers `LoggedIn` when a usable one
+    /// exists, or starts one.
+    pub async fn start(
+        self: &Arc<Self>,
+        source: &SsoSource,
+        device_code: bool,
+        now: SystemTime,
+    ) -> Response {
+        let key = source.login_key();
+        let _turn = self.serial.lock().await;
+        {
+            let logins = self.logins.locked();
+            if let Some(l) = logins.get(&key) {
+                if let Some((reply, expires, _)) = &l.pending {
+                    if *expires > now {
+                        return reply.clone();
+                    }
+                }
+                if let Some((_, exp)) = &l.access {
+                    if *exp > now + REFRESH_MARGIN {
+                        return Response::LoggedIn {
+                            login: key,
+                            expires_at: unix_secs(*exp),
+                        };
+                    }
+                }
+            }
+        }
+        match self.begin(source, device_code, now).await {
+            Ok(reply) => reply,
+            Err(e) => login_required(&key, &format!("the login could not start ({e})")),
+        }
+    }
+
+    async fn begin(
+        self: &Arc<Self>,
+        source: &SsoSource,
+        device_code: bool,
+        now: SystemTime,
+    ) -> Result<Response, SsoError> {
+        let key = source.login_key();
+        let region = source.sso_region.clone();
+        let pkce = (!device_code).then(|| PkceClient {
+            redirect_uri: self.redirect_uri.clone(),
+            issuer_url: source.start_url.clone(),
+        });
+        // A registration for the other grant cannot be reused: PKCE clients name their
+        // redirect, device clients none.
+        let request = ClientRequest {
+            scopes: source.scopes.clone(),
+            pkce: pkce.clone(),
+        };
+        let registration = self.api.register_client(&region, &request, now).await?;
+        let (tx, _) = watch::channel(None);
+        let (reply, expires_at) = if device_code {
+            let auth = self
+                .api
+                .start_device_authorization(&region, &registration, &source.start_url, now)
+                .await?;
+            let reply = Response::LoginPending {
+                login: key.clone(),
+                authorize_url: None,
+                user_code: Some(auth.user_code.clone()),
+                verification_uri: Some(auth.verification_uri.clone()),
+                verification_uri_complete: auth.verification_uri_complete.clone(),
+                expires_at: unix_secs(auth.expires_at),
+            };
+            let expires_at = auth.expires_at;
+            self.spawn_device_poll(key.clone(), region, registration, auth, tx.clone());
+            (reply, expires_at)
+        } else {
+            let verifier = Verifier::generate().map_err(random_error)?;
+            let state = pkce::new_state().map_err(random_error)?;
+            let url = self.api.authorize_url(
+                &region,
+                &registration,
+                &AuthorizeRequest {
+                    redirect_uri: self.redirect_uri.clone(),
+                    state: state.clone(),
+                    code_challenge: verifier.challenge(),
+                    scopes: source.scopes.clone(),
+                },
+            );
+            let expires_at = now + PKCE_TTL;
+            self.callbacks.locked().insert(
+                state,
+                Callback {
+                    login: key.clone(),
+                    region,
+                    registration,
+                    verifier,
+                    expires_at,
+                },
+            );
+            let reply = Response::LoginPending {
+                login: key.clone(),
+                authorize_url: Some(url),
+                user_code: None,
+                verification_uri: None,
+                verification_uri_complete: None,
+                expires_at: unix_secs(expires_at),
+            };
+            (reply, expires_at)
+        };
+        self.logins.locked().entry(key).or_default().pending =
+            Some((reply.clone(), expires_at, tx));
+        Ok(reply)
+    }
+
+    fn spawn_device_poll(
+        self: &Arc<Self>,
+        key: String,
+        region: String,
+        registration: Registration,
+        auth: super::DeviceAuthorization,
+        tx: watch::Sender<Outcome>,
+    ) {
+        let api = self.api.clone();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut interval = auth.interval;
+            let grant = Grant::DeviceCode(auth.device_code.clone());
+            loop {
+                tokio::time::sleep(interval).await;
+                let now = SystemTime::now();
+                if now > auth.expires_at {
+                    this.fail(
+                        &key,
+                        "the device code expired before the login was approved",
+                    );
+                    break;
+                }
+                match api.create_token(&region, &registration, &grant, now).await {
+                    Ok(tokens) => {
+                        this.finish(&key, registration, tokens);
+                        break;
+                    }
+                    Err(SsoError::Pending) => {}
+                    Err(SsoError::SlowDown) => interval += Duration::from_secs(5),
+                    Err(SsoError::Transient { .. }) => {}
+                    Err(e) => {
+                        this.fail(&key, &e.for_login(&key).to_string());
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+        });
+    }
+
+    /// Waits for the login under way for `login` (or answers at once if it is usable).
+    pub async fn wait(&self, login: &str, now: SystemTime) -> Response {
+        let rx = {
+            let logins = self.logins.locked();
+            match logins.get(login) {
+                Some(Login {
+                    pending: Some((_, _, tx)),
+                    ..
+                }) => tx.subscribe(),
+                Some(Login {
+                    access: Some((_, exp)),
+                    ..
+                }) if *exp > now => {
+                    return Response::LoggedIn {
+                        login: login.to_owned(),
+                        expires_at: unix_secs(*exp),
+                    }
+                }
+                _ => return login_required(login, "no login is under way"),
+            }
+        };
+        let mut rx = rx;
+        loop {
+            if let Some(outcome) = rx.borrow_and_update().clone() {
+                return match outcome {
+                    Ok(exp) => Response::LoggedIn {
+                        login: login.to_owned(),
+                        expires_at: unix_secs(exp),
+                    },
+                    Err(why) => login_required(login, &why),
+                };
+            }
+            if rx.changed().await.is_err() {
+                return login_required(login, "the login ended without a result");
+            }
+        }
+    }
+
+    /// The browser came back to `/oauth/callback` with `state` and `code`. The state is
+    /// single-use: a replayed or forged callback finds nothing.
+    pub async fn callback(&self, state: &str, code: &str, now: SystemTime) -> Result<(), String> {
+        let Some(cb) = self.callbacks.locked().remove(state) else {
+            return Err(
+                "this sign-in link is unknown or was already used: run `credctl login` again"
+                    .into(),
+            );
+        };
+        if cb.expires_at < now {
+            self.fail(&cb.login, "the browser sign-in took too long");
+            return Err("this sign-in expired: run `credctl login` again".into());
+        }
+        let grant = Grant::AuthorizationCode {
+            code: SecretString::from(code),
+            verifier: cb.verifier.secret().clone(),
+            redirect_uri: self.redirect_uri.clone(),
+        };
+        match self
+            .api
+            .create_token(&cb.region, &cb.registration, &grant, now)
+            .await
+        {
+            Ok(tokens) => {
+                self.finish(&cb.login, cb.registration, tokens);
+                Ok(())
+            }
+            Err(e) => {
+                let why = e.for_login(&cb.login).to_string();
+                self.fail(&cb.login, &why);
+                Err(why)
+            }
+        }
+    }
+
+    /// Opens the sealed refresh token of `source`'s login with the vault a touch unwrapped.
+    /// Nothing sealed (no login yet, or a login kept in memory) is fine.
+    pub fn unseal(&self, source: &SsoSource, vault: &VaultSecret) -> Result<(), SsoError> {
+        let key = source.login_key();
+        if self
+            .logins
+            .locked()
+            .get(&key)
+            .is_some_and(|l| l.refresh.is_some())
+        {
+            return Ok(());
+        }
+        let text = match std::fs::read_to_string(self.file(&key)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(SsoError::Other {
+                    code: "LoginFile".into(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        let damaged = |detail: String| SsoError::LoginNeeded {
+            login: key.clone(),
+            detail: format!("the sealed login does not open: {detail}"),
+        };
+        let file: LoginFile = serde_json::from_str(&text).map_err(|e| damaged(e.to_string()))?;
+        let sealed = Sealed::decode(&file.sealed).map_err(|e| damaged(e.to_string()))?;
+        let opened = vault
+            .open(&label(&key), &sealed)
+            .map_err(|e| damaged(e.to_string()))?;
+        let login: SealedLogin =
+            serde_json::from_slice(opened.expose()).map_err(|e| damaged(e.to_string()))?;
+        let mut logins = self.logins.locked();
+        let entry = logins.entry(key).or_default();
+        entry.registration = Some(Registration {
+            client_id: login.client_id,
+            client_secret: SecretString::from(login.client_secret),
+            expires_at: UNIX_EPOCH + Duration::from_secs(login.client_expires_at),
+        });
+        entry.refresh = Some(SecretString::from(login.refresh_token));
+        Ok(())
+    }
+
+    /// Credentials for `source`'s account and permission set: GetRoleCredentials with a valid
+    /// access token, refreshing it first when it runs out.
+    pub async fn role_credentials(
+        &self,
+        source: &SsoSource,
+        now: SystemTime,
+    ) -> Result<TempCredentials, SsoError> {
+        let key = source.login_key();
+        let region = &source.sso_region;
+        let token = self.access_token(source, now, false).await?;
+        match self
+            .api
+            .get_role_credentials(region, &token, &source.account_id, &source.role_name)
+            .await
+        {
+            Err(SsoError::Unauthorized { .. }) => {
+                // Logged out or revoked early: one refresh, then give up.
+                let token = self.access_token(source, now, true).await?;
+                self.api
+                    .get_role_credentials(region, &token, &source.account_id, &source.role_name)
+                    .await
+                    .map_err(|e| e.for_login(&key))
+            }
+            other => other.map_err(|e| e.for_login(&key)),
+        }
+    }
+
+    /// A usable access token: the one in memory, or a refreshed one.
+    async fn access_token(
+        &self,
+        source: &SsoSource,
+        now: SystemTime,
+        force_refresh: bool,
+    ) -> Result<SecretString, SsoError> {
+        let key = source.login_key();
+        let current = |logins: &HashMap<String, Login>| {
+            logins
+                .get(&key)
+                .and_then(|l| l.access.as_ref())
+                .filter(|(_, exp)| *exp > now + Duration::from_secs(60))
+                .map(|(t, _)| t.clone())
+        };
+        if !force_refresh {
+            if let Some(t) = current(&self.logins.locked()) {
+                return Ok(t);
+            }
+        }
+        let _turn = self.serial.lock().await;
+        if !force_refresh {
+            // Someone else refreshed while we waited.
+            if let Some(t) = current(&self.logins.locked()) {
+                return Ok(t);
+            }
+        }
+        self.refresh(source, now).await
+    }
+
+    async fn refresh(&self, source: &SsoSource, now: SystemTime) -> Result<SecretString, SsoError> {
+        let key = source.login_key();
+        let (registration, refresh) = {
+            let logins = self.logins.locked();
+            let login = logins.get(&key);
+            match (
+                login.and_then(|l| l.registration.clone()),
+                login.and_then(|l| l.refresh.clone()),
+            ) {
+                (Some(r), Some(t)) => (r, t),
+                _ => {
+                    return Err(SsoError::LoginNeeded {
+                        login: key,
+                        detail: "no usable login (never logged in, logged out, or expired)".into(),
+                    })
+                }
+            }
+        };
+        match self
+            .api
+            .create_token(
+                &source.sso_region,
+                &registration,
+                &Grant::Refresh(refresh),
+                now,
+            )
+            .await
+        {
+            Ok(tokens) => {
+                let access = tokens.access_token.clone();
+                self.finish(&key, registration, tokens);
+                tracing::info!(login = %key, "refreshed the IAM Identity Center access token");
+                Ok(access)
+            }
+            Err(e) => {
+                if matches!(e, SsoError::LoginNeeded { .. }) {
+                    // Revoked or expired for good: forget it, so nothing keeps retrying.
+                    self.forget(&key);
+                }
+                Err(e.for_login(&key))
+            }
+        }
+    }
+
+    /// Refreshes, ahead of time, the access tokens of logins whose refresh token is open.
+    pub async fn refresh_due(&self, sources: &[SsoSource], now: SystemTime) {
+        for source in sources {
+            let due = self
+                .logins
+                .locked()
+                .get(&source.login_key())
+                .is_some_and(|l| {
+                    l.refresh.is_some()
+                        && l.access
+                            .as_ref()
+                            .is_none_or(|(_, exp)| *exp <= now + REFRESH_MARGIN)
+                });
+            if due {
+                if let Err(e) = self.access_token(source, now, true).await {
+                    tracing::warn!(login = %source.login_key(), code = e.code(), error = %e, "background refresh failed");
+                }
+            }
+        }
+    }
+
+    /// `lock`: wipes every token from memory; the sealed refresh tokens need a touch again.
+    pub fn lock(&self) {
+        self.logins.locked().clear();
+        self.callbacks.locked().clear();
+    }
+
+    /// `credctl logout`: revokes the access token (best effort) and forgets the login.
+    pub async fn logout(&self, source: &SsoSource) -> Response {
+        let key = source.login_key();
+        let access = self
+            .logins
+            .locked()
+            .get(&key)
+            .and_then(|l| l.access.as_ref().map(|(t, _)| t.clone()));
+        if let Some(token) = access {
+            if let Err(e) = self.api.logout(&source.sso_region, &token).await {
+                tracing::warn!(login = %key, code = e.code(), "logout was not confirmed by IAM Identity Center");
+            }
+        }
+        self.forget(&key);
+        Response::Ok
+    }
+
+    /// A login finished (device code, browser callback or refresh): the tokens go to memory,
+    /// the refresh token and its client are sealed to the vault, and the waiters are told.
+    fn finish(&self, key: &str, registration: Registration, tokens: TokenSet) {
+        let expires_at = tokens.expires_at;
+        let pending = {
+            let mut logins = self.logins.locked();
+            let login = logins.entry(key.to_owned()).or_default();
+            login.access = Some((tokens.access_token, expires_at));
+            if let Some(refresh) = tokens.refresh_token {
+                login.refresh = Some(refresh);
+            }
+            login.registration = Some(registration);
+            if let (Some(refresh), Some(reg)) = (&login.refresh, &login.registration) {
+                if let Err(e) = self.seal(key, reg, refresh) {
+                    tracing::warn!(login = %key, error = %e, "the refresh token stays in memory only");
+                }
+            }
+            login.pending.take()
+        };
+        if let Some((_, _, tx)) = pending {
+            let _ = tx.send(Some(Ok(expires_at)));
+        }
+        tracing::info!(login = %key, "IAM Identity Center login ready");
+    }
+
+    /// A login attempt failed: its waiters are told why.
+    fn fail(&self, key: &str, why: &str) {
+        let pending = self
+            .logins
+            .locked()
+            .get_mut(key)
+            .and_then(|l| l.pending.take());
+        if let Some((_, _, tx)) = pending {
+            let _ = tx.send(Some(Err(why.to_owned())));
+        }
+        tracing::warn!(login = %key, why, "IAM Identity Center login failed");
+    }
+
+    /// Seals the refresh token and its client to the vault (no touch: the public half).
+    fn seal(
+        &self,
+        key: &str,
+        registration: &Registration,
+        refresh: &SecretString,
+    ) -> Result<(), String> {
+        let Some(public) = self.vault.public() else {
+            return Err("no vault yet (register a key with hmac-secret)".into());
+        };
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(&SealedLogin {
+                client_id: registration.client_id.clone(),
+                client_secret: registration.client_secret.expose_secret().to_owned(),
+                client_expires_at: unix_secs(registration.expires_at),
+                refresh_token: refresh.expose_secret().to_owned(),
+            })
+            .map_err(|e| e.to_string())?,
+        );
+        let sealed = crate::vault::seal(&public, &label(key), &plain).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string(&LoginFile {
+            version: 1,
+            sealed: sealed.encode(),
+        })
+        .map_err(|e| e.to_string())?;
+        crate::util::create_private_dir(&self.dir).map_err(|e| e.to_string())?;
+        crate::util::write_atomic(&self.file(key), text.as_bytes(), 0o600)
+            .map_err(|e| e.to_string())
+    }
+
+    fn forget(&self, key: &str) {
+        self.logins.locked().remove(key);
+        let _ = std::fs::remove_file(self.file(key));
+    }
+}
+
+fn random_error(e: getrandom::Error) -> SsoError {
+    SsoError::Other {
+        code: "Random".into(),
+        message: e.to_string(),
+    }
+}
