@@ -16,12 +16,14 @@ with source_profile), and the installed AWS CLI v1.
 usage: sso_selftest.py SSO_URL MOTO_URL
 Prints "ok - ..." per check on stdout; exits 1 with "sso_selftest: FAIL: ..." on stderr.
 """
+import atexit
 import datetime
 import hashlib
 import http.server
 import json
 import os
 import secrets
+import shutil
 import string
 import subprocess
 import sys
@@ -35,8 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRATCH = tempfile.mkdtemp(prefix="sso-selftest-")
+SCRATCH = None
 if __name__ == "__main__" and sys.argv[1:2] != ["--child"]:
+    SCRATCH = tempfile.mkdtemp(prefix="sso-selftest-")
+    atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
     # No developer configuration or credentials: the SSO clients are unsigned, and the only
     # credentials anywhere below are the fake's.
     for k in list(os.environ):
