@@ -21,6 +21,7 @@ mod sdk;
 mod sealing;
 mod sessions;
 mod shells;
+mod sso_fake;
 mod stack;
 mod state;
 mod systemd;
