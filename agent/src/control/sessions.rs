@@ -16,6 +16,22 @@ impl Control {
         conn: &Conn,
         now: SystemTime,
     ) -> Response {
+        let mut reply = self.sessions_request(req, conn, now).await;
+        // Every way a role opens (already open, this client's touch, a touch another client
+        // led, the browser page) ends in `Opened`: the region is added here, once, from the
+        // profiles as they are now.
+        if let Response::Opened { role, region, .. } = &mut reply {
+            *region = self
+                .sessions
+                .profiles()
+                .resolve(role)
+                .ok()
+                .and_then(|spec| spec.region);
+        }
+        reply
+    }
+
+    async fn sessions_request(&self, req: Request, conn: &Conn, now: SystemTime) -> Response {
         match req {
             Request::Roles => match self.sessions.reload_profiles(&self.aws_config) {
                 Ok(()) => Response::Roles {
@@ -73,6 +89,7 @@ impl Control {
                 Ok(_) => Response::Opened {
                     role: role.to_owned(),
                     expires_at: st.session_expires_at,
+                    region: None,
                 },
                 Err(e) => e.to_response(),
             };
@@ -197,13 +214,13 @@ impl Control {
             if open_only && session.is_none() {
                 continue;
             }
-            let (chain, mfa) = match profiles.resolve(&summary.name) {
+            let (chain, mfa, region) = match profiles.resolve(&summary.name) {
                 Ok(spec) => {
                     let mut chain = vec![spec.source.clone()];
                     chain.extend(spec.chain.iter().map(|h| h.profile.clone()));
-                    (chain, spec.mfa_serial.is_some())
+                    (chain, spec.mfa_serial.is_some(), spec.region)
                 }
-                Err(_) => (Vec::new(), false),
+                Err(_) => (Vec::new(), false, None),
             };
             let problem = summary.error.clone().or_else(|| {
                 crate::approval::check_role_name(&summary.name)
@@ -215,6 +232,7 @@ impl Control {
                 role_arn: summary.role_arn,
                 chain,
                 mfa,
+                region,
                 session,
                 problem,
             });
