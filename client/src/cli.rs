@@ -209,10 +209,10 @@ pub enum Command {
     },
     /// Print ROLE's current credentials in the formats of `aws configure export-credentials`.
     ///
-    /// Opens a session if needed (touch). The output is that of `aws configure
-    /// export-credentials --format F` byte for byte: key id, secret, session token and
-    /// expiration. Values that are not plain are quoted for the target shell, and refused where
-    /// it cannot carry them. The shell formats then set AWS_REGION and AWS_DEFAULT_REGION as
+    /// Opens a session if needed (touch). For credentials as STS issues them, the output is that
+    /// of `aws configure export-credentials --format F` byte for byte: key id, secret, session
+    /// token and expiration. Other values are quoted for the target syntax, or refused where it
+    /// cannot carry them. The shell formats then set AWS_REGION and AWS_DEFAULT_REGION as
     /// `credctl env` does (never overwriting one set in credctl's environment; --region sets
     /// both); `process` has no field for a region. These are long-lived copies of the
     /// credentials, unlike `env` and `exec`: `credctl lock` does not take them back.
