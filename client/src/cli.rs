@@ -42,6 +42,35 @@ pub enum ShellKind {
     Csh,
 }
 
+/// `credctl export --format`: the formats of `aws configure export-credentials`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ExportFormat {
+    /// `export AWS_ACCESS_KEY_ID=…` lines (sh, bash, zsh).
+    Env,
+    /// `AWS_ACCESS_KEY_ID=…` lines, not exported.
+    EnvNoExport,
+    /// The JSON `credential_process` expects (no region: it has no field for one).
+    #[default]
+    Process,
+    /// `$Env:AWS_ACCESS_KEY_ID="…"` lines.
+    Powershell,
+    /// `set AWS_ACCESS_KEY_ID=…` lines.
+    WindowsCmd,
+    /// `set -gx AWS_ACCESS_KEY_ID "…"` lines.
+    Fish,
+}
+
+/// `--region` for the commands that hand a region on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegionArgs {
+    /// Set AWS_REGION and AWS_DEFAULT_REGION to R, whatever the role's profile or this
+    /// environment says. Without it, the region is this environment's AWS_REGION, else its
+    /// AWS_DEFAULT_REGION, else the role's profile (or the nearest profile on its chain), and
+    /// only a variable this environment has not set is set.
+    #[arg(long, value_name = "R", value_parser = crate::region::parse_flag)]
+    pub region: Option<String>,
+}
+
 /// How to take a touch: shared by every command that may need one.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthArgs {
@@ -129,11 +158,17 @@ pub enum Command {
         touch: TouchArgs,
     },
     /// Run CMD with credentials for ROLE only; the token dies when CMD exits.
+    ///
+    /// CMD also gets AWS_REGION and AWS_DEFAULT_REGION from the role's profile (or the nearest
+    /// profile on its chain) when this environment sets neither; one this environment set is
+    /// kept, and an unset one follows it. --region sets both.
     Exec {
         /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
+        #[command(flatten)]
+        region: RegionArgs,
         /// The command and its arguments (after `--`).
         #[arg(
             trailing_var_arg = true,
@@ -144,6 +179,10 @@ pub enum Command {
         cmd: Vec<String>,
     },
     /// Print exports for a new token bound to ROLE (for IDEs, systemd units, other shells).
+    ///
+    /// The exports include AWS_REGION and AWS_DEFAULT_REGION from the role's profile (or the
+    /// nearest profile on its chain), except a variable already set in credctl's environment,
+    /// which is never overwritten (an unset one follows it). --region prints both.
     Env {
         /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
         role: String,
@@ -151,17 +190,42 @@ pub enum Command {
         shell: ShellArgs,
         #[command(flatten)]
         touch: TouchArgs,
+        #[command(flatten)]
+        region: RegionArgs,
         /// Write the token to FILE (mode 0600, no newline) and export
         /// AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE instead of the token itself.
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
     },
     /// Print credentials for ROLE as `credential_process` in ~/.aws/config expects.
+    ///
+    /// The JSON has no field for a region: put `region = …` in the profile that names
+    /// `credential_process`, or set AWS_REGION.
     CredentialProcess {
         /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
+    },
+    /// Print ROLE's current credentials in the formats of `aws configure export-credentials`.
+    ///
+    /// Opens a session if needed (touch). For credentials as STS issues them, the output is that
+    /// of `aws configure export-credentials --format F` byte for byte: key id, secret, session
+    /// token and expiration. Other values are quoted for the target syntax, or refused where it
+    /// cannot carry them. The shell formats then set AWS_REGION and AWS_DEFAULT_REGION as
+    /// `credctl env` does (never overwriting one set in credctl's environment; --region sets
+    /// both); `process` has no field for a region. These are long-lived copies of the
+    /// credentials, unlike `env` and `exec`: `credctl lock` does not take them back.
+    Export {
+        /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
+        role: String,
+        /// The output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Process)]
+        format: ExportFormat,
+        #[command(flatten)]
+        touch: TouchArgs,
+        #[command(flatten)]
+        region: RegionArgs,
     },
     /// Choose the one role the IMDSv2 endpoint serves (`--off`: none).
     Imds {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod prompt;
+pub mod region;
 pub mod shell;
 pub mod text;
 pub mod touch;
@@ -18,7 +19,9 @@ use std::io::Write;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, KeyCommand, SourceCommand, TokenCommand};
-use crate::commands::{audit, keys, lifecycle, roles, session, sources, sso, status, tokens};
+use crate::commands::{
+    audit, export, keys, lifecycle, roles, session, sources, sso, status, tokens,
+};
 use crate::error::{Failure, Result};
 
 /// What a command asks `main` to exit with.
@@ -65,17 +68,40 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             eprint!("{}", session::use_role(&socket, &role, &touch)?);
             String::new()
         }
-        Command::Exec { role, touch, cmd } => {
+        Command::Exec {
+            role,
+            touch,
+            region,
+            cmd,
+        } => {
             return Ok(Outcome::Status(session::exec(
-                &socket, &role, &touch, &cmd,
+                &socket,
+                &role,
+                &touch,
+                region.region.as_deref(),
+                &cmd,
             )?))
         }
         Command::Env {
             role,
             shell,
             touch,
+            region,
             token_file,
-        } => session::env(&socket, &role, shell.kind(), &touch, token_file.as_deref())?,
+        } => session::env(
+            &socket,
+            &role,
+            shell.kind(),
+            &touch,
+            token_file.as_deref(),
+            region.region.as_deref(),
+        )?,
+        Command::Export {
+            role,
+            format,
+            touch,
+            region,
+        } => export::export(&socket, &role, format, &touch, region.region.as_deref())?,
         Command::CredentialProcess { role, touch } => {
             session::credential_process(&socket, &role, &touch)?
         }

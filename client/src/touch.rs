@@ -229,9 +229,18 @@ fn usb(_agent: &mut Agent, _c: &Challenge) -> Result<Response> {
     ))
 }
 
-/// Opens `role` (touching if needed, asking for an MFA code if the source needs one) and
-/// returns the session's end (Unix seconds).
-pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64> {
+/// An open role session, as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedRole {
+    /// The session's end (Unix seconds).
+    pub expires_at: u64,
+    /// The role's region from its profile or chain (`None`: none, or an agent that does not
+    /// say).
+    pub region: Option<String>,
+}
+
+/// Opens `role` (touching if needed, asking for an MFA code if the source needs one).
+pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<OpenedRole> {
     // A mistyped --authenticator is a usage error before anything happens, not after the
     // agent started a ceremony.
     let auth = Authenticator::choose(&args.auth)?;
@@ -245,7 +254,9 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64>
             accept_change: args.accept_change,
         })?;
         match resp {
-            Response::Opened { expires_at, .. } => return Ok(expires_at),
+            Response::Opened {
+                expires_at, region, ..
+            } => return Ok(OpenedRole { expires_at, region }),
             Response::Error {
                 code: credagent_proto::ErrorCode::MfaRequired,
                 message,
@@ -274,7 +285,9 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<u64>
             other => {
                 let c = Challenge::from_response(other)?;
                 return match answer(agent, &auth, &c)? {
-                    Response::Opened { expires_at, .. } => Ok(expires_at),
+                    Response::Opened {
+                        expires_at, region, ..
+                    } => Ok(OpenedRole { expires_at, region }),
                     other => Err(unexpected(&other)),
                 };
             }

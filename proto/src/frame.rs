@@ -181,6 +181,7 @@ mod tests {
         roundtrip(Response::Opened {
             role: "prod".into(),
             expires_at: 9,
+            region: Some("eu-west-1".into()),
         });
     }
 

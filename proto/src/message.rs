@@ -202,6 +202,11 @@ pub enum Response {
     Opened {
         role: String,
         expires_at: u64,
+        /// The role's region as `~/.aws/config` says it: the role profile's `region`, else the
+        /// nearest profile's on its chain. `None` from agents before this field, and for roles
+        /// with no region anywhere on their chain.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
     },
     /// A token and how to reach the endpoint with it.
     Token {
@@ -385,6 +390,9 @@ pub struct RoleInfo {
     /// Profiles from the source to this role, e.g. `["base", "dev", "prod"]`.
     pub chain: Vec<String>,
     pub mfa: bool,
+    /// The role's region: the role profile's `region`, else the nearest profile's on its chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub session: Option<SessionState>,
     /// For a role whose chain starts at IAM Identity Center: the login (sso-session name, or
     /// the start URL of the legacy form) and whether it is usable now or after a touch
@@ -505,6 +513,38 @@ mod tests {
     fn unknown_request_type_decodes_as_unknown() {
         let r: Request = serde_json::from_str(r#"{"type":"teleport","to":"mars"}"#).unwrap();
         assert_eq!(r, Request::Unknown);
+    }
+
+    #[test]
+    fn opened_region_is_optional_both_ways() {
+        // An agent from before the field: no region.
+        let old: Response =
+            serde_json::from_str(r#"{"type":"opened","role":"r","expires_at":5}"#).unwrap();
+        assert_eq!(
+            old,
+            Response::Opened {
+                role: "r".into(),
+                expires_at: 5,
+                region: None
+            }
+        );
+        // No region: the same bytes as before, so older clients see nothing new.
+        let none = Response::Opened {
+            role: "r".into(),
+            expires_at: 5,
+            region: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&none).unwrap(),
+            r#"{"type":"opened","role":"r","expires_at":5}"#
+        );
+        let some = Response::Opened {
+            role: "r".into(),
+            expires_at: 5,
+            region: Some("eu-west-1".into()),
+        };
+        let json = serde_json::to_string(&some).unwrap();
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), some);
     }
 
     #[test]

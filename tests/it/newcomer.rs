@@ -260,6 +260,7 @@ fn help_and_man_are_complete_and_stop_leaves_no_lock_file() {
         &["use"],
         &["exec"],
         &["env"],
+        &["export"],
         &["token", "revoke"],
     ] {
         let mut args = cmd.to_vec();

@@ -523,6 +523,7 @@ mod tests {
         Response::Opened {
             role: "prod".into(),
             expires_at: 7,
+            region: None,
         }
     }
 

@@ -16,6 +16,22 @@ impl Control {
         conn: &Conn,
         now: SystemTime,
     ) -> Response {
+        let mut reply = self.sessions_request(req, conn, now).await;
+        // Every way a role opens (already open, this client's touch, a touch another client
+        // led, the browser page) ends in `Opened`: the region is added here, once, from the
+        // profiles as they are now.
+        if let Response::Opened { role, region, .. } = &mut reply {
+            *region = self
+                .sessions
+                .profiles()
+                .resolve(role)
+                .ok()
+                .and_then(|spec| spec.region);
+        }
+        reply
+    }
+
+    async fn sessions_request(&self, req: Request, conn: &Conn, now: SystemTime) -> Response {
         match req {
             Request::Roles => match self.sessions.reload_profiles(&self.aws_config) {
                 Ok(()) => Response::Roles {
@@ -73,6 +89,7 @@ impl Control {
                 Ok(_) => Response::Opened {
                     role: role.to_owned(),
                     expires_at: st.session_expires_at,
+                    region: None,
                 },
                 Err(e) => e.to_response(),
             };
@@ -212,7 +229,7 @@ impl Control {
             if open_only && session.is_none() {
                 continue;
             }
-            let (chain, mfa, sso) = match profiles.resolve(&summary.name) {
+            let (chain, mfa, region, sso) = match profiles.resolve(&summary.name) {
                 Ok(spec) => {
                     let mut chain = vec![spec.source.clone()];
                     chain.extend(spec.chain.iter().map(|h| h.profile.clone()));
@@ -220,9 +237,9 @@ impl Control {
                         login: s.session.clone().unwrap_or_else(|| s.start_url.clone()),
                         logged_in: self.logins.usable(s, now),
                     });
-                    (chain, spec.mfa_serial.is_some(), sso)
+                    (chain, spec.mfa_serial.is_some(), spec.region, sso)
                 }
-                Err(_) => (Vec::new(), false, None),
+                Err(_) => (Vec::new(), false, None, None),
             };
             let problem = summary.error.clone().or_else(|| {
                 crate::approval::check_role_name(&summary.name)
@@ -234,6 +251,7 @@ impl Control {
                 role_arn: summary.role_arn,
                 chain,
                 mfa,
+                region,
                 session,
                 sso,
                 problem,

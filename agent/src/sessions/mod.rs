@@ -585,9 +585,11 @@ impl crate::approval::SessionOpener for Sessions {
     ) -> credagent_proto::Response {
         let role = approval.role().to_owned();
         match self.open(&role, approval, mfa_code, now).await {
+            // The control socket adds the region (control::sessions).
             Ok(info) => credagent_proto::Response::Opened {
                 role,
                 expires_at: info.expires_at,
+                region: None,
             },
             Err(e) => {
                 tracing::warn!(role, code = e.code(), "session did not open");

@@ -11,8 +11,9 @@ use credagent_proto::{Request, Response, Secret};
 use crate::agent::{unexpected, Agent};
 use crate::cli::{ShellKind, TouchArgs};
 use crate::error::{Exit, Failure, Result};
+use crate::region::{plan, use_hint, Plan};
 use crate::shell::{check, path_value, render, EnvLine};
-use crate::touch::open_role;
+use crate::touch::{open_role, OpenedRole};
 
 pub use crate::bypass::SHADOWING;
 
@@ -39,7 +40,8 @@ fn token_of(resp: Response) -> Result<(Secret, String, String)> {
 /// `credctl use ROLE`.
 pub fn use_role(socket: &Path, role: &str, touch: &TouchArgs) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
-    let expires = open_role(&mut agent, role, touch)?;
+    let opened = open_role(&mut agent, role, touch)?;
+    let expires = opened.expires_at;
     let Some(token) = std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
@@ -57,10 +59,28 @@ pub fn use_role(socket: &Path, role: &str, touch: &TouchArgs) -> Result<String> 
     for w in crate::bypass::shell_warnings() {
         eprintln!("credctl: {w}");
     }
+    // The endpoint serves credentials, not a region: say how to give this shell the role's.
+    if let Some(hint) = use_hint(role, opened.region.as_deref(), &caller_env) {
+        eprintln!("credctl: {hint}");
+    }
     Ok(format!(
         "role {role} is current for this shell ({})\n",
         until(expires)
     ))
+}
+
+/// credctl's own environment: the caller's, for the region rules (crate::region).
+pub fn caller_env(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
+/// The region variables for `role` (see crate::region), with any warning printed.
+pub fn region_plan(flag: Option<&str>, role: &str, opened: &OpenedRole) -> Plan {
+    let p = plan(flag, role, opened.region.as_deref(), &caller_env);
+    if let Some(w) = &p.warning {
+        eprintln!("credctl: {w}");
+    }
+    p
 }
 
 /// `credctl env ROLE`.
@@ -70,6 +90,7 @@ pub fn env(
     shell: ShellKind,
     touch: &TouchArgs,
     token_file: Option<&Path>,
+    region: Option<&str>,
 ) -> Result<String> {
     // An SDK started from another directory must find the file: the export names it by its
     // absolute path.
@@ -83,7 +104,8 @@ pub fn env(
         .map(|p| path_value(shell, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", p))
         .transpose()?;
     let mut agent = Agent::connect_or_fail(socket)?;
-    open_role(&mut agent, role, touch)?;
+    let opened = open_role(&mut agent, role, touch)?;
+    let regions = region_plan(region, role, &opened);
     let (token, _, uri) = token_of(agent.request(&Request::TokenForRole {
         role: role.to_owned(),
         scoped: false,
@@ -113,6 +135,8 @@ pub fn env(
         }
     }
     lines.extend(SHADOWING.iter().map(|v| EnvLine::Unset(v)));
+    // Region names are plain (crate::region::valid): every shell carries them.
+    lines.extend(regions.set.iter().map(|(k, v)| EnvLine::Set(k, v)));
     Ok(render(shell, &lines)?)
 }
 
@@ -169,11 +193,19 @@ extern "C" fn forward(sig: libc_int) {
 type libc_int = nix::libc::c_int;
 
 /// `credctl exec ROLE -- CMD…`: returns CMD's exit status.
-pub fn exec(socket: &Path, role: &str, touch: &TouchArgs, cmd: &[String]) -> Result<u8> {
+pub fn exec(
+    socket: &Path,
+    role: &str,
+    touch: &TouchArgs,
+    region: Option<&str>,
+    cmd: &[String],
+) -> Result<u8> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     use std::os::unix::process::ExitStatusExt;
     let mut agent = Agent::connect_or_fail(socket)?;
-    open_role(&mut agent, role, touch)?;
+    let opened = open_role(&mut agent, role, touch)?;
+    // The command inherits credctl's environment: a region the caller set stays as it is.
+    let regions = region_plan(region, role, &opened);
     // Scoped: the agent revokes this token when this connection closes, i.e. when we exit,
     // however we exit.
     let (token, token_id, uri) = token_of(agent.request(&Request::TokenForRole {
@@ -192,6 +224,9 @@ pub fn exec(socket: &Path, role: &str, touch: &TouchArgs, cmd: &[String]) -> Res
         .env_remove("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
     for v in SHADOWING {
         command.env_remove(v);
+    }
+    for (k, v) in &regions.set {
+        command.env(k, v);
     }
     // Keys in the credentials file's default profile would win over the agent: the command
     // gets no credentials file, so the agent is what its SDKs pick.
@@ -242,10 +277,24 @@ pub fn exec(socket: &Path, role: &str, touch: &TouchArgs, cmd: &[String]) -> Res
     })
 }
 
-/// `credctl credential-process ROLE`: Version 1 JSON on stdout, nothing else.
-pub fn credential_process(socket: &Path, role: &str, touch: &TouchArgs) -> Result<String> {
+/// A role's current credentials, as the agent hands them to `credential-process` and `export`.
+pub struct RoleCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Secret,
+    /// `YYYY-MM-DDTHH:MM:SSZ`.
+    pub expiration: String,
+}
+
+/// Opens `role` if needed (touch) and asks the agent for its current credentials: the one way
+/// credentials leave the agent for a person's stdout (`credential-process`, `export`).
+pub fn role_credentials(
+    socket: &Path,
+    role: &str,
+    touch: &TouchArgs,
+) -> Result<(OpenedRole, RoleCredentials)> {
     let mut agent = Agent::connect_or_fail(socket)?;
-    open_role(&mut agent, role, touch)?;
+    let opened = open_role(&mut agent, role, touch)?;
     match agent.request(&Request::Credentials {
         role: role.to_owned(),
     })? {
@@ -254,18 +303,31 @@ pub fn credential_process(socket: &Path, role: &str, touch: &TouchArgs) -> Resul
             secret_access_key,
             session_token,
             expiration,
-        } => {
-            let body = serde_json::json!({
-                "Version": 1,
-                "AccessKeyId": access_key_id,
-                "SecretAccessKey": secret_access_key.expose(),
-                "SessionToken": session_token.expose(),
-                "Expiration": expiration,
-            });
-            Ok(format!("{body}\n"))
-        }
+        } => Ok((
+            opened,
+            RoleCredentials {
+                access_key_id,
+                secret_access_key,
+                session_token,
+                expiration,
+            },
+        )),
         other => Err(unexpected(&other)),
     }
+}
+
+/// `credctl credential-process ROLE`: Version 1 JSON on stdout, nothing else (no region: the
+/// format has no field for one).
+pub fn credential_process(socket: &Path, role: &str, touch: &TouchArgs) -> Result<String> {
+    let (_, c) = role_credentials(socket, role, touch)?;
+    let body = serde_json::json!({
+        "Version": 1,
+        "AccessKeyId": c.access_key_id,
+        "SecretAccessKey": c.secret_access_key.expose(),
+        "SessionToken": c.session_token.expose(),
+        "Expiration": c.expiration,
+    });
+    Ok(format!("{body}\n"))
 }
 
 /// `credctl imds ROLE|--off`.
@@ -314,7 +376,7 @@ pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
                 p.role, p.requests
             );
             match open_role(&mut agent, &p.role, touch) {
-                Ok(exp) => eprintln!("credctl: role {} is open ({})", p.role, until(exp)),
+                Ok(o) => eprintln!("credctl: role {} is open ({})", p.role, until(o.expires_at)),
                 Err(f) => eprintln!("credctl: role {} not opened: {f}", p.role),
             }
         }
