@@ -166,7 +166,14 @@ async fn serve(
     let (logins, profiles_of) = (control.logins.clone(), sessions.clone());
     let sso_stop = shutdown.clone();
     tracker.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        // `CREDAGENT_SSO_TICK` (a humantime duration) lets tests see a background refresh
+        // in seconds.
+        let every = std::env::var("CREDAGENT_SSO_TICK")
+            .ok()
+            .and_then(|v| humantime::parse_duration(&v).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(30));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -23,6 +23,7 @@ mod sdk;
 mod sealing;
 mod sessions;
 mod shells;
+mod sso;
 mod sso_fake;
 mod stack;
 mod state;

@@ -41,6 +41,8 @@ InvalidGrantException, and a replay also revokes what the code was exchanged for
 Test control, JSON in and out, under /_control/:
   GET  config            the effective configuration
   POST config            change settings at run time (any key of DEFAULTS, accounts too)
+  GET  secrets           every access token, refresh token and client secret issued (for tests
+                         that search logs and files for them)
   GET  state             counters: calls and errors per operation, successful CreateToken per
                          grant type, GetRoleCredentials per "account/role", role credentials
                          issued (key ids only), live tokens
@@ -1020,6 +1022,16 @@ class App:
                     return json_response(f.cfg)
                 if what == "state" and request.method == "GET":
                     return json_response(f.state())
+                if what == "secrets" and request.method == "GET":
+                    # Every token and client secret issued so far, so a test can search logs and
+                    # files for them (this fake is test-only).
+                    return json_response(
+                        {
+                            "accessTokens": list(f.access),
+                            "refreshTokens": list(f.refresh),
+                            "clientSecrets": [c.get("clientSecret") for c in f.clients.values()],
+                        }
+                    )
                 if request.method != "POST":
                     return json_response({"message": "Not found"}, 404)
                 if what == "reset":

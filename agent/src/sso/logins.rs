@@ -39,8 +39,16 @@ struct Login {
     registration: Option<Registration>,
     access: Option<(SecretString, SystemTime)>,
     refresh: Option<SecretString>,
-    /// The login under way: what the person must do, and its outcome.
-    pending: Option<(Response, SystemTime, watch::Sender<Outcome>)>,
+    /// The login under way.
+    pending: Option<Pending>,
+}
+
+/// A login under way: what the person must do, until when, which flow, and its outcome.
+struct Pending {
+    reply: Response,
+    expires_at: SystemTime,
+    device_code: bool,
+    outcome: watch::Sender<Outcome>,
 }
 
 /// A browser login waiting for its callback.
@@ -139,9 +147,12 @@ impl Logins {
         {
             let logins = self.logins.locked();
             if let Some(l) = logins.get(&key) {
-                if let Some((reply, expires, _)) = &l.pending {
-                    if *expires > now {
-                        return reply.clone();
+                if let Some(p) = &l.pending {
+                    // Join the login under way, unless the person asked for the other flow
+                    // (a browser login nobody can finish here, say): that one then replaces
+                    // it, and its waiters get the new one's outcome.
+                    if p.expires_at > now && p.device_code == device_code {
+                        return p.reply.clone();
                     }
                 }
                 if let Some((_, exp)) = &l.access {
@@ -179,7 +190,12 @@ impl Logins {
             pkce: pkce.clone(),
         };
         let registration = self.api.register_client(&region, &request, now).await?;
-        let (tx, _) = watch::channel(None);
+        let tx = self
+            .logins
+            .locked()
+            .get(&key)
+            .and_then(|l| l.pending.as_ref().map(|p| p.outcome.clone()))
+            .unwrap_or_else(|| watch::channel(None).0);
         let (reply, expires_at) = if device_code {
             let auth = self
                 .api
@@ -230,8 +246,12 @@ impl Logins {
             };
             (reply, expires_at)
         };
-        self.logins.locked().entry(key).or_default().pending =
-            Some((reply.clone(), expires_at, tx));
+        self.logins.locked().entry(key).or_default().pending = Some(Pending {
+            reply: reply.clone(),
+            expires_at,
+            device_code,
+            outcome: tx,
+        });
         Ok(reply)
     }
 
@@ -282,9 +302,8 @@ impl Logins {
             let logins = self.logins.locked();
             match logins.get(login) {
                 Some(Login {
-                    pending: Some((_, _, tx)),
-                    ..
-                }) => tx.subscribe(),
+                    pending: Some(p), ..
+                }) => p.outcome.subscribe(),
                 Some(Login {
                     access: Some((_, exp)),
                     ..
@@ -557,8 +576,8 @@ impl Logins {
             }
             login.pending.take()
         };
-        if let Some((_, _, tx)) = pending {
-            let _ = tx.send(Some(Ok(expires_at)));
+        if let Some(p) = pending {
+            let _ = p.outcome.send(Some(Ok(expires_at)));
         }
         tracing::info!(login = %key, "IAM Identity Center login ready");
     }
@@ -570,8 +589,8 @@ impl Logins {
             .locked()
             .get_mut(key)
             .and_then(|l| l.pending.take());
-        if let Some((_, _, tx)) = pending {
-            let _ = tx.send(Some(Err(why.to_owned())));
+        if let Some(p) = pending {
+            let _ = p.outcome.send(Some(Err(why.to_owned())));
         }
         tracing::warn!(login = %key, why, "IAM Identity Center login failed");
     }

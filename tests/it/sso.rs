@@ -1,0 +1,378 @@
+//! IAM Identity Center sources end to end: the agent's real aws-sdk-ssooidc / aws-sdk-sso
+//! clients against the local Identity Center (tests/py/sso_server.py, itself checked against
+//! botocore in sso_fake.rs), moto for the chained AssumeRole, the software authenticator for
+//! the touch. No access key exists anywhere in these tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::stack::{spawn_listening, Bg, Stack};
+use crate::util::{bin, repo, stderr, stdout, wait_until};
+
+const START_URL: &str = "https://d-9067000000.awsapps.com/start";
+
+/// The local Identity Center.
+struct Fake {
+    _proc: Bg,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Fake {
+    fn start(args: &[&str]) -> Fake {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo().join("tests/py/sso_server.py")).args(args);
+        let (proc, port) = spawn_listening(cmd, "the SSO fake", &dir.path().join("sso.log"));
+        Fake {
+            _proc: proc,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10", "-X", method, "-d", body])
+            .arg(format!("{}/_control/{path}", self.url))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("the fake said {:?}: {e}", stdout(&out)))
+    }
+
+    fn state(&self) -> serde_json::Value {
+        self.call("GET", "state", "")
+    }
+
+    fn count(&self, path: &[&str]) -> u64 {
+        let mut v = self.state();
+        for p in path {
+            v = v[*p].clone();
+        }
+        v.as_u64().unwrap_or(0)
+    }
+
+    /// Every token and client secret the fake issued.
+    fn secrets(&self) -> Vec<String> {
+        let v = self.call("GET", "secrets", "");
+        ["accessTokens", "refreshTokens", "clientSecrets"]
+            .iter()
+            .flat_map(|k| v[*k].as_array().cloned().unwrap_or_default())
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+const AWS_CONFIG: &str = "\
+[sso-session corp]
+sso_start_url = START_URL
+sso_region = us-east-1
+sso_registration_scopes = sso:account:access
+
+[profile dev-admin]
+sso_session = corp
+sso_account_id = 111111111111
+sso_role_name = Admin
+region = us-east-1
+
+[profile deploy]
+role_arn = arn:aws:iam::333333333333:role/Deploy
+source_profile = dev-admin
+";
+
+/// An agent pointed at the fake, with the software key registered.
+fn stack(fake: &Fake) -> Stack {
+    let s = Stack::new_with_env(
+        &AWS_CONFIG.replace("START_URL", START_URL),
+        "",
+        &[
+            ("AWS_ENDPOINT_URL_SSO_OIDC", &fake.url),
+            ("AWS_ENDPOINT_URL_SSO", &fake.url),
+            ("CREDAGENT_SSO_TICK", "1s"),
+        ],
+    );
+    s.ok(&["key", "add", "soft"]);
+    s
+}
+
+/// `credctl ARGS` started in the background, its stderr lines on a channel.
+fn spawn(s: &Stack, args: &[&str], extra_env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
+    let mut cmd = s.env.command(bin("credctl"));
+    cmd.env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// The first stderr line of `rx` containing `needle`.
+fn line_with(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("no line with {needle:?} ({e}); saw {seen:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+        seen.push(line);
+    }
+}
+
+fn finish(child: Child) -> std::process::Output {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "credctl failed: {}", stderr(&out));
+    out
+}
+
+/// A device-code login, approved at the fake.
+fn device_login(s: &Stack, fake: &Fake) {
+    let (child, rx) = spawn(s, &["login", "corp", "--device-code"], &[]);
+    let line = line_with(&rx, "enter the code");
+    assert!(line.contains("/device"), "{line}");
+    fake.call("POST", "device/approve", "{}");
+    let out = finish(child);
+    assert!(stdout(&out).contains("logged in to IAM Identity Center (corp)"));
+}
+
+fn key_counter(s: &Stack) -> u64 {
+    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
+    keys[0]["counter"].as_u64().unwrap()
+}
+
+/// Every file under `dir` that holds any of `secrets`.
+fn files_holding(dir: &Path, secrets: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => stack.push(path),
+                Ok(m) if m.is_file() => {
+                    let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default())
+                        .into_owned();
+                    found.extend(
+                        secrets
+                            .iter()
+                            .filter(|s| s.len() >= 16 && text.contains(s.as_str()))
+                            .map(|_| path.display().to_string()),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_device_code_login_then_a_touch_opens_the_sso_role_and_a_chain_on_it() {
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    let roles = s.ok(&["roles"]);
+    assert!(
+        roles.contains("login needed (`credctl login corp`)"),
+        "{roles}"
+    );
+
+    // No login yet: `env` logs in first (here with the device code), and only then asks for
+    // the touch.
+    let before = key_counter(&s);
+    let (child, rx) = spawn(
+        &s,
+        &["env", "dev-admin"],
+        &[("CREDCTL_SSO_DEVICE_CODE", "1")],
+    );
+    line_with(&rx, "logging in first; the touch for dev-admin follows");
+    line_with(&rx, "enter the code");
+    assert_eq!(key_counter(&s), before, "no touch before the login");
+    fake.call("POST", "device/approve", "{}");
+    let out = finish(child);
+    assert!(stdout(&out).contains("AWS_CONTAINER_AUTHORIZATION_TOKEN"));
+    assert_eq!(key_counter(&s), before + 1, "then one touch");
+    assert!(s.ok(&["roles"]).contains("corp: logged in"));
+
+    // With the login there, another token for the open role takes neither.
+    let token = s.role_token("dev-admin");
+    let (status, body) = s.ecs(Some(&token), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"AccessKeyId\":\"ASIA"), "{body}");
+    assert_eq!(fake.count(&["calls", "GetRoleCredentials"]), 1);
+    assert_eq!(key_counter(&s), before + 1, "still one touch");
+    assert_eq!(fake.count(&["calls", "StartDeviceAuthorization"]), 1);
+
+    // A role chained on the SSO role: GetRoleCredentials, then AssumeRole at moto.
+    let token = s.role_token("deploy");
+    let (status, body) = s.ecs(Some(&token), &[]);
+    assert_eq!(status, 200, "{body}");
+    let out = s
+        .sdk_command("aws", &token)
+        .args(["sts", "get-caller-identity", "--output", "text"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("assumed-role/Deploy"),
+        "{} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = s
+        .sdk_command("python3", &token)
+        .arg(repo().join("tests/py/boto3_probe.py"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "boto3: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("assumed-role/Deploy"),
+        "{}",
+        stdout(&out)
+    );
+
+    // No token or client secret in any file the agent or credctl wrote, logs and audit
+    // included.
+    let secrets = fake.secrets();
+    assert!(secrets.len() >= 3, "{secrets:?}");
+    assert_eq!(files_holding(&s.env.home, &secrets), Vec::<String>::new());
+    assert_eq!(
+        files_holding(s.env.dir.path(), &secrets),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_browser_login_comes_back_once_to_the_agent_and_no_other_way() {
+    let fake = Fake::start(&["authorize=approve"]);
+    let s = stack(&fake);
+    let (child, rx) = spawn(&s, &["login", "corp"], &[]);
+    let line = line_with(&rx, "sign in to IAM Identity Center in your browser: ");
+    let url = line.split("browser: ").nth(1).unwrap().trim().to_owned();
+    assert!(
+        url.starts_with(&format!("{}/authorize?", fake.url)),
+        "{url}"
+    );
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+
+    // The fake approves at once and redirects to the agent's callback.
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{redirect_url}", &url])
+        .output()
+        .unwrap();
+    let callback = stdout(&out);
+    let port = s.http.rsplit(':').next().unwrap();
+    assert!(
+        callback.starts_with(&format!("http://127.0.0.1:{port}/oauth/callback?")),
+        "{callback}"
+    );
+    let get = |url: &str, headers: &[&str]| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        stdout(&cmd.arg(url).output().unwrap())
+    };
+    // Another Host, or a page's request (Origin), is refused and changes nothing.
+    let other_host = callback.replace("127.0.0.1", "localhost");
+    assert_eq!(get(&other_host, &[]), "421");
+    assert_eq!(get(&callback, &["Origin: https://evil.example"]), "403");
+    assert_eq!(get(&callback, &["Sec-Fetch-Mode: cors"]), "403");
+    // A forged state finds nothing.
+    let forged = format!("http://127.0.0.1:{port}/oauth/callback?code=x&state=forged");
+    assert_eq!(get(&forged, &[]), "400");
+    // The real one once, as a browser navigation: the login completes.
+    assert_eq!(get(&callback, &["Sec-Fetch-Mode: navigate"]), "200");
+    finish(child);
+    // Replayed: refused.
+    assert_eq!(get(&callback, &[]), "400");
+    assert_eq!(fake.count(&["createToken", "authorization_code"]), 1);
+
+    let token = s.role_token("dev-admin");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+}
+
+#[test]
+fn fifty_requesters_during_a_login_share_one_login_one_touch_one_get_role_credentials() {
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    let before = key_counter(&s);
+    let kids: Vec<_> = (0..50)
+        .map(|_| {
+            spawn(
+                &s,
+                &["credential-process", "dev-admin"],
+                &[("CREDCTL_SSO_DEVICE_CODE", "1")],
+            )
+        })
+        .collect();
+    wait_until(Duration::from_secs(60), || {
+        fake.count(&["calls", "StartDeviceAuthorization"]) >= 1
+    })
+    .expect("the login started");
+    fake.call("POST", "device/approve", "{}");
+    let mut keys = std::collections::HashSet::new();
+    for (child, _) in kids {
+        let out = finish(child);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        keys.insert(v["AccessKeyId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(keys.len(), 1, "everyone got the same credentials");
+    assert_eq!(fake.count(&["calls", "StartDeviceAuthorization"]), 1);
+    assert_eq!(fake.count(&["calls", "RegisterClient"]), 1);
+    assert_eq!(fake.count(&["calls", "GetRoleCredentials"]), 1);
+    assert_eq!(key_counter(&s), before + 1, "one touch");
+}
+
+#[test]
+fn the_access_token_is_refreshed_without_a_prompt_and_a_revoked_login_says_log_in() {
+    let fake = Fake::start(&["access_token_lifetime=300"]);
+    let s = stack(&fake);
+    device_login(&s, &fake);
+    // 300 s is inside the 10-minute margin: the background refresh runs at once.
+    wait_until(Duration::from_secs(30), || {
+        fake.count(&["createToken", "refresh_token"]) >= 1
+    })
+    .expect("a background refresh");
+    let token = s.role_token("dev-admin");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+
+    // Revoked at Identity Center: after lock, the next open says to log in.
+    fake.call("POST", "revoke", "{\"all\": true}");
+    s.ok(&["lock"]);
+    let out = s.credctl(&["credential-process", "dev-admin"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("credctl login corp"), "{err}");
+}
+
+#[test]
+fn logout_revokes_and_forgets_the_login() {
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    device_login(&s, &fake);
+    let state = s.env.home.join(".local/state/credagent/sso");
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().count(),
+        1,
+        "sealed login"
+    );
+    s.ok(&["logout", "corp"]);
+    assert_eq!(fake.count(&["calls", "Logout"]), 1);
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+    assert!(s.ok(&["roles"]).contains("login needed"));
+}
