@@ -149,6 +149,13 @@ pub enum Command {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// List the accounts and permission sets an IAM Identity Center login (an sso-session,
+        /// or a profile that uses one) can reach, instead of ~/.aws/config's roles.
+        #[arg(long, value_name = "SSO_SESSION")]
+        discover: Option<String>,
+        /// With --discover: print ready-to-paste ~/.aws/config profile blocks.
+        #[arg(long, requires = "discover")]
+        config: bool,
     },
     /// Open a session for ROLE if needed (touch) and make ROLE current for this shell.
     Use {

@@ -63,7 +63,12 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         )?,
         Command::Source(SourceCommand::List { json }) => sources::list(&socket, json)?,
         Command::Source(SourceCommand::Remove { name }) => sources::remove(&socket, &name)?,
-        Command::Roles { json } => roles::roles(&socket, json)?,
+        Command::Roles {
+            json,
+            discover: Some(login),
+            config,
+        } => roles::discover(&socket, &login, json, config)?,
+        Command::Roles { json, .. } => roles::roles(&socket, json)?,
         Command::Use { role, touch } => {
             eprint!("{}", session::use_role(&socket, &role, &touch)?);
             String::new()

@@ -15,7 +15,7 @@ pub use frame::{
 };
 pub use message::{
     ErrorCode, KeyInfo, PendingInfo, Request, Response, RoleInfo, SessionState, SourceInfo,
-    SsoState, StatusInfo, TokenInfo,
+    SsoAccountInfo, SsoState, StatusInfo, TokenInfo,
 };
 pub use paths::{socket_path, socket_path_from, SocketPathSource};
 pub use secret::Secret;

@@ -114,6 +114,9 @@ pub enum Request {
     AwaitLogin { login: String },
     /// Revoke and forget the tokens of `login`.
     Logout { login: String },
+    /// The accounts and permission sets the login `login` can reach (ListAccounts,
+    /// ListAccountRoles): answered with [`Response::SsoAccounts`].
+    SsoDiscover { login: String },
 
     /// Any request type this build does not know.
     #[serde(other)]
@@ -157,6 +160,14 @@ pub enum Response {
     LoggedIn {
         login: String,
         expires_at: u64,
+    },
+    /// Answer to [`Request::SsoDiscover`].
+    SsoAccounts {
+        /// The sso-session name, when the login has one.
+        session: Option<String>,
+        start_url: String,
+        sso_region: String,
+        accounts: Vec<SsoAccountInfo>,
     },
     /// A WebAuthn ceremony for this client to answer: hand `options` to the authenticator with
     /// `origin`, then send the result back with `ceremony_id`.
@@ -403,6 +414,17 @@ pub struct RoleInfo {
     /// so `roles` never lists a broken profile as usable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+/// An account a login can reach, with its permission sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoAccountInfo {
+    pub account_id: String,
+    #[serde(default)]
+    pub account_name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    pub roles: Vec<String>,
 }
 
 /// The IAM Identity Center login behind a role.

@@ -376,3 +376,66 @@ fn logout_revokes_and_forgets_the_login() {
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
     assert!(s.ok(&["roles"]).contains("login needed"));
 }
+
+#[test]
+fn a_browser_login_completed_in_headless_chromium() {
+    let js = repo().join("tests/js");
+    assert!(
+        js.join("node_modules/playwright-core").is_dir(),
+        "run `npm ci` in tests/js (scripts/setup does)"
+    );
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    let (child, rx) = spawn(&s, &["login", "corp"], &[]);
+    let line = line_with(&rx, "sign in to IAM Identity Center in your browser: ");
+    let url = line.split("browser: ").nth(1).unwrap().trim().to_owned();
+    let out = Command::new("node")
+        .arg("sso-login.mjs")
+        .arg(&url)
+        .current_dir(&js)
+        .output()
+        .unwrap();
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
+    assert_eq!(page["title"], "Signed in", "{page}");
+    assert_eq!(page["status"], 200, "{page}");
+    finish(child);
+    assert_eq!(fake.count(&["createToken", "authorization_code"]), 1);
+    let token = s.role_token("dev-admin");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+}
+
+#[test]
+fn discovery_lists_what_the_login_reaches_and_writes_profiles_that_work() {
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    device_login(&s, &fake);
+    let table = s.ok(&["roles", "--discover", "corp"]);
+    assert!(table.contains("333333333333"), "{table}");
+    assert!(table.contains("Admin, Deploy, ReadOnly"), "{table}");
+    let blocks = s.ok(&["roles", "--discover", "corp", "--config"]);
+    assert!(blocks.contains("[profile prod-Deploy]\nsso_session = corp\nsso_account_id = 333333333333\nsso_role_name = Deploy\n"), "{blocks}");
+    // Pasted into ~/.aws/config, every block is a role that opens.
+    let config = s.env.home.join(".aws/config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push('\n');
+    text.push_str(&blocks);
+    std::fs::write(&config, text).unwrap();
+    let roles = s.ok(&["roles", "--json"]);
+    let roles: serde_json::Value = serde_json::from_str(&roles).unwrap();
+    let deploy = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "prod-Deploy")
+        .expect("the pasted profile is a role");
+    assert!(deploy["problem"].is_null(), "{deploy}");
+    let token = s.role_token("prod-Deploy");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+    assert_eq!(
+        fake.state()["roleCredentials"]["333333333333/Deploy"],
+        1,
+        "{}",
+        fake.state()
+    );
+}

@@ -154,9 +154,10 @@ impl Control {
             | Request::TokenRevoke { .. }
             | Request::Use { .. }
             | Request::Imds { .. } => self.tokens_family(req, conn, now),
-            Request::Login { .. } | Request::AwaitLogin { .. } | Request::Logout { .. } => {
-                self.sso_family(req, conn, now).await
-            }
+            Request::Login { .. }
+            | Request::AwaitLogin { .. }
+            | Request::Logout { .. }
+            | Request::SsoDiscover { .. } => self.sso_family(req, conn, now).await,
             Request::Unknown => Response::error(
                 ErrorCode::UnknownRequest,
                 "this agent does not know that request: update and restart the agent",

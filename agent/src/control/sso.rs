@@ -39,6 +39,33 @@ impl Control {
                 );
                 self.logins.logout(&source).await
             }
+            Request::SsoDiscover { login } => {
+                let source = match self.sso_login(&login) {
+                    Ok(s) => s,
+                    Err(r) => return *r,
+                };
+                match self.logins.discover(&source, now).await {
+                    Ok(found) => Response::SsoAccounts {
+                        session: source.session.clone(),
+                        start_url: source.start_url.clone(),
+                        sso_region: source.sso_region.clone(),
+                        accounts: found
+                            .into_iter()
+                            .map(|(a, roles)| credagent_proto::SsoAccountInfo {
+                                account_id: a.account_id,
+                                account_name: a.account_name,
+                                email: a.email,
+                                roles,
+                            })
+                            .collect(),
+                    },
+                    Err(e) => crate::sessions::SessionError::Sso {
+                        role: format!("discovery of {login}"),
+                        error: e,
+                    }
+                    .to_response(),
+                }
+            }
             _ => super::misrouted(),
         }
     }

@@ -513,6 +513,35 @@ impl Logins {
         }
     }
 
+    /// The accounts the login can reach, each with its permission sets (ListAccounts, then
+    /// ListAccountRoles per account), sorted by account id.
+    pub async fn discover(
+        &self,
+        source: &SsoSource,
+        now: SystemTime,
+    ) -> Result<Vec<(super::Account, Vec<String>)>, SsoError> {
+        let key = source.login_key();
+        let token = self.access_token(source, now, false).await?;
+        let region = &source.sso_region;
+        let mut accounts = self
+            .api
+            .list_accounts(region, &token)
+            .await
+            .map_err(|e| e.for_login(&key))?;
+        accounts.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+        let mut out = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            let mut roles = self
+                .api
+                .list_account_roles(region, &token, &account.account_id)
+                .await
+                .map_err(|e| e.for_login(&key))?;
+            roles.sort();
+            out.push((account, roles));
+        }
+        Ok(out)
+    }
+
     /// Refreshes, ahead of time, the access tokens of logins whose refresh token is open.
     pub async fn refresh_due(&self, sources: &[SsoSource], now: SystemTime) {
         for source in sources {

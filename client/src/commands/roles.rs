@@ -54,6 +54,86 @@ pub fn render(roles: &[RoleInfo]) -> String {
     out
 }
 
+/// A profile name for an account and permission set: `<account name or id>-<role>`, with
+/// every character the AWS config parsers reject turned into `-`.
+fn profile_name(account: &credagent_proto::SsoAccountInfo, role: &str) -> String {
+    let base = account
+        .account_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&account.account_id);
+    format!("{base}-{role}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-./%@:+".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// `credctl roles --discover LOGIN [--config]`.
+pub fn discover(socket: &Path, login: &str, json: bool, config: bool) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    let resp = agent.request(&Request::SsoDiscover {
+        login: login.to_owned(),
+    })?;
+    let Response::SsoAccounts {
+        session,
+        start_url,
+        sso_region,
+        accounts,
+    } = resp
+    else {
+        return Err(unexpected(&resp));
+    };
+    if json {
+        return serde_json::to_string_pretty(&accounts)
+            .map(|s| s + "\n")
+            .map_err(|e| Failure::failed(e.to_string()));
+    }
+    if accounts.is_empty() {
+        return Ok(format!("{login} can reach no account\n"));
+    }
+    let mut out = String::new();
+    if config {
+        for a in &accounts {
+            for role in &a.roles {
+                out.push_str(&format!("[profile {}]\n", profile_name(a, role)));
+                match &session {
+                    Some(s) => out.push_str(&format!("sso_session = {s}\n")),
+                    None => out.push_str(&format!(
+                        "sso_start_url = {start_url}\nsso_region = {sso_region}\n"
+                    )),
+                }
+                out.push_str(&format!(
+                    "sso_account_id = {}\nsso_role_name = {role}\n\n",
+                    a.account_id
+                ));
+            }
+        }
+        return Ok(out);
+    }
+    out.push_str(&format!(
+        "{:<14} {:<24} {}\n",
+        "ACCOUNT", "NAME", "PERMISSION SETS"
+    ));
+    for a in &accounts {
+        out.push_str(&format!(
+            "{:<14} {:<24} {}\n",
+            a.account_id,
+            a.account_name.as_deref().unwrap_or("-"),
+            a.roles.join(", ")
+        ));
+    }
+    out.push_str(&format!(
+        "(paste-ready profiles: `credctl roles --discover {login} --config >> ~/.aws/config`)\n"
+    ));
+    Ok(out)
+}
+
 /// A warning when this shell's `AWS_CONFIG_FILE` names another file than the agent reads.
 pub fn config_mismatch(agent_file: Option<&str>) -> Option<String> {
     let mine = std::env::var("AWS_CONFIG_FILE")
