@@ -216,6 +216,19 @@ fn a_device_code_login_then_a_touch_opens_the_sso_role_and_a_chain_on_it() {
     assert_eq!(fake.count(&["calls", "GetRoleCredentials"]), 1);
     assert_eq!(key_counter(&s), before + 1, "still one touch");
     assert_eq!(fake.count(&["calls", "StartDeviceAuthorization"]), 1);
+    let out = s
+        .sdk_command("python3", &token)
+        .arg(repo().join("tests/py/boto3_probe.py"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boto3 on the SSO role: {}",
+        stderr(&out)
+    );
+    // Logging in again while the login is good reuses it: no new registration or sign-in.
+    assert!(s.ok(&["login", "corp"]).contains("logged in"));
+    assert_eq!(fake.count(&["calls", "RegisterClient"]), 1);
 
     // A role chained on the SSO role: GetRoleCredentials, then AssumeRole at moto.
     let token = s.role_token("deploy");

@@ -37,6 +37,9 @@ type Outcome = Option<Result<SystemTime, String>>;
 #[derive(Default)]
 struct Login {
     registration: Option<Registration>,
+    /// Client registrations kept for new logins until they expire: one for the browser (it
+    /// names the redirect) and one for the device code.
+    clients: HashMap<bool, Registration>,
     access: Option<(SecretString, SystemTime)>,
     refresh: Option<SecretString>,
     /// The login under way.
@@ -189,7 +192,25 @@ impl Logins {
             scopes: source.scopes.clone(),
             pkce: pkce.clone(),
         };
-        let registration = self.api.register_client(&region, &request, now).await?;
+        let kept = self
+            .logins
+            .locked()
+            .get(&key)
+            .and_then(|l| l.clients.get(&device_code).cloned())
+            .filter(|r| r.expires_at > now + Duration::from_secs(3600));
+        let registration = match kept {
+            Some(r) => r,
+            None => {
+                let r = self.api.register_client(&region, &request, now).await?;
+                self.logins
+                    .locked()
+                    .entry(key.clone())
+                    .or_default()
+                    .clients
+                    .insert(device_code, r.clone());
+                r
+            }
+        };
         let tx = self
             .logins
             .locked()
@@ -613,11 +634,11 @@ impl Logins {
 
     /// A login attempt failed: its waiters are told why.
     fn fail(&self, key: &str, why: &str) {
-        let pending = self
-            .logins
-            .locked()
-            .get_mut(key)
-            .and_then(|l| l.pending.take());
+        let pending = self.logins.locked().get_mut(key).and_then(|l| {
+            // A registration Identity Center no longer honours must not be reused.
+            l.clients.clear();
+            l.pending.take()
+        });
         if let Some(p) = pending {
             let _ = p.outcome.send(Some(Err(why.to_owned())));
         }
