@@ -206,14 +206,7 @@ impl Keyring {
             creds.access_key_id,
             creds.secret_access_key.expose_secret()
         ));
-        self.entry(&self.service, name)?
-            .set_password(&payload)
-            .map_err(|e| classify(self.backend, name, e))?;
-        self.update_index(|names| {
-            if !names.iter().any(|n| n == name) {
-                names.push(name.to_owned());
-            }
-        })
+        self.write_entry(name, &payload)
     }
 
     /// Stores source `name` sealed: its access key id in clear, its secret sealed to the vault.
@@ -235,8 +228,13 @@ impl Keyring {
         if let Some(dir) = &self.files {
             return super::file_store::write(dir, name, &payload);
         }
+        self.write_entry(name, &payload)
+    }
+
+    /// Writes source `name`'s entry and lists it in the index.
+    fn write_entry(&self, name: &str, payload: &str) -> Result<(), SourceError> {
         self.entry(&self.service, name)?
-            .set_password(&payload)
+            .set_password(payload)
             .map_err(|e| classify(self.backend, name, e))?;
         self.update_index(|names| {
             if !names.iter().any(|n| n == name) {

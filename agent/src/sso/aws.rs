@@ -60,25 +60,11 @@ impl SsoSettings {
     }
 }
 
-/// The error and its causes as one line.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
-}
-
 fn classify<E>(err: SdkError<E>) -> SsoError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let detail = chain(&err);
+    let detail = crate::sts::error_chain(&err);
     match &err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();

@@ -14,7 +14,7 @@ use super::{classify_code, CallerCredentials, Denial, StsApi, StsError, StsOp, T
 use crate::profiles::{EnvLookup, Hop};
 
 /// The error and its causes as one readable line (`a: b: c`), without Debug dumps.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![err.to_string()];
     let mut source = err.source();
     while let Some(cause) = source {

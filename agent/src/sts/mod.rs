@@ -12,7 +12,7 @@ use crate::profiles::Hop;
 use crate::sources::SourceCredentials;
 
 mod aws;
-pub use aws::{check_endpoint, AwsSts, StsSettings};
+pub use aws::{check_endpoint, error_chain, AwsSts, StsSettings};
 
 /// Short-lived credentials returned by STS.
 #[derive(Clone)]

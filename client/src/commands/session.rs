@@ -17,13 +17,18 @@ use crate::touch::{open_role, OpenedRole};
 
 pub use crate::bypass::SHADOWING;
 
-fn until(expires_at: u64) -> String {
+/// Time left until `expires_at` (Unix seconds), as `1h05m`.
+pub(crate) fn left(expires_at: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let left = expires_at.saturating_sub(now);
-    format!("{}h{:02}m left", left / 3600, left / 60 % 60)
+    format!("{}h{:02}m", left / 3600, left / 60 % 60)
+}
+
+fn until(expires_at: u64) -> String {
+    format!("{} left", left(expires_at))
 }
 
 fn token_of(resp: Response) -> Result<(Secret, String, String)> {

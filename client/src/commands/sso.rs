@@ -7,15 +7,6 @@ use credagent_proto::{Request, Response};
 use crate::agent::{unexpected, Agent};
 use crate::error::{Failure, Result};
 
-fn until(expires_at: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let left = expires_at.saturating_sub(now);
-    format!("{}h{:02}m", left / 3600, left / 60 % 60)
-}
-
 /// `credctl login LOGIN`.
 pub fn login(socket: &Path, login: &str, device_code: bool) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
@@ -23,7 +14,7 @@ pub fn login(socket: &Path, login: &str, device_code: bool) -> Result<String> {
     Ok(format!(
         "logged in to IAM Identity Center ({name}); the access token is refreshed in the \
          background ({} left now). Open a role with `credctl use ROLE`: each takes a touch.\n",
-        until(expires_at)
+        super::session::left(expires_at)
     ))
 }
 
