@@ -14,6 +14,7 @@ mod export;
 mod flood;
 mod gate;
 mod injection;
+mod journal;
 mod lifecycle;
 mod newcomer;
 mod notify;

@@ -6,6 +6,8 @@
 //! batches events (every 100 ms), merges identical ones into one line with a `count`, resolves
 //! socket inodes to processes with at most one `/proc` scan per batch, and appends the lines.
 
+pub mod journal;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
@@ -315,7 +317,8 @@ pub fn start(path: &Path) -> std::io::Result<(Audit, tokio::task::JoinHandle<()>
 pub fn start_with(file: File, path: &Path) -> (Audit, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let shared = std::sync::Arc::new(Shared::default());
-    let handle = tokio::spawn(writer(file, path.to_owned(), rx, shared.clone()));
+    let journal = journal::Journal::from_env();
+    let handle = tokio::spawn(writer(file, path.to_owned(), rx, shared.clone(), journal));
     (Audit { tx, shared }, handle)
 }
 
@@ -335,6 +338,7 @@ async fn writer(
     path: PathBuf,
     mut rx: mpsc::Receiver<(SystemTime, Event, u64)>,
     shared: std::sync::Arc<Shared>,
+    mut journal: Option<journal::Journal>,
 ) {
     use std::sync::atomic::Ordering;
     let mut cache: HashMap<u32, (i32, Option<String>)> = HashMap::new();
@@ -419,6 +423,11 @@ async fn writer(
         }
         if let Err(err) = file.write_all(&out).and_then(|()| file.flush()) {
             tracing::error!(error = %err, path = %path.display(), "cannot append to the audit log");
+        }
+        if let Some(journal) = journal.as_mut() {
+            for line in &lines {
+                journal.send(line);
+            }
         }
         if file
             .metadata()

@@ -119,16 +119,28 @@ fn secs(v: i64) -> Duration {
     Duration::from_secs(u64::try_from(v).unwrap_or(0))
 }
 
-/// [`SsoApi`] over the AWS SDK. One pair of base configs; each call sets its region.
-#[derive(Clone, Debug)]
+/// [`SsoApi`] over the AWS SDK. One pair of base configs, built on first use (an agent whose
+/// sources are all access keys never loads this code or its TLS roots); each call sets its
+/// region.
+#[derive(Debug)]
 pub struct AwsSso {
     settings: SsoSettings,
-    oidc: aws_sdk_ssooidc::Config,
-    portal: aws_sdk_sso::Config,
+    configs: std::sync::OnceLock<(aws_sdk_ssooidc::Config, aws_sdk_sso::Config)>,
 }
 
 impl AwsSso {
     pub fn new(settings: SsoSettings) -> AwsSso {
+        AwsSso {
+            settings,
+            configs: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn configs(&self) -> &(aws_sdk_ssooidc::Config, aws_sdk_sso::Config) {
+        self.configs.get_or_init(|| Self::build(&self.settings))
+    }
+
+    fn build(settings: &SsoSettings) -> (aws_sdk_ssooidc::Config, aws_sdk_sso::Config) {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
@@ -160,16 +172,13 @@ impl AwsSso {
         if let Some(url) = &settings.portal_endpoint {
             portal = portal.endpoint_url(url.clone());
         }
-        AwsSso {
-            settings,
-            oidc: oidc.build(),
-            portal: portal.build(),
-        }
+        (oidc.build(), portal.build())
     }
 
     fn oidc(&self, region: &str) -> aws_sdk_ssooidc::Client {
         let config = self
-            .oidc
+            .configs()
+            .0
             .to_builder()
             .region(aws_sdk_ssooidc::config::Region::new(region.to_owned()))
             .build();
@@ -178,7 +187,8 @@ impl AwsSso {
 
     fn portal(&self, region: &str) -> aws_sdk_sso::Client {
         let config = self
-            .portal
+            .configs()
+            .1
             .to_builder()
             .region(aws_sdk_sso::config::Region::new(region.to_owned()))
             .build();
