@@ -42,6 +42,8 @@ pub struct Config {
     #[serde(deserialize_with = "de_mfa_ttl")]
     pub mfa_session_ttl: Duration,
     pub approval: ApprovalPolicy,
+    /// What locks the agent besides `credctl lock`: `suspend`, `screen-lock` (default both).
+    pub lock_on: Vec<crate::lock_signals::LockOn>,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             idle_timeout: Duration::ZERO,
             mfa_session_ttl: Duration::from_secs(12 * 3600),
             approval: ApprovalPolicy::default(),
+            lock_on: crate::lock_signals::default_lock_on(),
         }
     }
 }

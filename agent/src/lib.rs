@@ -18,6 +18,7 @@ pub mod generation;
 pub mod harden;
 pub mod http;
 pub mod listeners;
+pub mod lock_signals;
 pub mod logging;
 pub mod notify;
 pub mod paths;

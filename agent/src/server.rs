@@ -194,6 +194,24 @@ async fn serve(
         }
     });
     notify::spawn_announcer(&control.pending, shutdown.clone(), &tracker);
+    let locker = control.clone();
+    let signals = crate::lock_signals::spawn(
+        &config.lock_on,
+        Arc::new(move |why: &'static str| {
+            locker.lock();
+            let me = crate::audit::Origin::Unix {
+                uid: nix::unistd::getuid().as_raw(),
+                pid: 0,
+            };
+            locker.audit.record(
+                SystemTime::now(),
+                crate::audit::Event::action("lock", &me.into(), None).subject(why),
+            );
+        }),
+        shutdown.clone(),
+        &tracker,
+    );
+    let _ = control.lock_signals.set(signals);
 
     tracing::info!(
         pid = std::process::id(),
@@ -363,6 +381,7 @@ fn wire(
         tokens,
         sources,
         logins,
+        lock_signals: std::sync::OnceLock::new(),
         endpoint,
         audit,
         aws_config,

@@ -44,6 +44,7 @@ impl AgentState {
             vault: None,
             sealing: String::new(),
             unsealed_keys: Vec::new(),
+            lock_on: Vec::new(),
         }
     }
 }

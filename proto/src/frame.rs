@@ -158,6 +158,7 @@ mod tests {
             vault: Some("0123456789abcdef".into()),
             sealing: "required".into(),
             unsealed_keys: vec!["old".into()],
+            lock_on: vec!["suspend (logind PrepareForSleep): watched".into()],
         }));
         roundtrip(Request::Open {
             role: "prod".into(),

@@ -509,6 +509,9 @@ pub struct StatusInfo {
     /// Registered keys that hold no copy of the vault: their touch opens no sealed source.
     #[serde(default)]
     pub unsealed_keys: Vec<String>,
+    /// The lock signals (suspend, screen lock) and whether the agent could subscribe to each.
+    #[serde(default)]
+    pub lock_on: Vec<String>,
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod gate;
 mod injection;
 mod journal;
 mod lifecycle;
+mod lock_signals;
 mod newcomer;
 mod notify;
 mod protocol;

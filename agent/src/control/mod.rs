@@ -49,6 +49,8 @@ pub struct Control {
     pub sources: Arc<SourceStore>,
     /// IAM Identity Center logins.
     pub logins: Arc<crate::sso::Logins>,
+    /// The suspend and screen-lock signals watched, for `status`.
+    pub lock_signals: std::sync::OnceLock<crate::lock_signals::LockSignals>,
     /// For the IMDS role and for wiping rendered bodies on lock.
     pub endpoint: Arc<Endpoint>,
     pub audit: Audit,

@@ -69,6 +69,11 @@ impl Control {
             .map(|k| k.name.clone())
             .collect();
         info.vault = self.approvals.vault_fingerprint();
+        info.lock_on = self
+            .lock_signals
+            .get()
+            .map(|s| s.lines())
+            .unwrap_or_default();
         info.sealing = match self.approvals.sealing() {
             crate::approval::Sealing::Required => "required".into(),
             crate::approval::Sealing::AllowUnsealed => "allow-unsealed".into(),

@@ -65,6 +65,9 @@ pub fn render(info: &StatusInfo) -> String {
         "sealing    {}\n",
         sealing_line(&info.sealing, info.vault.as_deref(), &info.unsealed_keys)
     ));
+    if !info.lock_on.is_empty() {
+        out.push_str(&format!("lock on    {}\n", info.lock_on.join("; ")));
+    }
     out.push_str(&format!(
         "imds       {}\n",
         info.imds_role.as_deref().unwrap_or("serves no role")
