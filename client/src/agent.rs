@@ -149,6 +149,16 @@ impl Agent {
         }
     }
 
+    /// The agent's version, from its `Hello`.
+    pub fn agent_version(&self) -> &str {
+        &self.agent_version
+    }
+
+    /// The agent's process id, from its `Hello`.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Sends a request; an `Error` response becomes a [`Failure`].
     pub fn request(&mut self, req: &Request) -> Result<Response> {
         match self.raw_request(req)? {

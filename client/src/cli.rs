@@ -281,6 +281,14 @@ pub enum Command {
         /// The sso-session name (or a profile that uses it).
         login: String,
     },
+    /// Check what stands between this shell and working credentials (agent, versions, shadowing
+    /// AWS_* variables, region, keyring, authenticator, file modes, sealing, clock), each with
+    /// the command that fixes it. Exits 1 when a check fails.
+    Doctor {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions.
     Completions {
         /// The shell to complete for.

@@ -123,6 +123,17 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Man => man_page()?,
         Command::Login { login, device_code } => sso::login(&socket, &login, device_code)?,
+        Command::Doctor { json } => {
+            let (out, failed) = commands::doctor::doctor(&socket, json);
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(out.as_bytes());
+            let _ = stdout.flush();
+            return Ok(if failed {
+                Outcome::Status(1)
+            } else {
+                Outcome::Success
+            });
+        }
         Command::Logout { login } => sso::logout(&socket, &login)?,
     };
     let mut stdout = std::io::stdout().lock();

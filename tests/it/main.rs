@@ -7,6 +7,7 @@ mod browser;
 mod cancel;
 mod client_trust;
 mod demo;
+mod doctor;
 mod endpoint;
 mod environment;
 mod exec_lifetime;

@@ -1,0 +1,423 @@
+//! `credctl doctor [--json]`: what stands between this shell and working credentials, each check
+//! with a verdict and the command that fixes it. Exits 1 when any check fails.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use credagent_proto::{Request, Response, StatusInfo};
+use serde::Serialize;
+
+use crate::agent::{Agent, ConnectError};
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+    /// Nothing to judge yet (e.g. the clock, before any role was opened).
+    Unknown,
+}
+
+/// One check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub verdict: Verdict,
+    pub detail: String,
+    /// The command (or edit) that fixes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn check(name: &'static str, verdict: Verdict, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        verdict,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+impl Check {
+    fn fix(mut self, fix: impl Into<String>) -> Check {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Runs every check; returns the report and whether any failed.
+pub fn doctor(socket: &Path, json: bool) -> (String, bool) {
+    let mut checks = Vec::new();
+    let agent = Agent::connect(socket);
+    let status = match agent {
+        Ok(mut agent) => {
+            checks.push(version_check(&agent));
+            let status = match agent.request(&Request::Status) {
+                Ok(Response::Status(s)) => Some(s),
+                _ => None,
+            };
+            checks.push(keyring_check(&mut agent));
+            status
+        }
+        Err(ConnectError::NotRunning(_)) => {
+            checks.push(
+                check(
+                    "agent",
+                    Verdict::Fail,
+                    format!("no agent answers at {}", socket.display()),
+                )
+                .fix("eval \"$(credctl start)\""),
+            );
+            None
+        }
+        Err(ConnectError::Other(f)) => {
+            checks.push(check("agent", Verdict::Fail, f.message));
+            None
+        }
+    };
+    checks.extend(shell_checks(status.as_ref()));
+    checks.push(authenticator_check());
+    checks.extend(file_checks(status.as_ref()));
+    if let Some(s) = &status {
+        checks.push(sealing_check(s));
+        checks.push(clock_check(s));
+    }
+    let failed = checks.iter().any(|c| c.verdict == Verdict::Fail);
+    let out = if json {
+        serde_json::to_string_pretty(&checks).unwrap_or_default() + "\n"
+    } else {
+        render(&checks)
+    };
+    (out, failed)
+}
+
+fn render(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let mark = match c.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+            Verdict::Unknown => "?   ",
+        };
+        out.push_str(&format!("{mark} {:<14} {}\n", c.name, c.detail));
+        if let Some(fix) = &c.fix {
+            out.push_str(&format!("     {:<14} fix: {fix}\n", ""));
+        }
+    }
+    out
+}
+
+fn version_check(agent: &Agent) -> Check {
+    let mine = env!("CARGO_PKG_VERSION");
+    let theirs = agent.agent_version();
+    if theirs == mine {
+        check(
+            "agent",
+            Verdict::Ok,
+            format!("running (pid {}, version {theirs})", agent.pid()),
+        )
+    } else {
+        check(
+            "agent",
+            Verdict::Warn,
+            format!("the agent is version {theirs}, this credctl {mine}"),
+        )
+        .fix("credctl stop && eval \"$(credctl start)\"")
+    }
+}
+
+fn keyring_check(agent: &mut Agent) -> Check {
+    match agent.raw(&Request::SourceList) {
+        Ok(Response::Sources { sources }) => check(
+            "keyring",
+            Verdict::Ok,
+            format!("reachable ({} source(s))", sources.len()),
+        ),
+        Ok(Response::Error { message, .. }) => check("keyring", Verdict::Fail, message)
+            .fix("see the message: unlock the keyring, or set keyring in config.toml"),
+        Ok(_) | Err(_) => check("keyring", Verdict::Unknown, "the agent did not say"),
+    }
+}
+
+/// The variables that make SDKs in this shell use something else than the agent, the agent's
+/// endpoint, and the region.
+fn shell_checks(status: Option<&StatusInfo>) -> Vec<Check> {
+    let mut out = Vec::new();
+    if env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some() {
+        out.push(
+            check(
+                "relative-uri",
+                Verdict::Fail,
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI is set: SDKs use it instead of the \
+                 agent's FULL_URI",
+            )
+            .fix("unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+        );
+    }
+    let shadowing: Vec<&str> = crate::bypass::SHADOWING
+        .iter()
+        .copied()
+        .filter(|v| *v != "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" && env(v).is_some())
+        .collect();
+    if shadowing.is_empty() {
+        out.push(check(
+            "shadowing",
+            Verdict::Ok,
+            "no AWS_ACCESS_KEY_ID, AWS_PROFILE or similar in this shell",
+        ));
+    } else {
+        out.push(
+            check(
+                "shadowing",
+                Verdict::Fail,
+                format!("{} set: SDKs use it before the agent", shadowing.join(", ")),
+            )
+            .fix(format!("unset {}", shadowing.join(" "))),
+        );
+    }
+    if let Some(w) = crate::bypass::warning() {
+        out.push(
+            check("credentials", Verdict::Fail, w)
+                .fix("credctl source add default --import-profile default --remove-from-file"),
+        );
+    }
+    let uri = env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+    let token = env("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+        .or_else(|| env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"));
+    let here = status.map(|s| s.http_addr.clone());
+    out.push(match (uri, token, here) {
+        (Some(u), Some(_), Some(addr)) if u.contains(&addr) => check(
+            "endpoint",
+            Verdict::Ok,
+            format!("this shell points SDKs at {u}"),
+        ),
+        (Some(u), Some(_), Some(addr)) => check(
+            "endpoint",
+            Verdict::Fail,
+            format!("this shell points SDKs at {u}, but the agent listens on {addr}"),
+        )
+        .fix("eval \"$(credctl start)\""),
+        (Some(_), Some(_), None) => check(
+            "endpoint",
+            Verdict::Unknown,
+            "set, but no agent to compare with",
+        ),
+        _ => check(
+            "endpoint",
+            Verdict::Warn,
+            "this shell does not point SDKs at the agent (no FULL_URI and token)",
+        )
+        .fix("eval \"$(credctl start)\"  (or use credctl exec / env)"),
+    });
+    out.push(
+        if env("AWS_REGION").is_some() || env("AWS_DEFAULT_REGION").is_some() {
+            check("region", Verdict::Ok, "this shell sets a region")
+        } else {
+            check(
+                "region",
+                Verdict::Warn,
+                "this shell sets no region: SDKs without a profile region fail",
+            )
+            .fix("export AWS_REGION=us-east-1  (your region; exec/env set the role's)")
+        },
+    );
+    out
+}
+
+/// Whether a HID device's report descriptor declares the FIDO usage page (0xF1D0).
+fn is_fido(descriptor: &[u8]) -> bool {
+    descriptor.windows(3).any(|w| w == [0x06, 0xD0, 0xF1])
+}
+
+fn authenticator_check() -> Check {
+    let mut fido = Vec::new();
+    let mut unusable = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/sys/class/hidraw") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let desc = std::fs::read(e.path().join("device/report_descriptor")).unwrap_or_default();
+            if !is_fido(&desc) {
+                continue;
+            }
+            let dev = PathBuf::from("/dev").join(&name);
+            let usable = nix::unistd::access(
+                &dev,
+                nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+            )
+            .is_ok();
+            if usable {
+                fido.push(name);
+            } else {
+                unusable.push(name);
+            }
+        }
+    }
+    let browser = env("BROWSER").is_some() || which("xdg-open");
+    if !fido.is_empty() {
+        return check(
+            "authenticator",
+            Verdict::Ok,
+            format!("security key(s) on {}", fido.join(", ")),
+        );
+    }
+    if !unusable.is_empty() {
+        return check(
+            "authenticator",
+            Verdict::Warn,
+            format!(
+                "security key(s) on {} that you may not open",
+                unusable.join(", ")
+            ),
+        )
+        .fix("install your distribution's udev rules for FIDO keys (e.g. the libfido2 package), then replug the key");
+    }
+    if browser {
+        check(
+            "authenticator",
+            Verdict::Ok,
+            "no USB security key, but a browser for --browser approvals",
+        )
+    } else {
+        check(
+            "authenticator",
+            Verdict::Warn,
+            "no USB security key and no browser (xdg-open or $BROWSER)",
+        )
+        .fix("plug in your key, or approve from a browser on this machine (credctl use ROLE --browser)")
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// The state directory `credctl` expects the agent to use.
+fn state_dir() -> PathBuf {
+    let base = env("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env("HOME").unwrap_or_default()).join(".local/state"));
+    base.join("credagent")
+}
+
+fn file_checks(status: Option<&StatusInfo>) -> Vec<Check> {
+    let me = nix::unistd::getuid().as_raw();
+    let mut problems = Vec::new();
+    let dir = state_dir();
+    let mut want = vec![(dir.clone(), 0o700, true)];
+    for f in ["keys.json", "vault.json"] {
+        want.push((dir.join(f), 0o600, false));
+    }
+    if let Some(config) = status.and_then(|s| s.config_path.clone()) {
+        want.push((PathBuf::from(config), 0o644, false));
+    }
+    for (path, max, is_dir) in want {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.uid() != me {
+            problems.push(format!("{} belongs to uid {}", path.display(), meta.uid()));
+        } else if mode & !max != 0 || (is_dir && !meta.is_dir()) {
+            problems.push(format!("{} has mode {mode:o}", path.display()));
+        }
+    }
+    let verdict = if problems.is_empty() {
+        check(
+            "files",
+            Verdict::Ok,
+            format!("{} and its files are yours and private", dir.display()),
+        )
+    } else {
+        check("files", Verdict::Fail, problems.join("; ")).fix(format!(
+            "chown -R $(id -u) {d} && chmod 700 {d} && chmod 600 {d}/*.json; config.toml: chmod go-w",
+            d = dir.display()
+        ))
+    };
+    vec![verdict]
+}
+
+fn sealing_check(s: &StatusInfo) -> Check {
+    match (&s.vault, s.unsealed_keys.is_empty(), s.sealing.as_str()) {
+        (None, _, _) if s.keys == 0 => check("sealing", Verdict::Warn, "no security key yet")
+            .fix("credctl key add"),
+        (None, _, _) => check(
+            "sealing",
+            Verdict::Warn,
+            "UNSEALED: no key has sealed the vault yet (keys without hmac-secret, or no touch since)",
+        )
+        .fix("credctl key add with a FIDO2 key (hmac-secret)"),
+        (Some(fp), true, "required") => check(
+            "sealing",
+            Verdict::Ok,
+            format!("sources sealed to vault {fp}; every key holds a copy"),
+        ),
+        (Some(fp), _, mode) => check(
+            "sealing",
+            Verdict::Warn,
+            format!(
+                "vault {fp}, but UNSEALED keys: {} (sealing = {mode})",
+                if s.unsealed_keys.is_empty() {
+                    "none".to_owned()
+                } else {
+                    s.unsealed_keys.join(", ")
+                }
+            ),
+        )
+        .fix("remove unsealed keys (credctl key remove NAME) and set sealing = \"required\""),
+    }
+}
+
+fn clock_check(s: &StatusInfo) -> Check {
+    let skews: Vec<i64> = s
+        .sessions
+        .iter()
+        .filter_map(|r| r.session.as_ref()?.clock_skew_secs)
+        .collect();
+    let opened = s.sessions.iter().any(|r| r.session.is_some());
+    match skews.iter().max_by_key(|v| v.abs()) {
+        Some(worst) => check(
+            "clock",
+            Verdict::Fail,
+            format!("this machine's clock is {worst} s off STS's"),
+        )
+        .fix("sudo timedatectl set-ntp true"),
+        None if opened => check("clock", Verdict::Ok, "within a minute of STS's"),
+        None => check(
+            "clock",
+            Verdict::Unknown,
+            "measured against STS once a role is open",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fido_devices_are_told_by_their_usage_page() {
+        // A FIDO U2F/CTAPHID report descriptor starts with Usage Page (0xF1D0).
+        assert!(is_fido(&[0x06, 0xD0, 0xF1, 0x09, 0x01, 0xA1, 0x01]));
+        // A keyboard: Usage Page (Generic Desktop), Usage (Keyboard).
+        assert!(!is_fido(&[0x05, 0x01, 0x09, 0x06, 0xA1, 0x01]));
+    }
+
+    #[test]
+    fn the_report_marks_every_verdict_and_fix() {
+        let text = render(&[
+            check("a", Verdict::Ok, "fine"),
+            check("b", Verdict::Fail, "broken").fix("do this"),
+        ]);
+        assert!(text.contains("ok   a"));
+        assert!(text.contains("FAIL b"));
+        assert!(text.contains("fix: do this"));
+    }
+}

@@ -1,0 +1,126 @@
+//! `credctl doctor`: every check with a verdict and a fix, on a healthy set-up and on each
+//! broken one; exit 1 when a check fails.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+use crate::stack::Stack;
+use crate::util::{bin, stdout};
+
+/// `credctl doctor --json` in a shell pointed at the agent, with `vars` on top (an empty value
+/// removes the variable).
+fn doctor(s: &Stack, vars: &[(&str, &str)]) -> (Output, Vec<serde_json::Value>) {
+    let token = s.role_token("demo");
+    let mut cmd = s.env.command(bin("credctl"));
+    cmd.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", s.ecs_uri())
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token);
+    cmd.env("AWS_REGION", "us-east-1");
+    for (k, v) in vars {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    let out = cmd.args(["doctor", "--json"]).output().unwrap();
+    let checks: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    (out, checks)
+}
+
+fn verdict<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    checks
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {checks:?}"))
+}
+
+#[test]
+fn doctor_passes_a_healthy_shell_and_names_each_breakage_with_its_fix() {
+    let s = Stack::new("", "").with_key_and_source();
+    let (out, checks) = doctor(&s, &[]);
+    assert!(out.status.success(), "{checks:#?}");
+    for name in [
+        "agent",
+        "keyring",
+        "shadowing",
+        "endpoint",
+        "region",
+        "files",
+        "sealing",
+        "clock",
+    ] {
+        let v = &verdict(&checks, name)["verdict"];
+        assert!(v == "ok", "{name}: {checks:#?}");
+    }
+
+    // Each breakage: its check fails or warns, with a fix, and a failure exits 1.
+    let (out, checks) = doctor(
+        &s,
+        &[("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"), ("AWS_PROFILE", "x")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let c = verdict(&checks, "shadowing");
+    assert_eq!(c["verdict"], "fail");
+    assert_eq!(c["fix"], "unset AWS_ACCESS_KEY_ID AWS_PROFILE");
+
+    let (out, checks) = doctor(&s, &[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/x")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(verdict(&checks, "relative-uri")["verdict"], "fail");
+
+    let (out, checks) = doctor(&s, &[("AWS_REGION", ""), ("AWS_DEFAULT_REGION", "")]);
+    assert!(out.status.success(), "a warning is not a failure");
+    assert_eq!(verdict(&checks, "region")["verdict"], "warn");
+
+    let (_, checks) = doctor(
+        &s,
+        &[("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/")],
+    );
+    assert_eq!(verdict(&checks, "endpoint")["verdict"], "fail");
+
+    let keys = s.env.home.join(".local/state/credagent/keys.json");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (out, checks) = doctor(&s, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let c = verdict(&checks, "files");
+    assert_eq!(c["verdict"], "fail");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("keys.json has mode 644"),
+        "{c}"
+    );
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    s.ok(&["stop"]);
+    let out = s
+        .env
+        .command(bin("credctl"))
+        .args(["doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("FAIL agent"), "{text}");
+    assert!(text.contains("fix: eval \"$(credctl start)\""), "{text}");
+}
+
+#[test]
+fn doctor_says_unsealed_where_a_setup_allows_it() {
+    let s = Stack::new("", "").with_key_and_source();
+    // The key holds a copy; a policy that allows unsealed keys is still said out loud.
+    let config = s.env.home.join(".config/credagent/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[approval]\n", "[approval]\nsealing = \"allow-unsealed\"\n"),
+    )
+    .unwrap();
+    s.ok(&["stop"]);
+    let _agent = s.env.agent(&[]);
+    let (_, checks) = doctor(&s, &[]);
+    let c = verdict(&checks, "sealing");
+    assert_eq!(c["verdict"], "warn", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("UNSEALED"), "{c}");
+}
