@@ -29,6 +29,9 @@ pub struct Config {
     /// IAM Identity Center portal endpoint override (else `AWS_ENDPOINT_URL_SSO`, else AWS).
     #[serde(deserialize_with = "de_endpoint")]
     pub sso_endpoint: Option<String>,
+    /// The AWS federation endpoint for `credctl console` (tests use a local one).
+    #[serde(deserialize_with = "de_endpoint")]
+    pub federation_endpoint: Option<String>,
     /// Keyring backend; `None` picks Secret Service when a session bus exists, else keyutils;
     /// `file` keeps sealed sources in 0600 files under the state directory (no keyring).
     pub keyring: Option<Backend>,
@@ -53,6 +56,7 @@ impl Default for Config {
             sts_endpoint: None,
             sso_oidc_endpoint: None,
             sso_endpoint: None,
+            federation_endpoint: None,
             keyring: None,
             session_ttl: Duration::from_secs(3600),
             idle_timeout: Duration::ZERO,

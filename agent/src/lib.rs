@@ -12,6 +12,7 @@ pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod daemon;
 pub mod generation;

@@ -357,6 +357,8 @@ fn wire(
     ));
 
     let page = Page::new(approvals.clone(), sessions.clone(), facts.http_addr);
+    let consoles =
+        crate::console::Consoles::new(config.federation_endpoint.as_deref(), facts.http_addr);
     let endpoint = Arc::new(
         Endpoint::new(
             facts.http_addr,
@@ -370,7 +372,8 @@ fn wire(
             logins.clone(),
             audit.clone(),
             facts.http_addr,
-        ))),
+        )))
+        .with_console(consoles.clone()),
     );
 
     Ok(Control {
@@ -381,6 +384,7 @@ fn wire(
         tokens,
         sources,
         logins,
+        consoles,
         lock_signals: std::sync::OnceLock::new(),
         endpoint,
         audit,

@@ -281,6 +281,23 @@ pub enum Command {
         /// The sso-session name (or a profile that uses it).
         login: String,
     },
+    /// Sign in to the AWS console with ROLE's session (a touch if none is open). The browser
+    /// gets a one-time link on the agent's own listener, never the sign-in token.
+    Console {
+        /// The role (see `credctl roles`).
+        role: String,
+        /// Print the one-time link instead of opening the browser.
+        #[arg(long)]
+        print: bool,
+        /// Where the console opens: an https URL, or a service name such as s3 or ec2.
+        #[arg(long, value_name = "URL|SERVICE")]
+        destination: Option<String>,
+        /// The console's region (default: the role's).
+        #[arg(long, value_name = "R")]
+        region: Option<String>,
+        #[command(flatten)]
+        touch: TouchArgs,
+    },
     /// Check what stands between this shell and working credentials (agent, versions, shadowing
     /// AWS_* variables, region, keyring, authenticator, file modes, sealing, clock), each with
     /// the command that fixes it. Exits 1 when a check fails.

@@ -123,6 +123,20 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Man => man_page()?,
         Command::Login { login, device_code } => sso::login(&socket, &login, device_code)?,
+        Command::Console {
+            role,
+            print,
+            destination,
+            region,
+            touch,
+        } => commands::console::console(
+            &socket,
+            &role,
+            print,
+            destination.as_deref(),
+            region.as_deref(),
+            &touch,
+        )?,
         Command::Doctor { json } => {
             let (out, failed) = commands::doctor::doctor(&socket, json);
             let mut stdout = std::io::stdout().lock();

@@ -114,6 +114,17 @@ pub enum Request {
     AwaitLogin { login: String },
     /// Revoke and forget the tokens of `login`.
     Logout { login: String },
+    /// A one-time link that signs in to the AWS console with `role`'s open session:
+    /// answered with [`Response::ConsoleLink`].
+    Console {
+        role: String,
+        /// An https URL, or a service name (`s3`); the console home page by default.
+        #[serde(default)]
+        destination: Option<String>,
+        /// The console's region; the role's by default.
+        #[serde(default)]
+        region: Option<String>,
+    },
     /// The accounts and permission sets the login `login` can reach (ListAccounts,
     /// ListAccountRoles): answered with [`Response::SsoAccounts`].
     SsoDiscover { login: String },
@@ -159,6 +170,12 @@ pub enum Response {
     /// and is refreshed in the background while a refresh token is open.
     LoggedIn {
         login: String,
+        expires_at: u64,
+    },
+    /// A one-time loopback link (`http://127.0.0.1:PORT/console/ID`) that redirects once to the
+    /// console's sign-in; it expires at `expires_at` (Unix seconds).
+    ConsoleLink {
+        url: String,
         expires_at: u64,
     },
     /// Answer to [`Request::SsoDiscover`].

@@ -6,6 +6,7 @@ mod audit_trail;
 mod browser;
 mod cancel;
 mod client_trust;
+mod console;
 mod demo;
 mod doctor;
 mod endpoint;

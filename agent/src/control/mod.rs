@@ -49,6 +49,8 @@ pub struct Control {
     pub sources: Arc<SourceStore>,
     /// IAM Identity Center logins.
     pub logins: Arc<crate::sso::Logins>,
+    /// Console sign-in links.
+    pub consoles: Arc<crate::console::Consoles>,
     /// The suspend and screen-lock signals watched, for `status`.
     pub lock_signals: std::sync::OnceLock<crate::lock_signals::LockSignals>,
     /// For the IMDS role and for wiping rendered bodies on lock.
@@ -149,7 +151,8 @@ impl Control {
             | Request::Open { .. }
             | Request::Approve { .. }
             | Request::AwaitCeremony { .. }
-            | Request::Credentials { .. } => self.sessions_family(req, conn, now).await,
+            | Request::Credentials { .. }
+            | Request::Console { .. } => self.sessions_family(req, conn, now).await,
             Request::TokenShell
             | Request::TokenForRole { .. }
             | Request::TokenList

@@ -57,6 +57,24 @@ impl Control {
                 self.approvals.await_ceremony(&ceremony_id, conn.id).await
             }
             Request::Credentials { role } => self.credentials(&role, conn, now).await,
+            Request::Console {
+                role,
+                destination,
+                region,
+            } => {
+                let reply = self
+                    .console(&role, destination.as_deref(), region.as_deref(), now)
+                    .await;
+                let refused = match &reply {
+                    Response::Error { code, .. } => Some(code.as_str()),
+                    _ => None,
+                };
+                self.audit(
+                    now,
+                    Event::action("console", &conn.peer(), refused).role(&role),
+                );
+                reply
+            }
             _ => super::misrouted(),
         }
     }
@@ -172,6 +190,46 @@ impl Control {
             }
             // The keyring's own trouble (locked, absent) is reported when the session opens.
             Err(_) => Ok(()),
+        }
+    }
+
+    /// A one-time console link for `role`'s open session.
+    async fn console(
+        &self,
+        role: &str,
+        destination: Option<&str>,
+        region: Option<&str>,
+        now: SystemTime,
+    ) -> Response {
+        let creds = match self.sessions.credentials(role, now).await {
+            Ok(c) => c,
+            Err(e) => return e.to_response(),
+        };
+        let spec = match self.sessions.profiles().resolve(role) {
+            Ok(s) => s,
+            Err(e) => return Response::error(ErrorCode::Profile, e.to_string()),
+        };
+        // AWS caps a chained role's console session at 1 h.
+        let chained = spec.chain.len() > 1 || (spec.sso.is_some() && !spec.chain.is_empty());
+        let remaining = self
+            .sessions
+            .status(now)
+            .into_iter()
+            .find(|s| s.role == role)
+            .map_or(0, |s| s.session_remaining_secs);
+        let duration =
+            crate::console::session_duration(std::time::Duration::from_secs(remaining), chained);
+        let dest = match crate::console::destination(destination, region.or(spec.region.as_deref()))
+        {
+            Ok(d) => d,
+            Err(e) => return Response::error(ErrorCode::BadRequest, e.to_string()),
+        };
+        match self.consoles.link(&creds, duration, &dest, now).await {
+            Ok((url, expires)) => Response::ConsoleLink {
+                url,
+                expires_at: crate::util::unix_secs(expires),
+            },
+            Err(e) => Response::error(ErrorCode::StsUnavailable, e.to_string()),
         }
     }
 

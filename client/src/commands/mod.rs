@@ -1,6 +1,7 @@
 //! One module per `credctl` command family.
 
 pub mod audit;
+pub mod console;
 pub mod doctor;
 pub mod export;
 pub mod keys;

@@ -75,6 +75,8 @@ pub struct Endpoint {
     approval_page: Option<Arc<dyn ApprovalPage>>,
     /// The IAM Identity Center sign-in callback (`/oauth/callback`), when served.
     oauth_callback: Option<Arc<dyn ApprovalPage>>,
+    /// The one-time console links (`/console/ID`), when served.
+    console: Option<Arc<dyn ApprovalPage>>,
 }
 
 /// The browser approval page (`/approve/...`).
@@ -118,7 +120,14 @@ impl Endpoint {
             audit,
             approval_page,
             oauth_callback: None,
+            console: None,
         }
+    }
+
+    /// Serves the one-time console links with `page`.
+    pub fn with_console(mut self, page: Arc<dyn ApprovalPage>) -> Endpoint {
+        self.console = Some(page);
+        self
     }
 
     /// Serves the IAM Identity Center sign-in callback with `page`.
@@ -145,6 +154,8 @@ impl Endpoint {
             self.approval_page.as_ref()
         } else if path == crate::http::oauth::CALLBACK_PATH {
             self.oauth_callback.as_ref()
+        } else if path.starts_with(crate::console::CONSOLE_PATH) {
+            self.console.as_ref()
         } else {
             None
         }

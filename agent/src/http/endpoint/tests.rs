@@ -87,6 +87,7 @@ fn endpoint_with_audit(fake: Arc<Fake>) -> (Endpoint, AuditRx) {
         audit: Audit::for_tests(tx),
         approval_page: None,
         oauth_callback: None,
+        console: None,
     };
     (ep, rx)
 }

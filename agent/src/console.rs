@@ -1,0 +1,294 @@
+//! `credctl console`: AWS console sign-in with a role's session.
+//!
+//! The agent asks the federation endpoint for a sign-in token (`getSigninToken`, with the role's
+//! credentials and a `SessionDuration` within what AWS allows: at most 1 h for a chained role),
+//! builds the login URL, and keeps it behind a one-time link on its own listener,
+//! `http://127.0.0.1:PORT/console/<id>`. `credctl` hands only that link to the browser, so the
+//! sign-in token never sits on a command line; the link redirects once, within 60 s, and is
+//! gone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::header::{HeaderValue, CACHE_CONTROL, LOCATION};
+use hyper::{Method, Request, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::audit::Origin;
+use crate::http::endpoint::ApprovalPage;
+use crate::sts::TempCredentials;
+use crate::util::LockExt;
+
+/// AWS's federation endpoint.
+pub const FEDERATION_ENDPOINT: &str = "https://signin.aws.amazon.com/federation";
+/// The path of the one-time links.
+pub const CONSOLE_PATH: &str = "/console/";
+/// How long a one-time link lives.
+const LINK_TTL: Duration = Duration::from_secs(60);
+/// The longest console session AWS grants, and the longest for a chained role.
+const MAX_SESSION: u64 = 43_200;
+const MAX_CHAINED: u64 = 3_600;
+const MIN_SESSION: u64 = 900;
+
+/// Why no console link was made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("the federation endpoint {endpoint} could not be reached: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("the federation endpoint refused the session ({status}): {detail}")]
+    Refused { status: u16, detail: String },
+    #[error("the destination {0:?} is not an https URL or a service name (like s3 or ec2)")]
+    BadDestination(String),
+}
+
+/// The console session length for credentials that last `remaining`: AWS's limits, and 1 h for
+/// a chained role.
+pub fn session_duration(remaining: Duration, chained: bool) -> u64 {
+    let cap = if chained { MAX_CHAINED } else { MAX_SESSION };
+    remaining.as_secs().clamp(MIN_SESSION, cap)
+}
+
+/// Where the console opens: an https URL as given, a service's page, or the home page, in
+/// `region` when known.
+pub fn destination(wanted: Option<&str>, region: Option<&str>) -> Result<String, ConsoleError> {
+    let host = match region {
+        Some(r) => format!("https://{r}.console.aws.amazon.com"),
+        None => "https://console.aws.amazon.com".to_owned(),
+    };
+    let query = region.map(|r| format!("?region={r}")).unwrap_or_default();
+    match wanted {
+        None => Ok(format!("{host}/console/home{query}")),
+        Some(url) if url.starts_with("https://") => Ok(url.to_owned()),
+        Some(service)
+            if !service.is_empty()
+                && service
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
+            Ok(format!("{host}/{service}/home{query}"))
+        }
+        Some(other) => Err(ConsoleError::BadDestination(other.to_owned())),
+    }
+}
+
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<Bytes>,
+>;
+
+/// The federation client and the one-time links.
+pub struct Consoles {
+    endpoint: String,
+    client: std::sync::OnceLock<Result<Client, String>>,
+    links: Mutex<HashMap<String, (SecretString, SystemTime)>>,
+    /// `http://127.0.0.1:PORT`, the base of the links.
+    base: String,
+}
+
+impl Consoles {
+    pub fn new(endpoint: Option<&str>, addr: std::net::SocketAddr) -> Arc<Consoles> {
+        Arc::new(Consoles {
+            endpoint: endpoint.unwrap_or(FEDERATION_ENDPOINT).to_owned(),
+            client: std::sync::OnceLock::new(),
+            links: Mutex::new(HashMap::new()),
+            base: format!("http://127.0.0.1:{}", addr.port()),
+        })
+    }
+
+    fn client(&self) -> Result<&Client, ConsoleError> {
+        self.client
+            .get_or_init(|| {
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_native_roots()
+                    .map_err(|e| format!("no system root certificates: {e}"))?
+                    .https_or_http()
+                    .enable_http1()
+                    .build();
+                Ok(
+                    hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build(https),
+                )
+            })
+            .as_ref()
+            .map_err(|e| ConsoleError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                detail: e.clone(),
+            })
+    }
+
+    /// A one-time link that signs in to the console with `creds` at `destination`.
+    pub async fn link(
+        &self,
+        creds: &TempCredentials,
+        duration: u64,
+        destination: &str,
+        now: SystemTime,
+    ) -> Result<(String, SystemTime), ConsoleError> {
+        let session = zeroize::Zeroizing::new(
+            serde_json::json!({
+                "sessionId": creds.access_key_id,
+                "sessionKey": creds.secret_access_key.expose_secret(),
+                "sessionToken": creds.session_token.expose_secret(),
+            })
+            .to_string(),
+        );
+        let url = zeroize::Zeroizing::new(format!(
+            "{}?Action=getSigninToken&SessionDuration={duration}&Session={}",
+            self.endpoint,
+            encode(&session)
+        ));
+        let unreachable = |detail: String| ConsoleError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            detail,
+        };
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(url.as_str())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response =
+            tokio::time::timeout(Duration::from_secs(10), self.client()?.request(request))
+                .await
+                .map_err(|_| unreachable("no answer within 10 s".into()))?
+                .map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status();
+        let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+            .await
+            .map_err(|_| unreachable("the answer did not finish within 10 s".into()))?
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(ConsoleError::Refused {
+                status: status.as_u16(),
+                detail: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            });
+        }
+        let token = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["SigninToken"].as_str().map(SecretString::from))
+            .ok_or(ConsoleError::Refused {
+                status: status.as_u16(),
+                detail: "the answer holds no SigninToken".into(),
+            })?;
+        let login = SecretString::from(format!(
+            "{}?Action=login&Issuer=credagent&Destination={}&SigninToken={}",
+            self.endpoint,
+            encode(destination),
+            encode(token.expose_secret())
+        ));
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| unreachable(e.to_string()))?;
+        let id = hex::encode(id);
+        let expires = now + LINK_TTL;
+        let mut links = self.links.locked();
+        links.retain(|_, (_, exp)| *exp > now);
+        links.insert(id.clone(), (login, expires));
+        Ok((format!("{}{CONSOLE_PATH}{id}", self.base), expires))
+    }
+}
+
+fn page(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(text.to_owned())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[async_trait::async_trait]
+impl ApprovalPage for Consoles {
+    /// `GET /console/<id>`: redirects once to the console's login URL, then the link is gone.
+    /// Only a navigation to this agent's own address is taken (no `Origin`: not a page's
+    /// request).
+    async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        _origin: Origin,
+        now: SystemTime,
+    ) -> Response<Full<Bytes>> {
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let ours = self.base.trim_start_matches("http://");
+        let local = ours.replacen("127.0.0.1", "localhost", 1);
+        if req.method() != Method::GET || (host != ours && host != local) {
+            return page(StatusCode::NOT_FOUND, "no such page");
+        }
+        if req.headers().contains_key(hyper::header::ORIGIN) {
+            return page(
+                StatusCode::FORBIDDEN,
+                "only a browser navigation may use this link",
+            );
+        }
+        let id = req.uri().path().trim_start_matches(CONSOLE_PATH);
+        let link = self.links.locked().remove(id);
+        match link {
+            Some((url, expires)) if expires > now => {
+                let mut resp = page(StatusCode::FOUND, "");
+                match HeaderValue::from_str(url.expose_secret()) {
+                    Ok(v) => {
+                        resp.headers_mut().insert(LOCATION, v);
+                        resp.headers_mut()
+                            .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+                        resp
+                    }
+                    Err(_) => page(StatusCode::INTERNAL_SERVER_ERROR, "bad login URL"),
+                }
+            }
+            _ => page(
+                StatusCode::GONE,
+                "this console link was used already or expired: run `credctl console ROLE` again",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_sessions_respect_aws_limits() {
+        assert_eq!(session_duration(Duration::from_secs(7200), false), 7200);
+        assert_eq!(session_duration(Duration::from_secs(7200), true), 3600);
+        assert_eq!(session_duration(Duration::from_secs(60), false), 900);
+        assert_eq!(session_duration(Duration::from_secs(99_999), false), 43_200);
+    }
+
+    #[test]
+    fn destinations_are_urls_services_or_home() {
+        assert_eq!(
+            destination(None, Some("eu-west-1")).unwrap(),
+            "https://eu-west-1.console.aws.amazon.com/console/home?region=eu-west-1"
+        );
+        assert_eq!(
+            destination(Some("s3"), None).unwrap(),
+            "https://console.aws.amazon.com/s3/home"
+        );
+        assert_eq!(
+            destination(Some("https://x.example/y"), None).unwrap(),
+            "https://x.example/y"
+        );
+        assert!(destination(Some("javascript:alert(1)"), None).is_err());
+        assert!(destination(Some("http://x"), None).is_err());
+    }
+}
