@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::audit::Origin;
 use crate::http::endpoint::ApprovalPage;
 use crate::sts::TempCredentials;
-use crate::util::LockExt;
+use crate::util::{percent_encode as encode, LockExt};
 
 /// AWS's federation endpoint.
 pub const FEDERATION_ENDPOINT: &str = "https://signin.aws.amazon.com/federation";
@@ -72,18 +72,6 @@ pub fn destination(wanted: Option<&str>, region: Option<&str>) -> Result<String,
         }
         Some(other) => Err(ConsoleError::BadDestination(other.to_owned())),
     }
-}
-
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 type Client = hyper_util::client::legacy::Client<

@@ -162,6 +162,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Percent-encodes a URL query value: RFC 3986's unreserved characters stay, every other byte
+/// becomes `%XX`.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +218,15 @@ mod tests {
         .join();
         assert!(m.lock().is_err(), "the mutex is poisoned");
         assert_eq!(*m.locked(), 1);
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_characters() {
+        assert_eq!(super::percent_encode("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(
+            super::percent_encode("http://x/y?z=1 2"),
+            "http%3A%2F%2Fx%2Fy%3Fz%3D1%202"
+        );
+        assert_eq!(super::percent_encode("é"), "%C3%A9");
     }
 }

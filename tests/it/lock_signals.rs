@@ -2,26 +2,11 @@
 //! in for the system bus, one for the session bus) end every session, as `credctl lock` does;
 //! `status` says what is watched; a screensaver turning off locks nothing.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::stack::{Bg, Stack};
+use crate::stack::Stack;
 use crate::util::wait_until;
-
-fn bus() -> (Bg, String) {
-    let mut daemon = Command::new("dbus-daemon")
-        .args(["--session", "--nofork", "--print-address=1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dbus-daemon (apt-get install dbus)");
-    let mut address = String::new();
-    BufReader::new(daemon.stdout.take().unwrap())
-        .read_line(&mut address)
-        .unwrap();
-    (Bg(daemon), address.trim().to_owned())
-}
 
 fn emit(address: &str, path: &str, signal: &str, args: &[&str]) {
     let out = Command::new("dbus-send")
@@ -44,8 +29,8 @@ fn open_sessions(s: &Stack) -> usize {
 
 #[test]
 fn suspend_and_screen_lock_signals_end_every_session() {
-    let (_system, system) = bus();
-    let (_session, session) = bus();
+    let (_system, system) = crate::stack::private_bus();
+    let (_session, session) = crate::stack::private_bus();
     let s = Stack::new_with_env(
         "",
         "",
@@ -114,7 +99,7 @@ fn suspend_and_screen_lock_signals_end_every_session() {
 
 #[test]
 fn lock_on_can_be_turned_off() {
-    let (_system, system) = bus();
+    let (_system, system) = crate::stack::private_bus();
     let s = Stack::new_with_env("", "lock_on = []", &[("DBUS_SYSTEM_BUS_ADDRESS", &system)])
         .with_key_and_source();
     let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();

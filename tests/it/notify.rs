@@ -2,12 +2,10 @@
 //! the session bus. A real dbus-daemon runs the bus; the test serves the notification interface.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::stack::{Bg, Stack};
+use crate::stack::Stack;
 use crate::util::wait_until;
 
 #[derive(Clone, Default)]
@@ -36,18 +34,7 @@ impl Notifications {
 
 #[test]
 fn a_pending_approval_is_announced_on_the_session_bus() {
-    let mut daemon = Command::new("dbus-daemon")
-        .args(["--session", "--nofork", "--print-address=1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dbus-daemon (apt-get install dbus)");
-    let mut address = String::new();
-    BufReader::new(daemon.stdout.take().unwrap())
-        .read_line(&mut address)
-        .unwrap();
-    let _daemon = Bg(daemon);
-    let address = address.trim().to_owned();
+    let (_daemon, address) = crate::stack::private_bus();
 
     let server = Notifications::default();
     let seen = server.seen.clone();

@@ -32,6 +32,21 @@ pub struct Sts {
     pub faults: PathBuf,
 }
 
+/// A private `dbus-daemon` bus (session configuration) and its address.
+pub fn private_bus() -> (Bg, String) {
+    let mut daemon = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--print-address=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-daemon (apt-get install dbus)");
+    let mut address = String::new();
+    BufReader::new(daemon.stdout.take().expect("piped stdout"))
+        .read_line(&mut address)
+        .expect("the bus address");
+    (Bg(daemon), address.trim().to_owned())
+}
+
 /// Starts `cmd`, a server that binds 127.0.0.1:0 itself and prints the port it got as its first
 /// line on stdout once it listens (tests/py/moto_sts.py, tests/py/sts_recorder.py). No port is
 /// chosen here and handed over later, so parallel tests cannot collide on one. Its stderr goes to

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::profiles::EnvLookup;
 use crate::sts::TempCredentials;
+use crate::util::percent_encode as encode;
 
 /// Where Identity Center's services are: the endpoints when overridden (tests, private
 /// endpoints), else AWS's for the profile's `sso_region`.
@@ -439,19 +440,6 @@ impl SsoApi for AwsSso {
 
 fn now_secs(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
