@@ -72,6 +72,14 @@ struct SealedLogin {
     refresh_token: String,
 }
 
+impl Drop for SealedLogin {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.client_secret.zeroize();
+        self.refresh_token.zeroize();
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct LoginFile {
     version: u32,
@@ -425,11 +433,11 @@ impl Logins {
         let mut logins = self.logins.locked();
         let entry = logins.entry(key).or_default();
         entry.registration = Some(Registration {
-            client_id: login.client_id,
-            client_secret: SecretString::from(login.client_secret),
+            client_id: login.client_id.clone(),
+            client_secret: SecretString::from(login.client_secret.as_str()),
             expires_at: UNIX_EPOCH + Duration::from_secs(login.client_expires_at),
         });
-        entry.refresh = Some(SecretString::from(login.refresh_token));
+        entry.refresh = Some(SecretString::from(login.refresh_token.as_str()));
         Ok(())
     }
 
@@ -611,21 +619,23 @@ impl Logins {
     /// the refresh token and its client are sealed to the vault, and the waiters are told.
     fn finish(&self, key: &str, registration: Registration, tokens: TokenSet) {
         let expires_at = tokens.expires_at;
-        let pending = {
+        let (pending, to_seal) = {
             let mut logins = self.logins.locked();
             let login = logins.entry(key.to_owned()).or_default();
             login.access = Some((tokens.access_token, expires_at));
             if let Some(refresh) = tokens.refresh_token {
                 login.refresh = Some(refresh);
             }
+            let to_seal = login.refresh.clone().map(|r| (registration.clone(), r));
             login.registration = Some(registration);
-            if let (Some(refresh), Some(reg)) = (&login.refresh, &login.registration) {
-                if let Err(e) = self.seal(key, reg, refresh) {
-                    tracing::warn!(login = %key, error = %e, "the refresh token stays in memory only");
-                }
-            }
-            login.pending.take()
+            (login.pending.take(), to_seal)
         };
+        // Sealing writes a file: outside the lock every login shares.
+        if let Some((reg, refresh)) = to_seal {
+            if let Err(e) = self.seal(key, &reg, &refresh) {
+                tracing::warn!(login = %key, error = %e, "the refresh token stays in memory only");
+            }
+        }
         if let Some(p) = pending {
             let _ = p.outcome.send(Some(Ok(expires_at)));
         }
