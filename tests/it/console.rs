@@ -49,6 +49,26 @@ fn a_console_link_works_once_and_respects_session_limits() {
     )
     .with_key_and_source();
 
+    // Straight to the control socket, as a process of the user could: no link for a role
+    // whose session is not open (the touch opens it; `credctl console` asks for one first).
+    let (mut sock, _) = crate::util::hello(&s.env.sock).unwrap();
+    credagent_proto::write_frame(
+        &mut sock,
+        &credagent_proto::Request::Console {
+            role: "demo".into(),
+            destination: None,
+            region: None,
+        },
+    )
+    .unwrap();
+    match credagent_proto::read_frame(&mut sock).unwrap() {
+        credagent_proto::Response::Error { code, .. } => {
+            assert_eq!(code, credagent_proto::ErrorCode::NotFound)
+        }
+        other => panic!("a console link without a touch: {other:?}"),
+    }
+    assert!(state(&fed)["tokens"].as_array().unwrap().is_empty());
+
     let link = s.ok(&["console", "demo", "--print", "--destination", "s3"]);
     let link = link.trim();
     assert!(
