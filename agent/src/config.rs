@@ -127,6 +127,68 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The settings a touch vouches for (`crate::trust`): where secrets may go (the endpoint
+    /// overrides) and how strong the gate is (the security policy), each as the person would
+    /// read it. An attestation CA is named with the SHA-256 of its file, so a CA file replaced
+    /// behind the agent's back is a change too. The listen address and the keyring backend are
+    /// not here: neither decides what a touch opens nor where a secret goes (sources are sealed
+    /// in every backend).
+    pub fn trusted_settings(&self) -> crate::trust::Settings {
+        use sha2::Digest;
+        let endpoint = |e: &Option<String>| e.clone().unwrap_or_else(|| "AWS".to_owned());
+        let duration = |d: Duration| humantime::format_duration(d).to_string();
+        let mut s = crate::trust::Settings::new();
+        s.set("sts_endpoint", endpoint(&self.sts_endpoint))
+            .set("sso_oidc_endpoint", endpoint(&self.sso_oidc_endpoint))
+            .set("sso_endpoint", endpoint(&self.sso_endpoint))
+            .set("federation_endpoint", endpoint(&self.federation_endpoint))
+            .set("session_ttl", duration(self.session_ttl))
+            .set("idle_timeout", duration(self.idle_timeout))
+            .set("mfa_session_ttl", duration(self.mfa_session_ttl))
+            .set(
+                "lock_on",
+                format!(
+                    "[{}]",
+                    self.lock_on.iter().map(word).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .set(
+                "approval.user_verification",
+                word(&self.approval.user_verification),
+            )
+            .set(
+                "approval.allow_software_authenticators",
+                self.approval.allow_software_authenticators.to_string(),
+            )
+            .set("approval.sealing", word(&self.approval.sealing));
+        let cas: Vec<String> = self
+            .approval
+            .attestation_ca
+            .iter()
+            .map(|p| match std::fs::read(p) {
+                Ok(bytes) => format!(
+                    "{} (sha256 {})",
+                    p.display(),
+                    hex::encode(&sha2::Sha256::digest(&bytes)[..8])
+                ),
+                Err(_) => format!("{} (unreadable)", p.display()),
+            })
+            .collect();
+        s.set("approval.attestation_ca", format!("[{}]", cas.join(", ")));
+        s
+    }
+}
+
+/// Serde's name of a unit enum value (`"required"`, `"screen-lock"`), for the settings record.
+fn word<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".to_owned(),
+    }
+}
+
 /// Refuses a config file that another user owns or that group or others may write.
 fn check_owner_and_mode(path: &Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::MetadataExt;

@@ -33,6 +33,7 @@ pub mod state;
 pub mod sts;
 pub mod systemd;
 pub mod tokens;
+pub mod trust;
 pub mod util;
 pub mod vault;
 

@@ -136,9 +136,12 @@ async fn serve(
         approver.vault().clone(),
     )
     .with_state_dir(&state_dir);
-    let known = crate::approval::known::KnownTargets::load(&state_dir);
+    let trusted = Arc::new(crate::trust::Trusted::new(
+        &state_dir,
+        config.trusted_settings(),
+    ));
     let control = Arc::new(wire(
-        facts, &config, approver, audit, sources, known, &state_dir,
+        facts, &config, approver, audit, sources, trusted, &state_dir,
     )?);
     let sessions = control.sessions.clone();
     let endpoint = control.endpoint.clone();
@@ -283,7 +286,7 @@ fn wire(
     approver: Approver,
     audit: audit::Audit,
     sources: SourceStore,
-    known: crate::approval::known::KnownTargets,
+    trusted: Arc<crate::trust::Trusted>,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<Control> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -302,7 +305,6 @@ fn wire(
     let sso_settings = crate::sso::SsoSettings::resolve(
         config.sso_oidc_endpoint.as_deref(),
         config.sso_endpoint.as_deref(),
-        &env,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut overrides = overrides;
@@ -321,9 +323,18 @@ fn wire(
         }
     }
     let sources = Arc::new(sources);
+    let sso_overrides: Vec<String> = [
+        ("sso_oidc_endpoint", &sso_settings.oidc_endpoint),
+        ("sso_endpoint", &sso_settings.portal_endpoint),
+    ]
+    .into_iter()
+    .filter_map(|(name, url)| url.as_ref().map(|u| format!("{name} = {u}")))
+    .collect();
     let logins = Arc::new(crate::sso::Logins::new(
         Arc::new(crate::sso::AwsSso::new(sso_settings)),
         sources.vault().clone(),
+        trusted.clone(),
+        sso_overrides,
         state_dir,
         facts.http_addr.port(),
     ));
@@ -351,7 +362,7 @@ fn wire(
         pending.clone(),
         Arc::new(sessions.clone()),
         audit.clone(),
-        known,
+        trusted,
         facts.http_addr.port(),
         config.session_ttl,
     ));

@@ -126,6 +126,7 @@ impl Agent {
             | Request::KeyAddStart { .. }
             | Request::KeyAddFinish { .. }
             | Request::KeyRemove { .. }
+            | Request::Confirm { .. }
             | Request::Credentials { .. } => timeouts::CLIENT_WAIT,
             _ => timeouts::CLIENT_QUICK,
         };

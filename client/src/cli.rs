@@ -93,8 +93,9 @@ pub struct TouchArgs {
     /// TOTP code for a source with `mfa_serial` (asked for on the terminal when needed).
     #[arg(long, value_name = "CODE")]
     pub mfa_code: Option<String>,
-    /// Open the role although its role ARN or chain changed since you last approved it (you
-    /// made that change and saw old and new).
+    /// Open the role although its role ARN or chain, or the agent's settings (endpoints,
+    /// policy), changed since a touch last confirmed them (you made that change and saw old
+    /// and new).
     #[arg(long)]
     pub accept_change: bool,
 }
@@ -144,6 +145,20 @@ pub enum Command {
     /// Store, list and remove source credentials (long-lived access keys) in the OS keyring.
     #[command(subcommand)]
     Source(SourceCommand),
+    /// Touch once to confirm the agent's settings, opening no role.
+    ///
+    /// The touch unwraps your vault, so new sources and Identity Center logins can be sealed
+    /// to it, and checks the settings that decide where secrets go and how strong the gate is
+    /// (endpoint overrides and the policy in config.toml) against what your touches confirmed
+    /// before. A change made behind the agent's back is shown, old and new, and applies only
+    /// with --accept-change.
+    Confirm {
+        /// Confirm the changes shown (you made them).
+        #[arg(long)]
+        accept_change: bool,
+        #[command(flatten)]
+        touch: AuthArgs,
+    },
     /// List the roles in ~/.aws/config with their session state.
     Roles {
         /// Print JSON for scripts.

@@ -46,6 +46,10 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             authorizer,
         }) => keys::add(&socket, name, &touch, authorizer.as_deref())?,
         Command::Key(KeyCommand::List { json }) => keys::list(&socket, json)?,
+        Command::Confirm {
+            accept_change,
+            touch,
+        } => keys::confirm(&socket, accept_change, &touch)?,
         Command::Key(KeyCommand::Remove { name, force, touch }) => {
             keys::remove(&socket, &name, force, &touch)?
         }

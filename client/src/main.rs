@@ -12,7 +12,10 @@ fn main() -> ExitCode {
         Err(f) => {
             // Messages quote names other processes chose (roles, executables): never let their
             // control characters reach the terminal.
-            eprintln!("credctl: {}", credctl::text::printable(&f.to_string()));
+            eprintln!(
+                "credctl: {}",
+                credctl::text::printable_lines(&f.to_string())
+            );
             ExitCode::from(f.exit as u8)
         }
     }

@@ -21,6 +21,16 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`printable`] for a message of several lines (an error that lists what changed, say): line
+/// breaks stay line breaks, every other control character is escaped. The agent checks the names
+/// it puts in messages (no control characters), so a line break is its own.
+pub fn printable_lines(s: &str) -> String {
+    s.split('\n')
+        .map(|line| printable(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `YYYY-MM-DD HH:MM` in UTC for unix seconds.
 pub fn utc_minute(secs: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
@@ -46,6 +56,14 @@ mod tests {
             "evil\\u{1b}[2J\\u{1b}]0;pwn\\u{7}"
         );
         assert_eq!(printable("a\rb\nc\u{9b}d"), "a\\rb\\nc\\u{9b}d");
+    }
+
+    #[test]
+    fn messages_keep_their_line_breaks_only() {
+        assert_eq!(
+            printable_lines("changed:\n  a\x1b[2J\n  b\r"),
+            "changed:\n  a\\u{1b}[2J\n  b\\r"
+        );
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub enum Request {
     KeyList,
     /// Remove a key; the last one only with `force`.
     KeyRemove { name: String, force: bool },
+    /// A touch that opens nothing: it unwraps the vault (so new sources and logins may be
+    /// sealed to it) and checks the agent's settings against what touches confirmed before;
+    /// with `accept_change`, it confirms the changes it was shown. Answered with a
+    /// [`Response::Challenge`], then `Ok`.
+    Confirm {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        accept_change: bool,
+    },
 
     /// Store a source's long-lived keys in the keyring.
     SourceAdd {

@@ -119,6 +119,8 @@ fn doctor_says_unsealed_where_a_setup_allows_it() {
     .unwrap();
     s.ok(&["stop"]);
     let _agent = s.env.agent(&[]);
+    // The person made that change: a touch confirms it (else nothing opens).
+    s.ok(&["confirm", "--accept-change"]);
     let (_, checks) = doctor(&s, &[]);
     let c = verdict(&checks, "sealing");
     assert_eq!(c["verdict"], "warn", "{c}");

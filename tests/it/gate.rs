@@ -223,19 +223,26 @@ fn a_changed_role_arn_needs_an_explicit_confirmation() {
     let audit_path = s.env.home.join(".local/state/credagent/audit.jsonl");
     let read = || std::fs::read_to_string(&audit_path).unwrap_or_default();
     crate::util::wait_until(std::time::Duration::from_secs(10), || {
-        read().matches("role_changed").count() == 2
+        read().contains("change_refused") && read().contains("change_accepted")
     })
     .unwrap_or_else(|| panic!("{}", read()));
     let audit = read();
-    let changes: Vec<&str> = audit
-        .lines()
-        .filter(|l| l.contains("role_changed"))
-        .collect();
-    assert!(changes[0].contains("not_confirmed"), "{}", changes[0]);
+    let line = |action: &str| {
+        audit
+            .lines()
+            .find(|l| l.contains(action))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let refused = line("change_refused");
     assert!(
-        changes[1].contains("\"done\"") && changes[1].contains("role/admin"),
-        "{}",
-        changes[1]
+        refused.contains("not_confirmed") && refused.contains("role/admin"),
+        "{refused}"
+    );
+    let accepted = line("change_accepted");
+    assert!(
+        accepted.contains("\"done\"") && accepted.contains("role/admin"),
+        "{accepted}"
     );
     // Confirmed once, it opens as usual from then on.
     s.ok(&["lock"]);

@@ -33,4 +33,5 @@ mod stack;
 mod state;
 mod systemd;
 mod tokens;
+mod trust;
 mod util;

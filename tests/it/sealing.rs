@@ -257,10 +257,11 @@ fn attacker_keys() -> (PathBuf, Stack) {
     (soft, scratch)
 }
 
+/// The attacker's touch: its own key, and it confirms whatever changed (it made the changes).
 fn touch_with(s: &Stack, soft: &Path) -> std::process::Output {
     s.env
         .command(bin("credctl"))
-        .args(["env", "demo", "--authenticator"])
+        .args(["env", "demo", "--accept-change", "--authenticator"])
         .arg(format!("soft:{}", soft.display()))
         .output()
         .unwrap()

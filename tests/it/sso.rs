@@ -86,14 +86,14 @@ source_profile = dev-admin
 
 /// An agent pointed at the fake, with the software key registered.
 fn stack(fake: &Fake) -> Stack {
+    // The overrides come from config.toml: the agent's environment never names an endpoint.
     let s = Stack::new_with_env(
         &AWS_CONFIG.replace("START_URL", START_URL),
-        "",
-        &[
-            ("AWS_ENDPOINT_URL_SSO_OIDC", &fake.url),
-            ("AWS_ENDPOINT_URL_SSO", &fake.url),
-            ("CREDAGENT_SSO_TICK", "1s"),
-        ],
+        &format!(
+            "sso_oidc_endpoint = \"{url}\"\nsso_endpoint = \"{url}\"",
+            url = fake.url
+        ),
+        &[("CREDAGENT_SSO_TICK", "1s")],
     );
     s.ok(&["key", "add", "soft"]);
     s

@@ -107,6 +107,10 @@ pub fn key_seal_name(role: &str) -> Option<&str> {
     role.strip_prefix(KEY_SEAL)
 }
 
+/// The pseudo-role of `credctl confirm`: a touch that unwraps the vault and checks (or confirms)
+/// the settings, and opens nothing.
+pub const CONFIRM_ROLE: &str = "confirm settings";
+
 /// What a key-change pseudo-role is about, in words; `None` for a role.
 pub fn key_change(role: &str) -> Option<String> {
     if let Some(name) = key_add_name(role) {
@@ -138,6 +142,9 @@ pub struct Lead {
     /// What the touch opens, resolved when the ceremony starts (source and role ARNs): the
     /// session that opens must be exactly this.
     pub target: Option<String>,
+    /// The leader's `--accept-change`: the changes to settings or to the role's target that
+    /// were shown before this touch may be applied by it (`crate::trust`).
+    pub accept_change: bool,
 }
 
 /// How an approval request proceeds.
@@ -166,6 +173,7 @@ pub(crate) struct Claimed<S> {
     pub mfa_code: Option<Secret>,
     pub leader: u64,
     pub target: Option<String>,
+    pub accept_change: bool,
 }
 
 struct Entry<S> {
@@ -182,6 +190,7 @@ struct Entry<S> {
     mfa_code: Option<Secret>,
     requester: String,
     target: Option<String>,
+    accept_change: bool,
     tx: watch::Sender<Option<Response>>,
 }
 
@@ -332,6 +341,7 @@ impl<S> Ceremonies<S> {
                 mfa_code: lead.mfa_code,
                 requester: lead.requester,
                 target: lead.target,
+                accept_change: lead.accept_change,
                 tx,
             },
         );
@@ -361,6 +371,7 @@ impl<S> Ceremonies<S> {
             mfa_code: entry.mfa_code.take(),
             leader: entry.leader,
             target: entry.target.clone(),
+            accept_change: entry.accept_change,
         })
     }
 

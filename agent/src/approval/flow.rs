@@ -10,15 +10,15 @@ use secrecy::SecretString;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::ceremony::{
-    self, key_add_name, key_add_role, key_remove_role, key_remove_target, key_seal_name,
-    key_seal_role, Begin, Claimed, Kind, Lead, View,
+    self, key_add_name, key_add_role, key_change, key_remove_role, key_remove_target,
+    key_seal_name, key_seal_role, Begin, Claimed, Kind, Lead, View, CONFIRM_ROLE,
 };
-use super::known::KnownTargets;
 use super::pending::PendingApprovals;
 use super::seal::{prf_enabled, prf_output};
 use super::Registered;
 use super::{Approval, ApprovalError, Approver, CeremonyId, KeyInfo, State};
 use crate::audit::{Audit, Event, Peer};
+use crate::trust::{Change, Trusted, Verdict};
 use crate::vault::PrfOutput;
 
 /// What a verified touch opens: the role sessions (implemented by `sessions`, which this
@@ -42,12 +42,13 @@ pub struct Requester {
 }
 
 impl Requester {
-    fn lead(&self, mfa_code: Option<Secret>, target: Option<String>) -> Lead {
+    fn lead(&self, mfa_code: Option<Secret>, target: Option<String>, accept_change: bool) -> Lead {
         Lead {
             conn: self.conn,
             requester: self.description.clone(),
             mfa_code,
             target,
+            accept_change,
         }
     }
 }
@@ -68,8 +69,8 @@ pub struct Approvals {
     opener: Arc<dyn SessionOpener>,
     /// Touches, sessions opened and key changes, accepted or refused, with who asked.
     audit: Audit,
-    /// What each role was last approved as.
-    known: KnownTargets,
+    /// What the touches vouched for: settings, endpoints, role targets (`trusted.json`).
+    trusted: Arc<Trusted>,
     /// `http://localhost:PORT`: the only origin an answer may come from.
     origin: String,
     /// How long a session opened by one touch lasts, shown with each challenge.
@@ -104,7 +105,7 @@ impl Approvals {
         pending: Arc<PendingApprovals>,
         opener: Arc<dyn SessionOpener>,
         audit: Audit,
-        known: KnownTargets,
+        trusted: Arc<Trusted>,
         http_port: u16,
         session_ttl: Duration,
     ) -> Approvals {
@@ -113,15 +114,20 @@ impl Approvals {
             pending,
             opener,
             audit,
-            known,
+            trusted,
             origin: format!("http://localhost:{http_port}"),
             session_ttl,
         }
     }
 
-    /// What `role` was last approved as (source and role ARNs), if it was.
-    pub fn known_target(&self, role: &str) -> Option<String> {
-        self.known.get(role)
+    /// What a touch for `role` (with its `target`; none: a touch for no role) would have to
+    /// confirm, as the files say now (not verified: shown before the touch, which decides).
+    pub fn preview_changes(&self, role: Option<(&str, &str)>) -> Vec<Change> {
+        // Without a vault there is no key to vouch with (no key yet, or an unsealed setup).
+        if !self.approver.vault().exists() {
+            return Vec::new();
+        }
+        self.trusted.preview(role)
     }
 
     /// The registered keys.
@@ -179,7 +185,7 @@ impl Approvals {
             return self.registration_challenge(name, who.conn, None, now);
         }
         let role = key_add_role(name);
-        match self.take_turn(&role, who, None, None, now).await {
+        match self.take_turn(&role, who, None, None, false, now).await {
             Ok(Begin::Lead(id, options)) => Response::Challenge {
                 ceremony_id: id.to_string(),
                 origin: self.origin.clone(),
@@ -240,7 +246,7 @@ impl Approvals {
             return e.to_response();
         }
         let role = key_remove_role(name, force);
-        match self.take_turn(&role, who, None, None, now).await {
+        match self.take_turn(&role, who, None, None, false, now).await {
             Ok(Begin::Lead(id, options)) => Response::Challenge {
                 ceremony_id: id.to_string(),
                 origin: self.origin.clone(),
@@ -292,11 +298,19 @@ impl Approvals {
         role: &str,
         target: String,
         mfa_code: Option<Secret>,
+        accept_change: bool,
         who: &Requester,
         now: SystemTime,
     ) -> Response {
         let begin = self
-            .take_turn(role, who, mfa_code, Some(target.clone()), now)
+            .take_turn(
+                role,
+                who,
+                mfa_code,
+                Some(target.clone()),
+                accept_change,
+                now,
+            )
             .await;
         match &begin {
             Ok(Begin::Lead(id, _)) => {
@@ -307,7 +321,26 @@ impl Approvals {
         }
         match begin {
             Ok(Begin::Lead(id, options)) => {
-                self.challenge(&id.to_string(), Some(role), Some(target), options)
+                let changes = if accept_change {
+                    self.preview_changes(Some((role, &target)))
+                } else {
+                    Vec::new()
+                };
+                let mut challenge =
+                    self.challenge(&id.to_string(), Some(role), Some(target), options);
+                if let (Response::Challenge { purpose, .. }, false) =
+                    (&mut challenge, changes.is_empty())
+                {
+                    // The touch confirms these too: say so where the person is asked.
+                    *purpose = Some(format!(
+                        "to open role {role} and confirm these changes:{}",
+                        changes
+                            .iter()
+                            .map(|c| format!("\n  {c}"))
+                            .collect::<String>()
+                    ));
+                }
+                challenge
             }
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
             Err(e) => e.to_response(),
@@ -322,6 +355,7 @@ impl Approvals {
         who: &Requester,
         mfa_code: Option<Secret>,
         target: Option<String>,
+        accept_change: bool,
         now: SystemTime,
     ) -> Result<Begin, ApprovalError> {
         let deadline = tokio::time::Instant::now() + ceremony::OUTCOME_WAIT;
@@ -333,10 +367,11 @@ impl Approvals {
             turn.as_mut().enable();
             let elapsed = deadline.saturating_duration_since(tokio::time::Instant::now());
             let now = now + ceremony::OUTCOME_WAIT.saturating_sub(elapsed);
-            match self
-                .approver
-                .open_or_join(role, who.lead(mfa_code.clone(), target.clone()), now)
-            {
+            match self.approver.open_or_join(
+                role,
+                who.lead(mfa_code.clone(), target.clone(), accept_change),
+                now,
+            ) {
                 Err(ApprovalError::Busy { role: other }) => {
                     tracing::debug!(role, waiting_for = %other, "one touch at a time: waiting");
                     if tokio::time::timeout_at(deadline, turn).await.is_err() {
@@ -542,10 +577,22 @@ impl Approvals {
             );
         };
         if let Some(name) = key_seal_name(&role) {
-            let result = self.approver.finish_seal_claimed(claimed, cred, prf, now);
+            let result = self
+                .approver
+                .finish_seal_claimed(claimed, cred, prf, now)
+                .map(|(info, created)| {
+                    if let Some(secret) = created {
+                        self.adopt_settings(&secret, who, now);
+                    }
+                    info
+                });
             return self.key_added(name, result, who, now).await;
         }
-        let (leader, mfa_code) = (claimed.leader, claimed.mfa_code.take());
+        let (leader, mfa_code, accept) = (
+            claimed.leader,
+            claimed.mfa_code.take(),
+            claimed.accept_change,
+        );
         let approval = match self
             .approver
             .finish_approval_claimed(claimed, &role, cred, prf, now)
@@ -564,6 +611,14 @@ impl Approvals {
                 .role(&role)
                 .subject(approval.key_name()),
         );
+        // What this touch relies on must be what a touch confirmed: checked after the unwrap
+        // (only the vault's key can vouch) and before anything leaves the agent.
+        if let Err(reply) = self.check_trusted(&approval, accept, who, now) {
+            return *reply;
+        }
+        if role == CONFIRM_ROLE {
+            return Response::Ok;
+        }
         if let Some(name) = key_add_name(&role) {
             tracing::info!(
                 new_key = name,
@@ -590,6 +645,119 @@ impl Approvals {
         self.open_session(approval, mfa_code, who, now).await
     }
 
+    /// The touch that created the vault confirms the settings the agent runs with (trust on
+    /// first use), and says so.
+    fn adopt_settings(&self, secret: &crate::vault::VaultSecret, who: &Peer, now: SystemTime) {
+        let refused = match self.trusted.adopt(secret) {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "the first settings record was not written; the next touch will ask to confirm them");
+                Some("write_failed")
+            }
+        };
+        self.audit.record(
+            now,
+            Event::action("settings_adopted", who, refused).subject("the vault's first touch"),
+        );
+    }
+
+    /// Checks the settings (and a role's target) against what touches confirmed before
+    /// (`crate::trust`); the refusal, audited, is the reply. An unsealed setup (a touch that
+    /// unwrapped nothing) has no key to check with: its approvals are policy only, as `status`
+    /// says.
+    fn check_trusted(
+        &self,
+        approval: &Approval,
+        accept: bool,
+        who: &Peer,
+        now: SystemTime,
+    ) -> Result<(), Box<Response>> {
+        let Some(secret) = approval.vault_secret() else {
+            return Ok(());
+        };
+        let role = approval.role();
+        let target = match (key_change(role), approval.target()) {
+            (None, Some(target)) if role != CONFIRM_ROLE => Some((role, target)),
+            _ => None,
+        };
+        match self.trusted.verify(secret, target, accept) {
+            Ok(Verdict::Unchanged) => Ok(()),
+            Ok(Verdict::Accepted(changes)) => {
+                let all = join_changes(&changes);
+                tracing::warn!(role, changes = %all, "changes confirmed by a touch");
+                // One line for all: the audit merges identical events of one batch.
+                self.audit.record(
+                    now,
+                    Event::action("change_accepted", who, None)
+                        .role(role)
+                        .subject(&all),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.audit.record(
+                    now,
+                    Event::action("change_refused", who, Some("not_confirmed"))
+                        .role(role)
+                        .subject(&join_changes(e.changes())),
+                );
+                tracing::warn!(role, error = %e, "touch refused: unconfirmed changes");
+                Err(Box::new(Response::error(
+                    ErrorCode::Refused,
+                    format!(
+                        "{e}\nnothing was opened or sent. If you made these changes, confirm \
+                         them with a touch: `{}`. If you did not, someone else edited your \
+                         files: put back what was there (config.toml, ~/.aws/config) and \
+                         restart the agent",
+                        confirm_command(role)
+                    ),
+                )))
+            }
+        }
+    }
+
+    /// `credctl confirm`: a touch that unwraps the vault and checks (or, with
+    /// `accept_change`, confirms) the settings, opening nothing.
+    pub async fn confirm_start(
+        &self,
+        accept_change: bool,
+        who: &Requester,
+        now: SystemTime,
+    ) -> Response {
+        let changes = self.preview_changes(None);
+        if !changes.is_empty() && !accept_change {
+            return Response::error(ErrorCode::Refused, changes_before_touch(&changes, None));
+        }
+        let purpose = if changes.is_empty() {
+            "to confirm the agent's settings".to_owned()
+        } else {
+            format!(
+                "to confirm these changes:{}",
+                changes
+                    .iter()
+                    .map(|c| format!("\n  {c}"))
+                    .collect::<String>()
+            )
+        };
+        match self
+            .take_turn(CONFIRM_ROLE, who, None, None, accept_change, now)
+            .await
+        {
+            Ok(Begin::Lead(id, options)) => Response::Challenge {
+                ceremony_id: id.to_string(),
+                origin: self.origin.clone(),
+                role: Some(CONFIRM_ROLE.to_owned()),
+                purpose: Some(purpose),
+                session_secs: None,
+                target: None,
+                approve_url: format!("{}/approve/{id}", self.origin),
+                options,
+            },
+            Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
+            Err(e) => e.to_response(),
+        }
+    }
+
     async fn open_session(
         &self,
         approval: Approval,
@@ -600,18 +768,7 @@ impl Approvals {
         let role = approval.role().to_owned();
         let key = approval.key_name().to_owned();
         let code = mfa_code.map(|c| SecretString::from(c.expose().to_owned()));
-        let target = approval.target().map(str::to_owned);
         let reply = self.opener.open_approved(approval, code, now).await;
-        if let (Response::Opened { .. }, Some(target)) = (&reply, &target) {
-            if let Some(before) = self.known.record(&role, target) {
-                self.audit.record(
-                    now,
-                    Event::action("role_changed", who, None)
-                        .role(&role)
-                        .subject(&format!("{before} ⇒ {target}")),
-                );
-            }
-        }
         let refused = match &reply {
             Response::Opened { .. } => {
                 self.pending.resolve(&role);
@@ -628,4 +785,39 @@ impl Approvals {
         );
         reply
     }
+}
+
+/// Changes as one line, for the audit.
+pub fn join_changes(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The command that confirms changes for a touch about `role`.
+fn confirm_command(role: &str) -> String {
+    if key_change(role).is_some() || role == CONFIRM_ROLE {
+        "credctl confirm --accept-change".to_owned()
+    } else {
+        format!("credctl use {role} --accept-change")
+    }
+}
+
+/// The refusal before a touch: what changed, as the files say, and how to confirm it.
+pub fn changes_before_touch(changes: &[Change], role: Option<&str>) -> String {
+    let mut out =
+        String::from("what a touch would rely on changed since a touch last confirmed it:");
+    for c in changes {
+        out.push_str("\n  ");
+        out.push_str(&c.to_string());
+    }
+    out.push_str(&format!(
+        "\nif you made these changes, run `{}` and touch your key; if you did not, someone else \
+         edited your files: put back what was there (config.toml, ~/.aws/config) and restart the \
+         agent",
+        confirm_command(role.unwrap_or(CONFIRM_ROLE))
+    ));
+    out
 }

@@ -11,7 +11,6 @@ mod ceremony;
 mod error;
 mod flow;
 mod keys;
-pub mod known;
 pub mod pending;
 mod policy;
 mod rp;
@@ -32,11 +31,13 @@ use webauthn_rs::prelude::{
 
 pub use ceremony::{
     key_add_name, key_add_role, key_change, key_remove_role, key_remove_target, key_seal_name,
-    key_seal_role, wait, Begin, CeremonyId, Kind, Lead, View, CEREMONY_TTL, MAX_CEREMONIES,
-    MAX_FAILURE_DELAY, OUTCOME_WAIT,
+    key_seal_role, wait, Begin, CeremonyId, Kind, Lead, View, CEREMONY_TTL, CONFIRM_ROLE,
+    MAX_CEREMONIES, MAX_FAILURE_DELAY, OUTCOME_WAIT,
 };
 pub use error::ApprovalError;
-pub use flow::{wire_key_info, Approvals, Requester, SessionOpener};
+pub use flow::{
+    changes_before_touch, join_changes, wire_key_info, Approvals, Requester, SessionOpener,
+};
 pub use keys::{KeyInfo, KEYS_FILE};
 pub use pending::PendingApprovals;
 pub use policy::{
@@ -89,6 +90,11 @@ impl Approval {
     /// When the touch was verified (the `now` given to `finish_approval`).
     pub fn approved_at(&self) -> SystemTime {
         self.approved_at
+    }
+
+    /// The vault's private half this touch unwrapped, lent (to check `trusted.json` under it).
+    pub fn vault_secret(&self) -> Option<&VaultSecret> {
+        self.vault.as_ref()
     }
 
     /// The vault's private half this touch unwrapped (none: an unsealed setup's policy-only

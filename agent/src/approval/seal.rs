@@ -214,7 +214,7 @@ impl Approver {
         credential: &PublicKeyCredential,
         prf: Option<PrfOutput>,
         now: SystemTime,
-    ) -> Result<KeyInfo, ApprovalError> {
+    ) -> Result<(KeyInfo, Option<VaultSecret>), ApprovalError> {
         let State::Seal {
             state,
             mut record,
@@ -240,18 +240,20 @@ impl Approver {
         let prf = prf.ok_or_else(|| ApprovalError::NoPrf {
             key: record.name.clone(),
         })?;
-        match vault {
-            Some(secret) => self
-                .vault
-                .add_wrap(&secret, &cred_id, point, &prf)
-                .map_err(vault_error)?,
+        let created = match vault {
+            Some(secret) => {
+                self.vault
+                    .add_wrap(&secret, &cred_id, point, &prf)
+                    .map_err(vault_error)?;
+                None
+            }
             None if !self.vault.exists() => {
                 let created = self
                     .vault
                     .create(&cred_id, point, &prf)
                     .map_err(vault_error)?;
-                drop(created);
                 tracing::info!(key = %record.name, "created the vault with the first key");
+                Some(created)
             }
             None => {
                 return Err(ApprovalError::NotAuthorized {
@@ -262,7 +264,7 @@ impl Approver {
                     ),
                 })
             }
-        }
+        };
         record.counter = result.counter();
         let _ = record.credential.update_credential(&result);
         record.last_used = Some(crate::util::unix_secs(now));
@@ -274,7 +276,9 @@ impl Approver {
             let _ = self.vault.remove_wrap(&cred_id);
             tracing::warn!(key = %name, "the sealed key could not be stored");
         }
-        stored
+        // The new vault's secret goes to the caller, who records what its first touch
+        // confirmed (`crate::trust`) and drops it.
+        stored.map(|info| (info, created))
     }
 }
 

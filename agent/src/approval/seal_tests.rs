@@ -96,7 +96,9 @@ fn add(
             let rcr: RequestChallengeResponse = serde_json::from_value(options).unwrap();
             let cred = key.token.do_authentication(origin(), rcr).unwrap();
             let claimed = approver.claim(sid, t0())?;
-            approver.finish_seal_claimed(claimed, &cred, Some(key.prf(&point)), t0())
+            approver
+                .finish_seal_claimed(claimed, &cred, Some(key.prf(&point)), t0())
+                .map(|(info, _created)| info)
         }
     }
 }

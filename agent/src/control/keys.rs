@@ -32,6 +32,11 @@ impl Control {
                     .key_remove_start(&name, force, &conn.requester(), now)
                     .await
             }
+            Request::Confirm { accept_change } => {
+                self.approvals
+                    .confirm_start(accept_change, &conn.requester(), now)
+                    .await
+            }
             _ => super::misrouted(),
         }
     }

@@ -142,7 +142,8 @@ impl Control {
             Request::KeyAddStart { .. }
             | Request::KeyAddFinish { .. }
             | Request::KeyList
-            | Request::KeyRemove { .. } => self.keys_family(req, conn, now).await,
+            | Request::KeyRemove { .. }
+            | Request::Confirm { .. } => self.keys_family(req, conn, now).await,
             Request::SourceAdd { .. }
             | Request::SourceImport { .. }
             | Request::SourceList

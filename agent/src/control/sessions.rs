@@ -130,27 +130,31 @@ impl Control {
             Ok(spec) => spec.target(),
             Err(e) => return Response::error(ErrorCode::Profile, e.to_string()),
         };
-        // A role whose ARN or chain changed since it was last approved is not opened silently.
-        if let Some(known) = self.approvals.known_target(role).filter(|k| *k != target) {
-            if !accept_change {
-                self.audit(
-                    now,
-                    Event::action("role_changed", &conn.peer(), Some("not_confirmed"))
-                        .role(role)
-                        .subject(&target),
-                );
-                return Response::error(
-                    ErrorCode::Refused,
-                    format!(
-                        "role {role} changed since you last approved it:\n  was {known}\n  now \
-                         {target}\nif you made this change, run `credctl use {role} \
-                         --accept-change`; if not, someone else edited your AWS config: check it"
-                    ),
-                );
-            }
+        // A role whose ARN or chain changed since it was last approved, or settings changed
+        // behind the agent's back, are not opened silently: shown now, before the touch (which
+        // checks them again against the record only the vault's key can write).
+        let changes = self.approvals.preview_changes(Some((role, &target)));
+        if !changes.is_empty() && !accept_change {
+            self.audit(
+                now,
+                Event::action("change_refused", &conn.peer(), Some("not_confirmed"))
+                    .role(role)
+                    .subject(&crate::approval::join_changes(&changes)),
+            );
+            return Response::error(
+                ErrorCode::Refused,
+                crate::approval::changes_before_touch(&changes, Some(role)),
+            );
         }
         self.approvals
-            .open(role, target, mfa_code, &conn.requester(), now)
+            .open(
+                role,
+                target,
+                mfa_code,
+                accept_change,
+                &conn.requester(),
+                now,
+            )
             .await
     }
 

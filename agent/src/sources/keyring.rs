@@ -75,6 +75,8 @@ pub enum SourceError {
     Corrupt { backend: Backend, name: String },
     #[error("source `{name}` is sealed to your security keys: it opens only with a touch; open a role that uses it (`credctl use ROLE`)")]
     Sealed { name: String },
+    #[error("source `{name}` was not stored: no touch has unwrapped your vault since the agent started (vault {fingerprint}), so nothing is sealed to it yet (a vault.json replaced behind the agent's back must receive nothing); touch once with `credctl confirm`, then add the source again")]
+    VaultUnproven { name: String, fingerprint: String },
     #[error("sealed source `{name}` does not open: {detail}")]
     Unseal { name: String, detail: String },
     #[error("invalid source name `{name}`: {reason}")]
@@ -97,7 +99,9 @@ impl SourceError {
         use credagent_proto::ErrorCode;
         let code = match self {
             SourceError::NotFound { .. } => ErrorCode::NotFound,
-            SourceError::Sealed { .. } | SourceError::Unseal { .. } => ErrorCode::Sealed,
+            SourceError::Sealed { .. }
+            | SourceError::Unseal { .. }
+            | SourceError::VaultUnproven { .. } => ErrorCode::Sealed,
             SourceError::InvalidName { .. } | SourceError::InvalidCredentials { .. } => {
                 ErrorCode::BadRequest
             }

@@ -136,17 +136,23 @@ impl SourceStore {
         &self.vault
     }
 
-    /// Stores source `name` (blocking): sealed to the vault when there is one (no touch
-    /// needed: sealing takes only the public half), else unsealed until a key seals the vault.
-    /// Returns whether it was sealed.
+    /// Stores source `name` (blocking): sealed to the vault when there is one (sealing takes
+    /// only the public half, but only a public half a touch has proven in this agent's life),
+    /// else unsealed until a key seals the vault. Returns whether it was sealed.
     pub fn store(
         &self,
         keyring: &Keyring,
         name: &str,
         creds: &SourceCredentials,
     ) -> Result<bool, SourceError> {
+        if let (Some(fingerprint), false) = (self.vault.fingerprint(), self.vault.is_proven()) {
+            return Err(SourceError::VaultUnproven {
+                name: name.to_owned(),
+                fingerprint,
+            });
+        }
         self.forget(name);
-        match self.vault.public() {
+        match self.vault.proven_public() {
             Some(public) => put_sealed(keyring, &public, name, creds).map(|()| true),
             None => keyring.put(name, creds).map(|()| false),
         }
@@ -391,5 +397,36 @@ mod tests {
             keyring.delete("base"),
             Err(SourceError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn nothing_is_sealed_to_a_vault_no_touch_has_proven_since_start() {
+        use crate::vault::PrfOutput;
+
+        let dir = tempfile::tempdir().unwrap();
+        let prf = PrfOutput::from_slice(&[1; 32]).unwrap();
+        // A vault made earlier (or planted: vault.json is the attacker's to write).
+        drop(
+            VaultKeeper::load(dir.path())
+                .unwrap()
+                .create(b"cred", [2; 32], &prf)
+                .unwrap(),
+        );
+        // The agent restarts: the vault is loaded, and no touch has unwrapped it yet.
+        let vault = Arc::new(VaultKeeper::load(dir.path()).unwrap());
+        let store = SourceStore::new(Backend::File, "unused".into(), false, vault.clone())
+            .with_state_dir(dir.path());
+        let keyring = store.get().unwrap();
+        let creds = SourceCredentials {
+            access_key_id: "AKIDFILE1".into(),
+            secret_access_key: SecretString::from("wJalrXUtnFEMI/K7MDENG/bPxRfiCYUNPROVEN"),
+        };
+        let err = store.store(&keyring, "base", &creds).unwrap_err();
+        assert!(matches!(err, SourceError::VaultUnproven { .. }), "{err}");
+        assert!(err.to_string().contains("credctl confirm"), "{err}");
+        assert!(keyring.list().unwrap().is_empty(), "nothing was written");
+        // A touch unwraps it: from then on sources are sealed to it.
+        drop(vault.unwrap(b"cred", &prf).unwrap());
+        assert!(store.store(&keyring, "base", &creds).unwrap());
     }
 }

@@ -14,7 +14,6 @@ use super::{
     Account, ClientRequest, DeviceAuthorization, Grant, Registration, SsoApi, SsoError, TokenSet,
     CLIENT_NAME,
 };
-use crate::profiles::EnvLookup;
 use crate::sts::TempCredentials;
 use crate::util::percent_encode as encode;
 
@@ -22,25 +21,22 @@ use crate::util::percent_encode as encode;
 /// endpoints), else AWS's for the profile's `sso_region`.
 #[derive(Clone, Debug, Default)]
 pub struct SsoSettings {
-    /// The OIDC service (`sso_oidc_endpoint` in config.toml, else `AWS_ENDPOINT_URL_SSO_OIDC`).
+    /// The OIDC service (`sso_oidc_endpoint` in config.toml).
     pub oidc_endpoint: Option<String>,
-    /// The portal (`sso_endpoint` in config.toml, else `AWS_ENDPOINT_URL_SSO`).
+    /// The portal (`sso_endpoint` in config.toml).
     pub portal_endpoint: Option<String>,
 }
 
 impl SsoSettings {
-    /// Config first, then the agent's own environment; each must be https, or http on a
-    /// loopback address (tokens travel in these requests).
+    /// From config.toml only (a touch confirms them before a token goes there,
+    /// `crate::trust`), never from the agent's environment, which a same-user process sets;
+    /// each must be https, or http on a loopback address (tokens travel in these requests).
     pub fn resolve(
         config_oidc: Option<&str>,
         config_portal: Option<&str>,
-        env: EnvLookup<'_>,
     ) -> Result<SsoSettings, String> {
-        let pick = |config: Option<&str>, var: &str, what: &str| -> Result<_, String> {
-            let value = config
-                .map(str::to_owned)
-                .or_else(|| env(var))
-                .filter(|v| !v.trim().is_empty());
+        let pick = |config: Option<&str>, what: &str| -> Result<_, String> {
+            let value = config.map(str::to_owned).filter(|v| !v.trim().is_empty());
             if let Some(url) = &value {
                 crate::sts::check_endpoint(url)
                     .map_err(|why| format!("IAM Identity Center {what} endpoint {url}: {why}"))?;
@@ -48,8 +44,8 @@ impl SsoSettings {
             Ok(value.map(|v| v.trim_end_matches('/').to_owned()))
         };
         Ok(SsoSettings {
-            oidc_endpoint: pick(config_oidc, "AWS_ENDPOINT_URL_SSO_OIDC", "OIDC")?,
-            portal_endpoint: pick(config_portal, "AWS_ENDPOINT_URL_SSO", "portal")?,
+            oidc_endpoint: pick(config_oidc, "OIDC")?,
+            portal_endpoint: pick(config_portal, "portal")?,
         })
     }
 
@@ -473,17 +469,21 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_come_from_config_then_the_environment_and_must_be_safe() {
-        let env = crate::profiles::env_from_pairs(&[
-            ("AWS_ENDPOINT_URL_SSO_OIDC", "http://127.0.0.1:9000/"),
-            ("AWS_ENDPOINT_URL_SSO", "http://127.0.0.1:9001"),
-        ]);
-        let s = SsoSettings::resolve(None, None, &env).unwrap();
+    fn endpoints_come_from_config_only_and_must_be_safe() {
+        let s = SsoSettings::resolve(None, None).unwrap();
+        assert_eq!(
+            s.oidc_base("eu-west-1"),
+            "https://oidc.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(s.portal_endpoint, None);
+        let s = SsoSettings::resolve(
+            Some("http://127.0.0.1:9000/"),
+            Some("http://127.0.0.1:9001"),
+        )
+        .unwrap();
         assert_eq!(s.oidc_base("x"), "http://127.0.0.1:9000");
         assert_eq!(s.portal_endpoint.as_deref(), Some("http://127.0.0.1:9001"));
-        let s = SsoSettings::resolve(Some("https://oidc.example"), None, &env).unwrap();
-        assert_eq!(s.oidc_base("x"), "https://oidc.example");
-        let err = SsoSettings::resolve(Some("http://example.com"), None, &env).unwrap_err();
+        let err = SsoSettings::resolve(Some("http://example.com"), None).unwrap_err();
         assert!(err.contains("use https"), "{err}");
     }
 }

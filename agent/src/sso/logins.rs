@@ -42,6 +42,10 @@ struct Login {
     clients: HashMap<bool, Registration>,
     access: Option<(SecretString, SystemTime)>,
     refresh: Option<SecretString>,
+    /// The refresh token in memory is not sealed yet: no touch had proven the vault when it
+    /// came (a `vault.json` swapped behind the agent's back must receive nothing). The next
+    /// touch that opens this login seals it.
+    seal_pending: bool,
     /// The login under way.
     pending: Option<Pending>,
 }
@@ -90,6 +94,10 @@ struct LoginFile {
 pub struct Logins {
     api: Arc<dyn SsoApi>,
     vault: Arc<VaultKeeper>,
+    /// Endpoint overrides receive a login only once a touch has confirmed them.
+    trusted: Arc<crate::trust::Trusted>,
+    /// The overrides in force, named for the refusal (empty: AWS's endpoints).
+    overrides: Vec<String>,
     dir: PathBuf,
     /// `http://127.0.0.1:PORT/oauth/callback`, the PKCE redirect.
     redirect_uri: String,
@@ -116,12 +124,16 @@ impl Logins {
     pub fn new(
         api: Arc<dyn SsoApi>,
         vault: Arc<VaultKeeper>,
+        trusted: Arc<crate::trust::Trusted>,
+        overrides: Vec<String>,
         state_dir: &std::path::Path,
         http_port: u16,
     ) -> Logins {
         Logins {
             api,
             vault,
+            trusted,
+            overrides,
             dir: state_dir.join("sso"),
             redirect_uri: format!("http://127.0.0.1:{http_port}/oauth/callback"),
             logins: Mutex::new(HashMap::new()),
@@ -175,6 +187,21 @@ impl Logins {
                     }
                 }
             }
+        }
+        // A login sends the client registration, the device code or the authorization code,
+        // and then the tokens, to the OIDC endpoint: an override that no touch confirmed in
+        // this agent's life (config.toml rewritten, agent restarted) receives none of it.
+        if !self.overrides.is_empty() && !self.trusted.confirmed() {
+            return Response::error(
+                ErrorCode::Refused,
+                format!(
+                    "this agent logs in to IAM Identity Center through {}, set in config.toml, \
+                     and no touch has confirmed that since the agent started: run `credctl \
+                     confirm` (a touch; it shows any change made behind the agent's back), then \
+                     `credctl login {key}` again",
+                    self.overrides.join(" and ")
+                ),
+            );
         }
         match self.begin(source, device_code, now).await {
             Ok(reply) => reply,
@@ -401,12 +428,33 @@ impl Logins {
     /// Nothing sealed (no login yet, or a login kept in memory) is fine.
     pub fn unseal(&self, source: &SsoSource, vault: &VaultSecret) -> Result<(), SsoError> {
         let key = source.login_key();
-        if self
-            .logins
-            .locked()
-            .get(&key)
-            .is_some_and(|l| l.refresh.is_some())
-        {
+        let unsealed = {
+            let logins = self.logins.locked();
+            match logins.get(&key) {
+                Some(l) if l.refresh.is_some() => Some(
+                    l.seal_pending
+                        .then(|| l.registration.clone().zip(l.refresh.clone()))
+                        .flatten(),
+                ),
+                _ => None,
+            }
+        };
+        if let Some(to_seal) = unsealed {
+            // A login that came before any touch proved the vault: this touch has, so seal it
+            // now (outside the lock every login shares).
+            if let Some((reg, refresh)) = to_seal {
+                match self.seal(&key, &reg, &refresh) {
+                    Ok(()) => {
+                        if let Some(l) = self.logins.locked().get_mut(&key) {
+                            l.seal_pending = false;
+                        }
+                        tracing::info!(login = %key, "sealed the login kept in memory until a touch proved the vault");
+                    }
+                    Err(e) => {
+                        tracing::warn!(login = %key, error = %e, "the refresh token stays in memory only")
+                    }
+                }
+            }
             return Ok(());
         }
         let text = match std::fs::read_to_string(self.file(&key)) {
@@ -632,8 +680,12 @@ impl Logins {
         };
         // Sealing writes a file: outside the lock every login shares.
         if let Some((reg, refresh)) = to_seal {
-            if let Err(e) = self.seal(key, &reg, &refresh) {
+            let sealed = self.seal(key, &reg, &refresh);
+            if let Err(e) = &sealed {
                 tracing::warn!(login = %key, error = %e, "the refresh token stays in memory only");
+            }
+            if let Some(l) = self.logins.locked().get_mut(key) {
+                l.seal_pending = sealed.is_err();
             }
         }
         if let Some(p) = pending {
@@ -662,8 +714,14 @@ impl Logins {
         registration: &Registration,
         refresh: &SecretString,
     ) -> Result<(), String> {
-        let Some(public) = self.vault.public() else {
-            return Err("no vault yet (register a key with hmac-secret)".into());
+        let Some(public) = self.vault.proven_public() else {
+            return Err(if self.vault.exists() {
+                "no touch has proven the vault since the agent started (a vault.json replaced \
+                 behind its back must receive nothing): it is sealed at your next touch"
+                    .into()
+            } else {
+                "no vault yet (register a key with hmac-secret)".into()
+            });
         };
         let plain = zeroize::Zeroizing::new(
             serde_json::to_vec(&SealedLogin {

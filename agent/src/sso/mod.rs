@@ -1,9 +1,10 @@
 //! IAM Identity Center (AWS SSO) as a source: the OIDC login (client registration, the device
 //! code and PKCE authorization-code grants, refresh) and the portal's GetRoleCredentials, behind
 //! [`SsoApi`] so the rest of the agent never sees an SDK type. The real implementation
-//! (`aws.rs`) is aws-sdk-ssooidc and aws-sdk-sso; the endpoints follow the AWS SDKs'
-//! service-specific variables (`AWS_ENDPOINT_URL_SSO_OIDC`, `AWS_ENDPOINT_URL_SSO`) and config
-//! overrides, so tests point the agent at a local Identity Center.
+//! (`aws.rs`) is aws-sdk-ssooidc and aws-sdk-sso; the endpoints are AWS's, or the overrides in
+//! config.toml (so tests point the agent at a local Identity Center), which a touch must have
+//! confirmed in this agent's life before a login goes there (`crate::trust`). The agent's
+//! environment never names an endpoint.
 
 mod aws;
 mod logins;

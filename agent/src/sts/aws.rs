@@ -64,10 +64,10 @@ where
 /// Where and how to reach STS.
 #[derive(Clone, Debug)]
 pub struct StsSettings {
-    /// Endpoint override: `sts_endpoint` in config.toml, else `AWS_ENDPOINT_URL_STS` in the
-    /// agent's own environment (a unit's `Environment=`; `credctl start` passes none). The
-    /// generic `AWS_ENDPOINT_URL` is never honoured: a shell pointed at a local emulator must
-    /// not send the user's source keys there.
+    /// Endpoint override: `sts_endpoint` in config.toml, which a touch must confirm
+    /// (`crate::trust`) before anything is sent there. The agent's environment is never read
+    /// for endpoints (`AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`): a same-user process sets
+    /// it, and signed requests sent to its relay could be replayed to real STS.
     pub endpoint: Option<String>,
     /// Where the override came from, for `credctl status`.
     pub endpoint_source: Option<&'static str>,
@@ -79,8 +79,9 @@ pub struct StsSettings {
 }
 
 impl StsSettings {
-    /// Resolves endpoint and default region: config first, then the agent's environment, then
-    /// AWS (`us-east-1`). An endpoint must be https, or http on a loopback address.
+    /// Resolves endpoint (config, else AWS) and default region (config, then the agent's
+    /// `AWS_REGION`/`AWS_DEFAULT_REGION`, then `us-east-1`: a region names an AWS endpoint, so
+    /// it sends nothing elsewhere). An endpoint must be https, or http on a loopback address.
     pub fn resolve(
         config_endpoint: Option<&str>,
         config_region: Option<&str>,
@@ -89,13 +90,7 @@ impl StsSettings {
         let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         let (endpoint, endpoint_source) = match non_empty(config_endpoint.map(str::to_owned)) {
             Some(e) => (Some(e), Some("sts_endpoint in config.toml")),
-            None => match non_empty(env("AWS_ENDPOINT_URL_STS")) {
-                Some(e) => (
-                    Some(e),
-                    Some("AWS_ENDPOINT_URL_STS in the agent's environment"),
-                ),
-                None => (None, None),
-            },
+            None => (None, None),
         };
         if let (Some(e), Some(from)) = (&endpoint, endpoint_source) {
             check_endpoint(e).map_err(|why| format!("STS endpoint {e} ({from}): {why}"))?;

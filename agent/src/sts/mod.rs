@@ -405,20 +405,18 @@ mod tests {
         assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(s.endpoint_source, Some("sts_endpoint in config.toml"));
         assert_eq!(s.default_region, "eu-central-1");
-        // Plain http to another host is refused, wherever it comes from.
-        let err = StsSettings::resolve(None, Some("ap-south-1"), &env).unwrap_err();
-        assert!(err.contains("env-sts") && err.contains("https"), "{err}");
-        let local = crate::profiles::env_from_pairs(&[
-            ("AWS_ENDPOINT_URL_STS", "http://localhost:4566"),
-            ("AWS_ENDPOINT_URL", "http://evil.example"),
-        ]);
-        let s = StsSettings::resolve(None, Some("ap-south-1"), &local).unwrap();
-        assert_eq!(s.endpoint.as_deref(), Some("http://localhost:4566"));
-        assert_eq!(s.default_region, "ap-south-1");
-        // The generic AWS_ENDPOINT_URL is never honoured.
+        // The agent's environment never names an endpoint: a same-user process controls it.
+        let s = StsSettings::resolve(None, Some("ap-south-1"), &env).unwrap();
+        assert_eq!(
+            (s.endpoint, s.default_region.as_str()),
+            (None, "ap-south-1")
+        );
         let generic = crate::profiles::env_from_pairs(&[("AWS_ENDPOINT_URL", "https://x")]);
         let s = StsSettings::resolve(None, None, &generic).unwrap();
         assert_eq!((s.endpoint, s.default_region.as_str()), (None, "us-east-1"));
+        // Plain http to another host is refused.
+        let err = StsSettings::resolve(Some("http://env-sts"), None, &env).unwrap_err();
+        assert!(err.contains("env-sts") && err.contains("https"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! caller, who drops it as soon as the operation that needed it is done.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
@@ -16,6 +17,10 @@ use crate::util::LockExt;
 pub struct VaultKeeper {
     path: PathBuf,
     file: Mutex<Option<VaultFile>>,
+    /// Whether a touch proved, in this agent's life, that the public half in `file` belongs
+    /// to a private half one of the user's keys unwraps (or created it). Until then nothing
+    /// is sealed to it: a `vault.json` swapped behind the agent's back must receive nothing.
+    proven: AtomicBool,
 }
 
 impl std::fmt::Debug for VaultKeeper {
@@ -41,6 +46,7 @@ impl VaultKeeper {
         Ok(Self {
             path,
             file: Mutex::new(file),
+            proven: AtomicBool::new(false),
         })
     }
 
@@ -50,6 +56,7 @@ impl VaultKeeper {
         Self {
             path: dir.join(VAULT_FILE),
             file: Mutex::new(None),
+            proven: AtomicBool::new(false),
         }
     }
 
@@ -61,6 +68,25 @@ impl VaultKeeper {
     /// The public half, to seal a new secret with: needs no touch.
     pub fn public(&self) -> Option<VaultPublic> {
         self.file.locked().as_ref().map(|f| f.public.clone())
+    }
+
+    /// The public half to seal a new secret with, once a touch has proven it in this agent's
+    /// life ([`VaultKeeper::is_proven`]); `None` before: the secret must wait in memory.
+    pub fn proven_public(&self) -> Option<VaultPublic> {
+        if self.is_proven() {
+            self.public()
+        } else {
+            None
+        }
+    }
+
+    /// Whether a touch has unwrapped (or created) this vault since the agent started.
+    pub fn is_proven(&self) -> bool {
+        self.proven.load(Ordering::Acquire)
+    }
+
+    fn prove(&self) {
+        self.proven.store(true, Ordering::Release);
     }
 
     /// The vault's fingerprint, shown by `status` so a replaced vault is visible.
@@ -87,10 +113,12 @@ impl VaultKeeper {
         credential_id: &[u8],
         prf_output: &PrfOutput,
     ) -> Result<VaultSecret, VaultError> {
-        match self.file.locked().as_ref() {
-            Some(f) => f.unwrap(credential_id, prf_output),
-            None => Err(VaultError::Unwrap),
-        }
+        let secret = match self.file.locked().as_ref() {
+            Some(f) => f.unwrap(credential_id, prf_output)?,
+            None => return Err(VaultError::Unwrap),
+        };
+        self.prove();
+        Ok(secret)
     }
 
     /// Creates the vault, wrapped for its first credential. Refused if one exists: a second
@@ -112,6 +140,7 @@ impl VaultKeeper {
         file.put_wrap(secret.wrap(credential_id, point, prf_output)?);
         file.save(&self.path).map_err(|e| self.write_error(&e))?;
         *slot = Some(file);
+        self.prove();
         Ok(secret)
     }
 

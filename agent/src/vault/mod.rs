@@ -45,6 +45,8 @@ type Aead128 = hpke::aead::AesGcm128;
 const SEAL_INFO: &[u8] = b"credagent sealed secret v1";
 /// HKDF `info` for the key that wraps the vault's private half.
 const WRAP_INFO: &[u8] = b"credagent vault wrap v1";
+/// HKDF salt for keys derived from the vault's private half ([`VaultSecret::derive_key`]).
+const DERIVE_SALT: &[u8] = b"credagent vault-derived key v1";
 /// The prefix of the WebAuthn PRF extension's salt transform, its NUL included.
 const PRF_PREFIX: &[u8] = b"WebAuthn PRF\0";
 
@@ -137,6 +139,18 @@ impl VaultSecret {
 
     pub fn public(&self) -> &VaultPublic {
         &self.public
+    }
+
+    /// A 32-byte key for `purpose`, derived from this private half with HKDF-SHA256 (RFC 5869),
+    /// so that only a touch that unwrapped the vault can compute it (the MAC of `trusted.json`).
+    /// Each purpose gets its own `info`, so no derived key equals another or the wrapping key.
+    pub fn derive_key(&self, purpose: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
+        let ikm = Zeroizing::new(self.key.to_bytes());
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(DERIVE_SALT), ikm.as_slice());
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expand cannot fail.
+        let _ = hk.expand(purpose, out.as_mut());
+        out
     }
 
     /// Opens a secret sealed with [`seal`] under `label`.

@@ -125,6 +125,32 @@ pub fn list(socket: &Path, json: bool) -> Result<String> {
     }
 }
 
+/// `credctl confirm`: a touch that opens nothing; it unwraps the vault and checks (or, with
+/// `accept_change`, confirms) the agent's settings.
+pub fn confirm(socket: &Path, accept_change: bool, touch: &AuthArgs) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    let resp = agent.request(&Request::Confirm { accept_change })?;
+    let c = match resp {
+        Response::Challenge { .. } => Challenge::from_response(resp)?,
+        other => return Err(unexpected(&other)),
+    };
+    let auth = Authenticator::choose(touch)?;
+    match answer(&mut agent, &auth, &c).map_err(|f| {
+        Failure::new(
+            f.exit,
+            format!("the confirming touch failed ({f}); nothing was confirmed"),
+        )
+    })? {
+        Response::Ok => {}
+        other => return Err(unexpected(&other)),
+    }
+    Ok(if accept_change {
+        "confirmed: the agent's settings are now the ones your touches vouch for\n".to_owned()
+    } else {
+        "confirmed: the agent's settings are the ones your touches vouched for\n".to_owned()
+    })
+}
+
 /// `credctl key remove`: the agent answers with a challenge that a registered key must sign.
 pub fn remove(socket: &Path, name: &str, force: bool, touch: &AuthArgs) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;

@@ -1,0 +1,164 @@
+use super::*;
+
+fn settings(pairs: &[(&str, &str)]) -> Settings {
+    let mut s = Settings::new();
+    for (k, v) in pairs {
+        s.set(k, *v);
+    }
+    s
+}
+
+fn base() -> Settings {
+    settings(&[
+        ("sts_endpoint", "AWS"),
+        ("session_ttl", "1h"),
+        ("approval.user_verification", "required"),
+    ])
+}
+
+#[test]
+fn the_first_touch_adopts_and_later_touches_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = VaultSecret::generate().unwrap();
+    let t = Trusted::new(dir.path(), base());
+    assert!(!t.confirmed());
+    t.adopt(&vault).unwrap();
+    assert!(t.confirmed());
+    // A restart with the same settings: the next touch verifies, and a new role is recorded.
+    let again = Trusted::new(dir.path(), base());
+    assert!(!again.confirmed());
+    assert_eq!(
+        again
+            .verify(&vault, Some(("prod", "base → arn:1")), false)
+            .unwrap(),
+        Verdict::Unchanged
+    );
+    assert!(again.confirmed());
+    assert_eq!(
+        again.recorded_target("prod").as_deref(),
+        Some("base → arn:1")
+    );
+}
+
+#[test]
+fn a_weakened_setting_after_a_restart_is_refused_then_accepted_with_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = VaultSecret::generate().unwrap();
+    Trusted::new(dir.path(), base()).adopt(&vault).unwrap();
+    let mut weaker = base();
+    weaker.set("sts_endpoint", "http://127.0.0.1:9999");
+    weaker.set("session_ttl", "12h");
+    let t = Trusted::new(dir.path(), weaker.clone());
+    let err = t.verify(&vault, None, false).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("sts_endpoint in config.toml: was AWS, now http://127.0.0.1:9999"),
+        "{text}"
+    );
+    assert!(
+        text.contains("session_ttl in config.toml: was 1h, now 12h"),
+        "{text}"
+    );
+    assert_eq!(err.changes().len(), 2);
+    assert!(!t.confirmed(), "a refused touch confirms nothing");
+    // Refused again on the next touch: nothing was written.
+    assert!(t.verify(&vault, None, false).is_err());
+    // The explicit confirmation applies it, once.
+    assert!(matches!(t.verify(&vault, None, true).unwrap(), Verdict::Accepted(c) if c.len() == 2));
+    assert_eq!(
+        Trusted::new(dir.path(), weaker)
+            .verify(&vault, None, false)
+            .unwrap(),
+        Verdict::Unchanged
+    );
+}
+
+#[test]
+fn a_removed_setting_counts_as_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = VaultSecret::generate().unwrap();
+    Trusted::new(dir.path(), base()).adopt(&vault).unwrap();
+    let fewer = settings(&[("sts_endpoint", "AWS"), ("session_ttl", "1h")]);
+    let err = Trusted::new(dir.path(), fewer)
+        .verify(&vault, None, false)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("approval.user_verification"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_rewritten_record_does_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = VaultSecret::generate().unwrap();
+    let t = Trusted::new(dir.path(), base());
+    t.adopt(&vault).unwrap();
+    t.verify(&vault, Some(("dev", "base → arn:dev")), false)
+        .unwrap();
+    // The attacker re-points dev at prod's ARN in the record itself (keeping the old MAC).
+    let path = dir.path().join(TRUSTED_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("arn:dev", "arn:prod")).unwrap();
+    let err = t
+        .verify(&vault, Some(("dev", "base → arn:prod")), false)
+        .unwrap_err();
+    assert_eq!(err.changes().first(), Some(&Change::Forged), "{err}");
+}
+
+#[test]
+fn a_record_made_by_another_vault_does_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let attacker = VaultSecret::generate().unwrap();
+    let mut weaker = base();
+    weaker.set("approval.allow_software_authenticators", "true");
+    // The attacker's own vault signs a record of the weaker settings…
+    Trusted::new(dir.path(), weaker.clone())
+        .adopt(&attacker)
+        .unwrap();
+    // …which the user's vault does not accept.
+    let user = VaultSecret::generate().unwrap();
+    let err = Trusted::new(dir.path(), weaker)
+        .verify(&user, None, false)
+        .unwrap_err();
+    assert_eq!(err.changes().first(), Some(&Change::Forged));
+}
+
+#[test]
+fn a_deleted_record_needs_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = VaultSecret::generate().unwrap();
+    let t = Trusted::new(dir.path(), base());
+    t.adopt(&vault).unwrap();
+    std::fs::remove_file(dir.path().join(TRUSTED_FILE)).unwrap();
+    let err = t.verify(&vault, Some(("prod", "x")), false).unwrap_err();
+    assert_eq!(err.changes().first(), Some(&Change::Missing));
+    assert!(t.verify(&vault, Some(("prod", "x")), true).is_ok());
+}
+
+#[test]
+fn a_changed_role_is_refused_without_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = VaultSecret::generate().unwrap();
+    let t = Trusted::new(dir.path(), base());
+    t.adopt(&vault).unwrap();
+    t.verify(&vault, Some(("dev", "base → arn:dev")), false)
+        .unwrap();
+    let err = t
+        .verify(&vault, Some(("dev", "base → arn:prod")), false)
+        .unwrap_err();
+    assert_eq!(
+        err.changes(),
+        &[Change::Role {
+            role: "dev".into(),
+            was: "base → arn:dev".into(),
+            now: "base → arn:prod".into()
+        }]
+    );
+    assert!(err
+        .to_string()
+        .contains("\n  role dev: was base → arn:dev, now base → arn:prod"));
+    t.verify(&vault, Some(("dev", "base → arn:prod")), true)
+        .unwrap();
+    assert_eq!(t.recorded_target("dev").as_deref(), Some("base → arn:prod"));
+}

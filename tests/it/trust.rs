@@ -1,0 +1,241 @@
+//! The rule of the threat model: nothing a same-user process can write decides what a touch
+//! opens or where a secret goes, unless a touch authenticated it. Each test plays that process
+//! (it edits the agent's files and restarts it, but never touches the user's key) and expects
+//! nothing served, nothing sent, and the change shown at the user's next touch.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use crate::stack::Stack;
+use crate::util::{stderr, stdout};
+
+fn state_dir(s: &Stack) -> std::path::PathBuf {
+    s.env.home.join(".local/state/credagent")
+}
+
+fn config_path(s: &Stack) -> std::path::PathBuf {
+    s.env.home.join(".config/credagent/config.toml")
+}
+
+fn edit(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains(from),
+        "{} has no {from:?}:\n{text}",
+        path.display()
+    );
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+fn restart(s: &mut Stack) {
+    s.ok(&["stop"]);
+    assert!(
+        s.agent.wait_exit(Duration::from_secs(10)).is_some(),
+        "agent did not stop"
+    );
+    s.agent = s.env.agent(&[]);
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    s.http = status["http_addr"].as_str().unwrap().to_owned();
+}
+
+fn audit_lines(s: &Stack, action: &str) -> Vec<String> {
+    std::fs::read_to_string(state_dir(s).join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&format!("\"{action}\"")))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn key_counter(s: &Stack) -> u64 {
+    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
+    keys[0]["counter"].as_u64().unwrap()
+}
+
+/// `approved.json` was the attack: re-point `dev` at prod's ARN in `~/.aws/config`, rewrite the
+/// record of what `dev` was approved as, restart. The record is MAC'd under the vault now: the
+/// routine touch for `dev` is refused with old and new, and nothing reaches STS.
+#[test]
+fn a_repointed_role_with_its_record_rewritten_opens_nothing_until_confirmed() {
+    let mut s = Stack::new(
+        "[profile prod]\nrole_arn = arn:aws:iam::123456789012:role/prod\nsource_profile = SOURCE\n",
+        "",
+    )
+    .with_key_and_source();
+    s.role_token("demo");
+    s.ok(&["lock"]);
+    restart(&mut s);
+    let trusted = state_dir(&s).join("trusted.json");
+    assert!(
+        std::fs::read_to_string(&trusted)
+            .unwrap()
+            .contains("role/demo"),
+        "the touch recorded what demo opened"
+    );
+    // The attacker: demo now points at prod's role, and the record agrees.
+    edit(
+        &s.env.home.join(".aws/config"),
+        "role/demo\n",
+        "role/prod\n",
+    );
+    edit(&trusted, "role/demo", "role/prod");
+    restart(&mut s);
+    let before = s.sts.calls("AssumeRole").len();
+    let out = s.credctl(&["env", "demo"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("rewritten behind the agent's back"), "{err}");
+    assert!(err.contains("credctl use demo --accept-change"), "{err}");
+    assert_eq!(
+        s.sts.calls("AssumeRole").len(),
+        before,
+        "nothing reached STS"
+    );
+    crate::util::wait_until(Duration::from_secs(10), || {
+        !audit_lines(&s, "change_refused").is_empty()
+    })
+    .expect("the refusal is audited");
+    // The person made the change after all: confirmed with a touch, it opens.
+    let out = s.credctl(&["env", "demo", "--accept-change"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    crate::util::wait_until(Duration::from_secs(10), || {
+        audit_lines(&s, "change_accepted")
+            .iter()
+            .any(|l| l.contains("role/prod"))
+    })
+    .unwrap_or_else(|| panic!("{:?}", audit_lines(&s, "change_accepted")));
+    // And from then on without a word.
+    s.ok(&["lock"]);
+    assert!(s.credctl(&["env", "demo"]).status.success());
+}
+
+/// Each weakening of the policy in config.toml, with a restart: refused before the touch (no
+/// touch is asked for), each setting named with old and new; `--accept-change` applies it.
+#[test]
+fn a_policy_weakened_behind_the_agents_back_is_shown_and_needs_a_confirming_touch() {
+    let mut s = Stack::new("", "").with_key_and_source();
+    s.role_token("demo");
+    s.ok(&["lock"]);
+    edit(
+        &config_path(&s),
+        "[approval]\n",
+        "session_ttl = \"12h\"\nlock_on = []\nmfa_session_ttl = \"36h\"\n[approval]\nuser_verification = \"discouraged\"\n",
+    );
+    restart(&mut s);
+    let counter = key_counter(&s);
+    let out = s.credctl(&["env", "demo"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    for needle in [
+        "session_ttl in config.toml: was 1h, now 12h",
+        "lock_on in config.toml: was [suspend, screen-lock], now []",
+        "mfa_session_ttl in config.toml: was 12h, now 1day 12h",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(!err.contains("\\n"), "real newlines, not escapes: {err}");
+    assert_eq!(key_counter(&s), counter, "no touch was asked for");
+    // `credctl confirm` refuses the same way without --accept-change…
+    let out = s.credctl(&["confirm"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    // …and confirms with it (one touch), after which the role opens as usual.
+    s.ok(&["confirm", "--accept-change"]);
+    assert_eq!(key_counter(&s), counter + 1);
+    assert!(s.credctl(&["env", "demo"]).status.success());
+}
+
+/// An endpoint override planted in config.toml, and another in the agent's environment, with a
+/// restart: the listener they name receives nothing; the refusal names the setting.
+#[test]
+fn planted_endpoint_overrides_receive_nothing() {
+    let mut s = Stack::new("", "").with_key_and_source();
+    s.role_token("demo");
+    s.ok(&["lock"]);
+    let trap = TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let relay = format!("http://{}", trap.local_addr().unwrap());
+    let config = std::fs::read_to_string(config_path(&s)).unwrap();
+    let sts_line = config
+        .lines()
+        .find(|l| l.starts_with("sts_endpoint"))
+        .unwrap()
+        .to_owned();
+    edit(
+        &config_path(&s),
+        &sts_line,
+        &format!("sts_endpoint = \"{relay}\"\nfederation_endpoint = \"{relay}\""),
+    );
+    // The agent's own environment too: never read for endpoints.
+    s.env
+        .extra_env
+        .push(("AWS_ENDPOINT_URL_STS".into(), relay.clone()));
+    s.env
+        .extra_env
+        .push(("AWS_ENDPOINT_URL".into(), relay.clone()));
+    restart(&mut s);
+    let out = s.credctl(&["env", "demo"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("sts_endpoint in config.toml: was {}", s.sts.url))
+            && err.contains(&format!("now {relay}")),
+        "{err}"
+    );
+    assert!(err.contains("federation_endpoint"), "{err}");
+    // The attacker's own process cannot confirm with the user's key; nothing was sent.
+    assert!(trap.accept().is_err(), "the planted endpoint was contacted");
+    // Put back, the environment alone changes nothing: the configured STS serves.
+    edit(
+        &config_path(&s),
+        &format!("sts_endpoint = \"{relay}\"\nfederation_endpoint = \"{relay}\""),
+        &sts_line,
+    );
+    restart(&mut s);
+    let before = s.sts.calls("AssumeRole").len();
+    let out = s.credctl(&["env", "demo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.sts.calls("AssumeRole").len() > before);
+    assert!(
+        trap.accept().is_err(),
+        "the environment's endpoint was contacted"
+    );
+    let status = stdout(&s.credctl(&["status"]));
+    assert!(!status.contains(&relay), "{status}");
+}
+
+/// A swapped `vault.json`: nothing is sealed to a vault that no touch has proven since the agent
+/// started, so `source add` is refused (and says how to prove it), not sealed to the attacker.
+#[test]
+fn nothing_is_sealed_to_a_vault_no_touch_proved_since_the_restart() {
+    let mut s = Stack::new("", "").with_key_and_source();
+    // The attacker's own vault, made by a scratch agent with its own key.
+    let scratch = Stack::new("", "");
+    scratch.ok(&["key", "add", "evil"]);
+    let evil_vault = scratch.env.home.join(".local/state/credagent/vault.json");
+    std::fs::copy(&evil_vault, state_dir(&s).join("vault.json")).unwrap();
+    restart(&mut s);
+    let out =
+        s.env
+            .command(crate::util::bin("credctl"))
+            .args(["source", "add", "second", "--stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(
+                    b"AKIAIOSFODNN7SECOND1\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYSECONDKEY\n",
+                )?;
+                c.wait_with_output()
+            })
+            .unwrap();
+    assert!(!out.status.success(), "sealed to an unproven vault");
+    let err = stderr(&out);
+    assert!(err.contains("credctl confirm"), "{err}");
+    let list = s.ok(&["source", "list"]);
+    assert!(!list.contains("second"), "{list}");
+    // The user's touch cannot unwrap the attacker's vault: it is named, and nothing opens.
+    let out = s.credctl(&["confirm"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+}
