@@ -164,6 +164,27 @@ impl Approvals {
         }
     }
 
+    /// The challenge of a touch that opens no session (a key change, `confirm`): its
+    /// pseudo-role and, in words, what it is for.
+    fn pseudo_challenge(
+        &self,
+        id: CeremonyId,
+        role: String,
+        purpose: String,
+        options: serde_json::Value,
+    ) -> Response {
+        Response::Challenge {
+            ceremony_id: id.to_string(),
+            origin: self.origin.clone(),
+            role: Some(role),
+            purpose: Some(purpose),
+            session_secs: None,
+            target: None,
+            approve_url: format!("{}/approve/{id}", self.origin),
+            options,
+        }
+    }
+
     /// An unanswered ceremony, for the approval page.
     pub fn view(&self, id: &str) -> Option<View> {
         self.approver.view(ceremony_id(id)?)
@@ -186,18 +207,12 @@ impl Approvals {
         }
         let role = key_add_role(name);
         match self.take_turn(&role, who, None, None, false, now).await {
-            Ok(Begin::Lead(id, options)) => Response::Challenge {
-                ceremony_id: id.to_string(),
-                origin: self.origin.clone(),
-                role: Some(role),
-                purpose: Some(format!(
-                    "with a key you registered before, to allow adding the new key {name}"
-                )),
-                session_secs: None,
-                target: None,
-                approve_url: format!("{}/approve/{id}", self.origin),
+            Ok(Begin::Lead(id, options)) => self.pseudo_challenge(
+                id,
+                role,
+                format!("with a key you registered before, to allow adding the new key {name}"),
                 options,
-            },
+            ),
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
             Err(e) => e.to_response(),
         }
@@ -672,10 +687,32 @@ impl Approvals {
         who: &Peer,
         now: SystemTime,
     ) -> Result<(), Box<Response>> {
-        let Some(secret) = approval.vault_secret() else {
-            return Ok(());
-        };
         let role = approval.role();
+        let Some(secret) = approval.vault_secret() else {
+            if !self.approver.vault().exists() {
+                // No vault at all (no key with hmac-secret yet): policy-only, as `status` says.
+                return Ok(());
+            }
+            // A vault exists, and this touch unwrapped nothing: no key can vouch for the
+            // settings, so nothing that relies on them may open (`sealing = "allow-unsealed"`
+            // written behind the agent's back must not switch the check off).
+            self.audit.record(
+                now,
+                Event::action("change_refused", who, Some("not_sealed"))
+                    .role(role)
+                    .subject("a touch that unwraps no vault while one exists"),
+            );
+            return Err(Box::new(Response::error(
+                ErrorCode::Refused,
+                format!(
+                    "key {} holds no copy of your vault, so its touch cannot confirm the \
+                     agent's settings; nothing was opened or sent. Touch with a key that \
+                     holds one (`credctl key list` shows which), or if vault.json or \
+                     config.toml changed behind the agent's back, put them back",
+                    approval.key_name()
+                ),
+            )));
+        };
         let target = match (key_change(role), approval.target()) {
             (None, Some(target)) if role != CONFIRM_ROLE => Some((role, target)),
             _ => None,
@@ -743,16 +780,9 @@ impl Approvals {
             .take_turn(CONFIRM_ROLE, who, None, None, accept_change, now)
             .await
         {
-            Ok(Begin::Lead(id, options)) => Response::Challenge {
-                ceremony_id: id.to_string(),
-                origin: self.origin.clone(),
-                role: Some(CONFIRM_ROLE.to_owned()),
-                purpose: Some(purpose),
-                session_secs: None,
-                target: None,
-                approve_url: format!("{}/approve/{id}", self.origin),
-                options,
-            },
+            Ok(Begin::Lead(id, options)) => {
+                self.pseudo_challenge(id, CONFIRM_ROLE.to_owned(), purpose, options)
+            }
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
             Err(e) => e.to_response(),
         }
