@@ -266,6 +266,8 @@ pub fn bind(
                 })?;
             prepare_socket_dir(parent_of(&p), false)?;
             let lock = take_lock(&p)?;
+            // systemd listened on it: from now on, connections name this process.
+            claim_control(&l, &p)?;
             (l, p, true, lock)
         }
         None => {
@@ -311,6 +313,19 @@ pub fn bind(
     })
 }
 
+/// Makes this process the one the control socket's new connections name as their peer.
+///
+/// `credctl` reads the peer of its connection (`SO_PEERCRED`, `SO_PEERPIDFD`) and talks only to a
+/// process running the credagent binary, so that a relay planted at the socket path gets nothing.
+/// The kernel takes that peer from whoever last called `listen()` on the socket: systemd, for an
+/// activated socket, and the parent that exits after the daemonizing fork, for ours. Listening
+/// again stamps the socket with this process. Connections already queued keep the old stamp;
+/// credctl hangs up on those without a byte and connects again.
+pub fn claim_control(control: &UnixListener, path: &Path) -> Result<(), ListenError> {
+    nix::sys::socket::listen(control, nix::sys::socket::Backlog::MAXCONN)
+        .map_err(|e| io_err("listen again on", path)(e.into()))
+}
+
 fn parent_of(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -332,6 +347,7 @@ fn is_socket(path: &Path) -> Result<bool, ListenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn refuses_group_readable_dir_and_foreign_files() {
@@ -355,6 +371,48 @@ mod tests {
         .unwrap();
         assert!(matches!(err, ListenError::NotASocket { .. }));
         assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn claiming_the_control_socket_names_this_process_as_the_peer() {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s");
+        let l = UnixListener::bind(&path).unwrap();
+        let me = std::process::id() as i32;
+        // A child listens again on the inherited socket, then waits to be told to exit.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let (done_r, done_w) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child only calls async-signal-safe functions (listen, write, read, _exit).
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // Only the parent may hold the write end, or the child never sees it close.
+                drop(done_w);
+                let ok = claim_control(&l, &path).is_ok();
+                let _ = nix::unistd::write(&w, &[u8::from(ok)]);
+                let _ = nix::unistd::read(done_r.as_raw_fd(), &mut [0u8; 1]);
+                // SAFETY: _exit ends the forked child without running the parent's destructors.
+                unsafe { nix::libc::_exit(0) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let peer = |p: &Path| {
+                    getsockopt(
+                        &std::os::unix::net::UnixStream::connect(p).unwrap(),
+                        PeerCredentials,
+                    )
+                    .unwrap()
+                    .pid()
+                };
+                assert_eq!(peer(&path), me, "bound and listened here");
+                let mut ok = [0u8; 1];
+                nix::unistd::read(r.as_raw_fd(), &mut ok).unwrap();
+                assert_eq!(ok, [1], "the child claimed the socket");
+                let after = peer(&path);
+                drop(done_w);
+                nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(after, child.as_raw(), "now the child is the peer");
+            }
+        }
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     if !args.foreground {
         daemon::detach(&log_file)?;
+        // The parent that listened has exited: credctl must find this process behind the socket.
+        listeners::claim_control(&bound.control, &bound.control_path)?;
     }
     listeners::record_pid(&mut bound.lock).context("cannot record the agent pid")?;
     preflight::write_owner(&mut prepared.state_lock, &bound.control_path)

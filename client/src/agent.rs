@@ -3,12 +3,14 @@
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use credagent_proto::{
     read_frame, timeouts, write_frame, ErrorCode, FrameError, Request, Response, PROTOCOL_VERSION,
 };
 
 use crate::error::{Exit, Failure, Result};
+use crate::identity;
 use crate::trust::{self, Presence};
 
 /// The socket path `credctl` uses: `--socket`, else the protocol's rules.
@@ -22,6 +24,8 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 /// An open, greeted connection to the agent.
 pub struct Agent {
     stream: UnixStream,
+    /// What was established about the process behind the socket before anything was sent.
+    pub identity: identity::Verified,
     path: PathBuf,
     pub pid: u32,
     pub agent_version: String,
@@ -63,27 +67,44 @@ fn transport(path: &Path, e: FrameError) -> Failure {
 
 impl Agent {
     /// Connects and exchanges `Hello`: the one way in to the agent, so every command checks,
-    /// before sending anything, that the socket and the process behind it are the user's own.
+    /// before sending anything, that the socket and the process behind it are the user's own
+    /// (`trust`) and that this process runs the credagent credctl would start (`identity`).
     pub fn connect(path: &Path) -> std::result::Result<Agent, ConnectError> {
         match trust::check_path(path).map_err(ConnectError::Other)? {
             Presence::Socket => {}
             Presence::Absent(e) => return Err(ConnectError::NotRunning(e)),
         }
-        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                ConnectError::NotRunning(e)
+        let binary = identity::agent_binary();
+        let settle = Instant::now() + identity::SETTLE;
+        let (stream, identity) = loop {
+            let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    ConnectError::NotRunning(e)
+                }
+                _ => ConnectError::Other(Failure::new(
+                    Exit::NoAgent,
+                    format!(
+                        "cannot connect to the agent at {}: {e}; check the path and its \
+                         permissions",
+                        path.display()
+                    ),
+                )),
+            })?;
+            trust::check_peer(&stream, path).map_err(ConnectError::Other)?;
+            match identity::check(&stream, &binary) {
+                Ok(v) => break (stream, v),
+                // A socket-activated agent's first connection, or one that has just detached:
+                // hang up without a byte and look again in a moment.
+                Err(m) if m.transient() && Instant::now() < settle => {
+                    drop(stream);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(m) => return Err(ConnectError::Other(m.into_failure(path))),
             }
-            _ => ConnectError::Other(Failure::new(
-                Exit::NoAgent,
-                format!(
-                    "cannot connect to the agent at {}: {e}; check the path and its permissions",
-                    path.display()
-                ),
-            )),
-        })?;
-        trust::check_peer(&stream, path).map_err(ConnectError::Other)?;
+        };
         let mut agent = Agent {
             stream,
+            identity,
             path: path.to_owned(),
             pid: 0,
             agent_version: String::new(),

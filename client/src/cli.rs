@@ -14,7 +14,8 @@ Exit status:
   5  the agent refused the request
   6  the touch was not given or not accepted
   7  the socket is not safely yours: its directory or file belongs to someone else or is open
-     to others, or the process behind it runs as another user (nothing was sent to it)
+     to others, or the process behind it runs as another user or is not the credagent credctl
+     starts (nothing was sent to it)
   126 `credctl exec`: the command cannot be run (not executable), as in a shell
   127 `credctl exec`: no such command, as in a shell
 Any other status from `credctl exec` is the command's own.";

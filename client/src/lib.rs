@@ -7,6 +7,7 @@ pub mod bypass;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod identity;
 pub mod prompt;
 pub mod region;
 pub mod shell;

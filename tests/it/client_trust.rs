@@ -2,6 +2,8 @@
 //! another user, a listener that runs as another user, a directory or socket open to group and
 //! others, or a symlink in their place is refused by `start` and `status` alike, and the planted
 //! listener receives not one byte (while a client that does not check would have reached it).
+//! A relay of the user's own at the socket path (a script, not credagent, forwarding to the real
+//! agent moved elsewhere) is refused the same way, before `Open` or `Approve` could reach it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use credagent_proto::{encode_frame, Request, PROTOCOL_VERSION};
 
+use crate::stack::Stack;
 use crate::util::{self, as_user_command, bin, stderr, stdout, uid_of, TestEnv};
 
 /// The planted "agent": binds the socket as another user and reports, per connection, how many
@@ -348,4 +351,312 @@ fn symlinks_in_place_of_socket_or_directory_are_refused() {
     let json: serde_json::Value =
         serde_json::from_slice(&env.credctl(&["status", "--json"]).stdout).unwrap();
     assert_eq!(json["pid"], agent.pid());
+}
+
+/// The relay of the attack: a script (not credagent) at the socket path credctl uses, running as
+/// the user, that forwards each connection to the real agent listening elsewhere and appends
+/// every byte a client sends to a record file. With "1" it first makes itself non-dumpable, as
+/// credagent does.
+const RELAY: &str = r#"
+import ctypes, os, socket, sys, threading
+path, upstream, record, nondumpable = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+if nondumpable:
+    assert ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE 0
+lock = threading.Lock()
+def pump(src, dst, log):
+    try:
+        while True:
+            b = src.recv(65536)
+            if not b:
+                break
+            if log:
+                with lock, open(record, "ab") as f:
+                    f.write(b)
+            dst.sendall(b)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+if os.path.exists(path):
+    os.unlink(path)
+open(record, "wb").close()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+os.chmod(path, 0o600)
+s.listen(64)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    u.connect(upstream)
+    threading.Thread(target=pump, args=(c, u, True), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c, False), daemon=True).start()
+"#;
+
+/// A running relay; killed on drop.
+struct Relay {
+    child: Child,
+    record: PathBuf,
+}
+
+impl Relay {
+    /// Starts the relay from `sock` to `upstream` with `cmd` (python3, as whoever runs it).
+    fn start(
+        mut cmd: std::process::Command,
+        sock: &Path,
+        upstream: &Path,
+        record: &Path,
+        nondumpable: bool,
+    ) -> Relay {
+        let mut child = cmd
+            .args(["-c", RELAY])
+            .arg(sock)
+            .arg(upstream)
+            .arg(record)
+            .arg(if nondumpable { "1" } else { "0" })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the relay");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the relay did not start");
+        Relay {
+            child,
+            record: record.to_owned(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every byte clients sent through the relay so far.
+    fn received(&self) -> Vec<u8> {
+        std::fs::read(&self.record).unwrap()
+    }
+
+    fn forget(&self) {
+        std::fs::write(&self.record, b"").unwrap();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `credagent --foreground --socket SOCK` in `env`, logging to `log`, and waits until it
+/// answers there.
+fn agent_at(env: &TestEnv, sock: &Path, log: &Path) -> util::AgentProc {
+    let child = env
+        .command(bin("credagent"))
+        .arg("--foreground")
+        .arg("--socket")
+        .arg(sock)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn credagent");
+    let agent = util::AgentProc {
+        child,
+        log: log.to_owned(),
+    };
+    util::wait_until(Duration::from_secs(10), || util::hello(sock).is_ok())
+        .unwrap_or_else(|| panic!("agent did not come up:\n{}", agent.log_text()));
+    agent
+}
+
+#[test]
+fn relay_at_the_socket_path_gets_not_one_byte_and_no_approve() {
+    let mut s = Stack::new("", "").with_key_and_source();
+    // The attacker stops the agent, starts it again on a path of its own...
+    s.agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        s.agent.wait_exit(Duration::from_secs(10)).is_some(),
+        "agent stopped"
+    );
+    let hidden = s.env.runtime.join("elsewhere/agent.sock");
+    let real = agent_at(&s.env, &hidden, &s.env.dir.path().join("real-agent.log"));
+    let record = s.env.dir.path().join("relay.bin");
+
+    // ... and relays the path credctl uses; then the same again with a relay that made itself
+    // non-dumpable, as credagent is (as root, credctl sees its executable all the same).
+    for nondumpable in [false, true] {
+        let relay = Relay::start(
+            std::process::Command::new("python3"),
+            &s.env.sock,
+            &hidden,
+            &record,
+            nondumpable,
+        );
+        // The relay works: a client that does not check reaches the real agent through it, and
+        // every byte it sent is on the record.
+        let (_, pid) = util::hello(&s.env.sock).expect("hello through the relay");
+        assert_eq!(
+            pid,
+            real.child.id(),
+            "the real agent answered through the relay"
+        );
+        assert!(
+            !relay.received().is_empty(),
+            "the relay records what it receives"
+        );
+        relay.forget();
+
+        let who = format!("(pid {}) runs ", relay.pid());
+        // `env demo` and `use demo` are the touch flow: through the relay they would send
+        // `Open` and then `Approve` with the key's PRF output.
+        for args in [
+            &["status"][..],
+            &["env", "demo"],
+            &["use", "demo"],
+            &["start"],
+            &["key", "list"],
+        ] {
+            let out = s.credctl(args);
+            assert_refused(
+                &format!("{args:?} (non-dumpable relay: {nondumpable})"),
+                &out,
+                &[
+                    &who,
+                    "python",
+                    "not the credagent credctl starts",
+                    &bin("credagent").display().to_string(),
+                    "nothing was sent",
+                    &format!("kill {}", relay.pid()),
+                    "ss -xlp src",
+                ],
+            );
+        }
+        let doctor = s.credctl(&["doctor"]);
+        assert_eq!(doctor.status.code(), Some(1), "{}", stdout(&doctor));
+        assert!(
+            stdout(&doctor).contains("not the credagent credctl starts"),
+            "{}",
+            stdout(&doctor)
+        );
+        assert_eq!(
+            relay.received(),
+            b"",
+            "credctl sent the relay nothing (non-dumpable relay: {nondumpable})"
+        );
+    }
+
+    // The real agent passes where it is, the touch included, and says what was checked.
+    let hidden_arg = hidden.to_str().unwrap();
+    let out = s.credctl(&["--socket", hidden_arg, "env", "demo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(
+        &s.credctl(&["--socket", hidden_arg, "status", "--json"])
+            .stdout,
+    )
+    .unwrap();
+    let id = &json["agent_identity"];
+    assert_eq!(id["pid"], real.child.id());
+    assert_eq!(id["check"], "same-file");
+    assert_eq!(id["binary"], bin("credagent").display().to_string());
+    assert_eq!(id["binary_from"], "beside credctl");
+    let text = stdout(&s.credctl(&["--socket", hidden_arg, "status"]));
+    assert!(
+        text.contains(&format!(
+            "identity   pid {} runs the credagent credctl starts",
+            real.child.id()
+        )),
+        "{text}"
+    );
+    let _ = s.credctl(&["--socket", hidden_arg, "source", "remove", &s.source]);
+}
+
+#[test]
+fn without_root_a_dumpable_relay_is_refused_and_the_agent_passes_as_non_dumpable() {
+    // The user's own agent, credctl and relay, all as a user that is not root: the kernel then
+    // hides the agent's executable from credctl (it is non-dumpable), but shows a relay's.
+    let user = util::other_user();
+    let uid = uid_of(user);
+    let base = tempfile::Builder::new()
+        .prefix("credagent-it-user-")
+        .tempdir()
+        .unwrap();
+    chmod(base.path(), 0o711);
+    let top = base.path().join("u");
+    for d in ["", "home", "run"] {
+        let d = top.join(d);
+        std::fs::create_dir_all(&d).unwrap();
+        chmod(&d, 0o700);
+        nix::unistd::chown(&d, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+    }
+    let (home, run) = (top.join("home"), top.join("run"));
+    let as_them = |program: &Path| {
+        let mut cmd = as_user_command(user, program);
+        cmd.env("HOME", &home)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_STATE_HOME", home.join(".local/state"))
+            .current_dir(&home);
+        cmd
+    };
+    let credctl = |args: &[&str]| as_them(&bin("credctl")).args(args).output().unwrap();
+    let sock = run.join("credagent/agent.sock");
+    let mut agent = util::AgentProc {
+        child: as_them(&bin("credagent"))
+            .arg("--foreground")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+        log: top.join("none"),
+    };
+    util::wait_until(Duration::from_secs(10), || {
+        credctl(&["status"]).status.success()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the agent did not answer: {}",
+            stderr(&credctl(&["status"]))
+        )
+    });
+    let json: serde_json::Value =
+        serde_json::from_slice(&credctl(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["agent_identity"]["check"], "not-dumpable");
+    assert_eq!(json["agent_identity"]["pid"], agent.child.id());
+    let text = stdout(&credctl(&["status"]));
+    assert!(text.contains("is not dumpable"), "{text}");
+
+    // Their agent moved aside, a relay of theirs at the path: its executable shows, and is not
+    // credagent.
+    let hidden = run.join("credagent/hidden.sock");
+    std::fs::rename(&sock, &hidden).unwrap();
+    let record = top.join("relay.bin");
+    let relay = Relay::start(
+        as_them(Path::new("/usr/bin/python3")),
+        &sock,
+        &hidden,
+        &record,
+        false,
+    );
+    for args in [&["status"][..], &["env", "demo"]] {
+        let out = credctl(args);
+        assert_refused(
+            &format!("{args:?} as {user}"),
+            &out,
+            &[
+                &format!("(pid {}) runs ", relay.pid()),
+                "python",
+                "nothing was sent",
+            ],
+        );
+    }
+    assert_eq!(relay.received(), b"", "credctl sent the relay nothing");
+    drop(relay);
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(10)).is_some());
 }

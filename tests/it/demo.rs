@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::Stdio;
 
 use crate::stack::Stack;
-use crate::util::{bin, repo, stderr, stdout};
+use crate::util::{bin, repo, stderr, stdout, without_cargo_run_vars};
 
 #[test]
 fn the_demo_leaves_the_users_own_source_alone() {
@@ -26,7 +26,11 @@ fn the_demo_leaves_the_users_own_source_alone() {
     let before = s.ok(&["source", "list", "--json"]);
     assert!(before.contains("2345"), "{before}");
 
-    let demo = std::process::Command::new("bash")
+    // The demo builds the binaries with cargo: as the tests' own build, so that it relinks
+    // nothing under the agents of the tests running beside it.
+    let mut demo = std::process::Command::new("bash");
+    without_cargo_run_vars(&mut demo);
+    let demo = demo
         .arg(repo().join("scripts/demo"))
         .stdin(Stdio::null())
         .output()

@@ -28,6 +28,11 @@ struct FakeAgent {
 impl FakeAgent {
     /// Listens on `dir/agent.sock`, creating `dir` (mode 0700).
     fn start(dir: &Path, uri: &str, token: &str) -> FakeAgent {
+        // Without root, credctl can see the executable only of a dumpable peer, and refuses any
+        // dumpable peer: a credagent never is one. The fake agent (this test process) says so too.
+        if !nix::unistd::geteuid().is_root() {
+            nix::sys::prctl::set_dumpable(false).unwrap();
+        }
         std::fs::create_dir(dir).unwrap();
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let sock = dir.join("agent.sock");
@@ -49,6 +54,14 @@ impl FakeAgent {
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+}
+
+/// What credctl must take for the agent binary: the fake agent listens in this test process, and
+/// credctl talks only to a process running the binary it would start (CREDAGENT_BIN names it).
+/// Should credctl ever miss the fake agent, it would start this test binary with `--socket`,
+/// which the test harness refuses: a real agent is never started.
+fn fake_agent_binary() -> PathBuf {
+    std::env::current_exe().expect("the test binary's path")
 }
 
 fn serve(mut conn: UnixStream, uri: &str, token: &str) {
@@ -191,8 +204,7 @@ fn evaluate(
         .env("XDG_DATA_HOME", base.join("data"))
         .env("LC_ALL", locale)
         .env("CREDCTL", bin("credctl"))
-        // Should credctl ever miss the fake agent, it must not start a real one.
-        .env("CREDAGENT_BIN", "/bin/false")
+        .env("CREDAGENT_BIN", fake_agent_binary())
         .env("WRAP", &wrap)
         .env("OUT", &out_file)
         .env("SCRIPT", base.join("script.csh"))
@@ -307,7 +319,7 @@ fn newlines_tabs_and_braces_through_sh_and_fish() {
 /// Runs `credctl start` with `flags` on a fake agent serving `token`.
 fn start(env: &TestEnv, agent: &FakeAgent, flags: &[&str]) -> Output {
     env.command(bin("credctl"))
-        .env("CREDAGENT_BIN", "/bin/false")
+        .env("CREDAGENT_BIN", fake_agent_binary())
         .args(["--socket", agent.sock.to_str().unwrap(), "start"])
         .args(flags)
         .output()

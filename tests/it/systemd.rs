@@ -118,3 +118,74 @@ fn socket_activation_hands_over_both_listeners_and_notifies_ready() {
     .unwrap_or_else(|| panic!("the agent did not stop:\n{}", env.log_text()));
     assert!(env.sock.exists(), "systemd owns the activated socket file");
 }
+
+/// As `systemd --user` does it: a manager process binds and listens on the control socket, stays
+/// alive holding it, and starts the agent in a child with the socket as fd 3.
+const MANAGER: &str = r#"
+import os, socket, sys
+path, agent = sys.argv[1], sys.argv[2:]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+os.chmod(path, 0o600)
+s.listen(16)
+pid = os.fork()
+if pid == 0:
+    os.dup2(s.fileno(), 3)
+    os.set_inheritable(3, True)
+    env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+    os.execve(agent[0], agent, env)
+print(pid, flush=True)
+os.waitpid(pid, 0)
+"#;
+
+#[test]
+fn an_agent_activated_by_a_separate_manager_is_the_peer_credctl_checks() {
+    use std::io::BufRead;
+    let env = TestEnv::new();
+    let dir = env.sock.parent().unwrap();
+    std::fs::create_dir(dir).unwrap();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut manager = Bg(env
+        .command("python3")
+        .args(["-c", MANAGER])
+        .arg(&env.sock)
+        .arg(bin("credagent"))
+        .arg("--foreground")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(env.dir.path().join("agent.log")).unwrap())
+        .spawn()
+        .unwrap());
+    let mut line = String::new();
+    std::io::BufReader::new(manager.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let agent_pid: u32 = line.trim().parse().expect("the agent's pid");
+    wait_until(Duration::from_secs(10), || hello(&env.sock).is_ok())
+        .unwrap_or_else(|| panic!("the agent did not answer:\n{}", env.log_text()));
+
+    // The manager made the socket and still holds it, but the agent listened again: credctl
+    // finds the agent behind it (not python, which it would refuse).
+    let out = env.credctl(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}; {}; agent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            env.log_text()
+        )
+    });
+    assert_eq!(json["socket_activated"], true);
+    assert_eq!(json["pid"], agent_pid);
+    assert_eq!(json["agent_identity"]["pid"], agent_pid);
+    assert_eq!(json["agent_identity"]["check"], "same-file");
+
+    let stop = env.credctl(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    wait_until(Duration::from_secs(10), || {
+        matches!(manager.0.try_wait(), Ok(Some(_)))
+    })
+    .unwrap_or_else(|| panic!("the agent did not stop:\n{}", env.log_text()));
+}

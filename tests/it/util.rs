@@ -56,15 +56,12 @@ const CARGO_RUN_VARS: &[&str] = &[
     "OUT_DIR",
 ];
 
-/// Runs `cargo build ARGS` with JSON messages and returns the executables it reports, by target
-/// name. Up to date binaries cost a no-op build; missing or stale ones are (re)built here, so the
-/// tests never run against binaries older than the sources. The target directory is the one the
-/// tests were built in: `CARGO_TARGET_DIR` and the cargo configuration are inherited.
-fn cargo_build(what: &str, args: &[&str]) -> HashMap<String, PathBuf> {
-    let mut cmd = Command::new(cargo());
-    // What cargo sets for running this test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) describes the
-    // tests crate, not the build: some build scripts track such variables (ring tracks
-    // CARGO_MANIFEST_DIR), and passing them on would make every build here rebuild those crates.
+/// Removes from `cmd` what cargo sets for running this test (CARGO_MANIFEST_DIR, CARGO_PKG_*,
+/// ...): it describes the tests crate, not a build. Some build scripts track such variables (ring
+/// tracks CARGO_MANIFEST_DIR), so a build that inherited them would rebuild those crates and
+/// relink `credagent` under the agents other tests are running, which credctl then refuses as
+/// a replaced binary. For every command that runs cargo.
+pub fn without_cargo_run_vars(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
         if CARGO_RUN_VARS.contains(&k.as_ref())
@@ -74,6 +71,15 @@ fn cargo_build(what: &str, args: &[&str]) -> HashMap<String, PathBuf> {
             cmd.env_remove(k.as_ref());
         }
     }
+}
+
+/// Runs `cargo build ARGS` with JSON messages and returns the executables it reports, by target
+/// name. Up to date binaries cost a no-op build; missing or stale ones are (re)built here, so the
+/// tests never run against binaries older than the sources. The target directory is the one the
+/// tests were built in: `CARGO_TARGET_DIR` and the cargo configuration are inherited.
+fn cargo_build(what: &str, args: &[&str]) -> HashMap<String, PathBuf> {
+    let mut cmd = Command::new(cargo());
+    without_cargo_run_vars(&mut cmd);
     cmd.arg("build")
         .args(args)
         .args(profile_args())

@@ -8,6 +8,7 @@ use credagent_proto::{Request, Response, StatusInfo};
 use serde::Serialize;
 
 use crate::agent::{Agent, ConnectError};
+use crate::identity::Verified;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,6 +59,7 @@ pub fn doctor(socket: &Path, json: bool) -> (String, bool) {
     let status = match agent {
         Ok(mut agent) => {
             checks.push(version_check(&agent));
+            checks.push(identity_check(&agent.identity));
             let status = match agent.request(&Request::Status) {
                 Ok(Response::Status(s)) => Some(s),
                 _ => None,
@@ -131,6 +133,12 @@ fn version_check(agent: &Agent) -> Check {
         )
         .fix("credctl stop && eval \"$(credctl start)\"")
     }
+}
+
+/// Which process credctl found behind the socket, and which binary it trusts as the agent (the
+/// detail names `CREDAGENT_BIN` when that variable chose it).
+fn identity_check(v: &Verified) -> Check {
+    check("agent binary", Verdict::Ok, v.describe())
 }
 
 fn keyring_check(agent: &mut Agent) -> Check {

@@ -1,6 +1,6 @@
 //! `credctl start` and `credctl stop`: the agent's life cycle.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,20 +10,6 @@ use crate::agent::{unexpected, Agent, ConnectError};
 use crate::cli::ShellKind;
 use crate::error::{Exit, Failure, Result};
 use crate::shell::{path_value, render, EnvLine};
-
-/// Finds the `credagent` binary: `$CREDAGENT_BIN`, else next to `credctl`, else `$PATH`.
-fn agent_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("CREDAGENT_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Ok(me) = std::env::current_exe() {
-        let sibling = me.with_file_name("credagent");
-        if sibling.is_file() {
-            return sibling;
-        }
-    }
-    PathBuf::from("credagent")
-}
 
 /// Starts the agent (detached) and waits until it answers.
 /// What the agent keeps of the starting shell's environment: where the user's files and
@@ -54,7 +40,8 @@ pub fn agent_inherits(name: &str) -> bool {
 }
 
 fn spawn_agent(socket: &Path, config: Option<&Path>) -> Result<Agent> {
-    let bin = agent_binary();
+    // The one binary every command then accepts as the agent (`identity`).
+    let bin = crate::identity::agent_binary().path;
     let mut cmd = Command::new(&bin);
     cmd.env_clear()
         .envs(std::env::vars_os().filter(|(k, _)| agent_inherits(&k.to_string_lossy())));

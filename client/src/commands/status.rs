@@ -6,6 +6,7 @@ use credagent_proto::{Request, Response, StatusInfo};
 
 use crate::agent::{unexpected, Agent};
 use crate::error::{Failure, Result};
+use crate::identity::Verified;
 
 fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
@@ -17,8 +18,9 @@ fn human_duration(secs: u64) -> String {
     }
 }
 
-/// Renders a status report for people.
-pub fn render(info: &StatusInfo) -> String {
+/// Renders a status report for people; `identity` is what credctl established about the process
+/// behind the socket before it sent anything.
+pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "agent      running (pid {}), version {}\n",
@@ -37,6 +39,7 @@ pub fn render(info: &StatusInfo) -> String {
             ""
         }
     ));
+    out.push_str(&format!("identity   {}\n", identity.describe()));
     out.push_str(&format!("endpoint   http://{}\n", info.http_addr));
     out.push_str(&format!(
         "config     {}\n",
@@ -125,13 +128,28 @@ pub fn status(socket: &Path, json: bool) -> Result<String> {
         other => return Err(unexpected(&other)),
     };
     if json {
-        let mut s = serde_json::to_string_pretty(&info)
-            .map_err(|e| Failure::failed(format!("cannot encode status: {e}")))?;
+        let encode = |e: serde_json::Error| Failure::failed(format!("cannot encode status: {e}"));
+        let mut value = serde_json::to_value(&info).map_err(encode)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert("agent_identity".into(), identity_json(&agent.identity));
+        }
+        let mut s = serde_json::to_string_pretty(&value).map_err(encode)?;
         s.push('\n');
         Ok(s)
     } else {
-        Ok(render(&info))
+        Ok(render(&info, &agent.identity))
     }
+}
+
+/// What credctl checked of the agent process, and against which binary: `binary_from` says
+/// whether `CREDAGENT_BIN` chose it.
+pub fn identity_json(v: &Verified) -> serde_json::Value {
+    serde_json::json!({
+        "pid": v.pid,
+        "check": v.assurance.key(),
+        "binary": v.binary.path.display().to_string(),
+        "binary_from": v.binary.origin.key(),
+    })
 }
 
 /// The `sealing` line of `status`: the vault, and loudly any key or setup that is unsealed.
