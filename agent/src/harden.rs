@@ -23,6 +23,43 @@ pub fn harden_process() -> Result<(), nix::Error> {
     Ok(())
 }
 
+/// Variables that would decide where the agent's requests go or which TLS roots it trusts.
+/// A same-user process sets the agent's environment (a unit's `Environment=`, a wrapper), so
+/// none of them may choose where a secret goes: endpoints come from config.toml (confirmed by a
+/// touch), TLS roots from the system store.
+pub const SCRUBBED: &[&str] = &[
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "AWS_CA_BUNDLE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_SSO",
+    "AWS_ENDPOINT_URL_SSO_OIDC",
+    "AWS_ENDPOINT_URL_SIGNIN",
+];
+
+/// Removes [`SCRUBBED`] from the environment and returns the names that were set. Call it from
+/// `main` before any thread exists (changing the environment is not thread-safe).
+pub fn scrub_environment() -> Vec<&'static str> {
+    SCRUBBED
+        .iter()
+        .copied()
+        .filter(|name| {
+            let set = std::env::var_os(name).is_some();
+            if set {
+                std::env::remove_var(name);
+            }
+            set
+        })
+        .collect()
+}
+
 /// The descriptor limit the agent asks for.
 pub const MAX_NOFILE: u64 = 65_536;
 
@@ -35,6 +72,15 @@ pub fn nofile_limit() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn variables_that_redirect_secrets_are_removed() {
+        // A name no other test reads, and one from the list.
+        std::env::set_var("SSL_CERT_DIR", "/tmp/planted-ca");
+        let removed = super::scrub_environment();
+        assert!(removed.contains(&"SSL_CERT_DIR"), "{removed:?}");
+        assert!(std::env::var_os("SSL_CERT_DIR").is_none());
+    }
+
     #[test]
     fn hardening_applies() {
         super::harden_process().unwrap();

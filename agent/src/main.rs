@@ -14,6 +14,13 @@ fn main() -> ExitCode {
         eprintln!("credagent: cannot harden the process ({e}); refusing to hold secrets");
         return ExitCode::FAILURE;
     }
+    // Still single-threaded: nothing from the environment decides where a request goes.
+    for name in credagent::harden::scrub_environment() {
+        eprintln!(
+            "credagent: ignoring {name} from the environment: endpoints come from config.toml \
+             (confirmed by a touch) and TLS roots from the system store"
+        );
+    }
     let args = credagent::cli::Args::parse();
     match credagent::run(args) {
         Ok(()) => ExitCode::SUCCESS,

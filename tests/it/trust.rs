@@ -172,7 +172,16 @@ fn planted_endpoint_overrides_receive_nothing() {
     s.env
         .extra_env
         .push(("AWS_ENDPOINT_URL".into(), relay.clone()));
+    s.env.extra_env.push(("HTTPS_PROXY".into(), relay.clone()));
+    s.env
+        .extra_env
+        .push(("SSL_CERT_FILE".into(), "/nonexistent/planted-ca.pem".into()));
     restart(&mut s);
+    let log = s.agent.log_text();
+    assert!(
+        log.contains("ignoring SSL_CERT_FILE") && log.contains("ignoring AWS_ENDPOINT_URL_STS"),
+        "{log}"
+    );
     let out = s.credctl(&["env", "demo"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let err = stderr(&out);
@@ -235,7 +244,37 @@ fn nothing_is_sealed_to_a_vault_no_touch_proved_since_the_restart() {
     assert!(err.contains("credctl confirm"), "{err}");
     let list = s.ok(&["source", "list"]);
     assert!(!list.contains("second"), "{list}");
-    // The user's touch cannot unwrap the attacker's vault: it is named, and nothing opens.
+    // The user's touch cannot unwrap the attacker's vault: the swap is named, and nothing opens.
     let out = s.credctl(&["confirm"]);
     assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("vault.json was replaced"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `vault.json` deleted and the agent restarted: the user's next touch must not make a new
+/// vault (every sealed source would become unopenable); it says what happened.
+#[test]
+fn a_deleted_vault_is_not_replaced_by_the_next_touch() {
+    let mut s = Stack::new("", "").with_key_and_source();
+    s.role_token("demo");
+    s.ok(&["lock"]);
+    let vault = state_dir(&s).join("vault.json");
+    let before = std::fs::read(&vault).unwrap();
+    std::fs::remove_file(&vault).unwrap();
+    restart(&mut s);
+    let out = s.credctl(&["env", "demo", "--accept-change"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("vault.json is missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!vault.exists(), "a new vault was made");
+    // Restored, it opens as before.
+    std::fs::write(&vault, before).unwrap();
+    restart(&mut s);
+    assert!(s.credctl(&["env", "demo"]).status.success());
 }

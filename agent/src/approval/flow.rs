@@ -617,6 +617,10 @@ impl Approvals {
                 tracing::warn!(role, code = e.code(), "approval refused");
                 self.audit
                     .record(now, Event::action("touch", who, Some(e.code())).role(&role));
+                if let Some(replaced) = self.replaced_vault(&e) {
+                    tokio::time::sleep(self.approver.failure_delay()).await;
+                    return replaced;
+                }
                 return self.refused(&e).await;
             }
         };
@@ -674,6 +678,31 @@ impl Approvals {
             now,
             Event::action("settings_adopted", who, refused).subject("the vault's first touch"),
         );
+    }
+
+    /// A key that holds no copy of the vault, or cannot unwrap it, while `vault.json` names
+    /// another vault than the one `trusted.json` says your touches confirmed: say that the file
+    /// was replaced, rather than blame the key.
+    fn replaced_vault(&self, e: &ApprovalError) -> Option<Response> {
+        if !matches!(
+            e,
+            ApprovalError::KeyNotSealed { .. } | ApprovalError::VaultUnwrap { .. }
+        ) {
+            return None;
+        }
+        let confirmed = self.trusted.recorded_vault()?;
+        let now = self.approver.vault().fingerprint()?;
+        (confirmed != now).then(|| {
+            Response::error(
+                e.error_code(),
+                format!(
+                    "vault.json was replaced: your touches confirmed vault {confirmed}, and \
+                     vault.json now holds vault {now}, which your key does not open. Nothing \
+                     was opened. Restore vault.json from a backup and restart the agent; do not \
+                     add sources until `credctl status` shows vault {confirmed} again"
+                ),
+            )
+        })
     }
 
     /// Checks the settings (and a role's target) against what touches confirmed before

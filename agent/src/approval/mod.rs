@@ -175,6 +175,9 @@ pub struct Approver {
     vault: Arc<VaultKeeper>,
     /// Whether every touch must unwrap the vault.
     sealing: Sealing,
+    /// The vault `trusted.json` names while `vault.json` is missing: a vault existed, so no
+    /// touch may make a new one (it would strand every sealed source), and the refusal says so.
+    lost_vault: Option<String>,
 }
 
 impl Approver {
@@ -193,6 +196,11 @@ impl Approver {
         let vault = VaultKeeper::load(state_dir).map_err(|e| ApprovalError::Vault {
             detail: e.to_string(),
         })?;
+        let lost_vault = if vault.exists() {
+            None
+        } else {
+            crate::trust::recorded_vault(state_dir)
+        };
         Ok(Self {
             rp,
             inner: Mutex::new(Inner {
@@ -202,6 +210,7 @@ impl Approver {
             }),
             vault: Arc::new(vault),
             sealing: policy.sealing,
+            lost_vault,
         })
     }
 

@@ -160,6 +160,7 @@ impl Approver {
         let Some((_, point)) = fresh.iter().find(|(id, _)| id == cred_id) else {
             return Err(ApprovalError::KeyNotSealed { key: key.into() });
         };
+        self.refuse_if_vault_lost()?;
         let secret = self
             .vault
             .create(cred_id, *point, &prf)
@@ -248,6 +249,7 @@ impl Approver {
                 None
             }
             None if !self.vault.exists() => {
+                self.refuse_if_vault_lost()?;
                 let created = self
                     .vault
                     .create(&cred_id, point, &prf)
@@ -279,6 +281,24 @@ impl Approver {
         // The new vault's secret goes to the caller, who records what its first touch
         // confirmed (`crate::trust`) and drops it.
         stored.map(|info| (info, created))
+    }
+}
+
+impl Approver {
+    /// Refuses to make a vault where `trusted.json` says one existed (`vault.json` deleted or
+    /// lost): a new one would leave every sealed source unopenable, and an attacker who removed
+    /// the file would have your next touch do that.
+    fn refuse_if_vault_lost(&self) -> Result<(), ApprovalError> {
+        match &self.lost_vault {
+            Some(fingerprint) => Err(ApprovalError::Vault {
+                detail: format!(
+                    "vault.json is missing, but your touches confirmed vault {fingerprint} \
+                     (trusted.json): restore vault.json from a backup and restart the agent; no \
+                     new vault was made, since it would leave every sealed source unopenable"
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -231,7 +231,15 @@ impl Trusted {
     pub fn recorded_vault(&self) -> Option<String> {
         self.load().map(|f| f.body.vault)
     }
+}
 
+/// The vault fingerprint `<state_dir>/trusted.json` names, if there is one (not verified): a
+/// vault existed here, so a missing `vault.json` was lost or removed, not never made.
+pub fn recorded_vault(state_dir: &Path) -> Option<String> {
+    Trusted::new(state_dir, Settings::new()).recorded_vault()
+}
+
+impl Trusted {
     fn write(&self, body: &Body, secret: &VaultSecret) -> Result<(), TrustError> {
         let mac = body
             .mac(secret)
