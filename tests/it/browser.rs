@@ -509,3 +509,76 @@ fn a_browser_key_without_prf_is_refused_and_not_stored() {
         "no vault: the source stays as it was"
     );
 }
+
+/// `curl` as a program that read the page's address (from `xdg-open`'s command line): `jar`
+/// keeps its cookies, `post` sends a body to `/finish`. Returns the status and the body.
+fn page_request(url: &str, jar: &std::path::Path, post: Option<&str>) -> (String, String) {
+    let origin = url.split("/approve/").next().unwrap().to_owned();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-w", "\n%{http_code}", "-b"])
+        .arg(jar)
+        .arg("-c")
+        .arg(jar);
+    match post {
+        Some(body) => cmd
+            .args(["-X", "POST", "-H", "Content-Type: application/json"])
+            .args(["-H", &format!("Origin: {origin}"), "--data", body])
+            .arg(format!("{url}/finish")),
+        None => cmd.arg(format!("{url}/options")),
+    };
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_owned(), body.to_owned())
+}
+
+/// The attack the issue reproduced: during the user's `credctl key add NEW --browser`, a program
+/// that read the page's address answers the registration with its own key. The page session is
+/// bound to the first load, so a second loader ends the ceremony and the user is told; an answer
+/// without the page's secret is refused and ends it too. No key is registered either way.
+#[test]
+fn a_key_change_page_answers_only_the_page_session_credctl_opened() {
+    let s = Stack::new("", "").with_key_and_source();
+    let dir = tempfile::tempdir().unwrap();
+    let (user_jar, evil_jar) = (dir.path().join("user"), dir.path().join("evil"));
+    let authorizer = s.soft_arg();
+
+    // The attacker loads the registration page first: the user's browser is then refused, and
+    // credctl stops with the warning.
+    let (child, url, said) =
+        browser_credctl(&s, &["key", "add", "new", "--authorizer", &authorizer]);
+    assert_eq!(page_request(&url, &evil_jar, None).0, "200");
+    let (code, body) = page_request(&url, &user_jar, None);
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("page_taken"), "{body}");
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    // The reader thread ends with credctl's stderr.
+    std::thread::sleep(Duration::from_millis(200));
+    let told: Vec<String> = said.try_iter().collect();
+    assert!(
+        told.iter().any(|l| l.contains("second program")),
+        "{told:?}"
+    );
+
+    // The user's page loads first; the attacker's well-formed answer without its secret is
+    // refused and ends the ceremony.
+    let (child, url, _) = browser_credctl(&s, &["key", "add", "new", "--authorizer", &authorizer]);
+    let _ = std::fs::remove_file(&user_jar);
+    assert_eq!(page_request(&url, &user_jar, None).0, "200");
+    let forged = r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","extensions":{},
+        "response":{"attestationObject":"AAAA","clientDataJSON":"AAAA"}}"#;
+    let (code, body) = page_request(&url, &evil_jar, Some(forged));
+    assert_eq!(code, "403", "{body}");
+    assert!(
+        body.contains("belongs to another browser tab or program"),
+        "{body}"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let keys = s.ok(&["key", "list"]);
+    assert!(!keys.contains("new"), "{keys}");
+    let audit = std::fs::read_to_string(s.env.home.join(".local/state/credagent/audit.jsonl"))
+        .unwrap_or_default();
+    assert!(audit.contains("page_taken"), "{audit}");
+}

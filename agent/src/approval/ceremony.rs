@@ -191,6 +191,9 @@ struct Entry<S> {
     requester: String,
     target: Option<String>,
     accept_change: bool,
+    /// SHA-256 of the secret the first page load of this ceremony was given (a cookie): only
+    /// that page may load it again or answer it.
+    page: Option<[u8; 32]>,
     tx: watch::Sender<Option<Response>>,
 }
 
@@ -220,6 +223,33 @@ pub(crate) struct Ceremonies<S> {
     /// Outcomes of ceremonies that ended lately, for their leader alone: `credctl` prints the
     /// browser page's address, then asks for the outcome, and the page may be faster.
     recent: std::collections::VecDeque<Recent>,
+    /// The page session of each leading control connection (SHA-256 of its secret): every
+    /// ceremony that connection leads next (the steps of one key change) belongs to the same
+    /// page, so a program that read a later step's address cannot answer it.
+    pages: HashMap<u64, [u8; 32]>,
+}
+
+/// What a load of the approval page may do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PageLoad {
+    /// The first load: this secret (hex) binds the page session; set it as a cookie.
+    Bound(String),
+    /// A load by the page session the ceremony belongs to.
+    Same,
+}
+
+/// How the page session of a ceremony is named: its leader's, or (no leader) its own.
+pub fn page_key(id: CeremonyId, leader: u64) -> String {
+    if leader == 0 {
+        id.to_string()
+    } else {
+        format!("c{leader}")
+    }
+}
+
+fn page_hash(secret: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes()).into()
 }
 
 /// An ended ceremony's outcome, kept a while for its leader.
@@ -243,6 +273,17 @@ pub(crate) fn bound(kind: &Kind) -> bool {
     }
 }
 
+/// The outcome of a ceremony whose page a second program opened or answered.
+fn page_taken() -> Response {
+    Response::error(
+        ErrorCode::Refused,
+        "the approval page was opened or answered by a second program, not only by the page \
+         credctl opened: the approval was cancelled and nothing was approved. If you did not \
+         open the page twice yourself, a program on this machine read its address; check your \
+         processes, then run the command again",
+    )
+}
+
 fn timed_out() -> Response {
     Response::error(
         ErrorCode::ApprovalFailed,
@@ -257,6 +298,7 @@ impl<S> Ceremonies<S> {
             by_role: HashMap::new(),
             ended: std::sync::Arc::new(tokio::sync::Notify::new()),
             recent: std::collections::VecDeque::new(),
+            pages: HashMap::new(),
         }
     }
 
@@ -342,6 +384,11 @@ impl<S> Ceremonies<S> {
                 requester: lead.requester,
                 target: lead.target,
                 accept_change: lead.accept_change,
+                page: self
+                    .pages
+                    .get(&lead.conn)
+                    .copied()
+                    .filter(|_| lead.conn != 0),
                 tx,
             },
         );
@@ -433,13 +480,85 @@ impl<S> Ceremonies<S> {
         }
     }
 
-    /// The control connection `conn` went away: its unanswered ceremonies, led or awaited,
-    /// end.
+    /// A load of the approval page for ceremony `id`, presenting the page secret it holds (its
+    /// cookie), if any. The first load binds the ceremony (and every later ceremony of the same
+    /// leader) to a new secret. A load without that secret is a second program that read the
+    /// page's address (from `xdg-open`'s command line, say): the ceremony ends at once, so
+    /// neither it nor the person's page can answer it, and both are told why.
+    pub(crate) fn load_page(
+        &mut self,
+        id: CeremonyId,
+        presented: Option<&str>,
+    ) -> Result<PageLoad, ApprovalError> {
+        let e = self
+            .entries
+            .get_mut(&id)
+            .filter(|e| !e.claimed())
+            .ok_or(ApprovalError::UnknownCeremony)?;
+        match (e.page, presented) {
+            (None, _) => {
+                let mut raw = [0u8; 32];
+                getrandom::fill(&mut raw).map_err(|e| ApprovalError::Internal {
+                    reason: format!("the system random source failed: {e}"),
+                })?;
+                let secret = hex::encode(raw);
+                let hash = page_hash(&secret);
+                e.page = Some(hash);
+                if e.leader != 0 {
+                    self.pages.insert(e.leader, hash);
+                }
+                Ok(PageLoad::Bound(secret))
+            }
+            (Some(bound), Some(p))
+                if subtle::ConstantTimeEq::ct_eq(&bound[..], &page_hash(p)[..]).into() =>
+            {
+                Ok(PageLoad::Same)
+            }
+            (Some(_), _) => {
+                tracing::warn!(ceremony = %id, "a second program opened the approval page: the ceremony ends");
+                self.finish(id, page_taken());
+                Err(ApprovalError::PageTaken)
+            }
+        }
+    }
+
+    /// Whether an answer from the approval page carries the secret of the page session that
+    /// ceremony `id` belongs to (a page must have loaded it first).
+    pub(crate) fn check_page(
+        &mut self,
+        id: CeremonyId,
+        presented: Option<&str>,
+    ) -> Result<(), ApprovalError> {
+        let e = self
+            .entries
+            .get(&id)
+            .filter(|e| !e.claimed())
+            .ok_or(ApprovalError::UnknownCeremony)?;
+        match (e.page, presented) {
+            (Some(bound), Some(p))
+                if subtle::ConstantTimeEq::ct_eq(&bound[..], &page_hash(p)[..]).into() =>
+            {
+                Ok(())
+            }
+            _ => {
+                tracing::warn!(ceremony = %id, "an answer from outside the approval page's session: the ceremony ends");
+                self.finish(id, page_taken());
+                Err(ApprovalError::PageTaken)
+            }
+        }
+    }
+
+    /// The control connection `conn` went away: the ceremonies it leads end, unanswered (a
+    /// connection that only awaited or followed one leaves it to its leader).
     pub(crate) fn abandon_conn(&mut self, conn: u64) {
+        self.pages.remove(&conn);
+        for e in self.entries.values_mut() {
+            e.awaiters.retain(|c| *c != conn);
+        }
         let ids: Vec<CeremonyId> = self
             .entries
             .iter()
-            .filter(|(_, e)| (e.leader == conn || e.awaiters.contains(&conn)) && !e.claimed())
+            .filter(|(_, e)| e.leader == conn && !e.claimed())
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -695,17 +814,101 @@ mod tests {
             .insert(t0(), approve("dev"), (), serde_json::Value::Null, lead(1))
             .unwrap();
         let rx = c.subscribe(d, 4).unwrap();
+        // Another client that only awaited goes away: the leader's ceremony goes on.
         c.abandon_conn(4);
         assert!(
-            c.view(d).is_none(),
-            "an unanswered page nobody waits for must not block the role"
+            c.view(d).is_some(),
+            "an awaiter cancelled the leader's ceremony"
         );
+        // The leader goes away: it ends, and whoever still waits learns why.
+        let rx5 = c.subscribe(d, 5).unwrap();
+        c.abandon_conn(1);
+        assert!(
+            c.view(d).is_none(),
+            "an unanswered page nobody leads must not block the role"
+        );
+        drop(rx);
         assert!(matches!(
-            wait(rx).await,
+            wait(rx5).await,
             Response::Error {
                 code: ErrorCode::ApprovalFailed,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn the_first_page_load_binds_the_ceremony_and_a_second_loader_ends_it() {
+        let mut c = Ceremonies::<()>::new();
+        let id = c
+            .insert(t0(), approve("prod"), (), serde_json::Value::Null, lead(1))
+            .unwrap();
+        let PageLoad::Bound(secret) = c.load_page(id, None).unwrap() else {
+            panic!("the first load binds");
+        };
+        assert_eq!(c.load_page(id, Some(&secret)).unwrap(), PageLoad::Same);
+        assert!(c.check_page(id, Some(&secret)).is_ok());
+        // A program that read the address loads it without the secret (or with a guess).
+        assert!(matches!(
+            c.load_page(id, Some("00")),
+            Err(ApprovalError::PageTaken)
+        ));
+        assert!(c.view(id).is_none(), "the ceremony ended");
+    }
+
+    #[test]
+    fn later_steps_of_one_leader_belong_to_its_page_and_nobody_elses() {
+        let mut c = Ceremonies::<()>::new();
+        let first = c
+            .insert(
+                t0(),
+                approve("key add: new"),
+                (),
+                serde_json::Value::Null,
+                lead(7),
+            )
+            .unwrap();
+        let PageLoad::Bound(secret) = c.load_page(first, None).unwrap() else {
+            panic!("the first load binds");
+        };
+        c.finish(first, Response::Ok);
+        // The registration step: same leader, so the same page session.
+        let next = c
+            .insert(
+                t0(),
+                Kind::Register { name: "new".into() },
+                (),
+                serde_json::Value::Null,
+                lead(7),
+            )
+            .unwrap();
+        assert_eq!(c.load_page(next, Some(&secret)).unwrap(), PageLoad::Same);
+        // An answer without the secret (a program that read the new address) is refused and
+        // ends the step.
+        assert!(matches!(
+            c.check_page(next, None),
+            Err(ApprovalError::PageTaken)
+        ));
+        assert!(c.view(next).is_none());
+        // Another leader's ceremony is not bound to this page.
+        let other = c
+            .insert(t0(), approve("dev"), (), serde_json::Value::Null, lead(8))
+            .unwrap();
+        assert!(matches!(
+            c.load_page(other, None).unwrap(),
+            PageLoad::Bound(_)
+        ));
+    }
+
+    #[test]
+    fn an_answer_from_a_page_that_never_loaded_is_refused() {
+        let mut c = Ceremonies::<()>::new();
+        let id = c
+            .insert(t0(), approve("prod"), (), serde_json::Value::Null, lead(1))
+            .unwrap();
+        assert!(matches!(
+            c.check_page(id, None),
+            Err(ApprovalError::PageTaken)
         ));
     }
 

@@ -28,6 +28,14 @@ pub enum ApprovalError {
     ChallengeExpired,
 
     #[error(
+        "this approval page belongs to another browser tab or program: the page credctl opened \
+         first holds it. The approval was cancelled; if you did not open the page twice, a \
+         program on this machine read its address: check your processes and run the command \
+         again"
+    )]
+    PageTaken,
+
+    #[error(
         "this touch was requested for role {expected}, not {requested}: \
          start a new approval for {requested}"
     )]
@@ -185,6 +193,7 @@ impl ApprovalError {
             Self::NoEligibleKeys { .. } => "no_eligible_keys",
             Self::UnknownCeremony => "unknown_ceremony",
             Self::ChallengeExpired => "challenge_expired",
+            Self::PageTaken => "page_taken",
             Self::RoleMismatch { .. } => "role_mismatch",
             Self::OriginRefused { .. } => "origin_refused",
             Self::UserNotVerified => "user_not_verified",
@@ -230,7 +239,8 @@ impl ApprovalError {
             Self::LastKey { .. }
             | Self::NotAuthorized { .. }
             | Self::KeyChangePending { .. }
-            | Self::Busy { .. } => ErrorCode::Refused,
+            | Self::Busy { .. }
+            | Self::PageTaken => ErrorCode::Refused,
             Self::InvalidName { .. } => ErrorCode::BadRequest,
             Self::StateCorrupt { .. }
             | Self::StateInsecure { .. }

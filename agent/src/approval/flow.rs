@@ -53,6 +53,14 @@ impl Requester {
     }
 }
 
+/// Who sends an answer: a control connection, or the approval page with the page secret its
+/// request carried (its cookie), if any.
+#[derive(Clone, Debug)]
+pub enum AnsweredBy {
+    Conn(u64),
+    Page(Option<String>),
+}
+
 /// A parsed answer to a ceremony.
 enum Answer {
     /// With whether the client says the new credential evaluates the PRF.
@@ -190,6 +198,33 @@ impl Approvals {
         self.approver.view(ceremony_id(id)?)
     }
 
+    /// A load of the approval page for ceremony `id` presenting `secret` (its cookie): the
+    /// ceremony, and whether this load bound the page session (then with the secret to set).
+    /// A second loader ends the ceremony and is audited.
+    pub fn load_page(
+        &self,
+        id: &str,
+        secret: Option<&str>,
+        who: &Peer,
+        now: SystemTime,
+    ) -> Result<(View, super::PageLoad), ApprovalError> {
+        let cid = ceremony_id(id).ok_or(ApprovalError::UnknownCeremony)?;
+        let view = self
+            .approver
+            .view(cid)
+            .ok_or(ApprovalError::UnknownCeremony)?;
+        match self.approver.load_page(cid, secret) {
+            Ok(load) => Ok((view, load)),
+            Err(e) => {
+                self.audit.record(
+                    now,
+                    Event::action("page_load", who, Some(e.code())).subject(id),
+                );
+                Err(e)
+            }
+        }
+    }
+
     /// How long a session opened by one touch lasts.
     pub fn session_ttl(&self) -> Duration {
         self.session_ttl
@@ -292,8 +327,14 @@ impl Approvals {
     ) -> Response {
         match self.view(id).map(|v| v.kind) {
             Some(Kind::Register { .. }) => {
-                self.answer_detached(id.to_owned(), credential, Some(conn), who.clone(), now)
-                    .await
+                self.answer_detached(
+                    id.to_owned(),
+                    credential,
+                    AnsweredBy::Conn(conn),
+                    who.clone(),
+                    now,
+                )
+                .await
             }
             Some(Kind::Approve { .. }) => Response::error(
                 ErrorCode::BadRequest,
@@ -422,14 +463,15 @@ impl Approvals {
     /// The one answer to ceremony `id` (from credctl or the browser page). The answer is parsed
     /// before the ceremony is claimed, so junk cannot burn a live ceremony.
     ///
-    /// `from` is the control connection that sent the answer (`None`: the browser page, which
-    /// only the leader was told about). A registration or a key change is answered only by the
-    /// connection that started it.
+    /// `from` is the control connection that sent the answer, or the browser page. A
+    /// registration or a key change is answered only by the connection that started it; the page
+    /// answers only with the secret of the page session the ceremony belongs to
+    /// (`Ceremonies::load_page`).
     pub async fn answer(
         &self,
         id: &str,
         credential: serde_json::Value,
-        from: Option<u64>,
+        from: AnsweredBy,
         who: &Peer,
         now: SystemTime,
     ) -> Response {
@@ -445,13 +487,6 @@ impl Approvals {
         let Some(view) = self.approver.view(cid) else {
             return gone();
         };
-        if ceremony::bound(&view.kind) && from.is_some_and(|c| c != view.leader) {
-            return Response::error(
-                ErrorCode::Refused,
-                "this ceremony belongs to another credctl: only the command that started it can \
-                 answer it",
-            );
-        }
         let parsed = match &view.kind {
             Kind::Register { .. } => {
                 let prf = prf_enabled(&credential);
@@ -470,6 +505,27 @@ impl Approvals {
             Ok(a) => a,
             Err(msg) => return Response::error(ErrorCode::BadRequest, msg),
         };
+        // Junk is refused above without burning the ceremony; a well-formed answer that is not
+        // from the leader (or the leader's page session) ends it.
+        match &from {
+            AnsweredBy::Conn(c) if ceremony::bound(&view.kind) && *c != view.leader => {
+                return Response::error(
+                    ErrorCode::Refused,
+                    "this ceremony belongs to another credctl: only the command that started it \
+                     can answer it",
+                );
+            }
+            AnsweredBy::Conn(_) => {}
+            AnsweredBy::Page(secret) => {
+                if let Err(e) = self.approver.check_page(cid, secret.as_deref()) {
+                    self.audit.record(
+                        now,
+                        Event::action("page_answer", who, Some(e.code())).subject(id),
+                    );
+                    return e.to_response();
+                }
+            }
+        }
         let claimed = match self.approver.claim(cid, now) {
             Ok(c) => c,
             Err(ApprovalError::UnknownCeremony) => return gone(),
@@ -493,7 +549,7 @@ impl Approvals {
         self: &Arc<Self>,
         id: String,
         credential: serde_json::Value,
-        from: Option<u64>,
+        from: AnsweredBy,
         who: Peer,
         now: SystemTime,
     ) -> Response {

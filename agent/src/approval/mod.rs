@@ -31,12 +31,13 @@ use webauthn_rs::prelude::{
 
 pub use ceremony::{
     key_add_name, key_add_role, key_change, key_remove_role, key_remove_target, key_seal_name,
-    key_seal_role, wait, Begin, CeremonyId, Kind, Lead, View, CEREMONY_TTL, CONFIRM_ROLE,
-    MAX_CEREMONIES, MAX_FAILURE_DELAY, OUTCOME_WAIT,
+    key_seal_role, page_key, wait, Begin, CeremonyId, Kind, Lead, PageLoad, View, CEREMONY_TTL,
+    CONFIRM_ROLE, MAX_CEREMONIES, MAX_FAILURE_DELAY, OUTCOME_WAIT,
 };
 pub use error::ApprovalError;
 pub use flow::{
-    changes_before_touch, join_changes, wire_key_info, Approvals, Requester, SessionOpener,
+    changes_before_touch, join_changes, wire_key_info, AnsweredBy, Approvals, Requester,
+    SessionOpener,
 };
 pub use keys::{KeyInfo, KEYS_FILE};
 pub use pending::PendingApprovals;
@@ -640,6 +641,20 @@ impl Approver {
     /// An unanswered ceremony, for the approval page.
     pub fn view(&self, id: CeremonyId) -> Option<View> {
         self.lock().ceremonies.view(id)
+    }
+
+    /// A load of the approval page for ceremony `id` with the page secret it presents.
+    pub fn load_page(
+        &self,
+        id: CeremonyId,
+        presented: Option<&str>,
+    ) -> Result<PageLoad, ApprovalError> {
+        self.lock().ceremonies.load_page(id, presented)
+    }
+
+    /// Whether a page answer for ceremony `id` comes from the page session it belongs to.
+    pub fn check_page(&self, id: CeremonyId, presented: Option<&str>) -> Result<(), ApprovalError> {
+        self.lock().ceremonies.check_page(id, presented)
     }
 
     /// The outcome channel of ceremony `id`, awaited by control connection `conn`.

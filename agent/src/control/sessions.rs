@@ -50,7 +50,13 @@ impl Control {
                 credential,
             } => {
                 self.approvals
-                    .answer_detached(ceremony_id, credential, Some(conn.id), conn.peer(), now)
+                    .answer_detached(
+                        ceremony_id,
+                        credential,
+                        crate::approval::AnsweredBy::Conn(conn.id),
+                        conn.peer(),
+                        now,
+                    )
                     .await
             }
             Request::AwaitCeremony { ceremony_id } => {

@@ -1,9 +1,14 @@
 //! The browser approval page, `http://localhost:PORT/approve/<ceremony>`: plain WebAuthn in the
 //! user's browser, so platform authenticators and phones can approve too.
 //!
-//! The ceremony id (122 random bits) is the capability. The page and its script are static and
-//! served with a strict CSP; the answer is accepted only from the page's own origin
-//! `http://localhost:PORT`, and the `Host` check has already refused DNS-rebinding names.
+//! The ceremony id (122 random bits) names the ceremony, but is no capability on its own: it
+//! travels on `xdg-open`'s command line, which every process of the user can read. The first load
+//! of a ceremony's page gets a page secret (an `HttpOnly`, `SameSite=Strict` cookie); every later
+//! ceremony of the same `credctl` (the steps of one key change) belongs to that page session, and
+//! only a request carrying its secret may load or answer it. A second loader ends the ceremony
+//! and both are told. The page and its script are static and served with a strict CSP; the
+//! answer is accepted only from the page's own origin `http://localhost:PORT`, and the `Host`
+//! check has already refused DNS-rebinding names.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,7 +21,9 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::checks::{error_response, HttpContext};
 use super::endpoint::ApprovalPage;
-use crate::approval::{key_add_name, key_remove_target, key_seal_name, Approvals, Kind};
+use crate::approval::{
+    key_add_name, key_remove_target, key_seal_name, page_key, AnsweredBy, Approvals, Kind, PageLoad,
+};
 use crate::audit::Origin;
 use crate::sessions::Sessions;
 
@@ -34,6 +41,7 @@ pub struct Page {
     sessions: Sessions,
     ctx: HttpContext,
     origin: String,
+    port: u16,
 }
 
 fn with_headers(
@@ -63,15 +71,63 @@ fn ok(body: impl Into<Bytes>, content_type: &'static str) -> Response<Full<Bytes
     with_headers(Response::new(Full::new(body.into())), content_type)
 }
 
+/// The value of cookie `name` in a request's `Cookie` headers.
+fn cookie<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 impl Page {
-    fn options(&self, id: &str) -> Response<Full<Bytes>> {
-        let Some(view) = self.approvals.view(id) else {
-            return error_response(
+    /// The name of the page-session cookie of ceremony `id` (cookies ignore ports: the port is
+    /// in the name, so two agents never mix theirs).
+    fn cookie_name(&self, id: &str) -> Option<String> {
+        let view = self.approvals.view(id)?;
+        let cid = id.parse().ok()?;
+        Some(format!(
+            "credagent_page_{}_{}",
+            self.port,
+            page_key(cid, view.leader)
+        ))
+    }
+
+    fn options(
+        &self,
+        id: &str,
+        headers: &hyper::HeaderMap,
+        who: Origin,
+        now: SystemTime,
+    ) -> Response<Full<Bytes>> {
+        let not_found = || {
+            error_response(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "no such ceremony: it was answered or expired",
-            );
+            )
         };
+        let Some(name) = self.cookie_name(id) else {
+            return not_found();
+        };
+        let (view, load) =
+            match self
+                .approvals
+                .load_page(id, cookie(headers, &name), &who.into(), now)
+            {
+                Ok(v) => v,
+                Err(crate::approval::ApprovalError::PageTaken) => {
+                    return error_response(
+                        StatusCode::FORBIDDEN,
+                        "page_taken",
+                        &crate::approval::ApprovalError::PageTaken.to_string(),
+                    )
+                }
+                Err(_) => return not_found(),
+            };
         let body = match &view.kind {
             Kind::Approve { role } if key_remove_target(role).is_some() => {
                 serde_json::json!({
@@ -103,7 +159,17 @@ impl Page {
                 "kind": "register", "name": name, "requester": view.requester, "options": view.options,
             }),
         };
-        ok(body.to_string(), "application/json")
+        let mut resp = ok(body.to_string(), "application/json");
+        if let PageLoad::Bound(secret) = load {
+            // Scoped to the page's own paths, unreadable by scripts, never sent cross-site;
+            // it lives as long as the longest key change could.
+            let value =
+                format!("{name}={secret}; Path=/approve/; HttpOnly; SameSite=Strict; Max-Age=600");
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(hyper::header::SET_COOKIE, v);
+            }
+        }
+        resp
     }
 
     async fn finish(
@@ -122,6 +188,9 @@ impl Page {
                 "approvals are accepted only from the agent's own page",
             );
         }
+        let secret = self
+            .cookie_name(id)
+            .and_then(|name| cookie(req.headers(), &name).map(str::to_owned));
         // Bounded in size and in time: a client trickling its body must not keep the
         // connection busy (the idle tick spares busy connections).
         let read = Limited::new(req.into_body(), MAX_BODY).collect();
@@ -154,7 +223,13 @@ impl Page {
         };
         match self
             .approvals
-            .answer_detached(id.to_owned(), credential, None, who.into(), now)
+            .answer_detached(
+                id.to_owned(),
+                credential,
+                AnsweredBy::Page(secret),
+                who.into(),
+                now,
+            )
             .await
         {
             Resp::Ok => ok(
@@ -248,7 +323,7 @@ impl ApprovalPage for Page {
         match (req.method().clone(), first, rest) {
             (Method::GET, "app.js", None) => ok(SCRIPT, "text/javascript; charset=utf-8"),
             (Method::GET, id, None) if !id.is_empty() => ok(PAGE, "text/html; charset=utf-8"),
-            (Method::GET, id, Some("options")) => self.options(id),
+            (Method::GET, id, Some("options")) => self.options(id, req.headers(), origin, now),
             (Method::POST, id, Some("finish")) => self.finish(id, req, origin, now).await,
             _ => error_response(StatusCode::NOT_FOUND, "not_found", "no such page"),
         }
@@ -263,6 +338,7 @@ impl Page {
             sessions,
             ctx: HttpContext::new(addr),
             origin: format!("http://localhost:{}", addr.port()),
+            port: addr.port(),
         }
     }
 }
