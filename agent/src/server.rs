@@ -321,8 +321,13 @@ fn wire(
         ),
     ] {
         if let Some(url) = url {
-            overrides.push(format!("{what} {url}"));
+            overrides.push(format!("{what} {url} (config.toml)"));
         }
+    }
+    if let Some(url) = &config.federation_endpoint {
+        overrides.push(format!(
+            "federation endpoint {url} (federation_endpoint in config.toml)"
+        ));
     }
     let sources = Arc::new(sources);
     let sso_overrides: Vec<String> = [

@@ -43,6 +43,8 @@ impl AgentState {
             imds_role: None,
             vault: None,
             sealing: String::new(),
+            settings: String::new(),
+            approvals: Vec::new(),
             unsealed_keys: Vec::new(),
             lock_on: Vec::new(),
         }

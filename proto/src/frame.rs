@@ -137,7 +137,7 @@ mod tests {
         });
         roundtrip(Response::Stopping);
         roundtrip(Response::error(ErrorCode::BadRequest, "nope"));
-        roundtrip(Response::Status(StatusInfo {
+        roundtrip(Response::Status(Box::new(StatusInfo {
             pid: 1,
             agent_version: "v".into(),
             protocol_version: PROTOCOL_VERSION,
@@ -159,7 +159,13 @@ mod tests {
             sealing: "required".into(),
             unsealed_keys: vec!["old".into()],
             lock_on: vec!["suspend (logind PrepareForSleep): watched".into()],
-        }));
+            settings: "confirmed by a touch since the agent started".into(),
+            approvals: vec![crate::message::ApprovalInProgress {
+                what: "role prod".into(),
+                requester: "credctl (pid 7)".into(),
+                started_at: 9,
+            }],
+        })));
         roundtrip(Request::Open {
             role: "prod".into(),
             mfa_code: None,

@@ -14,8 +14,8 @@ pub use frame::{
     MAX_FRAME_LEN,
 };
 pub use message::{
-    ErrorCode, KeyInfo, PendingInfo, Request, Response, RoleInfo, SessionState, SourceInfo,
-    SsoAccountInfo, SsoState, StatusInfo, TokenInfo,
+    ApprovalInProgress, ErrorCode, KeyInfo, PendingInfo, Request, Response, RoleInfo, SessionState,
+    SourceInfo, SsoAccountInfo, SsoState, StatusInfo, TokenInfo,
 };
 pub use paths::{socket_path, socket_path_from, SocketPathSource};
 pub use secret::Secret;

@@ -154,7 +154,7 @@ pub enum Response {
         pid: u32,
     },
     /// Answer to [`Request::Status`].
-    Status(StatusInfo),
+    Status(Box<StatusInfo>),
     /// Answer to [`Request::Stop`]; the agent closes its listeners right after sending it.
     Stopping,
     /// A request that needs no data back succeeded.
@@ -490,6 +490,18 @@ pub struct PendingInfo {
     pub peer_exe: Option<String>,
 }
 
+/// A touch the agent is asking for right now: one at a time, so every other approval waits for
+/// it to be touched or to time out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalInProgress {
+    /// What the touch is for, in words ("role prod", "adding the key laptop").
+    pub what: String,
+    /// The process that asked, as the agent names it.
+    pub requester: String,
+    /// Unix seconds when it began.
+    pub started_at: u64,
+}
+
 /// What `credctl status` shows about the running agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusInfo {
@@ -537,6 +549,13 @@ pub struct StatusInfo {
     /// The lock signals (suspend, screen lock) and whether the agent could subscribe to each.
     #[serde(default)]
     pub lock_on: Vec<String>,
+    /// Whether a touch has confirmed the settings in force (endpoints, policy) since the agent
+    /// started, in words.
+    #[serde(default)]
+    pub settings: String,
+    /// The touches being asked for now (any other approval waits for them).
+    #[serde(default)]
+    pub approvals: Vec<ApprovalInProgress>,
 }
 
 #[cfg(test)]

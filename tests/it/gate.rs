@@ -248,3 +248,57 @@ fn a_changed_role_arn_needs_an_explicit_confirmation() {
     s.ok(&["lock"]);
     s.role_token("demo");
 }
+
+/// Busy is visible: while the agent asks for a touch for one role, `status` lists it with who
+/// asked, and a `credctl` that must wait behind it says for what and for whom before waiting;
+/// it gets its own touch once the first one ends.
+#[test]
+fn a_credctl_waiting_behind_another_approval_says_for_what_and_whom() {
+    use std::io::{BufRead, BufReader};
+    let s = Stack::new(
+        "[profile other]\nrole_arn = arn:aws:iam::123456789012:role/other\nsource_profile = SOURCE\n",
+        "",
+    )
+    .with_key_and_source();
+    let (mut user, _) = hello(&s.env.sock).unwrap();
+    match request(
+        &mut user,
+        &Request::Open {
+            role: "demo".into(),
+            mfa_code: None,
+            accept_change: false,
+        },
+    ) {
+        Response::Challenge { role, .. } => assert_eq!(role.as_deref(), Some("demo")),
+        other => panic!("{other:?}"),
+    }
+    let status = s.ok(&["status"]);
+    assert!(
+        status.contains("touching") && status.contains("role demo, asked by"),
+        "{status}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["approvals"][0]["what"], "role demo", "{json}");
+
+    let mut waiting = s
+        .env
+        .command(crate::util::bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .args(["env", "other"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(waiting.stderr.take().unwrap());
+    let mut line = String::new();
+    said.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("waiting: the agent is asking for a touch for role demo, asked by"),
+        "{line}"
+    );
+    // The first approval ends (its client goes away): the waiting one gets its own touch.
+    drop(user);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{line}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("AWS_CONTAINER_AUTHORIZATION_TOKEN"));
+}

@@ -135,12 +135,22 @@ fn a_policy_weakened_behind_the_agents_back_is_shown_and_needs_a_confirming_touc
     }
     assert!(!err.contains("\\n"), "real newlines, not escapes: {err}");
     assert_eq!(key_counter(&s), counter, "no touch was asked for");
+    let status = s.ok(&["status"]);
+    assert!(
+        status.contains("settings   CHANGED since a touch"),
+        "{status}"
+    );
     // `credctl confirm` refuses the same way without --accept-change…
     let out = s.credctl(&["confirm"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     // …and confirms with it (one touch), after which the role opens as usual.
     s.ok(&["confirm", "--accept-change"]);
     assert_eq!(key_counter(&s), counter + 1);
+    let status = s.ok(&["status"]);
+    assert!(
+        status.contains("settings   confirmed by a touch since the agent started"),
+        "{status}"
+    );
     assert!(s.credctl(&["env", "demo"]).status.success());
 }
 

@@ -318,6 +318,19 @@ impl<S> Ceremonies<S> {
         })
     }
 
+    /// The ceremonies that wait for a touch or for their outcome: what each is for, who asked,
+    /// and when it began (for `status`, and for a client about to wait behind one).
+    pub(crate) fn in_progress(&mut self, now: SystemTime) -> Vec<(Kind, String, SystemTime)> {
+        self.prune(now);
+        let mut all: Vec<_> = self
+            .entries
+            .values()
+            .map(|e| (e.kind.clone(), e.requester.clone(), e.started))
+            .collect();
+        all.sort_by_key(|(_, _, started)| *started);
+        all
+    }
+
     /// Ends ceremonies past their time; their followers learn why.
     pub(crate) fn prune(&mut self, now: SystemTime) {
         self.recent.retain(|r| r.until > now);

@@ -138,6 +138,53 @@ impl Approvals {
         self.trusted.preview(role)
     }
 
+    /// The touches being asked for now, for `status` and for a client about to wait behind one.
+    pub fn in_progress(&self, now: SystemTime) -> Vec<credagent_proto::ApprovalInProgress> {
+        self.approver
+            .in_progress(now)
+            .into_iter()
+            .map(
+                |(kind, requester, started)| credagent_proto::ApprovalInProgress {
+                    what: match &kind {
+                        Kind::Register { name } => format!("registering the key {name}"),
+                        Kind::Approve { role } if role == CONFIRM_ROLE => {
+                            "confirming the agent's settings".to_owned()
+                        }
+                        Kind::Approve { role } => {
+                            key_change(role).unwrap_or_else(|| format!("role {role}"))
+                        }
+                    },
+                    requester: if requester.is_empty() {
+                        "the approval page".to_owned()
+                    } else {
+                        requester
+                    },
+                    started_at: crate::util::unix_secs(started),
+                },
+            )
+            .collect()
+    }
+
+    /// Whether the settings in force are what a touch confirmed, in words, for `status`.
+    pub fn settings_state(&self) -> String {
+        if !self.approver.vault().exists() {
+            return "not authenticated: no vault yet (register a key with `credctl key add`)"
+                .into();
+        }
+        let changes = self.preview_changes(None);
+        if !changes.is_empty() {
+            return format!(
+                "CHANGED since a touch confirmed them ({}): see `credctl confirm`",
+                changes.len()
+            );
+        }
+        if self.trusted.confirmed() {
+            "confirmed by a touch since the agent started".into()
+        } else {
+            "as last confirmed (the next touch checks them)".into()
+        }
+    }
+
     /// The registered keys.
     pub fn keys(&self) -> Vec<KeyInfo> {
         self.approver.keys()
@@ -487,6 +534,15 @@ impl Approvals {
         let Some(view) = self.approver.view(cid) else {
             return gone();
         };
+        if let AnsweredBy::Conn(c) = &from {
+            if ceremony::bound(&view.kind) && *c != view.leader {
+                return Response::error(
+                    ErrorCode::Refused,
+                    "this ceremony belongs to another credctl: only the command that started it \
+                     can answer it",
+                );
+            }
+        }
         let parsed = match &view.kind {
             Kind::Register { .. } => {
                 let prf = prf_enabled(&credential);
@@ -505,25 +561,15 @@ impl Approvals {
             Ok(a) => a,
             Err(msg) => return Response::error(ErrorCode::BadRequest, msg),
         };
-        // Junk is refused above without burning the ceremony; a well-formed answer that is not
-        // from the leader (or the leader's page session) ends it.
-        match &from {
-            AnsweredBy::Conn(c) if ceremony::bound(&view.kind) && *c != view.leader => {
-                return Response::error(
-                    ErrorCode::Refused,
-                    "this ceremony belongs to another credctl: only the command that started it \
-                     can answer it",
+        // Junk is refused above without burning the ceremony; a well-formed answer from outside
+        // the leader's page session ends it.
+        if let AnsweredBy::Page(secret) = &from {
+            if let Err(e) = self.approver.check_page(cid, secret.as_deref()) {
+                self.audit.record(
+                    now,
+                    Event::action("page_answer", who, Some(e.code())).subject(id),
                 );
-            }
-            AnsweredBy::Conn(_) => {}
-            AnsweredBy::Page(secret) => {
-                if let Err(e) = self.approver.check_page(cid, secret.as_deref()) {
-                    self.audit.record(
-                        now,
-                        Event::action("page_answer", who, Some(e.code())).subject(id),
-                    );
-                    return e.to_response();
-                }
+                return e.to_response();
             }
         }
         let claimed = match self.approver.claim(cid, now) {

@@ -643,6 +643,11 @@ impl Approver {
         self.lock().ceremonies.view(id)
     }
 
+    /// The ceremonies in progress: what each is for, who asked, since when.
+    pub fn in_progress(&self, now: SystemTime) -> Vec<(Kind, String, SystemTime)> {
+        self.lock().ceremonies.in_progress(now)
+    }
+
     /// A load of the approval page for ceremony `id` with the page secret it presents.
     pub fn load_page(
         &self,

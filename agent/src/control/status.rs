@@ -17,7 +17,7 @@ impl Control {
         match req {
             Request::Status => {
                 let pending = self.pending_list(now).await;
-                Response::Status(self.status(now, pending))
+                Response::Status(Box::new(self.status(now, pending)))
             }
             Request::Lock => {
                 self.lock();
@@ -83,6 +83,8 @@ impl Control {
         info.pending = pending;
         info.aws_config = self.aws_config.path().map(|p| p.display().to_string());
         info.overrides = self.overrides.clone();
+        info.settings = self.approvals.settings_state();
+        info.approvals = self.approvals.in_progress(now);
         info
     }
 }

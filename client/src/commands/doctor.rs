@@ -61,7 +61,7 @@ pub fn doctor(socket: &Path, json: bool) -> (String, bool) {
             checks.push(version_check(&agent));
             checks.push(identity_check(&agent.identity));
             let status = match agent.request(&Request::Status) {
-                Ok(Response::Status(s)) => Some(s),
+                Ok(Response::Status(s)) => Some(*s),
                 _ => None,
             };
             checks.push(keyring_check(&mut agent));

@@ -52,6 +52,9 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     for o in &info.overrides {
         out.push_str(&format!("override   {o}\n"));
     }
+    if !info.settings.is_empty() {
+        out.push_str(&format!("settings   {}\n", info.settings));
+    }
     if let Some(w) = crate::commands::roles::config_mismatch(info.aws_config.as_deref()) {
         eprintln!("credctl: {w}");
     }
@@ -106,6 +109,17 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
             }
         }
     }
+    if !info.approvals.is_empty() {
+        out.push_str("touching   (one touch at a time: every other approval waits for these)\n");
+        for a in &info.approvals {
+            out.push_str(&format!(
+                "  {}, asked by {}, {} s ago\n",
+                crate::text::printable(&a.what),
+                crate::text::printable(&a.requester),
+                now_secs().saturating_sub(a.started_at)
+            ));
+        }
+    }
     if !info.pending.is_empty() {
         out.push_str("pending    (run `credctl watch`, or `credctl use ROLE`)\n");
         for p in &info.pending {
@@ -118,6 +132,12 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
         }
     }
     out
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `credctl status [--json]`.
