@@ -40,6 +40,9 @@
         row("Why", "the key's secret (WebAuthn PRF) wraps your vault for it, so its touch can open your sources. The key is stored only after this touch."),
         row("Asked by", info.requester),
       );
+    } else if (info.kind === "confirm") {
+      $("title").textContent = "Confirm credagent's settings?";
+      box.append(row("Touch", "a key you registered before; it opens no role"), row("Asked by", info.requester));
     } else if (info.kind === "authorize_key_remove") {
       $("title").textContent = "Allow removing security key \u201c" + info.name + "\u201d?";
       box.append(row("Key to remove", info.name), row("Touch", "a key you registered before"), row("Asked by", info.requester));

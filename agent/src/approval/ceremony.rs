@@ -63,63 +63,76 @@ fn expired(started: SystemTime, now: SystemTime, lifetime: Duration) -> bool {
     age >= lifetime
 }
 
-/// Pseudo-roles for "an existing key authorizes registering key NAME". AWS profile names cannot
-/// hold whitespace, so the space keeps them apart from every role: no session can open under one.
-const KEY_ADD: &str = "key add: ";
-
-/// The pseudo-role that authorizes registering a key named `name`.
-pub fn key_add_role(name: &str) -> String {
-    format!("{KEY_ADD}{name}")
+/// What an approval touch is for. On the wire (`Challenge.role`, the audit) each has the name
+/// [`Purpose::wire`] gives it; inside the agent it is this type, never a parsed string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Open the session of this role.
+    Role(String),
+    /// A touch of a registered key allows registering the key named here.
+    KeyAdd(String),
+    /// The new key's own touch, which seals the vault to it (`approval::seal`).
+    KeySeal(String),
+    /// A touch of a registered key allows removing the key named here (`force`: even the last).
+    KeyRemove { name: String, force: bool },
+    /// `credctl confirm`: unwrap the vault and check (or confirm) the settings; opens nothing.
+    Confirm,
 }
 
-/// The key name, if `role` is a key-add pseudo-role.
-pub fn key_add_name(role: &str) -> Option<&str> {
-    role.strip_prefix(KEY_ADD)
-}
-
-/// Pseudo-roles for "an existing key authorizes removing key NAME" (`--force`: even the last).
-const KEY_REMOVE: &str = "key remove: ";
-const KEY_REMOVE_LAST: &str = "key remove --force: ";
-
-/// The pseudo-role that authorizes removing key `name`.
-pub fn key_remove_role(name: &str, force: bool) -> String {
-    let prefix = if force { KEY_REMOVE_LAST } else { KEY_REMOVE };
-    format!("{prefix}{name}")
-}
-
-/// The key name and `--force`, if `role` is a key-remove pseudo-role.
-pub fn key_remove_target(role: &str) -> Option<(&str, bool)> {
-    role.strip_prefix(KEY_REMOVE)
-        .map(|n| (n, false))
-        .or_else(|| role.strip_prefix(KEY_REMOVE_LAST).map(|n| (n, true)))
-}
-
-/// The pseudo-role of a new key's own touch, which seals the vault to it (`approval::seal`).
-const KEY_SEAL: &str = "key seal: ";
-
-/// The pseudo-role that seals the vault to the new key `name`.
-pub fn key_seal_role(name: &str) -> String {
-    format!("{KEY_SEAL}{name}")
-}
-
-/// The key name, if `role` is a key-seal pseudo-role.
-pub fn key_seal_name(role: &str) -> Option<&str> {
-    role.strip_prefix(KEY_SEAL)
-}
-
-/// The pseudo-role of `credctl confirm`: a touch that unwraps the vault and checks (or confirms)
-/// the settings, and opens nothing.
-pub const CONFIRM_ROLE: &str = "confirm settings";
-
-/// What a key-change pseudo-role is about, in words; `None` for a role.
-pub fn key_change(role: &str) -> Option<String> {
-    if let Some(name) = key_add_name(role) {
-        return Some(format!("adding the key {name}"));
+impl Purpose {
+    /// The name this purpose has on the wire and in the audit. Key changes keep the pseudo-role
+    /// names older clients know (`key seal: NAME`); AWS profile names hold no whitespace, so no
+    /// role is ever named like one.
+    pub fn wire(&self) -> String {
+        match self {
+            Purpose::Role(role) => role.clone(),
+            Purpose::KeyAdd(name) => format!("key add: {name}"),
+            Purpose::KeySeal(name) => format!("key seal: {name}"),
+            Purpose::KeyRemove { name, force: false } => format!("key remove: {name}"),
+            Purpose::KeyRemove { name, force: true } => format!("key remove --force: {name}"),
+            Purpose::Confirm => "confirm settings".to_owned(),
+        }
     }
-    if let Some(name) = key_seal_name(role) {
-        return Some(format!("sealing your sources to the new key {name}"));
+
+    /// The role, if this touch opens one.
+    pub fn role(&self) -> Option<&str> {
+        match self {
+            Purpose::Role(role) => Some(role),
+            _ => None,
+        }
     }
-    key_remove_target(role).map(|(name, _)| format!("removing the key {name}"))
+
+    /// What a key change is about, in words; `None` for anything else.
+    pub fn key_change(&self) -> Option<String> {
+        match self {
+            Purpose::KeyAdd(name) => Some(format!("adding the key {name}")),
+            Purpose::KeySeal(name) => Some(format!("sealing your sources to the new key {name}")),
+            Purpose::KeyRemove { name, .. } => Some(format!("removing the key {name}")),
+            Purpose::Role(_) | Purpose::Confirm => None,
+        }
+    }
+
+    /// What the touch is for, in words ("role prod", "adding the key laptop").
+    pub fn describe(&self) -> String {
+        match self {
+            Purpose::Role(role) => format!("role {role}"),
+            Purpose::Confirm => "confirming the agent's settings".to_owned(),
+            other => other.key_change().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&str> for Purpose {
+    /// A role name.
+    fn from(role: &str) -> Self {
+        Purpose::Role(role.to_owned())
+    }
+}
+
+impl From<&Purpose> for Purpose {
+    fn from(p: &Purpose) -> Self {
+        p.clone()
+    }
 }
 
 /// How the outcome of an abandoned ceremony starts; followers then lead a new one.
@@ -128,7 +141,9 @@ pub const ABANDONED: &str = "the client taking the touch went away";
 /// What a ceremony is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    Approve { role: String },
+    /// An assertion (a touch of a registered key, or of the new key to seal it).
+    Approve(Purpose),
+    /// A new key's registration.
     Register { name: String },
 }
 
@@ -217,7 +232,7 @@ impl<S> Entry<S> {
 /// Every outstanding ceremony, by id, and the approval under way for each role.
 pub(crate) struct Ceremonies<S> {
     entries: HashMap<CeremonyId, Entry<S>>,
-    by_role: HashMap<String, CeremonyId>,
+    by_role: HashMap<Purpose, CeremonyId>,
     /// Woken whenever a ceremony ends, for those waiting for their turn.
     ended: std::sync::Arc<tokio::sync::Notify>,
     /// Outcomes of ceremonies that ended lately, for their leader alone: `credctl` prints the
@@ -269,7 +284,7 @@ const RECENT: usize = 16;
 pub(crate) fn bound(kind: &Kind) -> bool {
     match kind {
         Kind::Register { .. } => true,
-        Kind::Approve { role } => key_change(role).is_some(),
+        Kind::Approve(purpose) => purpose.key_change().is_some(),
     }
 }
 
@@ -310,10 +325,10 @@ impl<S> Ceremonies<S> {
     /// The role of the approval under way, if one is: one touch at a time, so a process
     /// cannot slip a ceremony for another role in front of the one the person is about to
     /// touch for, and assertions of one key are verified in the order they were made.
-    pub(crate) fn approval_under_way(&mut self, now: SystemTime) -> Option<String> {
+    pub(crate) fn approval_under_way(&mut self, now: SystemTime) -> Option<Purpose> {
         self.prune(now);
         self.entries.values().find_map(|e| match &e.kind {
-            Kind::Approve { role } => Some(role.clone()),
+            Kind::Approve(purpose) => Some(purpose.clone()),
             Kind::Register { .. } => None,
         })
     }
@@ -361,11 +376,11 @@ impl<S> Ceremonies<S> {
     /// The outcome channel of the approval under way for `role`, if there is one.
     pub(crate) fn follow(
         &mut self,
-        role: &str,
+        purpose: impl Into<Purpose>,
         now: SystemTime,
     ) -> Option<watch::Receiver<Option<Response>>> {
         self.prune(now);
-        let id = self.by_role.get(role)?;
+        let id = self.by_role.get(&purpose.into())?;
         self.entries.get(id).map(|e| e.tx.subscribe())
     }
 
@@ -380,8 +395,8 @@ impl<S> Ceremonies<S> {
     ) -> Result<CeremonyId, ApprovalError> {
         self.check_room(now)?;
         let id = CeremonyId::random();
-        if let Kind::Approve { role } = &kind {
-            self.by_role.insert(role.clone(), id);
+        if let Kind::Approve(purpose) = &kind {
+            self.by_role.insert(purpose.clone(), id);
         }
         let (tx, _) = watch::channel(None);
         self.entries.insert(
@@ -472,9 +487,9 @@ impl<S> Ceremonies<S> {
     /// Ends ceremony `id` with `outcome` for everyone waiting on it.
     pub(crate) fn finish(&mut self, id: CeremonyId, outcome: Response) {
         if let Some(e) = self.entries.remove(&id) {
-            if let Kind::Approve { role } = &e.kind {
-                if self.by_role.get(role) == Some(&id) {
-                    self.by_role.remove(role);
+            if let Kind::Approve(purpose) = &e.kind {
+                if self.by_role.get(purpose) == Some(&id) {
+                    self.by_role.remove(purpose);
                 }
             }
             if e.leader != 0 {
@@ -651,7 +666,7 @@ mod tests {
     }
 
     fn approve(role: &str) -> Kind {
-        Kind::Approve { role: role.into() }
+        Kind::Approve(Purpose::Role(role.into()))
     }
 
     fn lead(conn: u64) -> Lead {

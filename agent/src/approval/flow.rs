@@ -9,10 +9,7 @@ use credagent_proto::{ErrorCode, KeyInfo as WireKeyInfo, Response, Secret};
 use secrecy::SecretString;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
-use super::ceremony::{
-    self, key_add_name, key_add_role, key_change, key_remove_role, key_remove_target,
-    key_seal_name, key_seal_role, Begin, Claimed, Kind, Lead, View, CONFIRM_ROLE,
-};
+use super::ceremony::{self, Begin, Claimed, Kind, Lead, Purpose, View};
 use super::pending::PendingApprovals;
 use super::seal::{prf_enabled, prf_output};
 use super::Registered;
@@ -147,12 +144,7 @@ impl Approvals {
                 |(kind, requester, started)| credagent_proto::ApprovalInProgress {
                     what: match &kind {
                         Kind::Register { name } => format!("registering the key {name}"),
-                        Kind::Approve { role } if role == CONFIRM_ROLE => {
-                            "confirming the agent's settings".to_owned()
-                        }
-                        Kind::Approve { role } => {
-                            key_change(role).unwrap_or_else(|| format!("role {role}"))
-                        }
+                        Kind::Approve(purpose) => purpose.describe(),
                     },
                     requester: if requester.is_empty() {
                         "the approval page".to_owned()
@@ -224,15 +216,15 @@ impl Approvals {
     fn pseudo_challenge(
         &self,
         id: CeremonyId,
-        role: String,
-        purpose: String,
+        purpose: &Purpose,
+        what: String,
         options: serde_json::Value,
     ) -> Response {
         Response::Challenge {
             ceremony_id: id.to_string(),
             origin: self.origin.clone(),
-            role: Some(role),
-            purpose: Some(purpose),
+            role: Some(purpose.wire()),
+            purpose: Some(what),
             session_secs: None,
             target: None,
             approve_url: format!("{}/approve/{id}", self.origin),
@@ -287,11 +279,11 @@ impl Approvals {
         if self.approver.keys().is_empty() {
             return self.registration_challenge(name, who.conn, None, now);
         }
-        let role = key_add_role(name);
-        match self.take_turn(&role, who, None, None, false, now).await {
+        let purpose = Purpose::KeyAdd(name.to_owned());
+        match self.take_turn(&purpose, who, None, None, false, now).await {
             Ok(Begin::Lead(id, options)) => self.pseudo_challenge(
                 id,
-                role,
+                &purpose,
                 format!("with a key you registered before, to allow adding the new key {name}"),
                 options,
             ),
@@ -342,18 +334,17 @@ impl Approvals {
         if let Err(e) = self.approver.check_removal(name, force) {
             return e.to_response();
         }
-        let role = key_remove_role(name, force);
-        match self.take_turn(&role, who, None, None, false, now).await {
-            Ok(Begin::Lead(id, options)) => Response::Challenge {
-                ceremony_id: id.to_string(),
-                origin: self.origin.clone(),
-                role: Some(role),
-                purpose: Some(format!("to allow removing the key {name}")),
-                session_secs: None,
-                target: None,
-                approve_url: format!("{}/approve/{id}", self.origin),
+        let purpose = Purpose::KeyRemove {
+            name: name.to_owned(),
+            force,
+        };
+        match self.take_turn(&purpose, who, None, None, false, now).await {
+            Ok(Begin::Lead(id, options)) => self.pseudo_challenge(
+                id,
+                &purpose,
+                format!("to allow removing the key {name}"),
                 options,
-            },
+            ),
             // open_or_join refuses to let anyone follow a key change.
             Ok(Begin::Follow(_)) => Response::error(
                 ErrorCode::Internal,
@@ -383,7 +374,7 @@ impl Approvals {
                 )
                 .await
             }
-            Some(Kind::Approve { .. }) => Response::error(
+            Some(Kind::Approve(_)) => Response::error(
                 ErrorCode::BadRequest,
                 "that ceremony opens a role; send approve",
             ),
@@ -405,9 +396,10 @@ impl Approvals {
         who: &Requester,
         now: SystemTime,
     ) -> Response {
+        let purpose = Purpose::Role(role.to_owned());
         let begin = self
             .take_turn(
-                role,
+                &purpose,
                 who,
                 mfa_code,
                 Some(target.clone()),
@@ -454,7 +446,7 @@ impl Approvals {
     /// for another role is under way: one touch at a time.
     async fn take_turn(
         &self,
-        role: &str,
+        purpose: &Purpose,
         who: &Requester,
         mfa_code: Option<Secret>,
         target: Option<String>,
@@ -471,12 +463,12 @@ impl Approvals {
             let elapsed = deadline.saturating_duration_since(tokio::time::Instant::now());
             let now = now + ceremony::OUTCOME_WAIT.saturating_sub(elapsed);
             match self.approver.open_or_join(
-                role,
+                purpose,
                 who.lead(mfa_code.clone(), target.clone(), accept_change),
                 now,
             ) {
                 Err(ApprovalError::Busy { role: other }) => {
-                    tracing::debug!(role, waiting_for = %other, "one touch at a time: waiting");
+                    tracing::debug!(purpose = %purpose.wire(), waiting_for = %other, "one touch at a time: waiting");
                     if tokio::time::timeout_at(deadline, turn).await.is_err() {
                         return Err(ApprovalError::Busy { role: other });
                     }
@@ -626,7 +618,7 @@ impl Approvals {
     ) -> Response {
         let name = match &claimed.kind {
             Kind::Register { name } => name.clone(),
-            Kind::Approve { role } => role.clone(),
+            Kind::Approve(purpose) => purpose.wire(),
         };
         let result = self
             .approver
@@ -637,7 +629,7 @@ impl Approvals {
                 Response::Challenge {
                     ceremony_id: id.to_string(),
                     origin: self.origin.clone(),
-                    role: Some(key_seal_role(&name)),
+                    role: Some(Purpose::KeySeal(name.clone()).wire()),
                     purpose: Some(format!(
                         "once more with the new key {name}, to seal your sources to it"
                     )),
@@ -687,13 +679,14 @@ impl Approvals {
         who: &Peer,
         now: SystemTime,
     ) -> Response {
-        let Kind::Approve { role } = claimed.kind.clone() else {
+        let Kind::Approve(purpose) = claimed.kind.clone() else {
             return Response::error(
                 ErrorCode::BadRequest,
                 "the answer does not match the ceremony",
             );
         };
-        if let Some(name) = key_seal_name(&role) {
+        let role = purpose.wire();
+        if let Purpose::KeySeal(name) = &purpose {
             let result = self
                 .approver
                 .finish_seal_claimed(claimed, cred, prf, now)
@@ -712,11 +705,11 @@ impl Approvals {
         );
         let approval = match self
             .approver
-            .finish_approval_claimed(claimed, &role, cred, prf, now)
+            .finish_approval_claimed(claimed, &purpose, cred, prf, now)
         {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(role, code = e.code(), "approval refused");
+                tracing::warn!(role = %role, code = e.code(), "approval refused");
                 self.audit
                     .record(now, Event::action("touch", who, Some(e.code())).role(&role));
                 if let Some(replaced) = self.replaced_vault(&e) {
@@ -737,33 +730,40 @@ impl Approvals {
         if let Err(reply) = self.check_trusted(&approval, accept, who, now) {
             return *reply;
         }
-        if role == CONFIRM_ROLE {
-            return Response::Ok;
+        match &purpose {
+            Purpose::Confirm => Response::Ok,
+            Purpose::KeyAdd(name) => {
+                tracing::info!(
+                    new_key = %name,
+                    by = approval.key_name(),
+                    "adding a key was authorized"
+                );
+                self.registration_challenge(name, leader, Some(approval), now)
+            }
+            Purpose::KeyRemove { name, force } => {
+                let result = self.approver.remove_key(name, *force, approval);
+                let refused = result.as_ref().err().map(ApprovalError::code);
+                self.audit
+                    .record(now, Event::action("key_remove", who, refused).subject(name));
+                match result {
+                    Ok(()) => Response::Ok,
+                    Err(e) => e.to_response(),
+                }
+            }
+            // Answered above: the seal step never reaches here.
+            Purpose::KeySeal(_) => Response::error(
+                ErrorCode::Internal,
+                "a seal touch reached the approval path: this is a bug",
+            ),
+            Purpose::Role(role) => {
+                tracing::info!(
+                    role = %role,
+                    key = approval.key_name(),
+                    "touch verified; opening the session"
+                );
+                self.open_session(approval, mfa_code, who, now).await
+            }
         }
-        if let Some(name) = key_add_name(&role) {
-            tracing::info!(
-                new_key = name,
-                by = approval.key_name(),
-                "adding a key was authorized"
-            );
-            return self.registration_challenge(name, leader, Some(approval), now);
-        }
-        if let Some((name, force)) = key_remove_target(&role) {
-            let result = self.approver.remove_key(name, force, approval);
-            let refused = result.as_ref().err().map(ApprovalError::code);
-            self.audit
-                .record(now, Event::action("key_remove", who, refused).subject(name));
-            return match result {
-                Ok(()) => Response::Ok,
-                Err(e) => e.to_response(),
-            };
-        }
-        tracing::info!(
-            role,
-            key = approval.key_name(),
-            "touch verified; opening the session"
-        );
-        self.open_session(approval, mfa_code, who, now).await
     }
 
     /// The touch that created the vault confirms the settings the agent runs with (trust on
@@ -844,8 +844,8 @@ impl Approvals {
                 ),
             )));
         };
-        let target = match (key_change(role), approval.target()) {
-            (None, Some(target)) if role != CONFIRM_ROLE => Some((role, target)),
+        let target = match (approval.purpose(), approval.target()) {
+            (Purpose::Role(role), Some(target)) => Some((role.as_str(), target)),
             _ => None,
         };
         match self.trusted.verify(secret, target, accept) {
@@ -877,7 +877,7 @@ impl Approvals {
                          them with a touch: `{}`. If you did not, someone else edited your \
                          files: put back what was there (config.toml, ~/.aws/config) and \
                          restart the agent",
-                        confirm_command(role)
+                        confirm_command(approval.purpose())
                     ),
                 )))
             }
@@ -908,11 +908,11 @@ impl Approvals {
             )
         };
         match self
-            .take_turn(CONFIRM_ROLE, who, None, None, accept_change, now)
+            .take_turn(&Purpose::Confirm, who, None, None, accept_change, now)
             .await
         {
             Ok(Begin::Lead(id, options)) => {
-                self.pseudo_challenge(id, CONFIRM_ROLE.to_owned(), purpose, options)
+                self.pseudo_challenge(id, &Purpose::Confirm, purpose, options)
             }
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
             Err(e) => e.to_response(),
@@ -957,17 +957,17 @@ pub fn join_changes(changes: &[Change]) -> String {
         .join("; ")
 }
 
-/// The command that confirms changes for a touch about `role`.
-fn confirm_command(role: &str) -> String {
-    if key_change(role).is_some() || role == CONFIRM_ROLE {
-        "credctl confirm --accept-change".to_owned()
-    } else {
-        format!("credctl use {role} --accept-change")
+/// The command that confirms changes for a touch for `purpose`.
+fn confirm_command(purpose: &Purpose) -> String {
+    match purpose {
+        Purpose::Role(role) => format!("credctl use {role} --accept-change"),
+        _ => "credctl confirm --accept-change".to_owned(),
     }
 }
 
 /// The refusal before a touch: what changed, as the files say, and how to confirm it.
 pub fn changes_before_touch(changes: &[Change], role: Option<&str>) -> String {
+    let purpose = role.map_or(Purpose::Confirm, Purpose::from);
     let mut out =
         String::from("what a touch would rely on changed since a touch last confirmed it:");
     for c in changes {
@@ -978,7 +978,7 @@ pub fn changes_before_touch(changes: &[Change], role: Option<&str>) -> String {
         "\nif you made these changes, run `{}` and touch your key; if you did not, someone else \
          edited your files: put back what was there (config.toml, ~/.aws/config) and restart the \
          agent",
-        confirm_command(role.unwrap_or(CONFIRM_ROLE))
+        confirm_command(&purpose)
     ));
     out
 }

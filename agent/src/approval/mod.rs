@@ -30,9 +30,8 @@ use webauthn_rs::prelude::{
 };
 
 pub use ceremony::{
-    key_add_name, key_add_role, key_change, key_remove_role, key_remove_target, key_seal_name,
-    key_seal_role, page_key, wait, Begin, CeremonyId, Kind, Lead, PageLoad, View, CEREMONY_TTL,
-    CONFIRM_ROLE, MAX_CEREMONIES, MAX_FAILURE_DELAY, OUTCOME_WAIT,
+    page_key, wait, Begin, CeremonyId, Kind, Lead, PageLoad, Purpose, View, CEREMONY_TTL,
+    MAX_CEREMONIES, MAX_FAILURE_DELAY, OUTCOME_WAIT,
 };
 pub use error::ApprovalError;
 pub use flow::{
@@ -61,6 +60,9 @@ use crate::vault::{PrfOutput, VaultKeeper, VaultSecret, KEY_LEN};
 #[derive(Debug)]
 #[must_use]
 pub struct Approval {
+    /// What the touch was for.
+    purpose: Purpose,
+    /// Its wire name (the role's name for a role), for [`Approval::role`].
     role: String,
     key_name: String,
     approved_at: SystemTime,
@@ -72,9 +74,14 @@ pub struct Approval {
 }
 
 impl Approval {
-    /// The role this approval opens.
+    /// The role this approval opens (for another purpose, its wire name, which names no role).
     pub fn role(&self) -> &str {
         &self.role
+    }
+
+    /// What the touch was for.
+    pub fn purpose(&self) -> &Purpose {
+        &self.purpose
     }
 
     /// What the touch was shown to open (source and role ARNs), when known: the session must
@@ -114,8 +121,10 @@ impl Approval {
     /// An approval for tests, approved at `approved_at`.
     #[cfg(any(test, feature = "test-approval"))]
     pub fn for_tests_at(role: impl Into<String>, approved_at: SystemTime) -> Self {
+        let role = role.into();
         Self {
-            role: role.into(),
+            purpose: Purpose::Role(role.clone()),
+            role,
             key_name: "test-key".into(),
             approved_at,
             target: None,
@@ -250,7 +259,7 @@ impl Approver {
     }
 
     /// Starts registering key `name`, allowed by `authorization`: a verified touch of a
-    /// registered key for [`key_add_role`]`(name)`.
+    /// registered key for [`Purpose::KeyAdd`]`(name)`.
     pub fn start_registration_authorized(
         &self,
         name: &str,
@@ -276,7 +285,7 @@ impl Approver {
         }
         inner.ceremonies.check_room(now)?;
         let (authorized, vault) = match authorization {
-            Some(mut a) if a.role == key_add_role(name) => (true, a.vault.take()),
+            Some(mut a) if a.purpose == Purpose::KeyAdd(name.to_owned()) => (true, a.vault.take()),
             None if inner.store.records.is_empty() => (false, None),
             _ => {
                 return Err(ApprovalError::NotAuthorized {
@@ -428,12 +437,13 @@ impl Approver {
     /// Starts an approval for `role`: the challenge is valid for that role only, once, for 60 s.
     pub fn start_approval(
         &self,
-        role: &str,
+        purpose: impl Into<Purpose>,
         now: SystemTime,
     ) -> Result<(CeremonyId, RequestChallengeResponse), ApprovalError> {
-        validate("role name", role, 256)?;
+        let purpose = purpose.into();
+        validate("role name", &purpose.wire(), 256)?;
         let mut inner = self.lock();
-        self.start_approval_locked(&mut inner, role, Lead::default(), now)
+        self.start_approval_locked(&mut inner, &purpose, Lead::default(), now)
     }
 
     /// Joins the approval under way for `role`, or starts one led by `lead`. Atomic: two
@@ -441,24 +451,27 @@ impl Approver {
     /// [`ApprovalError::Busy`]: one touch at a time.
     pub fn open_or_join(
         &self,
-        role: &str,
+        purpose: impl Into<Purpose>,
         lead: Lead,
         now: SystemTime,
     ) -> Result<Begin, ApprovalError> {
-        validate("role name", role, 256)?;
+        let purpose = &purpose.into();
+        validate("role name", &purpose.wire(), 256)?;
         let mut inner = self.lock();
-        if let Some(rx) = inner.ceremonies.follow(role, now) {
+        if let Some(rx) = inner.ceremonies.follow(purpose, now) {
             // A key change belongs to the connection that asked: nobody else may follow it
             // (and receive, say, the registration challenge its touch releases).
-            if let Some(what) = key_change(role) {
+            if let Some(what) = purpose.key_change() {
                 return Err(ApprovalError::KeyChangePending { what });
             }
             return Ok(Begin::Follow(rx));
         }
         if let Some(other) = inner.ceremonies.approval_under_way(now) {
-            return Err(ApprovalError::Busy { role: other });
+            return Err(ApprovalError::Busy {
+                role: other.describe(),
+            });
         }
-        let (id, _) = self.start_approval_locked(&mut inner, role, lead, now)?;
+        let (id, _) = self.start_approval_locked(&mut inner, purpose, lead, now)?;
         let options = inner
             .ceremonies
             .view(id)
@@ -470,7 +483,7 @@ impl Approver {
     fn start_approval_locked(
         &self,
         inner: &mut Inner,
-        role: &str,
+        purpose: &Purpose,
         lead: Lead,
         now: SystemTime,
     ) -> Result<(CeremonyId, RequestChallengeResponse), ApprovalError> {
@@ -497,7 +510,7 @@ impl Approver {
         }
         let (evals, fresh) = self.evals_for(&eligible)?;
         let (challenge, state) = self.rp.start_authentication(&keys)?;
-        let kind = Kind::Approve { role: role.into() };
+        let kind = Kind::Approve(purpose.clone());
         let mut options = options_json(&challenge)?;
         seal::request_prf_eval(&mut options, &evals);
         let state = State::Approval { state, fresh };
@@ -510,36 +523,38 @@ impl Approver {
     pub fn finish_approval(
         &self,
         id: CeremonyId,
-        role: &str,
+        purpose: impl Into<Purpose>,
         credential: &PublicKeyCredential,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
+        let purpose = purpose.into();
         let result = self
             .claim(id, now)
-            .and_then(|claimed| self.verify_approval(claimed, role, credential, None, now));
+            .and_then(|claimed| self.verify_approval(claimed, &purpose, credential, None, now));
         self.conclude_with(id, &result);
-        self.account(role, result)
+        self.account(&purpose, result)
     }
 
     /// [`Approver::finish_approval`] for a ceremony already claimed by its answer.
     fn finish_approval_claimed(
         &self,
         claimed: Claimed<State>,
-        role: &str,
+        purpose: &Purpose,
         credential: &PublicKeyCredential,
         prf: Option<PrfOutput>,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
-        let result = self.verify_approval(claimed, role, credential, prf, now);
-        self.account(role, result)
+        let result = self.verify_approval(claimed, purpose, credential, prf, now);
+        self.account(purpose, result)
     }
 
     /// Feeds an approval's outcome to the growing delay.
     fn account(
         &self,
-        role: &str,
+        purpose: &Purpose,
         result: Result<Approval, ApprovalError>,
     ) -> Result<Approval, ApprovalError> {
+        let role = purpose.wire();
         let mut inner = self.lock();
         match &result {
             Ok(approval) => {
@@ -548,7 +563,7 @@ impl Approver {
             }
             Err(err) if counts_as_failure(err) => {
                 inner.backoff.record_failure();
-                tracing::info!(role, code = err.code(), "approval refused");
+                tracing::info!(role = %role, code = err.code(), "approval refused");
             }
             Err(_) => {}
         }
@@ -558,23 +573,24 @@ impl Approver {
     fn verify_approval(
         &self,
         claimed: Claimed<State>,
-        role: &str,
+        purpose: &Purpose,
         credential: &PublicKeyCredential,
         prf: Option<PrfOutput>,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
         let target = claimed.target;
-        let (Kind::Approve { role: expected }, State::Approval { state, fresh }) =
+        let (Kind::Approve(expected), State::Approval { state, fresh }) =
             (claimed.kind, claimed.state)
         else {
             return Err(ApprovalError::UnknownCeremony);
         };
-        if expected != role {
+        if expected != *purpose {
             return Err(ApprovalError::RoleMismatch {
-                expected,
-                requested: role.into(),
+                expected: expected.wire(),
+                requested: purpose.wire(),
             });
         }
+        let role = expected.wire();
         let verified = self.rp.finish_authentication(credential, &state);
         let mut inner = self.lock();
         let result = match verified {
@@ -586,7 +602,7 @@ impl Approver {
                     .map(|r| r.name.clone());
                 let err = rp::assertion_error(err, credential, key);
                 if let ApprovalError::CounterRegression { key } = &err {
-                    tracing::warn!(key = %key, role, "signature counter went backwards: possible cloned key");
+                    tracing::warn!(key = %key, role = %role, "signature counter went backwards: possible cloned key");
                 }
                 return Err(err);
             }
@@ -602,7 +618,7 @@ impl Approver {
         let counter = result.counter();
         if (counter > 0 || record.counter > 0) && counter <= record.counter {
             tracing::warn!(
-                key = %record.name, role, stored = record.counter, presented = counter,
+                key = %record.name, role = %role, stored = record.counter, presented = counter,
                 "signature counter went backwards: possible cloned key"
             );
             return Err(ApprovalError::CounterRegression {
@@ -625,7 +641,8 @@ impl Approver {
         // keys.json has no wrap, and one whose secret does not unwrap is refused here.
         let vault = self.unseal_for(&key_name, result.cred_id().as_slice(), prf, &fresh)?;
         Ok(Approval {
-            role: expected,
+            purpose: expected,
+            role,
             key_name,
             approved_at: now,
             target,
@@ -720,14 +737,18 @@ impl Approver {
     }
 
     /// Removes key `name`, allowed by `authorization`: a verified touch of a registered key for
-    /// [`key_remove_role`]`(name, force)`. Refuses to remove the last key unless `force`.
+    /// [`Purpose::KeyRemove`]` { name, force }`. Refuses to remove the last key unless `force`.
     pub fn remove_key(
         &self,
         name: &str,
         force: bool,
         authorization: Approval,
     ) -> Result<(), ApprovalError> {
-        if authorization.role != key_remove_role(name, force) {
+        let wanted = Purpose::KeyRemove {
+            name: name.to_owned(),
+            force,
+        };
+        if authorization.purpose != wanted {
             return Err(ApprovalError::NotAuthorized {
                 what: format!("removing the key {name}"),
             });

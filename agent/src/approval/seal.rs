@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::time::SystemTime;
 use webauthn_rs::prelude::PublicKeyCredential;
 
-use super::ceremony::{key_seal_role, Claimed, Kind, Lead};
+use super::ceremony::{Claimed, Kind, Lead, Purpose};
 use super::keys::KeyRecord;
 use super::policy::Sealing;
 use super::{options_json, ApprovalError, Approver, CeremonyId, Inner, KeyInfo, State};
@@ -191,9 +191,7 @@ impl Approver {
         let mut options = options_json(&challenge)?;
         let id = record.credential.cred_id().as_slice().to_vec();
         request_prf_eval(&mut options, &vec![(id, point)]);
-        let kind = Kind::Approve {
-            role: key_seal_role(&record.name),
-        };
+        let kind = Kind::Approve(Purpose::KeySeal(record.name.clone()));
         let state = State::Seal {
             state,
             record: Box::new(record),

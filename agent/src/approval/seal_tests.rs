@@ -107,10 +107,11 @@ fn add(
 fn touch(
     approver: &Approver,
     key: &mut Key,
-    role: &str,
+    role: impl Into<super::Purpose>,
     with_prf: bool,
 ) -> Result<Approval, ApprovalError> {
-    let (id, _) = approver.start_approval(role, t0())?;
+    let role: super::Purpose = role.into();
+    let (id, _) = approver.start_approval(&role, t0())?;
     let options = approver.view(id).unwrap().options;
     let rcr: RequestChallengeResponse = serde_json::from_value(options.clone()).unwrap();
     let cred = key.token.do_authentication(origin(), rcr).unwrap();
@@ -119,7 +120,7 @@ fn touch(
         _ => None,
     };
     let claimed = approver.claim(id, t0())?;
-    let result = approver.finish_approval_claimed(claimed, role, &cred, prf, t0());
+    let result = approver.finish_approval_claimed(claimed, &role, &cred, prf, t0());
     approver.conclude_with(id, &result);
     result
 }
@@ -184,7 +185,7 @@ fn a_second_key_gets_its_copy_from_an_authorizing_touch() {
     add(&approver, &mut a, "a", None, true).unwrap();
     let public = approver.vault().public().unwrap();
 
-    let authorization = touch(&approver, &mut a, &key_add_role("b"), true).unwrap();
+    let authorization = touch(&approver, &mut a, key_add_role("b"), true).unwrap();
     let info = add(&approver, &mut b, "b", Some(authorization), true).unwrap();
     assert!(info.sealed);
     assert_eq!(approver.vault().wraps(), 2);
@@ -193,7 +194,7 @@ fn a_second_key_gets_its_copy_from_an_authorizing_touch() {
 
     // Removing b takes its copy of the vault with it.
     approver.check_removal("b", false).unwrap();
-    let by_a = touch(&approver, &mut a, &key_remove_role("b", false), true).unwrap();
+    let by_a = touch(&approver, &mut a, key_remove_role("b", false), true).unwrap();
     approver.remove_key("b", false, by_a).unwrap();
     assert_eq!(approver.vault().wraps(), 1);
 }
@@ -262,4 +263,17 @@ fn prf_results_are_read_from_either_name_and_junk_is_an_error() {
         &serde_json::json!({"clientExtensionResults": {"prf": {"enabled": true}}})
     ));
     assert!(!prf_enabled(&serde_json::json!({})));
+}
+
+/// The purpose of a touch that allows adding the key `name`.
+fn key_add_role(name: &str) -> super::Purpose {
+    super::Purpose::KeyAdd(name.to_owned())
+}
+
+/// The purpose of a touch that allows removing the key `name`.
+fn key_remove_role(name: &str, force: bool) -> super::Purpose {
+    super::Purpose::KeyRemove {
+        name: name.to_owned(),
+        force,
+    }
 }

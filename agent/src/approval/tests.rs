@@ -80,7 +80,7 @@ fn start_authorized(
     name: &str,
     now: SystemTime,
 ) -> (CeremonyId, CreationChallengeResponse) {
-    let approval = approve(approver, authorizer, &key_add_role(name), now).unwrap();
+    let approval = approve(approver, authorizer, key_add_role(name), now).unwrap();
     approver
         .start_registration_authorized(name, approval, Lead::default(), now)
         .unwrap()
@@ -94,7 +94,7 @@ fn remove(
     force: bool,
 ) -> Result<(), ApprovalError> {
     approver.check_removal(name, force)?;
-    let approval = approve(approver, authorizer, &key_remove_role(name, force), t0())?;
+    let approval = approve(approver, authorizer, key_remove_role(name, force), t0())?;
     approver.remove_key(name, force, approval)
 }
 
@@ -102,7 +102,7 @@ fn remove(
 fn assertion(
     approver: &Approver,
     token: &mut SoftToken,
-    role: &str,
+    role: impl Into<super::Purpose>,
     at: &str,
     now: SystemTime,
 ) -> (CeremonyId, PublicKeyCredential) {
@@ -113,11 +113,12 @@ fn assertion(
 fn approve(
     approver: &Approver,
     token: &mut SoftToken,
-    role: &str,
+    role: impl Into<super::Purpose>,
     now: SystemTime,
 ) -> Result<Approval, ApprovalError> {
-    let (id, cred) = assertion(approver, token, role, ORIGIN, now);
-    approver.finish_approval(id, role, &cred, now)
+    let purpose: super::Purpose = role.into();
+    let (id, cred) = assertion(approver, token, &purpose, ORIGIN, now);
+    approver.finish_approval(id, &purpose, &cred, now)
 }
 
 fn code<T>(result: Result<T, ApprovalError>) -> &'static str {
@@ -374,7 +375,7 @@ fn removing_keys() {
         code(approver.remove_key("yubi", true, wrong)),
         "not_authorized"
     );
-    let not_forced = approve(&approver, &mut token, &key_remove_role("yubi", false), t0()).unwrap();
+    let not_forced = approve(&approver, &mut token, key_remove_role("yubi", false), t0()).unwrap();
     assert_eq!(
         code(approver.remove_key("yubi", true, not_forced)),
         "not_authorized",
@@ -676,7 +677,7 @@ fn a_registration_is_authorized_when_it_commits() {
         code(approver.start_registration_authorized("theirs", for_a_role, Lead::default(), t0())),
         "not_authorized"
     );
-    let for_another_name = approve(&approver, &mut mine, &key_add_role("other"), t0()).unwrap();
+    let for_another_name = approve(&approver, &mut mine, key_add_role("other"), t0()).unwrap();
     assert_eq!(
         code(approver.start_registration_authorized(
             "theirs",
@@ -750,4 +751,17 @@ async fn one_approval_at_a_time_and_the_next_is_woken() {
         approver.open_or_join("prod", lead(2), t0()).unwrap(),
         Begin::Lead(..)
     ));
+}
+
+/// The purpose of a touch that allows adding the key `name`.
+fn key_add_role(name: &str) -> super::Purpose {
+    super::Purpose::KeyAdd(name.to_owned())
+}
+
+/// The purpose of a touch that allows removing the key `name`.
+fn key_remove_role(name: &str, force: bool) -> super::Purpose {
+    super::Purpose::KeyRemove {
+        name: name.to_owned(),
+        force,
+    }
 }

@@ -21,9 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::checks::{error_response, HttpContext};
 use super::endpoint::ApprovalPage;
-use crate::approval::{
-    key_add_name, key_remove_target, key_seal_name, page_key, AnsweredBy, Approvals, Kind, PageLoad,
-};
+use crate::approval::{page_key, AnsweredBy, Approvals, Kind, PageLoad, Purpose};
 use crate::audit::Origin;
 use crate::sessions::Sessions;
 
@@ -129,27 +127,24 @@ impl Page {
                 Err(_) => return not_found(),
             };
         let body = match &view.kind {
-            Kind::Approve { role } if key_remove_target(role).is_some() => {
-                serde_json::json!({
-                    "kind": "authorize_key_remove", "name": key_remove_target(role).map(|(n, _)| n),
-                    "requester": view.requester, "options": view.options,
-                })
-            }
+            Kind::Approve(Purpose::KeyRemove { name, .. }) => serde_json::json!({
+                "kind": "authorize_key_remove", "name": name,
+                "requester": view.requester, "options": view.options,
+            }),
             // The new key's second touch in `key add`: it gives the key's PRF output, which
             // wraps the vault for it (approval::seal).
-            Kind::Approve { role } if key_seal_name(role).is_some() => {
-                serde_json::json!({
-                    "kind": "seal_key", "name": key_seal_name(role),
-                    "requester": view.requester, "options": view.options,
-                })
-            }
-            Kind::Approve { role } if key_add_name(role).is_some() => {
-                serde_json::json!({
-                    "kind": "authorize_key_add", "name": key_add_name(role),
-                    "requester": view.requester, "options": view.options,
-                })
-            }
-            Kind::Approve { role } => serde_json::json!({
+            Kind::Approve(Purpose::KeySeal(name)) => serde_json::json!({
+                "kind": "seal_key", "name": name,
+                "requester": view.requester, "options": view.options,
+            }),
+            Kind::Approve(Purpose::KeyAdd(name)) => serde_json::json!({
+                "kind": "authorize_key_add", "name": name,
+                "requester": view.requester, "options": view.options,
+            }),
+            Kind::Approve(Purpose::Confirm) => serde_json::json!({
+                "kind": "confirm", "requester": view.requester, "options": view.options,
+            }),
+            Kind::Approve(Purpose::Role(role)) => serde_json::json!({
                 "kind": "approve", "role": role, "requester": view.requester,
                 "role_arn": self.sessions.profiles().resolve(role).ok().map(|s| s.role_arn),
                 "target": view.target,
@@ -244,14 +239,15 @@ impl Page {
             ),
             // After the registration comes the new key's seal touch; after an authorizing
             // touch, the registration.
-            Resp::Challenge { role, .. } => {
-                let message = match role.as_deref().and_then(key_seal_name) {
-                    Some(name) => format!(
+            Resp::Challenge { ceremony_id, .. } => {
+                let next = self.approvals.view(&ceremony_id).map(|v| v.kind);
+                let message = match next {
+                    Some(Kind::Approve(Purpose::KeySeal(name))) => format!(
                         "Key \u{201c}{name}\u{201d} answered. One more step: touch it once more \
                          on the page credctl opens next, to seal your sources to it. The key is \
                          not stored until then."
                     ),
-                    None => "Authorized. Now register the new key on the page credctl opens next."
+                    _ => "Authorized. Now register the new key on the page credctl opens next."
                         .to_owned(),
                 };
                 ok(
