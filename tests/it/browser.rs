@@ -533,49 +533,59 @@ fn page_request(url: &str, jar: &std::path::Path, post: Option<&str>) -> (String
 }
 
 /// The attack the issue reproduced: during the user's `credctl key add NEW --browser`, a program
-/// that read the page's address answers the registration with its own key. The page session is
-/// bound to the first load, so a second loader ends the ceremony and the user is told; an answer
-/// without the page's secret is refused and ends it too. No key is registered either way.
+/// that read the page's address answers the registration with its own key.
+/// - A registration page never begins a page session once keys exist: loaded outside the
+///   session of its authorizing touch (here the touch was taken by credctl, and a program loads
+///   the page first and would answer at once), the registration ends and nothing is stored.
+/// - The authorizing step's page is bound to its first loader: a second loader ends it, and the
+///   user is told.
 #[test]
 fn a_key_change_page_answers_only_the_page_session_credctl_opened() {
     let s = Stack::new("", "").with_key_and_source();
     let dir = tempfile::tempdir().unwrap();
     let (user_jar, evil_jar) = (dir.path().join("user"), dir.path().join("evil"));
     let authorizer = s.soft_arg();
+    let told = |said: &mpsc::Receiver<String>| -> Vec<String> {
+        // The reader thread ends with credctl's stderr.
+        std::thread::sleep(Duration::from_millis(200));
+        said.try_iter().collect()
+    };
 
-    // The attacker loads the registration page first: the user's browser is then refused, and
-    // credctl stops with the warning.
+    // The registration page, loaded by a program before any browser: refused, registration over.
     let (child, url, said) =
         browser_credctl(&s, &["key", "add", "new", "--authorizer", &authorizer]);
+    let (code, body) = page_request(&url, &evil_jar, None);
+    assert_eq!(code, "403", "{body}");
+    let forged = r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","extensions":{},
+        "response":{"attestationObject":"AAAA","clientDataJSON":"AAAA"}}"#;
+    let (code, body) = page_request(&url, &evil_jar, Some(forged));
+    assert_ne!(code, "200", "{body}");
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let lines = told(&said);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("outside the browser session of the touch")),
+        "{lines:?}"
+    );
+    let keys = s.ok(&["key", "list"]);
+    assert!(!keys.contains("new"), "{keys}");
+
+    // The whole key change in the browser: a program loads the authorizing page first; the
+    // user's browser is then refused, and credctl stops with the warning.
+    let (child, url, said) = browser_credctl(&s, &["key", "add", "new"]);
     assert_eq!(page_request(&url, &evil_jar, None).0, "200");
     let (code, body) = page_request(&url, &user_jar, None);
     assert_eq!(code, "403", "{body}");
     assert!(body.contains("page_taken"), "{body}");
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
-    // The reader thread ends with credctl's stderr.
-    std::thread::sleep(Duration::from_millis(200));
-    let told: Vec<String> = said.try_iter().collect();
+    let lines = told(&said);
     assert!(
-        told.iter().any(|l| l.contains("second program")),
-        "{told:?}"
+        lines.iter().any(|l| l.contains("second program")),
+        "{lines:?}"
     );
-
-    // The user's page loads first; the attacker's well-formed answer without its secret is
-    // refused and ends the ceremony.
-    let (child, url, _) = browser_credctl(&s, &["key", "add", "new", "--authorizer", &authorizer]);
-    let _ = std::fs::remove_file(&user_jar);
-    assert_eq!(page_request(&url, &user_jar, None).0, "200");
-    let forged = r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","extensions":{},
-        "response":{"attestationObject":"AAAA","clientDataJSON":"AAAA"}}"#;
-    let (code, body) = page_request(&url, &evil_jar, Some(forged));
-    assert_eq!(code, "403", "{body}");
-    assert!(
-        body.contains("belongs to another browser tab or program"),
-        "{body}"
-    );
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
     let keys = s.ok(&["key", "list"]);
     assert!(!keys.contains("new"), "{keys}");
     let audit = std::fs::read_to_string(s.env.home.join(".local/state/credagent/audit.jsonl"))

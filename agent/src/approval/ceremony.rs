@@ -299,6 +299,20 @@ fn page_taken() -> Response {
     )
 }
 
+/// The outcome of a key registration whose page was loaded without the page session of the
+/// touch that authorized it.
+fn registration_outside_session() -> Response {
+    Response::error(
+        ErrorCode::Refused,
+        "a new key's registration page was opened outside the browser session of the touch \
+         that allowed it, so it was cancelled and nothing was registered: in the browser, add a \
+         key with `credctl key add NAME --browser` (the allowing touch and the new key's \
+         registration then happen on one page), or register it with `--authenticator usb`. If \
+         you did not open that page, a program on this machine read its address: check your \
+         processes",
+    )
+}
+
 fn timed_out() -> Response {
     Response::error(
         ErrorCode::ApprovalFailed,
@@ -513,17 +527,31 @@ impl<S> Ceremonies<S> {
     /// leader) to a new secret. A load without that secret is a second program that read the
     /// page's address (from `xdg-open`'s command line, say): the ceremony ends at once, so
     /// neither it nor the person's page can answer it, and both are told why.
+    ///
+    /// With `keys_registered`, a registration or a new key's seal step never begins a page
+    /// session: any key can answer those, so a program that loaded the page first could enrol
+    /// its own key. They are loaded only by the session their authorizing touch began.
     pub(crate) fn load_page(
         &mut self,
         id: CeremonyId,
         presented: Option<&str>,
+        keys_registered: bool,
     ) -> Result<PageLoad, ApprovalError> {
         let e = self
             .entries
             .get_mut(&id)
             .filter(|e| !e.claimed())
             .ok_or(ApprovalError::UnknownCeremony)?;
+        let anyone_can_answer = matches!(
+            e.kind,
+            Kind::Register { .. } | Kind::Approve(Purpose::KeySeal(_))
+        );
         match (e.page, presented) {
+            (None, _) if anyone_can_answer && keys_registered => {
+                tracing::warn!(ceremony = %id, "a key registration page loaded outside the session of its authorizing touch: the ceremony ends");
+                self.finish(id, registration_outside_session());
+                Err(ApprovalError::PageTaken)
+            }
             (None, _) => {
                 let mut raw = [0u8; 32];
                 getrandom::fill(&mut raw).map_err(|e| ApprovalError::Internal {
@@ -871,14 +899,17 @@ mod tests {
         let id = c
             .insert(t0(), approve("prod"), (), serde_json::Value::Null, lead(1))
             .unwrap();
-        let PageLoad::Bound(secret) = c.load_page(id, None).unwrap() else {
+        let PageLoad::Bound(secret) = c.load_page(id, None, true).unwrap() else {
             panic!("the first load binds");
         };
-        assert_eq!(c.load_page(id, Some(&secret)).unwrap(), PageLoad::Same);
+        assert_eq!(
+            c.load_page(id, Some(&secret), true).unwrap(),
+            PageLoad::Same
+        );
         assert!(c.check_page(id, Some(&secret)).is_ok());
         // A program that read the address loads it without the secret (or with a guess).
         assert!(matches!(
-            c.load_page(id, Some("00")),
+            c.load_page(id, Some("00"), true),
             Err(ApprovalError::PageTaken)
         ));
         assert!(c.view(id).is_none(), "the ceremony ended");
@@ -896,7 +927,7 @@ mod tests {
                 lead(7),
             )
             .unwrap();
-        let PageLoad::Bound(secret) = c.load_page(first, None).unwrap() else {
+        let PageLoad::Bound(secret) = c.load_page(first, None, true).unwrap() else {
             panic!("the first load binds");
         };
         c.finish(first, Response::Ok);
@@ -910,7 +941,10 @@ mod tests {
                 lead(7),
             )
             .unwrap();
-        assert_eq!(c.load_page(next, Some(&secret)).unwrap(), PageLoad::Same);
+        assert_eq!(
+            c.load_page(next, Some(&secret), true).unwrap(),
+            PageLoad::Same
+        );
         // An answer without the secret (a program that read the new address) is refused and
         // ends the step.
         assert!(matches!(
@@ -923,9 +957,59 @@ mod tests {
             .insert(t0(), approve("dev"), (), serde_json::Value::Null, lead(8))
             .unwrap();
         assert!(matches!(
-            c.load_page(other, None).unwrap(),
+            c.load_page(other, None, true).unwrap(),
             PageLoad::Bound(_)
         ));
+    }
+
+    #[test]
+    fn a_registration_never_begins_a_page_session_once_keys_exist() {
+        let mut c = Ceremonies::<()>::new();
+        let reg = c
+            .insert(
+                t0(),
+                Kind::Register { name: "new".into() },
+                (),
+                serde_json::Value::Null,
+                lead(3),
+            )
+            .unwrap();
+        // A program loads it first: it gets no session, and the registration ends.
+        assert!(matches!(
+            c.load_page(reg, None, true),
+            Err(ApprovalError::PageTaken)
+        ));
+        assert!(c.view(reg).is_none());
+        let seal = c
+            .insert(
+                t0(),
+                approve_purpose(Purpose::KeySeal("new".into())),
+                (),
+                serde_json::Value::Null,
+                lead(4),
+            )
+            .unwrap();
+        assert!(c.load_page(seal, None, true).is_err());
+        // The very first key (no keys yet) may be registered on a page of its own.
+        let first = c
+            .insert(
+                t0(),
+                Kind::Register {
+                    name: "first".into(),
+                },
+                (),
+                serde_json::Value::Null,
+                lead(5),
+            )
+            .unwrap();
+        assert!(matches!(
+            c.load_page(first, None, false).unwrap(),
+            PageLoad::Bound(_)
+        ));
+    }
+
+    fn approve_purpose(p: Purpose) -> Kind {
+        Kind::Approve(p)
     }
 
     #[test]

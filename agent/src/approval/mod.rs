@@ -671,7 +671,13 @@ impl Approver {
         id: CeremonyId,
         presented: Option<&str>,
     ) -> Result<PageLoad, ApprovalError> {
-        self.lock().ceremonies.load_page(id, presented)
+        let mut inner = self.lock();
+        // A page session may begin only at a touch the attacker cannot give (a registered key
+        // that unwraps the vault). A registration or seal step can be answered by any key, so
+        // it must belong to the session its authorizing touch began in; without keys there is
+        // nothing to protect (anyone may register the first key).
+        let keys = !inner.store.records.is_empty();
+        inner.ceremonies.load_page(id, presented, keys)
     }
 
     /// Whether a page answer for ceremony `id` comes from the page session it belongs to.
