@@ -203,9 +203,11 @@ impl Agent {
 pub fn exit_for(code: ErrorCode) -> Exit {
     match code {
         ErrorCode::VersionMismatch => Exit::VersionMismatch,
-        ErrorCode::ApprovalFailed | ErrorCode::NoKeys | ErrorCode::Policy | ErrorCode::Sealed => {
-            Exit::NotApproved
-        }
+        ErrorCode::ApprovalFailed
+        | ErrorCode::NoKeys
+        | ErrorCode::Policy
+        | ErrorCode::Sealed
+        | ErrorCode::TouchRequired => Exit::NotApproved,
         // Bad input, caught before anything happened: a usage error.
         ErrorCode::BadRequest => Exit::Usage,
         // A problem in a local file (the AWS config, a credentials file to import).

@@ -291,6 +291,10 @@ pub enum Command {
         /// Print a code to enter on another device instead of opening a browser here.
         #[arg(long)]
         device_code: bool,
+        /// A new login takes a touch first: it proves the vault its tokens are sealed to is
+        /// yours.
+        #[command(flatten)]
+        touch: AuthArgs,
     },
     /// Revoke and forget an IAM Identity Center login.
     Logout {
@@ -399,6 +403,10 @@ pub enum SourceCommand {
         /// After importing, rewrite the credentials file without that profile.
         #[arg(long, requires = "import_profile")]
         remove_from_file: bool,
+        /// Once a key is registered, adding a source takes its touch: it proves the vault the
+        /// source is sealed to is yours.
+        #[command(flatten)]
+        touch: AuthArgs,
     },
     /// List stored sources (name and the last 4 characters of the key id).
     List {

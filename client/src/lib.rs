@@ -59,12 +59,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             stdin,
             import_profile,
             remove_from_file,
+            touch,
         }) => sources::add(
             &socket,
             &name,
             stdin,
             import_profile.as_deref(),
             remove_from_file,
+            &touch,
         )?,
         Command::Source(SourceCommand::List { json }) => sources::list(&socket, json)?,
         Command::Source(SourceCommand::Remove { name }) => sources::remove(&socket, &name)?,
@@ -127,7 +129,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             String::from_utf8_lossy(&buf).into_owned()
         }
         Command::Man => man_page()?,
-        Command::Login { login, device_code } => sso::login(&socket, &login, device_code)?,
+        Command::Login {
+            login,
+            device_code,
+            touch,
+        } => sso::login(&socket, &login, device_code, &touch)?,
         Command::Console {
             role,
             print,

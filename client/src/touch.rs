@@ -277,7 +277,7 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<Open
                 // Log in first (one login for the whole sso-session), then the touch.
                 eprintln!("credctl: {message}");
                 eprintln!("credctl: logging in first; the touch for {role} follows");
-                crate::commands::sso::run_login(agent, role, login_by_device_code())?;
+                crate::commands::sso::run_login(agent, role, login_by_device_code(), &args.auth)?;
                 logged_in = true;
             }
             Response::Error { code, message } => {
@@ -293,6 +293,56 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<Open
                 };
             }
         }
+    }
+}
+
+/// Sends `req`; when the agent answers that it needs this connection's touch first (the request
+/// hands over a secret to seal), takes that touch (`credctl confirm`'s) and sends it again.
+pub fn request_with_touch(agent: &mut Agent, req: &Request, auth: &AuthArgs) -> Result<Response> {
+    match agent.raw(req)? {
+        Response::Error {
+            code: credagent_proto::ErrorCode::TouchRequired,
+            message,
+        } => {
+            // Another requester may be starting the same login right now (fifty processes at
+            // once): after a short, per-process pause, ask again; the agent holds the request
+            // while another's touch is under way and joins the login it starts.
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(
+                std::process::id() % 300,
+            )));
+            match agent.raw(req)? {
+                Response::Error {
+                    code: credagent_proto::ErrorCode::TouchRequired,
+                    ..
+                } => {}
+                Response::Error { code, message } => {
+                    return Err(Failure::new(crate::agent::exit_for(code), message))
+                }
+                other => return Ok(other),
+            }
+            eprintln!("credctl: {message}");
+            crate::commands::keys::confirm_on(agent, false, auth)?;
+            // A touch this credctl only followed (another one led it) credits that one: the
+            // login it starts is then joined here. Give it a moment, then touch ourselves.
+            for _ in 0..20 {
+                match agent.raw(req)? {
+                    Response::Error {
+                        code: credagent_proto::ErrorCode::TouchRequired,
+                        ..
+                    } => std::thread::sleep(std::time::Duration::from_millis(150)),
+                    Response::Error { code, message } => {
+                        return Err(Failure::new(crate::agent::exit_for(code), message))
+                    }
+                    other => return Ok(other),
+                }
+            }
+            crate::commands::keys::confirm_on(agent, false, auth)?;
+            agent.request(req)
+        }
+        Response::Error { code, message } => {
+            Err(Failure::new(crate::agent::exit_for(code), message))
+        }
+        other => Ok(other),
     }
 }
 

@@ -347,6 +347,10 @@ pub enum ErrorCode {
     Sealed,
     /// The role's IAM Identity Center login is missing or expired: `credctl login`.
     LoginRequired,
+    /// The request hands the agent a secret to seal (a source, an Identity Center login) and
+    /// needs a touch of one of your keys on this same connection first (`Confirm`): it proves
+    /// the vault the secret goes to is yours.
+    TouchRequired,
     /// An error code this build does not know (a newer peer).
     #[serde(other)]
     Unknown,
@@ -377,6 +381,7 @@ impl ErrorCode {
             ErrorCode::Policy => "policy",
             ErrorCode::Sealed => "sealed",
             ErrorCode::LoginRequired => "login_required",
+            ErrorCode::TouchRequired => "touch_required",
             ErrorCode::Unknown => "unknown",
         }
     }

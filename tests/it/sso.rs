@@ -191,8 +191,9 @@ fn a_device_code_login_then_a_touch_opens_the_sso_role_and_a_chain_on_it() {
         "{roles}"
     );
 
-    // No login yet: `env` logs in first (here with the device code), and only then asks for
-    // the touch.
+    // No login yet: `env` logs in first (here with the device code; starting a login takes a
+    // touch that proves the vault its tokens are sealed to is yours), and only then asks for
+    // the role's touch.
     let before = key_counter(&s);
     let (child, rx) = spawn(
         &s,
@@ -201,11 +202,15 @@ fn a_device_code_login_then_a_touch_opens_the_sso_role_and_a_chain_on_it() {
     );
     line_with(&rx, "logging in first; the touch for dev-admin follows");
     line_with(&rx, "enter the code");
-    assert_eq!(key_counter(&s), before, "no touch before the login");
+    assert_eq!(
+        key_counter(&s),
+        before + 1,
+        "one touch to start the login, none for the role yet"
+    );
     fake.call("POST", "device/approve", "{}");
     let out = finish(child);
     assert!(stdout(&out).contains("AWS_CONTAINER_AUTHORIZATION_TOKEN"));
-    assert_eq!(key_counter(&s), before + 1, "then one touch");
+    assert_eq!(key_counter(&s), before + 2, "then one touch for the role");
     assert!(s.ok(&["roles"]).contains("corp: logged in"));
 
     // With the login there, another token for the open role takes neither.
@@ -214,7 +219,7 @@ fn a_device_code_login_then_a_touch_opens_the_sso_role_and_a_chain_on_it() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"AccessKeyId\":\"ASIA"), "{body}");
     assert_eq!(fake.count(&["calls", "GetRoleCredentials"]), 1);
-    assert_eq!(key_counter(&s), before + 1, "still one touch");
+    assert_eq!(key_counter(&s), before + 2, "no further touch");
     assert_eq!(fake.count(&["calls", "StartDeviceAuthorization"]), 1);
     let out = s
         .sdk_command("python3", &token)
@@ -348,7 +353,12 @@ fn fifty_requesters_during_a_login_share_one_login_one_touch_one_get_role_creden
     assert_eq!(fake.count(&["calls", "StartDeviceAuthorization"]), 1);
     assert_eq!(fake.count(&["calls", "RegisterClient"]), 1);
     assert_eq!(fake.count(&["calls", "GetRoleCredentials"]), 1);
-    assert_eq!(key_counter(&s), before + 1, "one touch");
+    // One touch that started the login (the others joined it) and one for the role.
+    assert_eq!(
+        key_counter(&s),
+        before + 2,
+        "two touches for fifty requesters"
+    );
 }
 
 #[test]

@@ -238,6 +238,8 @@ impl Stack {
         let out = self
             .env
             .command(bin("credctl"))
+            // With a key registered, adding a source takes its touch.
+            .env("CREDCTL_AUTHENTICATOR", self.soft_arg())
             .args(["source", "add", &self.source, "--stdin"])
             .stdin(Stdio::piped())
             .spawn()

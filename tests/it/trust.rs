@@ -236,6 +236,7 @@ fn nothing_is_sealed_to_a_vault_no_touch_proved_since_the_restart() {
     let out =
         s.env
             .command(crate::util::bin("credctl"))
+            .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
             .args(["source", "add", "second", "--stdin"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -250,8 +251,10 @@ fn nothing_is_sealed_to_a_vault_no_touch_proved_since_the_restart() {
             })
             .unwrap();
     assert!(!out.status.success(), "sealed to an unproven vault");
+    // Adding a source takes the user's touch, which cannot unwrap the attacker's vault.
     let err = stderr(&out);
-    assert!(err.contains("credctl confirm"), "{err}");
+    assert!(err.contains("takes a touch"), "{err}");
+    assert!(err.contains("vault.json was replaced"), "{err}");
     let list = s.ok(&["source", "list"]);
     assert!(!list.contains("second"), "{list}");
     // The user's touch cannot unwrap the attacker's vault: the swap is named, and nothing opens.
@@ -287,4 +290,54 @@ fn a_deleted_vault_is_not_replaced_by_the_next_touch() {
     std::fs::write(&vault, before).unwrap();
     restart(&mut s);
     assert!(s.credctl(&["env", "demo"]).status.success());
+}
+
+/// The second attack review's swap: keys.json, vault.json and trusted.json all replaced by the
+/// attacker's own (validly MAC'd) set, the agent restarted, and the attacker's own key touched
+/// once, so "a touch proved the vault" holds. The user's next `source add` must still not be
+/// sealed to that vault: adding a source takes the user's own touch on that same command, which
+/// the swapped keys.json does not accept.
+#[test]
+fn a_swapped_state_proved_by_the_attackers_touch_receives_no_new_source() {
+    let mut s = Stack::new("", "").with_key_and_source();
+    let scratch = Stack::new("", "");
+    scratch.ok(&["key", "add", "evil"]);
+    let evil_state = scratch.env.home.join(".local/state/credagent");
+    s.ok(&["stop"]);
+    assert!(s.agent.wait_exit(Duration::from_secs(10)).is_some());
+    for f in ["keys.json", "vault.json", "trusted.json"] {
+        std::fs::copy(evil_state.join(f), state_dir(&s).join(f)).unwrap();
+    }
+    s.agent = s.env.agent(&[]);
+    // The attacker touches its own key: the swapped vault is now "proven" in this agent.
+    let out = s
+        .env
+        .command(crate::util::bin("credctl"))
+        .args(["confirm", "--accept-change", "--authenticator"])
+        .arg(scratch.soft_arg())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The user adds a source, touching their own key when asked.
+    let out =
+        s.env
+            .command(crate::util::bin("credctl"))
+            .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+            .args(["source", "add", "newsrc", "--stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(
+                    b"AKIAIOSFODNN7NEWSRC1\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYNEWSOURCE\n",
+                )?;
+                c.wait_with_output()
+            })
+            .unwrap();
+    assert!(!out.status.success(), "sealed to the attacker's vault");
+    assert!(stderr(&out).contains("takes a touch"), "{}", stderr(&out));
+    let list = s.ok(&["source", "list"]);
+    assert!(!list.contains("newsrc"), "{list}");
 }

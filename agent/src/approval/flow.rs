@@ -78,6 +78,13 @@ pub struct Approvals {
     trusted: Arc<Trusted>,
     /// `http://localhost:PORT`: the only origin an answer may come from.
     origin: String,
+    /// The control connections whose own `confirm` touch unwrapped the vault, and when: a
+    /// secret handed over on such a connection (a source, a login) goes to a vault the person
+    /// just proved is theirs, not to whatever `vault.json` and `keys.json` say now.
+    touched: std::sync::Mutex<std::collections::HashMap<u64, SystemTime>>,
+    /// When a `confirm` touch last succeeded, whoever led it: a login requested meanwhile by
+    /// another connection waits a moment for the login that touch starts, and joins it.
+    last_confirm: std::sync::Mutex<Option<SystemTime>>,
     /// How long a session opened by one touch lasts, shown with each challenge.
     session_ttl: Duration,
 }
@@ -121,6 +128,8 @@ impl Approvals {
             audit,
             trusted,
             origin: format!("http://localhost:{http_port}"),
+            touched: std::sync::Mutex::new(std::collections::HashMap::new()),
+            last_confirm: std::sync::Mutex::new(None),
             session_ttl,
         }
     }
@@ -492,6 +501,36 @@ impl Approvals {
     /// The control connection `conn` went away: its unanswered ceremonies end.
     pub fn abandon_conn(&self, conn: u64) {
         self.approver.abandon_conn(conn);
+        crate::util::LockExt::locked(&self.touched).remove(&conn);
+    }
+
+    /// Whether a `confirm` touch is under way or succeeded within the last 2 s (its connection
+    /// is probably about to start what it touched for).
+    pub fn confirm_recent(&self, now: SystemTime) -> bool {
+        let under_way = self
+            .approver
+            .in_progress(now)
+            .iter()
+            .any(|(kind, _, _)| matches!(kind, Kind::Approve(Purpose::Confirm)));
+        under_way
+            || crate::util::LockExt::locked(&self.last_confirm).is_some_and(|at| {
+                now.duration_since(at)
+                    .is_ok_and(|d| d < Duration::from_secs(2))
+            })
+    }
+
+    /// Whether a secret handed over on connection `conn` may be sealed: no vault yet (nothing
+    /// to prove), or this connection's own touch unwrapped the vault within the last 10 minutes.
+    pub fn may_seal_for(&self, conn: u64, now: SystemTime) -> bool {
+        if !self.approver.vault().exists() {
+            return true;
+        }
+        crate::util::LockExt::locked(&self.touched)
+            .get(&conn)
+            .is_some_and(|at| {
+                now.duration_since(*at)
+                    .is_ok_and(|d| d < Duration::from_secs(600))
+            })
     }
 
     /// Ends every ceremony (lock, shutdown).
@@ -731,7 +770,13 @@ impl Approvals {
             return *reply;
         }
         match &purpose {
-            Purpose::Confirm => Response::Ok,
+            Purpose::Confirm => {
+                if approval.vault_secret().is_some() && leader != 0 {
+                    crate::util::LockExt::locked(&self.touched).insert(leader, now);
+                }
+                *crate::util::LockExt::locked(&self.last_confirm) = Some(now);
+                Response::Ok
+            }
             Purpose::KeyAdd(name) => {
                 tracing::info!(
                     new_key = %name,

@@ -10,6 +10,14 @@ use super::{Conn, Control};
 use crate::audit::Event;
 use crate::sources::{rewrite_credentials_file_without, SourceCredentials, SourceError, Stored};
 
+/// The refusal of a request that hands over a secret to seal before this connection's touch.
+pub(super) fn touch_required(what: &str) -> Response {
+    Response::error(
+        ErrorCode::TouchRequired,
+        format!("{what} takes a touch of your security key: it proves the vault the secret is sealed to is yours"),
+    )
+}
+
 /// A keyring call's result as a reply.
 fn reply(r: Result<Response, SourceError>) -> Response {
     r.unwrap_or_else(|e| e.to_response())
@@ -29,7 +37,15 @@ impl Control {
             Request::SourceRemove { name } => ("source_remove", name.clone()),
             _ => ("", String::new()),
         };
-        let reply = self.source_request(req).await;
+        let sealing = matches!(
+            &req,
+            Request::SourceAdd { .. } | Request::SourceImport { .. }
+        );
+        let reply = if sealing && !self.approvals.may_seal_for(conn.id, now) {
+            touch_required("adding a source")
+        } else {
+            self.source_request(req).await
+        };
         if !channel.is_empty() {
             let refused = match &reply {
                 Response::Error { code, .. } => Some(code.as_str()),

@@ -16,7 +16,31 @@ impl Control {
                     Ok(s) => s,
                     Err(r) => return *r,
                 };
-                let reply = self.logins.start(&source, device_code, now).await;
+                // Starting a login: its tokens are sealed to the vault and serve every role
+                // opened on it, so the person proves with a touch on this connection that the
+                // vault is theirs. Joining the login under way (fifty requesters, one login)
+                // starts and seals nothing.
+                let may_start = self.approvals.may_seal_for(conn.id, now);
+                if !may_start && !self.logins.joins_or_ready(&source, now) {
+                    // Another connection's touch is under way (or just ended): it is probably
+                    // about to start this login. Wait a little for it, and join it.
+                    for _ in 0..40 {
+                        let t = std::time::SystemTime::now();
+                        if !self.approvals.confirm_recent(t)
+                            || self.logins.joins_or_ready(&source, t)
+                        {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+                let reply = if may_start || self.logins.joins_or_ready(&source, now) {
+                    self.logins
+                        .start(&source, device_code, now, may_start)
+                        .await
+                } else {
+                    super::sources::touch_required("an IAM Identity Center login")
+                };
                 let refused = match &reply {
                     Response::Error { code, .. } => Some(code.as_str()),
                     _ => None,

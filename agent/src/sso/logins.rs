@@ -105,6 +105,9 @@ pub struct Logins {
     callbacks: Mutex<HashMap<String, Callback>>,
     /// One start or refresh at a time (rare operations; keeps two from racing).
     serial: tokio::sync::Mutex<()>,
+    /// Logins being started right now (before their pending entry exists): a request for one
+    /// of them joins it rather than start (and touch for) another.
+    starting: Mutex<std::collections::HashSet<String>>,
 }
 
 fn label(login: &str) -> Vec<u8> {
@@ -139,6 +142,7 @@ impl Logins {
             logins: Mutex::new(HashMap::new()),
             callbacks: Mutex::new(HashMap::new()),
             serial: tokio::sync::Mutex::new(()),
+            starting: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -157,13 +161,50 @@ impl Logins {
         ready || self.file(&key).exists()
     }
 
+    /// Whether `credctl login` for `source` would only join a login under way or answer with
+    /// the valid one (nothing new is started or sealed), rather than start one.
+    pub fn joins_or_ready(&self, source: &SsoSource, now: SystemTime) -> bool {
+        let key = source.login_key();
+        if self.starting.locked().contains(&key) {
+            return true;
+        }
+        self.logins.locked().get(&key).is_some_and(|l| {
+            l.pending.as_ref().is_some_and(|p| p.expires_at > now)
+                || l.access
+                    .as_ref()
+                    .is_some_and(|(_, exp)| *exp > now + REFRESH_MARGIN)
+        })
+    }
+
     /// `credctl login`: joins the login under way, answers `LoggedIn` when a usable one
     /// exists, or starts one.
+    ///
+    /// `may_start`: whether this request may start a new login (its connection proved the vault
+    /// with a touch); without it, it may only join one or reuse a valid one.
     pub async fn start(
         self: &Arc<Self>,
         source: &SsoSource,
         device_code: bool,
         now: SystemTime,
+        may_start: bool,
+    ) -> Response {
+        let key = source.login_key();
+        if may_start {
+            self.starting.locked().insert(key.clone());
+        }
+        let reply = self.start_serial(source, device_code, now, may_start).await;
+        if may_start {
+            self.starting.locked().remove(&key);
+        }
+        reply
+    }
+
+    async fn start_serial(
+        self: &Arc<Self>,
+        source: &SsoSource,
+        device_code: bool,
+        now: SystemTime,
+        may_start: bool,
     ) -> Response {
         let key = source.login_key();
         let _turn = self.serial.lock().await;
@@ -201,6 +242,13 @@ impl Logins {
                      `credctl login {key}` again",
                     self.overrides.join(" and ")
                 ),
+            );
+        }
+        if !may_start {
+            return Response::error(
+                ErrorCode::TouchRequired,
+                "an IAM Identity Center login takes a touch of your security key: it proves the \
+                 vault its tokens are sealed to is yours",
             );
         }
         match self.begin(source, device_code, now).await {

@@ -129,26 +129,33 @@ pub fn list(socket: &Path, json: bool) -> Result<String> {
 /// `accept_change`, confirms) the agent's settings.
 pub fn confirm(socket: &Path, accept_change: bool, touch: &AuthArgs) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
-    let resp = agent.request(&Request::Confirm { accept_change })?;
-    let c = match resp {
-        Response::Challenge { .. } => Challenge::from_response(resp)?,
-        other => return Err(unexpected(&other)),
-    };
-    let auth = Authenticator::choose(touch)?;
-    match answer(&mut agent, &auth, &c).map_err(|f| {
-        Failure::new(
-            f.exit,
-            format!("the confirming touch failed ({f}); nothing was confirmed"),
-        )
-    })? {
-        Response::Ok => {}
-        other => return Err(unexpected(&other)),
-    }
+    confirm_on(&mut agent, accept_change, touch)?;
     Ok(if accept_change {
         "confirmed: the agent's settings are now the ones your touches vouch for\n".to_owned()
     } else {
         "confirmed: the agent's settings are the ones your touches vouched for\n".to_owned()
     })
+}
+
+/// The confirming touch on an open connection (also what a source add or a login takes first).
+pub(crate) fn confirm_on(agent: &mut Agent, accept_change: bool, touch: &AuthArgs) -> Result<()> {
+    let resp = agent.request(&Request::Confirm { accept_change })?;
+    let c = match resp {
+        Response::Challenge { .. } => Challenge::from_response(resp)?,
+        // Another credctl's confirming touch was under way, and this one followed it.
+        Response::Ok => return Ok(()),
+        other => return Err(unexpected(&other)),
+    };
+    let auth = Authenticator::choose(touch)?;
+    match answer(agent, &auth, &c).map_err(|f| {
+        Failure::new(
+            f.exit,
+            format!("the confirming touch failed ({f}); nothing was confirmed"),
+        )
+    })? {
+        Response::Ok => Ok(()),
+        other => Err(unexpected(&other)),
+    }
 }
 
 /// `credctl key remove`: the agent answers with a challenge that a registered key must sign.

@@ -6,6 +6,7 @@ use std::path::Path;
 use credagent_proto::{Request, Response, Secret};
 
 use crate::agent::{unexpected, Agent};
+use crate::cli::AuthArgs;
 use crate::error::{Failure, Result};
 
 use crate::bypass::credentials_file;
@@ -35,16 +36,21 @@ pub fn add(
     stdin: bool,
     import: Option<&str>,
     remove_from_file: bool,
+    touch: &AuthArgs,
 ) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
     if let Some(profile) = import {
         let path = credentials_file();
-        agent.request(&Request::SourceImport {
-            name: name.to_owned(),
-            path: path.to_string_lossy().into_owned(),
-            profile: profile.to_owned(),
-            remove_from_file,
-        })?;
+        crate::touch::request_with_touch(
+            &mut agent,
+            &Request::SourceImport {
+                name: name.to_owned(),
+                path: path.to_string_lossy().into_owned(),
+                profile: profile.to_owned(),
+                remove_from_file,
+            },
+            touch,
+        )?;
         let mut out = format!(
             "stored source {name} (from profile {profile} of {}) in the keyring\n",
             path.display()
@@ -96,11 +102,15 @@ pub fn add(
             "the secret access key is too short; nothing was stored",
         ));
     }
-    agent.request(&Request::SourceAdd {
-        name: name.to_owned(),
-        access_key_id: key_id.to_string(),
-        secret_access_key: secret,
-    })?;
+    crate::touch::request_with_touch(
+        &mut agent,
+        &Request::SourceAdd {
+            name: name.to_owned(),
+            access_key_id: key_id.to_string(),
+            secret_access_key: secret,
+        },
+        touch,
+    )?;
     Ok(format!("stored source {name} in the keyring\n"))
 }
 

@@ -5,12 +5,13 @@ use std::path::Path;
 use credagent_proto::{Request, Response};
 
 use crate::agent::{unexpected, Agent};
+use crate::cli::AuthArgs;
 use crate::error::{Failure, Result};
 
 /// `credctl login LOGIN`.
-pub fn login(socket: &Path, login: &str, device_code: bool) -> Result<String> {
+pub fn login(socket: &Path, login: &str, device_code: bool, touch: &AuthArgs) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
-    let (name, expires_at) = run_login(&mut agent, login, device_code)?;
+    let (name, expires_at) = run_login(&mut agent, login, device_code, touch)?;
     Ok(format!(
         "logged in to IAM Identity Center ({name}); the access token is refreshed in the \
          background ({} left now). Open a role with `credctl use ROLE`: each takes a touch.\n",
@@ -23,11 +24,13 @@ pub(crate) fn run_login(
     agent: &mut Agent,
     login: &str,
     device_code: bool,
+    touch: &AuthArgs,
 ) -> Result<(String, u64)> {
-    let pending = match agent.request(&Request::Login {
+    let request = Request::Login {
         login: login.to_owned(),
         device_code,
-    })? {
+    };
+    let pending = match crate::touch::request_with_touch(agent, &request, touch)? {
         Response::LoggedIn { login, expires_at } => return Ok((login, expires_at)),
         pending @ Response::LoginPending { .. } => pending,
         other => return Err(unexpected(&other)),
