@@ -84,8 +84,23 @@ fn every_security_relevant_event_is_audited_with_who_asked() {
     );
     assert!(key_add["peer_pid"].as_i64().is_some(), "{key_add}");
     expect(&s, "source_add", "done", Some(&s.source));
-    let touch = expect(&s, "touch", "done", Some("soft"));
-    assert_eq!(touch["role"], "demo");
+    expect(&s, "touch", "done", Some("soft"));
+    let touches: Vec<serde_json::Value> = lines(&s)
+        .into_iter()
+        .filter(|l| l["channel"] == "touch" && l["outcome"] == "done")
+        .collect();
+    // The touch that opened demo, and the one that proved the vault before the source was
+    // sealed to it, each audited as what it was for.
+    assert!(
+        touches
+            .iter()
+            .any(|t| t["role"] == "demo" && t["subject"] == "soft"),
+        "{touches:#?}"
+    );
+    assert!(
+        touches.iter().any(|t| t["role"] == "confirm settings"),
+        "{touches:#?}"
+    );
     let opened = expect(&s, "session_open", "done", Some("soft"));
     assert_eq!(opened["role"], "demo");
     let issued = expect(&s, "token_issue", "done", Some("env"));

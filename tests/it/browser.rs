@@ -381,8 +381,37 @@ fn a_key_added_in_the_browser_seals_and_opens_sources_with_its_prf() {
     assert_eq!(keys[0]["name"], "laptop", "{keys:?}");
     assert_eq!(keys[0]["sealed"], true, "{keys:?}");
 
-    // A source added now is sealed to the vault: no touch has opened it.
-    let s = s.with_source();
+    // A source added now takes the key's touch (in the page), and is sealed to the vault: the
+    // touch proved the vault, it opened nothing.
+    let mut add = s
+        .env
+        .command(bin("credctl"))
+        .args(["source", "add", &s.source, "--stdin", "--browser"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        add.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("AKIAIOSFODNN7EXAMPLE\n{}\n", crate::stack::SECRET_KEY).as_bytes())
+            .unwrap();
+    }
+    let err = BufReader::new(add.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let url = next_url(&s, &rx);
+    let r = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
+    assert_eq!(r["outcome"], "approved", "{r}");
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "source add in the page failed");
     assert_eq!(source_state(&s), "sealed");
 
     // The touch in the page opens it for the role, with the same PRF output as at the seal.

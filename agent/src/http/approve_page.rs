@@ -186,6 +186,7 @@ impl Page {
         let secret = self
             .cookie_name(id)
             .and_then(|name| cookie(req.headers(), &name).map(str::to_owned));
+        let kind = self.approvals.view(id).map(|v| v.kind);
         // Bounded in size and in time: a client trickling its body must not keep the
         // connection busy (the idle tick spares busy connections).
         let read = Limited::new(req.into_body(), MAX_BODY).collect();
@@ -227,11 +228,19 @@ impl Page {
             )
             .await
         {
-            Resp::Ok => ok(
-                serde_json::json!({"message": "Done: the key was removed. You can close this tab."})
-                    .to_string(),
-                "application/json",
-            ),
+            Resp::Ok => {
+                let message = match kind {
+                    Some(Kind::Approve(Purpose::Confirm)) => {
+                        "Confirmed: your key opened the vault and the agent's settings are the \
+                         ones your touches vouched for. You can close this tab."
+                    }
+                    _ => "Done: the key was removed. You can close this tab.",
+                };
+                ok(
+                    serde_json::json!({ "message": message }).to_string(),
+                    "application/json",
+                )
+            }
             Resp::Opened { role, .. } => ok(
                 serde_json::json!({"message": format!("Approved: role {role} is open. You can close this tab.")})
                     .to_string(),
