@@ -341,3 +341,33 @@ fn a_swapped_state_proved_by_the_attackers_touch_receives_no_new_source() {
     let list = s.ok(&["source", "list"]);
     assert!(!list.contains("newsrc"), "{list}");
 }
+
+/// With every state file removed the agent looks new: a source added then is stored unsealed
+/// (as on a fresh install, until a key seals it), and credctl says so loudly.
+#[test]
+fn a_source_added_with_no_key_is_called_unsealed() {
+    let s = Stack::new("", "");
+    let out =
+        s.env
+            .command(crate::util::bin("credctl"))
+            .args(["source", "add", "bare", "--stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(
+                    b"AKIAIOSFODNN7BARESRC\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYBARESOURCE\n",
+                )?;
+                c.wait_with_output()
+            })
+            .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("warning: UNSEALED"),
+        "{}",
+        stdout(&out)
+    );
+    s.ok(&["source", "remove", "bare"]);
+}

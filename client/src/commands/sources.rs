@@ -55,6 +55,7 @@ pub fn add(
             "stored source {name} (from profile {profile} of {}) in the keyring\n",
             path.display()
         );
+        out.push_str(&unsealed_warning(&mut agent));
         if remove_from_file {
             out.push_str(&format!(
                 "removed profile {profile} from {}\n",
@@ -111,7 +112,22 @@ pub fn add(
         },
         touch,
     )?;
-    Ok(format!("stored source {name} in the keyring\n"))
+    let mut out = format!("stored source {name} in the keyring\n");
+    out.push_str(&unsealed_warning(&mut agent));
+    Ok(out)
+}
+
+/// With no security key registered there is no vault: the source sits in the keyring in
+/// clear until a key seals it. Say so loudly (a wiped state directory looks like this too).
+fn unsealed_warning(agent: &mut Agent) -> String {
+    match agent.request(&Request::KeyList) {
+        Ok(Response::Keys { keys }) if keys.is_empty() => "warning: UNSEALED: no security key \
+            is registered, so this source is readable in the keyring until you register one \
+            (`credctl key add`) and open a role with it. If you had keys registered, your \
+            agent's state was removed: do not add sources until you know why\n"
+            .to_owned(),
+        _ => String::new(),
+    }
 }
 
 pub fn list(socket: &Path, json: bool) -> Result<String> {
