@@ -149,6 +149,7 @@ impl Agent {
             | Request::KeyRemove { .. }
             | Request::Confirm { .. }
             | Request::Credentials { .. } => timeouts::CLIENT_WAIT,
+            Request::AwaitLogin { .. } | Request::SsoDiscover { .. } => timeouts::LOGIN_WAIT,
             _ => timeouts::CLIENT_QUICK,
         };
         let _ = self.stream.set_read_timeout(Some(wait));

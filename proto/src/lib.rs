@@ -40,6 +40,11 @@ pub mod timeouts {
     /// How long `credctl` waits for the answer to a request that may wait on a ceremony or on
     /// STS: the longest outcome, and a margin for the reply to arrive.
     pub const CLIENT_WAIT: Duration = Duration::from_secs(90 + 15);
+    /// How long `credctl` waits for an IAM Identity Center sign-in (and for discovery, which
+    /// pages through every account): a real sign-in (password, MFA, "Allow") takes minutes;
+    /// the AWS CLI waits up to 10 minutes (awscli/customizations/sso/utils.py), and so does the
+    /// agent for a browser sign-in. A margin for the reply.
+    pub const LOGIN_WAIT: Duration = Duration::from_secs(600 + 15);
     /// How long `credctl` waits for any other answer.
     pub const CLIENT_QUICK: Duration = Duration::from_secs(30);
     /// A control connection that holds nothing and sends nothing for this long is closed.

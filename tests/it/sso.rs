@@ -462,3 +462,55 @@ fn discovery_lists_what_the_login_reaches_and_writes_profiles_that_work() {
         fake.state()
     );
 }
+
+/// A real sign-in takes minutes, not milliseconds: `credctl login` waits for it (the AWS CLI
+/// waits up to 10 minutes) instead of giving up after its quick-request limit of 30 s.
+#[test]
+fn a_login_approved_after_45_seconds_still_completes() {
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    let (child, rx) = spawn(&s, &["login", "corp", "--device-code"], &[]);
+    line_with(&rx, "enter the code");
+    std::thread::sleep(Duration::from_secs(45));
+    fake.call("POST", "device/approve", "{}");
+    let out = finish(child);
+    assert!(stdout(&out).contains("logged in to IAM Identity Center (corp)"));
+}
+
+/// The person presses Deny: the browser comes back with `error=access_denied` and the login's
+/// own state, and the login fails at once (credctl says so) instead of hanging until it expires.
+/// The same error without the login's state changes nothing.
+#[test]
+fn a_denied_browser_sign_in_ends_the_login_at_once() {
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    let (child, rx) = spawn(&s, &["login", "corp"], &[]);
+    let line = line_with(&rx, "sign in to IAM Identity Center in your browser: ");
+    let url = line.split("browser: ").nth(1).unwrap().trim().to_owned();
+    let state = url
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("state="))
+        .unwrap()
+        .to_owned();
+    let port = s.http.rsplit(':').next().unwrap().to_owned();
+    let get = |query: &str| {
+        stdout(
+            &Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://127.0.0.1:{port}/oauth/callback?{query}"))
+                .output()
+                .unwrap(),
+        )
+    };
+    assert_eq!(get("error=access_denied&state=forged"), "400");
+    let started = std::time::Instant::now();
+    assert_eq!(get(&format!("error=access_denied&state={state}")), "400");
+    line_with(&rx, "access_denied (the sign-in was denied)");
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the denied login succeeded");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the waiter hung"
+    );
+    assert_eq!(fake.count(&["createToken", "authorization_code"]), 0);
+}

@@ -164,6 +164,11 @@ impl ApprovalPage for Callback {
         }
         let query = req.uri().query().unwrap_or("");
         if let Some(error) = param(query, "error") {
+            // With the state this login issued, the login fails now rather than waiting for
+            // its expiry (users press Deny).
+            if let Some(state) = param(query, "state") {
+                self.logins.denied(&state, &error);
+            }
             self.audit(now, origin, Some("sign_in_refused"));
             return page(
                 StatusCode::BAD_REQUEST,

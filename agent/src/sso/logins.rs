@@ -48,6 +48,9 @@ struct Login {
     seal_pending: bool,
     /// The login under way.
     pending: Option<Pending>,
+    /// Why the last attempt failed, for a waiter that asks just after (a sign-in denied
+    /// before `credctl` began to wait).
+    failed: Option<String>,
 }
 
 /// A login under way: what the person must do, until when, which flow, and its outcome.
@@ -350,7 +353,10 @@ impl Logins {
             };
             (reply, expires_at)
         };
-        self.logins.locked().entry(key).or_default().pending = Some(Pending {
+        let mut logins = self.logins.locked();
+        let entry = logins.entry(key).or_default();
+        entry.failed = None;
+        entry.pending = Some(Pending {
             reply: reply.clone(),
             expires_at,
             device_code,
@@ -402,12 +408,12 @@ impl Logins {
 
     /// Waits for the login under way for `login` (or answers at once if it is usable).
     pub async fn wait(&self, login: &str, now: SystemTime) -> Response {
-        let rx = {
+        let (rx, until) = {
             let logins = self.logins.locked();
             match logins.get(login) {
                 Some(Login {
                     pending: Some(p), ..
-                }) => p.outcome.subscribe(),
+                }) => (p.outcome.subscribe(), p.expires_at),
                 Some(Login {
                     access: Some((_, exp)),
                     ..
@@ -417,24 +423,61 @@ impl Logins {
                         expires_at: unix_secs(*exp),
                     }
                 }
+                Some(Login {
+                    failed: Some(why), ..
+                }) => return login_required(login, why),
                 _ => return login_required(login, "no login is under way"),
             }
         };
+        // Bounded by the login's own expiry (the device code's `expires_in`, or the browser
+        // sign-in's 10 minutes), so no waiter hangs on a sign-in nobody finishes.
+        let left = until
+            .duration_since(now)
+            .unwrap_or_default()
+            .saturating_add(Duration::from_secs(1));
         let mut rx = rx;
-        loop {
-            if let Some(outcome) = rx.borrow_and_update().clone() {
-                return match outcome {
-                    Ok(exp) => Response::LoggedIn {
-                        login: login.to_owned(),
-                        expires_at: unix_secs(exp),
-                    },
-                    Err(why) => login_required(login, &why),
-                };
+        let outcome = tokio::time::timeout(left, async {
+            loop {
+                if let Some(outcome) = rx.borrow_and_update().clone() {
+                    return Some(outcome);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
             }
-            if rx.changed().await.is_err() {
-                return login_required(login, "the login ended without a result");
+        })
+        .await;
+        match outcome {
+            Ok(Some(Ok(exp))) => Response::LoggedIn {
+                login: login.to_owned(),
+                expires_at: unix_secs(exp),
+            },
+            Ok(Some(Err(why))) => login_required(login, &why),
+            Ok(None) => login_required(login, "the login ended without a result"),
+            Err(_) => {
+                self.fail(login, "the sign-in was not completed in time");
+                login_required(login, "the sign-in was not completed in time")
             }
         }
+    }
+
+    /// The browser came back with `error=` (the person pressed Deny, or Identity Center
+    /// refused): the login that `state` names fails at once, and its waiters are told. A state
+    /// nobody issued changes nothing (a web page cannot end a login it does not know).
+    pub fn denied(&self, state: &str, error: &str) -> bool {
+        let Some(cb) = self.callbacks.locked().remove(state) else {
+            return false;
+        };
+        let printable: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        self.fail(
+            &cb.login,
+            &format!("IAM Identity Center answered {printable} (the sign-in was denied)"),
+        );
+        true
     }
 
     /// The browser came back to `/oauth/callback` with `state` and `code`. The state is
@@ -747,6 +790,7 @@ impl Logins {
         let pending = self.logins.locked().get_mut(key).and_then(|l| {
             // A registration Identity Center no longer honours must not be reused.
             l.clients.clear();
+            l.failed = Some(why.to_owned());
             l.pending.take()
         });
         if let Some(p) = pending {
