@@ -371,3 +371,41 @@ fn a_source_added_with_no_key_is_called_unsealed() {
     );
     s.ok(&["source", "remove", "bare"]);
 }
+
+/// The third attack review's substitution: with no touch, a process replaces the source's entry
+/// by one holding its own access key (here: the keyring switched to files and an old-format,
+/// unsealed entry planted). The touch vouches for the key the source holds, not only its name,
+/// so the user's routine touch is refused as a change and nothing is signed with that key.
+#[test]
+fn a_source_entry_replaced_behind_the_agents_back_opens_nothing() {
+    let mut s = Stack::new("", "").with_key_and_source();
+    s.role_token("demo");
+    s.ok(&["lock"]);
+    edit(
+        &config_path(&s),
+        "keyring = \"keyutils\"",
+        "keyring = \"file\"",
+    );
+    let dir = state_dir(&s).join("sources");
+    std::fs::create_dir_all(&dir).unwrap();
+    let entry = dir.join(hex::encode(&s.source));
+    std::fs::write(
+        &entry,
+        "credagent-source-v1\nAKIAATTACKERKEY00001\nattackerSecretAccessKey0123456789abcdef",
+    )
+    .unwrap();
+    restart(&mut s);
+    let before = s.sts.calls("AssumeRole").len();
+    let out = s.credctl(&["env", "demo"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("key AKIAIOSFODNN7EXAMPLE") && err.contains("key AKIAATTACKERKEY00001"),
+        "{err}"
+    );
+    assert_eq!(
+        s.sts.calls("AssumeRole").len(),
+        before,
+        "nothing was signed"
+    );
+}

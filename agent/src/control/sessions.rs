@@ -129,11 +129,12 @@ impl Control {
             }
             Ok(_) => {}
         }
-        if let Err(r) = self.source_is_stored(role).await {
-            return *r;
-        }
+        let key_id = match self.source_is_stored(role).await {
+            Ok(key_id) => key_id,
+            Err(r) => return *r,
+        };
         let target = match self.sessions.profiles().resolve(role) {
-            Ok(spec) => spec.target(),
+            Ok(spec) => spec.target_with_key(key_id.as_deref()),
             Err(e) => return Response::error(ErrorCode::Profile, e.to_string()),
         };
         // A role whose ARN or chain changed since it was last approved, or settings changed
@@ -166,15 +167,17 @@ impl Control {
 
     /// Refuses, before the touch, a role whose source is not in the keyring: the touch would be
     /// asked for nothing.
-    async fn source_is_stored(&self, role: &str) -> Result<(), Box<Response>> {
+    /// Returns the access key id the source holds (for an access-key source), which the touch
+    /// vouches for with the role.
+    async fn source_is_stored(&self, role: &str) -> Result<Option<String>, Box<Response>> {
         let Ok(spec) = self.sessions.profiles().resolve(role) else {
             // resolve errors are reported by mfa_needed already.
-            return Ok(());
+            return Ok(None);
         };
         if let Some(sso) = &spec.sso {
             // Log in first, then touch: the order the person sees.
             if self.logins.usable(sso, std::time::SystemTime::now()) {
-                return Ok(());
+                return Ok(None);
             }
             return Err(Box::new(Response::error(
                 ErrorCode::LoginRequired,
@@ -187,8 +190,17 @@ impl Control {
             )));
         }
         let source = spec.source.clone();
+        let stored = source.clone();
         match self.sources.with(move |k| k.list()).await {
-            Ok(names) if names.contains(&source) => Ok(()),
+            Ok(names) if names.contains(&source) => Ok(self
+                .sources
+                .with(move |k| k.get_stored(&stored))
+                .await
+                .ok()
+                .map(|s| match s {
+                    crate::sources::Stored::Sealed { access_key_id, .. } => access_key_id,
+                    crate::sources::Stored::Plain(creds) => creds.access_key_id.clone(),
+                })),
             Ok(_) => {
                 let missing = crate::sources::SourceError::NotFound {
                     backend: self.sources.backend(),
@@ -199,7 +211,7 @@ impl Control {
                 ))
             }
             // The keyring's own trouble (locked, absent) is reported when the session opens.
-            Err(_) => Ok(()),
+            Err(_) => Ok(None),
         }
     }
 

@@ -68,6 +68,23 @@ pub struct RoleSpec {
 impl RoleSpec {
     /// What a touch for this role approves, in words: the source and every role ARN of the
     /// chain (with external ids). Two specs with the same target open the same thing.
+    /// [`RoleSpec::target`] naming the access key id the source holds too, so the touch (and
+    /// `trusted.json`) vouch for the key, not only for the source's name: a source entry
+    /// replaced behind the agent's back is a change like a re-pointed role.
+    pub fn target_with_key(&self, key_id: Option<&str>) -> String {
+        match (key_id, &self.sso) {
+            (Some(id), None) => {
+                let plain = format!("source {}", self.source);
+                let target = self.target();
+                match target.strip_prefix(&plain) {
+                    Some(rest) => format!("{plain} (key {id}){rest}"),
+                    None => target,
+                }
+            }
+            _ => self.target(),
+        }
+    }
+
     pub fn target(&self) -> String {
         let mut out = match &self.sso {
             Some(sso) => format!("source {} ({})", self.source, sso.describe()),

@@ -349,13 +349,18 @@ impl Sessions {
         drop(approval);
         let spec = self.resolve(role)?;
         // The touch approved what it was shown: if ~/.aws/config was edited between the
-        // challenge and the answer, the session does not open something else.
-        if let Some(approved) = approved_target {
+        // challenge and the answer, the session does not open something else. (The source's
+        // key, which the target may name, is compared once the source is open, below.)
+        if let Some(approved) = &approved_target {
             let now_target = spec.target();
-            if approved != now_target {
+            let same = *approved == now_target
+                || approved
+                    .strip_prefix(&format!("source {} (key ", spec.source))
+                    .is_some_and(|_| spec.sso.is_none());
+            if !same {
                 return Err(SessionError::ChangedDuringTouch {
                     role: role.to_owned(),
-                    approved,
+                    approved: approved.clone(),
                     now: now_target,
                 });
             }
@@ -377,6 +382,26 @@ impl Sessions {
                     .unseal(&spec.source, vault)
                     .await
                     .map_err(|e| SessionError::from_source_error(&spec, &e))?,
+            }
+        }
+        // The key the touch was shown must be the key the source holds now: an entry replaced
+        // behind the agent's back (between the challenge and the touch) opens nothing.
+        if let (Some(approved), None) = (&approved_target, &spec.sso) {
+            if *approved != spec.target() {
+                let opened = self
+                    .inner
+                    .sources
+                    .source(&spec.source)
+                    .await
+                    .map_err(|e| SessionError::from_source_error(&spec, &e))?;
+                let now_target = spec.target_with_key(Some(&opened.access_key_id));
+                if *approved != now_target {
+                    return Err(SessionError::ChangedDuringTouch {
+                        role: role.to_owned(),
+                        approved: approved.clone(),
+                        now: now_target,
+                    });
+                }
             }
         }
         if let Some(serial) = &spec.mfa_serial {
