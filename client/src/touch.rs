@@ -247,7 +247,7 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<Open
     let mut mfa_code = args.mfa_code.clone().map(credagent_proto::Secret::new);
     let mut asked = false;
     let mut logged_in = false;
-    say_what_we_wait_behind(agent, role);
+    say_what_we_wait_behind(agent, &format!("role {role}"));
     loop {
         let resp = agent.raw(&Request::Open {
             role: role.to_owned(),
@@ -349,16 +349,15 @@ pub fn request_with_touch(agent: &mut Agent, req: &Request, auth: &AuthArgs) -> 
 /// One touch at a time: when the agent is asking for a touch for something else, say for what
 /// and for whom before waiting behind it (the agent holds this request until that one is
 /// touched or times out), so nobody touches for the wrong thing while this one waits.
-fn say_what_we_wait_behind(agent: &mut Agent, role: &str) {
+pub(crate) fn say_what_we_wait_behind(agent: &mut Agent, mine: &str) {
     let Ok(Response::Status(info)) = agent.raw(&Request::Status) else {
         return;
     };
-    let mine = format!("role {role}");
     for a in info.approvals.iter().filter(|a| a.what != mine) {
         eprintln!(
-            "credctl: waiting: the agent is asking for a touch for {}, asked by {}; this approval \
-             for {role} follows once that one is touched or times out (at most {} s). Touch \
-             only for what your authenticator shows",
+            "credctl: waiting: the agent is asking for a touch for {}, asked by {}; this \
+             approval ({mine}) follows once that one is touched or times out (at most {} s). \
+             Touch only for what your authenticator shows",
             crate::text::printable(&a.what),
             crate::text::printable(&a.requester),
             credagent_proto::timeouts::OUTCOME_WAIT.as_secs()

@@ -139,6 +139,9 @@ pub fn confirm(socket: &Path, accept_change: bool, touch: &AuthArgs) -> Result<S
 
 /// The confirming touch on an open connection (also what a source add or a login takes first).
 pub(crate) fn confirm_on(agent: &mut Agent, accept_change: bool, touch: &AuthArgs) -> Result<()> {
+    // Whatever else is being touched for, even another credctl's confirming touch (which this
+    // one would only follow: a touch it did not lead proves nothing for it), is said first.
+    crate::touch::say_what_we_wait_behind(agent, "");
     let resp = agent.request(&Request::Confirm { accept_change })?;
     let c = match resp {
         Response::Challenge { .. } => Challenge::from_response(resp)?,
