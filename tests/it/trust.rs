@@ -47,6 +47,30 @@ fn audit_lines(s: &Stack, action: &str) -> Vec<String> {
         .collect()
 }
 
+/// `credctl source add NAME --stdin` with `lines` (key id, then secret), touching the user's
+/// software key when asked if `touch`.
+fn add_source(s: &Stack, name: &str, lines: &str, touch: bool) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = s.env.command(crate::util::bin("credctl"));
+    if touch {
+        cmd.env("CREDCTL_AUTHENTICATOR", s.soft_arg());
+    }
+    let mut child = cmd
+        .args(["source", "add", name, "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn key_counter(s: &Stack) -> u64 {
     let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
     keys[0]["counter"].as_u64().unwrap()
@@ -233,23 +257,12 @@ fn nothing_is_sealed_to_a_vault_no_touch_proved_since_the_restart() {
     let evil_vault = scratch.env.home.join(".local/state/credagent/vault.json");
     std::fs::copy(&evil_vault, state_dir(&s).join("vault.json")).unwrap();
     restart(&mut s);
-    let out =
-        s.env
-            .command(crate::util::bin("credctl"))
-            .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
-            .args(["source", "add", "second", "--stdin"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(
-                    b"AKIAIOSFODNN7SECOND1\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYSECONDKEY\n",
-                )?;
-                c.wait_with_output()
-            })
-            .unwrap();
+    let out = add_source(
+        &s,
+        "second",
+        "AKIAIOSFODNN7SECOND1\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYSECONDKEY\n",
+        true,
+    );
     assert!(!out.status.success(), "sealed to an unproven vault");
     // Adding a source takes the user's touch, which cannot unwrap the attacker's vault.
     let err = stderr(&out);
@@ -319,23 +332,12 @@ fn a_swapped_state_proved_by_the_attackers_touch_receives_no_new_source() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     // The user adds a source, touching their own key when asked.
-    let out =
-        s.env
-            .command(crate::util::bin("credctl"))
-            .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
-            .args(["source", "add", "newsrc", "--stdin"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(
-                    b"AKIAIOSFODNN7NEWSRC1\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYNEWSOURCE\n",
-                )?;
-                c.wait_with_output()
-            })
-            .unwrap();
+    let out = add_source(
+        &s,
+        "newsrc",
+        "AKIAIOSFODNN7NEWSRC1\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYNEWSOURCE\n",
+        true,
+    );
     assert!(!out.status.success(), "sealed to the attacker's vault");
     assert!(stderr(&out).contains("takes a touch"), "{}", stderr(&out));
     let list = s.ok(&["source", "list"]);
@@ -347,22 +349,12 @@ fn a_swapped_state_proved_by_the_attackers_touch_receives_no_new_source() {
 #[test]
 fn a_source_added_with_no_key_is_called_unsealed() {
     let s = Stack::new("", "");
-    let out =
-        s.env
-            .command(crate::util::bin("credctl"))
-            .args(["source", "add", "bare", "--stdin"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(
-                    b"AKIAIOSFODNN7BARESRC\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYBARESOURCE\n",
-                )?;
-                c.wait_with_output()
-            })
-            .unwrap();
+    let out = add_source(
+        &s,
+        "bare",
+        "AKIAIOSFODNN7BARESRC\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYBARESOURCE\n",
+        false,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("warning: UNSEALED"),

@@ -14,6 +14,7 @@ use webauthn_authenticator_rs::softtoken::SoftToken;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
 
+use super::tests::{key_add_role, key_remove_role};
 use super::*;
 
 const PORT: u16 = 38212;
@@ -263,17 +264,4 @@ fn prf_results_are_read_from_either_name_and_junk_is_an_error() {
         &serde_json::json!({"clientExtensionResults": {"prf": {"enabled": true}}})
     ));
     assert!(!prf_enabled(&serde_json::json!({})));
-}
-
-/// The purpose of a touch that allows adding the key `name`.
-fn key_add_role(name: &str) -> super::Purpose {
-    super::Purpose::KeyAdd(name.to_owned())
-}
-
-/// The purpose of a touch that allows removing the key `name`.
-fn key_remove_role(name: &str, force: bool) -> super::Purpose {
-    super::Purpose::KeyRemove {
-        name: name.to_owned(),
-        force,
-    }
 }

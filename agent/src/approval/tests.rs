@@ -754,12 +754,12 @@ async fn one_approval_at_a_time_and_the_next_is_woken() {
 }
 
 /// The purpose of a touch that allows adding the key `name`.
-fn key_add_role(name: &str) -> super::Purpose {
+pub(super) fn key_add_role(name: &str) -> super::Purpose {
     super::Purpose::KeyAdd(name.to_owned())
 }
 
 /// The purpose of a touch that allows removing the key `name`.
-fn key_remove_role(name: &str, force: bool) -> super::Purpose {
+pub(super) fn key_remove_role(name: &str, force: bool) -> super::Purpose {
     super::Purpose::KeyRemove {
         name: name.to_owned(),
         force,
