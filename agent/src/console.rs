@@ -1,7 +1,10 @@
 //! `credctl console`: AWS console sign-in with a role's session.
 //!
 //! The agent asks the federation endpoint for a sign-in token (`getSigninToken`, with the role's
-//! credentials and a `SessionDuration` within what AWS allows: at most 1 h for a chained role),
+//! credentials and, for a role assumed with long-term credentials, a `SessionDuration` within
+//! what AWS allows; for a role assumed with temporary credentials (role → role, Identity Center
+//! → role, an MFA session → role) none: the endpoint refuses it then, as the IAM User Guide says
+//! ("…otherwise the call to the federation endpoint fails") and aws-sso-cli and Teleport learnt),
 //! builds the login URL, and keeps it behind a one-time link on its own listener,
 //! `http://127.0.0.1:PORT/console/<id>`. `credctl` hands only that link to the browser, so the
 //! sign-in token never sits on a command line; the link redirects once, within 60 s, and is
@@ -30,7 +33,6 @@ pub const CONSOLE_PATH: &str = "/console/";
 const LINK_TTL: Duration = Duration::from_secs(60);
 /// The longest console session AWS grants, and the longest for a chained role.
 const MAX_SESSION: u64 = 43_200;
-const MAX_CHAINED: u64 = 3_600;
 const MIN_SESSION: u64 = 900;
 
 /// Why no console link was made.
@@ -46,9 +48,8 @@ pub enum ConsoleError {
 
 /// The console session length for credentials that last `remaining`: AWS's limits, and 1 h for
 /// a chained role.
-pub fn session_duration(remaining: Duration, chained: bool) -> u64 {
-    let cap = if chained { MAX_CHAINED } else { MAX_SESSION };
-    remaining.as_secs().clamp(MIN_SESSION, cap)
+pub fn session_duration(remaining: Duration, chained: bool) -> Option<u64> {
+    (!chained).then(|| remaining.as_secs().clamp(MIN_SESSION, MAX_SESSION))
 }
 
 /// Where the console opens: an https URL as given, a service's page, or the home page, in
@@ -125,7 +126,7 @@ impl Consoles {
     pub async fn link(
         &self,
         creds: &TempCredentials,
-        duration: u64,
+        duration: Option<u64>,
         destination: &str,
         now: SystemTime,
     ) -> Result<(String, SystemTime), ConsoleError> {
@@ -137,8 +138,11 @@ impl Consoles {
             })
             .to_string(),
         );
+        let duration = duration
+            .map(|d| format!("&SessionDuration={d}"))
+            .unwrap_or_default();
         let url = zeroize::Zeroizing::new(format!(
-            "{}?Action=getSigninToken&SessionDuration={duration}&Session={}",
+            "{}?Action=getSigninToken{duration}&Session={}",
             self.endpoint,
             encode(&session)
         ));
@@ -256,10 +260,17 @@ mod tests {
 
     #[test]
     fn console_sessions_respect_aws_limits() {
-        assert_eq!(session_duration(Duration::from_secs(7200), false), 7200);
-        assert_eq!(session_duration(Duration::from_secs(7200), true), 3600);
-        assert_eq!(session_duration(Duration::from_secs(60), false), 900);
-        assert_eq!(session_duration(Duration::from_secs(99_999), false), 43_200);
+        assert_eq!(
+            session_duration(Duration::from_secs(7200), false),
+            Some(7200)
+        );
+        // Credentials of a role assumed with temporary credentials: no SessionDuration at all.
+        assert_eq!(session_duration(Duration::from_secs(7200), true), None);
+        assert_eq!(session_duration(Duration::from_secs(60), false), Some(900));
+        assert_eq!(
+            session_duration(Duration::from_secs(99_999), false),
+            Some(43_200)
+        );
     }
 
     #[test]

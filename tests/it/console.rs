@@ -48,6 +48,7 @@ fn a_console_link_works_once_and_respects_session_limits() {
         &format!("federation_endpoint = \"{fed}/federation\"\nsession_ttl = \"2h\""),
     )
     .with_key_and_source();
+    tell_fake_about_sts(&fed, &s);
 
     // Straight to the control socket, as a process of the user could: no link for a role
     // whose session is not open (the touch opens it; `credctl console` asks for one first).
@@ -103,10 +104,54 @@ fn a_console_link_works_once_and_respects_session_limits() {
     let (code, _) = curl(link);
     assert_eq!(code, "410");
 
-    // A chained role: capped at 1 h.
+    // A chained role (assumed with the temporary credentials of demo): no SessionDuration, which
+    // the federation endpoint refuses for such credentials (the fake as strictly as AWS).
     s.ok(&["console", "chained", "--print"]);
     let st = state(&fed);
-    assert_eq!(st["calls"][1]["duration"], 3600);
+    assert!(st["calls"][1]["duration"].is_null(), "{st}");
+
+    // The fake's own rule, checked with the chained role's real credentials: SessionDuration is
+    // refused, its absence accepted.
+    let exported: serde_json::Value =
+        serde_json::from_str(&s.ok(&["export", "chained", "--format", "process"])).unwrap();
+    let session = serde_json::json!({
+        "sessionId": exported["AccessKeyId"],
+        "sessionKey": exported["SecretAccessKey"],
+        "sessionToken": exported["SessionToken"],
+    })
+    .to_string();
+    let token_request = |duration: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-G"])
+            .arg(format!("{fed}/federation"))
+            .args(["--data-urlencode", "Action=getSigninToken"])
+            .args(["--data-urlencode", &format!("Session={session}")])
+            .args(if duration.is_empty() {
+                vec![]
+            } else {
+                vec![
+                    "--data-urlencode".to_owned(),
+                    format!("SessionDuration={duration}"),
+                ]
+            })
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    assert_eq!(token_request("3600"), "400");
+    assert_eq!(token_request(""), "200");
+}
+
+/// Points the federation fake at the stack's STS recorder, so it knows which sessions came
+/// from a request signed with temporary credentials.
+fn tell_fake_about_sts(fed: &str, s: &Stack) {
+    let issued = format!("{}.issued", s.sts.log.display());
+    let out = Command::new("curl")
+        .args(["-s", "-G", &format!("{fed}/_sts_log")])
+        .args(["--data-urlencode", &format!("path={issued}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
 }
 
 #[test]

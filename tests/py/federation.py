@@ -2,9 +2,13 @@
 """A local AWS federation endpoint (https://signin.aws.amazon.com/federation), for credctl
 console's tests.
 
-  GET /federation?Action=getSigninToken&SessionDuration=N&Session=JSON
-      checks that Session holds sessionId, sessionKey and sessionToken and that SessionDuration is
-      900..43200, and answers {"SigninToken": <random>}; 400 otherwise
+  GET /federation?Action=getSigninToken[&SessionDuration=N]&Session=JSON
+      checks that Session holds sessionId, sessionKey and sessionToken and that SessionDuration,
+      when given, is 900..43200, and answers {"SigninToken": <random>}; 400 otherwise. As strict
+      as AWS: SessionDuration is refused for the credentials of a role assumed with temporary
+      credentials (IAM User Guide, custom identity broker: "…you must call AssumeRole with
+      long-term credentials … otherwise the call to the federation endpoint fails"), as the STS
+      recorder's LOG.issued says of the sessionId (GET /_sts_log?path=… names that file).
   GET /federation?Action=login&Issuer=..&Destination=..&SigninToken=..
       200 "signed in" for a token it issued
   GET /_state
@@ -19,7 +23,23 @@ import sys
 import threading
 import urllib.parse
 
-STATE = {"calls": [], "tokens": [], "logins": 0}
+STATE = {"calls": [], "tokens": [], "logins": 0, "sts_issued": None}
+
+
+def signed_with_temporary(access_key_id):
+    """Whether STS issued these credentials for a request signed with temporary credentials."""
+    path = STATE["sts_issued"]
+    if not path:
+        return False
+    try:
+        with open(path) as f:
+            for line in f:
+                entry = json.loads(line)
+                if entry["access_key_id"] == access_key_id:
+                    return entry["signed_with_temporary"]
+    except FileNotFoundError:
+        return False
+    return False
 LOCK = threading.Lock()
 
 
@@ -38,14 +58,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with LOCK:
             if url.path == "/_state":
                 return self.reply(200, json.dumps(STATE))
+            if url.path == "/_sts_log":
+                STATE["sts_issued"] = q.get("path")
+                return self.reply(200, "{}")
             if url.path != "/federation":
                 return self.reply(404, "{}")
             if q.get("Action") == "getSigninToken":
                 try:
                     session = json.loads(q["Session"])
-                    duration = int(q["SessionDuration"])
                     assert {"sessionId", "sessionKey", "sessionToken"} <= session.keys()
-                    assert 900 <= duration <= 43200
+                    duration = int(q["SessionDuration"]) if "SessionDuration" in q else None
+                    if duration is not None:
+                        assert 900 <= duration <= 43200
+                        assert not signed_with_temporary(session["sessionId"]), (
+                            "SessionDuration is not allowed for a role session obtained "
+                            "with temporary credentials")
                 except Exception as err:  # noqa: BLE001 - any bad input is a 400
                     return self.reply(400, json.dumps({"error": str(err)}))
                 token = "fed-" + secrets.token_urlsafe(48)

@@ -3,7 +3,11 @@
 
 Every request is appended to LOG as one JSON line with its STS form parameters (Action,
 RoleArn, ExternalId, DurationSeconds, RoleSessionName, SerialNumber, ...), then forwarded to the
-upstream moto server. Tests count AssumeRole calls here, outside the agent. Optional faults:
+upstream moto server. Tests count AssumeRole calls here, outside the agent. Each set of
+credentials STS issues is also appended to LOG.issued as {"access_key_id", "action",
+"signed_with_temporary"}: whether the request that got them was signed with temporary
+credentials (it carried X-Amz-Security-Token), which is what makes a role session "chained" for
+AWS (the federation fake, tests/py/federation.py, reads it). Optional faults:
 a file FAULTS holding lines "status delay_ms" makes the next requests fail with that status (or
 hang for delay_ms) before any forwarding, one line per request.
 
@@ -14,6 +18,7 @@ usage: sts_recorder.py LISTEN_PORT UPSTREAM_URL LOG [FAULTS]
 """
 import http.server
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -73,6 +78,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 status, data, ctype = r.status, r.read(), r.headers.get("Content-Type", "text/xml")
         except urllib.error.HTTPError as e:
             status, data, ctype = e.code, e.read(), e.headers.get("Content-Type", "text/xml")
+        if status == 200:
+            issued = re.search(rb"<AccessKeyId>([^<]+)</AccessKeyId>", data)
+            if issued:
+                with open(LOG + ".issued", "a") as f:
+                    f.write(json.dumps({
+                        "access_key_id": issued.group(1).decode(),
+                        "action": params.get("Action"),
+                        "signed_with_temporary": "X-Amz-Security-Token" in self.headers,
+                    }) + "\n")
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))

@@ -231,8 +231,12 @@ impl Control {
             Ok(s) => s,
             Err(e) => return Response::error(ErrorCode::Profile, e.to_string()),
         };
-        // AWS caps a chained role's console session at 1 h.
-        let chained = spec.chain.len() > 1 || (spec.sso.is_some() && !spec.chain.is_empty());
+        // The last AssumeRole was signed with temporary credentials (role → role, Identity
+        // Center → role, an MFA session → role): the federation endpoint refuses a
+        // SessionDuration for such credentials (IAM User Guide, "Enabling custom identity broker
+        // access to the AWS console").
+        let chained = spec.chain.len() > 1
+            || (!spec.chain.is_empty() && (spec.sso.is_some() || spec.mfa_serial.is_some()));
         let remaining = self
             .sessions
             .status(now)
