@@ -392,7 +392,7 @@ fn a_source_entry_replaced_behind_the_agents_back_opens_nothing() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("key AKIAIOSFODNN7EXAMPLE") && err.contains("key AKIAATTACKERKEY00001"),
+        err.contains("AKIAIOSFODNN7EXAMPLE") && err.contains("AKIAATTACKERKEY00001"),
         "{err}"
     );
     assert_eq!(
@@ -400,4 +400,63 @@ fn a_source_entry_replaced_behind_the_agents_back_opens_nothing() {
         before,
         "nothing was signed"
     );
+}
+
+/// The fourth attack review: a source entry replaced with another key, then a role the user
+/// never opened on that source. The key a source holds is recorded per source (by `source add`
+/// with the person's touch, and by the first touch that opens it), so a role seen for the first
+/// time does not adopt the planted key.
+#[test]
+fn a_planted_source_key_is_refused_for_a_role_never_opened() {
+    let mut s = Stack::new(
+        "[profile prod]\nrole_arn = arn:aws:iam::123456789012:role/prod\nsource_profile = SOURCE\n",
+        "",
+    )
+    .with_key_and_source();
+    s.role_token("demo");
+    s.ok(&["lock"]);
+    edit(
+        &config_path(&s),
+        "keyring = \"keyutils\"",
+        "keyring = \"file\"",
+    );
+    let dir = state_dir(&s).join("sources");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(hex::encode(&s.source)),
+        "credagent-source-v1\nAKIAATTACKERKEY00001\nattackerSecretAccessKey0123456789abcdef",
+    )
+    .unwrap();
+    restart(&mut s);
+    let before = s.sts.calls("AssumeRole").len();
+    let out = s.credctl(&["env", "prod"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds access key AKIAATTACKERKEY00001"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        s.sts.calls("AssumeRole").len(),
+        before,
+        "nothing was signed"
+    );
+}
+
+/// Replacing a source's key yourself (`source add`, which takes your touch) is no change to
+/// confirm: the next touch records the key you stored.
+#[test]
+fn a_source_replaced_with_source_add_opens_without_confirmation() {
+    let s = Stack::new("", "").with_key_and_source();
+    s.role_token("demo");
+    s.ok(&["lock"]);
+    let out = add_source(
+        &s,
+        &s.source,
+        "AKIAIOSFODNN7ROTATED\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYROTATEDKEY\n",
+        true,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.credctl(&["env", "demo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -504,6 +504,12 @@ impl Approvals {
         crate::util::LockExt::locked(&self.touched).remove(&conn);
     }
 
+    /// `source add` stored `source` holding `key_id` for a connection the person's touch proved:
+    /// the next touch records that key as the one the source holds.
+    pub fn source_added(&self, source: &str, key_id: &str) {
+        self.trusted.source_added(source, key_id);
+    }
+
     /// Whether a `confirm` touch is under way or succeeded within the last 2 s (its connection
     /// is probably about to start what it touched for).
     pub fn confirm_recent(&self, now: SystemTime) -> bool {

@@ -97,11 +97,16 @@ impl Control {
             secret_access_key: SecretString::from(secret.expose().to_owned()),
         };
         drop(secret);
-        reply(
+        let (source, key) = (name.clone(), creds.access_key_id.clone());
+        let reply = reply(
             self.sources
                 .with_store(move |store, k| store.store(k, &name, &creds).map(|_| Response::Ok))
                 .await,
-        )
+        );
+        if matches!(reply, Response::Ok) {
+            self.approvals.source_added(&source, &key);
+        }
+        reply
     }
 
     async fn source_import(
@@ -139,7 +144,8 @@ impl Control {
                 }
             }
         };
-        reply(
+        let (source, key) = (name.clone(), entry.credentials.access_key_id.clone());
+        let reply = reply(
             self.sources
                 .with_store(move |store, k| {
                     store.store(k, &name, &entry.credentials)?;
@@ -149,7 +155,11 @@ impl Control {
                     Ok(Response::Ok)
                 })
                 .await,
-        )
+        );
+        if matches!(reply, Response::Ok) {
+            self.approvals.source_added(&source, &key);
+        }
+        reply
     }
 
     async fn source_list(&self) -> Response {

@@ -85,6 +85,14 @@ impl RoleSpec {
         }
     }
 
+    /// The source and the access key id a target made by [`RoleSpec::target_with_key`] names.
+    pub fn source_key_in(target: &str) -> Option<(&str, &str)> {
+        let rest = target.strip_prefix("source ")?;
+        let (source, rest) = rest.split_once(" (key ")?;
+        let (key, _) = rest.split_once(')')?;
+        Some((source, key))
+    }
+
     pub fn target(&self) -> String {
         let mut out = match &self.sso {
             Some(sso) => format!("source {} ({})", self.source, sso.describe()),

@@ -73,7 +73,12 @@ pub trait SourceLookup: Send + Sync {
 
     /// Opens sealed source `name` with the vault's private half a touch unwrapped (sealing it
     /// first if it was stored unsealed), for the sessions that need it.
-    async fn unseal(&self, _name: &str, _vault: VaultSecret) -> Result<(), SourceError> {
+    async fn unseal(
+        &self,
+        _name: &str,
+        _vault: VaultSecret,
+        _expected_key: Option<String>,
+    ) -> Result<(), SourceError> {
         Ok(())
     }
 
@@ -113,11 +118,18 @@ impl SourceLookup for Arc<crate::sources::SourceStore> {
             .await
     }
 
-    async fn unseal(&self, name: &str, vault: VaultSecret) -> Result<(), SourceError> {
+    async fn unseal(
+        &self,
+        name: &str,
+        vault: VaultSecret,
+        expected_key: Option<String>,
+    ) -> Result<(), SourceError> {
         let name = name.to_owned();
         // The private half moves into the blocking task and is dropped there, right after use.
-        self.with_store(move |store, k| store.unseal(k, &name, &vault))
-            .await
+        self.with_store(move |store, k| {
+            store.unseal_expecting(k, &name, &vault, expected_key.as_deref())
+        })
+        .await
     }
 
     fn forget_all(&self) {
@@ -144,8 +156,13 @@ impl SourceLookup for Origins {
         self.store.source(name).await
     }
 
-    async fn unseal(&self, name: &str, vault: VaultSecret) -> Result<(), SourceError> {
-        SourceLookup::unseal(&self.store, name, vault).await
+    async fn unseal(
+        &self,
+        name: &str,
+        vault: VaultSecret,
+        expected_key: Option<String>,
+    ) -> Result<(), SourceError> {
+        SourceLookup::unseal(&self.store, name, vault, expected_key).await
     }
 
     async fn sso_credentials(
@@ -379,7 +396,15 @@ impl Sessions {
                 None => self
                     .inner
                     .sources
-                    .unseal(&spec.source, vault)
+                    .unseal(
+                        &spec.source,
+                        vault,
+                        approved_target
+                            .as_deref()
+                            .and_then(crate::profiles::RoleSpec::source_key_in)
+                            .filter(|(source, _)| *source == spec.source)
+                            .map(|(_, key)| key.to_owned()),
+                    )
                     .await
                     .map_err(|e| SessionError::from_source_error(&spec, &e))?,
             }

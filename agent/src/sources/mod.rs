@@ -167,11 +167,38 @@ impl SourceStore {
         name: &str,
         secret: &VaultSecret,
     ) -> Result<(), SourceError> {
+        self.unseal_expecting(keyring, name, secret, None)
+    }
+
+    /// [`SourceStore::unseal`], refusing (before anything is sealed or kept in memory) an entry
+    /// that holds another access key than `expected`, the one the touch was shown: an entry
+    /// replaced behind the agent's back never reaches the sessions that share the source.
+    pub fn unseal_expecting(
+        &self,
+        keyring: &Keyring,
+        name: &str,
+        secret: &VaultSecret,
+        expected: Option<&str>,
+    ) -> Result<(), SourceError> {
         let failed = |detail: String| SourceError::Unseal {
             name: name.to_owned(),
             detail,
         };
-        let (access_key_id, sealed) = match keyring.get_stored(name)? {
+        let stored = keyring.get_stored(name)?;
+        if let Some(expected) = expected {
+            let holds = match &stored {
+                Stored::Sealed { access_key_id, .. } => access_key_id.as_str(),
+                Stored::Plain(creds) => creds.access_key_id.as_str(),
+            };
+            if holds != expected {
+                return Err(failed(format!(
+                    "it now holds access key {holds}, not {expected}, the key your touch was \
+                     shown: it was replaced since; nothing was opened. If you replaced it, open \
+                     the role again and confirm with --accept-change"
+                )));
+            }
+        }
+        let (access_key_id, sealed) = match stored {
             Stored::Sealed {
                 access_key_id,
                 sealed,

@@ -64,6 +64,13 @@ pub enum Change {
         was: Option<String>,
         now: String,
     },
+    /// A source now holds another access key than the one a touch last confirmed (or than the
+    /// one `source add` stored with the person's touch).
+    SourceKey {
+        source: String,
+        was: String,
+        now: String,
+    },
     /// A role now resolves to another source or role ARNs than it was approved as.
     Role {
         role: String,
@@ -88,6 +95,11 @@ impl std::fmt::Display for Change {
             Change::Role { role, was, now } => {
                 write!(f, "role {role}: was {was}, now {now}")
             }
+            Change::SourceKey { source, was, now } => write!(
+                f,
+                "source {source} holds access key {now}, but the key your touch confirmed (or \
+                 `source add` stored) is {was}"
+            ),
             Change::Missing => write!(
                 f,
                 "{TRUSTED_FILE} (the settings your last touch confirmed) is missing: every \
@@ -156,6 +168,9 @@ struct Body {
     vault: String,
     settings: BTreeMap<String, String>,
     roles: BTreeMap<String, String>,
+    /// Source name → the access key id a touch confirmed it holds.
+    #[serde(default)]
+    sources: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -194,6 +209,9 @@ pub struct Trusted {
     /// Whether a touch verified (or accepted) `current` in this agent's life: until then an
     /// endpoint override receives nothing, not even a login that needs no touch.
     confirmed: AtomicBool,
+    /// Sources stored by `source add` (with the person's touch) since the last touch: the key
+    /// each now holds, folded into the record by the next touch.
+    added: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl Trusted {
@@ -203,6 +221,7 @@ impl Trusted {
             path: state_dir.join(TRUSTED_FILE),
             current,
             confirmed: AtomicBool::new(false),
+            added: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -225,6 +244,12 @@ impl Trusted {
     /// only for the warning before a touch; [`Trusted::verify`] decides.
     pub fn recorded_target(&self, role: &str) -> Option<String> {
         self.load().and_then(|f| f.body.roles.get(role).cloned())
+    }
+
+    /// `source add` stored `source` with access key `key_id` on a connection the person's touch
+    /// proved: the next touch records it as the key that source holds.
+    pub fn source_added(&self, source: &str, key_id: &str) {
+        crate::util::LockExt::locked(&self.added).insert(source.to_owned(), key_id.to_owned());
     }
 
     /// The vault fingerprint the file names (not verified), to name a replaced `vault.json`.
@@ -256,18 +281,25 @@ impl Trusted {
         })
     }
 
-    fn body_now(&self, secret: &VaultSecret, roles: BTreeMap<String, String>) -> Body {
+    fn body_now(
+        &self,
+        secret: &VaultSecret,
+        roles: BTreeMap<String, String>,
+        sources: BTreeMap<String, String>,
+    ) -> Body {
         Body {
             version: 1,
             vault: fingerprint(secret.public()),
             settings: self.current.0.clone(),
             roles,
+            sources,
         }
     }
 
     /// The touch that created the vault adopts the current settings (trust on first use).
     pub fn adopt(&self, secret: &VaultSecret) -> Result<(), TrustError> {
-        self.write(&self.body_now(secret, BTreeMap::new()), secret)?;
+        let added = crate::util::LockExt::locked(&self.added).clone();
+        self.write(&self.body_now(secret, BTreeMap::new(), added), secret)?;
         self.confirmed.store(true, Ordering::Release);
         tracing::info!(
             path = %self.path.display(),
@@ -282,7 +314,7 @@ impl Trusted {
     pub fn preview(&self, role: Option<(&str, &str)>) -> Vec<Change> {
         let recorded = self.load().map(|f| f.body);
         let missing = recorded.is_none().then_some(Change::Missing);
-        let (changes, _, _) = self.diff(recorded.as_ref(), role);
+        let (changes, _, _, _) = self.diff(recorded.as_ref(), role);
         missing.into_iter().chain(changes).collect()
     }
 
@@ -292,13 +324,47 @@ impl Trusted {
         &self,
         recorded: Option<&Body>,
         role: Option<(&str, &str)>,
-    ) -> (Vec<Change>, BTreeMap<String, String>, bool) {
+    ) -> (
+        Vec<Change>,
+        BTreeMap<String, String>,
+        BTreeMap<String, String>,
+        bool,
+    ) {
         let mut changes = Vec::new();
+        // The key the role's source holds: against the key `source add` stored with the
+        // person's touch since, else the one a touch confirmed before. A source never seen is
+        // recorded as it is now (trust on first use).
+        let mut sources = recorded.map(|b| b.sources.clone()).unwrap_or_default();
+        let added = crate::util::LockExt::locked(&self.added).clone();
+        let mut new_source = !added.is_empty();
+        if let Some((source, key)) =
+            role.and_then(|(_, target)| crate::profiles::RoleSpec::source_key_in(target))
+        {
+            match added.get(source).or_else(|| sources.get(source)) {
+                Some(was) if was != key => changes.push(Change::SourceKey {
+                    source: source.to_owned(),
+                    was: was.clone(),
+                    now: key.to_owned(),
+                }),
+                Some(_) => {}
+                None => new_source = true,
+            }
+            sources.extend(added);
+            sources.insert(source.to_owned(), key.to_owned());
+        } else {
+            sources.extend(added);
+        }
         // The role first: it is what the person asked to open.
         let mut roles = recorded.map(|b| b.roles.clone()).unwrap_or_default();
         let mut new_role = false;
         if let Some((role, target)) = role {
+            // The key its source holds is checked above, as the source's: here, the rest.
+            let without_key = |t: &str| match crate::profiles::RoleSpec::source_key_in(t) {
+                Some((_, key)) => t.replacen(&format!(" (key {key})"), "", 1),
+                None => t.to_owned(),
+            };
             match roles.get(role) {
+                Some(was) if without_key(was) == without_key(target) => {}
                 // No record to compare with: what the role opens is unconfirmed too.
                 None if recorded.is_none() => changes.push(Change::Role {
                     role: role.to_owned(),
@@ -336,7 +402,7 @@ impl Trusted {
                 });
             }
         }
-        (changes, roles, new_role)
+        (changes, roles, sources, new_role || new_source)
     }
 
     /// Checks, for a touch that unwrapped `secret`, the current settings and (for a role) the
@@ -353,13 +419,14 @@ impl Trusted {
             Some(f) if !f.body.verifies(secret, &f.mac) => (Some(Change::Forged), None),
             Some(f) => (None, Some(f.body)),
         };
-        let (changes, roles, new_role) = self.diff(recorded.as_ref(), role);
+        let (changes, roles, sources, new_entry) = self.diff(recorded.as_ref(), role);
         let changes: Vec<Change> = first.into_iter().chain(changes).collect();
         if !changes.is_empty() && !accept {
             return Err(TrustError::Changed(changes));
         }
-        if !changes.is_empty() || new_role {
-            self.write(&self.body_now(secret, roles), secret)?;
+        if !changes.is_empty() || new_entry {
+            self.write(&self.body_now(secret, roles, sources), secret)?;
+            crate::util::LockExt::locked(&self.added).clear();
         }
         self.confirmed.store(true, Ordering::Release);
         Ok(if changes.is_empty() {

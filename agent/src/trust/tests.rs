@@ -162,3 +162,48 @@ fn a_changed_role_is_refused_without_confirmation() {
         .unwrap();
     assert_eq!(t.recorded_target("dev").as_deref(), Some("base → arn:prod"));
 }
+
+#[test]
+fn the_key_a_source_holds_is_recorded_per_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = VaultSecret::generate().unwrap();
+    let t = Trusted::new(dir.path(), base());
+    t.adopt(&vault).unwrap();
+    // demo opens with base holding key A: recorded for the source.
+    t.verify(
+        &vault,
+        Some(("demo", "source base (key A) → arn:demo")),
+        false,
+    )
+    .unwrap();
+    // prod, never opened, finds base holding key B: a change, whatever role asks.
+    let err = t
+        .verify(
+            &vault,
+            Some(("prod", "source base (key B) → arn:prod")),
+            false,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.changes(),
+        &[Change::SourceKey {
+            source: "base".into(),
+            was: "A".into(),
+            now: "B".into()
+        }]
+    );
+    // `source add` (the person's touch) stored key B: no change to confirm.
+    t.source_added("base", "B");
+    t.verify(
+        &vault,
+        Some(("prod", "source base (key B) → arn:prod")),
+        false,
+    )
+    .unwrap();
+    t.verify(
+        &vault,
+        Some(("demo", "source base (key B) → arn:demo")),
+        false,
+    )
+    .unwrap();
+}
