@@ -71,6 +71,36 @@ fn add_source(s: &Stack, name: &str, lines: &str, touch: bool) -> std::process::
     child.wait_with_output().unwrap()
 }
 
+/// A `prod` profile on the same source as `demo`.
+const PROD: &str =
+    "[profile prod]\nrole_arn = arn:aws:iam::123456789012:role/prod\nsource_profile = SOURCE\n";
+
+/// A stack whose `demo` a touch opened once (so its target and its source's key are recorded),
+/// then locked: the next use needs a touch again.
+fn opened_then_locked(extra_aws: &str) -> Stack {
+    let s = Stack::new(extra_aws, "").with_key_and_source();
+    s.role_token("demo");
+    s.ok(&["lock"]);
+    s
+}
+
+/// The attacker, with no touch: the keyring switched to files and an old-format, unsealed entry
+/// holding its own access key planted as the stack's source (the agent picks it up on restart).
+fn plant_attacker_source(s: &Stack) {
+    edit(
+        &config_path(s),
+        "keyring = \"keyutils\"",
+        "keyring = \"file\"",
+    );
+    let dir = state_dir(s).join("sources");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(hex::encode(&s.source)),
+        "credagent-source-v1\nAKIAATTACKERKEY00001\nattackerSecretAccessKey0123456789abcdef",
+    )
+    .unwrap();
+}
+
 fn key_counter(s: &Stack) -> u64 {
     let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
     keys[0]["counter"].as_u64().unwrap()
@@ -81,13 +111,7 @@ fn key_counter(s: &Stack) -> u64 {
 /// routine touch for `dev` is refused with old and new, and nothing reaches STS.
 #[test]
 fn a_repointed_role_with_its_record_rewritten_opens_nothing_until_confirmed() {
-    let mut s = Stack::new(
-        "[profile prod]\nrole_arn = arn:aws:iam::123456789012:role/prod\nsource_profile = SOURCE\n",
-        "",
-    )
-    .with_key_and_source();
-    s.role_token("demo");
-    s.ok(&["lock"]);
+    let mut s = opened_then_locked(PROD);
     restart(&mut s);
     let trusted = state_dir(&s).join("trusted.json");
     assert!(
@@ -137,9 +161,7 @@ fn a_repointed_role_with_its_record_rewritten_opens_nothing_until_confirmed() {
 /// touch is asked for), each setting named with old and new; `--accept-change` applies it.
 #[test]
 fn a_policy_weakened_behind_the_agents_back_is_shown_and_needs_a_confirming_touch() {
-    let mut s = Stack::new("", "").with_key_and_source();
-    s.role_token("demo");
-    s.ok(&["lock"]);
+    let mut s = opened_then_locked("");
     edit(
         &config_path(&s),
         "[approval]\n",
@@ -182,9 +204,7 @@ fn a_policy_weakened_behind_the_agents_back_is_shown_and_needs_a_confirming_touc
 /// restart: the listener they name receives nothing; the refusal names the setting.
 #[test]
 fn planted_endpoint_overrides_receive_nothing() {
-    let mut s = Stack::new("", "").with_key_and_source();
-    s.role_token("demo");
-    s.ok(&["lock"]);
+    let mut s = opened_then_locked("");
     let trap = TcpListener::bind("127.0.0.1:0").unwrap();
     trap.set_nonblocking(true).unwrap();
     let relay = format!("http://{}", trap.local_addr().unwrap());
@@ -284,9 +304,7 @@ fn nothing_is_sealed_to_a_vault_no_touch_proved_since_the_restart() {
 /// vault (every sealed source would become unopenable); it says what happened.
 #[test]
 fn a_deleted_vault_is_not_replaced_by_the_next_touch() {
-    let mut s = Stack::new("", "").with_key_and_source();
-    s.role_token("demo");
-    s.ok(&["lock"]);
+    let mut s = opened_then_locked("");
     let vault = state_dir(&s).join("vault.json");
     let before = std::fs::read(&vault).unwrap();
     std::fs::remove_file(&vault).unwrap();
@@ -370,22 +388,8 @@ fn a_source_added_with_no_key_is_called_unsealed() {
 /// so the user's routine touch is refused as a change and nothing is signed with that key.
 #[test]
 fn a_source_entry_replaced_behind_the_agents_back_opens_nothing() {
-    let mut s = Stack::new("", "").with_key_and_source();
-    s.role_token("demo");
-    s.ok(&["lock"]);
-    edit(
-        &config_path(&s),
-        "keyring = \"keyutils\"",
-        "keyring = \"file\"",
-    );
-    let dir = state_dir(&s).join("sources");
-    std::fs::create_dir_all(&dir).unwrap();
-    let entry = dir.join(hex::encode(&s.source));
-    std::fs::write(
-        &entry,
-        "credagent-source-v1\nAKIAATTACKERKEY00001\nattackerSecretAccessKey0123456789abcdef",
-    )
-    .unwrap();
+    let mut s = opened_then_locked("");
+    plant_attacker_source(&s);
     restart(&mut s);
     let before = s.sts.calls("AssumeRole").len();
     let out = s.credctl(&["env", "demo"]);
@@ -408,25 +412,8 @@ fn a_source_entry_replaced_behind_the_agents_back_opens_nothing() {
 /// time does not adopt the planted key.
 #[test]
 fn a_planted_source_key_is_refused_for_a_role_never_opened() {
-    let mut s = Stack::new(
-        "[profile prod]\nrole_arn = arn:aws:iam::123456789012:role/prod\nsource_profile = SOURCE\n",
-        "",
-    )
-    .with_key_and_source();
-    s.role_token("demo");
-    s.ok(&["lock"]);
-    edit(
-        &config_path(&s),
-        "keyring = \"keyutils\"",
-        "keyring = \"file\"",
-    );
-    let dir = state_dir(&s).join("sources");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join(hex::encode(&s.source)),
-        "credagent-source-v1\nAKIAATTACKERKEY00001\nattackerSecretAccessKey0123456789abcdef",
-    )
-    .unwrap();
+    let mut s = opened_then_locked(PROD);
+    plant_attacker_source(&s);
     restart(&mut s);
     let before = s.sts.calls("AssumeRole").len();
     let out = s.credctl(&["env", "prod"]);
@@ -447,9 +434,7 @@ fn a_planted_source_key_is_refused_for_a_role_never_opened() {
 /// confirm: the next touch records the key you stored.
 #[test]
 fn a_source_replaced_with_source_add_opens_without_confirmation() {
-    let s = Stack::new("", "").with_key_and_source();
-    s.role_token("demo");
-    s.ok(&["lock"]);
+    let s = opened_then_locked("");
     let out = add_source(
         &s,
         &s.source,

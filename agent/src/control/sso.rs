@@ -24,8 +24,10 @@ impl Control {
                 if !may_start && !self.logins.joins_or_ready(&source, now) {
                     // Another connection's touch is under way (or just ended): it is probably
                     // about to start this login. Wait a little for it, and join it.
+                    // Time stays a parameter: `now` advanced by the wait itself.
+                    let waited = tokio::time::Instant::now();
                     for _ in 0..40 {
-                        let t = std::time::SystemTime::now();
+                        let t = now + waited.elapsed();
                         if !self.approvals.confirm_recent(t)
                             || self.logins.joins_or_ready(&source, t)
                         {

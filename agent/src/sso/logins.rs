@@ -191,15 +191,19 @@ impl Logins {
         now: SystemTime,
         may_start: bool,
     ) -> Response {
-        let key = source.login_key();
-        if may_start {
+        /// Takes the login off `starting` however the start ends, a dropped request included.
+        struct Starting<'a>(&'a Mutex<std::collections::HashSet<String>>, String);
+        impl Drop for Starting<'_> {
+            fn drop(&mut self) {
+                self.0.locked().remove(&self.1);
+            }
+        }
+        let _starting = may_start.then(|| {
+            let key = source.login_key();
             self.starting.locked().insert(key.clone());
-        }
-        let reply = self.start_serial(source, device_code, now, may_start).await;
-        if may_start {
-            self.starting.locked().remove(&key);
-        }
-        reply
+            Starting(&self.starting, key)
+        });
+        self.start_serial(source, device_code, now, may_start).await
     }
 
     async fn start_serial(

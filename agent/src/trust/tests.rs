@@ -16,6 +16,15 @@ fn base() -> Settings {
     ])
 }
 
+/// A record adopted by a new vault's first touch, for an agent running with `settings`.
+fn adopted(settings: Settings) -> (tempfile::TempDir, VaultSecret, Trusted) {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = VaultSecret::generate().unwrap();
+    let t = Trusted::new(dir.path(), settings);
+    t.adopt(&vault).unwrap();
+    (dir, vault, t)
+}
+
 #[test]
 fn the_first_touch_adopts_and_later_touches_verify() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,10 +99,7 @@ fn a_removed_setting_counts_as_a_change() {
 
 #[test]
 fn a_rewritten_record_does_not_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = VaultSecret::generate().unwrap();
-    let t = Trusted::new(dir.path(), base());
-    t.adopt(&vault).unwrap();
+    let (dir, vault, t) = adopted(base());
     t.verify(&vault, Some(("dev", "base → arn:dev")), false)
         .unwrap();
     // The attacker re-points dev at prod's ARN in the record itself (keeping the old MAC).
@@ -126,10 +132,7 @@ fn a_record_made_by_another_vault_does_not_verify() {
 
 #[test]
 fn a_deleted_record_needs_confirmation() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = VaultSecret::generate().unwrap();
-    let t = Trusted::new(dir.path(), base());
-    t.adopt(&vault).unwrap();
+    let (dir, vault, t) = adopted(base());
     std::fs::remove_file(dir.path().join(TRUSTED_FILE)).unwrap();
     let err = t.verify(&vault, Some(("prod", "x")), false).unwrap_err();
     assert_eq!(err.changes().first(), Some(&Change::Missing));
@@ -138,10 +141,7 @@ fn a_deleted_record_needs_confirmation() {
 
 #[test]
 fn a_changed_role_is_refused_without_confirmation() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = VaultSecret::generate().unwrap();
-    let t = Trusted::new(dir.path(), base());
-    t.adopt(&vault).unwrap();
+    let (_dir, vault, t) = adopted(base());
     t.verify(&vault, Some(("dev", "base → arn:dev")), false)
         .unwrap();
     let err = t
@@ -165,10 +165,7 @@ fn a_changed_role_is_refused_without_confirmation() {
 
 #[test]
 fn the_key_a_source_holds_is_recorded_per_source() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = VaultSecret::generate().unwrap();
-    let t = Trusted::new(dir.path(), base());
-    t.adopt(&vault).unwrap();
+    let (_dir, vault, t) = adopted(base());
     // demo opens with base holding key A: recorded for the source.
     t.verify(
         &vault,
