@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::stack::{assert_demo_arn, token_from_exports, Stack, BOTO3_WHOAMI, SECRET_KEY};
-use crate::util::{bin, stderr, stdout, wait_until};
+use crate::util::{bin, repo, stderr, stdout, wait_until};
 
 #[test]
 fn use_opens_the_role_and_boto3_gets_it_through_the_shell_token() {
@@ -336,6 +336,64 @@ fn mfa_source_calls_get_session_token_once_for_two_roles() {
     let gst = &s.sts.calls("GetSessionToken")[0];
     assert_eq!(gst["SerialNumber"], "arn:aws:iam::123456789012:mfa/alice");
     assert_eq!(s.sts.calls("AssumeRole").len(), 2);
+}
+
+#[test]
+fn mfa_roles_stay_within_the_chaining_limit_or_take_the_code_on_assume_role() {
+    // STS refuses more than an hour to a role assumed with temporary credentials, such as an
+    // MFA session's (the STS front in the tests does too). A one-hop MFA role asking for more
+    // sends its code on AssumeRole, signed with the source's keys, as the AWS CLI does; a
+    // longer chain starts from the MFA session and is capped at an hour.
+    let s = Stack::new(
+        "[profile long]\nrole_arn = arn:aws:iam::123456789012:role/long\nsource_profile = SOURCE\nduration_seconds = 7200\n\n\
+         [profile onward]\nrole_arn = arn:aws:iam::123456789012:role/onward\nsource_profile = long\nduration_seconds = 7200\n",
+        "",
+    );
+    let cfg = s.env.home.join(".aws/config");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "region = us-east-1",
+        "region = us-east-1\nmfa_serial = arn:aws:iam::123456789012:mfa/alice",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let s = s.with_key_and_source();
+    s.ok(&["env", "long", "--mfa-code", "123456"]);
+    assert!(s.sts.calls("GetSessionToken").is_empty());
+    let calls = s.sts.calls("AssumeRole");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0]["SerialNumber"],
+        "arn:aws:iam::123456789012:mfa/alice"
+    );
+    assert_eq!(calls[0]["TokenCode"], "<redacted>");
+    let asked: u64 = calls[0]["DurationSeconds"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(asked > 3600, "the session's length, above an hour: {asked}");
+
+    s.ok(&["env", "onward", "--mfa-code", "654321"]);
+    assert_eq!(s.sts.calls("GetSessionToken").len(), 1);
+    let calls = s.sts.calls("AssumeRole");
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls[1].get("SerialNumber").is_none(), "{calls:?}");
+    assert_eq!(calls[2]["RoleArn"], "arn:aws:iam::123456789012:role/onward");
+    assert_eq!(calls[2]["DurationSeconds"], "3600");
+}
+
+#[test]
+fn the_sts_front_refuses_long_chained_sessions_as_sts_does() {
+    let env = crate::util::TestEnv::new();
+    let sts = crate::stack::Sts::start(env.dir.path());
+    let out = env
+        .command("python3")
+        .arg(repo().join("tests/py/sts_strict_selftest.py"))
+        .arg(&sts.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("chained AssumeRole for 7200 s: ValidationError"));
 }
 
 #[test]

@@ -82,6 +82,7 @@ region = us-east-1
 [profile deploy]
 role_arn = arn:aws:iam::333333333333:role/Deploy
 source_profile = dev-admin
+duration_seconds = 7200
 ";
 
 /// An agent pointed at the fake, with the software key registered.
@@ -235,10 +236,15 @@ fn a_device_code_login_then_a_touch_opens_the_sso_role_and_a_chain_on_it() {
     assert!(s.ok(&["login", "corp"]).contains("logged in"));
     assert_eq!(fake.count(&["calls", "RegisterClient"]), 1);
 
-    // A role chained on the SSO role: GetRoleCredentials, then AssumeRole at moto.
+    // A role chained on the SSO role: GetRoleCredentials, then AssumeRole at moto, signed with
+    // the SSO role's temporary credentials: chaining, so one hour although the profile asks two
+    // (the STS front refuses more, as STS does).
     let token = s.role_token("deploy");
     let (status, body) = s.ecs(Some(&token), &[]);
     assert_eq!(status, 200, "{body}");
+    let assumed = s.sts.calls("AssumeRole");
+    assert_eq!(assumed.len(), 1, "{assumed:?}");
+    assert_eq!(assumed[0]["DurationSeconds"], "3600");
     let out = s
         .sdk_command("aws", &token)
         .args(["sts", "get-caller-identity", "--output", "text"])

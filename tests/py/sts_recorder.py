@@ -11,6 +11,12 @@ AWS (the federation fake, tests/py/federation.py, reads it). Optional faults:
 a file FAULTS holding lines "status delay_ms" makes the next requests fail with that status (or
 hang for delay_ms) before any forwarding, one line per request.
 
+Strict where moto is lenient, as real STS is: an AssumeRole signed with temporary credentials (role
+chaining: a role's, an MFA session's, an Identity Center role's) with DurationSeconds above 3600 is
+refused with STS's own ValidationError ("exceeds the 1 hour session limit for roles assumed by role
+chaining"; IAM User Guide, "Role chaining"). tests/py/sts_strict_selftest.py checks this rule with
+boto3.
+
 The first line on stdout is the port it listens on, printed once the socket is listening: pass
 LISTEN_PORT 0 to let the kernel pick a free one (tests do, so parallel tests never collide).
 
@@ -51,6 +57,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def reply(self, status, payload):
+        self.send_response(status)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
@@ -59,6 +72,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 params[secret] = "<redacted>"
         with open(LOG, "a") as f:
             f.write(json.dumps({"time": time.time(), "params": params}) + "\n")
+        chained = "X-Amz-Security-Token" in self.headers
+        if (params.get("Action") == "AssumeRole" and chained
+                and int(params.get("DurationSeconds", "3600")) > 3600):
+            self.reply(400, (
+                '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+                "<Type>Sender</Type><Code>ValidationError</Code><Message>The requested "
+                "DurationSeconds exceeds the 1 hour session limit for roles assumed by role "
+                "chaining.</Message></Error><RequestId>c0ffee00-0000-4000-8000-000000000000"
+                "</RequestId></ErrorResponse>").encode())
+            return
         fault = next_fault()
         if fault:
             status, delay = fault

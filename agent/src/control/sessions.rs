@@ -235,8 +235,7 @@ impl Control {
         // Center → role, an MFA session → role): the federation endpoint refuses a
         // SessionDuration for such credentials (IAM User Guide, "Enabling custom identity broker
         // access to the AWS console").
-        let chained = spec.chain.len() > 1
-            || (!spec.chain.is_empty() && (spec.sso.is_some() || spec.mfa_serial.is_some()));
+        let chained = spec.is_chained();
         let remaining = self
             .sessions
             .status(now)

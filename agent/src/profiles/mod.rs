@@ -42,6 +42,9 @@ pub struct Hop {
     pub role_session_name: Option<String>,
 }
 
+/// The longest session STS grants a chained role, in seconds.
+pub const MAX_CHAINED_SECS: u64 = 3600;
+
 /// Everything needed to obtain credentials for one role.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleSpec {
@@ -91,6 +94,33 @@ impl RoleSpec {
         let (source, rest) = rest.split_once(" (key ")?;
         let (key, _) = rest.split_once(')')?;
         Some((source, key))
+    }
+
+    /// Whether the MFA code goes on the role's own AssumeRole, signed with the source's
+    /// long-lived keys, rather than on a GetSessionToken shared by the source's roles: an MFA
+    /// role asking for more than an hour with a single hop. A role assumed with the MFA
+    /// session's temporary credentials is chained, and STS caps chained roles at one hour;
+    /// the AWS CLI sends `SerialNumber`/`TokenCode` on AssumeRole itself (botocore
+    /// `credentials.py`, `AssumeRoleCredentialFetcher._assume_role_kwargs`), and aws-vault
+    /// skips GetSessionToken above an hour for this reason.
+    pub fn mfa_on_assume_role(&self) -> bool {
+        self.sso.is_none()
+            && self.mfa_serial.is_some()
+            && self.chain.len() == 1
+            && self.chain[0]
+                .duration_seconds
+                .is_some_and(|s| u64::from(s) > MAX_CHAINED_SECS)
+    }
+
+    /// Whether the final AssumeRole is signed with temporary credentials (role → role,
+    /// Identity Center → role, MFA session → role): AWS calls that role chaining, caps its
+    /// sessions at one hour ("exceeds the 1 hour session limit for roles assumed by role
+    /// chaining") and refuses a console `SessionDuration` for it.
+    pub fn is_chained(&self) -> bool {
+        self.chain.len() > 1
+            || (!self.chain.is_empty()
+                && (self.sso.is_some()
+                    || (self.mfa_serial.is_some() && !self.mfa_on_assume_role())))
     }
 
     pub fn target(&self) -> String {

@@ -178,7 +178,8 @@ impl RoleSlot {
     }
 
     /// The duration STS is asked for on the final hop: the profile's `duration_seconds` (or
-    /// AssumeRole's default), at most one hour when chained.
+    /// AssumeRole's default), at most one hour when chained (signed with temporary
+    /// credentials: another role's, Identity Center's, or an MFA session's), as STS allows.
     pub fn role_duration(&self) -> Duration {
         let mut wanted = self
             .spec
@@ -187,7 +188,7 @@ impl RoleSlot {
             .and_then(|h| h.duration_seconds)
             .map(|s| Duration::from_secs(u64::from(s)))
             .unwrap_or(DEFAULT_ROLE_DURATION);
-        if self.spec.chain.len() > 1 {
+        if self.spec.is_chained() {
             wanted = wanted.min(MAX_CHAINED_DURATION);
         }
         wanted

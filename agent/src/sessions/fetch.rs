@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 
-use crate::sts::{CallerCredentials, Denial, StsError, TempCredentials};
+use crate::profiles::Hop;
+use crate::sts::{CallerCredentials, Denial, MfaToken, StsError, TempCredentials};
 
 use super::cache::{MfaSession, RoleSlot, MIN_STS_DURATION};
 use super::{SessionError, Sessions};
@@ -144,6 +145,39 @@ impl Sessions {
                 }
                 CallerCredentials::from(&creds)
             }
+            (None, Some(serial)) if spec.mfa_on_assume_role() => {
+                // More than an hour: the code goes on the role's own AssumeRole, signed with
+                // the source's keys (see `RoleSpec::mfa_on_assume_role`). Every call needs a
+                // fresh code, so a refresh cannot happen in the background: the session asks
+                // for one duration and is opened again with a code after it.
+                let Some(code) = mfa_code else {
+                    return Err(SessionError::MfaRequired {
+                        role: spec.name.clone(),
+                        source_name: spec.source.clone(),
+                        serial: serial.clone(),
+                    });
+                };
+                let hop = &spec.chain[0];
+                let caller = CallerCredentials::from(&self.source_credentials(slot).await?);
+                slot.state.locked().sts_calls += 1;
+                let mfa = MfaToken {
+                    serial,
+                    code: &code,
+                };
+                return self
+                    .inner
+                    .sts
+                    .assume_role(
+                        &caller,
+                        hop,
+                        slot.final_duration(now, &self.inner.config),
+                        &session_name(hop),
+                        spec.region.as_deref(),
+                        Some(mfa),
+                    )
+                    .await
+                    .map_err(|error| self.sts_error(slot, &hop.role_arn, error));
+            }
             (None, Some(serial)) => CallerCredentials::from(
                 self.ensure_mfa(slot, serial, mfa_code, now).await?.as_ref(),
             ),
@@ -159,15 +193,11 @@ impl Sessions {
             } else {
                 MIN_STS_DURATION
             };
-            let session_name = hop
-                .role_session_name
-                .clone()
-                .unwrap_or_else(default_session_name);
             slot.state.locked().sts_calls += 1;
             let creds = self
                 .inner
                 .sts
-                .assume_role(&caller, hop, duration, &session_name, region)
+                .assume_role(&caller, hop, duration, &session_name(hop), region, None)
                 .await
                 .map_err(|error| self.sts_error(slot, &hop.role_arn, error))?;
             caller = CallerCredentials::from(&creds);
@@ -284,6 +314,13 @@ impl Sessions {
         );
         Ok(creds)
     }
+}
+
+/// The hop's `role_session_name`, else the default.
+fn session_name(hop: &Hop) -> String {
+    hop.role_session_name
+        .clone()
+        .unwrap_or_else(default_session_name)
 }
 
 /// `credagent-$USER` (STS allows `[\w+=,.@-]`, 2 to 64 characters): the user's name shows in

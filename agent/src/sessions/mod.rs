@@ -333,9 +333,13 @@ impl Sessions {
     /// the role's source has `mfa_serial` and no MFA session covering a new session.
     pub fn mfa_needed(&self, role: &str, now: SystemTime) -> Result<Option<String>, SessionError> {
         let spec = self.resolve(role)?;
-        let Some(serial) = spec.mfa_serial else {
+        let Some(serial) = spec.mfa_serial.clone() else {
             return Ok(None);
         };
+        if spec.mfa_on_assume_role() {
+            // Each AssumeRole of such a role takes its own code.
+            return Ok(Some(serial));
+        }
         let until = now + self.inner.config.session_ttl;
         let mfa = self.inner.mfa.locked();
         let covered = mfa
@@ -430,7 +434,16 @@ impl Sessions {
             }
         }
         if let Some(serial) = &spec.mfa_serial {
-            if mfa_code.is_none() && self.usable_mfa(&spec.source, serial, now).is_none() {
+            // Without a code: an MFA session of the source, or (for a role taking the code on
+            // its own AssumeRole) this role's credentials still servable, carried over below.
+            let covered = if spec.mfa_on_assume_role() {
+                self.slot(role).is_some_and(|prev| {
+                    prev.spec == spec && prev.servable(now, &self.inner.config).is_some()
+                })
+            } else {
+                self.usable_mfa(&spec.source, serial, now).is_some()
+            };
+            if mfa_code.is_none() && !covered {
                 return Err(SessionError::MfaRequired {
                     role: role.to_owned(),
                     source_name: spec.source.clone(),

@@ -15,7 +15,7 @@ use super::*;
 use crate::approval::Approval;
 use crate::profiles::{Hop, Profiles};
 use crate::sources::{Backend, SourceCredentials, SourceError};
-use crate::sts::{classify_code, CallerCredentials, StsError, StsOp};
+use crate::sts::{classify_code, CallerCredentials, MfaToken, StsError, StsOp};
 
 const CONFIG: &str = "\
 [profile base]
@@ -35,6 +35,10 @@ source_profile = mfasrc
 [profile b]
 role_arn = arn:aws:iam::111111111111:role/b
 source_profile = mfasrc
+[profile longmfa]
+role_arn = arn:aws:iam::111111111111:role/longmfa
+source_profile = mfasrc
+duration_seconds = 28800
 [profile orphan]
 role_arn = arn:aws:iam::111111111111:role/orphan
 source_profile = nosuchkeys
@@ -79,6 +83,8 @@ struct FakeSts {
     delay: Mutex<Duration>,
     /// Calls that have begun (before their delay), to act while they are in flight.
     started: AtomicU32,
+    /// MFA serials sent on AssumeRole itself (no GetSessionToken).
+    mfa_on_assume: Mutex<Vec<String>>,
 }
 
 impl FakeSts {
@@ -145,8 +151,20 @@ impl StsApi for FakeSts {
         duration: Duration,
         session_name: &str,
         _region: Option<&str>,
+        mfa: Option<MfaToken<'_>>,
     ) -> Result<TempCredentials, StsError> {
         self.assume_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(m) = mfa {
+            if m.code.expose_secret() != "123456" {
+                return Err(classify_code(
+                    StsOp::AssumeRole,
+                    "AccessDenied",
+                    "MultiFactorAuthentication failed with invalid MFA one time pass code.",
+                    Some(403),
+                ));
+            }
+            self.mfa_on_assume.lock().unwrap().push(m.serial.to_owned());
+        }
         self.issue("AssumeRole", &hop.role_arn, creds, duration, session_name)
             .await
     }
@@ -500,6 +518,61 @@ async fn mfa_session_token_once_for_two_roles() {
         "both roles use the MFA session"
     );
     assert_eq!(calls[0].duration, Duration::from_secs(12 * 3600));
+}
+
+#[tokio::test]
+async fn mfa_roles_respect_the_chaining_limit() {
+    // A role assumed with an MFA session's credentials is chained: at most one hour, whatever
+    // the session would allow.
+    let (s, sts) = setup(hours(12));
+    s.open("a", Approval::for_tests("a"), Some("123456".into()), t0())
+        .await
+        .unwrap();
+    let calls = sts.calls();
+    assert_eq!(calls[0].op, "GetSessionToken");
+    assert_eq!(calls[1].op, "AssumeRole");
+    assert_eq!(calls[1].duration, MAX_CHAINED_DURATION);
+
+    // Eight hours: the code goes on AssumeRole itself, signed with the source's own keys, as
+    // the AWS CLI does; no GetSessionToken, and the full duration.
+    assert_eq!(
+        s.mfa_needed("longmfa", at(1)).unwrap().as_deref(),
+        Some("arn:aws:iam::111111111111:mfa/alice"),
+        "a fresh code every time, even with an MFA session open"
+    );
+    let err = open(&s, "longmfa", at(1)).await.unwrap_err();
+    assert_eq!(err.code(), "mfa_required");
+    let err = s
+        .open(
+            "longmfa",
+            Approval::for_tests("longmfa"),
+            Some("000000".into()),
+            at(1),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "mfa_invalid");
+    s.open(
+        "longmfa",
+        Approval::for_tests("longmfa"),
+        Some("123456".into()),
+        at(1),
+    )
+    .await
+    .unwrap();
+    let calls = sts.calls();
+    let last = calls.last().unwrap();
+    assert_eq!(last.op, "AssumeRole");
+    assert_eq!(
+        last.caller, "AKIDMFA",
+        "signed with the source's long-lived key"
+    );
+    assert_eq!(last.duration, Duration::from_secs(8 * 3600));
+    assert_eq!(sts.mfa_on_assume.lock().unwrap().len(), 1);
+    assert_eq!(sts.gst_calls.load(Ordering::SeqCst), 1, "only role a's");
+    // Re-opened without a code while its credentials are good: they carry over.
+    open(&s, "longmfa", at(2)).await.unwrap();
+    assert_eq!(sts.calls().len(), calls.len());
 }
 
 #[tokio::test]

@@ -10,7 +10,9 @@ use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{classify_code, CallerCredentials, Denial, StsApi, StsError, StsOp, TempCredentials};
+use super::{
+    classify_code, CallerCredentials, Denial, MfaToken, StsApi, StsError, StsOp, TempCredentials,
+};
 use crate::profiles::{EnvLookup, Hop};
 
 /// The error and its causes as one readable line (`a: b: c`), without Debug dumps.
@@ -237,6 +239,7 @@ impl StsApi for AwsSts {
         duration: Duration,
         session_name: &str,
         region: Option<&str>,
+        mfa: Option<MfaToken<'_>>,
     ) -> Result<TempCredentials, StsError> {
         let op = StsOp::AssumeRole;
         let out = self
@@ -246,6 +249,8 @@ impl StsApi for AwsSts {
             .role_session_name(session_name)
             .duration_seconds(duration_i32(duration))
             .set_external_id(hop.external_id.clone())
+            .set_serial_number(mfa.map(|m| m.serial.to_owned()))
+            .set_token_code(mfa.map(|m| m.code.expose_secret().to_owned()))
             .send()
             .await
             .map_err(|e| classify_sdk(op, e))?;

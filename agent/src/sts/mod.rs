@@ -90,6 +90,13 @@ impl From<&TempCredentials> for CallerCredentials {
     }
 }
 
+/// An MFA device and the code read from it, sent on an AssumeRole.
+#[derive(Clone, Copy)]
+pub struct MfaToken<'a> {
+    pub serial: &'a str,
+    pub code: &'a SecretString,
+}
+
 /// Which STS operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StsOp {
@@ -212,7 +219,7 @@ pub fn classify_code(op: StsOp, code: &str, message: &str, status: Option<u16>) 
 /// STS as credagent uses it. Object-safe: held as `Arc<dyn StsApi>`.
 #[async_trait]
 pub trait StsApi: Send + Sync {
-    /// AssumeRole of `hop.role_arn` signed with `creds`.
+    /// AssumeRole of `hop.role_arn` signed with `creds`, with an MFA code when given.
     async fn assume_role(
         &self,
         creds: &CallerCredentials,
@@ -220,6 +227,7 @@ pub trait StsApi: Send + Sync {
         duration: Duration,
         session_name: &str,
         region: Option<&str>,
+        mfa: Option<MfaToken<'_>>,
     ) -> Result<TempCredentials, StsError>;
 
     /// GetSessionToken with an MFA code, signed with the source's long-lived keys.
@@ -305,10 +313,12 @@ impl StsApi for Retrying {
         duration: Duration,
         session_name: &str,
         region: Option<&str>,
+        mfa: Option<MfaToken<'_>>,
     ) -> Result<TempCredentials, StsError> {
+        // As for GetSessionToken, a retry reuses the code.
         self.run(|| {
             self.inner
-                .assume_role(creds, hop, duration, session_name, region)
+                .assume_role(creds, hop, duration, session_name, region, mfa)
         })
         .await
     }
@@ -458,6 +468,7 @@ mod tests {
             _: Duration,
             _: &str,
             _: Option<&str>,
+            _: Option<MfaToken<'_>>,
         ) -> Result<TempCredentials, StsError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             if n <= self.fail_first {
@@ -522,7 +533,10 @@ mod tests {
         });
         let r = Retrying::new(flaky.clone(), RetryPolicy::default());
         let d = Duration::from_secs(900);
-        assert!(r.assume_role(&caller(), &hop(), d, "s", None).await.is_ok());
+        assert!(r
+            .assume_role(&caller(), &hop(), d, "s", None, None)
+            .await
+            .is_ok());
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
 
         let always = Arc::new(Flaky {
@@ -532,7 +546,7 @@ mod tests {
         });
         let r = Retrying::new(always.clone(), RetryPolicy::default());
         assert!(r
-            .assume_role(&caller(), &hop(), d, "s", None)
+            .assume_role(&caller(), &hop(), d, "s", None, None)
             .await
             .unwrap_err()
             .is_transient());
@@ -545,7 +559,7 @@ mod tests {
         });
         let r = Retrying::new(denied.clone(), RetryPolicy::default());
         assert!(!r
-            .assume_role(&caller(), &hop(), d, "s", None)
+            .assume_role(&caller(), &hop(), d, "s", None, None)
             .await
             .unwrap_err()
             .is_transient());
