@@ -237,6 +237,8 @@ pub struct OpenedRole {
     /// The role's region from its profile or chain (`None`: none, or an agent that does not
     /// say).
     pub region: Option<String>,
+    /// The role's account (`None`: an agent that does not say).
+    pub account_id: Option<String>,
 }
 
 /// Opens `role` (touching if needed, asking for an MFA code if the source needs one).
@@ -256,8 +258,17 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<Open
         })?;
         match resp {
             Response::Opened {
-                expires_at, region, ..
-            } => return Ok(OpenedRole { expires_at, region }),
+                expires_at,
+                region,
+                account_id,
+                ..
+            } => {
+                return Ok(OpenedRole {
+                    expires_at,
+                    region,
+                    account_id,
+                })
+            }
             Response::Error {
                 code: credagent_proto::ErrorCode::MfaRequired,
                 message,
@@ -287,8 +298,15 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<Open
                 let c = Challenge::from_response(other)?;
                 return match answer(agent, &auth, &c)? {
                     Response::Opened {
-                        expires_at, region, ..
-                    } => Ok(OpenedRole { expires_at, region }),
+                        expires_at,
+                        region,
+                        account_id,
+                        ..
+                    } => Ok(OpenedRole {
+                        expires_at,
+                        region,
+                        account_id,
+                    }),
                     other => Err(unexpected(&other)),
                 };
             }

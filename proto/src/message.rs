@@ -243,6 +243,10 @@ pub enum Response {
         /// with no region anywhere on their chain.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         region: Option<String>,
+        /// The account the role lives in (from its ARN or permission set), for
+        /// `AWS_ACCOUNT_ID`. `None` from agents before this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account_id: Option<String>,
     },
     /// A token and how to reach the endpoint with it.
     Token {
@@ -258,6 +262,9 @@ pub enum Response {
         session_token: Secret,
         /// `YYYY-MM-DDTHH:MM:SSZ`.
         expiration: String,
+        /// The credentials' account, which SDKs read as `AccountId` (account-based endpoints).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account_id: Option<String>,
     },
     Pending {
         pending: Vec<PendingInfo>,
@@ -599,7 +606,8 @@ mod tests {
             Response::Opened {
                 role: "r".into(),
                 expires_at: 5,
-                region: None
+                region: None,
+                account_id: None,
             }
         );
         // No region: the same bytes as before, so older clients see nothing new.
@@ -607,6 +615,7 @@ mod tests {
             role: "r".into(),
             expires_at: 5,
             region: None,
+            account_id: None,
         };
         assert_eq!(
             serde_json::to_string(&none).unwrap(),

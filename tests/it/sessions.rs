@@ -120,7 +120,7 @@ fn exec_runs_with_a_role_token_that_dies_with_the_command() {
     let s = Stack::new("", "").with_key_and_source();
     let file = s.env.dir.path().join("token-seen");
     let script = format!(
-        "printf %s \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\" > {f}; test -z \"$AWS_ACCESS_KEY_ID\"; python3 -c \"{BOTO3_WHOAMI}\" && exit 7",
+        "printf %s \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\" > {f}; test -z \"$AWS_ACCESS_KEY_ID\"; test \"$AWS_ACCOUNT_ID\" = 123456789012 || exit 3; python3 -c \"{BOTO3_WHOAMI}\" && exit 7",
         f = file.display()
     );
     let out = s
@@ -271,6 +271,19 @@ fn credential_process_works_for_boto3() {
         .output()
         .unwrap();
     assert_demo_arn("sdk", &out);
+    // AccountId, which botocore's process provider reads (account-based endpoints).
+    let out = s
+        .env
+        .command("python3")
+        .env("AWS_PROFILE", "viaproc")
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .args([
+            "-c",
+            "import botocore.session; print(botocore.session.get_session().get_credentials().account_id)",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "123456789012", "{}", stderr(&out));
 }
 
 #[test]

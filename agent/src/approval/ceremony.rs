@@ -710,6 +710,7 @@ mod tests {
             role: "prod".into(),
             expires_at: 7,
             region: None,
+            account_id: None,
         }
     }
 

@@ -20,13 +20,17 @@ impl Control {
         // Every way a role opens (already open, this client's touch, a touch another client
         // led, the browser page) ends in `Opened`: the region is added here, once, from the
         // profiles as they are now.
-        if let Response::Opened { role, region, .. } = &mut reply {
-            *region = self
-                .sessions
-                .profiles()
-                .resolve(role)
-                .ok()
-                .and_then(|spec| spec.region);
+        if let Response::Opened {
+            role,
+            region,
+            account_id,
+            ..
+        } = &mut reply
+        {
+            if let Ok(spec) = self.sessions.profiles().resolve(role) {
+                *account_id = spec.account_id().map(str::to_owned);
+                *region = spec.region;
+            }
         }
         reply
     }
@@ -114,6 +118,7 @@ impl Control {
                     role: role.to_owned(),
                     expires_at: st.session_expires_at,
                     region: None,
+                    account_id: None,
                 },
                 Err(e) => e.to_response(),
             };
@@ -283,6 +288,7 @@ impl Control {
                 secret_access_key: Secret::new(c.secret_access_key.expose_secret()),
                 session_token: Secret::new(c.session_token.expose_secret()),
                 expiration: rfc3339(c.expiration),
+                account_id: crate::http::endpoint::account_of(&c).map(str::to_owned),
             },
             Err(e) => e.to_response(),
         }

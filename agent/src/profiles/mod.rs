@@ -96,6 +96,20 @@ impl RoleSpec {
         Some((source, key))
     }
 
+    /// The account the role lives in: from the last role ARN (`arn:PARTITION:iam::ACCOUNT:
+    /// role/NAME`), else the permission set's account. Scripts read it as `AWS_ACCOUNT_ID`.
+    pub fn account_id(&self) -> Option<&str> {
+        match (self.chain.last(), &self.sso) {
+            (Some(hop), _) => hop
+                .role_arn
+                .split(':')
+                .nth(4)
+                .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit())),
+            (None, Some(sso)) => Some(sso.account_id.as_str()),
+            (None, None) => None,
+        }
+    }
+
     /// Whether the MFA code goes on the role's own AssumeRole, signed with the source's
     /// long-lived keys, rather than on a GetSessionToken shared by the source's roles: an MFA
     /// role asking for more than an hour with a single hop. A role assumed with the MFA

@@ -653,6 +653,7 @@ impl crate::approval::SessionOpener for Sessions {
                 role,
                 expires_at: info.expires_at,
                 region: None,
+                account_id: None,
             },
             Err(e) => {
                 tracing::warn!(role, code = e.code(), "session did not open");

@@ -88,6 +88,15 @@ pub fn region_plan(flag: Option<&str>, role: &str, opened: &OpenedRole) -> Plan 
     p
 }
 
+/// The role's account for scripts (and the SDKs' account-based endpoints), set by `env` and
+/// `exec`, whose role is fixed; not by `start`, whose shell switches roles.
+const ACCOUNT_VAR: &str = "AWS_ACCOUNT_ID";
+
+/// An AWS account id: twelve digits.
+fn plain_account(a: &str) -> bool {
+    a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// `credctl env ROLE`.
 pub fn env(
     socket: &Path,
@@ -142,6 +151,10 @@ pub fn env(
     lines.extend(SHADOWING.iter().map(|v| EnvLine::Unset(v)));
     // Region names are plain (crate::region::valid): every shell carries them.
     lines.extend(regions.set.iter().map(|(k, v)| EnvLine::Set(k, v)));
+    // Digits only (checked by the agent): every shell carries it.
+    if let Some(account) = opened.account_id.as_deref().filter(|a| plain_account(a)) {
+        lines.push(EnvLine::Set(ACCOUNT_VAR, account));
+    }
     Ok(render(shell, &lines)?)
 }
 
@@ -233,6 +246,9 @@ pub fn exec(
     for (k, v) in &regions.set {
         command.env(k, v);
     }
+    if let Some(account) = opened.account_id.as_deref().filter(|a| plain_account(a)) {
+        command.env(ACCOUNT_VAR, account);
+    }
     // Keys in the credentials file's default profile would win over the agent: the command
     // gets no credentials file, so the agent is what its SDKs pick.
     if let Some(w) = crate::bypass::warning() {
@@ -289,6 +305,7 @@ pub struct RoleCredentials {
     pub session_token: Secret,
     /// `YYYY-MM-DDTHH:MM:SSZ`.
     pub expiration: String,
+    pub account_id: Option<String>,
 }
 
 /// Opens `role` if needed (touch) and asks the agent for its current credentials: the one way
@@ -308,6 +325,7 @@ pub fn role_credentials(
             secret_access_key,
             session_token,
             expiration,
+            account_id,
         } => Ok((
             opened,
             RoleCredentials {
@@ -315,6 +333,7 @@ pub fn role_credentials(
                 secret_access_key,
                 session_token,
                 expiration,
+                account_id,
             },
         )),
         other => Err(unexpected(&other)),
@@ -322,16 +341,21 @@ pub fn role_credentials(
 }
 
 /// `credctl credential-process ROLE`: Version 1 JSON on stdout, nothing else (no region: the
-/// format has no field for one).
+/// format has no field for one), with `AccountId` when known, which botocore
+/// (`ProcessProvider._get_account_id`), aws-config and the JS SDK read for account-based
+/// endpoints.
 pub fn credential_process(socket: &Path, role: &str, touch: &TouchArgs) -> Result<String> {
     let (_, c) = role_credentials(socket, role, touch)?;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "Version": 1,
         "AccessKeyId": c.access_key_id,
         "SecretAccessKey": c.secret_access_key.expose(),
         "SessionToken": c.session_token.expose(),
         "Expiration": c.expiration,
     });
+    if let Some(account) = &c.account_id {
+        body["AccountId"] = account.as_str().into();
+    }
     Ok(format!("{body}\n"))
 }
 

@@ -95,8 +95,13 @@ pub(super) fn handle<B>(
     if rest == "api/token" {
         return put_token(ep, req, origin, now, audit);
     }
+    // `security-credentials-extended` is IMDS credentials v2.1, which newer SDKs ask first
+    // (and fall back from on a 404) for the `AccountId` in the body; both bodies carry it.
     const CREDS: &str = "meta-data/iam/security-credentials";
-    let Some(tail) = rest.strip_prefix(CREDS) else {
+    let tail = rest
+        .strip_prefix(CREDS)
+        .map(|t| t.strip_prefix("-extended").unwrap_or(t));
+    let Some(tail) = tail else {
         return error_response(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -258,11 +258,25 @@ fn imds_flow_and_refusals() {
     assert_eq!((s, b.as_str()), (StatusCode::OK, "{\"imds\":\"dev\"}"));
     let other = serve(&ep, &get(&format!("{list}prod"), &[(TOK, &token)]), now);
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
-    let ext = "/latest/meta-data/iam/security-credentials-extended/dev";
-    assert_eq!(
-        serve(&ep, &get(ext, &[(TOK, &token)]), now).status(),
-        StatusCode::NOT_FOUND
-    );
+    // IMDS credentials v2.1 (smithy-rs #4109, aws-sdk-java-v2 #6176, smithy-typescript
+    // #1621): SDKs ask the `-extended` paths first and fall back on a 404; they are served
+    // alike, so no fetch costs a refusal and a second round trip.
+    let ext = "/latest/meta-data/iam/security-credentials-extended/";
+    let (s, b, _) = body(serve(&ep, &get(ext, &[(TOK, &token)]), now));
+    assert_eq!((s, b.as_str()), (StatusCode::OK, "dev"));
+    let (s, b, _) = body(serve(
+        &ep,
+        &get(&format!("{ext}dev"), &[(TOK, &token)]),
+        now,
+    ));
+    assert_eq!((s, b.as_str()), (StatusCode::OK, "{\"imds\":\"dev\"}"));
+    for bad in [
+        format!("{ext}prod"),
+        "/latest/meta-data/iam/security-credentials-extendeddev".into(),
+    ] {
+        let resp = serve(&ep, &get(&bad, &[(TOK, &token)]), now);
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{bad}");
+    }
 }
 
 const TTL: &str = "x-aws-ec2-metadata-token-ttl-seconds";
