@@ -1,11 +1,11 @@
 //! Acquiring the agent's two listeners before the runtime starts: the control socket (created
-//! with safe permissions, guarded by a lock so only one agent owns it, or inherited from systemd)
-//! and the loopback HTTP listener.
+//! with safe permissions, guarded by a lock so only one agent owns it; never inherited) and the
+//! loopback HTTP listener.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -13,14 +13,11 @@ use std::time::Duration;
 
 use credagent_proto::{Request, Response, PROTOCOL_VERSION};
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
 
 /// Both listeners, bound and ready to hand to the runtime.
 pub struct Listeners {
     pub control: UnixListener,
     pub control_path: PathBuf,
-    /// True when systemd passed the control socket in (then systemd owns the socket file).
-    pub socket_activated: bool,
     pub http: TcpListener,
     pub http_addr: SocketAddr,
     /// Held for the agent's whole life: the advisory lock that makes this agent the socket's owner.
@@ -49,8 +46,8 @@ pub enum ListenError {
         #[source]
         source: std::io::Error,
     },
-    #[error("socket activation: {0}")]
-    Activation(String),
+    #[error("this agent was handed {what} by the process that started it (LISTEN_FDS, systemd socket activation); credagent makes its own sockets, because the process that made a socket can accept connections on it in the agent's place and read your key's answers: start it with `credctl start` or `systemctl --user enable --now credagent.service` (credagent.socket is gone), and set `listen = \"127.0.0.1:PORT\"` in config.toml for a fixed endpoint port", what = "sockets")]
+    Activation,
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ListenError {
@@ -62,70 +59,31 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> L
     }
 }
 
-/// Sockets handed over by systemd (`LISTEN_FDS`), classified by address family.
-#[derive(Default)]
-pub struct Activated {
-    pub control: Option<UnixListener>,
-    pub http: Option<TcpListener>,
-}
-
-/// Takes the sockets systemd passed, if `LISTEN_PID` names this process, and clears the variables
-/// so no child inherits them. Unix stream sockets become the control socket, inet sockets the
-/// HTTP listener.
-pub fn take_activated() -> Result<Activated, ListenError> {
-    let pid_ok = std::env::var("LISTEN_PID")
+/// Refuses sockets handed over by another process (`LISTEN_FDS`: systemd socket activation, or
+/// anything that speaks its protocol), and clears the variables so no child inherits them.
+///
+/// The process that made a listening socket keeps its own copy and can `accept()` on it too,
+/// while every connection still names the agent (which listened last) as its peer: credctl's
+/// check of who is behind the socket would pass, and a same-user process (a user service with
+/// `Sockets=credagent.socket`, or a script that starts the agent this way) would read every
+/// touch's answer — the key's PRF output — and rewrite what the person approves. The agent
+/// makes both its sockets itself, so it is the only process holding them.
+pub fn refuse_activation() -> Result<(), ListenError> {
+    let ours = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .is_some_and(|p| p == std::process::id());
     let count = std::env::var("LISTEN_FDS")
         .ok()
-        .and_then(|v| v.parse::<RawFd>().ok());
+        .and_then(|v| v.parse::<RawFd>().ok())
+        .unwrap_or(0);
     for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         std::env::remove_var(var);
     }
-    let mut out = Activated::default();
-    let (true, Some(count)) = (pid_ok, count) else {
-        return Ok(out);
-    };
-    const FIRST: RawFd = 3;
-    for fd in FIRST..FIRST.saturating_add(count) {
-        // SAFETY: systemd's protocol hands us fds 3..3+LISTEN_FDS, open and owned by this process
-        // alone; LISTEN_PID matched our pid, so they are ours to take exactly once (the variables
-        // were cleared above).
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .map_err(|e| ListenError::Activation(format!("fd {fd}: {e}")))?;
-        let addr: SockaddrStorage =
-            getsockname(fd).map_err(|e| ListenError::Activation(format!("fd {fd}: {e}")))?;
-        match addr.family() {
-            Some(AddressFamily::Unix) if out.control.is_none() => {
-                out.control = Some(UnixListener::from(owned));
-            }
-            Some(AddressFamily::Inet | AddressFamily::Inet6) if out.http.is_none() => {
-                let l = TcpListener::from(owned);
-                let local = l
-                    .local_addr()
-                    .map_err(|e| ListenError::Activation(format!("fd {fd}: {e}")))?;
-                if !local.ip().is_loopback() {
-                    return Err(ListenError::Activation(format!(
-                        "the HTTP socket from systemd listens on {local}, which is not loopback; \
-                         set ListenStream=127.0.0.1:PORT in credagent.socket"
-                    )));
-                }
-                out.http = Some(l);
-            }
-            other => {
-                return Err(ListenError::Activation(format!(
-                    "unexpected socket (family {other:?}) at fd {fd}: pass one Unix stream \
-                     socket and at most one loopback TCP socket"
-                )))
-            }
-        }
+    if ours && count > 0 {
+        return Err(ListenError::Activation);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Checks (and, when `create`, creates) the directory that holds the control socket.
@@ -242,58 +200,30 @@ pub fn record_pid(lock: &mut File) -> std::io::Result<()> {
     lock.sync_data()
 }
 
-/// Binds the control socket at `path` (or adopts the activated one) and the HTTP listener.
+/// Binds the control socket at `path` and the HTTP listener, both made here (see
+/// [`refuse_activation`]).
 ///
 /// Order matters: the lock is taken before the old socket file is touched, so a live agent's
 /// socket is never unlinked, and a stale one (left by `kill -9`) is replaced.
-pub fn bind(
-    path: &Path,
-    create_dir: bool,
-    activated: Activated,
-    listen: SocketAddr,
-) -> Result<Listeners, ListenError> {
-    let (control, control_path, socket_activated, lock) = match activated.control {
-        Some(l) => {
-            let p = l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(Path::to_owned))
-                .ok_or_else(|| {
-                    ListenError::Activation(
-                        "the Unix socket from systemd has no path; use ListenStream=%t/credagent/agent.sock"
-                            .into(),
-                    )
-                })?;
-            prepare_socket_dir(parent_of(&p), false)?;
-            let lock = take_lock(&p)?;
-            // systemd listened on it: from now on, connections name this process.
-            claim_control(&l, &p)?;
-            (l, p, true, lock)
-        }
-        None => {
-            prepare_socket_dir(parent_of(path), create_dir)?;
-            let lock = take_lock(path)?;
-            if is_socket(path)? {
-                // We hold the lock, so whoever made this socket is gone: it is stale.
-                tracing::info!(path = %path.display(), "replacing stale control socket");
-                std::fs::remove_file(path).map_err(io_err("remove stale socket", path))?;
-            }
-            let l = UnixListener::bind(path).map_err(io_err("bind control socket", path))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(io_err("set permissions on", path))?;
-            (l, path.to_owned(), false, lock)
-        }
-    };
+pub fn bind(path: &Path, create_dir: bool, listen: SocketAddr) -> Result<Listeners, ListenError> {
+    prepare_socket_dir(parent_of(path), create_dir)?;
+    let lock = take_lock(path)?;
+    if is_socket(path)? {
+        // We hold the lock, so whoever made this socket is gone: it is stale.
+        tracing::info!(path = %path.display(), "replacing stale control socket");
+        std::fs::remove_file(path).map_err(io_err("remove stale socket", path))?;
+    }
+    let control = UnixListener::bind(path).map_err(io_err("bind control socket", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err("set permissions on", path))?;
+    let control_path = path.to_owned();
     control
         .set_nonblocking(true)
         .map_err(io_err("configure", &control_path))?;
-    let http = match activated.http {
-        Some(l) => l,
-        None => TcpListener::bind(listen).map_err(|source| ListenError::Http {
-            addr: listen,
-            source,
-        })?,
-    };
+    let http = TcpListener::bind(listen).map_err(|source| ListenError::Http {
+        addr: listen,
+        source,
+    })?;
     http.set_nonblocking(true)
         .map_err(|source| ListenError::Http {
             addr: listen,
@@ -306,7 +236,6 @@ pub fn bind(
     Ok(Listeners {
         control,
         control_path,
-        socket_activated,
         http,
         http_addr,
         lock,
@@ -317,9 +246,8 @@ pub fn bind(
 ///
 /// `credctl` reads the peer of its connection (`SO_PEERCRED`, `SO_PEERPIDFD`) and talks only to a
 /// process running the credagent binary, so that a relay planted at the socket path gets nothing.
-/// The kernel takes that peer from whoever last called `listen()` on the socket: systemd, for an
-/// activated socket, and the parent that exits after the daemonizing fork, for ours. Listening
-/// again stamps the socket with this process. Connections already queued keep the old stamp;
+/// The kernel takes that peer from whoever last called `listen()` on the socket: the parent that
+/// exits after the daemonizing fork. Listening again stamps the socket with this process. Connections already queued keep the old stamp;
 /// credctl hangs up on those without a byte and connects again.
 pub fn claim_control(control: &UnixListener, path: &Path) -> Result<(), ListenError> {
     nix::sys::socket::listen(control, nix::sys::socket::Backlog::MAXCONN)
@@ -361,14 +289,9 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let file = dir.join("agent.sock");
         std::fs::write(&file, b"precious").unwrap();
-        let err = bind(
-            &file,
-            true,
-            Activated::default(),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .err()
-        .unwrap();
+        let err = bind(&file, true, "127.0.0.1:0".parse().unwrap())
+            .err()
+            .unwrap();
         assert!(matches!(err, ListenError::NotASocket { .. }));
         assert_eq!(std::fs::read(&file).unwrap(), b"precious");
     }
@@ -418,11 +341,12 @@ mod tests {
     #[test]
     fn second_bind_is_refused_while_the_first_lives() {
         let tmp = tempfile::tempdir().unwrap();
-        let sock = tmp.path().join("agent.sock");
+        // A directory of its own, made 0700 by `bind`: the temporary one follows the umask.
+        let sock = tmp.path().join("d/agent.sock");
         let any = "127.0.0.1:0".parse().unwrap();
-        let first = bind(&sock, true, Activated::default(), any).unwrap();
+        let first = bind(&sock, true, any).unwrap();
         assert_eq!(std::fs::metadata(&sock).unwrap().mode() & 0o777, 0o600);
-        let err = bind(&sock, true, Activated::default(), any).err().unwrap();
+        let err = bind(&sock, true, any).err().unwrap();
         assert!(
             err.to_string().starts_with("agent already running (pid"),
             "{err}"
@@ -430,6 +354,6 @@ mod tests {
         drop(first);
         // The socket file is still there (stale), and a new agent replaces it.
         assert!(sock.exists());
-        bind(&sock, true, Activated::default(), any).unwrap();
+        bind(&sock, true, any).unwrap();
     }
 }

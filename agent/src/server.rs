@@ -65,15 +65,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Everything that can fail is checked now, while whoever started the agent still hears it:
     // the state directory first (one agent per state), then the listeners, then the rest.
     let state = preflight::take_state(&socket)?;
-    let activated = listeners::take_activated()?;
-    let mut bound = listeners::bind(&socket, create_dir, activated, config.listen)?;
+    listeners::refuse_activation()?;
+    let mut bound = listeners::bind(&socket, create_dir, config.listen)?;
     let mut prepared = match preflight::prepare(state, &config, bound.http_addr.port()) {
         Ok(p) => p,
         Err(e) => {
-            if !bound.socket_activated {
-                // Ours: bound a moment ago under the lock, and no agent will serve it.
-                let _ = std::fs::remove_file(&bound.control_path);
-            }
+            // Ours: bound a moment ago under the lock, and no agent will serve it.
+            let _ = std::fs::remove_file(&bound.control_path);
             return Err(e);
         }
     };
@@ -105,7 +103,6 @@ async fn serve(
     let listeners::Listeners {
         control,
         control_path,
-        socket_activated,
         http,
         http_addr,
         lock,
@@ -117,7 +114,6 @@ async fn serve(
         started_at: SystemTime::now(),
         started: Instant::now(),
         socket: control_path.clone(),
-        socket_activated,
         http_addr,
         config_path,
     };
@@ -222,7 +218,6 @@ async fn serve(
         pid = std::process::id(),
         socket = %control_path.display(),
         http = %http_addr,
-        socket_activated,
         "credagent ready"
     );
     systemd::notify(&format!("READY=1\nMAINPID={}", std::process::id()));
@@ -262,11 +257,9 @@ async fn serve(
     {
         tracing::warn!("the audit writer did not finish within 3 s");
     }
-    if !socket_activated {
-        // We still hold the lock, so this socket file is ours to remove.
-        if let Err(e) = std::fs::remove_file(&control_path) {
-            tracing::warn!(error = %e, "cannot remove the control socket");
-        }
+    // We still hold the lock, so this socket file is ours to remove.
+    if let Err(e) = std::fs::remove_file(&control_path) {
+        tracing::warn!(error = %e, "cannot remove the control socket");
     }
     // Removed while still held: an agent starting now re-checks that the file it locks is the
     // one at the path (see `listeners::take_lock`).

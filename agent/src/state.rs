@@ -13,7 +13,6 @@ pub struct AgentState {
     /// Monotonic start, for uptime that survives clock changes.
     pub started: Instant,
     pub socket: PathBuf,
-    pub socket_activated: bool,
     pub http_addr: SocketAddr,
     pub config_path: Option<PathBuf>,
 }
@@ -33,7 +32,6 @@ impl AgentState {
             uptime_secs: self.started.elapsed().as_secs(),
             socket: self.socket.display().to_string(),
             http_addr: self.http_addr.to_string(),
-            socket_activated: self.socket_activated,
             config_path: self.config_path.as_ref().map(|p| p.display().to_string()),
             aws_config: None,
             overrides: Vec::new(),

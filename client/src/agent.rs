@@ -93,8 +93,8 @@ impl Agent {
             trust::check_peer(&stream, path).map_err(ConnectError::Other)?;
             match identity::check(&stream, &binary) {
                 Ok(v) => break (stream, v),
-                // A socket-activated agent's first connection, or one that has just detached:
-                // hang up without a byte and look again in a moment.
+                // An agent that has just detached: hang up without a byte and look again in a
+                // moment.
                 Err(m) if m.transient() && Instant::now() < settle => {
                     drop(stream);
                     std::thread::sleep(Duration::from_millis(50));

@@ -33,9 +33,8 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::error::{Exit, Failure};
 
-/// How long a peer that is not (yet) the agent may take to become it: a socket-activated agent
-/// answers its first connection with the activator's credentials, and one that just detached
-/// may not have re-stamped its socket yet. Only a refusal waits this long.
+/// How long a peer that is not (yet) the agent may take to become it: an agent that just
+/// detached may not have re-stamped its socket yet. Only a refusal waits this long.
 pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// Where credctl found the `credagent` it starts and trusts.
@@ -207,11 +206,12 @@ pub enum Mismatch {
 }
 
 impl Mismatch {
-    /// Whether the same socket may pass a moment later: the first connection to a
-    /// socket-activated agent carries the activator's credentials, and an agent that has just
-    /// detached carries its exited parent's until it re-stamps the socket.
+    /// Whether the same socket may pass a moment later: an agent that has just detached
+    /// carries its exited parent's credentials until it re-stamps the socket. (The agent takes
+    /// no socket from another process, so another program behind the socket never becomes the
+    /// agent.)
     pub fn transient(&self) -> bool {
-        matches!(self, Mismatch::Gone { .. } | Mismatch::OtherProgram { .. })
+        matches!(self, Mismatch::Gone { .. })
     }
 
     /// The refusal, with what was found and what to do.
@@ -594,7 +594,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(m.transient());
+        assert!(
+            !m.transient(),
+            "another program never becomes the agent: no wait"
+        );
         let f = m.into_failure(&sock);
         assert_eq!(f.exit, Exit::Untrusted);
         assert!(

@@ -145,7 +145,6 @@ mod tests {
             uptime_secs: 5,
             socket: "/run/x".into(),
             http_addr: "127.0.0.1:1".into(),
-            socket_activated: false,
             config_path: None,
             aws_config: Some("/home/u/.aws/config".into()),
             overrides: vec![
@@ -189,6 +188,7 @@ mod tests {
             role: "prod".into(),
             expires_at: 9,
             region: Some("eu-west-1".into()),
+            account_id: None,
         });
     }
 

@@ -527,8 +527,6 @@ pub struct StatusInfo {
     pub socket: String,
     /// Address of the credential endpoint, e.g. `127.0.0.1:41234`.
     pub http_addr: String,
-    /// Whether the control socket came from systemd socket activation.
-    pub socket_activated: bool,
     /// The configuration file in effect, if one was read.
     pub config_path: Option<String>,
     /// The AWS config file the agent reads roles from.
@@ -625,6 +623,7 @@ mod tests {
             role: "r".into(),
             expires_at: 5,
             region: Some("eu-west-1".into()),
+            account_id: None,
         };
         let json = serde_json::to_string(&some).unwrap();
         assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), some);

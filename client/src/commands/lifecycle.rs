@@ -204,8 +204,7 @@ pub fn stop(socket: &Path) -> Result<String> {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        // The agent removes its socket last, after draining its audit (a socket-activated one
-        // leaves it to systemd: then its exit is the sign).
+        // The agent removes its socket last, after draining its audit.
         let alive = running(pid);
         if !socket.exists() || !alive {
             return Ok(format!("agent (pid {pid}) stopped\n"));

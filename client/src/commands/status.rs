@@ -30,15 +30,7 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
         "uptime     {}\n",
         human_duration(info.uptime_secs)
     ));
-    out.push_str(&format!(
-        "socket     {}{}\n",
-        info.socket,
-        if info.socket_activated {
-            " (socket-activated)"
-        } else {
-            ""
-        }
-    ));
+    out.push_str(&format!("socket     {}\n", info.socket));
     out.push_str(&format!("identity   {}\n", identity.describe()));
     out.push_str(&format!("endpoint   http://{}\n", info.http_addr));
     out.push_str(&format!(
