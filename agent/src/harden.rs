@@ -23,6 +23,21 @@ pub fn harden_process() -> Result<(), nix::Error> {
     Ok(())
 }
 
+/// Gives up the group of a set-group-id credagent (the Debian package installs it `root:credagent
+/// 2755`) once the control socket is listening. The socket keeps the group it was listened with,
+/// which `credctl` checks through the kernel (`SO_PEERCRED`) and no process of the user can take
+/// on; nothing the agent starts later (a browser, a notifier) may carry it, or it could listen
+/// with that group itself. Not set-group-id: nothing to do.
+pub fn drop_setgid() -> Result<(), nix::Error> {
+    let real = nix::unistd::getgid();
+    if nix::unistd::getegid() != real {
+        nix::unistd::setresgid(real, real, real)?;
+        // A credential change resets dumpability: make sure it stays off.
+        nix::sys::prctl::set_dumpable(false)?;
+    }
+    Ok(())
+}
+
 /// Variables that would decide where the agent's requests go or which TLS roots it trusts.
 /// A same-user process sets the agent's environment (a unit's `Environment=`, a wrapper), so
 /// none of them may choose where a secret goes: endpoints come from config.toml (confirmed by a

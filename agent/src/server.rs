@@ -81,6 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // The parent that listened has exited: credctl must find this process behind the socket.
         listeners::claim_control(&bound.control, &bound.control_path)?;
     }
+    // The control socket carries the set-group-id group from here on; the process need not.
+    crate::harden::drop_setgid().context("cannot give up the credagent group")?;
     listeners::record_pid(&mut bound.lock).context("cannot record the agent pid")?;
     preflight::write_owner(&mut prepared.state_lock, &bound.control_path)
         .context("cannot record the agent pid in the state directory")?;

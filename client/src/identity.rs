@@ -146,6 +146,9 @@ fn on_path(path_var: &OsStr, name: &OsStr) -> Option<PathBuf> {
 /// What the check could establish about the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Assurance {
+    /// It listened with the group of the set-group-id credagent credctl would start, a group
+    /// none of the user's processes has: the kernel vouches for it, root or not.
+    SetgidGroup,
     /// It runs the same file as the `credagent` credctl would start.
     SameBinary,
     /// It is not dumpable, and its executable is hidden from non-root processes: all that can be
@@ -157,6 +160,7 @@ impl Assurance {
     /// For `status --json` and `doctor --json`.
     pub fn key(self) -> &'static str {
         match self {
+            Assurance::SetgidGroup => "setgid-group",
             Assurance::SameBinary => "same-file",
             Assurance::NotDumpable => "not-dumpable",
         }
@@ -175,6 +179,12 @@ impl Verified {
     /// One line for `status` and `doctor`.
     pub fn describe(&self) -> String {
         match self.assurance {
+            Assurance::SetgidGroup => format!(
+                "pid {} listens with the group of the set-group-id credagent credctl starts \
+                 ({}), which none of your processes can take on",
+                self.pid,
+                self.binary.describe()
+            ),
             Assurance::SameBinary => format!(
                 "pid {} runs the credagent credctl starts ({})",
                 self.pid,
@@ -199,6 +209,9 @@ pub enum Mismatch {
     OtherProgram { pid: i32, exe: String },
     /// It runs credagent but is dumpable: its memory is open to the user's other processes.
     Dumpable { pid: i32 },
+    /// The credagent credctl starts is set-group-id, and the socket was not listened on with
+    /// that group: whatever runs there, it is not that binary.
+    WrongGroup { pid: i32, gid: u32, group: u32 },
     /// credctl cannot find (or stat) the credagent it would start.
     NoBinary { binary: AgentBinary, err: io::Error },
     /// `/proc` would not tell.
@@ -256,6 +269,16 @@ impl Mismatch {
                  the socket: {holders}; stop what holds it (`kill PID`; `credctl stop` will not \
                  talk to it), then {restart}."
             ),
+            Mismatch::WrongGroup { pid, gid, group } => format!(
+                "the process listening on {s} (pid {pid}) listened with group {gid}, but the \
+                 credagent credctl starts ({}) is set-group-id to group {group}, which every \
+                 credagent listens with and none of your processes can take on: it is not your \
+                 agent, and nothing was sent to it. If you did not start it, treat it as an \
+                 attempt to capture your security key's secret: see what it is (`ps -o \
+                 pid,args -p {pid}`; {holders}), stop it (`kill {pid}`), {restart}, and check \
+                 your login scripts and user services for what planted it.",
+                agent_binary().describe()
+            ),
             Mismatch::Dumpable { pid } => format!(
                 "the process listening on {s} (pid {pid}) runs credagent but is dumpable: your \
                  other processes could read its memory, which credagent never allows, so nothing \
@@ -290,7 +313,32 @@ pub fn check(stream: &UnixStream, binary: &AgentBinary) -> Result<Verified, Mism
         err,
     })?;
     let peer = Peer::of(stream)?;
-    let found = identify(peer.pid, &expected, nix::unistd::geteuid().is_root());
+    let group = match setgid_group(&expected, &own_groups()) {
+        Some(group) => {
+            let gid = getsockopt(stream, PeerCredentials)
+                .map_err(|e| Mismatch::Uninspectable {
+                    pid: peer.pid,
+                    err: e.into(),
+                })?
+                .gid();
+            if gid != group {
+                return Err(Mismatch::WrongGroup {
+                    pid: peer.pid,
+                    gid,
+                    group,
+                });
+            }
+            true
+        }
+        None => false,
+    };
+    let found = identify(peer.pid, &expected, nix::unistd::geteuid().is_root()).map(|a| {
+        if group {
+            Assurance::SetgidGroup
+        } else {
+            a
+        }
+    });
     // Whatever was read above was read of this very process only if it is still the one that
     // made the socket now.
     if !peer.still_there() {
@@ -301,6 +349,25 @@ pub fn check(stream: &UnixStream, binary: &AgentBinary) -> Result<Verified, Mism
         assurance: found?,
         binary: binary.clone(),
     })
+}
+
+/// The group a set-group-id `credagent` runs with, when that proves something: the binary has
+/// the set-group-id bit and the group is none of this process's own (a group the user is in,
+/// any of the user's processes can listen with).
+fn setgid_group(binary: &Metadata, own: &[u32]) -> Option<u32> {
+    (binary.mode() & 0o2000 != 0 && !own.contains(&binary.gid())).then(|| binary.gid())
+}
+
+/// This process's real, effective and supplementary groups.
+fn own_groups() -> Vec<u32> {
+    let mut groups: Vec<u32> = nix::unistd::getgroups()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    groups.push(nix::unistd::getgid().as_raw());
+    groups.push(nix::unistd::getegid().as_raw());
+    groups
 }
 
 /// What `/proc/PID` says of process `pid` against the expected binary's metadata. `root`: we
@@ -723,6 +790,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn only_a_set_group_id_binary_of_a_group_not_ours_names_a_group_to_check() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("credagent");
+        std::fs::write(&f, b"").unwrap();
+        let meta = |mode: u32| {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::fs::metadata(&f).unwrap()
+        };
+        let gid = meta(0o755).gid();
+        assert_eq!(setgid_group(&meta(0o755), &[]), None, "not set-group-id");
+        assert_eq!(setgid_group(&meta(0o2755), &[]), Some(gid));
+        assert_eq!(
+            setgid_group(&meta(0o2755), &[7, gid]),
+            None,
+            "a group of ours proves nothing: any of our processes has it"
+        );
     }
 
     #[test]

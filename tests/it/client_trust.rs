@@ -660,3 +660,101 @@ fn without_root_a_dumpable_relay_is_refused_and_the_agent_passes_as_non_dumpable
     agent.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(agent.wait_exit(Duration::from_secs(10)).is_some());
 }
+
+/// Creates (once) the system group `name` and returns its gid: what the package's postinst does
+/// for `credagent`.
+fn throwaway_group(name: &str) -> u32 {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root to create a group and give a binary to it (CI runs as root)"
+    );
+    let _ = std::process::Command::new("groupadd")
+        .args(["--system", "-f", name])
+        .status();
+    nix::unistd::Group::from_name(name)
+        .expect("look up group")
+        .unwrap_or_else(|| panic!("groupadd did not create {name}"))
+        .gid
+        .as_raw()
+}
+
+#[test]
+fn a_setgid_agent_is_known_by_its_group_and_a_non_dumpable_relay_without_it_is_refused() {
+    // As the package installs it: root:credagent 2755. The socket keeps the group it was
+    // listened with; no process of the user has it, dumpable or not, root or not.
+    let gid = throwaway_group("credagent-itg");
+    let env = TestEnv::new();
+    let sbin = env.dir.path().join("sbin");
+    std::fs::create_dir(&sbin).unwrap();
+    chmod(&sbin, 0o755);
+    let agent_bin = sbin.join("credagent");
+    std::fs::copy(bin("credagent"), &agent_bin).unwrap();
+    nix::unistd::chown(&agent_bin, Some(0.into()), Some(gid.into())).unwrap();
+    chmod(&agent_bin, 0o2755);
+    let hidden = env.runtime.join("elsewhere/agent.sock");
+    let log = env.dir.path().join("agent.log");
+    let child = env
+        .command(&agent_bin)
+        .arg("--foreground")
+        .arg("--socket")
+        .arg(&hidden)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn the set-group-id credagent");
+    let agent = util::AgentProc {
+        child,
+        log: log.clone(),
+    };
+    util::wait_until(Duration::from_secs(10), || util::hello(&hidden).is_ok())
+        .unwrap_or_else(|| panic!("agent did not come up:\n{}", agent.log_text()));
+    let credctl = |sock: &Path, args: &[&str]| {
+        env.command(bin("credctl"))
+            .env("CREDAGENT_BIN", &agent_bin)
+            .arg("--socket")
+            .arg(sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(&credctl(&hidden, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["agent_identity"]["check"], "setgid-group", "{json}");
+    assert_eq!(json["agent_identity"]["pid"], agent.child.id());
+    // The agent gave the group up once it listened: nothing it starts can listen with it.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
+    let gids = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
+    assert!(
+        gids.split_whitespace().skip(1).all(|g| g == "0"),
+        "the agent still holds group {gid}: {gids}"
+    );
+
+    // A relay that made itself non-dumpable (which a non-root credctl cannot tell from the agent
+    // by its executable) listens with the user's own group: refused, not one byte sent.
+    let record = env.dir.path().join("relay.bin");
+    let dir = env.sock.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    chmod(dir, 0o700);
+    let relay = Relay::start(
+        std::process::Command::new("python3"),
+        &env.sock,
+        &hidden,
+        &record,
+        true,
+    );
+    for args in [&["status"][..], &["env", "demo"], &["start"]] {
+        let out = credctl(&env.sock, args);
+        assert_refused(
+            &format!("{args:?}"),
+            &out,
+            &[
+                &format!("(pid {}) listened with group 0", relay.pid()),
+                &format!("is set-group-id to group {gid}"),
+                "nothing was sent",
+            ],
+        );
+    }
+    assert_eq!(relay.received(), b"", "credctl sent the relay nothing");
+    let stop = credctl(&hidden, &["stop"]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+}
