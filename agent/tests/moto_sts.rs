@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region};
 use credagent::profiles::Hop;
 use credagent::sts::{
-    AwsSts, CallerCredentials, RetryPolicy, Retrying, StsApi, StsError, StsSettings,
+    AwsSts, CallerCredentials, MfaToken, RetryPolicy, Retrying, StsApi, StsError, StsSettings,
     TempCredentials,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -161,6 +161,7 @@ async fn assume_role_chain_and_session_token_against_moto() {
             Duration::from_secs(900),
             "credagent-test",
             None,
+            None,
         )
         .await
         .unwrap();
@@ -188,11 +189,30 @@ async fn assume_role_chain_and_session_token_against_moto() {
             Duration::from_secs(1800),
             "credagent-chain",
             Some("eu-west-1"),
+            None,
         )
         .await
         .unwrap();
     let arn = caller_arn(&endpoint, &prod).await;
     assert!(arn.contains("assumed-role/prod/credagent-chain"), "{arn}");
+
+    // An MFA role over an hour: the code goes on AssumeRole itself, which the SDK serializes.
+    let code = SecretString::from("123456");
+    let long = sts
+        .assume_role(
+            &source(),
+            &hop("arn:aws:iam::123456789012:role/long"),
+            Duration::from_secs(7200),
+            "credagent-mfa",
+            None,
+            Some(MfaToken {
+                serial: "arn:aws:iam::123456789012:mfa/alice",
+                code: &code,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(long.remaining(now) > Duration::from_secs(7000), "{long:?}");
 
     let mfa = sts
         .get_session_token(
@@ -242,10 +262,11 @@ impl StsApi for Counting {
         duration: Duration,
         session_name: &str,
         region: Option<&str>,
+        mfa: Option<MfaToken<'_>>,
     ) -> Result<TempCredentials, StsError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner
-            .assume_role(creds, hop, duration, session_name, region)
+            .assume_role(creds, hop, duration, session_name, region, mfa)
             .await
     }
 
@@ -282,6 +303,7 @@ async fn unreachable_endpoint_is_transient_and_retries_are_bounded() {
             Duration::from_secs(900),
             "s",
             None,
+            None,
         )
         .await
         .unwrap_err();
@@ -299,6 +321,7 @@ async fn unreachable_endpoint_is_transient_and_retries_are_bounded() {
             &hop("arn:aws:iam::1:role/x"),
             Duration::from_secs(900),
             "s",
+            None,
             None,
         )
         .await

@@ -219,6 +219,10 @@ pub enum Command {
         /// AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE instead of the token itself.
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// Replace FILE even if it is not an earlier token file (or is a symbolic link, which is
+        /// replaced, not followed).
+        #[arg(long, requires = "token_file")]
+        force: bool,
     },
     /// Print credentials for ROLE as `credential_process` in ~/.aws/config expects.
     ///

@@ -100,12 +100,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             touch,
             region,
             token_file,
+            force,
         } => session::env(
             &socket,
             &role,
             shell.kind(),
             &touch,
-            token_file.as_deref(),
+            token_file.as_deref().map(|p| (p, force)),
             region.region.as_deref(),
         )?,
         Command::Export {

@@ -324,3 +324,30 @@ fn usb_without_a_key_fails_clearly() {
     );
     assert!(err.contains("--browser"), "{err}");
 }
+
+#[test]
+fn stop_aimed_at_the_wrong_socket_leaves_the_live_agent_running_and_names_its_socket() {
+    let env = TestEnv::new();
+    let agent = env.agent(&[]);
+    let pid = agent.child.id();
+    // A stale CREDAGENT_SOCK, a --socket typo, another XDG_RUNTIME_DIR: nothing listens there.
+    let wrong = env.sock.parent().unwrap().join("typo.sock");
+    let out = env
+        .command(bin("credctl"))
+        .env("CREDAGENT_SOCK", &wrong)
+        .arg("stop")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let msg = stderr(&out);
+    assert!(
+        msg.contains(&format!("(pid {pid}) listens on {}", env.sock.display()))
+            && msg.contains("was left running")
+            && msg.contains("CREDAGENT_SOCK names another socket"),
+        "{msg}"
+    );
+    // Still there, and still answering at its own socket.
+    let status = env.credctl(&["status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(env.credctl(&["stop"]).status.success());
+}

@@ -2,6 +2,7 @@
 //! them serves again when its role reopens.
 
 use crate::stack::{token_from_exports, Stack};
+use crate::util::stderr;
 
 fn tokens(s: &Stack) -> Vec<serde_json::Value> {
     serde_json::from_str::<serde_json::Value>(&s.ok(&["token", "list", "--json"]))
@@ -54,4 +55,68 @@ fn tokens_are_listed_revoked_and_ended_by_lock() {
     );
     // A shell token stays (it follows `credctl use`), with no role current.
     assert!(tokens(&s).iter().any(|t| t["id"] == id_of(&shell_token)));
+}
+
+#[test]
+fn a_token_file_never_replaces_what_is_not_an_earlier_token_file() {
+    let s = Stack::new("", "").with_key_and_source();
+    let live = |s: &Stack| tokens(s).len();
+    let before = live(&s);
+    // ~/.aws/config as the token file: refused before anything is asked of the agent.
+    let cfg = s.env.home.join(".aws/config");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let out = s.credctl(&["env", "demo", "--token-file", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a credctl token file") && stderr(&out).contains("--force"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), text, "untouched");
+    assert_eq!(live(&s), before, "no token was made");
+
+    // A symbolic link: neither followed nor replaced without --force.
+    let target = s.env.home.join("precious");
+    std::fs::write(&target, "keep me").unwrap();
+    let link = s.env.home.join("token-link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = s.credctl(&["env", "demo", "--token-file", link.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is a symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    // A missing directory: said at once, no token made.
+    let nowhere = s.env.home.join("no/such/dir/token");
+    let out = s.credctl(&["env", "demo", "--token-file", nowhere.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(live(&s), before, "no token was made");
+
+    // A new file, then the same file again (an earlier token file is replaced), then the link
+    // with --force: the link is replaced by a file, and what it pointed to is left alone.
+    let file = s.env.home.join("token");
+    s.ok(&["env", "demo", "--token-file", file.to_str().unwrap()]);
+    let first = std::fs::read_to_string(&file).unwrap();
+    s.ok(&["env", "demo", "--token-file", file.to_str().unwrap()]);
+    assert_ne!(std::fs::read_to_string(&file).unwrap(), first);
+    s.ok(&[
+        "env",
+        "demo",
+        "--token-file",
+        link.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
 }

@@ -184,6 +184,27 @@ pub fn stop(socket: &Path) -> Result<String> {
             let Some((pid, sock)) = orphaned_agent() else {
                 return Err(crate::agent::not_running(socket, &e));
             };
+            // An agent whose socket is still there is not orphaned: this was the wrong socket
+            // (a stale CREDAGENT_SOCK, a --socket typo, another XDG_RUNTIME_DIR). Stopping it
+            // would end every shell's sessions; say where it is instead.
+            let live = std::fs::symlink_metadata(&sock).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            });
+            if live {
+                return Err(Failure::new(
+                    Exit::NoAgent,
+                    format!(
+                        "no agent at {}; the agent of this state directory (pid {pid}) listens on {sock} and was left running: to stop it, run `credctl --socket {sock} stop`{}",
+                        socket.display(),
+                        if std::env::var_os("CREDAGENT_SOCK").is_some() {
+                            " (CREDAGENT_SOCK names another socket: unset it or fix it)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGTERM,

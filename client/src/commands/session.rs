@@ -103,9 +103,16 @@ pub fn env(
     role: &str,
     shell: ShellKind,
     touch: &TouchArgs,
-    token_file: Option<&Path>,
+    token_file: Option<(&Path, bool)>,
     region: Option<&str>,
 ) -> Result<String> {
+    // What is at the path is checked before anything is asked of the agent: a file that is not
+    // an earlier token file is never replaced without --force, and no token is made for a
+    // file that cannot be written.
+    if let Some((path, force)) = token_file {
+        check_token_file_target(path, force)?;
+    }
+    let token_file = token_file.map(|(p, _)| p);
     // An SDK started from another directory must find the file: the export names it by its
     // absolute path.
     let absolute = token_file
@@ -120,7 +127,7 @@ pub fn env(
     let mut agent = Agent::connect_or_fail(socket)?;
     let opened = open_role(&mut agent, role, touch)?;
     let regions = region_plan(region, role, &opened);
-    let (token, _, uri) = token_of(agent.request(&Request::TokenForRole {
+    let (token, token_id, uri) = token_of(agent.request(&Request::TokenForRole {
         role: role.to_owned(),
         scoped: false,
         purpose: "env".into(),
@@ -133,7 +140,13 @@ pub fn env(
     let mut lines = vec![EnvLine::Set("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)];
     match token_file.zip(file_str) {
         Some((path, file_str)) => {
-            write_token_file(path, token.expose())?;
+            if let Err(mut e) = write_token_file(path, token.expose()) {
+                // A token nobody holds must not stay live.
+                let _ = agent.request(&Request::TokenRevoke { id: token_id });
+                e.message
+                    .push_str("; the token made for it was revoked, and nothing was exported");
+                return Err(e);
+            }
             lines.push(EnvLine::Set(
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
                 file_str,
@@ -156,6 +169,62 @@ pub fn env(
         lines.push(EnvLine::Set(ACCOUNT_VAR, account));
     }
     Ok(render(shell, &lines)?)
+}
+
+/// Whether `text` is what [`write_token_file`] writes: one endpoint token (`cat1_<id>_<secret>`).
+fn is_token(text: &[u8]) -> bool {
+    text.strip_prefix(b"cat1_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+    })
+}
+
+/// Refuses a `--token-file` target that writing would harm: anything but a missing file or an
+/// earlier token file (a symbolic link, whose link would be replaced, or another file) without
+/// `force`; never a directory or a device; and a path whose directory does not exist.
+fn check_token_file_target(path: &Path, force: bool) -> Result<()> {
+    let p = path.display();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(Failure::usage(format!(
+            "cannot write the token file {p}: {} is not a directory; create it first (nothing was asked of the agent)",
+            dir.display()
+        )));
+    }
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Failure::usage(format!("cannot inspect {p}: {e}"))),
+    };
+    let keep = "nothing was written and no token was made";
+    if meta.file_type().is_symlink() {
+        return if force {
+            Ok(())
+        } else {
+            Err(Failure::usage(format!(
+                "{p} is a symbolic link: the token file would replace the link itself, not what it points to; {keep}. Name the file it points to, or pass --force to replace the link"
+            )))
+        };
+    }
+    if !meta.is_file() {
+        return Err(Failure::usage(format!(
+            "{p} exists and is not a regular file; {keep}: pick another path"
+        )));
+    }
+    // An earlier token file is at most a few hundred bytes.
+    let earlier = meta.len() <= 512 && std::fs::read(path).is_ok_and(|b| is_token(&b));
+    if earlier || force {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "{p} exists and is not a credctl token file: {keep}. Pick another path, or pass \
+         --force to replace it"
+    )))
 }
 
 /// Writes the token atomically, mode 0600, with no trailing newline (SDKs read it verbatim).
