@@ -2,6 +2,13 @@
 //!
 //! The length is checked against [`MAX_FRAME_LEN`] before any body byte is read or allocated, so a
 //! hostile peer cannot make either side allocate more than 64 KiB per frame.
+//!
+//! A message larger than one frame (the agent's answers about a large organisation: a thousand
+//! roles, hundreds of sessions) is split into frames of at most [`MAX_FRAME_LEN`] bytes; every
+//! frame but the last has the [`MORE`] bit set in its header. Only answers are ever split: the
+//! agent reads a request as one frame, so a header with [`MORE`] from a client is refused like any
+//! length over 64 KiB, and that cap on what a client may send stays. `credctl` reads an answer of
+//! up to [`MAX_MESSAGE_LEN`] bytes over all its frames.
 
 use std::io::{self, Read, Write};
 
@@ -11,6 +18,10 @@ use serde::{de::DeserializeOwned, Serialize};
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 4;
+/// Set in a frame's header when more frames of the same message follow.
+pub const MORE: u32 = 1 << 31;
+/// Largest message over all its frames: the agent's largest answer, as `credctl` reads it.
+pub const MAX_MESSAGE_LEN: usize = 64 * 1024 * 1024;
 
 /// Why a frame could not be read or written. Transport failures and protocol violations are
 /// distinct variants so callers can answer the latter and simply drop the former.
@@ -55,6 +66,42 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     Ok(buf)
 }
 
+/// Serializes `msg` into as many frames as it takes (see the module): one when it fits.
+pub fn encode_message<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let body = zeroize::Zeroizing::new(serde_json::to_vec(msg).map_err(FrameError::Malformed)?);
+    if body.len() > MAX_MESSAGE_LEN {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let chunks = body.len().div_ceil(MAX_FRAME_LEN).max(1);
+    let mut out = Vec::with_capacity(body.len() + chunks * HEADER_LEN);
+    let mut rest: &[u8] = &body;
+    loop {
+        let (chunk, tail) = rest.split_at(rest.len().min(MAX_FRAME_LEN));
+        // Cannot truncate: chunk.len() <= MAX_FRAME_LEN.
+        let mut header = chunk.len() as u32;
+        if !tail.is_empty() {
+            header |= MORE;
+        }
+        out.extend_from_slice(&header.to_be_bytes());
+        out.extend_from_slice(chunk);
+        if tail.is_empty() {
+            return Ok(out);
+        }
+        rest = tail;
+    }
+}
+
+/// Checks a frame header of a message that may span frames: the body length it announces, and
+/// whether more frames follow.
+pub fn frame_part(header: [u8; HEADER_LEN]) -> Result<(usize, bool), FrameError> {
+    let raw = u32::from_be_bytes(header);
+    let len = (raw & !MORE) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok((len, raw & MORE != 0))
+}
+
 /// Checks a frame header and returns the body length it announces.
 pub fn frame_len(header: [u8; HEADER_LEN]) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(header) as usize;
@@ -75,6 +122,46 @@ pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), Fra
     w.write_all(&frame)?;
     w.flush()?;
     Ok(())
+}
+
+/// Reads one message, in as many frames as it was split into, of at most `max` bytes in all.
+/// The body is zeroed once decoded (answers carry credentials and tokens).
+pub fn read_message<R: Read, T: DeserializeOwned>(r: &mut R, max: usize) -> Result<T, FrameError> {
+    let mut body = zeroize::Zeroizing::new(Vec::new());
+    let mut first = true;
+    loop {
+        let mut header = [0u8; HEADER_LEN];
+        let got = read_full(r, &mut header)?;
+        if got == 0 && first {
+            return Err(FrameError::Closed);
+        }
+        if got < HEADER_LEN {
+            return Err(FrameError::Truncated);
+        }
+        first = false;
+        let (len, more) = frame_part(header)?;
+        let start = body.len();
+        if start + len > max {
+            return Err(FrameError::TooLarge(start + len));
+        }
+        // Grow by the announced part only (at most 64 KiB a frame). A reallocation by `Vec`
+        // would leave the old buffer unzeroed: move into a larger zeroing buffer instead, and
+        // the old one is wiped as it drops.
+        if start + len > body.capacity() {
+            let mut bigger = zeroize::Zeroizing::new(Vec::with_capacity(
+                (body.capacity() * 2).max(start + len).min(max),
+            ));
+            bigger.extend_from_slice(&body);
+            body = bigger;
+        }
+        body.resize(start + len, 0);
+        if read_full(r, &mut body[start..])? < len {
+            return Err(FrameError::Truncated);
+        }
+        if !more {
+            return decode_body(&body);
+        }
+    }
 }
 
 /// Reads one frame from a blocking reader.
@@ -120,6 +207,44 @@ mod tests {
         write_frame(&mut buf, &msg).unwrap();
         let back: T = read_frame(&mut Cursor::new(buf)).unwrap();
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn a_large_answer_spans_frames_of_at_most_64_kib_and_reads_back_whole() {
+        let names: Vec<String> = (0..20_000).map(|i| format!("role-{i:05}")).collect();
+        let bytes = encode_message(&names).unwrap();
+        // Walk the frames: each at most MAX_FRAME_LEN, MORE on all but the last.
+        let mut at = 0;
+        let mut frames = 0;
+        loop {
+            let header: [u8; HEADER_LEN] = bytes[at..at + HEADER_LEN].try_into().unwrap();
+            let (len, more) = frame_part(header).unwrap();
+            assert!(len <= MAX_FRAME_LEN);
+            frames += 1;
+            at += HEADER_LEN + len;
+            if !more {
+                break;
+            }
+            assert_eq!(len, MAX_FRAME_LEN, "only the last frame is short");
+        }
+        assert_eq!(at, bytes.len());
+        assert!(frames > 3, "{frames} frames");
+        let back: Vec<String> = read_message(&mut Cursor::new(&bytes), MAX_MESSAGE_LEN).unwrap();
+        assert_eq!(back, names);
+        // Small messages are one frame, byte for byte what encode_frame writes.
+        assert_eq!(
+            encode_message(&Request::Status).unwrap(),
+            encode_frame(&Request::Status).unwrap()
+        );
+        // A reader's cap holds over all frames, and a cut stream is truncated, not short data.
+        let err = read_message::<_, Vec<String>>(&mut Cursor::new(&bytes), 100_000).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge(_)), "{err}");
+        let cut = &bytes[..bytes.len() - 10];
+        let err = read_message::<_, Vec<String>>(&mut Cursor::new(cut), MAX_MESSAGE_LEN);
+        assert!(matches!(err, Err(FrameError::Truncated)));
+        // What reads requests (one frame only) refuses a continued frame as too large.
+        let header: [u8; HEADER_LEN] = bytes[..HEADER_LEN].try_into().unwrap();
+        assert!(matches!(frame_len(header), Err(FrameError::TooLarge(_))));
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod paths;
 mod secret;
 
 pub use frame::{
-    decode_body, encode_frame, frame_len, read_frame, write_frame, FrameError, HEADER_LEN,
-    MAX_FRAME_LEN,
+    decode_body, encode_frame, encode_message, frame_len, frame_part, read_frame, read_message,
+    write_frame, FrameError, HEADER_LEN, MAX_FRAME_LEN, MAX_MESSAGE_LEN, MORE,
 };
 pub use message::{
     ApprovalInProgress, ErrorCode, KeyInfo, PendingInfo, Request, Response, RoleInfo, SessionState,

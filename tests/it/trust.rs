@@ -4,10 +4,11 @@
 //! nothing served, nothing sent, and the change shown at the user's next touch.
 
 use std::net::TcpListener;
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::stack::Stack;
-use crate::util::{stderr, stdout};
+use crate::util::{bin, stderr, stdout};
 
 fn state_dir(s: &Stack) -> std::path::PathBuf {
     s.env.home.join(".local/state/credagent")
@@ -315,6 +316,36 @@ fn a_deleted_vault_is_not_replaced_by_the_next_touch() {
         stderr(&out).contains("vault.json is missing"),
         "{}",
         stderr(&out)
+    );
+    assert!(!vault.exists(), "a new vault was made");
+    // Nor is a source added now stored unsealed (the sixth attack review's way to a secret).
+    let out =
+        s.env
+            .command(bin("credctl"))
+            .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+            .args(["source", "add", "sneaky", "--stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(
+                    b"AKIAIOSFODNN7NEWSRC2\nNEWSECRETxxxxxxxxxxxxxxVictimTypedThis99\n",
+                )?;
+                c.wait_with_output()
+            })
+            .unwrap();
+    assert!(
+        !out.status.success() && stderr(&out).contains("vault.json is missing"),
+        "{:?}: {}{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        !s.ok(&["source", "list"]).contains("sneaky"),
+        "nothing was stored"
     );
     assert!(!vault.exists(), "a new vault was made");
     // Restored, it opens as before.

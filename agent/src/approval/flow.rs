@@ -525,10 +525,16 @@ impl Approvals {
             })
     }
 
-    /// Whether a secret handed over on connection `conn` may be sealed: no vault yet (nothing
-    /// to prove), or this connection's own touch unwrapped the vault within the last 10 minutes.
+    /// Whether a secret handed over on connection `conn` may be stored: this connection's own
+    /// touch unwrapped the vault within the last 10 minutes, or there is nothing to seal to and
+    /// nothing to prove (no vault and no key registered: a fresh install, where the source is
+    /// stored unsealed and says so). A missing `vault.json` while keys are registered is no
+    /// fresh install: the sixth attack review deleted it and the next `source add` stored the
+    /// secret unsealed in the keyring, silently. Then the touch is required, and it either makes
+    /// the vault the keys were registered without (keys from before sealing) or is refused
+    /// because `trusted.json` names the vault that was lost.
     pub fn may_seal_for(&self, conn: u64, now: SystemTime) -> bool {
-        if !self.approver.vault().exists() {
+        if !self.approver.vault().exists() && self.approver.keys().is_empty() {
             return true;
         }
         crate::util::LockExt::locked(&self.touched)
