@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use credagent_proto::{
-    read_frame, timeouts, write_frame, ErrorCode, FrameError, Request, Response, PROTOCOL_VERSION,
+    encode_frame, read_message, timeouts, write_frame, ErrorCode, FrameError, Request, Response,
+    MAX_MESSAGE_LEN, PROTOCOL_VERSION,
 };
 
 use crate::error::{Exit, Failure, Result};
@@ -153,9 +154,19 @@ impl Agent {
             _ => timeouts::CLIENT_QUICK,
         };
         let _ = self.stream.set_read_timeout(Some(wait));
+        // A request is one frame of at most 64 KiB (the agent refuses more): say so before
+        // sending, rather than lose the connection.
+        if let Err(FrameError::TooLarge(n)) = encode_frame(req) {
+            return Err(Failure::usage(format!(
+                "this request is {n} bytes, more than the {} a request to the agent may be: \
+                 shorten what you passed (a name, a file's contents)",
+                credagent_proto::MAX_FRAME_LEN
+            )));
+        }
         let written = write_frame(&mut self.stream, req);
         let read = match written {
-            Ok(()) => read_frame::<_, Response>(&mut self.stream),
+            // Answers may span frames (see credagent_proto::frame).
+            Ok(()) => read_message::<_, Response>(&mut self.stream, MAX_MESSAGE_LEN),
             Err(e) => Err(e),
         };
         match read {

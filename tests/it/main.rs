@@ -17,6 +17,7 @@ mod flood;
 mod gate;
 mod injection;
 mod journal;
+mod large;
 mod lifecycle;
 mod lock_signals;
 mod newcomer;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credagent_proto::{
-    decode_body, encode_frame, frame_len, timeouts::CONTROL_IDLE, ErrorCode, FrameError, Request,
-    Response, HEADER_LEN,
+    decode_body, encode_frame, encode_message, frame_len, timeouts::CONTROL_IDLE, ErrorCode,
+    FrameError, Request, Response, HEADER_LEN,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -322,12 +322,16 @@ async fn read_request(stream: &mut UnixStream, idle: Option<Duration>) -> Incomi
 }
 
 async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
-    // Responses may carry secrets (tokens, credentials): the frame is zeroed when dropped.
-    let frame = zeroize::Zeroizing::new(match encode_frame(resp) {
+    // Responses may carry secrets (tokens, credentials): the frames are zeroed when dropped.
+    // An answer larger than one frame (a thousand roles) goes out in several (`encode_message`).
+    let frame = zeroize::Zeroizing::new(match encode_message(resp) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e, "cannot encode a control response");
-            match encode_frame(&Response::error(ErrorCode::Internal, "response too large")) {
+            match encode_frame(&Response::error(
+                ErrorCode::Internal,
+                format!("the answer cannot be sent: {e}"),
+            )) {
                 Ok(f) => f,
                 Err(_) => return false,
             }

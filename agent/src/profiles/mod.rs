@@ -463,10 +463,40 @@ fn aws_file_path(var: &str, file: &str, env: EnvLookup<'_>) -> PathBuf {
 }
 
 /// The AWS config file the agent reads roles from (`AWS_CONFIG_FILE`, else `~/.aws/config`),
-/// re-read before each role operation so edits apply without a restart.
-#[derive(Clone, Debug)]
+/// looked at before each role operation so edits apply without a restart, and parsed again only
+/// when it changed (a thousand profiles take milliseconds to parse; a `stat` takes microseconds).
+#[derive(Debug)]
 pub struct AwsConfigFile {
     path: Option<PathBuf>,
+    /// What the file was when it was last parsed successfully.
+    parsed: std::sync::Mutex<Option<FileStamp>>,
+}
+
+/// What tells one version of a file from another without reading it: device, inode, size, and
+/// modification and change times to the nanosecond. An editor that replaces the file changes
+/// the inode; one that writes in place changes the times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path` now (following symbolic links, as reading does).
+    pub fn of(path: &Path) -> std::io::Result<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 impl AwsConfigFile {
@@ -480,7 +510,10 @@ impl AwsConfigFile {
                     .filter(|v| !v.is_empty())
                     .map(|h| PathBuf::from(h).join(".aws/config"))
             });
-        AwsConfigFile { path }
+        AwsConfigFile {
+            path,
+            parsed: std::sync::Mutex::new(None),
+        }
     }
 
     /// The file, if one is named.
@@ -494,6 +527,20 @@ impl AwsConfigFile {
             return Err("no AWS config file: set HOME or AWS_CONFIG_FILE for the agent".into());
         };
         Profiles::load(Some(path)).map_err(|e| e.to_string())
+    }
+
+    /// The profiles now in the file if it changed since the last successful parse (`None`:
+    /// unchanged, the profiles in effect are current); the error says what to fix.
+    pub fn load_if_changed(&self) -> Result<Option<Profiles>, String> {
+        let stamp = self.path.as_deref().and_then(|p| FileStamp::of(p).ok());
+        let mut parsed = crate::util::LockExt::locked(&self.parsed);
+        if stamp.is_some() && *parsed == stamp {
+            return Ok(None);
+        }
+        // Stamped before reading: a change while reading shows as another change next time.
+        let profiles = self.load()?;
+        *parsed = stamp;
+        Ok(Some(profiles))
     }
 
     /// The profiles now in the file, or none when it cannot be read (at start-up, where a

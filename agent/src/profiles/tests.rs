@@ -315,3 +315,36 @@ fn broken_sso_profiles_say_what_to_fix() {
     let broken = roles.iter().find(|r| r.name == "no-role-name").unwrap();
     assert!(broken.error.is_some());
 }
+
+#[test]
+fn the_config_file_is_parsed_again_only_when_it_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("config");
+    std::fs::write(&path, "[profile a]\nrole_arn = arn:aws:iam::1:role/a\n").unwrap();
+    let env = |k: &str| (k == "AWS_CONFIG_FILE").then(|| path.display().to_string());
+    let file = AwsConfigFile::from_env(&env);
+    let first = file
+        .load_if_changed()
+        .unwrap()
+        .expect("parsed the first time");
+    assert!(first.roles().iter().any(|r| r.name == "a"));
+    assert!(
+        file.load_if_changed().unwrap().is_none(),
+        "unchanged: not parsed"
+    );
+    // Written in place (size and times change).
+    std::fs::write(&path, "[profile b]\nrole_arn = arn:aws:iam::1:role/b\n").unwrap();
+    let second = file.load_if_changed().unwrap().expect("changed in place");
+    assert!(second.roles().iter().any(|r| r.name == "b"));
+    // Replaced by a rename, as editors do: another inode.
+    let next = tmp.path().join("config.new");
+    std::fs::write(&next, "[profile c]\nrole_arn = arn:aws:iam::1:role/c\n").unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let third = file.load_if_changed().unwrap().expect("replaced");
+    assert!(third.roles().iter().any(|r| r.name == "c"));
+    assert!(file.load_if_changed().unwrap().is_none());
+    // Gone: an error every time, never the old profiles.
+    std::fs::remove_file(&path).unwrap();
+    assert!(file.load_if_changed().is_err());
+    assert!(file.load_if_changed().is_err());
+}

@@ -66,6 +66,8 @@ pub(crate) struct RoleSlot {
     /// credentials (asked-for duration against the expiry STS set); 0 within a minute.
     skew_secs: std::sync::atomic::AtomicI64,
     pub state: Mutex<SlotState>,
+    /// This session's share of `refresh_spread`, in thousandths (drawn when it opens).
+    spread_permille: AtomicU64,
 }
 
 impl RoleSlot {
@@ -88,7 +90,27 @@ impl RoleSlot {
             lifetime_secs: AtomicU64::new(0),
             skew_secs: std::sync::atomic::AtomicI64::new(0),
             state: Mutex::new(SlotState::default()),
+            spread_permille: AtomicU64::new(0),
         }
+    }
+
+    /// Sets this session's share of the refresh spread, in thousandths (0..1000).
+    pub fn set_spread(&self, permille: u16) {
+        self.spread_permille
+            .store(u64::from(permille.min(999)), Ordering::Relaxed);
+    }
+
+    /// How much later than the refresh lead this session refreshes: its share of
+    /// `refresh_spread`, at most half the time between the lead and the serving margin, so a
+    /// refresh (and a retry after a failure) still comes well before the credentials stop
+    /// being served.
+    pub fn refresh_delay(&self, config: &SessionConfig) -> Duration {
+        let room = self
+            .refresh_lead(config)
+            .saturating_sub(self.serve_margin(config))
+            / 2;
+        let spread = config.refresh_spread.min(room);
+        spread.mul_f64(self.spread_permille.load(Ordering::Relaxed) as f64 / 1000.0)
     }
 
     /// Whether the session is still open at `now` (not past its end, not idle too long).
@@ -236,7 +258,8 @@ impl RoleSlot {
         let due = creds
             .expiration
             .checked_sub(self.refresh_lead(config))
-            .unwrap_or(UNIX_EPOCH);
+            .unwrap_or(UNIX_EPOCH)
+            + self.refresh_delay(config);
         let retry_after = self.state.locked().retry_after;
         Some(retry_after.map_or(due, |r| r.max(due)))
     }

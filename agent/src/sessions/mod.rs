@@ -50,6 +50,13 @@ pub struct SessionConfig {
     pub refresh_before: Duration,
     /// First delay before retrying a failed refresh; doubles per failure up to 8×.
     pub refresh_retry: Duration,
+    /// Sessions opened together must not refresh together: each refreshes up to this much
+    /// later than `refresh_before` says (a random share, drawn when it opens), never closer to
+    /// expiry than halfway between the refresh lead and the serving margin.
+    pub refresh_spread: Duration,
+    /// The background refresher starts at most one refresh per this interval (5 a second), so
+    /// hundreds of sessions due at once reach STS spaced out, never in one burst.
+    pub refresh_pace: Duration,
 }
 
 impl Default for SessionConfig {
@@ -61,6 +68,8 @@ impl Default for SessionConfig {
             min_serve_remaining: Duration::from_secs(15 * 60),
             refresh_before: Duration::from_secs(25 * 60),
             refresh_retry: Duration::from_secs(60),
+            refresh_spread: Duration::from_secs(5 * 60),
+            refresh_pace: Duration::from_millis(200),
         }
     }
 }
@@ -301,18 +310,21 @@ impl Sessions {
         *self.inner.profiles.write_locked() = Arc::new(profiles);
     }
 
-    /// Re-reads `file` so edits take effect without a restart; the error is the reply.
+    /// Re-reads `file` if it changed, so edits take effect without a restart; the error is the
+    /// reply.
     pub fn reload_profiles(
         &self,
         file: &crate::profiles::AwsConfigFile,
     ) -> Result<(), Box<credagent_proto::Response>> {
-        let profiles = file.load().map_err(|message| {
+        let changed = file.load_if_changed().map_err(|message| {
             Box::new(credagent_proto::Response::error(
                 credagent_proto::ErrorCode::Profile,
                 message,
             ))
         })?;
-        self.set_profiles(profiles);
+        if let Some(profiles) = changed {
+            self.set_profiles(profiles);
+        }
         Ok(())
     }
 
@@ -459,6 +471,7 @@ impl Sessions {
             epoch,
             self.inner.roles.generation().clone(),
         ));
+        slot.set_spread(rand::random::<u16>() % 1000);
         let previous = {
             let mut roles = self.inner.roles.write();
             roles.insert(role.to_owned(), Arc::clone(&slot))

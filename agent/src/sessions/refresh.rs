@@ -74,11 +74,13 @@ impl Sessions {
     }
 
     /// Runs forever: every `tick`, sweeps ended sessions and refreshes the due ones, each in
-    /// its own task. Spawn it, and abort it (or drop the runtime) to stop.
+    /// its own task, paced (see [`paced`]). Spawn it, and abort it (or drop the runtime) to
+    /// stop.
     pub async fn run_refresher<C>(self, tick: Duration, clock: C)
     where
         C: Fn() -> SystemTime + Send + Sync + 'static,
     {
+        let clock = Arc::new(clock);
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -86,16 +88,44 @@ impl Sessions {
             let now = clock();
             self.sweep(now);
             self.release_unused_sources(now);
-            for role in self.refresh_due(now) {
+            let due = self.refresh_due(now);
+            for (role, delay) in paced(due, tick, self.inner.config.refresh_pace) {
                 let sessions = self.clone();
+                let clock = Arc::clone(&clock);
                 tokio::spawn(async move {
-                    if let Err(e) = sessions.refresh(&role, now).await {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    if let Err(e) = sessions.refresh(&role, clock()).await {
                         tracing::warn!(role = %role, code = e.code(), error = %e, "refresh failed");
                     }
                 });
             }
         }
     }
+}
+
+/// When each due refresh starts within one tick: one per `pace`, and no more than fit in the
+/// tick, so STS sees at most one call per `pace` from the refresher however many sessions are
+/// due; the rest stay due and go in the next ticks (they still have their refresh lead).
+pub fn paced(due: Vec<String>, tick: Duration, pace: Duration) -> Vec<(String, Duration)> {
+    let fit = if pace.is_zero() {
+        usize::MAX
+    } else {
+        usize::try_from(tick.as_nanos() / pace.as_nanos())
+            .unwrap_or(usize::MAX)
+            .max(1)
+    };
+    due.into_iter()
+        .take(fit)
+        .enumerate()
+        .map(|(i, role)| {
+            (
+                role,
+                pace.saturating_mul(u32::try_from(i).unwrap_or(u32::MAX)),
+            )
+        })
+        .collect()
 }
 
 /// Clears a slot's `refreshing` flag however the refresh ends (even if its task is aborted).

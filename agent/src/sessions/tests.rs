@@ -206,7 +206,16 @@ impl SourceLookup for FakeSources {
     }
 }
 
+/// Sessions over the fake STS, each refreshing exactly `refresh_before` ahead of expiry (no
+/// spread), so the tests can name the minute a refresh comes.
 fn setup(config: SessionConfig) -> (Sessions, Arc<FakeSts>) {
+    setup_spread(SessionConfig {
+        refresh_spread: Duration::ZERO,
+        ..config
+    })
+}
+
+fn setup_spread(config: SessionConfig) -> (Sessions, Arc<FakeSts>) {
     let sts = Arc::new(FakeSts::default());
     let mut src = HashMap::new();
     for (name, id) in [("base", "AKIDBASE"), ("mfasrc", "AKIDMFA")] {
@@ -856,4 +865,56 @@ async fn a_clock_running_ahead_of_sts_neither_darkens_nor_floods() {
         total <= 6,
         "{total} AssumeRole calls in an hour: {calls_per_minute:?}"
     );
+}
+
+#[tokio::test]
+async fn sessions_opened_together_refresh_spread_out_and_paced() {
+    // Many profiles, all opened within the same second: their refreshes must not all come due
+    // in the same second (issue: 300 sessions sending 300 AssumeRole calls at once).
+    let mut config_text = String::from("[profile base]\n");
+    for i in 0..300 {
+        config_text.push_str(&format!(
+            "[profile r{i}]\nrole_arn = arn:aws:iam::111111111111:role/r{i}\nsource_profile = base\n"
+        ));
+    }
+    let (s, _) = setup_spread(SessionConfig::default());
+    s.set_profiles(Profiles::from_contents(Path::new("/test/config"), config_text).unwrap());
+    for i in 0..300 {
+        open(&s, &format!("r{i}"), t0()).await.unwrap();
+    }
+    // Due times: within the spread (5 min after the 25-min lead), and never many per second.
+    let mut per_second: HashMap<u64, usize> = HashMap::new();
+    let config = s.config().clone();
+    for i in 0..300 {
+        let slot = s.slot(&format!("r{i}")).unwrap();
+        let due = slot.next_refresh(&config).unwrap();
+        let creds = slot.credentials().unwrap();
+        let lead = creds.expiration.duration_since(due).unwrap();
+        assert!(
+            lead <= Duration::from_secs(25 * 60) && lead >= Duration::from_secs(20 * 60),
+            "{lead:?}"
+        );
+        let sec = due.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        *per_second.entry(sec).or_default() += 1;
+    }
+    let worst = per_second.values().copied().max().unwrap();
+    assert!(worst <= 10, "{worst} refreshes due in one second");
+    assert!(
+        per_second.len() > 100,
+        "spread over {} seconds",
+        per_second.len()
+    );
+
+    // And however many are due at once, the refresher starts one per pace within a tick.
+    let due: Vec<String> = (0..300).map(|i| format!("r{i}")).collect();
+    let plan = super::refresh::paced(due, Duration::from_secs(15), config.refresh_pace);
+    assert_eq!(
+        plan.len(),
+        75,
+        "15 s at 5 a second; the rest wait for the next ticks"
+    );
+    for (i, (_, delay)) in plan.iter().enumerate() {
+        assert_eq!(*delay, Duration::from_millis(200) * i as u32);
+    }
+    assert!(plan.last().unwrap().1 < Duration::from_secs(15));
 }

@@ -51,6 +51,17 @@ pub fn render(roles: &[RoleInfo]) -> String {
             out.push_str(&format!("    └ cannot be opened: {p}\n"));
         }
     }
+    // A summary after the table, which may be a thousand lines long.
+    let open = roles.iter().filter(|r| r.session.is_some()).count();
+    let broken = roles
+        .iter()
+        .filter(|r| r.session.is_none() && r.problem.is_some())
+        .count();
+    out.push_str(&format!(
+        "{} role{}: {open} open, {broken} broken\n",
+        roles.len(),
+        if roles.len() == 1 { "" } else { "s" }
+    ));
     out
 }
 

@@ -73,7 +73,8 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     if info.sessions.is_empty() {
         out.push_str("sessions   none\n");
     } else {
-        out.push_str("sessions\n");
+        // The count first: with hundreds open, the list is for scrolling, the line for reading.
+        out.push_str(&format!("sessions   {} open\n", info.sessions.len()));
         for r in &info.sessions {
             if let Some(s) = &r.session {
                 out.push_str(&format!(
