@@ -64,6 +64,56 @@ fn doctor_passes_a_healthy_shell_and_names_each_breakage_with_its_fix() {
     assert_eq!(c["verdict"], "fail");
     assert_eq!(c["fix"], "unset AWS_ACCESS_KEY_ID AWS_PROFILE");
 
+    // Web identity in the environment wins over the container provider in every SDK.
+    let (out, checks) = doctor(
+        &s,
+        &[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/x"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        verdict(&checks, "shadowing")["fix"],
+        "unset AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN"
+    );
+
+    // A default profile in ~/.aws/config that yields credentials: failed, with a fix that
+    // pastes, runs, and keeps the profile under another name.
+    let cfg = s.env.home.join(".aws/config");
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{before}\n[default]\nregion = us-east-1\ncredential_process = /bin/false\n"),
+    )
+    .unwrap();
+    let (out, checks) = doctor(&s, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let c = verdict(&checks, "config-default");
+    assert_eq!(c["verdict"], "fail");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sets credential_process")
+            && !c["detail"].as_str().unwrap().starts_with("warning"),
+        "{c}"
+    );
+    let fix = c["fix"].as_str().unwrap();
+    let ran = std::process::Command::new("sh")
+        .args(["-c", fix])
+        .status()
+        .unwrap();
+    assert!(ran.success(), "{fix}");
+    let after = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        after.contains("[profile default-before-credagent]") && !after.contains("[default]"),
+        "{after}"
+    );
+    let (out, checks) = doctor(&s, &[]);
+    assert!(out.status.success(), "{checks:#?}");
+    std::fs::write(&cfg, before).unwrap();
+
     let (out, checks) = doctor(&s, &[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/x")]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(verdict(&checks, "relative-uri")["verdict"], "fail");

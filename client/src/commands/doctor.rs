@@ -192,8 +192,24 @@ fn shell_checks(status: Option<&StatusInfo>) -> Vec<Check> {
     }
     if let Some(w) = crate::bypass::warning() {
         out.push(
-            check("credentials", Verdict::Fail, w)
-                .fix("credctl source add default --import-profile default --remove-from-file"),
+            check(
+                "credentials",
+                Verdict::Fail,
+                w.trim_start_matches("warning: ").to_owned(),
+            )
+            .fix("credctl source add default --import-profile default --remove-from-file"),
+        );
+    }
+    if let Some(w) = crate::bypass::config_warning() {
+        out.push(
+            check(
+                "config-default",
+                Verdict::Fail,
+                w.trim_start_matches("warning: ").to_owned(),
+            )
+            .fix(crate::bypass::rename_default_command(
+                &crate::bypass::config_file(),
+            )),
         );
     }
     let uri = env("AWS_CONTAINER_CREDENTIALS_FULL_URI");

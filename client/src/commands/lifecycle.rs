@@ -129,7 +129,7 @@ pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<S
         crate::commands::session::SHADOWING.join(", ")
     ));
     out.push_str(&format!("echo Agent pid {};\n", agent.pid));
-    if let Some(w) = crate::bypass::warning() {
+    for w in crate::bypass::file_warnings() {
         eprintln!("credctl: {w}");
     }
     Ok(out)
