@@ -404,9 +404,14 @@ pub enum SourceCommand {
         /// Take the keys from this profile of ~/.aws/credentials (or AWS_SHARED_CREDENTIALS_FILE).
         #[arg(long, value_name = "PROFILE")]
         import_profile: Option<String>,
-        /// After importing, rewrite the credentials file without that profile.
+        /// After importing, remove that profile's keys from the credentials file (its other
+        /// settings, such as region, stay).
         #[arg(long, requires = "import_profile")]
         remove_from_file: bool,
+        /// Replace a source of that name already stored (its open sessions keep the old key
+        /// until they end).
+        #[arg(long)]
+        replace: bool,
         /// Once a key is registered, adding a source takes its touch: it proves the vault the
         /// source is sealed to is yours.
         #[command(flatten)]

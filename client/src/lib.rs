@@ -59,6 +59,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             stdin,
             import_profile,
             remove_from_file,
+            replace,
             touch,
         }) => sources::add(
             &socket,
@@ -66,6 +67,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             stdin,
             import_profile.as_deref(),
             remove_from_file,
+            replace,
             &touch,
         )?,
         Command::Source(SourceCommand::List { json }) => sources::list(&socket, json)?,

@@ -291,3 +291,117 @@ fn help_and_man_are_complete_and_stop_leaves_no_lock_file() {
     let lock = s.env.sock.with_extension("sock.lock");
     assert!(!lock.exists(), "stop left {} behind", lock.display());
 }
+
+/// Feeds `lines` to `credctl source add NAME --stdin ARGS…` with the software key.
+fn source_add(s: &Stack, name: &str, lines: &str, args: &[&str]) -> std::process::Output {
+    let mut child = s
+        .env
+        .command(bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .args(["source", "add", name, "--stdin"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn source_add_never_replaces_by_accident_and_refuses_temporary_keys() {
+    let s = Stack::new("", "").with_key_and_source();
+    let counter = key_counter(&s);
+    // The same name again: refused before the touch, naming the stored key's tail.
+    let out = source_add(
+        &s,
+        &s.source,
+        "AKIAIOSFODNN7ROTATED\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYROTATEDKEY\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is stored already (key …MPLE)")
+            && stderr(&out).contains("--replace"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(key_counter(&s), counter, "no touch was spent");
+    assert!(s.ok(&["source", "list"]).contains("…MPLE"));
+    // With --replace it is.
+    let out = source_add(
+        &s,
+        &s.source,
+        "AKIAIOSFODNN7ROTATED\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYROTATEDKEY\n",
+        &["--replace"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.ok(&["source", "list"]).contains("…ATED"));
+
+    // Temporary keys (ASIA…) typed in: refused before the touch.
+    let counter = key_counter(&s);
+    let out = source_add(
+        &s,
+        "temp",
+        "ASIAIOSFODNN7EXAMPLE\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("temporary access key") && stderr(&out).contains("sso_session"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(key_counter(&s), counter, "no touch was spent");
+
+    // Imported from a profile with a session token: refused, and the file left as it is.
+    let creds = s.env.home.join(".aws/credentials");
+    let text = "[sts]\naws_access_key_id = AKIAIOSFODNN7TEMPKEY\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\naws_session_token = FwoGZXIvYXdzEBYaDH\nregion = eu-west-1\n";
+    std::fs::write(&creds, text).unwrap();
+    let out = s.credctl(&[
+        "source",
+        "add",
+        "temp",
+        "--import-profile",
+        "sts",
+        "--remove-from-file",
+        "--authenticator",
+        &s.soft_arg(),
+    ]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("temporary access key") && stderr(&out).contains("left in"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&creds).unwrap(), text);
+    assert!(!s.ok(&["source", "list"]).contains("temp"));
+
+    // A long-lived profile with other settings: --remove-from-file takes the keys only.
+    std::fs::write(
+        &creds,
+        "[ci]\nregion = eu-west-1\naws_access_key_id = AKIAIOSFODNN7CIKEY00\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\noutput = json\n",
+    )
+    .unwrap();
+    let out = s.credctl(&[
+        "source",
+        "add",
+        "ci",
+        "--import-profile",
+        "ci",
+        "--remove-from-file",
+        "--authenticator",
+        &s.soft_arg(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&creds).unwrap(),
+        "[ci]\nregion = eu-west-1\noutput = json\n"
+    );
+}

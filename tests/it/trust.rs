@@ -57,7 +57,7 @@ fn add_source(s: &Stack, name: &str, lines: &str, touch: bool) -> std::process::
         cmd.env("CREDCTL_AUTHENTICATOR", s.soft_arg());
     }
     let mut child = cmd
-        .args(["source", "add", name, "--stdin"])
+        .args(["source", "add", name, "--stdin", "--replace"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

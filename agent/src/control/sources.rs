@@ -92,6 +92,9 @@ impl Control {
     }
 
     async fn source_add(&self, name: String, key_id: String, secret: Secret) -> Response {
+        if let Some(refusal) = refuse_temporary(&key_id, false, "") {
+            return refusal;
+        }
         let creds = SourceCredentials {
             access_key_id: key_id,
             secret_access_key: SecretString::from(secret.expose().to_owned()),
@@ -144,6 +147,15 @@ impl Control {
                 }
             }
         };
+        let tail = format!(
+            " (and profile [{profile}] was left in {} as it is)",
+            path.display()
+        );
+        if let Some(refusal) =
+            refuse_temporary(&entry.credentials.access_key_id, entry.session_token, &tail)
+        {
+            return refusal;
+        }
         let (source, key) = (name.clone(), entry.credentials.access_key_id.clone());
         let reply = reply(
             self.sources
@@ -190,4 +202,22 @@ impl Control {
                 .await,
         )
     }
+}
+
+/// Temporary credentials (an STS key id `ASIA…`, or keys with a session token) expire within
+/// hours and sign nothing without their token: a source must be a long-lived key. Refused with
+/// what to do instead; `tail` adds what was left untouched.
+fn refuse_temporary(key_id: &str, session_token: bool, tail: &str) -> Option<Response> {
+    (key_id.starts_with("ASIA") || session_token).then(|| {
+        Response::error(
+            ErrorCode::BadRequest,
+            format!(
+                "{key_id} is a temporary access key (issued by STS: it expires within hours and \
+                 needs its session token), so it cannot be a source; nothing was stored{tail}. \
+                 A source is a long-lived IAM user access key (AKIA…); for short-lived \
+                 credentials from a sign-in, use an IAM Identity Center profile (`sso_session`) \
+                 and `credctl login`"
+            ),
+        )
+    })
 }

@@ -593,6 +593,8 @@ fn parse(path: &Path, contents: String, kind: ProfileFileKind) -> Result<Profile
 pub struct CredentialsFileEntry {
     pub path: PathBuf,
     pub credentials: SourceCredentials,
+    /// The profile also holds `aws_session_token`: the keys are temporary.
+    pub session_token: bool,
 }
 
 /// Whether `~/.aws/credentials` (or `$AWS_SHARED_CREDENTIALS_FILE`) holds static keys for
@@ -628,6 +630,9 @@ pub fn read_credentials_file(
                     access_key_id: id.to_owned(),
                     secret_access_key: SecretString::from(secret),
                 },
+                session_token: p
+                    .get("aws_session_token")
+                    .is_some_and(|t| !t.trim().is_empty()),
             }))
         }
         _ => Ok(None),

@@ -63,7 +63,23 @@ fn is_comment_or_blank(line: &[u8]) -> bool {
     t.is_empty() || t.starts_with('#') || t.starts_with(';')
 }
 
-/// `content` without every `[profile]` section, or `None` if there was none.
+/// Keys of a credentials-file profile that `--remove-from-file` takes out.
+const KEY_LINES: [&str; 3] = [
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+];
+
+/// Whether `line` sets one of [`KEY_LINES`].
+fn is_key_line(line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(line);
+    let key = text.split('=').next().unwrap_or("").trim();
+    KEY_LINES.iter().any(|k| key.eq_ignore_ascii_case(k))
+}
+
+/// `content` without the keys of every `[profile]` section (a section left with nothing but
+/// comments and blank lines goes whole; one with other settings, such as `region`, keeps them),
+/// or `None` if no key was there.
 fn without_section(content: &[u8], profile: &str) -> Option<Vec<u8>> {
     // Lines with their terminators, so joining them gives back the exact bytes.
     let lines: Vec<&[u8]> = content.split_inclusive(|&b| b == b'\n').collect();
@@ -75,10 +91,27 @@ fn without_section(content: &[u8], profile: &str) -> Option<Vec<u8>> {
             i += 1;
             continue;
         }
-        removed = true;
         let mut end = i + 1;
         while end < lines.len() && section_name(lines[end]).is_none() {
             end += 1;
+        }
+        let body = i + 1..end;
+        if !lines[body.clone()].iter().any(|l| is_key_line(l)) {
+            i = end;
+            continue;
+        }
+        removed = true;
+        let other_settings = lines[body.clone()]
+            .iter()
+            .any(|l| !is_key_line(l) && !is_comment_or_blank(l));
+        if other_settings {
+            for j in body {
+                if is_key_line(lines[j]) {
+                    keep[j] = false;
+                }
+            }
+            i = end;
+            continue;
         }
         // Leave the comments/blank lines that lead into the next section.
         let mut cut = end;
@@ -116,16 +149,26 @@ mod tests {
     }
 
     #[test]
-    fn removes_only_the_section() {
+    fn removes_only_the_keys() {
         let input = "# my creds\n[default]\naws_access_key_id = A\naws_secret_access_key = S\n\n# work account\n[work]\naws_access_key_id = W\r\n; trailing\n[default]\nx=1\n[last]\nk = v";
+        // The first [default] held only keys: it goes whole. The second holds no key: it stays.
         let out = without_section(input.as_bytes(), "default").unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "# my creds\n\n# work account\n[work]\naws_access_key_id = W\r\n; trailing\n[last]\nk = v"
+            "# my creds\n\n# work account\n[work]\naws_access_key_id = W\r\n; trailing\n[default]\nx=1\n[last]\nk = v"
         );
         assert!(without_section(input.as_bytes(), "absent").is_none());
-        let out = without_section(input.as_bytes(), "last").unwrap();
-        assert!(String::from_utf8(out).unwrap().ends_with("x=1\n"));
+        assert!(
+            without_section(input.as_bytes(), "last").is_none(),
+            "no key in it: nothing to remove"
+        );
+        // Keys beside other settings: only the keys go, the region and the rest stay.
+        let input = "[ci]\nregion = eu-west-1\nAWS_ACCESS_KEY_ID = A\naws_secret_access_key=S\noutput = json\n[x]\nk=1\n";
+        let out = without_section(input.as_bytes(), "ci").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[ci]\nregion = eu-west-1\noutput = json\n[x]\nk=1\n"
+        );
     }
 
     #[test]
@@ -133,7 +176,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("credentials");
-        std::fs::write(&path, "[a]\nk=1\n\n[b]\nk=2\n").unwrap();
+        std::fs::write(&path, "[a]\naws_access_key_id=1\n\n[b]\nk=2\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&path, &link).unwrap();

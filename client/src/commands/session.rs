@@ -324,6 +324,11 @@ pub fn exec(
         eprintln!("credctl: {w}; this command runs without that file");
         command.env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
     }
+    // A default profile in the config file that yields credentials wins too; the command needs
+    // that file for its regions and profiles, so it is only said.
+    if let Some(w) = crate::bypass::config_warning() {
+        eprintln!("credctl: {w}");
+    }
     let mut child = command.spawn().map_err(|e| {
         let (exit, what) = match e.kind() {
             std::io::ErrorKind::NotFound => (Exit::CommandNotFound, "check the name and PATH"),

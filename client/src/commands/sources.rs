@@ -36,9 +36,24 @@ pub fn add(
     stdin: bool,
     import: Option<&str>,
     remove_from_file: bool,
+    replace: bool,
     touch: &AuthArgs,
 ) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
+    // Before a secret is typed or a file touched: a source of this name is never replaced by
+    // accident.
+    if !replace {
+        if let Response::Sources { sources } = agent.request(&Request::SourceList)? {
+            if let Some(s) = sources.iter().find(|s| s.name == name) {
+                return Err(Failure::usage(format!(
+                    "a source named {name} is stored already (key …{}): nothing was stored; \
+                     pass --replace to replace it (sessions open on it keep the old key until \
+                     they end), or pick another name",
+                    crate::text::printable(&s.key_id_suffix)
+                )));
+            }
+        }
+    }
     if let Some(profile) = import {
         let path = credentials_file();
         crate::touch::request_with_touch(
@@ -58,7 +73,7 @@ pub fn add(
         out.push_str(&unsealed_warning(&mut agent));
         if remove_from_file {
             out.push_str(&format!(
-                "removed profile {profile} from {}\n",
+                "removed profile {profile}'s keys from {} (any other settings of it stay)\n",
                 path.display()
             ));
         } else {
@@ -98,6 +113,15 @@ pub fn add(
     };
     let key_id = zeroize::Zeroizing::new(key_id);
     check_key_id(&key_id, secret.expose())?;
+    if key_id.starts_with("ASIA") {
+        return Err(Failure::usage(format!(
+            "{} is a temporary access key (issued by STS: it expires within hours and needs \
+             its session token), so it cannot be a source; nothing was stored. A source is a \
+             long-lived IAM user access key (AKIA…); for short-lived credentials from a \
+             sign-in, use an IAM Identity Center profile (`sso_session`) and `credctl login`",
+            key_id.as_str()
+        )));
+    }
     if secret.expose().len() < 16 {
         return Err(Failure::failed(
             "the secret access key is too short; nothing was stored",
