@@ -25,8 +25,46 @@ use crate::http::endpoint::ApprovalPage;
 use crate::sts::TempCredentials;
 use crate::util::{percent_encode as encode, LockExt};
 
-/// AWS's federation endpoint.
+/// AWS's federation endpoint (commercial partition).
 pub const FEDERATION_ENDPOINT: &str = "https://signin.aws.amazon.com/federation";
+
+/// The AWS partition a region is in, which decides the sign-in and console hosts: told by the
+/// region's prefix, as aws-vault (`cli/login.go`, `generateLoginURL`), granted and aws-sso-cli
+/// do. Without a region, the commercial partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partition {
+    Aws,
+    China,
+    GovCloud,
+}
+
+impl Partition {
+    pub fn of(region: Option<&str>) -> Partition {
+        match region {
+            Some(r) if r.starts_with("cn-") => Partition::China,
+            Some(r) if r.starts_with("us-gov-") => Partition::GovCloud,
+            _ => Partition::Aws,
+        }
+    }
+
+    /// The federation endpoint (`getSigninToken`, `login`).
+    pub fn federation(self) -> &'static str {
+        match self {
+            Partition::Aws => FEDERATION_ENDPOINT,
+            Partition::China => "https://signin.amazonaws.cn/federation",
+            Partition::GovCloud => "https://signin.amazonaws-us-gov.com/federation",
+        }
+    }
+
+    /// The console's domain.
+    pub fn console_domain(self) -> &'static str {
+        match self {
+            Partition::Aws => "console.aws.amazon.com",
+            Partition::China => "console.amazonaws.cn",
+            Partition::GovCloud => "console.amazonaws-us-gov.com",
+        }
+    }
+}
 /// The path of the one-time links.
 pub const CONSOLE_PATH: &str = "/console/";
 /// How long a one-time link lives.
@@ -42,8 +80,10 @@ pub enum ConsoleError {
     Unreachable { endpoint: String, detail: String },
     #[error("the federation endpoint refused the session ({status}): {detail}")]
     Refused { status: u16, detail: String },
-    #[error("the destination {0:?} is not an https URL or a service name (like s3 or ec2)")]
-    BadDestination(String),
+    #[error("the destination {0:?} is neither a page of the AWS console (https://…{1}/…) nor a service name (like s3 or ec2)")]
+    BadDestination(String, &'static str),
+    #[error("the region {0:?} is not a region name (like eu-west-1): letters, digits and dashes")]
+    BadRegion(String),
 }
 
 /// The console session length for credentials that last `remaining`: AWS's limits, and 1 h for
@@ -52,17 +92,40 @@ pub fn session_duration(remaining: Duration, chained: bool) -> Option<u64> {
     (!chained).then(|| remaining.as_secs().clamp(MIN_SESSION, MAX_SESSION))
 }
 
-/// Where the console opens: an https URL as given, a service's page, or the home page, in
-/// `region` when known.
+/// Where the console opens: a console URL of the region's partition as given, a service's page,
+/// or the home page, in `region` when known. A sign-in link to any other site would hand the
+/// session to it, so nothing else is accepted.
 pub fn destination(wanted: Option<&str>, region: Option<&str>) -> Result<String, ConsoleError> {
+    if let Some(r) = region {
+        let plain = !r.is_empty()
+            && r.len() <= 32
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !plain {
+            return Err(ConsoleError::BadRegion(r.to_owned()));
+        }
+    }
+    let domain = Partition::of(region).console_domain();
     let host = match region {
-        Some(r) => format!("https://{r}.console.aws.amazon.com"),
-        None => "https://console.aws.amazon.com".to_owned(),
+        Some(r) => format!("https://{r}.{domain}"),
+        None => format!("https://{domain}"),
     };
     let query = region.map(|r| format!("?region={r}")).unwrap_or_default();
     match wanted {
         None => Ok(format!("{host}/console/home{query}")),
-        Some(url) if url.starts_with("https://") => Ok(url.to_owned()),
+        Some(url) if url.starts_with("https://") => {
+            let authority = url["https://".len()..]
+                .split(['/', '?', '#'])
+                .next()
+                .unwrap_or("");
+            let on_console = !authority.contains(['@', ':'])
+                && (authority == domain || authority.ends_with(&format!(".{domain}")));
+            if on_console {
+                Ok(url.to_owned())
+            } else {
+                Err(ConsoleError::BadDestination(url.to_owned(), domain))
+            }
+        }
         Some(service)
             if !service.is_empty()
                 && service
@@ -71,7 +134,7 @@ pub fn destination(wanted: Option<&str>, region: Option<&str>) -> Result<String,
         {
             Ok(format!("{host}/{service}/home{query}"))
         }
-        Some(other) => Err(ConsoleError::BadDestination(other.to_owned())),
+        Some(other) => Err(ConsoleError::BadDestination(other.to_owned(), domain)),
     }
 }
 
@@ -82,7 +145,8 @@ type Client = hyper_util::client::legacy::Client<
 
 /// The federation client and the one-time links.
 pub struct Consoles {
-    endpoint: String,
+    /// `federation_endpoint` from config.toml; else the partition's (see [`Partition`]).
+    endpoint: Option<String>,
     client: std::sync::OnceLock<Result<Client, String>>,
     links: Mutex<HashMap<String, (SecretString, SystemTime)>>,
     /// `http://127.0.0.1:PORT`, the base of the links.
@@ -92,14 +156,21 @@ pub struct Consoles {
 impl Consoles {
     pub fn new(endpoint: Option<&str>, addr: std::net::SocketAddr) -> Arc<Consoles> {
         Arc::new(Consoles {
-            endpoint: endpoint.unwrap_or(FEDERATION_ENDPOINT).to_owned(),
+            endpoint: endpoint.map(str::to_owned),
             client: std::sync::OnceLock::new(),
             links: Mutex::new(HashMap::new()),
             base: format!("http://127.0.0.1:{}", addr.port()),
         })
     }
 
-    fn client(&self) -> Result<&Client, ConsoleError> {
+    /// The federation endpoint for a role in `region`.
+    pub fn endpoint_for(&self, region: Option<&str>) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| Partition::of(region).federation().to_owned())
+    }
+
+    fn client(&self, endpoint: &str) -> Result<&Client, ConsoleError> {
         self.client
             .get_or_init(|| {
                 let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -117,19 +188,22 @@ impl Consoles {
             })
             .as_ref()
             .map_err(|e| ConsoleError::Unreachable {
-                endpoint: self.endpoint.clone(),
+                endpoint: endpoint.to_owned(),
                 detail: e.clone(),
             })
     }
 
-    /// A one-time link that signs in to the console with `creds` at `destination`.
+    /// A one-time link that signs in to the console with `creds` at `destination`, through the
+    /// federation endpoint of `region`'s partition (or the configured one).
     pub async fn link(
         &self,
         creds: &TempCredentials,
         duration: Option<u64>,
         destination: &str,
+        region: Option<&str>,
         now: SystemTime,
     ) -> Result<(String, SystemTime), ConsoleError> {
+        let endpoint = self.endpoint_for(region);
         let session = zeroize::Zeroizing::new(
             serde_json::json!({
                 "sessionId": creds.access_key_id,
@@ -142,12 +216,11 @@ impl Consoles {
             .map(|d| format!("&SessionDuration={d}"))
             .unwrap_or_default();
         let url = zeroize::Zeroizing::new(format!(
-            "{}?Action=getSigninToken{duration}&Session={}",
-            self.endpoint,
+            "{endpoint}?Action=getSigninToken{duration}&Session={}",
             encode(&session)
         ));
         let unreachable = |detail: String| ConsoleError::Unreachable {
-            endpoint: self.endpoint.clone(),
+            endpoint: endpoint.clone(),
             detail,
         };
         let request = Request::builder()
@@ -155,11 +228,13 @@ impl Consoles {
             .uri(url.as_str())
             .body(Empty::<Bytes>::new())
             .map_err(|e| unreachable(e.to_string()))?;
-        let response =
-            tokio::time::timeout(Duration::from_secs(10), self.client()?.request(request))
-                .await
-                .map_err(|_| unreachable("no answer within 10 s".into()))?
-                .map_err(|e| unreachable(e.to_string()))?;
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.client(&endpoint)?.request(request),
+        )
+        .await
+        .map_err(|_| unreachable("no answer within 10 s".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
         let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
             .await
@@ -180,8 +255,7 @@ impl Consoles {
                 detail: "the answer holds no SigninToken".into(),
             })?;
         let login = SecretString::from(format!(
-            "{}?Action=login&Issuer=credagent&Destination={}&SigninToken={}",
-            self.endpoint,
+            "{endpoint}?Action=login&Issuer=credagent&Destination={}&SigninToken={}",
             encode(destination),
             encode(token.expose_secret())
         ));
@@ -284,10 +358,63 @@ mod tests {
             "https://console.aws.amazon.com/s3/home"
         );
         assert_eq!(
-            destination(Some("https://x.example/y"), None).unwrap(),
-            "https://x.example/y"
+            destination(Some("https://s3.console.aws.amazon.com/s3/buckets"), None).unwrap(),
+            "https://s3.console.aws.amazon.com/s3/buckets"
         );
-        assert!(destination(Some("javascript:alert(1)"), None).is_err());
-        assert!(destination(Some("http://x"), None).is_err());
+        // A sign-in link hands the session to whatever it lands on: console pages only.
+        for bad in [
+            "https://x.example/y",
+            "https://console.aws.amazon.com.evil.example/",
+            "https://evilconsole.aws.amazon.com/",
+            "https://console.aws.amazon.com@evil.example/",
+            "https://console.aws.amazon.com:8443/",
+            "javascript:alert(1)",
+            "http://console.aws.amazon.com/",
+        ] {
+            assert!(destination(Some(bad), None).is_err(), "{bad}");
+        }
+        for bad in ["eu-west-1;rm", "EU-WEST-1", "", "eu west"] {
+            let err = destination(None, Some(bad)).unwrap_err();
+            assert!(matches!(err, ConsoleError::BadRegion(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts_follow_the_partition_of_the_region() {
+        // aws-vault cli/login.go generateLoginURL: cn- and us-gov- regions.
+        assert_eq!(
+            destination(None, Some("cn-north-1")).unwrap(),
+            "https://cn-north-1.console.amazonaws.cn/console/home?region=cn-north-1"
+        );
+        assert_eq!(
+            destination(Some("ec2"), Some("us-gov-west-1")).unwrap(),
+            "https://us-gov-west-1.console.amazonaws-us-gov.com/ec2/home?region=us-gov-west-1"
+        );
+        assert!(
+            destination(
+                Some("https://eu-west-1.console.aws.amazon.com/"),
+                Some("cn-north-1")
+            )
+            .is_err(),
+            "a commercial page is no destination for a China session"
+        );
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let c = Consoles::new(None, addr);
+        assert_eq!(c.endpoint_for(None), FEDERATION_ENDPOINT);
+        assert_eq!(c.endpoint_for(Some("eu-west-1")), FEDERATION_ENDPOINT);
+        assert_eq!(
+            c.endpoint_for(Some("cn-northwest-1")),
+            "https://signin.amazonaws.cn/federation"
+        );
+        assert_eq!(
+            c.endpoint_for(Some("us-gov-east-1")),
+            "https://signin.amazonaws-us-gov.com/federation"
+        );
+        // The configured endpoint wins (tests, proxies the person confirmed).
+        let c = Consoles::new(Some("http://127.0.0.1:9/federation"), addr);
+        assert_eq!(
+            c.endpoint_for(Some("cn-north-1")),
+            "http://127.0.0.1:9/federation"
+        );
     }
 }

@@ -249,12 +249,16 @@ impl Control {
             .map_or(0, |s| s.session_remaining_secs);
         let duration =
             crate::console::session_duration(std::time::Duration::from_secs(remaining), chained);
-        let dest = match crate::console::destination(destination, region.or(spec.region.as_deref()))
-        {
+        let region = region.or(spec.region.as_deref());
+        let dest = match crate::console::destination(destination, region) {
             Ok(d) => d,
             Err(e) => return Response::error(ErrorCode::BadRequest, e.to_string()),
         };
-        match self.consoles.link(&creds, duration, &dest, now).await {
+        match self
+            .consoles
+            .link(&creds, duration, &dest, region, now)
+            .await
+        {
             Ok((url, expires)) => Response::ConsoleLink {
                 url,
                 expires_at: crate::util::unix_secs(expires),

@@ -49,11 +49,18 @@ impl SsoSettings {
         })
     }
 
-    /// The OIDC service's base URL in `region`.
+    /// The OIDC service's base URL in `region`, in its partition: the AWS CLI builds the
+    /// authorize URL on the sso-oidc client's endpoint (`awscli/customizations/sso/utils.py`),
+    /// which is `amazonaws.com.cn` in China and `amazonaws.com` elsewhere, GovCloud included.
     pub fn oidc_base(&self, region: &str) -> String {
-        self.oidc_endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://oidc.{region}.amazonaws.com"))
+        self.oidc_endpoint.clone().unwrap_or_else(|| {
+            let suffix = if region.starts_with("cn-") {
+                "amazonaws.com.cn"
+            } else {
+                "amazonaws.com"
+            };
+            format!("https://oidc.{region}.{suffix}")
+        })
     }
 }
 
@@ -474,6 +481,14 @@ mod tests {
         assert_eq!(
             s.oidc_base("eu-west-1"),
             "https://oidc.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            s.oidc_base("cn-north-1"),
+            "https://oidc.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            s.oidc_base("us-gov-west-1"),
+            "https://oidc.us-gov-west-1.amazonaws.com"
         );
         assert_eq!(s.portal_endpoint, None);
         let s = SsoSettings::resolve(
