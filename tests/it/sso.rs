@@ -520,3 +520,64 @@ fn a_denied_browser_sign_in_ends_the_login_at_once() {
     );
     assert_eq!(fake.count(&["createToken", "authorization_code"]), 0);
 }
+
+/// An organisation with 500 accounts: discovery follows every page of ListAccounts (20 a page
+/// here) and lists every role, and the answer, larger than one control frame, arrives whole.
+#[test]
+fn discovery_over_500_accounts_follows_every_page() {
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    device_login(&s, &fake);
+    let accounts: serde_json::Map<String, serde_json::Value> = (0..500)
+        .map(|i| {
+            (
+                format!("{:012}", 400_000_000_000u64 + i),
+                serde_json::json!(["ReadOnly", "Admin"]),
+            )
+        })
+        .collect();
+    fake.call(
+        "POST",
+        "config",
+        &serde_json::json!({ "accounts": accounts }).to_string(),
+    );
+    let blocks = s.ok(&["roles", "--discover", "corp", "--config"]);
+    assert_eq!(
+        blocks.matches("[profile ").count(),
+        1000,
+        "{}",
+        &blocks[..500]
+    );
+    assert!(
+        blocks.contains("sso_account_id = 400000000499\nsso_role_name = Admin\n"),
+        "the last page too"
+    );
+    assert!(
+        fake.count(&["calls", "ListAccounts"]) >= 25,
+        "{}",
+        fake.state()
+    );
+}
+
+/// A legacy profile (`sso_start_url` in the profile, no `[sso-session]`) logs in with the device
+/// code, as the AWS CLI v2 does (`do_sso_login`: the authorization-code flow needs an
+/// sso-session), without being told to.
+#[test]
+fn a_legacy_sso_profile_logs_in_with_the_device_code() {
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    let cfg = s.env.home.join(".aws/config");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[profile legacy]\nsso_start_url = {START_URL}\nsso_region = us-east-1\nsso_account_id = 111111111111\nsso_role_name = ReadOnly\nregion = us-east-1\n"
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let (child, rx) = spawn(&s, &["login", "legacy"], &[]);
+    let line = line_with(&rx, "enter the code");
+    assert!(line.contains("/device"), "{line}");
+    fake.call("POST", "device/approve", "{}");
+    let out = finish(child);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = s.role_token("legacy");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+}

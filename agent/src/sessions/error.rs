@@ -67,6 +67,7 @@ impl SessionError {
                 None => "sts_unavailable",
                 Some(Denial::MfaInvalid) => "mfa_invalid",
                 Some(Denial::InvalidKey) => "source_key_invalid",
+                Some(Denial::ClockSkew) => "clock_skew",
                 Some(_) => "sts_denied",
             },
             SessionError::Locked { .. } => "locked",
@@ -182,8 +183,12 @@ fn sts_message(role: &str, source: &str, arn: &str, error: &StsError) -> String 
         ),
         Denial::InvalidKey => format!(
             "the access key of source `{source}` is unknown or its secret is wrong: replace it \
-             with `credctl source add {source}`"
+             with `credctl source add {source} --replace`"
         ),
+        Denial::ClockSkew => "this machine's clock is more than 5 minutes off, and AWS refuses \
+             requests signed at a wrong time (the key is fine): set the clock right \
+             (`timedatectl set-ntp true`, or your NTP service) and try again"
+            .to_owned(),
         Denial::ExpiredToken => format!("the calling session expired: run `credctl use {role}`"),
         Denial::MfaInvalid => format!(
             "the MFA code was rejected (wrong, expired or already used): run `credctl use \

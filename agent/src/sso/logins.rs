@@ -203,6 +203,10 @@ impl Logins {
             self.starting.locked().insert(key.clone());
             Starting(&self.starting, key)
         });
+        // As the AWS CLI v2 decides (`awscli/customizations/sso/utils.py`, `do_sso_login`):
+        // the authorization-code flow needs an `[sso-session]`; a legacy profile (`sso_start_url`
+        // in the profile itself) logs in with the device code.
+        let device_code = device_code || source.session.is_none();
         self.start_serial(source, device_code, now, may_start).await
     }
 
@@ -278,8 +282,16 @@ impl Logins {
         });
         // A registration for the other grant cannot be reused: PKCE clients name their
         // redirect, device clients none.
+        // The authorization-code client always asks for a scope: `sso:account:access` when
+        // none is configured (botocore `SSOTokenFetcherAuth._register_client`:
+        // `scopes or [_AUTH_GRANT_DEFAULT_SCOPE]`).
+        let scopes = if pkce.is_some() && source.scopes.is_empty() {
+            vec![crate::profiles::DEFAULT_SSO_SCOPES.to_owned()]
+        } else {
+            source.scopes.clone()
+        };
         let request = ClientRequest {
-            scopes: source.scopes.clone(),
+            scopes,
             pkce: pkce.clone(),
         };
         let kept = self
@@ -333,7 +345,7 @@ impl Logins {
                     redirect_uri: self.redirect_uri.clone(),
                     state: state.clone(),
                     code_challenge: verifier.challenge(),
-                    scopes: source.scopes.clone(),
+                    scopes: request.scopes.clone(),
                 },
             );
             let expires_at = now + PKCE_TTL;

@@ -126,6 +126,9 @@ pub enum Denial {
     MfaInvalid,
     /// STS is disabled in the region.
     RegionDisabled,
+    /// The request's signing time is too far from STS's clock (more than 5 minutes): this
+    /// machine's clock is wrong, not the key.
+    ClockSkew,
     /// The request itself is invalid (bad ARN, duration, session name…).
     BadRequest,
     /// Anything else STS or the SDK refused.
@@ -187,7 +190,14 @@ pub fn classify_code(op: StsOp, code: &str, message: &str, status: Option<u16>) 
         };
     }
     let mfa = message.contains("MultiFactorAuthentication") || message.contains("MFA");
+    // SigV4 refuses a request signed more than 5 minutes off STS's clock with
+    // `SignatureDoesNotMatch` "Signature expired: … is now earlier than …" (or later), which
+    // names no key problem at all.
+    let skewed = message.contains("Signature expired")
+        || message.contains("Signature not yet current")
+        || matches!(code, "RequestExpired" | "RequestTimeTooSkewed");
     let denial = match code {
+        _ if skewed => Denial::ClockSkew,
         "AccessDenied" | "AccessDeniedException" if mfa => Denial::MfaInvalid,
         "AccessDenied" | "AccessDeniedException" if op == StsOp::GetSessionToken => {
             Denial::MfaInvalid
@@ -344,6 +354,27 @@ impl StsApi for Retrying {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    #[test]
+    fn a_clock_off_by_more_than_five_minutes_is_no_invalid_key() {
+        // What STS answers a request signed with a clock 10 minutes behind.
+        let err = classify_code(
+            StsOp::AssumeRole,
+            "SignatureDoesNotMatch",
+            "Signature expired: 20261207T180000Z is now earlier than 20261207T180500Z \
+             (20261207T181000Z - 5 min.)",
+            Some(403),
+        );
+        assert_eq!(err.denial(), Some(Denial::ClockSkew));
+        // A wrong secret is still a wrong secret.
+        let err = classify_code(
+            StsOp::AssumeRole,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+            Some(403),
+        );
+        assert_eq!(err.denial(), Some(Denial::InvalidKey));
+    }
+
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
