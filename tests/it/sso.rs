@@ -581,3 +581,35 @@ fn a_legacy_sso_profile_logs_in_with_the_device_code() {
     let token = s.role_token("legacy");
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
 }
+
+/// Ctrl-C on `credctl login` ends the login: the agent stops polling for the device code, and
+/// the next `credctl login` starts a new one instead of joining the abandoned one.
+#[test]
+fn interrupting_credctl_login_cancels_the_login() {
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    let (mut child, rx) = spawn(&s, &["login", "corp", "--device-code"], &[]);
+    let first = line_with(&rx, "enter the code");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let _ = child.wait();
+    // Polling stops (the fake's device interval is 1 s).
+    let polled = || fake.count(&["calls", "CreateToken"]);
+    wait_until(Duration::from_secs(15), || {
+        let before = polled();
+        std::thread::sleep(Duration::from_millis(2500));
+        polled() == before
+    })
+    .expect("the agent kept polling a login nobody waits for");
+    // A new login is a new device authorization, not the abandoned one.
+    let (child, rx) = spawn(&s, &["login", "corp", "--device-code"], &[]);
+    let second = line_with(&rx, "enter the code");
+    assert_eq!(fake.count(&["calls", "StartDeviceAuthorization"]), 2);
+    assert_ne!(first, second, "a new user code");
+    fake.call("POST", "device/approve", "{}");
+    let out = finish(child);
+    assert!(stdout(&out).contains("logged in to IAM Identity Center (corp)"));
+}

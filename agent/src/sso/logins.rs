@@ -111,6 +111,9 @@ pub struct Logins {
     /// Logins being started right now (before their pending entry exists): a request for one
     /// of them joins it rather than start (and touch for) another.
     starting: Mutex<std::collections::HashSet<String>>,
+    /// How many `credctl`s wait for each login (`AwaitLogin`): when the last of them goes away
+    /// before the login ends (Ctrl-C), the login is cancelled.
+    waiting: Mutex<HashMap<String, usize>>,
 }
 
 fn label(login: &str) -> Vec<u8> {
@@ -146,6 +149,7 @@ impl Logins {
             callbacks: Mutex::new(HashMap::new()),
             serial: tokio::sync::Mutex::new(()),
             starting: Mutex::new(std::collections::HashSet::new()),
+            waiting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -396,6 +400,15 @@ impl Logins {
             let grant = Grant::DeviceCode(auth.device_code.clone());
             loop {
                 tokio::time::sleep(interval).await;
+                // Cancelled or failed meanwhile: stop asking.
+                let ended = this
+                    .logins
+                    .locked()
+                    .get(&key)
+                    .is_none_or(|l| l.pending.is_none());
+                if ended {
+                    break;
+                }
                 let now = SystemTime::now();
                 if now > auth.expires_at {
                     this.fail(
@@ -424,6 +437,31 @@ impl Logins {
 
     /// Waits for the login under way for `login` (or answers at once if it is usable).
     pub async fn wait(&self, login: &str, now: SystemTime) -> Response {
+        /// Counts this waiter; dropped before the wait ends (its credctl hung up: Ctrl-C), the
+        /// last waiter cancels the login, so nothing keeps polling or accepts a sign-in for a
+        /// command the person abandoned.
+        struct Waiter<'a> {
+            logins: &'a Logins,
+            login: String,
+            done: bool,
+        }
+        impl Drop for Waiter<'_> {
+            fn drop(&mut self) {
+                let last = {
+                    let mut waiting = self.logins.waiting.locked();
+                    let n = waiting.entry(self.login.clone()).or_insert(1);
+                    *n = n.saturating_sub(1);
+                    let last = *n == 0;
+                    if last {
+                        waiting.remove(&self.login);
+                    }
+                    last
+                };
+                if last && !self.done {
+                    self.logins.cancel(&self.login);
+                }
+            }
+        }
         let (rx, until) = {
             let logins = self.logins.locked();
             match logins.get(login) {
@@ -445,6 +483,12 @@ impl Logins {
                 _ => return login_required(login, "no login is under way"),
             }
         };
+        *self.waiting.locked().entry(login.to_owned()).or_default() += 1;
+        let mut waiter = Waiter {
+            logins: self,
+            login: login.to_owned(),
+            done: false,
+        };
         // Bounded by the login's own expiry (the device code's `expires_in`, or the browser
         // sign-in's 10 minutes), so no waiter hangs on a sign-in nobody finishes.
         let left = until
@@ -463,6 +507,7 @@ impl Logins {
             }
         })
         .await;
+        waiter.done = true;
         match outcome {
             Ok(Some(Ok(exp))) => Response::LoggedIn {
                 login: login.to_owned(),
@@ -802,6 +847,23 @@ impl Logins {
     }
 
     /// A login attempt failed: its waiters are told why.
+    /// Cancels the login under way for `key`, if one is: its waiters are told, its device code
+    /// is no longer polled, and a browser sign-in for it finds nothing when it comes back.
+    fn cancel(&self, key: &str) {
+        let under_way = self
+            .logins
+            .locked()
+            .get(key)
+            .is_some_and(|l| l.pending.is_some());
+        if under_way {
+            self.callbacks.locked().retain(|_, cb| cb.login != key);
+            self.fail(
+                key,
+                "the login was cancelled: the credctl waiting for it was interrupted",
+            );
+        }
+    }
+
     fn fail(&self, key: &str, why: &str) {
         let pending = self.logins.locked().get_mut(key).and_then(|l| {
             // A registration Identity Center no longer honours must not be reused.
