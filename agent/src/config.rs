@@ -21,16 +21,16 @@ pub struct Config {
     #[serde(deserialize_with = "de_loopback")]
     pub listen: SocketAddr,
     /// STS endpoint override (else `AWS_ENDPOINT_URL_STS`, else AWS).
-    #[serde(deserialize_with = "de_endpoint")]
+    #[serde(deserialize_with = "de_sts_endpoint")]
     pub sts_endpoint: Option<String>,
     /// IAM Identity Center OIDC endpoint override (else `AWS_ENDPOINT_URL_SSO_OIDC`, else AWS).
-    #[serde(deserialize_with = "de_endpoint")]
+    #[serde(deserialize_with = "de_sso_oidc_endpoint")]
     pub sso_oidc_endpoint: Option<String>,
     /// IAM Identity Center portal endpoint override (else `AWS_ENDPOINT_URL_SSO`, else AWS).
-    #[serde(deserialize_with = "de_endpoint")]
+    #[serde(deserialize_with = "de_sso_endpoint")]
     pub sso_endpoint: Option<String>,
     /// The AWS federation endpoint for `credctl console` (tests use a local one).
-    #[serde(deserialize_with = "de_endpoint")]
+    #[serde(deserialize_with = "de_federation_endpoint")]
     pub federation_endpoint: Option<String>,
     /// Keyring backend; `None` picks Secret Service when a session bus exists, else keyutils;
     /// `file` keeps sealed sources in 0600 files under the state directory (no keyring).
@@ -105,9 +105,16 @@ impl Config {
 
     /// Parses configuration text; `path` is used in error messages only.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let mut message = e.to_string().trim_end().to_owned();
+            if let Some(hint) = table_hint(&message) {
+                message.push('\n');
+                message.push_str(&hint);
+            }
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            }
         })?;
         // An MFA session shorter than a role session cannot refresh the role to its end: the
         // session would show hours left while every refresh failed.
@@ -262,11 +269,54 @@ fn de_loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
     Ok(addr)
 }
 
-fn de_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// An endpoint override, checked; the error names the setting it came from.
+fn de_endpoint<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
     crate::sts::check_endpoint(&s)
-        .map_err(|why| serde::de::Error::custom(format!("sts_endpoint {s:?}: {why}")))?;
+        .map_err(|why| serde::de::Error::custom(format!("{key} {s:?}: {why}")))?;
     Ok(Some(s))
+}
+
+/// Keys written at the top of config.toml; TOML puts a key below a `[table]` header into that
+/// table, where it is unknown.
+const TOP_LEVEL_KEYS: [&str; 10] = [
+    "listen",
+    "sts_endpoint",
+    "sso_oidc_endpoint",
+    "sso_endpoint",
+    "federation_endpoint",
+    "keyring",
+    "session_ttl",
+    "idle_timeout",
+    "mfa_session_ttl",
+    "lock_on",
+];
+
+/// For "unknown field `session_ttl`" inside `[approval]`: the key belongs above the header.
+fn table_hint(message: &str) -> Option<String> {
+    let key = message.split("unknown field `").nth(1)?.split('`').next()?;
+    TOP_LEVEL_KEYS.contains(&key).then(|| {
+        format!(
+            "`{key}` is a top-level setting, but TOML reads every key below a `[table]` header \
+             as part of that table: move `{key} = …` above the first `[…]` line"
+        )
+    })
+}
+
+fn de_sts_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_endpoint(d, "sts_endpoint")
+}
+
+fn de_sso_oidc_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_endpoint(d, "sso_oidc_endpoint")
+}
+
+fn de_sso_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_endpoint(d, "sso_endpoint")
+}
+
+fn de_federation_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_endpoint(d, "federation_endpoint")
 }
 
 #[cfg(test)]
@@ -347,6 +397,15 @@ attestation_ca = ["/etc/yubico.pem"]
             ("listen = \"localhost\"", "invalid listen address"),
             ("keyring = \"wallet\"", "wallet"),
             ("sts_endpoint = \"127.0.0.1:5000\"", "http://"),
+            (
+                "federation_endpoint = \"ftp://x\"",
+                "federation_endpoint \"ftp://x\"",
+            ),
+            ("sso_endpoint = \"ftp://x\"", "sso_endpoint \"ftp://x\""),
+            (
+                "[approval]\nallow_software_authenticators = true\nsession_ttl = \"2h\"",
+                "move `session_ttl = …` above the first `[…]` line",
+            ),
             ("[approval]\nuser_verification = \"maybe\"", "maybe"),
             ("session_ttl = 3600", "string"),
         ] {

@@ -241,11 +241,26 @@ pub struct OpenedRole {
     pub account_id: Option<String>,
 }
 
+/// An MFA code is the six digits an authenticator app or token shows (STS's `TokenCode`).
+fn check_mfa_code(code: &str) -> Result<()> {
+    if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(());
+    }
+    Err(crate::error::Failure::usage(
+        "an MFA code is the 6 digits your authenticator app or token shows now; nothing was \
+         sent (no touch, no STS call): run the command again with the current code",
+    ))
+}
+
 /// Opens `role` (touching if needed, asking for an MFA code if the source needs one).
 pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<OpenedRole> {
     // A mistyped --authenticator is a usage error before anything happens, not after the
     // agent started a ceremony.
     let auth = Authenticator::choose(&args.auth)?;
+    // A code that cannot be one is refused before any touch or STS call.
+    if let Some(code) = &args.mfa_code {
+        check_mfa_code(code)?;
+    }
     let mut mfa_code = args.mfa_code.clone().map(credagent_proto::Secret::new);
     let mut asked = false;
     let mut logged_in = false;
@@ -278,7 +293,8 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<Open
                     false,
                     &format!("pass the code with `--mfa-code CODE` ({message})"),
                 )?;
-                mfa_code = Some(credagent_proto::Secret::new(code.as_str()));
+                check_mfa_code(code.trim())?;
+                mfa_code = Some(credagent_proto::Secret::new(code.trim()));
                 asked = true;
             }
             Response::Error {

@@ -211,6 +211,12 @@ fn input_is_checked_and_options_that_cannot_apply_are_refused() {
     // An unknown authenticator is a usage error.
     let out = s.credctl(&["use", "demo", "--authenticator", "yubikey"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // An MFA code that cannot be one: refused before any touch or STS call.
+    let calls = s.sts.calls("AssumeRole").len();
+    let out = s.credctl(&["env", "demo", "--mfa-code", "abc"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("6 digits"), "{}", stderr(&out));
+    assert_eq!(s.sts.calls("AssumeRole").len(), calls);
     // exec without `--` runs the command all the same.
     let out = s.credctl(&["exec", "demo", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -404,4 +410,43 @@ fn source_add_never_replaces_by_accident_and_refuses_temporary_keys() {
         std::fs::read_to_string(&creds).unwrap(),
         "[ci]\nregion = eu-west-1\noutput = json\n"
     );
+}
+
+#[test]
+fn a_bad_role_arn_or_region_is_shown_by_roles_and_costs_no_touch() {
+    let s = Stack::new(
+        "[profile notarn]\nrole_arn = not-an-arn\nsource_profile = SOURCE\n\n\
+         [profile badregion]\nrole_arn = arn:aws:iam::123456789012:role/demo\nsource_profile = SOURCE\nregion = us-east-1;rm\n",
+        "",
+    )
+    .with_key_and_source();
+    let roles: serde_json::Value = serde_json::from_str(&s.ok(&["roles", "--json"])).unwrap();
+    for (name, needle) in [
+        ("notarn", "invalid role_arn"),
+        ("badregion", "invalid region"),
+    ] {
+        let r = roles
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap();
+        assert!(
+            r["problem"].as_str().is_some_and(|p| p.contains(needle)),
+            "{name}: {r}"
+        );
+    }
+    assert!(s.ok(&["roles"]).contains("BROKEN"));
+    let counter = key_counter(&s);
+    for role in ["notarn", "badregion"] {
+        let out = s.credctl(&["env", role]);
+        assert!(!out.status.success(), "{role}");
+        assert!(
+            stderr(&out).contains("invalid role_arn") || stderr(&out).contains("invalid region"),
+            "{role}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(key_counter(&s), counter, "no touch was spent");
+    assert!(s.sts.calls("AssumeRole").is_empty());
 }

@@ -371,6 +371,15 @@ impl Profiles {
             }
             if region.is_none() {
                 region = profile.get("region").map(str::to_owned);
+                if let Some(r) = region.as_deref().filter(|r| !is_region_name(r)) {
+                    return Err(ProfileError::BadValue {
+                        profile: current.clone(),
+                        key: "region",
+                        value: r.to_owned(),
+                        expected: "a region name such as eu-west-1 (lower-case letters, digits \
+                                   and dashes)",
+                    });
+                }
             }
             let Some(role_arn) = profile.get("role_arn") else {
                 if is_sso_profile(profile) {
@@ -385,6 +394,15 @@ impl Profiles {
                 }
                 break current;
             };
+            if !is_role_arn(role_arn) {
+                return Err(ProfileError::BadValue {
+                    profile: current.clone(),
+                    key: "role_arn",
+                    value: role_arn.to_owned(),
+                    expected: "a role ARN: arn:aws:iam::123456789012:role/NAME (aws-cn or \
+                               aws-us-gov for those partitions)",
+                });
+            }
             hops_rev.push(Hop {
                 profile: current.clone(),
                 role_arn: role_arn.to_owned(),
@@ -435,6 +453,40 @@ impl Profiles {
             sso,
         })
     }
+}
+
+/// A region name as AWS spells them (`eu-west-1`, `us-gov-west-1`, `cn-north-1`): what an SDK
+/// can build an endpoint from. Checked before a touch is asked for.
+fn is_region_name(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 32
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !r.starts_with('-')
+        && !r.ends_with('-')
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`, which STS accepts as a RoleArn.
+fn is_role_arn(arn: &str) -> bool {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    matches!(
+        partition,
+        "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b"
+    ) && (1..=12).contains(&account.len())
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource
+            .strip_prefix("role/")
+            .is_some_and(|name| !name.is_empty() && !name.contains(char::is_whitespace))
 }
 
 fn parse_duration_seconds(profile: &str, value: Option<&str>) -> Result<Option<u32>, ProfileError> {
