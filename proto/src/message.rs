@@ -180,6 +180,13 @@ pub enum Response {
         login: String,
         expires_at: u64,
     },
+    /// Answer to [`Request::Logout`]: the login's tokens are revoked and forgotten, and the role
+    /// sessions opened on it ended (their names).
+    LoggedOut {
+        login: String,
+        #[serde(default)]
+        ended: Vec<String>,
+    },
     /// A one-time loopback link (`http://127.0.0.1:PORT/console/ID`) that redirects once to the
     /// console's sign-in; it expires at `expires_at` (Unix seconds).
     ConsoleLink {

@@ -400,10 +400,22 @@ fn logout_revokes_and_forgets_the_login() {
         1,
         "sealed login"
     );
-    s.ok(&["logout", "corp"]);
+    // Roles opened on the login end with it, and credctl says which.
+    let token = s.role_token("dev-admin");
+    let deploy = s.role_token("deploy");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+    let out = s.ok(&["logout", "corp"]);
+    assert!(
+        out.contains("ended the role sessions opened on it: deploy, dev-admin"),
+        "{out}"
+    );
     assert_eq!(fake.count(&["calls", "Logout"]), 1);
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
     assert!(s.ok(&["roles"]).contains("login needed"));
+    for t in [&token, &deploy] {
+        assert_ne!(s.ecs(Some(t), &[]).0, 200, "served after the logout");
+    }
+    assert!(s.ok(&["status", "--json"]).contains("\"sessions\": []"));
 }
 
 #[test]

@@ -63,7 +63,17 @@ impl Control {
                     now,
                     Event::action("logout", &conn.peer(), None).subject(&source.login_key()),
                 );
-                self.logins.logout(&source).await
+                let reply = self.logins.logout(&source).await;
+                if !matches!(reply, Response::Ok) {
+                    return reply;
+                }
+                // The roles opened on this login go with it: credentials it issued are not
+                // served on after the person logged out.
+                let key = source.login_key();
+                let ended = self
+                    .sessions
+                    .end_where(|spec| spec.sso.as_ref().is_some_and(|s| s.login_key() == key));
+                Response::LoggedOut { login, ended }
             }
             Request::SsoDiscover { login } => {
                 let source = match self.sso_login(&login) {

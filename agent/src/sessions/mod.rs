@@ -568,6 +568,32 @@ impl Sessions {
         names
     }
 
+    /// Ends the sessions whose role `matches` (a logout ends the roles opened on that login) and
+    /// drops their credentials; returns their names, sorted.
+    pub fn end_where(&self, matches: impl Fn(&crate::profiles::RoleSpec) -> bool) -> Vec<String> {
+        let ended: Vec<(String, Arc<RoleSlot>)> = {
+            let mut roles = self.inner.roles.write();
+            let names: Vec<String> = roles
+                .iter()
+                .filter(|(_, s)| matches(&s.spec))
+                .map(|(n, _)| n.clone())
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|n| roles.remove(&n).map(|s| (n, s)))
+                .collect()
+        };
+        let mut names = Vec::with_capacity(ended.len());
+        for (name, slot) in ended {
+            let _st = slot.state.locked();
+            slot.set_credentials(None);
+            tracing::info!(role = %name, "session ended with its login");
+            names.push(name);
+        }
+        names.sort();
+        names
+    }
+
     /// Ends every session and drops every cached secret (role and MFA credentials); returns
     /// how many role sessions ended. Fetches in flight finish into the void.
     pub fn lock(&self) -> usize {

@@ -85,6 +85,20 @@ pub fn logout(socket: &Path, login: &str) -> Result<String> {
         Response::Ok => Ok(format!(
             "logged out of {login}: its tokens are revoked and forgotten\n"
         )),
+        Response::LoggedOut { ended, .. } => {
+            let mut out = format!("logged out of {login}: its tokens are revoked and forgotten\n");
+            if !ended.is_empty() {
+                out.push_str(&format!(
+                    "ended the role sessions opened on it: {}\n",
+                    ended
+                        .iter()
+                        .map(|r| crate::text::printable(r))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            Ok(out)
+        }
         other => Err(unexpected(&other)),
     }
 }
