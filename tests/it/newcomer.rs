@@ -182,6 +182,10 @@ fn every_check_that_needs_no_touch_runs_before_the_touch() {
 #[test]
 fn input_is_checked_and_options_that_cannot_apply_are_refused() {
     let s = Stack::new("", "").with_key_and_source();
+    // `imds ROLE` says "once its session is open" only while it is not.
+    assert!(s.ok(&["imds", "demo"]).contains("once its session is open"));
+    s.ok(&["env", "demo"]);
+    assert_eq!(s.ok(&["imds", "demo"]), "IMDS now serves role demo\n");
     // imds takes only a role that exists.
     let out = s.credctl(&["imds", "nosuch"]);
     assert!(!out.status.success());

@@ -436,14 +436,21 @@ pub fn credential_process(socket: &Path, role: &str, touch: &TouchArgs) -> Resul
 /// `credctl imds ROLE|--off`.
 pub fn imds(socket: &Path, role: Option<String>) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
-    let msg = match &role {
-        Some(r) => {
-            format!("IMDS now serves role {r} (once its session is open: `credctl use {r}`)\n")
-        }
-        None => "IMDS serves no role\n".into(),
+    agent.request(&Request::Imds { role: role.clone() })?;
+    let Some(r) = role else {
+        return Ok("IMDS serves no role\n".into());
     };
-    agent.request(&Request::Imds { role })?;
-    Ok(msg)
+    // Say "once its session is open" only when it is not.
+    let open = match agent.request(&Request::Status)? {
+        Response::Status(info) => info.sessions.iter().any(|s| s.name == r),
+        _ => false,
+    };
+    let r = crate::text::printable(&r);
+    Ok(if open {
+        format!("IMDS now serves role {r}\n")
+    } else {
+        format!("IMDS now serves role {r} once its session is open: `credctl use {r}`\n")
+    })
 }
 
 /// `credctl lock`.
