@@ -95,6 +95,9 @@ pub struct Conn {
     /// The peer's executable, named when it connected (it may be gone when the audit is
     /// written).
     exe: Option<Arc<str>>,
+    /// The IAM Identity Center logins this connection started or joined: released when it
+    /// closes, which cancels a login nobody else waits for (Ctrl-C on `credctl login`).
+    pub login_holds: Vec<crate::sso::LoginHold>,
 }
 
 impl Conn {
@@ -253,6 +256,7 @@ pub async fn serve(
             uid: me,
             pid,
             scoped_tokens: Vec::new(),
+            login_holds: Vec::new(),
             permit: Some(permit),
             exe: std::fs::read_link(format!("/proc/{pid}/exe"))
                 .ok()
@@ -463,6 +467,7 @@ mod tests {
             uid: 0,
             pid: 0,
             scoped_tokens: Vec::new(),
+            login_holds: Vec::new(),
             permit: None,
             exe: None,
         };

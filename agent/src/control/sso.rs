@@ -9,7 +9,12 @@ use super::{Conn, Control};
 use crate::audit::Event;
 
 impl Control {
-    pub(super) async fn sso_family(&self, req: Request, conn: &Conn, now: SystemTime) -> Response {
+    pub(super) async fn sso_family(
+        &self,
+        req: Request,
+        conn: &mut Conn,
+        now: SystemTime,
+    ) -> Response {
         match req {
             Request::Login { login, device_code } => {
                 let source = match self.sso_login(&login) {
@@ -51,6 +56,11 @@ impl Control {
                     now,
                     Event::action("login", &conn.peer(), refused).subject(&source.login_key()),
                 );
+                // This connection wants the login: until it closes, or it awaits and the login
+                // ends, the login goes on.
+                if let Response::LoginPending { login, .. } = &reply {
+                    conn.login_holds.push(self.logins.hold(login));
+                }
                 reply
             }
             Request::AwaitLogin { login } => self.logins.wait(&login, now).await,

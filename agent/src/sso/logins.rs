@@ -111,9 +111,37 @@ pub struct Logins {
     /// Logins being started right now (before their pending entry exists): a request for one
     /// of them joins it rather than start (and touch for) another.
     starting: Mutex<std::collections::HashSet<String>>,
-    /// How many `credctl`s wait for each login (`AwaitLogin`): when the last of them goes away
-    /// before the login ends (Ctrl-C), the login is cancelled.
+    /// How many holds each login has ([`LoginHold`]: the connection that started or joined it,
+    /// each `AwaitLogin`): when the last goes away before the login ends (Ctrl-C), the login is
+    /// cancelled.
     waiting: Mutex<HashMap<String, usize>>,
+}
+
+/// Someone who wants login `login` to go on: the control connection that started or joined it
+/// (held until that connection closes) and each `AwaitLogin`. When the last hold goes while the
+/// login is still under way, the person abandoned it (Ctrl-C on `credctl login`): it is
+/// cancelled, so nothing keeps polling or accepts a sign-in for a command nobody runs any more.
+pub struct LoginHold {
+    logins: Arc<Logins>,
+    login: String,
+}
+
+impl Drop for LoginHold {
+    fn drop(&mut self) {
+        let last = {
+            let mut waiting = self.logins.waiting.locked();
+            let n = waiting.entry(self.login.clone()).or_insert(1);
+            *n = n.saturating_sub(1);
+            let last = *n == 0;
+            if last {
+                waiting.remove(&self.login);
+            }
+            last
+        };
+        if last {
+            self.logins.cancel(&self.login);
+        }
+    }
 }
 
 fn label(login: &str) -> Vec<u8> {
@@ -436,32 +464,7 @@ impl Logins {
     }
 
     /// Waits for the login under way for `login` (or answers at once if it is usable).
-    pub async fn wait(&self, login: &str, now: SystemTime) -> Response {
-        /// Counts this waiter; dropped before the wait ends (its credctl hung up: Ctrl-C), the
-        /// last waiter cancels the login, so nothing keeps polling or accepts a sign-in for a
-        /// command the person abandoned.
-        struct Waiter<'a> {
-            logins: &'a Logins,
-            login: String,
-            done: bool,
-        }
-        impl Drop for Waiter<'_> {
-            fn drop(&mut self) {
-                let last = {
-                    let mut waiting = self.logins.waiting.locked();
-                    let n = waiting.entry(self.login.clone()).or_insert(1);
-                    *n = n.saturating_sub(1);
-                    let last = *n == 0;
-                    if last {
-                        waiting.remove(&self.login);
-                    }
-                    last
-                };
-                if last && !self.done {
-                    self.logins.cancel(&self.login);
-                }
-            }
-        }
+    pub async fn wait(self: &Arc<Self>, login: &str, now: SystemTime) -> Response {
         let (rx, until) = {
             let logins = self.logins.locked();
             match logins.get(login) {
@@ -483,12 +486,9 @@ impl Logins {
                 _ => return login_required(login, "no login is under way"),
             }
         };
-        *self.waiting.locked().entry(login.to_owned()).or_default() += 1;
-        let mut waiter = Waiter {
-            logins: self,
-            login: login.to_owned(),
-            done: false,
-        };
+        // Held while this credctl waits: if it goes away (Ctrl-C) and nobody else holds the
+        // login, the login is cancelled. A login that ended meanwhile cancels nothing.
+        let _hold = self.hold(login);
         // Bounded by the login's own expiry (the device code's `expires_in`, or the browser
         // sign-in's 10 minutes), so no waiter hangs on a sign-in nobody finishes.
         let left = until
@@ -507,7 +507,6 @@ impl Logins {
             }
         })
         .await;
-        waiter.done = true;
         match outcome {
             Ok(Some(Ok(exp))) => Response::LoggedIn {
                 login: login.to_owned(),
@@ -847,6 +846,15 @@ impl Logins {
     }
 
     /// A login attempt failed: its waiters are told why.
+    /// A hold on login `key` (see [`LoginHold`]).
+    pub fn hold(self: &Arc<Self>, key: &str) -> LoginHold {
+        *self.waiting.locked().entry(key.to_owned()).or_default() += 1;
+        LoginHold {
+            logins: Arc::clone(self),
+            login: key.to_owned(),
+        }
+    }
+
     /// Cancels the login under way for `key`, if one is: its waiters are told, its device code
     /// is no longer polled, and a browser sign-in for it finds nothing when it comes back.
     fn cancel(&self, key: &str) {
