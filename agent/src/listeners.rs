@@ -303,6 +303,16 @@ mod tests {
         let path = tmp.path().join("s");
         let l = UnixListener::bind(&path).unwrap();
         let me = std::process::id() as i32;
+        let peer = |p: &Path| {
+            getsockopt(
+                &std::os::unix::net::UnixStream::connect(p).unwrap(),
+                PeerCredentials,
+            )
+            .unwrap()
+            .pid()
+        };
+        // Looked at before the fork: afterwards the child may claim the socket first.
+        assert_eq!(peer(&path), me, "bound and listened here");
         // A child listens again on the inherited socket, then waits to be told to exit.
         let (r, w) = nix::unistd::pipe().unwrap();
         let (done_r, done_w) = nix::unistd::pipe().unwrap();
@@ -318,15 +328,6 @@ mod tests {
                 unsafe { nix::libc::_exit(0) }
             }
             nix::unistd::ForkResult::Parent { child } => {
-                let peer = |p: &Path| {
-                    getsockopt(
-                        &std::os::unix::net::UnixStream::connect(p).unwrap(),
-                        PeerCredentials,
-                    )
-                    .unwrap()
-                    .pid()
-                };
-                assert_eq!(peer(&path), me, "bound and listened here");
                 let mut ok = [0u8; 1];
                 nix::unistd::read(r.as_raw_fd(), &mut ok).unwrap();
                 assert_eq!(ok, [1], "the child claimed the socket");

@@ -625,3 +625,40 @@ fn interrupting_credctl_login_cancels_the_login() {
     let out = finish(child);
     assert!(stdout(&out).contains("logged in to IAM Identity Center (corp)"));
 }
+
+/// Names from the portal are data: a permission set named with a newline (which would start an
+/// INI line of its own, such as `credential_process = …`) is left out of `--config` and printed
+/// escaped in the table.
+#[test]
+fn portal_names_never_write_lines_into_the_aws_config() {
+    let fake = Fake::start(&[]);
+    let s = stack(&fake);
+    device_login(&s, &fake);
+    fake.call(
+        "POST",
+        "config",
+        &serde_json::json!({ "accounts": {
+            "444444444444": ["Admin\ncredential_process = /bin/evil", "ReadOnly"],
+        }})
+        .to_string(),
+    );
+    let mut cmd = s.env.command(bin("credctl"));
+    let out = cmd
+        .args(["roles", "--discover", "corp", "--config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let blocks = stdout(&out);
+    assert!(!blocks.contains("credential_process"), "{blocks}");
+    assert!(blocks.contains("sso_role_name = ReadOnly\n"), "{blocks}");
+    assert!(
+        stderr(&out).contains("left out account 444444444444"),
+        "{}",
+        stderr(&out)
+    );
+    let table = s.ok(&["roles", "--discover", "corp"]);
+    assert!(
+        table.contains("Admin\\ncredential_process") && !table.contains("Admin\ncredential"),
+        "{table}"
+    );
+}

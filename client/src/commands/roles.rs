@@ -25,15 +25,20 @@ pub fn render(roles: &[RoleInfo]) -> String {
             (None, Some(_)) => "BROKEN".into(),
             (None, None) => "none".into(),
         };
+        // Profile names come from ~/.aws/config: printed with control characters escaped.
         out.push_str(&format!(
             "{:<20} {:<14} {:<4} {}\n",
-            r.name,
+            crate::text::printable(&r.name),
             session,
             if r.mfa { "yes" } else { "no" },
             if r.chain.is_empty() {
-                r.role_arn.clone()
+                crate::text::printable(&r.role_arn).into_owned()
             } else {
-                r.chain.join(" → ")
+                r.chain
+                    .iter()
+                    .map(|c| crate::text::printable(c))
+                    .collect::<Vec<_>>()
+                    .join(" → ")
             }
         ));
         if let Some(sso) = &r.sso {
@@ -85,6 +90,16 @@ fn profile_name(account: &credagent_proto::SsoAccountInfo, role: &str) -> String
         .collect()
 }
 
+/// A permission-set name as IAM Identity Center allows them (`[\w+=,.@-]`, 1 to 32), so that
+/// it can go into an INI line as it is; anything else (a newline would start a line of its own,
+/// such as `credential_process = …`) is left out of `--config`.
+fn plain_permission_set(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
+}
+
 /// `credctl roles --discover LOGIN [--config]`.
 pub fn discover(socket: &Path, login: &str, json: bool, config: bool) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
@@ -111,7 +126,19 @@ pub fn discover(socket: &Path, login: &str, json: bool, config: bool) -> Result<
     let mut out = String::new();
     if config {
         for a in &accounts {
+            let account_ok =
+                a.account_id.len() == 12 && a.account_id.bytes().all(|b| b.is_ascii_digit());
             for role in &a.roles {
+                if !account_ok || !plain_permission_set(role) {
+                    eprintln!(
+                        "credctl: left out account {} role {}: not an account id and \
+                         permission-set name as AWS spells them, so not written into an AWS \
+                         config file",
+                        crate::text::printable(&a.account_id),
+                        crate::text::printable(role)
+                    );
+                    continue;
+                }
                 out.push_str(&format!("[profile {}]\n", profile_name(a, role)));
                 match &session {
                     Some(s) => out.push_str(&format!("sso_session = {s}\n")),
@@ -131,12 +158,17 @@ pub fn discover(socket: &Path, login: &str, json: bool, config: bool) -> Result<
         "{:<14} {:<24} {}\n",
         "ACCOUNT", "NAME", "PERMISSION SETS"
     ));
+    // Names come from the portal: printed with control characters escaped.
     for a in &accounts {
         out.push_str(&format!(
             "{:<14} {:<24} {}\n",
-            a.account_id,
-            a.account_name.as_deref().unwrap_or("-"),
-            a.roles.join(", ")
+            crate::text::printable(&a.account_id),
+            crate::text::printable(a.account_name.as_deref().unwrap_or("-")),
+            a.roles
+                .iter()
+                .map(|r| crate::text::printable(r))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     out.push_str(&format!(
