@@ -175,7 +175,8 @@ pub enum Command {
     },
     /// Open a session for ROLE if needed (touch) and make ROLE current for this shell.
     Use {
-        /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
+        /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
+        /// (see `credctl roles`).
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
@@ -186,7 +187,8 @@ pub enum Command {
     /// profile on its chain) when this environment sets neither; one this environment set is
     /// kept, and an unset one follows it. --region sets both.
     Exec {
-        /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
+        /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
+        /// (see `credctl roles`).
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
@@ -207,7 +209,8 @@ pub enum Command {
     /// nearest profile on its chain), except a variable already set in credctl's environment,
     /// which is never overwritten (an unset one follows it). --region prints both.
     Env {
-        /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
+        /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
+        /// (see `credctl roles`).
         role: String,
         #[command(flatten)]
         shell: ShellArgs,
@@ -229,7 +232,8 @@ pub enum Command {
     /// The JSON has no field for a region: put `region = …` in the profile that names
     /// `credential_process`, or set AWS_REGION.
     CredentialProcess {
-        /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
+        /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
+        /// (see `credctl roles`).
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
@@ -244,7 +248,8 @@ pub enum Command {
     /// both); `process` has no field for a region. These are long-lived copies of the
     /// credentials, unlike `env` and `exec`: `credctl lock` does not take them back.
     Export {
-        /// The role: a profile with role_arn in ~/.aws/config (see `credctl roles`).
+        /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
+        /// (see `credctl roles`).
         role: String,
         /// The output format.
         #[arg(long, value_enum, default_value_t = ExportFormat::Process)]

@@ -241,6 +241,19 @@ pub struct OpenedRole {
     pub account_id: Option<String>,
 }
 
+/// Keeps the agent's reason for the login (expired, never logged in) and drops its advice to run
+/// `credctl login`, which credctl is about to do itself.
+fn say_why_login(message: &str) {
+    let reason = message
+        .split(": run `credctl login")
+        .next()
+        .unwrap_or(message)
+        .trim();
+    if !reason.is_empty() {
+        eprintln!("credctl: {}", crate::text::printable(reason));
+    }
+}
+
 /// An MFA code is the six digits an authenticator app or token shows (STS's `TokenCode`).
 fn check_mfa_code(code: &str) -> Result<()> {
     if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
@@ -301,8 +314,9 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<Open
                 code: credagent_proto::ErrorCode::LoginRequired,
                 message,
             } if !logged_in => {
-                // Log in first (one login for the whole sso-session), then the touch.
-                eprintln!("credctl: {message}");
+                // Log in first (one login for the whole sso-session), then the touch. The
+                // agent's "run credctl login" is what a script would need; here credctl does it.
+                say_why_login(&message);
                 eprintln!("credctl: logging in first; the touch for {role} follows");
                 crate::commands::sso::run_login(agent, role, login_by_device_code(), &args.auth)?;
                 logged_in = true;

@@ -45,14 +45,28 @@ fn no_silent_bypass_by_a_default_profile_or_aws_profile() {
     );
     assert_demo_arn("exec with AWS_PROFILE set", &out);
 
-    // start unsets them in the shell and says so.
+    // start unsets them in the shell, and says so when this shell has them.
     let exports = s.ok(&["start"]);
     for v in ["AWS_PROFILE", "AWS_DEFAULT_PROFILE"] {
         assert!(exports.contains(&format!("unset {v};")), "{exports}");
     }
     assert!(
-        exports.lines().any(|l| l.starts_with("# credagent unsets")),
-        "{exports}"
+        !exports.contains("# credagent unsets"),
+        "nothing was set: {exports}"
+    );
+    let out = s
+        .env
+        .command(bin("credctl"))
+        .env("AWS_PROFILE", "static")
+        .arg("start")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l == "# credagent unsets AWS_PROFILE: SDKs would use them before the agent."),
+        "{}",
+        stdout(&out)
     );
     // use warns about what this shell still has.
     let out = s

@@ -124,10 +124,18 @@ pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<S
             .map(|v| EnvLine::Unset(v)),
     );
     let mut out = render(shell, &lines)?;
-    out.push_str(&format!(
-        "# credagent unsets {}: SDKs would use them before the agent.\n",
-        crate::commands::session::SHADOWING.join(", ")
-    ));
+    // Named only when this shell has them: a line about nothing is noise.
+    let set: Vec<&str> = crate::commands::session::SHADOWING
+        .iter()
+        .copied()
+        .filter(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+        .collect();
+    if !set.is_empty() {
+        out.push_str(&format!(
+            "# credagent unsets {}: SDKs would use them before the agent.\n",
+            set.join(", ")
+        ));
+    }
     out.push_str(&format!("echo Agent pid {};\n", agent.pid));
     for w in crate::bypass::file_warnings() {
         eprintln!("credctl: {w}");
