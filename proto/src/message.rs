@@ -98,8 +98,13 @@ pub enum Request {
     },
     /// Make `role` current for the shell token `token` (`credctl use`).
     Use { token: Secret, role: String },
-    /// The role's current credentials, for `credential_process`.
-    Credentials { role: String },
+    /// The role's current credentials, for `credential_process` (or `credctl export`, with
+    /// `export`: the audit names which).
+    Credentials {
+        role: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        export: bool,
+    },
     /// Choose the one role IMDS serves (`None`: IMDS serves nothing).
     Imds { role: Option<String> },
     /// Pending approvals (SDK requests for roles with no session).

@@ -41,6 +41,30 @@ const CALLER_REGION: [(&str, &str); 2] = [
 #[test]
 fn every_format_is_the_aws_clis() {
     let s = Stack::new("", "").with_key_and_source();
+    // The audit names export as export, not as credential_process.
+    let out = export(&s, &CALLER_REGION, &["demo", "--format", "env"]);
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    let path = s.env.home.join(".local/state/credagent/audit.jsonl");
+    let read = || {
+        let audit = std::fs::read_to_string(&path).unwrap_or_default();
+        let channels: Vec<serde_json::Value> = audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["role"] == "demo" && l["outcome"] == "served")
+            .map(|l| l["channel"].clone())
+            .collect();
+        (audit, channels)
+    };
+    // The audit writer batches: wait for the line.
+    crate::util::wait_until(std::time::Duration::from_secs(10), || {
+        read().1.iter().any(|c| c == "export")
+    });
+    let (audit, channels) = read();
+    assert!(channels.iter().any(|c| c == "export"), "{audit}");
+    assert!(
+        !channels.iter().any(|c| c == "credential_process"),
+        "{audit}"
+    );
     // botocore's profile, in a file of its own (the agent's ~/.aws/config stays roles only).
     let botocore_config = s.env.home.join("botocore-config");
     std::fs::write(

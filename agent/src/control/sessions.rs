@@ -66,7 +66,9 @@ impl Control {
             Request::AwaitCeremony { ceremony_id } => {
                 self.approvals.await_ceremony(&ceremony_id, conn.id).await
             }
-            Request::Credentials { role } => self.credentials(&role, conn, now).await,
+            Request::Credentials { role, export } => {
+                self.credentials(&role, export, conn, now).await
+            }
             Request::Console {
                 role,
                 destination,
@@ -267,7 +269,13 @@ impl Control {
         }
     }
 
-    async fn credentials(&self, role: &str, conn: &Conn, now: SystemTime) -> Response {
+    async fn credentials(
+        &self,
+        role: &str,
+        export: bool,
+        conn: &Conn,
+        now: SystemTime,
+    ) -> Response {
         let result = self.sessions.credentials(role, now).await;
         let (outcome, reason) = match &result {
             Ok(_) => (Outcome::Served, None),
@@ -276,7 +284,11 @@ impl Control {
         self.audit(
             now,
             Event {
-                channel: "credential_process",
+                channel: if export {
+                    "export"
+                } else {
+                    "credential_process"
+                },
                 role: Some(role.into()),
                 token_id: None,
                 origin: conn.origin(),

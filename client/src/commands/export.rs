@@ -210,7 +210,7 @@ pub fn export(
              in the profile that names credential_process",
         ));
     }
-    let (opened, c) = role_credentials(socket, role, touch)?;
+    let (opened, c) = role_credentials(socket, role, touch, true)?;
     let regions = if format == ExportFormat::Process {
         Vec::new()
     } else {

@@ -388,11 +388,13 @@ pub fn role_credentials(
     socket: &Path,
     role: &str,
     touch: &TouchArgs,
+    export: bool,
 ) -> Result<(OpenedRole, RoleCredentials)> {
     let mut agent = Agent::connect_or_fail(socket)?;
     let opened = open_role(&mut agent, role, touch)?;
     match agent.request(&Request::Credentials {
         role: role.to_owned(),
+        export,
     })? {
         Response::Credentials {
             access_key_id,
@@ -419,7 +421,7 @@ pub fn role_credentials(
 /// (`ProcessProvider._get_account_id`), aws-config and the JS SDK read for account-based
 /// endpoints.
 pub fn credential_process(socket: &Path, role: &str, touch: &TouchArgs) -> Result<String> {
-    let (_, c) = role_credentials(socket, role, touch)?;
+    let (_, c) = role_credentials(socket, role, touch, false)?;
     let mut body = serde_json::json!({
         "Version": 1,
         "AccessKeyId": c.access_key_id,
