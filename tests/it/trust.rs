@@ -354,6 +354,28 @@ fn a_deleted_vault_is_not_replaced_by_the_next_touch() {
     assert!(s.credctl(&["env", "demo"]).status.success());
 }
 
+/// `keys.json` deleted along with `vault.json` looks like a fresh install, but `trusted.json`
+/// still names the vault: a source added now is not stored unsealed either.
+#[test]
+fn deleting_the_keys_as_well_makes_no_fresh_install_for_a_new_source() {
+    let mut s = opened_then_locked("");
+    for f in ["vault.json", "keys.json"] {
+        std::fs::remove_file(state_dir(&s).join(f)).unwrap();
+    }
+    restart(&mut s);
+    let out = add_source(
+        &s,
+        "sneaky",
+        "AKIAIOSFODNN7NEWSRC2\nNEWSECRETxxxxxxxxxxxxxxVictimTypedThis99\n",
+        true,
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        !s.ok(&["source", "list"]).contains("sneaky"),
+        "nothing was stored"
+    );
+}
+
 /// The second attack review's swap: keys.json, vault.json and trusted.json all replaced by the
 /// attacker's own (validly MAC'd) set, the agent restarted, and the attacker's own key touched
 /// once, so "a touch proved the vault" holds. The user's next `source add` must still not be

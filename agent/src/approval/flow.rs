@@ -534,7 +534,12 @@ impl Approvals {
     /// the vault the keys were registered without (keys from before sealing) or is refused
     /// because `trusted.json` names the vault that was lost.
     pub fn may_seal_for(&self, conn: u64, now: SystemTime) -> bool {
-        if !self.approver.vault().exists() && self.approver.keys().is_empty() {
+        // `keys.json` deleted too is still no fresh install while `trusted.json` names the
+        // vault that was lost.
+        if !self.approver.vault().exists()
+            && self.approver.keys().is_empty()
+            && !self.approver.vault_lost()
+        {
             return true;
         }
         crate::util::LockExt::locked(&self.touched)

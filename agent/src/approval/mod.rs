@@ -224,6 +224,12 @@ impl Approver {
         })
     }
 
+    /// Whether `trusted.json` names a vault that `vault.json` no longer holds (deleted or
+    /// lost): no fresh install, whatever else is missing.
+    pub fn vault_lost(&self) -> bool {
+        self.lost_vault.is_some()
+    }
+
     /// The vault, shared with the sources (which seal to its public half).
     pub fn vault(&self) -> &Arc<VaultKeeper> {
         &self.vault
