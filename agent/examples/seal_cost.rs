@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.store(&keyring, "plain", &creds)?;
     let credential = b"bench-credential";
     let prf = PrfOutput::from_slice(&[0x5a; 32])?;
-    drop(vault.create(credential, [3; 32], &prf)?);
+    drop(vault.create(credential, [3; 32], &prf, true)?);
     store.store(&keyring, "sealed", &creds)?;
 
     let (mut plain, mut sealed, mut seal) = (Vec::new(), Vec::new(), Vec::new());

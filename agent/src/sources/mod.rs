@@ -394,7 +394,7 @@ mod tests {
         assert!(keyring.list().unwrap().is_empty());
 
         let prf = PrfOutput::from_slice(&[1; 32]).unwrap();
-        drop(vault.create(b"cred", [2; 32], &prf).unwrap());
+        drop(vault.create(b"cred", [2; 32], &prf, false).unwrap());
         assert!(store.store(&keyring, "base", &creds).unwrap());
         assert_eq!(keyring.list().unwrap(), vec!["base".to_owned()]);
         let sources = dir.path().join("sources");
@@ -436,7 +436,7 @@ mod tests {
         drop(
             VaultKeeper::load(dir.path())
                 .unwrap()
-                .create(b"cred", [2; 32], &prf)
+                .create(b"cred", [2; 32], &prf, false)
                 .unwrap(),
         );
         // The agent restarts: the vault is loaded, and no touch has unwrapped it yet.

@@ -102,6 +102,14 @@ impl VaultKeeper {
             .and_then(|f| f.wrap_for(credential_id).map(|w| w.point))
     }
 
+    /// Whether `credential_id`'s wrap was made with a user-verified touch; `None` without a wrap.
+    pub fn wrap_user_verified(&self, credential_id: &[u8]) -> Option<bool> {
+        self.file
+            .locked()
+            .as_ref()
+            .and_then(|f| f.wrap_for(credential_id).map(|w| w.user_verified))
+    }
+
     /// How many credentials hold a wrap.
     pub fn wraps(&self) -> usize {
         self.file.locked().as_ref().map_or(0, |f| f.wraps.len())
@@ -122,12 +130,14 @@ impl VaultKeeper {
     }
 
     /// Creates the vault, wrapped for its first credential. Refused if one exists: a second
-    /// vault would strand every secret sealed to the first.
+    /// vault would strand every secret sealed to the first. `user_verified`: whether the touch
+    /// that gave `prf_output` verified the user.
     pub fn create(
         &self,
         credential_id: &[u8],
         point: [u8; KEY_LEN],
         prf_output: &PrfOutput,
+        user_verified: bool,
     ) -> Result<VaultSecret, VaultError> {
         let mut slot = self.file.locked();
         if slot.is_some() {
@@ -137,21 +147,24 @@ impl VaultKeeper {
         }
         let secret = VaultSecret::generate()?;
         let mut file = VaultFile::new(secret.public().clone());
-        file.put_wrap(secret.wrap(credential_id, point, prf_output)?);
+        let mut wrap = secret.wrap(credential_id, point, prf_output)?;
+        wrap.user_verified = user_verified;
+        file.put_wrap(wrap);
         file.save(&self.path).map_err(|e| self.write_error(&e))?;
         *slot = Some(file);
         self.prove();
         Ok(secret)
     }
 
-    /// Wraps the vault's private half (`secret`, unwrapped by an authorizing touch) for another
-    /// credential.
+    /// Wraps the vault's private half (`secret`, unwrapped by an authorizing touch) for a
+    /// credential, replacing any wrap it had.
     pub fn add_wrap(
         &self,
         secret: &VaultSecret,
         credential_id: &[u8],
         point: [u8; KEY_LEN],
         prf_output: &PrfOutput,
+        user_verified: bool,
     ) -> Result<(), VaultError> {
         let mut slot = self.file.locked();
         let Some(current) = slot.as_ref() else {
@@ -161,7 +174,9 @@ impl VaultKeeper {
             return Err(VaultError::Unwrap);
         }
         let mut next = current.clone();
-        next.put_wrap(secret.wrap(credential_id, point, prf_output)?);
+        let mut wrap = secret.wrap(credential_id, point, prf_output)?;
+        wrap.user_verified = user_verified;
+        next.put_wrap(wrap);
         next.save(&self.path).map_err(|e| self.write_error(&e))?;
         *slot = Some(next);
         Ok(())
@@ -207,8 +222,8 @@ mod tests {
             keeper.unwrap(b"a", &prf(1)).unwrap_err(),
             VaultError::Unwrap
         );
-        let first = keeper.create(b"a", [7; KEY_LEN], &prf(1)).unwrap();
-        assert!(keeper.create(b"b", [8; KEY_LEN], &prf(2)).is_err());
+        let first = keeper.create(b"a", [7; KEY_LEN], &prf(1), false).unwrap();
+        assert!(keeper.create(b"b", [8; KEY_LEN], &prf(2), false).is_err());
         assert_eq!(keeper.point_for(b"a"), Some([7; KEY_LEN]));
         assert_eq!(keeper.point_for(b"b"), None);
 
@@ -220,11 +235,14 @@ mod tests {
         );
 
         keeper
-            .add_wrap(&again, b"b", [8; KEY_LEN], &prf(2))
+            .add_wrap(&again, b"b", [8; KEY_LEN], &prf(2), true)
             .unwrap();
         // What was written is what a restarted agent reads.
         let reloaded = VaultKeeper::load(dir.path()).unwrap();
         assert_eq!(reloaded.wraps(), 2);
+        assert_eq!(reloaded.wrap_user_verified(b"a"), Some(false));
+        assert_eq!(reloaded.wrap_user_verified(b"b"), Some(true));
+        assert_eq!(reloaded.wrap_user_verified(b"c"), None);
         assert_eq!(
             reloaded.unwrap(b"b", &prf(2)).unwrap().public(),
             first.public()
@@ -243,11 +261,11 @@ mod tests {
     fn a_secret_of_another_vault_cannot_add_a_wrap() {
         let dir = tempfile::tempdir().unwrap();
         let keeper = VaultKeeper::load(dir.path()).unwrap();
-        keeper.create(b"a", [7; KEY_LEN], &prf(1)).unwrap();
+        keeper.create(b"a", [7; KEY_LEN], &prf(1), false).unwrap();
         let stranger = VaultSecret::generate().unwrap();
         assert_eq!(
             keeper
-                .add_wrap(&stranger, b"evil", [1; KEY_LEN], &prf(3))
+                .add_wrap(&stranger, b"evil", [1; KEY_LEN], &prf(3), false)
                 .unwrap_err(),
             VaultError::Unwrap
         );

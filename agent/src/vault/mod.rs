@@ -206,6 +206,7 @@ impl VaultSecret {
             point,
             nonce,
             ciphertext,
+            user_verified: false,
         })
     }
 }
@@ -319,6 +320,14 @@ pub struct Wrapped {
     pub point: [u8; KEY_LEN],
     pub nonce: [u8; NONCE_LEN],
     pub ciphertext: Vec<u8>,
+    /// Whether the PRF output it was made with came from a user-verified touch (PIN or
+    /// biometric). An authenticator's hmac-secret has two secrets per credential, one for
+    /// touches with user verification and one for touches without (CTAP 2.1 §12.5,
+    /// CredRandomWithUV / CredRandomWithoutUV), so a wrap made with one output opens only with
+    /// that kind of touch: a touch lured over hidraw without the PIN yields nothing that opens
+    /// a user-verified wrap. The flag itself is only a hint of which touch to ask for: set
+    /// wrongly, the wrap simply does not open.
+    pub user_verified: bool,
 }
 
 impl std::fmt::Debug for Wrapped {

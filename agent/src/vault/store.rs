@@ -28,6 +28,10 @@ struct WrapV1 {
     point: String,
     nonce: String,
     ciphertext: String,
+    /// Absent in files written before wraps recorded it: those were all made with a touch
+    /// without user verification.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    user_verified: bool,
 }
 
 /// The vault as stored: its public half and its wraps.
@@ -87,6 +91,7 @@ impl VaultFile {
                     point: hex::encode(w.point),
                     nonce: hex::encode(w.nonce),
                     ciphertext: hex::encode(&w.ciphertext),
+                    user_verified: w.user_verified,
                 })
                 .collect(),
         };
@@ -112,6 +117,7 @@ impl VaultFile {
                     point: fixed::<KEY_LEN>("point", &w.point)?,
                     nonce: fixed::<NONCE_LEN>("nonce", &w.nonce)?,
                     ciphertext: hex_field("ciphertext", &w.ciphertext)?,
+                    user_verified: w.user_verified,
                 })
             })
             .collect::<Result<_, VaultError>>()?;

@@ -247,3 +247,21 @@ fn locked_buffers_hold_their_bytes_and_are_locked_when_the_limit_allows() {
     }
     assert!(!Locked::take(Vec::new()).is_locked());
 }
+
+#[test]
+fn wraps_record_whether_a_verified_touch_made_them() {
+    let vault = VaultSecret::generate().unwrap();
+    let mut file = VaultFile::new(vault.public().clone());
+    let mut verified = vault.wrap(b"A", [1; KEY_LEN], &prf(1)).unwrap();
+    verified.user_verified = true;
+    file.put_wrap(verified);
+    file.put_wrap(vault.wrap(b"B", [2; KEY_LEN], &prf(2)).unwrap());
+    let json = file.to_json().unwrap();
+    let back = VaultFile::from_json(&json).unwrap();
+    assert!(back.wrap_for(b"A").unwrap().user_verified);
+    assert!(!back.wrap_for(b"B").unwrap().user_verified);
+    // A touch-only wrap is written as files were before the flag existed, and such files read
+    // as touch-only.
+    assert_eq!(json.matches("user_verified").count(), 1, "{json}");
+    assert_eq!(back, file);
+}
