@@ -282,6 +282,8 @@ mod tests {
             vault: Some("0123456789abcdef".into()),
             sealing: "required".into(),
             unsealed_keys: vec!["old".into()],
+            user_verification: "required".into(),
+            touch_only_keys: vec!["older".into()],
             lock_on: vec!["suspend (logind PrepareForSleep): watched".into()],
             settings: "confirmed by a touch since the agent started".into(),
             approvals: vec![crate::message::ApprovalInProgress {

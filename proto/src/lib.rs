@@ -28,6 +28,13 @@ pub use secret::Secret;
 /// revoke.
 pub const PROTOCOL_VERSION: u32 = 2;
 
+/// The member of an approval challenge's `options` that lists (base64url credential ids) the
+/// keys whose copy of the vault still opens with a touch alone, and the member of the answer
+/// that carries such a key's PRF output from a touch *without* user verification (base64url).
+/// The agent asks for it only to move that copy to user verification: the answer's own PRF
+/// output, from the user-verified touch, wraps it anew.
+pub const PRF_WITHOUT_UV: &str = "credagentPrfWithoutUv";
+
 /// The timeouts both sides agree on, stated once.
 pub mod timeouts {
     use std::time::Duration;

@@ -427,6 +427,11 @@ pub struct KeyInfo {
     /// it opens sealed sources. `false`: it approves by policy only ("unsealed").
     #[serde(default)]
     pub sealed: bool,
+    /// Whether its copy of the vault opens only with user verification (PIN or biometric).
+    /// `false` for a sealed key: a touch alone opens it (made touch-only, or before user
+    /// verification was required; it moves at the key's next approval through credctl).
+    #[serde(default)]
+    pub verified_seal: bool,
 }
 
 /// A source profile whose keys are in the keyring.
@@ -568,6 +573,13 @@ pub struct StatusInfo {
     /// Registered keys that hold no copy of the vault: their touch opens no sealed source.
     #[serde(default)]
     pub unsealed_keys: Vec<String>,
+    /// `[approval] user_verification`: `required` (the default: a touch opens the vault only
+    /// with the key's PIN or biometric) or `discouraged` (a touch alone; weaker).
+    #[serde(default)]
+    pub user_verification: String,
+    /// Sealed keys whose copy of the vault still opens with a touch alone.
+    #[serde(default)]
+    pub touch_only_keys: Vec<String>,
     /// The lock signals (suspend, screen lock) and whether the agent could subscribe to each.
     #[serde(default)]
     pub lock_on: Vec<String>,

@@ -30,12 +30,40 @@ pub const SOFT_AAGUID: Uuid = webauthn_authenticator_rs::softtoken::AAGUID;
 /// Largest state file we read: a token with thousands of credentials stays far below.
 const MAX_FILE_SIZE: u64 = 16 << 20;
 
+/// The environment variable that holds the software authenticator's PIN: set when the file is
+/// created, the new authenticator gets that PIN; set when it is used, it is the PIN credctl
+/// gives it. Only the software authenticator reads it (a real key's PIN is asked on the
+/// terminal, never taken from the environment, which other programs of the user can read).
+pub const SOFT_PIN_VAR: &str = "CREDCTL_SOFT_PIN";
+
 /// How a new soft authenticator behaves.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SoftOptions {
     /// Set the user-verified flag without verifying anyone, so policies that require user
-    /// verification can be exercised in tests. Without it, such requests are refused.
+    /// verification can be exercised in tests. Without it (and without a PIN), such requests
+    /// are refused.
     pub claim_user_verification: bool,
+    /// A PIN: the authenticator then verifies the user as a security key with a PIN does
+    /// (clientPIN, pinUvAuthToken with permissions).
+    pub pin: Option<Zeroizing<String>>,
+}
+
+impl SoftOptions {
+    /// The options for a file created on first use: a PIN from [`SOFT_PIN_VAR`] if it is set.
+    pub fn from_env() -> SoftOptions {
+        SoftOptions {
+            claim_user_verification: false,
+            pin: soft_pin(),
+        }
+    }
+}
+
+/// The PIN from [`SOFT_PIN_VAR`], if it is set and not empty.
+fn soft_pin() -> Option<Zeroizing<String>> {
+    std::env::var(SOFT_PIN_VAR)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Zeroizing::new)
 }
 
 /// Why the software authenticator could not act.
@@ -74,8 +102,9 @@ pub enum SoftError {
     )]
     OriginRefused { origin: String },
     #[error(
-        "the software authenticator cannot do what was asked ({0}): it has no PIN, no resident \
-         keys, and verifies users only if created to claim it"
+        "the software authenticator cannot do what was asked ({0}): it verifies the user only \
+         with a PIN, which it gets when created with CREDCTL_SOFT_PIN set (and takes from \
+         CREDCTL_SOFT_PIN when used); it has no resident keys"
     )]
     Unsupported(#[source] CtapError),
     #[error(
@@ -100,7 +129,7 @@ impl SoftAuthenticator {
     pub fn open_or_create(path: &Path) -> Result<Self, SoftError> {
         match Self::open(path) {
             Err(SoftError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                match Self::create(path, SoftOptions::default()) {
+                match Self::create(path, SoftOptions::from_env()) {
                     Ok(authenticator) => Ok(authenticator),
                     // Someone created it in the meantime: use theirs.
                     Err(SoftError::Exists { .. }) => Self::open(path),
@@ -144,7 +173,7 @@ impl SoftAuthenticator {
         })?;
         Ok(Self {
             path: path.to_path_buf(),
-            client: CtapClient::new(device),
+            client: client(device),
         })
     }
 
@@ -152,7 +181,10 @@ impl SoftAuthenticator {
     /// with `packed` self attestation (signed by the credential key, no certificate), so
     /// `attestation_ca` policies refuse it.
     pub fn create(path: &Path, options: SoftOptions) -> Result<Self, SoftError> {
-        let device = SoftDevice::new(options.claim_user_verification, *SOFT_AAGUID.as_bytes());
+        let mut device = SoftDevice::new(options.claim_user_verification, *SOFT_AAGUID.as_bytes());
+        if let Some(pin) = &options.pin {
+            device = device.with_pin(pin, true);
+        }
         let bytes = device
             .to_bytes()
             .ok_or(SoftError::Failed(CtapError::Malformed(
@@ -170,8 +202,13 @@ impl SoftAuthenticator {
         })?;
         Ok(Self {
             path: path.to_path_buf(),
-            client: CtapClient::new(device),
+            client: client(device),
         })
+    }
+
+    /// Whether the authenticator has a PIN (and so verifies the user).
+    pub fn has_pin(&self) -> bool {
+        self.client.device().has_pin()
     }
 
     /// The state file.
@@ -235,6 +272,25 @@ impl SoftAuthenticator {
         Ok((assertion, output))
     }
 
+    /// The PRF output of `credential` from a touch without user verification
+    /// ([`CtapClient::prf_without_uv`]); the new counter is on disk before it is returned.
+    pub fn prf_without_uv(
+        &mut self,
+        rp_id: &str,
+        credential: &[u8],
+        input: &[u8],
+    ) -> Result<PrfOutput, SoftError> {
+        let output = self
+            .client
+            .prf_without_uv(rp_id, credential, input)
+            .map_err(|e| match e {
+                CtapError::NoCredentials => SoftError::UnknownCredential,
+                e => SoftError::Failed(e),
+            })?;
+        self.save()?;
+        Ok(output)
+    }
+
     fn map_error(&mut self, err: WebauthnCError, origin: &Url) -> SoftError {
         match self.client.take_error() {
             Some(CtapError::NoCredentials) => SoftError::UnknownCredential,
@@ -273,6 +329,11 @@ impl SoftAuthenticator {
             source,
         })
     }
+}
+
+/// The CTAP2 client over a soft device, given its PIN from [`SOFT_PIN_VAR`] when asked.
+fn client(device: SoftDevice) -> CtapClient<SoftDevice> {
+    CtapClient::new(device).with_pin_callback(Box::new(soft_pin))
 }
 
 fn parent_dir(path: &Path) -> &Path {

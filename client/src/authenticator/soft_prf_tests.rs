@@ -205,6 +205,7 @@ fn user_verification_is_claimed_only_when_created_to() {
     let rp = relying_party();
     let claiming = SoftOptions {
         claim_user_verification: true,
+        pin: None,
     };
     let mut uv = SoftAuthenticator::create(&dir.path().join("uv"), claiming).unwrap();
     let mut plain = SoftAuthenticator::open_or_create(&dir.path().join("plain")).unwrap();

@@ -214,7 +214,8 @@ pub fn answer(agent: &mut Agent, c: &Challenge, what: &str) -> Result<Response> 
         .with_transports(vec![AuthenticatorTransport::Usb]);
     let credential = if c.role.is_some() {
         let (options, inputs) = prf::parse_authentication(&c.options).map_err(Failure::failed)?;
-        client.set_prf_inputs(inputs);
+        let rp_id = options.public_key.rp_id.clone();
+        client.set_prf_inputs(inputs.clone());
         let cred = client.do_authentication(origin, options).map_err(|e| {
             let why = client
                 .take_error()
@@ -225,7 +226,18 @@ pub fn answer(agent: &mut Agent, c: &Challenge, what: &str) -> Result<Response> 
             )
         })?;
         let output = client.take_prf_output();
-        prf::authentication_answer(&cred, output.as_deref())
+        let mut answer =
+            prf::authentication_answer(&cred, output.as_deref()).map_err(Failure::failed)?;
+        if let Some(input) =
+            crate::touch::without_uv_input(&c.options, &cred.raw_id, inputs.as_ref())
+        {
+            crate::touch::say_moving_to_user_verification();
+            let touch_only = client
+                .prf_without_uv(&rp_id, &cred.raw_id, input)
+                .map_err(|e| fail(e.to_string(), "the key was not touched in time"))?;
+            crate::touch::add_without_uv(&mut answer, &touch_only);
+        }
+        Ok(answer)
     } else {
         let (options, want_prf) = prf::parse_registration(&c.options).map_err(Failure::failed)?;
         client.request_prf_on_create(want_prf);

@@ -401,6 +401,58 @@ impl<D: CtapDevice> CtapClient<D> {
     }
 }
 
+impl<D: CtapDevice> CtapClient<D> {
+    /// The hmac-secret output of `credential` at the PRF input `input` from a touch *without*
+    /// user verification: what the key gives anyone who reaches it, PIN or not. The agent asks
+    /// for it once per key, to move a copy of the vault made before user verification was
+    /// required (it opens with this output) to the output of a verified touch. The assertion
+    /// signs a random client data hash: only the output matters, and it proves itself by
+    /// opening that copy.
+    pub fn prf_without_uv(
+        &mut self,
+        rp_id: &str,
+        credential: &[u8],
+        input: &[u8],
+    ) -> Result<PrfOutput, CtapError> {
+        self.last_error = None;
+        let info = self.info()?;
+        if !info.has_extension(EXTENSION) {
+            return Err(CtapError::UnsupportedExtension);
+        }
+        let protocol = PinUvProtocol::choose(&info.pin_uv_protocols);
+        let device_key = self.device_key_agreement(protocol)?;
+        let session = HmacSecretSession::new(protocol, &device_key)?;
+        let mut extensions = Map::new();
+        extensions.insert(cbor::text(EXTENSION), session.input(&prf_salt(input))?);
+        let mut client_data_hash = vec![0u8; 32];
+        getrandom::fill(&mut client_data_hash)
+            .map_err(|_| CtapError::Crypto("no random source"))?;
+        let req = GetAssertion {
+            rp_id: rp_id.to_owned(),
+            client_data_hash,
+            allow_list: vec![credential.to_vec()],
+            extensions,
+            ..Default::default()
+        };
+        let assertion =
+            Assertion::decode(&self.device.command(CMD_GET_ASSERTION, &req.encode()?)?)?;
+        let auth_data = AuthData::parse(&assertion.auth_data)?;
+        if auth_data.rp_id_hash != sha256(rp_id.as_bytes()) {
+            return Err(CtapError::Malformed("rpIdHash does not match the RP ID"));
+        }
+        check_flags(&auth_data, Uv::None)?;
+        if auth_data.user_verified() {
+            return Err(CtapError::Malformed(
+                "the key verified the user where it was asked not to",
+            ));
+        }
+        match auth_data.extension(EXTENSION) {
+            Some(Value::Bytes(encrypted)) => session.output(encrypted),
+            _ => Err(CtapError::Malformed("no hmac-secret output")),
+        }
+    }
+}
+
 /// The device must say it saw the user, and verified them when asked to.
 fn check_flags(auth_data: &AuthData, uv: Uv) -> Result<(), CtapError> {
     if !auth_data.user_present() {

@@ -107,3 +107,65 @@ fn a_wrong_pin_is_refused() {
     assert!(client.do_registration(origin(), ccr).is_err());
     assert_eq!(client.take_error(), Some(CtapError::PinInvalid));
 }
+
+#[test]
+fn a_touch_without_the_pin_gives_another_prf_output_than_one_with_it() {
+    let rp = relying_party();
+    let device = SoftDevice::new(false, [1; 16]).with_pin("1234", true);
+    let (mut client, asked) = client(device, "1234");
+    let (ccr, state) = rp
+        .start_passkey_registration(Uuid::new_v4(), "u", "u", None)
+        .unwrap();
+    client.request_prf_on_create(true);
+    let reg = client.do_registration(origin(), ccr).unwrap();
+    let passkey = rp.finish_passkey_registration(&reg, &state).unwrap();
+    let (rcr, _) = rp
+        .start_passkey_authentication(std::slice::from_ref(&passkey))
+        .unwrap();
+    client.set_prf_inputs(Some(PrfInputs {
+        eval: Some(b"point".to_vec()),
+        ..Default::default()
+    }));
+    client.do_authentication(origin(), rcr).unwrap();
+    let verified = client.take_prf_output().unwrap();
+    let asked_before = asked.get();
+
+    // What any program that reaches the key gets without its PIN: a stable output, another one.
+    let id = passkey.cred_id().as_slice();
+    let touch_only = client.prf_without_uv("localhost", id, b"point").unwrap();
+    assert_eq!(asked.get(), asked_before, "no PIN asked");
+    assert_ne!(*touch_only, *verified);
+    assert_eq!(
+        *client.prf_without_uv("localhost", id, b"point").unwrap(),
+        *touch_only
+    );
+    assert_ne!(
+        *client.prf_without_uv("localhost", id, b"other").unwrap(),
+        *touch_only
+    );
+    assert_eq!(
+        client
+            .prf_without_uv("localhost", b"unknown", b"point")
+            .unwrap_err(),
+        CtapError::NoCredentials
+    );
+}
+
+#[test]
+fn a_soft_device_keeps_its_pin_across_saves() {
+    let device = SoftDevice::new(false, [1; 16]).with_pin("1234", true);
+    assert!(device.has_pin());
+    let restored = SoftDevice::from_bytes(&device.to_bytes().unwrap(), [1; 16]).unwrap();
+    assert!(restored.has_pin());
+    // The restored device still wants that PIN, and only that one.
+    let rp = relying_party();
+    let (mut wrong, _) = client(restored, "9999");
+    let (ccr, _) = rp
+        .start_passkey_registration(Uuid::new_v4(), "u", "u", None)
+        .unwrap();
+    assert!(wrong.do_registration(origin(), ccr).is_err());
+    assert_eq!(wrong.take_error(), Some(CtapError::PinInvalid));
+    let plain = SoftDevice::new(false, [1; 16]);
+    let restored = SoftDevice::from_bytes(&plain.to_bytes().unwrap(), [1; 16]).unwrap();
+    assert!(!restored.has_pin());
+}

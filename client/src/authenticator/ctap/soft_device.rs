@@ -43,6 +43,10 @@ struct SoftState {
     v: u32,
     claim_uv: bool,
     credentials: Vec<StoredCredential>,
+    /// The PIN, when one is set: LEFT(SHA-256(PIN), 16) and whether tokens come with
+    /// permissions. Absent in files written before soft devices kept a PIN.
+    #[serde(default)]
+    pin: Option<([u8; 16], bool)>,
 }
 
 /// The software authenticator. Its key agreement key is made anew for every instance, as a key
@@ -51,8 +55,7 @@ pub struct SoftDevice {
     state: SoftState,
     key_agreement: KeyAgreement,
     aaguid: [u8; 16],
-    /// LEFT(SHA-256(PIN), 16) when a PIN is set: only tests set one, to exercise the client's
-    /// PIN path; it is not persisted.
+    /// LEFT(SHA-256(PIN), 16) when a PIN is set (kept in the state too).
     pin_hash: Option<[u8; 16]>,
     /// Whether getInfo offers getPinUvAuthTokenUsingPinWithPermissions (else getPINToken only).
     pin_permissions: bool,
@@ -85,6 +88,7 @@ impl SoftDevice {
                 v: STATE_VERSION,
                 claim_uv,
                 credentials: Vec::new(),
+                pin: None,
             },
             key_agreement: KeyAgreement::generate(),
             aaguid,
@@ -94,15 +98,21 @@ impl SoftDevice {
         }
     }
 
-    /// Sets a PIN (not persisted), and whether tokens come with permissions (CTAP 2.1) or from
-    /// getPINToken (CTAP 2.0).
-    #[cfg(test)]
+    /// Sets a PIN (kept with the state), and whether tokens come with permissions (CTAP 2.1)
+    /// or from getPINToken (CTAP 2.0). With a PIN the device verifies the user: a command with
+    /// a valid pinUvAuthParam gets the UV flag and the with-UV hmac-secret.
     pub fn with_pin(mut self, pin: &str, permissions: bool) -> SoftDevice {
         let mut hash = [0u8; 16];
         hash.copy_from_slice(&sha256(pin.as_bytes())[..16]);
         self.pin_hash = Some(hash);
         self.pin_permissions = permissions;
+        self.state.pin = Some((hash, permissions));
         self
+    }
+
+    /// Whether a PIN is set.
+    pub fn has_pin(&self) -> bool {
+        self.pin_hash.is_some()
     }
 
     /// Restores a device from `to_bytes`; `None` if the bytes are not a state of this version.
@@ -111,12 +121,16 @@ impl SoftDevice {
         if state.v != STATE_VERSION {
             return None;
         }
+        let (pin_hash, pin_permissions) = match state.pin {
+            Some((hash, permissions)) => (Some(hash), permissions),
+            None => (None, false),
+        };
         Some(SoftDevice {
             state,
             key_agreement: KeyAgreement::generate(),
             aaguid,
-            pin_hash: None,
-            pin_permissions: false,
+            pin_hash,
+            pin_permissions,
             pin_token: None,
         })
     }
