@@ -44,6 +44,8 @@ impl AgentState {
             settings: String::new(),
             approvals: Vec::new(),
             unsealed_keys: Vec::new(),
+            user_verification: String::new(),
+            touch_only_keys: Vec::new(),
             lock_on: Vec::new(),
         }
     }

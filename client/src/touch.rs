@@ -168,10 +168,20 @@ fn soft(agent: &mut Agent, path: &std::path::Path, c: &Challenge) -> Result<Resp
     };
     let credential = if c.role.is_some() {
         let (options, prf) = prf::parse_authentication(&c.options).map_err(Failure::failed)?;
+        let rp_id = options.public_key.rp_id.clone();
         let (cred, output) = token
-            .authenticate_with_prf(&origin, options, prf)
+            .authenticate_with_prf(&origin, options, prf.clone())
             .map_err(refused)?;
-        prf::authentication_answer(&cred, output.as_deref())
+        let mut answer =
+            prf::authentication_answer(&cred, output.as_deref()).map_err(Failure::failed)?;
+        if let Some(input) = without_uv_input(&c.options, &cred.raw_id, prf.as_ref()) {
+            say_moving_to_user_verification();
+            let touch_only = token
+                .prf_without_uv(&rp_id, &cred.raw_id, input)
+                .map_err(refused)?;
+            add_without_uv(&mut answer, &touch_only);
+        }
+        Ok(answer)
     } else {
         let (options, want_prf) = prf::parse_registration(&c.options).map_err(Failure::failed)?;
         let (cred, enabled) = token
@@ -181,6 +191,47 @@ fn soft(agent: &mut Agent, path: &std::path::Path, c: &Challenge) -> Result<Resp
     }
     .map_err(Failure::failed)?;
     approve(agent, c, credential)
+}
+
+/// The PRF input of `credential` when the agent also asks for its output from a touch without
+/// user verification ([`credagent_proto::PRF_WITHOUT_UV`]): its copy of the vault predates user
+/// verification and moves now.
+#[cfg(any(feature = "soft-authenticator", feature = "usb"))]
+pub(crate) fn without_uv_input<'a>(
+    options: &serde_json::Value,
+    credential: &[u8],
+    prf: Option<&'a crate::authenticator::ctap::prf::PrfInputs>,
+) -> Option<&'a [u8]> {
+    use base64::Engine as _;
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(credential);
+    let listed = options
+        .get(credagent_proto::PRF_WITHOUT_UV)?
+        .as_array()?
+        .iter()
+        .any(|v| v.as_str() == Some(id.as_str()));
+    listed.then(|| prf?.input_for(Some(credential)))?
+}
+
+/// Adds the touch-only output to an answer ([`credagent_proto::PRF_WITHOUT_UV`]).
+#[cfg(any(feature = "soft-authenticator", feature = "usb"))]
+pub(crate) fn add_without_uv(answer: &mut serde_json::Value, output: &[u8; 32]) {
+    use base64::Engine as _;
+    if let Some(o) = answer.as_object_mut() {
+        o.insert(
+            credagent_proto::PRF_WITHOUT_UV.into(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(output)
+                .into(),
+        );
+    }
+}
+
+#[cfg(any(feature = "soft-authenticator", feature = "usb"))]
+pub(crate) fn say_moving_to_user_verification() {
+    eprintln!(
+        "credctl: this key's copy of your vault still opens with a touch alone: touch the key \
+         once more, without the PIN, to move it to PIN protection (asked once per key)"
+    );
 }
 
 /// Sends the answer to the agent, then overwrites the strings of the answer (a PRF output is a

@@ -509,7 +509,8 @@ fn assert_no_prf_refusal(
 /// Neither is stored.
 #[test]
 fn a_browser_key_without_prf_is_refused_and_not_stored() {
-    let s = Stack::new("", "").with_source();
+    // Touch-only, so that a key that cannot verify the user may register at all.
+    let s = Stack::new("", "approval.user_verification = \"discouraged\"").with_source();
     let mut driver = Driver::start();
 
     let r = driver.send(serde_json::json!({"authenticator": {"hasPrf": false}}));

@@ -154,7 +154,8 @@ impl Drop for Stack {
 
 impl Stack {
     /// Starts moto, writes configs (`extra_aws` is appended to ~/.aws/config, with `SOURCE`
-    /// replaced by the source name) and starts the agent.
+    /// replaced by the source name; `extra_agent_config` to config.toml, its `approval.KEY`
+    /// lines into the `[approval]` table) and starts the agent.
     pub fn new(extra_aws: &str, extra_agent_config: &str) -> Stack {
         Self::new_with_env(extra_aws, extra_agent_config, &[])
     }
@@ -173,11 +174,20 @@ impl Stack {
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
         std::fs::create_dir_all(env.home.join(".config/credagent")).unwrap();
+        // Lines `approval.KEY = …` of the extra config go into the [approval] table.
+        let (approval, top): (Vec<&str>, Vec<&str>) = extra_agent_config
+            .lines()
+            .partition(|l| l.starts_with("approval."));
+        let approval: String = approval
+            .iter()
+            .map(|l| format!("{}\n", &l["approval.".len()..]))
+            .collect();
         std::fs::write(
             env.home.join(".config/credagent/config.toml"),
             format!(
-                "sts_endpoint = \"{}\"\nkeyring = \"keyutils\"\n{extra_agent_config}\n[approval]\nallow_software_authenticators = true\n",
-                sts.url
+                "sts_endpoint = \"{}\"\nkeyring = \"keyutils\"\n{}\n[approval]\nallow_software_authenticators = true\n{approval}",
+                sts.url,
+                top.join("\n"),
             ),
         )
         .unwrap();

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use credagent_proto::{read_frame, write_frame, Request, Response, PROTOCOL_VERSION};
 
+/// The PIN of the tests' software authenticators.
+pub const SOFT_PIN: &str = "271828";
+
 /// The workspace root (this crate is `tests/` in it).
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -220,6 +223,9 @@ impl TestEnv {
                 "CREDAGENT_LOG",
                 std::env::var("CREDAGENT_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // Software authenticators made by the tests get this PIN, and credctl gives it to
+            // them: user verification (required by default) runs over the CTAP2 PIN protocol.
+            .env("CREDCTL_SOFT_PIN", SOFT_PIN)
             .current_dir(&self.home)
             .stdin(Stdio::null());
         for (k, v) in &self.extra_env {

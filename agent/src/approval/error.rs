@@ -48,8 +48,11 @@ pub enum ApprovalError {
     OriginRefused { origin: String },
 
     #[error(
-        "the key did not verify the user (PIN or biometric), which [approval] \
-         user_verification = \"required\" demands: set a PIN on the key and try again"
+        "the key did not verify you (PIN or biometric), and credagent requires that before a \
+         touch opens your vault, so that a program that reaches the key without its PIN opens \
+         nothing: set a PIN on the key (for a YubiKey: `ykman fido access change-pin`) and try \
+         again. To let a touch alone approve, set [approval] user_verification = \
+         \"discouraged\" in config.toml (weaker; your next touch confirms the change)"
     )]
     UserNotVerified,
 
@@ -173,6 +176,21 @@ pub enum ApprovalError {
     )]
     VaultUnwrap { key: String },
 
+    #[error(
+        "key {key}'s copy of your vault opens only with its PIN (it was sealed with user \
+         verification): approve with `credctl`, which asks for the PIN, or set [approval] \
+         user_verification = \"required\""
+    )]
+    WrapNeedsUserVerification { key: String },
+
+    #[error(
+        "key {key}'s copy of your vault dates from touch-only approvals and must move to PIN \
+         protection, which takes one touch without the PIN and one with it: approve with \
+         `credctl` (USB or --authenticator), which asks for both; the browser page cannot do \
+         it for this key"
+    )]
+    WrapNeedsMove { key: String },
+
     #[error("the vault could not be changed: {detail}")]
     Vault { detail: String },
 
@@ -218,6 +236,8 @@ impl ApprovalError {
             Self::NoPrf { .. } => "no_prf",
             Self::KeyNotSealed { .. } => "key_not_sealed",
             Self::VaultUnwrap { .. } => "vault_unwrap",
+            Self::WrapNeedsUserVerification { .. } => "wrap_needs_user_verification",
+            Self::WrapNeedsMove { .. } => "wrap_needs_move",
             Self::Vault { .. } => "vault",
             Self::Io { .. } => "io",
         }
@@ -233,6 +253,8 @@ impl ApprovalError {
             | Self::UserNotVerified
             | Self::AttestationCaInvalid { .. }
             | Self::NoPrf { .. }
+            | Self::WrapNeedsUserVerification { .. }
+            | Self::WrapNeedsMove { .. }
             | Self::KeyNotSealed { .. } => ErrorCode::Policy,
             Self::KeyExists { .. } | Self::CredentialExists { .. } => ErrorCode::Exists,
             Self::UnknownKey { .. } => ErrorCode::NotFound,

@@ -11,12 +11,11 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::ceremony::{self, Begin, Claimed, Kind, Lead, Purpose, View};
 use super::pending::PendingApprovals;
-use super::seal::{prf_enabled, prf_output};
+use super::seal::{prf_enabled, PrfAnswer};
 use super::Registered;
 use super::{Approval, ApprovalError, Approver, CeremonyId, KeyInfo, State};
 use crate::audit::{Audit, Event, Peer};
 use crate::trust::{Change, Trusted, Verdict};
-use crate::vault::PrfOutput;
 
 /// What a verified touch opens: the role sessions (implemented by `sessions`, which this
 /// module must not depend on).
@@ -63,7 +62,7 @@ enum Answer {
     /// With whether the client says the new credential evaluates the PRF.
     Register(RegisterPublicKeyCredential, bool),
     /// With the PRF output the touch brought, if any.
-    Approve(Box<PublicKeyCredential>, Option<PrfOutput>),
+    Approve(Box<PublicKeyCredential>, PrfAnswer),
 }
 
 /// The approval path: the relying party, the ceremony table, pending approvals, and what a
@@ -108,6 +107,7 @@ pub fn wire_key_info(k: &KeyInfo) -> WireKeyInfo {
         kind,
         aaguid: k.aaguid.map(|u| u.to_string()),
         sealed: k.sealed,
+        verified_seal: k.verified_seal,
     }
 }
 
@@ -199,6 +199,11 @@ impl Approvals {
     /// Whether touches must unwrap the vault.
     pub fn sealing(&self) -> super::Sealing {
         self.approver.sealing()
+    }
+
+    /// Whether touches must verify the user.
+    pub fn user_verification(&self) -> super::UserVerification {
+        self.approver.user_verification()
     }
 
     fn challenge(
@@ -565,7 +570,7 @@ impl Approvals {
     pub async fn answer(
         &self,
         id: &str,
-        credential: serde_json::Value,
+        mut credential: serde_json::Value,
         from: AnsweredBy,
         who: &Peer,
         now: SystemTime,
@@ -598,7 +603,7 @@ impl Approvals {
                     .map(|c| Answer::Register(c, prf))
                     .map_err(|e| format!("malformed registration: {e}"))
             }
-            Kind::Approve { .. } => match prf_output(&credential) {
+            Kind::Approve { .. } => match PrfAnswer::take(&mut credential) {
                 Ok(prf) => serde_json::from_value::<PublicKeyCredential>(credential)
                     .map(|c| Answer::Approve(Box::new(c), prf))
                     .map_err(|e| format!("malformed assertion: {e}")),
@@ -731,7 +736,7 @@ impl Approvals {
         &self,
         mut claimed: Claimed<State>,
         cred: &PublicKeyCredential,
-        prf: Option<PrfOutput>,
+        prf: PrfAnswer,
         who: &Peer,
         now: SystemTime,
     ) -> Response {
@@ -745,7 +750,7 @@ impl Approvals {
         if let Purpose::KeySeal(name) = &purpose {
             let result = self
                 .approver
-                .finish_seal_claimed(claimed, cred, prf, now)
+                .finish_seal_claimed(claimed, cred, prf.output, now)
                 .map(|(info, created)| {
                     if let Some(secret) = created {
                         self.adopt_settings(&secret, who, now);

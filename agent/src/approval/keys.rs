@@ -44,6 +44,8 @@ pub struct KeyInfo {
     pub user_verified: bool,
     /// Whether the key holds a copy of the vault (its touch opens sealed sources).
     pub sealed: bool,
+    /// Whether that copy opens only with user verification (PIN or biometric).
+    pub verified_seal: bool,
 }
 
 /// One registered key as persisted.
@@ -74,6 +76,7 @@ impl KeyRecord {
             attestation_format: self.attestation_format.clone(),
             user_verified: self.user_verified,
             sealed: false,
+            verified_seal: false,
         }
     }
 }

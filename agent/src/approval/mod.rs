@@ -45,7 +45,7 @@ pub use policy::{
     KNOWN_SOFTWARE_AAGUIDS,
 };
 pub use rp::{RP_ID, RP_NAME};
-pub use seal::{prf_enabled, prf_output};
+pub use seal::{prf_enabled, prf_output, PrfAnswer};
 
 use crate::util::unix_secs;
 use crate::util::LockExt;
@@ -54,7 +54,7 @@ use keys::{KeyRecord, KeyRegistry};
 use rp::{AuthState, RegState, RelyingParty};
 use seal::Evals;
 
-use crate::vault::{PrfOutput, VaultKeeper, VaultSecret, KEY_LEN};
+use crate::vault::{VaultKeeper, VaultSecret, KEY_LEN};
 
 /// Proof that a verified touch approved `role`. Only `Approver::finish_approval` makes one.
 #[derive(Debug)]
@@ -238,6 +238,11 @@ impl Approver {
     /// Whether touches must unwrap the vault.
     pub fn sealing(&self) -> Sealing {
         self.sealing
+    }
+
+    /// Whether touches must verify the user.
+    pub fn user_verification(&self) -> UserVerification {
+        self.rp.user_verification()
     }
 
     /// Whether key `name` holds a copy of the vault.
@@ -519,6 +524,7 @@ impl Approver {
         let kind = Kind::Approve(purpose.clone());
         let mut options = options_json(&challenge)?;
         seal::request_prf_eval(&mut options, &evals);
+        self.adapt_to_wraps(&mut options, &eligible);
         let state = State::Approval { state, fresh };
         let id = inner.ceremonies.insert(now, kind, state, options, lead)?;
         Ok((id, challenge))
@@ -534,9 +540,9 @@ impl Approver {
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
         let purpose = purpose.into();
-        let result = self
-            .claim(id, now)
-            .and_then(|claimed| self.verify_approval(claimed, &purpose, credential, None, now));
+        let result = self.claim(id, now).and_then(|claimed| {
+            self.verify_approval(claimed, &purpose, credential, PrfAnswer::default(), now)
+        });
         self.conclude_with(id, &result);
         self.account(&purpose, result)
     }
@@ -547,7 +553,7 @@ impl Approver {
         claimed: Claimed<State>,
         purpose: &Purpose,
         credential: &PublicKeyCredential,
-        prf: Option<PrfOutput>,
+        prf: PrfAnswer,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
         let result = self.verify_approval(claimed, purpose, credential, prf, now);
@@ -581,7 +587,7 @@ impl Approver {
         claimed: Claimed<State>,
         purpose: &Purpose,
         credential: &PublicKeyCredential,
-        prf: Option<PrfOutput>,
+        prf: PrfAnswer,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
         let target = claimed.target;
@@ -645,7 +651,13 @@ impl Approver {
         drop(inner);
         // The key verified; now the touch must also open the vault. A key enrolled by editing
         // keys.json has no wrap, and one whose secret does not unwrap is refused here.
-        let vault = self.unseal_for(&key_name, result.cred_id().as_slice(), prf, &fresh)?;
+        let vault = self.unseal_for(
+            &key_name,
+            result.cred_id().as_slice(),
+            prf,
+            result.user_verified(),
+            &fresh,
+        )?;
         Ok(Approval {
             purpose: expected,
             role,
@@ -730,6 +742,10 @@ impl Approver {
             .map(|r| {
                 let mut info = r.info();
                 info.sealed = self.sealed(r);
+                info.verified_seal = self
+                    .vault
+                    .wrap_user_verified(r.credential.cred_id().as_slice())
+                    .unwrap_or(false);
                 info
             })
             .collect()

@@ -23,14 +23,20 @@ use webauthn_rs::prelude::AttestationCaList;
 use super::error::ApprovalError;
 
 /// Whether a touch is enough or the key must also verify the user (PIN or biometric).
+///
+/// Required by default: the vault is wrapped with the key's hmac-secret output *with* user
+/// verification, which an authenticator derives from another secret than the output of a
+/// touch without it (CTAP 2.1 §12.5). A program of the user's that talks to `/dev/hidraw*`
+/// itself and lures a touch without the PIN gets an output that opens nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserVerification {
     /// User presence only: one touch approves (webauthn-rs security-key flow with
-    /// `danger_set_user_presence_only_security_keys`).
-    #[default]
+    /// `danger_set_user_presence_only_security_keys`). Weaker: shown so by `status`,
+    /// `key list` and `doctor`, and a change to it takes a touch that confirms it.
     Discouraged,
     /// The authenticator must verify the user (webauthn-rs passkey / attested-passkey flows).
+    #[default]
     Required,
 }
 
@@ -181,16 +187,16 @@ mod tests {
     fn policy_defaults_and_values() {
         let p: ApprovalPolicy = serde_json::from_str("{}").unwrap();
         assert_eq!(p, ApprovalPolicy::default());
-        assert_eq!(p.user_verification, UserVerification::Discouraged);
+        assert_eq!(p.user_verification, UserVerification::Required);
         assert!(!p.allow_software_authenticators);
         assert!(p.attestation_ca.is_empty());
 
         let p: ApprovalPolicy = serde_json::from_str(
-            r#"{"user_verification":"required","allow_software_authenticators":true,
+            r#"{"user_verification":"discouraged","allow_software_authenticators":true,
                 "attestation_ca":["/etc/yubico.pem"]}"#,
         )
         .unwrap();
-        assert_eq!(p.user_verification, UserVerification::Required);
+        assert_eq!(p.user_verification, UserVerification::Discouraged);
         assert!(p.allow_software_authenticators);
         assert_eq!(p.attestation_ca, vec![PathBuf::from("/etc/yubico.pem")]);
     }

@@ -180,6 +180,11 @@ impl RelyingParty {
         })
     }
 
+    /// The policy's user verification (which flow runs).
+    pub(crate) fn user_verification(&self) -> UserVerification {
+        self.user_verification
+    }
+
     pub(crate) fn allows_software(&self) -> bool {
         self.allow_software
     }

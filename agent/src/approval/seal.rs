@@ -15,12 +15,59 @@ use webauthn_rs::prelude::PublicKeyCredential;
 
 use super::ceremony::{Claimed, Kind, Lead, Purpose};
 use super::keys::KeyRecord;
-use super::policy::Sealing;
+use super::policy::{Sealing, UserVerification};
 use super::{options_json, ApprovalError, Approver, CeremonyId, Inner, KeyInfo, State};
 use crate::vault::{new_point, PrfOutput, VaultSecret, KEY_LEN};
 
 /// PRF evaluation points per credential id.
 pub(crate) type Evals = Vec<(Vec<u8>, [u8; KEY_LEN])>;
+
+/// The PRF outputs an assertion answer carries.
+#[derive(Debug, Default)]
+pub struct PrfAnswer {
+    /// From the assertion's own touch (`clientExtensionResults.prf.results.first`).
+    pub output: Option<PrfOutput>,
+    /// From a second touch of the same key without user verification, at the same point
+    /// ([`credagent_proto::PRF_WITHOUT_UV`]): sent only to move a touch-only wrap.
+    pub without_uv: Option<PrfOutput>,
+}
+
+impl PrfAnswer {
+    /// Reads the PRF outputs of an answer, taking the member webauthn-rs does not know out of
+    /// it. A present but malformed output is an error (it must not silently become "none").
+    pub fn take(answer: &mut Value) -> Result<PrfAnswer, String> {
+        let without_uv = match answer
+            .as_object_mut()
+            .and_then(|o| o.remove(credagent_proto::PRF_WITHOUT_UV))
+        {
+            None => None,
+            Some(Value::String(mut text)) => {
+                let decoded = decode_output(&text, credagent_proto::PRF_WITHOUT_UV);
+                zeroize::Zeroize::zeroize(&mut text);
+                Some(decoded?)
+            }
+            Some(_) => {
+                return Err(format!(
+                    "{} must be a base64url string",
+                    credagent_proto::PRF_WITHOUT_UV
+                ))
+            }
+        };
+        Ok(PrfAnswer {
+            output: prf_output(answer)?,
+            without_uv,
+        })
+    }
+}
+
+fn decode_output(text: &str, what: &str) -> Result<PrfOutput, String> {
+    let mut bytes = URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|e| format!("{what} is not base64url: {e}"))?;
+    let out = PrfOutput::from_slice(&bytes).map_err(|e| e.to_string());
+    zeroize::Zeroize::zeroize(&mut bytes);
+    out
+}
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -58,6 +105,28 @@ pub(crate) fn request_prf_eval(options: &mut Value, evals: &Evals) {
     }
 }
 
+/// Names the credentials whose wrap still opens with a touch alone
+/// ([`credagent_proto::PRF_WITHOUT_UV`]): the client adds their PRF output from a touch
+/// without user verification, so the user-verified touch can wrap the vault for them anew.
+pub(crate) fn request_prf_without_uv(options: &mut Value, ids: &[Vec<u8>]) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Some(o) = options.as_object_mut() {
+        let ids = ids.iter().map(|id| Value::String(b64(id))).collect();
+        o.insert(credagent_proto::PRF_WITHOUT_UV.into(), Value::Array(ids));
+    }
+}
+
+/// Asks the client to verify the user (`publicKey.userVerification = "required"`): every key
+/// of a touch-only policy holds a wrap made with user verification, which only such a touch
+/// opens.
+pub(crate) fn request_user_verification(options: &mut Value) {
+    if let Some(pk) = options.get_mut("publicKey").and_then(Value::as_object_mut) {
+        pk.insert("userVerification".into(), json!("required"));
+    }
+}
+
 /// The client extension results of an answer (`clientExtensionResults`, or `extensions` as
 /// webauthn-rs-proto names them).
 fn client_results(answer: &Value) -> Option<&Value> {
@@ -79,12 +148,7 @@ pub fn prf_output(answer: &Value) -> Result<Option<PrfOutput>, String> {
     let text = first
         .as_str()
         .ok_or("prf.results.first must be a base64url string")?;
-    let mut bytes = URL_SAFE_NO_PAD
-        .decode(text.trim_end_matches('='))
-        .map_err(|e| format!("prf.results.first is not base64url: {e}"))?;
-    let out = PrfOutput::from_slice(&bytes).map_err(|e| e.to_string());
-    zeroize::Zeroize::zeroize(&mut bytes);
-    out.map(Some)
+    decode_output(text, "prf.results.first").map(Some)
 }
 
 /// Whether a registration answer says the new credential evaluates the PRF.
@@ -120,18 +184,51 @@ impl Approver {
         Ok((evals, fresh))
     }
 
+    /// What the challenge must add for keys whose wrap was made with another kind of touch
+    /// than the policy asks for. With user verification required, keys whose wrap predates it
+    /// are named, so their next touch moves the wrap ([`request_prf_without_uv`]). Touch-only,
+    /// when every key's wrap was made with user verification, the client is asked for it (such
+    /// a wrap never goes back to a touch alone).
+    pub(super) fn adapt_to_wraps(&self, options: &mut Value, records: &[&KeyRecord]) {
+        let wraps: Vec<(Vec<u8>, bool)> = records
+            .iter()
+            .filter_map(|r| {
+                let id = r.credential.cred_id().as_slice().to_vec();
+                self.vault.wrap_user_verified(&id).map(|uv| (id, uv))
+            })
+            .collect();
+        match self.rp.user_verification() {
+            UserVerification::Required => {
+                let touch_only: Vec<Vec<u8>> = wraps
+                    .into_iter()
+                    .filter(|(_, uv)| !uv)
+                    .map(|(id, _)| id)
+                    .collect();
+                request_prf_without_uv(options, &touch_only);
+            }
+            UserVerification::Discouraged => {
+                if !wraps.is_empty() && wraps.iter().all(|(_, uv)| *uv) {
+                    request_user_verification(options);
+                }
+            }
+        }
+    }
+
     /// What a verified touch of key `key` (credential `cred_id`) unwraps. With sealing
     /// required, a touch that unwraps nothing is refused; allowed unsealed, it approves by
-    /// policy and opens only unsealed sources.
+    /// policy and opens only unsealed sources. `user_verified`: the assertion's UV flag, which
+    /// says which of the key's two hmac-secrets gave `prf.output`.
     pub(super) fn unseal_for(
         &self,
         key: &str,
         cred_id: &[u8],
-        prf: Option<PrfOutput>,
+        prf: PrfAnswer,
+        user_verified: bool,
         fresh: &Evals,
     ) -> Result<Option<VaultSecret>, ApprovalError> {
         let required = self.sealing == Sealing::Required;
-        let Some(prf) = prf else {
+        let PrfAnswer { output, without_uv } = prf;
+        let Some(prf) = output else {
             if !required {
                 return Ok(None);
             }
@@ -144,18 +241,47 @@ impl Approver {
             );
         };
         if self.vault.exists() {
-            if self.vault.point_for(cred_id).is_none() {
+            let (Some(point), Some(wrap_uv)) = (
+                self.vault.point_for(cred_id),
+                self.vault.wrap_user_verified(cred_id),
+            ) else {
                 return if required {
                     Err(ApprovalError::KeyNotSealed { key: key.into() })
                 } else {
                     Ok(None)
                 };
-            }
-            return self
-                .vault
-                .unwrap(cred_id, &prf)
-                .map(Some)
-                .map_err(|_| ApprovalError::VaultUnwrap { key: key.into() });
+            };
+            let unwrap_with = |output: &PrfOutput| {
+                self.vault
+                    .unwrap(cred_id, output)
+                    .map_err(|_| ApprovalError::VaultUnwrap { key: key.into() })
+            };
+            return match (wrap_uv, user_verified, without_uv) {
+                (true, false, _) => {
+                    Err(ApprovalError::WrapNeedsUserVerification { key: key.into() })
+                }
+                // A wrap from before user verification, and a user-verified touch that brought
+                // the touch-only output too: open with that, then wrap anew with the verified
+                // output, which replaces the touch-only wrap.
+                (false, true, Some(touch_only)) => {
+                    let secret = unwrap_with(&touch_only)?;
+                    self.vault
+                        .add_wrap(&secret, cred_id, point, &prf, true)
+                        .map_err(vault_error)?;
+                    tracing::info!(
+                        key,
+                        "moved the key's copy of the vault to user verification: a touch without \
+                         its PIN no longer opens it"
+                    );
+                    Ok(Some(secret))
+                }
+                (false, true, None)
+                    if self.rp.user_verification() == UserVerification::Required =>
+                {
+                    Err(ApprovalError::WrapNeedsMove { key: key.into() })
+                }
+                _ => unwrap_with(&prf).map(Some),
+            };
         }
         let Some((_, point)) = fresh.iter().find(|(id, _)| id == cred_id) else {
             return Err(ApprovalError::KeyNotSealed { key: key.into() });
@@ -163,10 +289,11 @@ impl Approver {
         self.refuse_if_vault_lost()?;
         let secret = self
             .vault
-            .create(cred_id, *point, &prf)
+            .create(cred_id, *point, &prf, user_verified)
             .map_err(vault_error)?;
         tracing::info!(
             key,
+            user_verified,
             "created the vault: sources are sealed to it from now on"
         );
         Ok(Some(secret))
@@ -242,7 +369,7 @@ impl Approver {
         let created = match vault {
             Some(secret) => {
                 self.vault
-                    .add_wrap(&secret, &cred_id, point, &prf)
+                    .add_wrap(&secret, &cred_id, point, &prf, result.user_verified())
                     .map_err(vault_error)?;
                 None
             }
@@ -250,7 +377,7 @@ impl Approver {
                 self.refuse_if_vault_lost()?;
                 let created = self
                     .vault
-                    .create(&cred_id, point, &prf)
+                    .create(&cred_id, point, &prf, result.user_verified())
                     .map_err(vault_error)?;
                 tracing::info!(key = %record.name, "created the vault with the first key");
                 Some(created)

@@ -16,6 +16,7 @@ use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, 
 
 use super::tests::{key_add_role, key_remove_role};
 use super::*;
+use crate::vault::PrfOutput;
 
 const PORT: u16 = 38212;
 const ORIGIN: &str = "http://localhost:38212";
@@ -26,6 +27,7 @@ fn t0() -> SystemTime {
 
 fn policy(sealing: Sealing) -> ApprovalPolicy {
     ApprovalPolicy {
+        user_verification: UserVerification::Discouraged,
         allow_software_authenticators: true,
         sealing,
         ..ApprovalPolicy::default()
@@ -45,19 +47,34 @@ fn key(byte: u8) -> Key {
     }
 }
 
+/// A soft token that verifies the user (sets UV), as a key with a PIN does.
+fn uv_key(byte: u8) -> Key {
+    Key {
+        token: SoftToken::new(true).unwrap().0,
+        secret: [byte; 32],
+    }
+}
+
 impl Key {
     /// The PRF output for evaluation point `point` (base64url), as an authenticator's
-    /// hmac-secret gives it: a fixed function of the credential's secret and the salt.
-    fn prf(&self, point_b64: &str) -> PrfOutput {
+    /// hmac-secret gives it: a fixed function of the credential's secret for that kind of
+    /// touch (CredRandomWithUV or CredRandomWithoutUV) and the salt.
+    fn prf_as(&self, point_b64: &str, user_verified: bool) -> PrfOutput {
         let point = URL_SAFE_NO_PAD.decode(point_b64).unwrap();
         let salt = crate::vault::prf_salt(&point);
         let out: [u8; 32] = Sha256::new()
             .chain_update(self.secret)
+            .chain_update([u8::from(user_verified)])
             .chain_update(salt)
             .finalize()
             .into();
         PrfOutput::from_slice(&out).unwrap()
     }
+}
+
+/// Whether an assertion says the key verified the user.
+fn verified(cred: &webauthn_rs::prelude::PublicKeyCredential) -> bool {
+    cred.response.authenticator_data[32] & 0x04 != 0
 }
 
 fn origin() -> Url {
@@ -97,8 +114,9 @@ fn add(
             let rcr: RequestChallengeResponse = serde_json::from_value(options).unwrap();
             let cred = key.token.do_authentication(origin(), rcr).unwrap();
             let claimed = approver.claim(sid, t0())?;
+            let prf = key.prf_as(&point, verified(&cred));
             approver
-                .finish_seal_claimed(claimed, &cred, Some(key.prf(&point)), t0())
+                .finish_seal_claimed(claimed, &cred, Some(prf), t0())
                 .map(|(info, _created)| info)
         }
     }
@@ -111,16 +129,38 @@ fn touch(
     role: impl Into<super::Purpose>,
     with_prf: bool,
 ) -> Result<Approval, ApprovalError> {
+    touch_answering(approver, key, role, with_prf, false)
+}
+
+/// [`touch`], adding the output of a touch without user verification when the challenge asks
+/// for it (`PRF_WITHOUT_UV`) and `move_wrap`, as credctl does.
+fn touch_answering(
+    approver: &Approver,
+    key: &mut Key,
+    role: impl Into<super::Purpose>,
+    with_prf: bool,
+    move_wrap: bool,
+) -> Result<Approval, ApprovalError> {
     let role: super::Purpose = role.into();
     let (id, _) = approver.start_approval(&role, t0())?;
     let options = approver.view(id).unwrap().options;
     let rcr: RequestChallengeResponse = serde_json::from_value(options.clone()).unwrap();
     let cred = key.token.do_authentication(origin(), rcr).unwrap();
-    let prf = match point_in(&options, &cred.raw_id) {
-        Some(point) if with_prf => Some(key.prf(&point)),
+    let point = point_in(&options, &cred.raw_id);
+    let output = match &point {
+        Some(point) if with_prf => Some(key.prf_as(point, verified(&cred))),
+        _ => None,
+    };
+    let id_b64 = serde_json::json!(URL_SAFE_NO_PAD.encode(&cred.raw_id));
+    let asked = options[credagent_proto::PRF_WITHOUT_UV]
+        .as_array()
+        .is_some_and(|ids| ids.contains(&id_b64));
+    let without_uv = match &point {
+        Some(point) if asked && move_wrap => Some(key.prf_as(point, false)),
         _ => None,
     };
     let claimed = approver.claim(id, t0())?;
+    let prf = PrfAnswer { output, without_uv };
     let result = approver.finish_approval_claimed(claimed, &role, &cred, prf, t0());
     approver.conclude_with(id, &result);
     result
@@ -264,4 +304,127 @@ fn prf_results_are_read_from_either_name_and_junk_is_an_error() {
         &serde_json::json!({"clientExtensionResults": {"prf": {"enabled": true}}})
     ));
     assert!(!prf_enabled(&serde_json::json!({})));
+}
+
+/// The only wrap in the vault file: its credential, evaluation point (base64url) and whether it
+/// was made with user verification.
+fn only_wrap(dir: &std::path::Path) -> (Vec<u8>, String, bool) {
+    let file = crate::vault::VaultFile::load(&dir.join(crate::vault::VAULT_FILE))
+        .unwrap()
+        .unwrap();
+    assert_eq!(file.wraps.len(), 1);
+    let w = &file.wraps[0];
+    (
+        w.credential_id.clone(),
+        URL_SAFE_NO_PAD.encode(w.point),
+        w.user_verified,
+    )
+}
+
+fn requiring_user_verification() -> ApprovalPolicy {
+    ApprovalPolicy {
+        user_verification: UserVerification::Required,
+        ..policy(Sealing::Required)
+    }
+}
+
+#[test]
+fn with_user_verification_a_touch_without_the_pin_opens_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let approver = Approver::new(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
+    let mut a = uv_key(1);
+    add(&approver, &mut a, "a", None, true).unwrap();
+    let (cred_id, point, user_verified) = only_wrap(dir.path());
+    assert!(user_verified, "the first wrap comes from a verified touch");
+    let mut approval = touch(&approver, &mut a, "prod", true).unwrap();
+    assert!(approval.take_vault().is_some());
+
+    // What a program that reaches the key without its PIN gets: the other hmac-secret.
+    let lured = a.prf_as(&point, false);
+    assert_eq!(
+        approver.vault().unwrap(&cred_id, &lured).unwrap_err(),
+        crate::vault::VaultError::Unwrap
+    );
+    assert!(approver
+        .vault()
+        .unwrap(&cred_id, &a.prf_as(&point, true))
+        .is_ok());
+    // No challenge asks for a touch-only output while every wrap is verified.
+    let (id, _) = approver.start_approval("prod", t0()).unwrap();
+    let options = approver.view(id).unwrap().options;
+    assert!(options.get(credagent_proto::PRF_WITHOUT_UV).is_none());
+}
+
+#[test]
+fn a_touch_only_wrap_moves_to_user_verification_at_its_next_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let approver = Approver::new(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
+    let mut a = uv_key(1);
+    add(&approver, &mut a, "a", None, true).unwrap();
+    let (cred_id, point, _) = only_wrap(dir.path());
+    let secret = touch(&approver, &mut a, "prod", true)
+        .unwrap()
+        .take_vault()
+        .unwrap();
+    // The wrap as a touch-only agent made it.
+    approver
+        .vault()
+        .add_wrap(
+            &secret,
+            &cred_id,
+            URL_SAFE_NO_PAD.decode(&point).unwrap().try_into().unwrap(),
+            &a.prf_as(&point, false),
+            false,
+        )
+        .unwrap();
+    drop(secret);
+    let approver = Approver::new(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
+
+    // A verified touch alone cannot open it, and says how to move it.
+    let err = touch(&approver, &mut a, "prod", true).unwrap_err();
+    assert_eq!(err.code(), "wrap_needs_move");
+    assert!(
+        err.to_string().contains("one touch without the PIN"),
+        "{err}"
+    );
+    assert!(!only_wrap(dir.path()).2);
+
+    // A touch-only output that does not open the wrap moves nothing.
+    let mut other = uv_key(7);
+    other.token = std::mem::replace(&mut a.token, SoftToken::new(true).unwrap().0);
+    let err = touch_answering(&approver, &mut other, "prod", true, true).unwrap_err();
+    assert_eq!(err.code(), "vault_unwrap");
+    assert!(!only_wrap(dir.path()).2);
+    a.token = other.token;
+
+    // Both outputs: the vault opens and its copy for this key is wrapped anew, verified.
+    let mut approval = touch_answering(&approver, &mut a, "prod", true, true).unwrap();
+    assert!(approval.take_vault().is_some());
+    let (_, point_after, user_verified) = only_wrap(dir.path());
+    assert!(user_verified);
+    assert_eq!(point_after, point);
+    assert!(approver
+        .vault()
+        .unwrap(&cred_id, &a.prf_as(&point, false))
+        .is_err());
+    // From now on one verified touch does, and nothing asks for the touch-only output.
+    let mut approval = touch(&approver, &mut a, "prod", true).unwrap();
+    assert!(approval.take_vault().is_some());
+}
+
+#[test]
+fn touch_only_policy_asks_for_verification_where_every_wrap_was_made_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let approver = Approver::new(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
+    let mut a = uv_key(1);
+    add(&approver, &mut a, "a", None, true).unwrap();
+    drop(approver);
+    // Going back to touch-only does not weaken a verified wrap: the client is asked to verify.
+    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let (id, _) = approver.start_approval("prod", t0()).unwrap();
+    let options = approver.view(id).unwrap().options;
+    assert_eq!(options["publicKey"]["userVerification"], "required");
+    let mut approval = touch(&approver, &mut a, "prod", true).unwrap();
+    assert!(approval.take_vault().is_some());
+    assert!(only_wrap(dir.path()).2);
 }

@@ -28,6 +28,7 @@ fn secs(n: u64) -> Duration {
 /// tests exercise the policy path; sealing has its own tests against a CTAP2 software device.
 fn permissive() -> ApprovalPolicy {
     ApprovalPolicy {
+        user_verification: UserVerification::Discouraged,
         allow_software_authenticators: true,
         sealing: Sealing::AllowUnsealed,
         ..ApprovalPolicy::default()
@@ -410,7 +411,7 @@ fn removing_keys() {
 fn software_authenticators_are_refused_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let strict = Approver::new(ApprovalPolicy::default(), dir.path(), PORT, t0()).unwrap();
-    let (mut token, _) = token(false);
+    let (mut token, _) = token(true);
     let err = register(&strict, &mut token, "soft", t0()).unwrap_err();
     assert_eq!(err.code(), "software_authenticator_refused");
     assert!(err.to_string().contains("SoftToken"), "{err}");

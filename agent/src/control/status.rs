@@ -68,6 +68,15 @@ impl Control {
             .filter(|k| !k.sealed)
             .map(|k| k.name.clone())
             .collect();
+        info.touch_only_keys = keys
+            .iter()
+            .filter(|k| k.sealed && !k.verified_seal)
+            .map(|k| k.name.clone())
+            .collect();
+        info.user_verification = match self.approvals.user_verification() {
+            crate::approval::UserVerification::Required => "required".into(),
+            crate::approval::UserVerification::Discouraged => "discouraged".into(),
+        };
         info.vault = self.approvals.vault_fingerprint();
         info.lock_on = self
             .lock_signals

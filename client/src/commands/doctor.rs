@@ -88,6 +88,9 @@ pub fn doctor(socket: &Path, json: bool) -> (String, bool) {
     checks.extend(file_checks(status.as_ref()));
     if let Some(s) = &status {
         checks.push(sealing_check(s));
+        if s.vault.is_some() {
+            checks.push(user_verification_check(s));
+        }
         checks.push(clock_check(s));
     }
     let failed = checks.iter().any(|c| c.verdict == Verdict::Fail);
@@ -396,6 +399,35 @@ fn sealing_check(s: &StatusInfo) -> Check {
             ),
         )
         .fix("remove unsealed keys (credctl key remove NAME) and set sealing = \"required\""),
+    }
+}
+
+fn user_verification_check(s: &StatusInfo) -> Check {
+    match (s.user_verification.as_str(), s.touch_only_keys.is_empty()) {
+        ("discouraged", _) => check(
+            "user verification",
+            Verdict::Warn,
+            "TOUCH ONLY: a touch without the key's PIN opens the vault ([approval] \
+             user_verification = \"discouraged\"), so a program that reaches the key can take one",
+        )
+        .fix(
+            "remove user_verification = \"discouraged\" from config.toml, restart the agent and \
+             approve once with credctl",
+        ),
+        (_, false) => check(
+            "user verification",
+            Verdict::Warn,
+            format!(
+                "keys whose copy of the vault still opens with a touch alone: {}",
+                s.touch_only_keys.join(", ")
+            ),
+        )
+        .fix("approve once with each of them through credctl (it asks for a touch without the PIN and one with it)"),
+        _ => check(
+            "user verification",
+            Verdict::Ok,
+            "every key's copy of the vault opens only with its PIN or biometric",
+        ),
     }
 }
 

@@ -108,7 +108,11 @@ pub fn render(keys: &[KeyInfo]) -> String {
             utc_date(k.created),
             k.last_used.map(utc_date).unwrap_or_else(|| "never".into()),
             k.counter,
-            if k.sealed { "sealed" } else { "UNSEALED" }
+            match (k.sealed, k.verified_seal) {
+                (true, true) => "sealed, PIN/biometric",
+                (true, false) => "sealed, TOUCH ONLY",
+                (false, _) => "UNSEALED",
+            }
         ));
     }
     out

@@ -62,6 +62,7 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     out.push_str(&format!(
         "sealing    {}\n",
         sealing_line(&info.sealing, info.vault.as_deref(), &info.unsealed_keys)
+            + &user_verification_line(&info.user_verification, &info.touch_only_keys)
     ));
     if !info.lock_on.is_empty() {
         out.push_str(&format!("lock on    {}\n", info.lock_on.join("; ")));
@@ -186,9 +187,44 @@ fn sealing_line(mode: &str, vault: Option<&str>, unsealed: &[String]) -> String 
     line
 }
 
+/// What the `sealing` line adds about user verification: nothing when every copy of the vault
+/// needs the PIN, loudly when a touch alone opens it.
+fn user_verification_line(mode: &str, touch_only: &[String]) -> String {
+    let mut line = String::new();
+    if mode == "discouraged" {
+        line.push_str(
+            "; TOUCH ONLY ([approval] user_verification = \"discouraged\"): a touch without \
+             the key's PIN approves, and a program that reaches the key can take such a touch",
+        );
+    }
+    if !touch_only.is_empty() {
+        line.push_str(&format!(
+            "; keys whose copy of the vault opens with a touch alone: {}{}",
+            touch_only.join(", "),
+            if mode == "required" {
+                " (each moves to its PIN at its next approval with credctl)"
+            } else {
+                ""
+            }
+        ));
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sealing_line_says_when_a_touch_alone_opens_the_vault() {
+        assert_eq!(user_verification_line("required", &[]), "");
+        let weak = user_verification_line("discouraged", &["yubi".into()]);
+        assert!(weak.contains("TOUCH ONLY"), "{weak}");
+        assert!(weak.contains("alone: yubi"), "{weak}");
+        let moving = user_verification_line("required", &["old".into()]);
+        assert!(moving.contains("moves to its PIN"), "{moving}");
+        assert!(!moving.contains("TOUCH ONLY"), "{moving}");
+    }
 
     #[test]
     fn durations_read_well() {
