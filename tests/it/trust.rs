@@ -498,3 +498,90 @@ fn a_source_replaced_with_source_add_opens_without_confirmation() {
     let out = s.credctl(&["env", "demo"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// What a program of the user's gets from the key without its PIN (it talks to the device
+/// itself, as it could over `/dev/hidraw*`): the hmac-secret output of a touch without user
+/// verification at the evaluation point vault.json names. Whether that output unwraps the
+/// vault, offline.
+fn lured_touch_opens_the_vault(s: &Stack) -> bool {
+    let vault = credagent::vault::VaultFile::load(&state_dir(s).join("vault.json"))
+        .unwrap()
+        .expect("a vault");
+    assert_eq!(vault.wraps.len(), 1);
+    let wrap = &vault.wraps[0];
+    let mut key = credctl::authenticator::soft::SoftAuthenticator::open(&s.soft).unwrap();
+    let output = key
+        .prf_without_uv("localhost", &wrap.credential_id, &wrap.point)
+        .unwrap();
+    let output = credagent::vault::PrfOutput::from_slice(output.as_slice()).unwrap();
+    vault.unwrap(&wrap.credential_id, &output).is_ok()
+}
+
+fn wrap_user_verified(s: &Stack) -> bool {
+    let vault = credagent::vault::VaultFile::load(&state_dir(s).join("vault.json"))
+        .unwrap()
+        .unwrap();
+    vault.wraps[0].user_verified
+}
+
+/// User verification by default: a touch lured over hidraw without the PIN yields an output
+/// that opens nothing. A touch-only setup (the attack works there: the control) moves its
+/// wrap to the PIN at its next approval through credctl.
+#[test]
+fn a_touch_lured_without_the_pin_opens_nothing() {
+    let mut s =
+        Stack::new("", "approval.user_verification = \"discouraged\"").with_key_and_source();
+    s.ok(&["env", "demo"]);
+    assert!(!wrap_user_verified(&s));
+    assert!(
+        lured_touch_opens_the_vault(&s),
+        "touch-only: a touch without the PIN opens the vault"
+    );
+    let status = s.ok(&["status"]);
+    assert!(status.contains("TOUCH ONLY"), "{status}");
+    assert!(s.ok(&["key", "list"]).contains("sealed, TOUCH ONLY"));
+
+    // Back to the default: the next approval moves the wrap (a touch without the PIN, then one
+    // with it), and confirms the changed setting.
+    edit(
+        &config_path(&s),
+        "user_verification = \"discouraged\"\n",
+        "",
+    );
+    restart(&mut s);
+    let out = s.credctl(&["confirm", "--accept-change"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("once more, without the PIN"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(wrap_user_verified(&s));
+    assert!(
+        !lured_touch_opens_the_vault(&s),
+        "a touch without the PIN must open nothing"
+    );
+    assert!(s
+        .agent
+        .log_text()
+        .contains("moved the key's copy of the vault"));
+
+    // From now on one touch with the PIN does, and the wrong PIN opens nothing.
+    let out = s.credctl(&["env", "demo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("once more"), "{}", stderr(&out));
+    s.ok(&["lock"]);
+    let out = s
+        .env
+        .command(bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .env("CREDCTL_SOFT_PIN", "000000")
+        .args(["env", "demo"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("wrong PIN"), "{}", stderr(&out));
+    let status = s.ok(&["status"]);
+    assert!(!status.contains("TOUCH ONLY"), "{status}");
+    assert!(s.ok(&["key", "list"]).contains("sealed, PIN/biometric"));
+}
