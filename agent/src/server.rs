@@ -197,6 +197,19 @@ async fn serve(
         }
     });
     notify::spawn_announcer(&control.pending, shutdown.clone(), &tracker);
+    // Approvals nobody touched end after a minute: the audit says so (a timeout is not quiet).
+    let expiry = control.approvals.clone();
+    let expiry_stop = shutdown.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = expiry_stop.cancelled() => break,
+                _ = tick.tick() => expiry.audit_expired(SystemTime::now()),
+            }
+        }
+    });
     let locker = control.clone();
     let signals = crate::lock_signals::spawn(
         &config.lock_on,

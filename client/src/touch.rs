@@ -115,6 +115,13 @@ fn human(secs: u64) -> String {
 
 /// Takes the touch for `c` and returns the agent's verdict (`Opened` / `KeyAdded` / error).
 pub fn answer(agent: &mut Agent, auth: &Authenticator, c: &Challenge) -> Result<Response> {
+    if touch_only(&c.options) {
+        eprintln!(
+            "credctl: warning: this touch needs no PIN ([approval] user_verification = \
+             \"discouraged\"): a program that reaches your key can take one as well; remove \
+             that line from config.toml unless you chose it"
+        );
+    }
     match auth {
         Authenticator::Browser => {
             eprintln!(
@@ -130,6 +137,14 @@ pub fn answer(agent: &mut Agent, auth: &Authenticator, c: &Challenge) -> Result<
         Authenticator::Soft(path) => soft(agent, path, c),
         Authenticator::Usb => usb(agent, c),
     }
+}
+
+/// Whether an approval's options ask for a touch without user verification (a touch-only
+/// policy; registrations and approvals alike).
+fn touch_only(options: &serde_json::Value) -> bool {
+    let pk = &options["publicKey"];
+    pk["userVerification"] == "discouraged"
+        || pk["authenticatorSelection"]["userVerification"] == "discouraged"
 }
 
 pub(crate) fn open_browser(url: &str) {
@@ -473,6 +488,16 @@ fn login_by_device_code() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_touch_only_challenge_is_recognised() {
+        let approve = serde_json::json!({"publicKey": {"userVerification": "discouraged"}});
+        let register = serde_json::json!({"publicKey": {"authenticatorSelection":
+            {"userVerification": "discouraged"}}});
+        assert!(touch_only(&approve) && touch_only(&register));
+        let verified = serde_json::json!({"publicKey": {"userVerification": "required"}});
+        assert!(!touch_only(&verified) && !touch_only(&serde_json::json!({})));
+    }
 
     #[test]
     fn parses_authenticator_specs() {

@@ -585,3 +585,61 @@ fn a_touch_lured_without_the_pin_opens_nothing() {
     assert!(!status.contains("TOUCH ONLY"), "{status}");
     assert!(s.ok(&["key", "list"]).contains("sealed, PIN/biometric"));
 }
+
+/// The seventh attack review: `vault.json` and `trusted.json` deleted, the user's key set to
+/// approve touch-only in `keys.json` and in `config.toml`, agent restarted; one touch of the
+/// user's key taken without its PIN made a vault of its own and adopted the weaker policy, and
+/// the user's next source went to it. Now no touch of a registered key makes a vault.
+#[test]
+fn a_deleted_vault_is_not_remade_by_a_touch_without_the_pin() {
+    let mut s = Stack::new("", "").with_key_and_source();
+    s.ok(&["env", "demo"]);
+    s.ok(&["stop"]);
+    assert!(s.agent.wait_exit(Duration::from_secs(10)).is_some());
+    for file in ["vault.json", "trusted.json"] {
+        std::fs::remove_file(state_dir(&s).join(file)).unwrap();
+    }
+    edit(
+        &state_dir(&s).join("keys.json"),
+        "\"registration_policy\": \"required\"",
+        "\"registration_policy\": \"discouraged\"",
+    );
+    let config = std::fs::read_to_string(config_path(&s)).unwrap();
+    std::fs::write(
+        config_path(&s),
+        config.replace(
+            "[approval]\n",
+            "[approval]\nuser_verification = \"discouraged\"\n",
+        ),
+    )
+    .unwrap();
+    s.agent = s.env.agent(&[]);
+    // The attacker's touch of the user's key, without the PIN.
+    let out = s
+        .env
+        .command(bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .env_remove("CREDCTL_SOFT_PIN")
+        .args(["confirm"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("vault.json is missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !state_dir(&s).join("vault.json").exists(),
+        "no vault was made"
+    );
+    assert!(!s.agent.log_text().contains("created the vault"));
+    // The user's routine command says what to restore, and opens nothing.
+    let out = s.credctl(&["env", "demo"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Restore vault.json"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -160,6 +160,16 @@ pub struct Lead {
     /// The leader's `--accept-change`: the changes to settings or to the role's target that
     /// were shown before this touch may be applied by it (`crate::trust`).
     pub accept_change: bool,
+    /// The leader as the audit names it, so a ceremony nobody touched is audited against it.
+    pub who: Option<crate::audit::Peer>,
+}
+
+/// A ceremony that ended because nobody touched a key in time, for the audit.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    pub kind: Kind,
+    pub requester: String,
+    pub who: Option<crate::audit::Peer>,
 }
 
 /// How an approval request proceeds.
@@ -204,6 +214,7 @@ struct Entry<S> {
     awaiters: Vec<u64>,
     mfa_code: Option<Secret>,
     requester: String,
+    who: Option<crate::audit::Peer>,
     target: Option<String>,
     accept_change: bool,
     /// SHA-256 of the secret the first page load of this ceremony was given (a cookie): only
@@ -238,6 +249,8 @@ pub(crate) struct Ceremonies<S> {
     /// Outcomes of ceremonies that ended lately, for their leader alone: `credctl` prints the
     /// browser page's address, then asks for the outcome, and the page may be faster.
     recent: std::collections::VecDeque<Recent>,
+    /// Ceremonies that timed out and are not audited yet.
+    expired: Vec<Expired>,
     /// The page session of each leading control connection (SHA-256 of its secret): every
     /// ceremony that connection leads next (the steps of one key change) belongs to the same
     /// page, so a program that read a later step's address cannot answer it.
@@ -327,6 +340,7 @@ impl<S> Ceremonies<S> {
             by_role: HashMap::new(),
             ended: std::sync::Arc::new(tokio::sync::Notify::new()),
             recent: std::collections::VecDeque::new(),
+            expired: Vec::new(),
             pages: HashMap::new(),
         }
     }
@@ -360,7 +374,8 @@ impl<S> Ceremonies<S> {
         all
     }
 
-    /// Ends ceremonies past their time; their followers learn why.
+    /// Ends ceremonies past their time; their followers learn why, and the audit learns of
+    /// them through [`Ceremonies::take_expired`].
     pub(crate) fn prune(&mut self, now: SystemTime) {
         self.recent.retain(|r| r.until > now);
         let stale: Vec<CeremonyId> = self
@@ -370,8 +385,23 @@ impl<S> Ceremonies<S> {
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
+            if let Some(e) = self.entries.get(&id) {
+                if self.expired.len() < MAX_CEREMONIES * 4 {
+                    self.expired.push(Expired {
+                        kind: e.kind.clone(),
+                        requester: e.requester.clone(),
+                        who: e.who.clone(),
+                    });
+                }
+            }
             self.finish(id, timed_out());
         }
+    }
+
+    /// The ceremonies that timed out since the last call (pruning first).
+    pub(crate) fn take_expired(&mut self, now: SystemTime) -> Vec<Expired> {
+        self.prune(now);
+        std::mem::take(&mut self.expired)
     }
 
     /// Refuses a new ceremony when too many are outstanding.
@@ -424,6 +454,7 @@ impl<S> Ceremonies<S> {
                 awaiters: Vec::new(),
                 mfa_code: lead.mfa_code,
                 requester: lead.requester,
+                who: lead.who,
                 target: lead.target,
                 accept_change: lead.accept_change,
                 page: self
@@ -1096,5 +1127,42 @@ mod tests {
         assert_eq!(b.delay(), MAX_FAILURE_DELAY);
         b.record_success();
         assert_eq!(b.delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_ceremony_nobody_touched_is_reported_once_with_who_asked() {
+        let mut c: Ceremonies<()> = Ceremonies::new();
+        let who = crate::audit::Peer {
+            origin: crate::audit::Origin::Unix { uid: 1000, pid: 42 },
+            exe: Some("/usr/bin/credctl".into()),
+        };
+        let asked = Lead {
+            who: Some(who),
+            requester: "pid 42 (/usr/bin/credctl)".into(),
+            ..lead(3)
+        };
+        let answered = c
+            .insert(t0(), approve("dev"), (), serde_json::Value::Null, lead(4))
+            .unwrap();
+        c.insert(t0(), approve("prod"), (), serde_json::Value::Null, asked)
+            .unwrap();
+        c.finish(answered, opened());
+        assert!(c.take_expired(t0() + CEREMONY_TTL / 2).is_empty());
+        let expired = c.take_expired(t0() + CEREMONY_TTL + Duration::from_secs(1));
+        assert_eq!(
+            expired.len(),
+            1,
+            "only the one nobody answered: {expired:?}"
+        );
+        assert_eq!(expired[0].kind, approve("prod"));
+        assert_eq!(expired[0].requester, "pid 42 (/usr/bin/credctl)");
+        assert_eq!(
+            expired[0].who.as_ref().unwrap().origin,
+            crate::audit::Origin::Unix { uid: 1000, pid: 42 }
+        );
+        assert!(
+            c.take_expired(t0() + CEREMONY_TTL * 2).is_empty(),
+            "reported once"
+        );
     }
 }

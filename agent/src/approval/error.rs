@@ -191,6 +191,15 @@ pub enum ApprovalError {
     )]
     WrapNeedsMove { key: String },
 
+    #[error(
+        "key {key} is registered, but vault.json is missing, so its touch opens nothing and no \
+         new vault is made (it would strand every sealed source, and a program that deleted the \
+         file could choose what your touch creates). Restore vault.json from a backup and \
+         restart the agent (`credctl stop`). If these keys predate sealing, move keys.json \
+         aside and register them again with `credctl key add`"
+    )]
+    VaultMissing { key: String },
+
     #[error("the vault could not be changed: {detail}")]
     Vault { detail: String },
 
@@ -238,6 +247,7 @@ impl ApprovalError {
             Self::VaultUnwrap { .. } => "vault_unwrap",
             Self::WrapNeedsUserVerification { .. } => "wrap_needs_user_verification",
             Self::WrapNeedsMove { .. } => "wrap_needs_move",
+            Self::VaultMissing { .. } => "vault_missing",
             Self::Vault { .. } => "vault",
             Self::Io { .. } => "io",
         }
@@ -255,6 +265,7 @@ impl ApprovalError {
             | Self::NoPrf { .. }
             | Self::WrapNeedsUserVerification { .. }
             | Self::WrapNeedsMove { .. }
+            | Self::VaultMissing { .. }
             | Self::KeyNotSealed { .. } => ErrorCode::Policy,
             Self::KeyExists { .. } | Self::CredentialExists { .. } => ErrorCode::Exists,
             Self::UnknownKey { .. } => ErrorCode::NotFound,

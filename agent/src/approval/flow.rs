@@ -35,6 +35,8 @@ pub trait SessionOpener: Send + Sync {
 pub struct Requester {
     pub conn: u64,
     pub description: String,
+    /// The connection as the audit names it.
+    pub who: Option<Peer>,
 }
 
 impl Requester {
@@ -45,6 +47,7 @@ impl Requester {
             mfa_code,
             target,
             accept_change,
+            who: self.who.clone(),
         }
     }
 }
@@ -145,7 +148,30 @@ impl Approvals {
     }
 
     /// The touches being asked for now, for `status` and for a client about to wait behind one.
+    /// Audits the ceremonies that timed out (nobody touched a key for them) as refused
+    /// touches, `timed_out`, with who asked.
+    pub fn audit_expired(&self, now: SystemTime) {
+        for expired in self.approver.take_expired(now) {
+            let what = match &expired.kind {
+                Kind::Approve(purpose) => purpose.wire(),
+                Kind::Register { name } => format!("key add: {name}"),
+            };
+            let who = expired.who.unwrap_or_else(|| {
+                Peer::from(crate::audit::Origin::Unix {
+                    uid: nix::unistd::getuid().as_raw(),
+                    pid: 0,
+                })
+            });
+            tracing::info!(what = %what, requester = %expired.requester, "nobody touched a key in time");
+            self.audit.record(
+                now,
+                Event::action("touch", &who, Some("timed_out")).role(&what),
+            );
+        }
+    }
+
     pub fn in_progress(&self, now: SystemTime) -> Vec<credagent_proto::ApprovalInProgress> {
+        self.audit_expired(now);
         self.approver
             .in_progress(now)
             .into_iter()
@@ -535,9 +561,8 @@ impl Approvals {
     /// nothing to prove (no vault and no key registered: a fresh install, where the source is
     /// stored unsealed and says so). A missing `vault.json` while keys are registered is no
     /// fresh install: the sixth attack review deleted it and the next `source add` stored the
-    /// secret unsealed in the keyring, silently. Then the touch is required, and it either makes
-    /// the vault the keys were registered without (keys from before sealing) or is refused
-    /// because `trusted.json` names the vault that was lost.
+    /// secret unsealed in the keyring, silently. Then the touch is required, and it is refused:
+    /// an approval never makes a vault (see `seal::evals_for`).
     pub fn may_seal_for(&self, conn: u64, now: SystemTime) -> bool {
         // `keys.json` deleted too is still no fresh install while `trusted.json` names the
         // vault that was lost.

@@ -52,7 +52,6 @@ use crate::util::LockExt;
 use ceremony::{Ceremonies, Claimed, FailureBackoff};
 use keys::{KeyRecord, KeyRegistry};
 use rp::{AuthState, RegState, RelyingParty};
-use seal::Evals;
 
 use crate::vault::{VaultKeeper, VaultSecret, KEY_LEN};
 
@@ -145,8 +144,6 @@ enum State {
     },
     Approval {
         state: AuthState,
-        /// Evaluation points offered to keys without a wrap while no vault exists.
-        fresh: Evals,
     },
     /// The new key's own touch, which gives its PRF output (see `seal`).
     Seal {
@@ -519,13 +516,13 @@ impl Approver {
                 refused: refused.join("; "),
             });
         }
-        let (evals, fresh) = self.evals_for(&eligible)?;
+        let evals = self.evals_for(&eligible);
         let (challenge, state) = self.rp.start_authentication(&keys)?;
         let kind = Kind::Approve(purpose.clone());
         let mut options = options_json(&challenge)?;
         seal::request_prf_eval(&mut options, &evals);
         self.adapt_to_wraps(&mut options, &eligible);
-        let state = State::Approval { state, fresh };
+        let state = State::Approval { state };
         let id = inner.ceremonies.insert(now, kind, state, options, lead)?;
         Ok((id, challenge))
     }
@@ -591,8 +588,7 @@ impl Approver {
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
         let target = claimed.target;
-        let (Kind::Approve(expected), State::Approval { state, fresh }) =
-            (claimed.kind, claimed.state)
+        let (Kind::Approve(expected), State::Approval { state }) = (claimed.kind, claimed.state)
         else {
             return Err(ApprovalError::UnknownCeremony);
         };
@@ -656,7 +652,6 @@ impl Approver {
             result.cred_id().as_slice(),
             prf,
             result.user_verified(),
-            &fresh,
         )?;
         Ok(Approval {
             purpose: expected,
@@ -676,6 +671,11 @@ impl Approver {
     /// An unanswered ceremony, for the approval page.
     pub fn view(&self, id: CeremonyId) -> Option<View> {
         self.lock().ceremonies.view(id)
+    }
+
+    /// The ceremonies that timed out, nobody having touched a key, since the last call.
+    pub fn take_expired(&self, now: SystemTime) -> Vec<ceremony::Expired> {
+        self.lock().ceremonies.take_expired(now)
     }
 
     /// The ceremonies in progress: what each is for, who asked, since when.

@@ -162,26 +162,19 @@ pub fn prf_enabled(answer: &Value) -> bool {
 
 impl Approver {
     /// The PRF inputs for an approval by `records`: each sealed credential's evaluation point.
-    /// Before any vault exists, every credential gets a fresh point (returned separately, kept
-    /// with the ceremony): the first touch that brings a PRF output creates the vault.
-    pub(super) fn evals_for(
-        &self,
-        records: &[&KeyRecord],
-    ) -> Result<(Evals, Evals), ApprovalError> {
-        let mut evals = Evals::new();
-        let mut fresh = Evals::new();
-        let create = !self.vault.exists();
-        for record in records {
-            let id = record.credential.cred_id().as_slice().to_vec();
-            if let Some(point) = self.vault.point_for(&id) {
-                evals.push((id, point));
-            } else if create {
-                let point = new_point().map_err(vault_error)?;
-                evals.push((id.clone(), point));
-                fresh.push((id, point));
-            }
-        }
-        Ok((evals, fresh))
+    /// An approval never creates a vault: only the first key's registration does (its seal
+    /// step). The seventh attack review deleted `vault.json` and `trusted.json`, edited
+    /// `keys.json` so the user's key approved touch-only, and had one touch of that key, taken
+    /// without its PIN, create a vault of its own and adopt a weaker policy; the user's next
+    /// source went to that vault.
+    pub(super) fn evals_for(&self, records: &[&KeyRecord]) -> Evals {
+        records
+            .iter()
+            .filter_map(|record| {
+                let id = record.credential.cred_id().as_slice().to_vec();
+                self.vault.point_for(&id).map(|point| (id, point))
+            })
+            .collect()
     }
 
     /// What the challenge must add for keys whose wrap was made with another kind of touch
@@ -224,7 +217,6 @@ impl Approver {
         cred_id: &[u8],
         prf: PrfAnswer,
         user_verified: bool,
-        fresh: &Evals,
     ) -> Result<Option<VaultSecret>, ApprovalError> {
         let required = self.sealing == Sealing::Required;
         let PrfAnswer { output, without_uv } = prf;
@@ -232,13 +224,16 @@ impl Approver {
             if !required {
                 return Ok(None);
             }
-            return Err(
-                if self.vault.exists() && self.vault.point_for(cred_id).is_none() {
-                    ApprovalError::KeyNotSealed { key: key.into() }
-                } else {
-                    ApprovalError::NoPrf { key: key.into() }
-                },
-            );
+            if !self.vault.exists() {
+                // Nothing was asked of the key (no vault to ask for): say what is missing.
+                self.refuse_if_vault_lost()?;
+                return Err(ApprovalError::VaultMissing { key: key.into() });
+            }
+            return Err(if self.vault.point_for(cred_id).is_none() {
+                ApprovalError::KeyNotSealed { key: key.into() }
+            } else {
+                ApprovalError::NoPrf { key: key.into() }
+            });
         };
         if self.vault.exists() {
             let (Some(point), Some(wrap_uv)) = (
@@ -283,20 +278,14 @@ impl Approver {
                 _ => unwrap_with(&prf).map(Some),
             };
         }
-        let Some((_, point)) = fresh.iter().find(|(id, _)| id == cred_id) else {
-            return Err(ApprovalError::KeyNotSealed { key: key.into() });
-        };
+        // Keys are registered but there is no vault: `vault.json` was lost (or deleted), or
+        // the keys were registered unsealed. A new vault here would strand every sealed
+        // secret, and would let whoever removed the file choose what the next touch creates.
+        if !required {
+            return Ok(None);
+        }
         self.refuse_if_vault_lost()?;
-        let secret = self
-            .vault
-            .create(cred_id, *point, &prf, user_verified)
-            .map_err(vault_error)?;
-        tracing::info!(
-            key,
-            user_verified,
-            "created the vault: sources are sealed to it from now on"
-        );
-        Ok(Some(secret))
+        Err(ApprovalError::VaultMissing { key: key.into() })
     }
 
     /// The seal step of `key add`: a ceremony in which only the new key (not yet stored) can
@@ -372,6 +361,19 @@ impl Approver {
                     .add_wrap(&secret, &cred_id, point, &prf, result.user_verified())
                     .map_err(vault_error)?;
                 None
+            }
+            // Only the first key makes the vault: a key added with the touch of one registered
+            // before gets a copy of the vault that touch unwrapped, never a vault of its own.
+            None if !self.vault.exists() && authorized => {
+                return Err(ApprovalError::NotAuthorized {
+                    what: format!(
+                        "sealing the key {}: the keys registered before it hold no vault \
+                         (vault.json is missing, or they were registered unsealed), and only the \
+                         first key makes one. Restore vault.json and restart the agent, or start \
+                         over: move keys.json aside and register your keys again",
+                        record.name
+                    ),
+                })
             }
             None if !self.vault.exists() => {
                 self.refuse_if_vault_lost()?;

@@ -281,10 +281,41 @@ fn an_unsealed_setup_approves_by_policy_and_says_so() {
     let mut approval = touch(&approver, &mut a, "prod", false).unwrap();
     assert!(approval.take_vault().is_none());
     assert!(!approver.vault().exists());
-    // The first touch that brings a PRF output creates the vault (an upgrade in place).
+    // No touch of a registered key makes a vault (only the first key's registration does):
+    // it approves by policy, unsealed, as before.
     let mut approval = touch(&approver, &mut a, "prod", true).unwrap();
-    assert!(approval.take_vault().is_some());
-    assert!(approver.keys()[0].sealed);
+    assert!(approval.take_vault().is_none());
+    assert!(!approver.vault().exists());
+    // Nor does adding a key with its touch: the new key would hold a vault of its own.
+    let authorization = touch(&approver, &mut a, key_add_role("b"), false).unwrap();
+    let err = add(&approver, &mut key(2), "b", Some(authorization), true).unwrap_err();
+    assert_eq!(err.code(), "not_authorized");
+    assert!(
+        err.to_string().contains("only the first key makes one"),
+        "{err}"
+    );
+    assert!(!approver.vault().exists());
+    assert_eq!(approver.keys().len(), 1);
+}
+
+/// The seventh attack review: `vault.json` and `trusted.json` deleted, the user's key set to
+/// approve touch-only; one touch of it, without the PIN, made a vault of its own. Now no
+/// approval makes a vault, whatever else is missing, and it says what to restore.
+#[test]
+fn a_deleted_vault_is_never_remade_by_a_touch_of_a_registered_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let mut a = key(1);
+    add(&approver, &mut a, "a", None, true).unwrap();
+    drop(approver);
+    std::fs::remove_file(dir.path().join(crate::vault::VAULT_FILE)).unwrap();
+    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let err = touch(&approver, &mut a, "prod", true).unwrap_err();
+    assert_eq!(err.code(), "vault_missing");
+    assert!(err.to_string().contains("Restore vault.json"), "{err}");
+    assert!(!approver.vault().exists());
+    let authorization = touch(&approver, &mut a, key_add_role("b"), true);
+    assert_eq!(authorization.unwrap_err().code(), "vault_missing");
 }
 
 #[test]

@@ -125,6 +125,7 @@ impl Conn {
                 self.pid,
                 self.exe.as_deref().unwrap_or("unknown")
             ),
+            who: Some(self.peer()),
         }
     }
 }
