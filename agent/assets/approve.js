@@ -27,6 +27,8 @@
       $("title").textContent = "Open AWS role " + info.role + "?";
       box.append(row("Role", info.role));
       if (info.role_arn) box.append(row("Role ARN", info.role_arn));
+      if (info.sso_account) box.append(row("Account", info.sso_account));
+      if (info.sso_permission_set) box.append(row("Permission set", info.sso_permission_set));
       if (info.target) box.append(row("Opens", info.target));
       box.append(row("Session", Math.round(info.session_secs / 60) + " min"), row("Asked by", info.requester));
     } else if (info.kind === "authorize_key_add") {

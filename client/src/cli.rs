@@ -172,6 +172,11 @@ pub enum Command {
         /// With --discover: print ready-to-paste ~/.aws/config profile blocks.
         #[arg(long, requires = "discover")]
         config: bool,
+        /// With --config: the `region` each profile gets (what SDKs call; default: the
+        /// Identity Center region), as `aws configure sso` asks for its "CLI default client
+        /// Region".
+        #[arg(long, requires = "config", value_parser = crate::region::parse_flag)]
+        region: Option<String>,
     },
     /// Open a session for ROLE if needed (touch) and make ROLE current for this shell.
     Use {

@@ -76,7 +76,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             json,
             discover: Some(login),
             config,
-        } => roles::discover(&socket, &login, json, config)?,
+            region,
+        } => roles::discover(&socket, &login, json, config.then_some(region))?,
         Command::Roles { json, .. } => roles::roles(&socket, json)?,
         Command::Use { role, touch } => {
             eprint!("{}", session::use_role(&socket, &role, &touch)?);
@@ -171,6 +172,47 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// `~/.config/credagent/config.toml`, key by key: what it does and its default. The agent reads
+/// it when it starts (`credctl stop`, then any command, starts it again); a change to a setting
+/// a touch vouches for (endpoints, the approval policy, session lengths, lock signals) is shown
+/// at the next touch and applies only with `--accept-change`.
+const CONFIGURATION: &[(&str, &str)] = &[
+    ("sts_endpoint, sso_oidc_endpoint, sso_endpoint, federation_endpoint", "Endpoint overrides (default: AWS's endpoints for the partition). Secrets go to an override only after a touch confirmed it; the agent never reads AWS_ENDPOINT_URL_* from its environment."),
+    ("keyring", "Where sealed sources live: \"secret-service\" (default with a session bus), \"keyutils\" (the kernel keyring) or \"file\" (0600 files in the state directory). Each holds ciphertext only."),
+    ("session_ttl", "How long one touch keeps a role session open: 15m to 12h (default 1h)."),
+    ("idle_timeout", "Lock after this long without a credential request (default 0s: never)."),
+    ("mfa_session_ttl", "GetSessionToken lifetime for sources with mfa_serial (default 12h, at least session_ttl)."),
+    ("lock_on", "Signals that lock the agent: \"suspend\", \"screen-lock\" (default both; [] for neither)."),
+    ("[approval] user_verification", "\"required\" (default): every touch needs the key's PIN or biometric, and the vault opens only with such a touch. \"discouraged\": a touch alone (weaker)."),
+    ("[approval] sealing", "\"required\" (default): every touch must unwrap the vault. \"allow-unsealed\": keys without hmac-secret approve by policy, their sources readable in the keyring."),
+    ("[approval] allow_software_authenticators", "Accept authenticators that identify themselves as software (default false; tests and demos only)."),
+    ("[approval] attestation_ca", "PEM files of vendor CAs: only keys they attest may register (default []: any key)."),
+];
+
+/// The environment credctl reads.
+const ENVIRONMENT: &[(&str, &str)] = &[
+    ("CREDAGENT_SOCK", "The agent's control socket (default $XDG_RUNTIME_DIR/credagent/agent.sock); --socket wins."),
+    ("CREDAGENT_BIN", "The credagent binary credctl starts and accepts as the agent (default: next to credctl, else on PATH)."),
+    ("CREDCTL_AUTHENTICATOR", "The default for --authenticator: usb, browser or soft:FILE."),
+    ("CREDCTL_USB_WAIT_SECS", "How long to wait for a USB key to be plugged in and picked (default 30)."),
+    ("CREDCTL_SOFT_PIN", "The PIN of the insecure software authenticator (soft:FILE): given to a new one, and given to it when used. Never read for a real key."),
+    ("CREDCTL_SSO_DEVICE_CODE", "Set to 1 so that a login a role needs on the spot uses the device code flow (for machines without a browser)."),
+    ("AWS_CONFIG_FILE", "The AWS config file with your profiles (default ~/.aws/config)."),
+    ("XDG_RUNTIME_DIR, XDG_CONFIG_HOME, XDG_STATE_HOME", "Where the socket, config.toml and the agent's state live."),
+];
+
+/// The files credctl and the agent use.
+const FILES: &[(&str, &str)] = &[
+    ("~/.config/credagent/config.toml", "The agent's settings (CONFIGURATION). Must be yours and not writable by group or others."),
+    ("~/.aws/config", "Your profiles: roles (role_arn, source_profile), sources, IAM Identity Center sessions."),
+    ("$XDG_RUNTIME_DIR/credagent/agent.sock", "The control socket (0600, in a 0700 directory)."),
+    ("~/.local/state/credagent/keys.json", "Your registered security keys (public keys and counters)."),
+    ("~/.local/state/credagent/vault.json", "The vault's public key, and its private key wrapped once per key (opened only by that key's touch)."),
+    ("~/.local/state/credagent/trusted.json", "What your touches vouched for (settings, role targets, source keys), authenticated with a key from the vault."),
+    ("~/.local/state/credagent/sso/", "IAM Identity Center refresh tokens, sealed to the vault."),
+    ("~/.local/state/credagent/audit.jsonl", "The audit log: every credential served or refused, every touch and change (credctl audit)."),
+];
+
 /// Roff-escapes one line of text.
 fn roff(text: &str) -> String {
     let t = text.replace('\\', "\\e").replace('-', "\\-");
@@ -249,6 +291,16 @@ fn man_page() -> Result<String> {
     }
     if let Some(c) = current {
         out.push_str(&c);
+    }
+    for (title, entries) in [
+        ("CONFIGURATION", CONFIGURATION),
+        ("ENVIRONMENT", ENVIRONMENT),
+        ("FILES", FILES),
+    ] {
+        out.push_str(&format!(".SH {title}\n"));
+        for (name, text) in entries {
+            out.push_str(&format!(".TP\n\\fB{}\\fR\n{}\n", roff(name), roff(text)));
+        }
     }
     out.push_str(".SH SEE ALSO\n\\fBcredagent\\fR(1), \\fBaws\\fR(1)\n");
     Ok(out)

@@ -15,7 +15,7 @@ pub use frame::{
 };
 pub use message::{
     ApprovalInProgress, ErrorCode, KeyInfo, PendingInfo, Request, Response, RoleInfo, SessionState,
-    SourceInfo, SsoAccountInfo, SsoState, StatusInfo, TokenInfo,
+    SourceInfo, SsoAccountInfo, SsoRole, SsoState, StatusInfo, TokenInfo,
 };
 pub use paths::{socket_path, socket_path_from, SocketPathSource};
 pub use secret::Secret;

@@ -451,7 +451,13 @@ pub struct SourceInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleInfo {
     pub name: String,
+    /// The ARN the session assumes; empty for an IAM Identity Center profile, whose role ARN
+    /// only AWS knows (see `sso_role`).
+    #[serde(default)]
     pub role_arn: String,
+    /// For an IAM Identity Center profile: the account and permission set it opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso_role: Option<SsoRole>,
     /// Profiles from the source to this role, e.g. `["base", "dev", "prod"]`.
     pub chain: Vec<String>,
     pub mfa: bool,
@@ -479,6 +485,13 @@ pub struct SsoAccountInfo {
     #[serde(default)]
     pub email: Option<String>,
     pub roles: Vec<String>,
+}
+
+/// The account and permission set of an IAM Identity Center profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoRole {
+    pub account_id: String,
+    pub permission_set: String,
 }
 
 /// The IAM Identity Center login behind a role.

@@ -274,6 +274,16 @@ fn help_and_man_are_complete_and_stop_leaves_no_lock_file() {
         man.contains(".SH EXIT STATUS") && man.contains(".SH COMMANDS"),
         "{man}"
     );
+    // config.toml, the environment and the files have their sections.
+    for (section, entry) in [
+        (".SH CONFIGURATION", "[approval] user_verification"),
+        (".SH ENVIRONMENT", "CREDCTL_AUTHENTICATOR"),
+        (".SH FILES", "trusted.json"),
+    ] {
+        assert!(man.contains(section), "{section} in {man}");
+        let after = &man[man.find(section).unwrap()..];
+        assert!(after.contains(entry), "{entry} under {section}");
+    }
     for cmd in [
         &["key", "add"][..],
         &["key", "list"],

@@ -454,8 +454,37 @@ fn discovery_lists_what_the_login_reaches_and_writes_profiles_that_work() {
     let table = s.ok(&["roles", "--discover", "corp"]);
     assert!(table.contains("333333333333"), "{table}");
     assert!(table.contains("Admin, Deploy, ReadOnly"), "{table}");
-    let blocks = s.ok(&["roles", "--discover", "corp", "--config"]);
-    assert!(blocks.contains("[profile prod-Deploy]\nsso_session = corp\nsso_account_id = 333333333333\nsso_role_name = Deploy\n"), "{blocks}");
+    let out = s.credctl(&["roles", "--discover", "corp", "--config"]);
+    let blocks = stdout(&out);
+    // Every profile gets a region (the Identity Center one unless --region says otherwise),
+    // so SDKs do not fall back to the global STS endpoint; stderr says so.
+    assert!(blocks.contains("[profile prod-Deploy]\nsso_session = corp\nsso_account_id = 333333333333\nsso_role_name = Deploy\nregion = us-east-1\n"), "{blocks}");
+    assert!(stderr(&out).contains("--region REGION"), "{}", stderr(&out));
+    let other = s.ok(&[
+        "roles",
+        "--discover",
+        "corp",
+        "--config",
+        "--region",
+        "eu-west-1",
+    ]);
+    assert!(
+        other.contains("sso_role_name = Deploy\nregion = eu-west-1\n"),
+        "{other}"
+    );
+    assert_eq!(
+        other.matches("region = eu-west-1").count(),
+        blocks.matches("region = us-east-1").count()
+    );
+    let bad = s.credctl(&[
+        "roles",
+        "--discover",
+        "corp",
+        "--config",
+        "--region",
+        "eu-west-1;x",
+    ]);
+    assert!(!bad.status.success());
     // Pasted into ~/.aws/config, every block is a role that opens.
     let config = s.env.home.join(".aws/config");
     let mut text = std::fs::read_to_string(&config).unwrap();
@@ -471,6 +500,15 @@ fn discovery_lists_what_the_login_reaches_and_writes_profiles_that_work() {
         .find(|r| r["name"] == "prod-Deploy")
         .expect("the pasted profile is a role");
     assert!(deploy["problem"].is_null(), "{deploy}");
+    // No made-up ARN: the account and permission set, which scripts can use as they are.
+    assert_eq!(deploy["role_arn"], "", "{deploy}");
+    assert_eq!(
+        deploy["sso_role"],
+        serde_json::json!({"account_id": "333333333333", "permission_set": "Deploy"})
+    );
+    assert!(s
+        .ok(&["roles"])
+        .contains("Deploy in 333333333333 (IAM Identity Center)"));
     let token = s.role_token("prod-Deploy");
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
     assert_eq!(

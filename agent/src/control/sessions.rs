@@ -354,6 +354,12 @@ impl Control {
             out.push(RoleInfo {
                 name: summary.name,
                 role_arn: summary.role_arn,
+                sso_role: summary.sso_role.map(|(account_id, permission_set)| {
+                    credagent_proto::SsoRole {
+                        account_id,
+                        permission_set,
+                    }
+                }),
                 chain,
                 mfa,
                 region,

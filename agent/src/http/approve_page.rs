@@ -144,12 +144,19 @@ impl Page {
             Kind::Approve(Purpose::Confirm) => serde_json::json!({
                 "kind": "confirm", "requester": view.requester, "options": view.options,
             }),
-            Kind::Approve(Purpose::Role(role)) => serde_json::json!({
+            Kind::Approve(Purpose::Role(role)) => {
+                let spec = self.sessions.profiles().resolve(role).ok();
+                serde_json::json!({
                 "kind": "approve", "role": role, "requester": view.requester,
-                "role_arn": self.sessions.profiles().resolve(role).ok().map(|s| s.role_arn),
+                // An Identity Center role's ARN only AWS knows: its account and permission set
+                // are shown instead.
+                "role_arn": spec.as_ref().filter(|s| s.sso.is_none() || !s.chain.is_empty()).map(|s| s.role_arn.clone()),
+                "sso_account": spec.as_ref().and_then(|s| s.sso.as_ref()).map(|s| s.account_id.clone()),
+                "sso_permission_set": spec.as_ref().and_then(|s| s.sso.as_ref()).map(|s| s.role_name.clone()),
                 "target": view.target,
                 "session_secs": self.approvals.session_ttl().as_secs(), "options": view.options,
-            }),
+                })
+            }
             Kind::Register { name } => serde_json::json!({
                 "kind": "register", "name": name, "requester": view.requester, "options": view.options,
             }),

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::sources::SourceCredentials;
 
 mod sso;
-use sso::{is_sso_profile, sso_role_display};
+use sso::{is_sso_profile, sso_role};
 pub use sso::{SsoSource, DEFAULT_SSO_SCOPES};
 
 /// Looks up an environment variable. Tests pass a map; the agent passes `std::env::var`.
@@ -174,7 +174,10 @@ fn profile_headers(text: &str) -> Vec<String> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RoleSummary {
     pub name: String,
+    /// Empty for an IAM Identity Center profile (its ARN only AWS knows): see `sso_role`.
     pub role_arn: String,
+    /// An IAM Identity Center profile's account and permission set.
+    pub sso_role: Option<(String, String)>,
     /// Root source profile, when the chain resolves.
     pub source: Option<String>,
     /// Why the chain does not resolve, when it does not.
@@ -315,15 +318,16 @@ impl Profiles {
             .profiles()
             .filter_map(|name| {
                 let profile = self.sections.get_profile(name)?;
-                let arn = match profile.get("role_arn") {
-                    Some(arn) => arn.to_owned(),
-                    None if is_sso_profile(profile) => sso_role_display(profile),
+                let (arn, sso_role) = match profile.get("role_arn") {
+                    Some(arn) => (arn.to_owned(), None),
+                    None if is_sso_profile(profile) => (String::new(), Some(sso_role(profile))),
                     None => return None,
                 };
                 let resolved = self.resolve(name);
                 Some(RoleSummary {
                     name: name.to_owned(),
                     role_arn: arn,
+                    sso_role,
                     source: resolved.as_ref().ok().map(|s| s.source.clone()),
                     error: resolved.err().map(|e| e.to_string()),
                 })
@@ -332,6 +336,7 @@ impl Profiles {
         out.extend(self.dropped.iter().map(|name| RoleSummary {
             name: name.clone(),
             role_arn: String::new(),
+            sso_role: None,
             source: None,
             error: Some(format!(
                 "the profile name {name:?} is not one the AWS SDKs' config parser accepts \

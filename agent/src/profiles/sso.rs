@@ -131,13 +131,12 @@ pub(super) fn is_sso_profile(profile: &Profile) -> bool {
         || profile.get("sso_start_url").is_some()
 }
 
-/// What `roles` shows as the ARN of an Identity Center profile (the real one has a generated
-/// path and suffix only AWS knows).
-pub(super) fn sso_role_display(profile: &Profile) -> String {
-    format!(
-        "arn:aws:iam::{}:role/{} (IAM Identity Center)",
-        profile.get("sso_account_id").unwrap_or("?"),
-        profile.get("sso_role_name").unwrap_or("?")
+/// An Identity Center profile's account and permission set, as `roles` shows them (its role
+/// ARN has a generated path and suffix only AWS knows, so none is made up).
+pub(super) fn sso_role(profile: &Profile) -> (String, String) {
+    (
+        profile.get("sso_account_id").unwrap_or("?").to_owned(),
+        profile.get("sso_role_name").unwrap_or("?").to_owned(),
     )
 }
 

@@ -31,7 +31,13 @@ pub fn render(roles: &[RoleInfo]) -> String {
             crate::text::printable(&r.name),
             session,
             if r.mfa { "yes" } else { "no" },
-            if r.chain.is_empty() {
+            if let (true, Some(sso)) = (r.chain.len() < 2, &r.sso_role) {
+                format!(
+                    "{} in {} (IAM Identity Center)",
+                    crate::text::printable(&sso.permission_set),
+                    crate::text::printable(&sso.account_id)
+                )
+            } else if r.chain.is_empty() {
                 crate::text::printable(&r.role_arn).into_owned()
             } else {
                 r.chain
@@ -100,8 +106,14 @@ fn plain_permission_set(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
 }
 
-/// `credctl roles --discover LOGIN [--config]`.
-pub fn discover(socket: &Path, login: &str, json: bool, config: bool) -> Result<String> {
+/// `credctl roles --discover LOGIN [--config [--region REGION]]`: `config` is `Some(region)`
+/// with --config.
+pub fn discover(
+    socket: &Path,
+    login: &str,
+    json: bool,
+    config: Option<Option<String>>,
+) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
     let resp = agent.request(&Request::SsoDiscover {
         login: login.to_owned(),
@@ -124,7 +136,26 @@ pub fn discover(socket: &Path, login: &str, json: bool, config: bool) -> Result<
         return Ok(format!("{login} can reach no account\n"));
     }
     let mut out = String::new();
-    if config {
+    if let Some(region) = config {
+        // Without a region SDKs call the global STS endpoint and fail on regional services:
+        // every profile gets one, the Identity Center region unless --region says otherwise.
+        let region = match region {
+            Some(r) => r,
+            None => {
+                eprintln!(
+                    "credctl: each profile gets region = {} (the Identity Center region); pass \
+                     --region REGION for another",
+                    crate::text::printable(&sso_region)
+                );
+                sso_region.clone()
+            }
+        };
+        if !crate::region::valid(&region) {
+            return Err(Failure::usage(format!(
+                "the Identity Center region {} is not a region name: pass --region REGION",
+                crate::text::printable(&region)
+            )));
+        }
         for a in &accounts {
             let account_ok =
                 a.account_id.len() == 12 && a.account_id.bytes().all(|b| b.is_ascii_digit());
@@ -147,7 +178,7 @@ pub fn discover(socket: &Path, login: &str, json: bool, config: bool) -> Result<
                     )),
                 }
                 out.push_str(&format!(
-                    "sso_account_id = {}\nsso_role_name = {role}\n\n",
+                    "sso_account_id = {}\nsso_role_name = {role}\nregion = {region}\n\n",
                     a.account_id
                 ));
             }

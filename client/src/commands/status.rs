@@ -65,7 +65,10 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
             + &user_verification_line(&info.user_verification, &info.touch_only_keys)
     ));
     if !info.lock_on.is_empty() {
-        out.push_str(&format!("lock on    {}\n", info.lock_on.join("; ")));
+        for (i, line) in lock_on_lines(&info.lock_on).iter().enumerate() {
+            let head = if i == 0 { "lock on" } else { "" };
+            out.push_str(&format!("{head:<10} {line}\n"));
+        }
     }
     out.push_str(&format!(
         "imds       {}\n",
@@ -187,6 +190,29 @@ fn sealing_line(mode: &str, vault: Option<&str>, unsealed: &[String]) -> String 
     line
 }
 
+/// The lock signals, one line per outcome in a stable order: the signals that share an outcome
+/// (the same D-Bus error, say) on one line, the error said once.
+fn lock_on_lines(reports: &[String]) -> Vec<String> {
+    let mut by_outcome: Vec<(String, Vec<String>)> = Vec::new();
+    for report in reports {
+        let (signal, outcome) = report
+            .split_once(": ")
+            .unwrap_or((report.as_str(), "unknown"));
+        match by_outcome.iter_mut().find(|(o, _)| o == outcome) {
+            Some((_, signals)) => signals.push(signal.to_owned()),
+            None => by_outcome.push((outcome.to_owned(), vec![signal.to_owned()])),
+        }
+    }
+    by_outcome.sort_by(|a, b| a.0.cmp(&b.0));
+    by_outcome
+        .into_iter()
+        .map(|(outcome, mut signals)| {
+            signals.sort();
+            format!("{}: {outcome}", signals.join(", "))
+        })
+        .collect()
+}
+
 /// What the `sealing` line adds about user verification: nothing when every copy of the vault
 /// needs the PIN, loudly when a touch alone opens it.
 fn user_verification_line(mode: &str, touch_only: &[String]) -> String {
@@ -214,6 +240,30 @@ fn user_verification_line(mode: &str, touch_only: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_signals_that_fail_alike_share_a_line() {
+        let err = "not watched (no system bus: connection refused)";
+        let reports = vec![
+            format!("screen-lock (logind session Lock): {err}"),
+            "screen-lock (org.gnome.ScreenSaver): watched".to_owned(),
+            format!("suspend (logind PrepareForSleep): {err}"),
+        ];
+        let lines = lock_on_lines(&reports);
+        assert_eq!(
+            lines,
+            vec![
+                format!(
+                    "screen-lock (logind session Lock), suspend (logind PrepareForSleep): {err}"
+                ),
+                "screen-lock (org.gnome.ScreenSaver): watched".to_owned(),
+            ]
+        );
+        // The same reports in another order give the same lines.
+        let mut shuffled = reports.clone();
+        shuffled.reverse();
+        assert_eq!(lock_on_lines(&shuffled), lines);
+    }
 
     #[test]
     fn the_sealing_line_says_when_a_touch_alone_opens_the_vault() {
