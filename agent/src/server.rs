@@ -49,6 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => (Some(p.clone()), true),
         None => (paths::default_config_file(), false),
     };
+    // The file's stamp before it is read: a change from then on is reported by `status`.
+    let config_seen = config_path
+        .as_ref()
+        .map(|p| (p.clone(), crate::profiles::FileStamp::of(p).ok()));
     let config = match &config_path {
         Some(p) => Config::load(p, required)?,
         None => Config::default(),
@@ -93,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .thread_name("credagent")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(bound, prepared, config, config_used))
+    runtime.block_on(serve(bound, prepared, config, config_used, config_seen))
 }
 
 async fn serve(
@@ -101,6 +105,7 @@ async fn serve(
     prepared: preflight::Prepared,
     config: Config,
     config_path: Option<PathBuf>,
+    config_seen: Option<(PathBuf, Option<crate::profiles::FileStamp>)>,
 ) -> anyhow::Result<()> {
     let listeners::Listeners {
         control,
@@ -118,6 +123,7 @@ async fn serve(
         socket: control_path.clone(),
         http_addr,
         config_path,
+        config_seen,
     };
     let preflight::Prepared {
         state_dir,

@@ -15,6 +15,19 @@ pub struct AgentState {
     pub socket: PathBuf,
     pub http_addr: SocketAddr,
     pub config_path: Option<PathBuf>,
+    /// The configuration file the agent looked for, and its stamp when it was read (`None`:
+    /// there was none), to tell `status` whether it changed since.
+    pub config_seen: Option<(PathBuf, Option<crate::profiles::FileStamp>)>,
+}
+
+impl AgentState {
+    /// Whether the configuration file changed (or appeared, or went) since the agent read it:
+    /// its settings apply only when the agent starts.
+    pub fn config_changed(&self) -> bool {
+        self.config_seen
+            .as_ref()
+            .is_some_and(|(path, seen)| crate::profiles::FileStamp::of(path).ok() != *seen)
+    }
 }
 
 impl AgentState {
@@ -44,6 +57,7 @@ impl AgentState {
             settings: String::new(),
             approvals: Vec::new(),
             unsealed_keys: Vec::new(),
+            config_changed: self.config_changed(),
             user_verification: String::new(),
             touch_only_keys: Vec::new(),
             lock_on: Vec::new(),

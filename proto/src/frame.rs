@@ -282,6 +282,7 @@ mod tests {
             vault: Some("0123456789abcdef".into()),
             sealing: "required".into(),
             unsealed_keys: vec!["old".into()],
+            config_changed: true,
             user_verification: "required".into(),
             touch_only_keys: vec!["older".into()],
             lock_on: vec!["suspend (logind PrepareForSleep): watched".into()],

@@ -559,6 +559,10 @@ pub struct StatusInfo {
     pub http_addr: String,
     /// The configuration file in effect, if one was read.
     pub config_path: Option<String>,
+    /// Whether that file changed (or appeared) since the agent read it: its settings apply
+    /// when the agent starts again.
+    #[serde(default)]
+    pub config_changed: bool,
     /// The AWS config file the agent reads roles from.
     #[serde(default)]
     pub aws_config: Option<String>,

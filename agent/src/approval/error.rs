@@ -14,7 +14,8 @@ pub enum ApprovalError {
 
     #[error(
         "none of the registered keys satisfies the approval policy ({refused}): register a key \
-         that does with `credctl key add`, or change [approval] in config.toml"
+         that does with `credctl key add`, or change [approval] in config.toml and restart the \
+         agent (`credctl stop`; it reads the file when it starts)"
     )]
     NoEligibleKeys { refused: String },
 
@@ -71,7 +72,8 @@ pub enum ApprovalError {
     #[error(
         "this authenticator identifies itself as software ({what}); credagent refuses software \
          authenticators by default: use a hardware security key, or set \
-         allow_software_authenticators = true in [approval] (for tests and demos only)"
+         allow_software_authenticators = true in [approval] (for tests and demos only) and \
+         restart the agent (`credctl stop`; it reads config.toml when it starts)"
     )]
     SoftwareAuthenticatorRefused { what: String },
 

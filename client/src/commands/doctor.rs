@@ -87,6 +87,20 @@ pub fn doctor(socket: &Path, json: bool) -> (String, bool) {
     checks.push(authenticator_check());
     checks.extend(file_checks(status.as_ref()));
     if let Some(s) = &status {
+        if s.config_changed {
+            checks.push(
+                check(
+                    "config",
+                    Verdict::Warn,
+                    format!(
+                        "{} changed since the agent read it: the agent still runs with what it \
+                         read when it started",
+                        s.config_path.as_deref().unwrap_or("config.toml")
+                    ),
+                )
+                .fix("credctl stop (the next credctl command starts the agent with the new file; open sessions end)"),
+            );
+        }
         checks.push(sealing_check(s));
         if s.vault.is_some() {
             checks.push(user_verification_check(s));

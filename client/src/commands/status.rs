@@ -34,8 +34,15 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     out.push_str(&format!("identity   {}\n", identity.describe()));
     out.push_str(&format!("endpoint   http://{}\n", info.http_addr));
     out.push_str(&format!(
-        "config     {}\n",
-        info.config_path.as_deref().unwrap_or("(defaults)")
+        "config     {}{}\n",
+        info.config_path.as_deref().unwrap_or("(defaults)"),
+        if info.config_changed {
+            " (CHANGED since the agent read it: it applies when the agent starts again, \
+             `credctl stop` then any credctl command; open sessions end, and a change to a \
+             setting your touches vouch for is shown at the next touch)"
+        } else {
+            ""
+        }
     ));
     out.push_str(&format!(
         "aws config {}\n",
