@@ -57,7 +57,36 @@
       );
     }
     $("go").disabled = false;
+    $("deny").disabled = false;
     $("go").focus();
+    // The request expires (a minute after it began) and may end elsewhere (credctl gave up,
+    // was interrupted, or another touch answered): say so and take the buttons away.
+    const until = Date.now() + 1000 * (info.expires_in_secs || 0);
+    const tick = () => {
+      if (ended) return;
+      const left = Math.max(0, Math.round((until - Date.now()) / 1000));
+      $("expiry").textContent = "Expires in " + Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0");
+      if (left === 0) end("This request expired: nothing was opened. Run the command again.");
+    };
+    tick();
+    timer = setInterval(async () => {
+      tick();
+      if (busy || ended) return;
+      try {
+        const r = await fetch("/approve/" + encodeURIComponent(id) + "/state", { cache: "no-store" });
+        const body = await r.json();
+        if (!body.live) end("This request ended before your touch (the command gave up, was interrupted, or was answered elsewhere): nothing was opened here.");
+      } catch (e) { /* the agent may be restarting; the expiry still applies */ }
+    }, 1000);
+  }
+  let timer = null, ended = false, busy = false;
+  function end(text, cls) {
+    ended = true;
+    if (timer) clearInterval(timer);
+    $("go").disabled = true;
+    $("deny").disabled = true;
+    $("expiry").textContent = "";
+    if (text) say(text, cls || "err");
   }
   const b64url = (buf) => {
     const bytes = new Uint8Array(buf instanceof ArrayBuffer ? buf : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
@@ -81,8 +110,19 @@
     }
     return json;
   }
-  async function go() {
+  async function deny() {
+    busy = true;
     $("go").disabled = true;
+    $("deny").disabled = true;
+    const r = await fetch("/approve/" + encodeURIComponent(id) + "/deny", { method: "POST" });
+    const body = await r.json();
+    end(r.ok ? body.message : "Refused: " + (body.message || "the agent gave no reason."), r.ok ? "ok" : "err");
+    document.body.dataset.outcome = r.ok ? "denied" : "refused";
+  }
+  async function go() {
+    busy = true;
+    $("go").disabled = true;
+    $("deny").disabled = true;
     say("Touch your security key…");
     try {
       let cred;
@@ -99,12 +139,17 @@
       const body = await r.json();
       if (r.ok) { say(body.message, "ok"); document.body.dataset.outcome = "approved"; }
       else { say("Refused: " + (body.message || "the agent gave no reason."), "err"); document.body.dataset.outcome = "refused"; }
+      ended = true;
+      if (timer) clearInterval(timer);
+      $("expiry").textContent = "";
     } catch (e) {
       say("Not approved: " + e.message, "err");
       document.body.dataset.outcome = "failed";
-      $("go").disabled = false;
+      busy = false;
+      if (!ended) { $("go").disabled = false; $("deny").disabled = false; }
     }
   }
   $("go").addEventListener("click", go);
+  $("deny").addEventListener("click", () => deny().catch((e) => say("Cannot reach the agent: " + e.message, "err")));
   load().catch((e) => say("Cannot reach the agent: " + e.message, "err"));
 })();

@@ -262,6 +262,64 @@ fn a_browser_approval_after_40_seconds_still_opens_the_role() {
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
 }
 
+/// "Deny: this wasn't me" ends the request unanswered: credctl says so, nothing opens, and the
+/// audit records the refusal. A page whose command gave up takes its buttons away by itself,
+/// and the page shows when the request expires.
+#[test]
+fn the_approval_page_can_deny_and_knows_when_its_request_ended() {
+    let s = Stack::new("", "").with_source();
+    let mut driver = Driver::start();
+    key_add_in_browser(&s, &mut driver, "laptop");
+
+    let (child, url, said) = browser_credctl(&s, &["env", "demo"]);
+    let loaded = driver.send(serde_json::json!({
+        "url": url, "presence": true, "click": false, "timeout_ms": 20000
+    }));
+    assert_eq!(loaded["outcome"], "loaded", "{loaded}");
+    let expiry = loaded["expiry"].as_str().unwrap();
+    assert!(
+        expiry.starts_with("Expires in 0:5") || expiry.starts_with("Expires in 1:00"),
+        "{loaded}"
+    );
+    let r = driver.send(serde_json::json!({
+        "url": url, "presence": true, "button": "deny", "timeout_ms": 20000
+    }));
+    assert_eq!(r["outcome"], "denied", "{r}");
+    assert!(r["status"].as_str().unwrap().contains("Declined"), "{r}");
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err: Vec<String> = said.try_iter().collect();
+    assert!(
+        err.iter()
+            .any(|l| l.contains("you declined this request on the approval page")),
+        "{err:?}"
+    );
+    assert!(status_json(&s)["sessions"].as_array().unwrap().is_empty());
+    let audit = s.ok(&["audit", "--json"]);
+    assert!(audit.contains("\"denied\""), "{audit}");
+
+    // credctl interrupted while the page is open: the page ends the request itself.
+    let (mut child, url, _) = browser_credctl(&s, &["env", "demo"]);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        child.kill().unwrap();
+        let _ = child.wait();
+    });
+    let ended = driver.send(serde_json::json!({
+        "url": url, "presence": true, "click": false, "wait_end": true, "timeout_ms": 20000
+    }));
+    killer.join().unwrap();
+    assert_eq!(ended["outcome"], "ended", "{ended}");
+    assert_eq!(ended["expiry"], "", "no countdown once ended: {ended}");
+    assert!(
+        ended["status"]
+            .as_str()
+            .unwrap()
+            .contains("ended before your touch"),
+        "{ended}"
+    );
+}
+
 /// A touch approves what it was shown: a profile edited between the challenge and the answer
 /// (a process pointing `demo` at an admin role while the person reaches for the key) opens
 /// nothing, and the page showed the ARN the touch was for.

@@ -11,7 +11,9 @@
 //
 // Commands:
 //   {"url": "http://localhost:PORT/approve/<id>", "presence": true, "timeout_ms": 15000,
-//    "click": true, "click_after_ms": 0, "screenshot": "/optional/after.png"}
+//    "click": true, "click_after_ms": 0, "screenshot": "/optional/after.png",
+//    "button": "deny" (click "Deny: this wasn't me" instead), "wait_end": true (with "click":
+//    false: wait until the page ends the request by itself, outcome "ended")}
 //     Sets automatic presence simulation to `presence` (default true), opens the page, waits for
 //     the button #go to be enabled, waits click_after_ms more (a person reading the page),
 //     clicks it (unless "click": false) and waits for
@@ -241,6 +243,7 @@ class Driver {
         }
         return {
           status: t("#status"),
+          expiry: t("#expiry"),
           title: t("h1"),
           details: rows.length ? Object.entries(fields).map(([k, v]) => `${k}: ${v}`).join("\n") : t("#details"),
           fields: rows.length ? fields : null,
@@ -265,6 +268,7 @@ class Driver {
       return {
         outcome,
         status: t.status,
+        expiry: t.expiry,
         title: t.title,
         details: t.details,
         fields: t.fields,
@@ -306,12 +310,25 @@ class Driver {
       return finish(e.name === "TimeoutError" ? "timeout" : "error", e.name === "TimeoutError" ? {} : { error: brief(e) });
     }
     if (ready === "unavailable") return finish("unavailable");
+    if (cmd.click === false && cmd.wait_end) {
+      // The page takes its buttons away by itself when the request ends elsewhere or expires.
+      try {
+        await page.waitForFunction(
+          () => document.getElementById("go").disabled && document.getElementById("status").textContent.trim() !== "",
+          null,
+          { timeout: left(), polling: 100 },
+        );
+        return finish("ended");
+      } catch (e) {
+        return finish(e.name === "TimeoutError" ? "timeout" : "error", e.name === "TimeoutError" ? {} : { error: brief(e) });
+      }
+    }
     if (cmd.click === false) return finish("loaded");
 
     try {
       const pause = Number(cmd.click_after_ms) || 0;
       if (pause > 0) await page.waitForTimeout(Math.min(pause, left()));
-      await page.click("#go", { timeout: left() });
+      await page.click(cmd.button === "deny" ? "#deny" : "#go", { timeout: left() });
       const h = await page.waitForSelector("body[data-outcome]", { state: "attached", timeout: left() });
       const outcome = await h.getAttribute("data-outcome");
       // The page sets the outcome right after the agent's answer: let the response handler finish.

@@ -189,6 +189,8 @@ pub struct View {
     pub leader: u64,
     /// What the touch opens (source and role ARNs), when it opens a role.
     pub target: Option<String>,
+    /// When it began: it expires `CEREMONY_TTL` later.
+    pub started: SystemTime,
 }
 
 /// A ceremony taken by its one answer.
@@ -504,6 +506,7 @@ impl<S> Ceremonies<S> {
             requester: e.requester.clone(),
             leader: e.leader,
             target: e.target.clone(),
+            started: e.started,
         })
     }
 

@@ -304,6 +304,47 @@ impl Approvals {
         }
     }
 
+    /// "This wasn't me" on the approval page: ends ceremony `id` unanswered, tells its leader
+    /// why, and audits it. Only the page session the ceremony belongs to may (another caller
+    /// ends it too, as a page taken). Returns what the ceremony was for.
+    pub fn deny(
+        &self,
+        id: &str,
+        secret: Option<&str>,
+        who: &Peer,
+        now: SystemTime,
+    ) -> Result<String, ApprovalError> {
+        let cid = ceremony_id(id).ok_or(ApprovalError::UnknownCeremony)?;
+        let view = self
+            .approver
+            .view(cid)
+            .ok_or(ApprovalError::UnknownCeremony)?;
+        let what = match &view.kind {
+            Kind::Approve(purpose) => purpose.wire(),
+            Kind::Register { name } => format!("key add: {name}"),
+        };
+        if let Err(e) = self.approver.check_page(cid, secret) {
+            self.audit.record(
+                now,
+                Event::action("page_answer", who, Some(e.code())).subject(id),
+            );
+            return Err(e);
+        }
+        self.approver.conclude(
+            cid,
+            Response::error(
+                ErrorCode::ApprovalFailed,
+                "you declined this request on the approval page: nothing was opened. If you did \
+                 not run this command, a program running as you asked for it: see `credctl \
+                 audit` for the process",
+            ),
+        );
+        tracing::warn!(what = %what, requester = %view.requester, "declined on the approval page");
+        self.audit
+            .record(now, Event::action("touch", who, Some("denied")).role(&what));
+        Ok(what)
+    }
+
     /// How long a session opened by one touch lasts.
     pub fn session_ttl(&self) -> Duration {
         self.session_ttl

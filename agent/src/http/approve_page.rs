@@ -153,7 +153,20 @@ impl Page {
                 "role_arn": spec.as_ref().filter(|s| s.sso.is_none() || !s.chain.is_empty()).map(|s| s.role_arn.clone()),
                 "sso_account": spec.as_ref().and_then(|s| s.sso.as_ref()).map(|s| s.account_id.clone()),
                 "sso_permission_set": spec.as_ref().and_then(|s| s.sso.as_ref()).map(|s| s.role_name.clone()),
-                "target": view.target,
+                // An Identity Center login is no "source": the page names it as what it is.
+                "target": match (spec.as_ref(), view.target.as_deref()) {
+                    (Some(spec), Some(target)) => match &spec.sso {
+                        Some(sso) => {
+                            let prefix = format!("source {} ({})", spec.source, sso.describe());
+                            Some(match target.strip_prefix(&prefix) {
+                                Some(rest) => format!("{}{rest}", sso.describe()),
+                                None => target.to_owned(),
+                            })
+                        }
+                        None => Some(target.to_owned()),
+                    },
+                    (_, target) => target.map(str::to_owned),
+                },
                 "session_secs": self.approvals.session_ttl().as_secs(), "options": view.options,
                 })
             }
@@ -161,6 +174,10 @@ impl Page {
                 "kind": "register", "name": name, "requester": view.requester, "options": view.options,
             }),
         };
+        let mut body = body;
+        let left = crate::approval::CEREMONY_TTL
+            .saturating_sub(now.duration_since(view.started).unwrap_or_default());
+        body["expires_in_secs"] = serde_json::json!(left.as_secs());
         let mut resp = ok(body.to_string(), "application/json");
         if let PageLoad::Bound(secret) = load {
             // Scoped to the page's own paths, unreadable by scripts, never sent cross-site;
@@ -172,6 +189,44 @@ impl Page {
             }
         }
         resp
+    }
+
+    /// "This wasn't me": the page session ends the ceremony, unanswered.
+    fn deny(
+        &self,
+        id: &str,
+        req: &Request<hyper::body::Incoming>,
+        who: Origin,
+        now: SystemTime,
+    ) -> Response<Full<Bytes>> {
+        let origin_ok =
+            req.headers().get(ORIGIN).and_then(|o| o.to_str().ok()) == Some(self.origin.as_str());
+        if !origin_ok {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "bad_origin",
+                "a request can be declined only from the agent's own page",
+            );
+        }
+        let secret = self
+            .cookie_name(id)
+            .and_then(|name| cookie(req.headers(), &name).map(str::to_owned));
+        match self.approvals.deny(id, secret.as_deref(), &who.into(), now) {
+            Ok(what) => ok(
+                serde_json::json!({ "message": format!(
+                    "Declined: nothing was opened for {what}. If you did not ask for it, a \
+                     program running as you did: `credctl audit` names it."
+                ) })
+                .to_string(),
+                "application/json",
+            ),
+            Err(crate::approval::ApprovalError::UnknownCeremony) => error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such request: it was answered or expired",
+            ),
+            Err(e) => error_response(StatusCode::FORBIDDEN, e.code(), &e.to_string()),
+        }
     }
 
     async fn finish(
@@ -337,6 +392,14 @@ impl ApprovalPage for Page {
             (Method::GET, id, None) if !id.is_empty() => ok(PAGE, "text/html; charset=utf-8"),
             (Method::GET, id, Some("options")) => self.options(id, req.headers(), origin, now),
             (Method::POST, id, Some("finish")) => self.finish(id, req, origin, now).await,
+            (Method::POST, id, Some("deny")) => self.deny(id, &req, origin, now),
+            (Method::GET, id, Some("state")) => {
+                let live = self.approvals.view(id).is_some();
+                ok(
+                    serde_json::json!({ "live": live }).to_string(),
+                    "application/json",
+                )
+            }
             _ => error_response(StatusCode::NOT_FOUND, "not_found", "no such page"),
         }
     }

@@ -61,9 +61,15 @@ impl Callback {
 }
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response<Full<Bytes>> {
+    // The approval page's look; no script, and only this inline style is allowed in.
     let body = format!(
-        "<!doctype html><meta charset=utf-8><title>credagent</title>\
-         <h1>{}</h1><p>{}</p>",
+        "<!doctype html><meta charset=utf-8><meta name=viewport \
+         content=\"width=device-width, initial-scale=1\"><title>credagent</title>\
+         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;\
+         padding:0 1rem;color:#1d1d1f}}h1{{font-size:1.4rem}}.box{{border:1px solid #ccc;\
+         border-radius:8px;padding:1rem 1.2rem;margin:1rem 0}}.ok{{color:#17702c}}\
+         .err{{color:#b3261e}}</style><h1 class={}>{}</h1><div class=box><p>{}</p></div>",
+        if status.is_success() { "ok" } else { "err" },
         escape(title),
         escape(text)
     );
@@ -76,7 +82,7 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response<Full<Bytes>> {
     );
     headers.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'"),
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
     );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     headers.insert("cache-control", HeaderValue::from_static("no-store"));
