@@ -45,6 +45,13 @@
     } else if (info.kind === "confirm") {
       $("title").textContent = "Confirm credagent's settings?";
       box.append(row("Touch", "a key you registered before; it opens no role"), row("Asked by", info.requester));
+    } else if (info.kind === "key_pin") {
+      $("title").textContent = "Move your keys' copies of the vault to their PIN?";
+      box.append(
+        row("Touch", "a key you registered before"),
+        row("Note", "this takes a touch without the PIN and one with it, which only credctl can take: run `credctl key pin` in a terminal"),
+        row("Asked by", info.requester),
+      );
     } else if (info.kind === "authorize_key_remove") {
       $("title").textContent = "Allow removing security key \u201c" + info.name + "\u201d?";
       box.append(row("Key to remove", info.name), row("Touch", "a key you registered before"), row("Asked by", info.requester));

@@ -49,10 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => (Some(p.clone()), true),
         None => (paths::default_config_file(), false),
     };
-    // The file's stamp before it is read: a change from then on is reported by `status`.
+    // The file's content as it was read: a change from then on is reported by `status`.
     let config_seen = config_path
         .as_ref()
-        .map(|p| (p.clone(), crate::profiles::FileStamp::of(p).ok()));
+        .map(|p| (p.clone(), crate::state::content_digest(p)));
     let config = match &config_path {
         Some(p) => Config::load(p, required)?,
         None => Config::default(),
@@ -105,7 +105,7 @@ async fn serve(
     prepared: preflight::Prepared,
     config: Config,
     config_path: Option<PathBuf>,
-    config_seen: Option<(PathBuf, Option<crate::profiles::FileStamp>)>,
+    config_seen: Option<(PathBuf, Option<[u8; 32]>)>,
 ) -> anyhow::Result<()> {
     let listeners::Listeners {
         control,

@@ -15,18 +15,27 @@ pub struct AgentState {
     pub socket: PathBuf,
     pub http_addr: SocketAddr,
     pub config_path: Option<PathBuf>,
-    /// The configuration file the agent looked for, and its stamp when it was read (`None`:
-    /// there was none), to tell `status` whether it changed since.
-    pub config_seen: Option<(PathBuf, Option<crate::profiles::FileStamp>)>,
+    /// The configuration file the agent looked for, and the SHA-256 of its content when it was
+    /// read (`None`: there was none), to tell `status` whether it changed since.
+    pub config_seen: Option<(PathBuf, Option<[u8; 32]>)>,
+}
+
+/// SHA-256 of a file's content; `None` when it cannot be read (absent).
+pub fn content_digest(path: &std::path::Path) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    std::fs::read(path)
+        .ok()
+        .map(|b| sha2::Sha256::digest(&b).into())
 }
 
 impl AgentState {
-    /// Whether the configuration file changed (or appeared, or went) since the agent read it:
-    /// its settings apply only when the agent starts.
+    /// Whether the configuration file's content changed (or it appeared, or went) since the
+    /// agent read it: its settings apply only when the agent starts. A `chmod` or a rewrite
+    /// with the same content is no change.
     pub fn config_changed(&self) -> bool {
         self.config_seen
             .as_ref()
-            .is_some_and(|(path, seen)| crate::profiles::FileStamp::of(path).ok() != *seen)
+            .is_some_and(|(path, seen)| content_digest(path) != *seen)
     }
 }
 

@@ -369,6 +369,16 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move a key's copy of your vault that still opens with a touch alone (sealed touch-only)
+    /// to its PIN: one touch without the PIN, one with it. Run it once, only if you used
+    /// touch-only approvals before; `key list` shows such keys as TOUCH ONLY.
+    Pin {
+        /// Accept settings changed since your last confirming touch (they are shown first).
+        #[arg(long)]
+        accept_change: bool,
+        #[command(flatten)]
+        touch: AuthArgs,
+    },
     /// Remove a key. Takes a touch of a registered key (the one removed, or another), so that
     /// no program can take your keys away and enrol its own. Removing the last one needs
     /// --force: no session can open without a key.

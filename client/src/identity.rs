@@ -186,13 +186,18 @@ impl Verified {
                 self.binary.describe()
             ),
             Assurance::SameBinary => format!(
-                "pid {} runs the credagent credctl starts ({})",
+                "pid {} runs the credagent credctl starts ({}); WEAKER: that file is not \
+                 set-group-id, so a program of yours could have started it with code of its own \
+                 (LD_PRELOAD): install the package (it installs credagent set-group-id) for the \
+                 kernel to vouch for the agent",
                 self.pid,
                 self.binary.describe()
             ),
             Assurance::NotDumpable => format!(
                 "pid {} is not dumpable, as credagent makes itself; the kernel hides its \
-                 executable from non-root processes, so only root can compare it with {}",
+                 executable from non-root processes, so only root can compare it with {}; \
+                 WEAKER: install the package (credagent set-group-id) for the kernel to vouch \
+                 for the agent",
                 self.pid,
                 self.binary.describe()
             ),

@@ -47,6 +47,10 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             authorizer,
         }) => keys::add(&socket, name, &touch, authorizer.as_deref())?,
         Command::Key(KeyCommand::List { json }) => keys::list(&socket, json)?,
+        Command::Key(KeyCommand::Pin {
+            accept_change,
+            touch,
+        }) => keys::pin(&socket, accept_change, &touch)?,
         Command::Confirm {
             accept_change,
             touch,

@@ -245,7 +245,7 @@ pub(crate) fn add_without_uv(answer: &mut serde_json::Value, output: &[u8; 32]) 
 pub(crate) fn say_moving_to_user_verification() {
     eprintln!(
         "credctl: this key's copy of your vault still opens with a touch alone: touch the key \
-         once more, without the PIN, to move it to PIN protection (asked once per key)"
+         once more, without the PIN, to move it to PIN protection"
     );
 }
 

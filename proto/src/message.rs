@@ -46,6 +46,16 @@ pub enum Request {
         accept_change: bool,
     },
 
+    /// `credctl key pin`: move the keys' copies of the vault that still open with a touch alone
+    /// to their PIN. The challenge names those keys (`PRF_WITHOUT_UV`): the answer carries a
+    /// touch without the PIN, which opens the old copy, and the touch with it, which wraps the
+    /// vault anew. Only this request ever asks for a touch without the PIN. Answered with a
+    /// [`Response::Challenge`], then `Ok`.
+    KeyPin {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        accept_change: bool,
+    },
+
     /// Store a source's long-lived keys in the keyring.
     SourceAdd {
         name: String,

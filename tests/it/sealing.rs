@@ -287,7 +287,7 @@ fn replaced_key_and_vault_files_open_nothing() {
         "the attacker's touch opened the role"
     );
     assert!(
-        stderr(&out).contains("holds no copy of your vault"),
+        stderr(&out).contains("holds no copy of the vault in vault.json"),
         "{}",
         stderr(&out)
     );
@@ -340,7 +340,7 @@ fn a_config_that_allows_unsealed_keys_opens_nothing_sealed() {
     let out = touch_with(&s, &evil_soft);
     assert!(!out.status.success(), "the role opened");
     assert!(
-        stderr(&out).contains("holds no copy of your vault"),
+        stderr(&out).contains("holds no copy of the vault in vault.json"),
         "{}",
         stderr(&out)
     );

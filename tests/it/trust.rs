@@ -541,20 +541,35 @@ fn a_touch_lured_without_the_pin_opens_nothing() {
     assert!(status.contains("TOUCH ONLY"), "{status}");
     assert!(s.ok(&["key", "list"]).contains("sealed, TOUCH ONLY"));
 
-    // Back to the default: the next approval moves the wrap (a touch without the PIN, then one
-    // with it), and confirms the changed setting.
+    // Back to the default: a routine approval neither opens the touch-only wrap nor asks for a
+    // touch without the PIN; it says to run `credctl key pin`, which moves the wrap (a touch
+    // without the PIN, then one with it) and confirms the changed setting.
     edit(
         &config_path(&s),
         "user_verification = \"discouraged\"\n",
         "",
     );
     restart(&mut s);
-    let out = s.credctl(&["confirm", "--accept-change"]);
+    let out = s.credctl(&["env", "demo", "--accept-change"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("credctl key pin"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("without the PIN, to move"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!wrap_user_verified(&s));
+    let out = s.credctl(&["key", "pin", "--accept-change"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("once more, without the PIN"),
         "{}",
         stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("moved key soft's copy"),
+        "{}",
+        stdout(&out)
     );
     assert!(wrap_user_verified(&s));
     assert!(

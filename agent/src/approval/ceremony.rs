@@ -77,6 +77,8 @@ pub enum Purpose {
     KeyRemove { name: String, force: bool },
     /// `credctl confirm`: unwrap the vault and check (or confirm) the settings; opens nothing.
     Confirm,
+    /// `credctl key pin`: move touch-only copies of the vault to the keys' PIN; opens nothing.
+    MoveToPin,
 }
 
 impl Purpose {
@@ -91,6 +93,7 @@ impl Purpose {
             Purpose::KeyRemove { name, force: false } => format!("key remove: {name}"),
             Purpose::KeyRemove { name, force: true } => format!("key remove --force: {name}"),
             Purpose::Confirm => "confirm settings".to_owned(),
+            Purpose::MoveToPin => "key pin".to_owned(),
         }
     }
 
@@ -108,6 +111,9 @@ impl Purpose {
             Purpose::KeyAdd(name) => Some(format!("adding the key {name}")),
             Purpose::KeySeal(name) => Some(format!("sealing your sources to the new key {name}")),
             Purpose::KeyRemove { name, .. } => Some(format!("removing the key {name}")),
+            Purpose::MoveToPin => {
+                Some("moving your keys' copies of the vault to their PIN".to_owned())
+            }
             Purpose::Role(_) | Purpose::Confirm => None,
         }
     }

@@ -163,10 +163,11 @@ pub enum ApprovalError {
     NoPrf { key: String },
 
     #[error(
-        "key {key} holds no copy of your vault, so its touch opens no sealed source. If you \
-         registered it, approve with another key, then `credctl key remove {key}` and \
-         `credctl key add {key}` to seal it; if you did not register it, someone edited \
-         keys.json: remove it"
+        "key {key} holds no copy of the vault in vault.json, so its touch opens no sealed \
+         source. If vault.json was replaced (`credctl status` shows its fingerprint: compare it \
+         with the one you know), restore it from a backup. If you did not register {key}, \
+         someone edited keys.json: remove it. If you registered it unsealed, approve with \
+         another key, then `credctl key remove {key}` and `credctl key add {key}`"
     )]
     KeyNotSealed { key: String },
 
@@ -186,10 +187,12 @@ pub enum ApprovalError {
     WrapNeedsUserVerification { key: String },
 
     #[error(
-        "key {key}'s copy of your vault dates from touch-only approvals and must move to PIN \
-         protection, which takes one touch without the PIN and one with it: approve with \
-         `credctl` (USB or --authenticator), which asks for both; the browser page cannot do \
-         it for this key"
+        "key {key}'s copy of your vault opens with a touch alone (it was sealed touch-only), \
+         and credagent now asks for your PIN. If you used touch-only approvals before \
+         (user_verification = \"discouraged\", or a credagent from before the PIN was the \
+         default), run `credctl key pin` once: one touch without the PIN, one with it. If you \
+         never did, vault.json was replaced behind your back: do not run it, restore vault.json \
+         from a backup"
     )]
     WrapNeedsMove { key: String },
 
@@ -197,8 +200,9 @@ pub enum ApprovalError {
         "key {key} is registered, but vault.json is missing, so its touch opens nothing and no \
          new vault is made (it would strand every sealed source, and a program that deleted the \
          file could choose what your touch creates). Restore vault.json from a backup and \
-         restart the agent (`credctl stop`). If these keys predate sealing, move keys.json \
-         aside and register them again with `credctl key add`"
+         restart the agent (`credctl stop`). Without it your sealed sources open for no one: \
+         only if it is lost for good, start over (move the state directory aside, register \
+         your keys and add your sources again)"
     )]
     VaultMissing { key: String },
 

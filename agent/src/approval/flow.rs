@@ -858,6 +858,16 @@ impl Approvals {
             return *reply;
         }
         match &purpose {
+            Purpose::MoveToPin => {
+                if approval.vault_secret().is_some() && leader != 0 {
+                    crate::util::LockExt::locked(&self.touched).insert(leader, now);
+                }
+                self.audit.record(
+                    now,
+                    Event::action("key_pin", who, None).subject(approval.key_name()),
+                );
+                Response::Ok
+            }
             Purpose::Confirm => {
                 if approval.vault_secret().is_some() && leader != 0 {
                     crate::util::LockExt::locked(&self.touched).insert(leader, now);
@@ -1019,6 +1029,42 @@ impl Approvals {
 
     /// `credctl confirm`: a touch that unwraps the vault and checks (or, with
     /// `accept_change`, confirms) the settings, opening nothing.
+    /// `credctl key pin`: a touch of each key whose copy of the vault opens with a touch
+    /// alone, without the PIN, then with it; the copy moves to the PIN. Settings changed since
+    /// the last confirmation are shown first and need `accept_change`, as for `confirm`.
+    pub async fn key_pin_start(
+        &self,
+        accept_change: bool,
+        who: &Requester,
+        now: SystemTime,
+    ) -> Response {
+        let changes = self.preview_changes(None);
+        if !changes.is_empty() && !accept_change {
+            return Response::error(ErrorCode::Refused, changes_before_touch(&changes, None));
+        }
+        let fingerprint = self
+            .approver
+            .vault()
+            .fingerprint()
+            .unwrap_or_else(|| "(none)".into());
+        match self
+            .take_turn(&Purpose::MoveToPin, who, None, None, accept_change, now)
+            .await
+        {
+            Ok(Begin::Lead(id, options)) => self.pseudo_challenge(
+                id,
+                &Purpose::MoveToPin,
+                format!(
+                    "to move your keys' copies of vault {fingerprint} to their PIN (a touch \
+                     without the PIN, then one with it)"
+                ),
+                options,
+            ),
+            Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
+            Err(e) => e.to_response(),
+        }
+    }
+
     pub async fn confirm_start(
         &self,
         accept_change: bool,

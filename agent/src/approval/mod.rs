@@ -521,7 +521,7 @@ impl Approver {
         let kind = Kind::Approve(purpose.clone());
         let mut options = options_json(&challenge)?;
         seal::request_prf_eval(&mut options, &evals);
-        self.adapt_to_wraps(&mut options, &eligible);
+        self.adapt_to_wraps(&mut options, &eligible, *purpose == Purpose::MoveToPin);
         let state = State::Approval { state };
         let id = inner.ceremonies.insert(now, kind, state, options, lead)?;
         Ok((id, challenge))
@@ -652,6 +652,7 @@ impl Approver {
             result.cred_id().as_slice(),
             prf,
             result.user_verified(),
+            expected == Purpose::MoveToPin,
         )?;
         Ok(Approval {
             purpose: expected,

@@ -178,11 +178,14 @@ impl Approver {
     }
 
     /// What the challenge must add for keys whose wrap was made with another kind of touch
-    /// than the policy asks for. With user verification required, keys whose wrap predates it
-    /// are named, so their next touch moves the wrap ([`request_prf_without_uv`]). Touch-only,
-    /// when every key's wrap was made with user verification, the client is asked for it (such
-    /// a wrap never goes back to a touch alone).
-    pub(super) fn adapt_to_wraps(&self, options: &mut Value, records: &[&KeyRecord]) {
+    /// than the policy asks for. `moving` (`credctl key pin`, and only it): keys whose wrap
+    /// opens with a touch alone are named, so that touch moves the wrap
+    /// ([`request_prf_without_uv`]). No other approval ever asks for a touch without the PIN:
+    /// the eighth attack review showed how a routine touch that did could move a wrap of a
+    /// vault swapped in behind the user's back, made from a touch lured without the PIN.
+    /// Touch-only, when every key's wrap was made with user verification, the client is asked
+    /// for it (such a wrap never goes back to a touch alone).
+    pub(super) fn adapt_to_wraps(&self, options: &mut Value, records: &[&KeyRecord], moving: bool) {
         let wraps: Vec<(Vec<u8>, bool)> = records
             .iter()
             .filter_map(|r| {
@@ -191,7 +194,7 @@ impl Approver {
             })
             .collect();
         match self.rp.user_verification() {
-            UserVerification::Required => {
+            UserVerification::Required if moving => {
                 let touch_only: Vec<Vec<u8>> = wraps
                     .into_iter()
                     .filter(|(_, uv)| !uv)
@@ -199,6 +202,7 @@ impl Approver {
                     .collect();
                 request_prf_without_uv(options, &touch_only);
             }
+            UserVerification::Required => {}
             UserVerification::Discouraged => {
                 if !wraps.is_empty() && wraps.iter().all(|(_, uv)| *uv) {
                     request_user_verification(options);
@@ -217,6 +221,7 @@ impl Approver {
         cred_id: &[u8],
         prf: PrfAnswer,
         user_verified: bool,
+        moving: bool,
     ) -> Result<Option<VaultSecret>, ApprovalError> {
         let required = self.sealing == Sealing::Required;
         let PrfAnswer { output, without_uv } = prf;
@@ -258,7 +263,7 @@ impl Approver {
                 // A wrap from before user verification, and a user-verified touch that brought
                 // the touch-only output too: open with that, then wrap anew with the verified
                 // output, which replaces the touch-only wrap.
-                (false, true, Some(touch_only)) => {
+                (false, true, Some(touch_only)) if moving => {
                     let secret = unwrap_with(&touch_only)?;
                     self.vault
                         .add_wrap(&secret, cred_id, point, &prf, true)
@@ -270,9 +275,7 @@ impl Approver {
                     );
                     Ok(Some(secret))
                 }
-                (false, true, None)
-                    if self.rp.user_verification() == UserVerification::Required =>
-                {
+                (false, true, _) if self.rp.user_verification() == UserVerification::Required => {
                     Err(ApprovalError::WrapNeedsMove { key: key.into() })
                 }
                 _ => unwrap_with(&prf).map(Some),

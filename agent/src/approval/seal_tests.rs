@@ -423,13 +423,13 @@ fn a_touch_only_wrap_moves_to_user_verification_at_its_next_touch() {
     // A touch-only output that does not open the wrap moves nothing.
     let mut other = uv_key(7);
     other.token = std::mem::replace(&mut a.token, SoftToken::new(true).unwrap().0);
-    let err = touch_answering(&approver, &mut other, "prod", true, true).unwrap_err();
+    let err = touch_answering(&approver, &mut other, Purpose::MoveToPin, true, true).unwrap_err();
     assert_eq!(err.code(), "vault_unwrap");
     assert!(!only_wrap(dir.path()).2);
     a.token = other.token;
 
-    // Both outputs: the vault opens and its copy for this key is wrapped anew, verified.
-    let mut approval = touch_answering(&approver, &mut a, "prod", true, true).unwrap();
+    // Both outputs, for `key pin`: the vault opens and its copy for this key is wrapped anew.
+    let mut approval = touch_answering(&approver, &mut a, Purpose::MoveToPin, true, true).unwrap();
     assert!(approval.take_vault().is_some());
     let (_, point_after, user_verified) = only_wrap(dir.path());
     assert!(user_verified);

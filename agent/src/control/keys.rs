@@ -37,6 +37,11 @@ impl Control {
                     .confirm_start(accept_change, &conn.requester(), now)
                     .await
             }
+            Request::KeyPin { accept_change } => {
+                self.approvals
+                    .key_pin_start(accept_change, &conn.requester(), now)
+                    .await
+            }
             _ => super::misrouted(),
         }
     }

@@ -147,7 +147,8 @@ impl Control {
             | Request::KeyAddFinish { .. }
             | Request::KeyList
             | Request::KeyRemove { .. }
-            | Request::Confirm { .. } => self.keys_family(req, conn, now).await,
+            | Request::Confirm { .. }
+            | Request::KeyPin { .. } => self.keys_family(req, conn, now).await,
             Request::SourceAdd { .. }
             | Request::SourceImport { .. }
             | Request::SourceList

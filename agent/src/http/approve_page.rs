@@ -141,6 +141,9 @@ impl Page {
                 "kind": "authorize_key_add", "name": name,
                 "requester": view.requester, "options": view.options,
             }),
+            Kind::Approve(Purpose::MoveToPin) => serde_json::json!({
+                "kind": "key_pin", "requester": view.requester, "options": view.options,
+            }),
             Kind::Approve(Purpose::Confirm) => serde_json::json!({
                 "kind": "confirm", "requester": view.requester, "options": view.options,
             }),

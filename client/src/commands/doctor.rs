@@ -155,7 +155,13 @@ fn version_check(agent: &Agent) -> Check {
 /// Which process credctl found behind the socket, and which binary it trusts as the agent (the
 /// detail names `CREDAGENT_BIN` when that variable chose it).
 fn identity_check(v: &Verified) -> Check {
-    check("agent binary", Verdict::Ok, v.describe())
+    match v.assurance {
+        crate::identity::Assurance::SetgidGroup => check("agent binary", Verdict::Ok, v.describe()),
+        _ => check("agent binary", Verdict::Warn, v.describe()).fix(
+            "install the credagent package (it installs credagent set-group-id), or accept that \
+             a program of yours could start the agent with code of its own",
+        ),
+    }
 }
 
 fn keyring_check(agent: &mut Agent) -> Check {
@@ -389,6 +395,13 @@ fn sealing_check(s: &StatusInfo) -> Check {
     match (&s.vault, s.unsealed_keys.is_empty(), s.sealing.as_str()) {
         (None, _, _) if s.keys == 0 => check("sealing", Verdict::Warn, "no security key yet")
             .fix("credctl key add"),
+        (None, _, "required") => check(
+            "sealing",
+            Verdict::Fail,
+            "vault.json is MISSING while keys are registered: no touch opens a sealed source, \
+             and none makes a new vault",
+        )
+        .fix("restore vault.json from a backup into the state directory, then credctl stop"),
         (None, _, _) => check(
             "sealing",
             Verdict::Warn,
@@ -436,7 +449,7 @@ fn user_verification_check(s: &StatusInfo) -> Check {
                 s.touch_only_keys.join(", ")
             ),
         )
-        .fix("approve once with each of them through credctl (it asks for a touch without the PIN and one with it)"),
+        .fix("credctl key pin (only if you used touch-only approvals before; if you never did, vault.json was replaced: restore it)"),
         _ => check(
             "user verification",
             Verdict::Ok,

@@ -165,6 +165,59 @@ pub(crate) fn confirm_on(agent: &mut Agent, accept_change: bool, touch: &AuthArg
     }
 }
 
+/// `credctl key pin`: moves the keys' copies of the vault that still open with a touch alone
+/// to their PIN (one touch without the PIN, one with it).
+pub fn pin(socket: &Path, accept_change: bool, touch: &AuthArgs) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    let before: Vec<String> = match agent.request(&Request::KeyList)? {
+        Response::Keys { keys } => keys
+            .into_iter()
+            .filter(|k| k.sealed && !k.verified_seal)
+            .map(|k| k.name)
+            .collect(),
+        other => return Err(unexpected(&other)),
+    };
+    if before.is_empty() {
+        return Ok("every key's copy of your vault opens only with its PIN already\n".into());
+    }
+    crate::touch::say_what_we_wait_behind(&mut agent, "");
+    let resp = agent.request(&Request::KeyPin { accept_change })?;
+    let c = match resp {
+        Response::Challenge { .. } => Challenge::from_response(resp)?,
+        other => return Err(unexpected(&other)),
+    };
+    let auth = Authenticator::choose(touch)?;
+    match answer(&mut agent, &auth, &c)? {
+        Response::Ok => {}
+        other => return Err(unexpected(&other)),
+    }
+    let after: Vec<String> = match agent.request(&Request::KeyList)? {
+        Response::Keys { keys } => keys
+            .into_iter()
+            .filter(|k| k.sealed && !k.verified_seal)
+            .map(|k| k.name)
+            .collect(),
+        other => return Err(unexpected(&other)),
+    };
+    let moved: Vec<&String> = before.iter().filter(|k| !after.contains(k)).collect();
+    let mut out = String::new();
+    for k in &moved {
+        out.push_str(&format!(
+            "moved key {k}'s copy of your vault to its PIN: a touch without it opens nothing now\n"
+        ));
+    }
+    if !after.is_empty() {
+        out.push_str(&format!(
+            "still touch-only: {} (run `credctl key pin` with each of them)\n",
+            after.join(", ")
+        ));
+    }
+    out.push_str(
+        "copies of vault.json made before stay openable by a touch alone: see SECURITY.md\n",
+    );
+    Ok(out)
+}
+
 /// `credctl key remove`: the agent answers with a challenge that a registered key must sign.
 pub fn remove(socket: &Path, name: &str, force: bool, touch: &AuthArgs) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;

@@ -68,8 +68,12 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     ));
     out.push_str(&format!(
         "sealing    {}\n",
-        sealing_line(&info.sealing, info.vault.as_deref(), &info.unsealed_keys)
-            + &user_verification_line(&info.user_verification, &info.touch_only_keys)
+        sealing_line(
+            &info.sealing,
+            info.vault.as_deref(),
+            info.keys,
+            &info.unsealed_keys
+        ) + &user_verification_line(&info.user_verification, &info.touch_only_keys)
     ));
     if !info.lock_on.is_empty() {
         for (i, line) in lock_on_lines(&info.lock_on).iter().enumerate() {
@@ -177,12 +181,18 @@ pub fn identity_json(v: &Verified) -> serde_json::Value {
 }
 
 /// The `sealing` line of `status`: the vault, and loudly any key or setup that is unsealed.
-fn sealing_line(mode: &str, vault: Option<&str>, unsealed: &[String]) -> String {
+fn sealing_line(mode: &str, vault: Option<&str>, keys: usize, unsealed: &[String]) -> String {
+    // Keys registered and no vault: vault.json is gone, no fresh start (no touch makes a vault
+    // now; a new one would strand every sealed source).
+    let missing = vault.is_none() && keys > 0 && mode == "required";
     let mut line = match vault {
         Some(fp) => format!("vault {fp}"),
-        None => "no vault yet (the first touch of a key with hmac-secret creates it)".into(),
+        None if missing => "vault.json MISSING while keys are registered: restore it from a \
+             backup and restart the agent (no touch makes a new vault)"
+            .into(),
+        None => "no vault yet (the first key you register makes it)".into(),
     };
-    if !unsealed.is_empty() {
+    if !unsealed.is_empty() && !missing {
         line.push_str(&format!(
             "; UNSEALED keys (their touch opens no sealed source): {}",
             unsealed.join(", ")
@@ -235,7 +245,7 @@ fn user_verification_line(mode: &str, touch_only: &[String]) -> String {
             "; keys whose copy of the vault opens with a touch alone: {}{}",
             touch_only.join(", "),
             if mode == "required" {
-                " (each moves to its PIN at its next approval with credctl)"
+                " (`credctl key pin` moves them to their PIN)"
             } else {
                 ""
             }
@@ -247,6 +257,20 @@ fn user_verification_line(mode: &str, touch_only: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_vault_is_called_missing_not_a_fresh_start() {
+        let line = sealing_line("required", None, 1, &["mine".into()]);
+        assert!(line.contains("vault.json MISSING"), "{line}");
+        assert!(!line.contains("UNSEALED"), "{line}");
+        let fresh = sealing_line("required", None, 0, &[]);
+        assert!(fresh.contains("no vault yet"), "{fresh}");
+        let loose = sealing_line("allow-unsealed", None, 1, &["old".into()]);
+        assert!(
+            loose.contains("UNSEALED keys") && !loose.contains("MISSING"),
+            "{loose}"
+        );
+    }
 
     #[test]
     fn lock_signals_that_fail_alike_share_a_line() {
@@ -279,7 +303,7 @@ mod tests {
         assert!(weak.contains("TOUCH ONLY"), "{weak}");
         assert!(weak.contains("alone: yubi"), "{weak}");
         let moving = user_verification_line("required", &["old".into()]);
-        assert!(moving.contains("moves to its PIN"), "{moving}");
+        assert!(moving.contains("credctl key pin"), "{moving}");
         assert!(!moving.contains("TOUCH ONLY"), "{moving}");
     }
 
