@@ -176,3 +176,67 @@ fn doctor_says_unsealed_where_a_setup_allows_it() {
     assert_eq!(c["verdict"], "warn", "{c}");
     assert!(c["detail"].as_str().unwrap().contains("UNSEALED"), "{c}");
 }
+
+/// Every verdict is true and every fix line is a command that pastes: a revoked or malformed
+/// token and a region no SDK takes fail, and each fix parses as sh.
+#[test]
+fn doctor_verdicts_are_true_and_its_fixes_paste() {
+    let s = Stack::new("", "").with_key_and_source();
+    let token = s.role_token("demo");
+    let id = {
+        let list: serde_json::Value =
+            serde_json::from_str(&s.ok(&["token", "list", "--json"])).unwrap();
+        list.as_array().unwrap().last().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    s.ok(&["token", "revoke", &id]);
+    for bad in [token.as_str(), "garbage"] {
+        let (out, checks) = doctor(&s, &[("AWS_CONTAINER_AUTHORIZATION_TOKEN", bad)]);
+        assert_eq!(out.status.code(), Some(1), "{checks:#?}");
+        let c = verdict(&checks, "endpoint");
+        assert_eq!(c["verdict"], "fail", "{c}");
+        assert!(
+            c["detail"].as_str().unwrap().contains("refuses its token"),
+            "{c}"
+        );
+    }
+    let (out, checks) = doctor(&s, &[("AWS_REGION", "us-east-1; rm -rf")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(verdict(&checks, "region")["verdict"], "fail");
+
+    // Broken files, a bad region, no token: every fix parses as a shell command.
+    let config = s.env.home.join(".config/credagent/config.toml");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let (_, checks) = doctor(
+        &s,
+        &[
+            ("AWS_REGION", ""),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", ""),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", ""),
+        ],
+    );
+    let mut fixes = 0;
+    for c in &checks {
+        if let Some(fix) = c["fix"].as_str() {
+            let parsed = std::process::Command::new("sh")
+                .args(["-n", "-c", fix])
+                .status()
+                .unwrap();
+            assert!(parsed.success(), "{}: {fix}", c["name"]);
+            fixes += 1;
+        }
+    }
+    assert!(fixes >= 3, "{checks:#?}");
+    // The file fix runs and leaves config.toml private.
+    let files = verdict(&checks, "files");
+    assert_eq!(files["verdict"], "fail", "{files}");
+    let ran = std::process::Command::new("sh")
+        .args(["-c", files["fix"].as_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ran.success());
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o022, 0, "{mode:o}");
+}

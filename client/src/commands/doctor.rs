@@ -27,9 +27,12 @@ pub struct Check {
     pub name: &'static str,
     pub verdict: Verdict,
     pub detail: String,
-    /// The command (or edit) that fixes it.
+    /// The command that fixes it: pasted into a shell, it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// What to do, in words, where no command does it (or what the command leaves to you).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub how: Option<String>,
 }
 
 fn check(name: &'static str, verdict: Verdict, detail: impl Into<String>) -> Check {
@@ -38,6 +41,7 @@ fn check(name: &'static str, verdict: Verdict, detail: impl Into<String>) -> Che
         verdict,
         detail: detail.into(),
         fix: None,
+        how: None,
     }
 }
 
@@ -46,6 +50,23 @@ impl Check {
         self.fix = Some(fix.into());
         self
     }
+
+    fn how(mut self, how: impl Into<String>) -> Check {
+        self.how = Some(how.into());
+        self
+    }
+}
+
+/// `text` as one sh word: single-quoted unless it needs no quotes.
+fn sh_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%,".contains(&b))
+    {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 fn env(name: &str) -> Option<String> {
@@ -98,7 +119,8 @@ pub fn doctor(socket: &Path, json: bool) -> (String, bool) {
                         s.config_path.as_deref().unwrap_or("config.toml")
                     ),
                 )
-                .fix("credctl stop (the next credctl command starts the agent with the new file; open sessions end)"),
+                .fix("credctl stop")
+                .how("the next credctl command starts the agent with the new file; open sessions end"),
             );
         }
         checks.push(sealing_check(s));
@@ -129,6 +151,9 @@ fn render(checks: &[Check]) -> String {
         if let Some(fix) = &c.fix {
             out.push_str(&format!("     {:<14} fix: {fix}\n", ""));
         }
+        if let Some(how) = &c.how {
+            out.push_str(&format!("     {:<14} how: {how}\n", ""));
+        }
     }
     out
 }
@@ -157,7 +182,7 @@ fn version_check(agent: &Agent) -> Check {
 fn identity_check(v: &Verified) -> Check {
     match v.assurance {
         crate::identity::Assurance::SetgidGroup => check("agent binary", Verdict::Ok, v.describe()),
-        _ => check("agent binary", Verdict::Warn, v.describe()).fix(
+        _ => check("agent binary", Verdict::Warn, v.describe()).how(
             "install the credagent package (it installs credagent set-group-id), or accept that \
              a program of yours could start the agent with code of its own",
         ),
@@ -172,7 +197,7 @@ fn keyring_check(agent: &mut Agent) -> Check {
             format!("reachable ({} source(s))", sources.len()),
         ),
         Ok(Response::Error { message, .. }) => check("keyring", Verdict::Fail, message)
-            .fix("see the message: unlock the keyring, or set keyring in config.toml"),
+            .how("unlock the keyring (log in to the desktop session), or set keyring = \"file\" in config.toml and credctl stop"),
         Ok(_) | Err(_) => check("keyring", Verdict::Unknown, "the agent did not say"),
     }
 }
@@ -240,11 +265,19 @@ fn shell_checks(status: Option<&StatusInfo>) -> Vec<Check> {
         .or_else(|| env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"));
     let here = status.map(|s| s.http_addr.clone());
     out.push(match (uri, token, here) {
-        (Some(u), Some(_), Some(addr)) if u.contains(&addr) => check(
-            "endpoint",
-            Verdict::Ok,
-            format!("this shell points SDKs at {u}"),
-        ),
+        (Some(u), Some(_), Some(addr)) if u.contains(&addr) => match probe_token(&u) {
+            Ok(()) => check(
+                "endpoint",
+                Verdict::Ok,
+                format!("this shell points SDKs at {u}, and the agent takes its token"),
+            ),
+            Err(why) => check(
+                "endpoint",
+                Verdict::Fail,
+                format!("this shell points SDKs at {u}, but the agent refuses its token: {why}"),
+            )
+            .fix("eval \"$(credctl start)\""),
+        },
         (Some(u), Some(_), Some(addr)) => check(
             "endpoint",
             Verdict::Fail,
@@ -261,24 +294,105 @@ fn shell_checks(status: Option<&StatusInfo>) -> Vec<Check> {
             Verdict::Warn,
             "this shell does not point SDKs at the agent (no FULL_URI and token)",
         )
-        .fix("eval \"$(credctl start)\"  (or use credctl exec / env)"),
+        .fix("eval \"$(credctl start)\"")
+        .how("or run commands with credctl exec ROLE -- CMD"),
     });
-    out.push(
-        if env("AWS_REGION").is_some() || env("AWS_DEFAULT_REGION").is_some() {
-            check("region", Verdict::Ok, "this shell sets a region")
-        } else {
-            check(
-                "region",
-                Verdict::Warn,
-                "this shell sets no region: SDKs without a profile region fail",
-            )
-            .fix("export AWS_REGION=us-east-1  (your region; exec/env set the role's)")
-        },
-    );
+    let bad_region: Vec<String> = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .filter_map(|v| env(v).map(|r| (v, r)))
+        .filter(|(_, r)| !crate::region::valid(r))
+        .map(|(v, r)| format!("{v}={}", crate::text::printable(&r)))
+        .collect();
+    out.push(if !bad_region.is_empty() {
+        check(
+            "region",
+            Verdict::Fail,
+            format!(
+                "{} is not a region name: SDKs refuse it",
+                bad_region.join(", ")
+            ),
+        )
+        .fix("unset AWS_REGION AWS_DEFAULT_REGION")
+        .how("then export AWS_REGION=YOUR-REGION, or let credctl exec / env set the role's")
+    } else if env("AWS_REGION").is_some() || env("AWS_DEFAULT_REGION").is_some() {
+        check("region", Verdict::Ok, "this shell sets a region")
+    } else {
+        check(
+            "region",
+            Verdict::Warn,
+            "this shell sets no region: SDKs without a profile region fail",
+        )
+        .fix("export AWS_REGION=us-east-1")
+        .how("use your region; credctl exec / env set the role's")
+    });
     out
 }
 
 /// Whether a HID device's report descriptor declares the FIDO usage page (0xF1D0).
+/// Asks the endpoint at `uri` with this shell's token (from `AWS_CONTAINER_AUTHORIZATION_TOKEN`
+/// or its `_FILE`), as an SDK would; `Err` names why the agent refused it (a revoked, unknown or
+/// malformed token). A refusal for another reason (no role chosen yet) still means the token is
+/// taken. The answer's body, credentials included, is dropped unread.
+fn probe_token(uri: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let token = match env("AWS_CONTAINER_AUTHORIZATION_TOKEN") {
+        Some(t) => zeroize::Zeroizing::new(t),
+        None => {
+            let file = env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").unwrap_or_default();
+            zeroize::Zeroizing::new(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| {
+                        format!("cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {file}: {e}")
+                    })?
+                    .trim()
+                    .to_owned(),
+            )
+        }
+    };
+    let rest = uri
+        .strip_prefix("http://")
+        .ok_or("the FULL_URI is not http://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if token.contains(['\r', '\n']) {
+        return Err("the token holds a line break".into());
+    }
+    let mut stream =
+        std::net::TcpStream::connect(host).map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let request = zeroize::Zeroizing::new(format!(
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        token.as_str()
+    ));
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("cannot send: {e}"))?;
+    let mut answer = zeroize::Zeroizing::new(Vec::new());
+    let _ = stream.take(64 * 1024).read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split(' ').nth(1).unwrap_or("");
+    if status != "401" && status != "403" {
+        return Ok(());
+    }
+    let code = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(body).ok())
+        .and_then(|v| {
+            v.get("code")
+                .or_else(|| v.get("Code"))
+                .and_then(|c| c.as_str())
+                .map(str::to_owned)
+        });
+    match code.as_deref() {
+        Some("bad_token") | Some("malformed_token") | None => Err(format!(
+            "HTTP {status} {}",
+            code.unwrap_or_else(|| "refused".into())
+        )),
+        // Taken, but refused for something else (no role chosen, a locked agent): other checks
+        // and `credctl status` say why.
+        Some(_) => Ok(()),
+    }
+}
+
 fn is_fido(descriptor: &[u8]) -> bool {
     descriptor.windows(3).any(|w| w == [0x06, 0xD0, 0xF1])
 }
@@ -306,7 +420,9 @@ fn authenticator_check() -> Check {
             }
         }
     }
-    let browser = env("BROWSER").is_some() || which("xdg-open");
+    // A browser needs a display here (or $BROWSER set to one that does not).
+    let display = env("DISPLAY").is_some() || env("WAYLAND_DISPLAY").is_some();
+    let browser = env("BROWSER").is_some() || (display && which("xdg-open"));
     if !fido.is_empty() {
         return check(
             "authenticator",
@@ -323,7 +439,7 @@ fn authenticator_check() -> Check {
                 unusable.join(", ")
             ),
         )
-        .fix("install your distribution's udev rules for FIDO keys (e.g. the libfido2 package), then replug the key");
+        .how("install your distribution's udev rules for FIDO keys (e.g. the libfido2 package), then replug the key");
     }
     if browser {
         check(
@@ -335,9 +451,15 @@ fn authenticator_check() -> Check {
         check(
             "authenticator",
             Verdict::Warn,
-            "no USB security key and no browser (xdg-open or $BROWSER)",
+            if display {
+                "no USB security key and no browser (xdg-open or $BROWSER)"
+            } else {
+                "no USB security key, and no display for a browser here (DISPLAY and \
+                 WAYLAND_DISPLAY unset): --browser prints an address only a browser on this \
+                 machine can use"
+            },
         )
-        .fix("plug in your key, or approve from a browser on this machine (credctl use ROLE --browser)")
+        .how("plug in your key, or approve from a browser on this machine (credctl use ROLE --browser)")
     }
 }
 
@@ -376,17 +498,29 @@ fn file_checks(status: Option<&StatusInfo>) -> Vec<Check> {
             problems.push(format!("{} has mode {mode:o}", path.display()));
         }
     }
-    let verdict = if problems.is_empty() {
+    let config = status.and_then(|s| s.config_path.clone());
+    let verdict = if !problems.is_empty() {
+        let d = sh_quote(&dir.display().to_string());
+        let mut fix = format!("chown -R \"$(id -u)\" {d} && chmod 700 {d} && chmod 600 {d}/*.json");
+        if let Some(c) = &config {
+            fix.push_str(&format!(" && chmod go-w {}", sh_quote(c)));
+        }
+        check("files", Verdict::Fail, problems.join("; ")).fix(fix)
+    } else if !dir.exists() {
+        check(
+            "files",
+            Verdict::Ok,
+            format!(
+                "{} does not exist yet: the agent makes it, private, when it first starts",
+                dir.display()
+            ),
+        )
+    } else {
         check(
             "files",
             Verdict::Ok,
             format!("{} and its files are yours and private", dir.display()),
         )
-    } else {
-        check("files", Verdict::Fail, problems.join("; ")).fix(format!(
-            "chown -R $(id -u) {d} && chmod 700 {d} && chmod 600 {d}/*.json; config.toml: chmod go-w",
-            d = dir.display()
-        ))
     };
     vec![verdict]
 }
@@ -401,13 +535,13 @@ fn sealing_check(s: &StatusInfo) -> Check {
             "vault.json is MISSING while keys are registered: no touch opens a sealed source, \
              and none makes a new vault",
         )
-        .fix("restore vault.json from a backup into the state directory, then credctl stop"),
+        .how("restore vault.json from a backup into the state directory, then credctl stop"),
         (None, _, _) => check(
             "sealing",
             Verdict::Warn,
             "UNSEALED: no key has sealed the vault yet (keys without hmac-secret, or no touch since)",
         )
-        .fix("credctl key add with a FIDO2 key (hmac-secret)"),
+        .how("register a FIDO2 key (one with hmac-secret, nearly every key since 2019): credctl key add"),
         (Some(fp), true, "required") => check(
             "sealing",
             Verdict::Ok,
@@ -425,7 +559,7 @@ fn sealing_check(s: &StatusInfo) -> Check {
                 }
             ),
         )
-        .fix("remove unsealed keys (credctl key remove NAME) and set sealing = \"required\""),
+        .how("remove unsealed keys (credctl key remove NAME), set sealing = \"required\" in config.toml, then credctl stop"),
     }
 }
 
@@ -437,9 +571,9 @@ fn user_verification_check(s: &StatusInfo) -> Check {
             "TOUCH ONLY: a touch without the key's PIN opens the vault ([approval] \
              user_verification = \"discouraged\"), so a program that reaches the key can take one",
         )
-        .fix(
-            "remove user_verification = \"discouraged\" from config.toml, restart the agent and \
-             approve once with credctl",
+        .how(
+            "remove user_verification = \"discouraged\" from config.toml, then credctl stop, \
+             then credctl key pin --accept-change",
         ),
         (_, false) => check(
             "user verification",
@@ -449,7 +583,8 @@ fn user_verification_check(s: &StatusInfo) -> Check {
                 s.touch_only_keys.join(", ")
             ),
         )
-        .fix("credctl key pin (only if you used touch-only approvals before; if you never did, vault.json was replaced: restore it)"),
+        .fix("credctl key pin")
+        .how("only if you used touch-only approvals before; if you never did, vault.json was replaced: restore it instead"),
         _ => check(
             "user verification",
             Verdict::Ok,
@@ -491,6 +626,12 @@ mod tests {
         assert!(is_fido(&[0x06, 0xD0, 0xF1, 0x09, 0x01, 0xA1, 0x01]));
         // A keyboard: Usage Page (Generic Desktop), Usage (Keyboard).
         assert!(!is_fido(&[0x05, 0x01, 0x09, 0x06, 0xA1, 0x01]));
+    }
+
+    #[test]
+    fn paths_are_quoted_for_sh() {
+        assert_eq!(sh_quote("/home/a/.local/state"), "/home/a/.local/state");
+        assert_eq!(sh_quote("/home/a b/it's"), "'/home/a b/it'\\''s'");
     }
 
     #[test]
