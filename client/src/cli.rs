@@ -167,7 +167,7 @@ pub enum Command {
         json: bool,
         /// List the accounts and permission sets an IAM Identity Center login (an sso-session,
         /// or a profile that uses one) can reach, instead of ~/.aws/config's roles.
-        #[arg(long, value_name = "SSO_SESSION")]
+        #[arg(long, value_name = "SSO_SESSION", value_parser = name_arg)]
         discover: Option<String>,
         /// With --discover: print ready-to-paste ~/.aws/config profile blocks.
         #[arg(long, requires = "discover")]
@@ -182,6 +182,7 @@ pub enum Command {
     Use {
         /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
         /// (see `credctl roles`).
+        #[arg(value_parser = name_arg)]
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
@@ -194,6 +195,7 @@ pub enum Command {
     Exec {
         /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
         /// (see `credctl roles`).
+        #[arg(value_parser = name_arg)]
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
@@ -216,6 +218,7 @@ pub enum Command {
     Env {
         /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
         /// (see `credctl roles`).
+        #[arg(value_parser = name_arg)]
         role: String,
         #[command(flatten)]
         shell: ShellArgs,
@@ -239,6 +242,7 @@ pub enum Command {
     CredentialProcess {
         /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
         /// (see `credctl roles`).
+        #[arg(value_parser = name_arg)]
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
@@ -255,6 +259,7 @@ pub enum Command {
     Export {
         /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
         /// (see `credctl roles`).
+        #[arg(value_parser = name_arg)]
         role: String,
         /// The output format.
         #[arg(long, value_enum, default_value_t = ExportFormat::Process)]
@@ -267,7 +272,7 @@ pub enum Command {
     /// Choose the one role the IMDSv2 endpoint serves (`--off`: none).
     Imds {
         /// The role IMDS serves from now on.
-        #[arg(required_unless_present = "off")]
+        #[arg(required_unless_present = "off", value_parser = name_arg)]
         role: Option<String>,
         /// Serve no role over IMDS.
         #[arg(long, conflicts_with = "role")]
@@ -301,6 +306,7 @@ pub enum Command {
     /// login serves every profile of the session; each role still takes a touch to open.
     Login {
         /// The sso-session name (or a profile that uses it).
+        #[arg(value_parser = name_arg)]
         login: String,
         /// Print a code to enter on another device instead of opening a browser here.
         #[arg(long)]
@@ -313,12 +319,14 @@ pub enum Command {
     /// Revoke and forget an IAM Identity Center login.
     Logout {
         /// The sso-session name (or a profile that uses it).
+        #[arg(value_parser = name_arg)]
         login: String,
     },
     /// Sign in to the AWS console with ROLE's session (a touch if none is open). The browser
     /// gets a one-time link on the agent's own listener, never the sign-in token.
     Console {
         /// The role (see `credctl roles`).
+        #[arg(value_parser = name_arg)]
         role: String,
         /// Print the one-time link instead of opening the browser.
         #[arg(long)]
@@ -349,6 +357,28 @@ pub enum Command {
     Man,
 }
 
+/// A name on the command line (a role, a login, a key, a source, a token id): not empty, and
+/// short enough for any of them; a refusal quotes only its beginning.
+pub fn name_arg(text: &str) -> Result<String, String> {
+    const MAX: usize = 256;
+    if text.trim().is_empty() {
+        return Err(
+            "a name is required here (`credctl roles`, `key list`, `source list` and \
+                    `token list` show the names)"
+                .into(),
+        );
+    }
+    if text.chars().count() > MAX {
+        let start: String = text.chars().take(32).collect();
+        return Err(format!(
+            "{}… is too long ({} characters; names here are at most {MAX})",
+            crate::text::printable(&start),
+            text.chars().count()
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Register a FIDO credential. The first key takes one touch; a later key first needs a
@@ -362,6 +392,10 @@ pub enum KeyCommand {
         /// exist already [default: the same as --authenticator].
         #[arg(long, value_name = "KIND")]
         authorizer: Option<String>,
+        /// For the first key: let its touch vouch for settings of config.toml that send secrets
+        /// elsewhere than AWS or weaken the approval (they are shown first).
+        #[arg(long)]
+        accept_change: bool,
     },
     /// List registered keys.
     List {
@@ -384,6 +418,7 @@ pub enum KeyCommand {
     /// --force: no session can open without a key.
     Remove {
         /// The key's name, as `credctl key list` shows it.
+        #[arg(value_parser = name_arg)]
         name: String,
         /// Allow removing the last registered key.
         #[arg(long)]
@@ -404,6 +439,7 @@ pub enum TokenCommand {
     /// Revoke a token: every request with it is refused from now on.
     Revoke {
         /// The token's id, as `credctl token list` and `credctl audit` show it.
+        #[arg(value_parser = name_arg)]
         id: String,
     },
 }
@@ -417,6 +453,7 @@ pub enum SourceCommand {
     /// them from a profile in ~/.aws/credentials with --import-profile.
     Add {
         /// The source profile's name, as `source_profile` in ~/.aws/config names it.
+        #[arg(value_parser = name_arg)]
         name: String,
         /// Read the key id and secret from standard input.
         #[arg(long, conflicts_with = "import_profile")]
@@ -446,6 +483,7 @@ pub enum SourceCommand {
     /// Remove a source from the keyring.
     Remove {
         /// The source's name, as `credctl source list` shows it.
+        #[arg(value_parser = name_arg)]
         name: String,
     },
 }

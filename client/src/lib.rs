@@ -45,7 +45,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             name,
             touch,
             authorizer,
-        }) => keys::add(&socket, name, &touch, authorizer.as_deref())?,
+            accept_change,
+        }) => keys::add(&socket, name, &touch, authorizer.as_deref(), accept_change)?,
         Command::Key(KeyCommand::List { json }) => keys::list(&socket, json)?,
         Command::Key(KeyCommand::Pin {
             accept_change,

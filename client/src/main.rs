@@ -5,7 +5,23 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = credctl::cli::Cli::parse();
+    let cli = match credctl::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // A value our own check refused: its reason, without clap's echo of the whole value
+        // (a 5,000-character name would fill the terminal).
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            let arg = e
+                .get(clap::error::ContextKind::InvalidArg)
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "value".into());
+            let why = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "not a valid value".into());
+            eprintln!("credctl: {arg}: {}", credctl::text::printable_lines(&why));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     match credctl::run(cli) {
         Ok(credctl::Outcome::Success) => ExitCode::SUCCESS,
         Ok(credctl::Outcome::Status(code)) => ExitCode::from(code),

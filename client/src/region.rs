@@ -113,7 +113,8 @@ pub fn use_hint(
     };
     Some(format!(
         "this shell has no region (AWS_REGION and AWS_DEFAULT_REGION are unset), and role \
-         {role}'s profile says {r}; SDKs started here will ask for one: run `{line}`"
+         {role} uses {r} (from its profile or the nearest one on its chain); SDKs started here \
+         will ask for one: run `{line}`"
     ))
 }
 

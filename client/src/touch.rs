@@ -129,7 +129,7 @@ pub fn answer(agent: &mut Agent, auth: &Authenticator, c: &Challenge) -> Result<
                 c.what(),
                 c.approve_url
             );
-            open_browser(&c.approve_url);
+            let _ = open_browser(&c.approve_url);
             agent.request(&Request::AwaitCeremony {
                 ceremony_id: c.ceremony_id.clone(),
             })
@@ -147,7 +147,8 @@ fn touch_only(options: &serde_json::Value) -> bool {
         || pk["authenticatorSelection"]["userVerification"] == "discouraged"
 }
 
-pub(crate) fn open_browser(url: &str) {
+/// Opens `url` with `xdg-open`; whether it did. When it did not, says to open it by hand.
+pub(crate) fn open_browser(url: &str) -> bool {
     let opened = std::process::Command::new("xdg-open")
         .arg(url)
         .stdin(std::process::Stdio::null())
@@ -159,6 +160,7 @@ pub(crate) fn open_browser(url: &str) {
     if !opened {
         eprintln!("credctl: open that address in a browser on this machine");
     }
+    opened
 }
 
 #[cfg(feature = "soft-authenticator")]
@@ -467,11 +469,16 @@ pub(crate) fn say_what_we_wait_behind(agent: &mut Agent, mine: &str) {
     let Ok(Response::Status(info)) = agent.raw(&Request::Status) else {
         return;
     };
+    let this = if mine.is_empty() {
+        "this one".to_owned()
+    } else {
+        format!("this one ({mine})")
+    };
     for a in info.approvals.iter().filter(|a| a.what != mine) {
         eprintln!(
-            "credctl: waiting: the agent is asking for a touch for {}, asked by {}; this \
-             approval ({mine}) follows once that one is touched or times out (at most {} s). \
-             Touch only for what your authenticator shows",
+            "credctl: waiting: the agent is asking for a touch for {}, asked by {}; {this} \
+             follows once that one is touched or times out (at most {} s). Touch only for what \
+             your authenticator shows",
             crate::text::printable(&a.what),
             crate::text::printable(&a.requester),
             credagent_proto::timeouts::OUTCOME_WAIT.as_secs()

@@ -27,7 +27,13 @@ pub enum Request {
     Lock,
 
     /// Begin registering a FIDO credential named `name`: answered with [`Response::Challenge`].
-    KeyAddStart { name: String },
+    KeyAddStart {
+        name: String,
+        /// For the first key: its touch may vouch for settings of `config.toml` that send
+        /// secrets elsewhere than AWS or weaken the approval (shown before the touch).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        accept_change: bool,
+    },
     /// Finish a registration with the authenticator's `RegisterPublicKeyCredential` JSON.
     KeyAddFinish {
         ceremony_id: String,

@@ -90,7 +90,7 @@ struct KeyAdd {
 /// Runs `credctl key add NAME --browser` through both of its pages and returns what the pages
 /// showed, with credctl's output once it has exited successfully.
 fn key_add_in_browser(s: &Stack, driver: &mut Driver, name: &str) -> (KeyAdd, String) {
-    let (child, url, said) = browser_credctl(s, &["key", "add", name]);
+    let (child, url, said) = browser_credctl(s, &["key", "add", name, "--accept-change"]);
     let register =
         driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
     assert_eq!(register["outcome"], "approved", "{register}");
@@ -573,7 +573,7 @@ fn a_browser_key_without_prf_is_refused_and_not_stored() {
 
     let r = driver.send(serde_json::json!({"authenticator": {"hasPrf": false}}));
     assert_eq!(r["ok"], true, "{r}");
-    let (child, url, said) = browser_credctl(&s, &["key", "add", "laptop"]);
+    let (child, url, said) = browser_credctl(&s, &["key", "add", "laptop", "--accept-change"]);
     let page = driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
     assert_eq!(page["posted_prf"]["enabled"], false, "{page}");
     assert_no_prf_refusal(&s, &page, child, said, 1);
@@ -582,7 +582,7 @@ fn a_browser_key_without_prf_is_refused_and_not_stored() {
         "authenticator": {"hasUserVerification": false, "isUserVerified": false}
     }));
     assert_eq!(r["ok"], true, "{r}");
-    let (child, url, said) = browser_credctl(&s, &["key", "add", "laptop"]);
+    let (child, url, said) = browser_credctl(&s, &["key", "add", "laptop", "--accept-change"]);
     let register =
         driver.send(serde_json::json!({"url": url, "presence": true, "timeout_ms": 20000}));
     assert_eq!(register["outcome"], "approved", "{register}");

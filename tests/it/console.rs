@@ -192,4 +192,25 @@ fn the_browser_gets_only_the_one_time_link() {
     let (code, location) = curl(recorded.trim());
     assert_eq!(code, "302");
     assert!(location.contains(&token));
+    assert!(stdout(&out).contains("opened the AWS console"));
+
+    // No browser here (xdg-open fails): the address is printed, and nothing claims it opened.
+    std::fs::write(&script, "#!/bin/sh\nexit 3\n").unwrap();
+    let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap());
+    let out = s
+        .env
+        .command(bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .env("PATH", path)
+        .args(["console", "demo"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("opened"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("/console/"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("open that address"),
+        "{}",
+        stderr(&out)
+    );
 }

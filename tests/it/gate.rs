@@ -89,6 +89,7 @@ fn a_key_add_ceremony_cannot_be_joined_or_answered_by_another_connection() {
         &mut user,
         &Request::KeyAddStart {
             name: "laptop".into(),
+            accept_change: false,
         },
     ) {
         Response::Challenge {
@@ -109,6 +110,7 @@ fn a_key_add_ceremony_cannot_be_joined_or_answered_by_another_connection() {
         &mut attacker,
         &Request::KeyAddStart {
             name: "laptop".into(),
+            accept_change: false,
         },
     ) {
         Response::Error { code, message } => {

@@ -46,13 +46,15 @@ fn no_silent_bypass_by_a_default_profile_or_aws_profile() {
     assert_demo_arn("exec with AWS_PROFILE set", &out);
 
     // start unsets them in the shell, and says so when this shell has them.
-    let exports = s.ok(&["start"]);
+    let out = s.credctl(&["start"]);
+    let exports = stdout(&out);
     for v in ["AWS_PROFILE", "AWS_DEFAULT_PROFILE"] {
         assert!(exports.contains(&format!("unset {v};")), "{exports}");
     }
     assert!(
-        !exports.contains("# credagent unsets"),
-        "nothing was set: {exports}"
+        !stderr(&out).contains("unsetting"),
+        "nothing was set: {}",
+        stderr(&out)
     );
     let out = s
         .env
@@ -61,12 +63,11 @@ fn no_silent_bypass_by_a_default_profile_or_aws_profile() {
         .arg("start")
         .output()
         .unwrap();
+    // Said on stderr, where the person sees it (`eval` would swallow a comment).
     assert!(
-        stdout(&out)
-            .lines()
-            .any(|l| l == "# credagent unsets AWS_PROFILE: SDKs would use them before the agent."),
+        stderr(&out).contains("unsetting this shell's AWS_PROFILE"),
         "{}",
-        stdout(&out)
+        stderr(&out)
     );
     // use warns about what this shell still has.
     let out = s
@@ -148,7 +149,7 @@ fn every_check_that_needs_no_touch_runs_before_the_touch() {
         ),
         "",
     );
-    s.ok(&["key", "add", "soft"]);
+    s.ok(&["key", "add", "soft", "--accept-change"]);
     let before = key_counter(&s);
 
     // No source stored: refused before any touch, with the command that fixes it.
@@ -238,6 +239,53 @@ fn input_is_checked_and_options_that_cannot_apply_are_refused() {
     // exec without `--` runs the command all the same.
     let out = s.credctl(&["exec", "demo", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // Empty and overlong names are usage errors, refused before anything is asked, and a long
+    // one is quoted by its beginning only.
+    let long = "a".repeat(5000);
+    for args in [
+        &["login", ""][..],
+        &["logout", ""],
+        &["key", "remove", ""],
+        &["token", "revoke", ""],
+        &["source", "remove", ""],
+        &["source", "add", "", "--stdin"],
+        &["imds", ""],
+        &["roles", "--discover", ""],
+        &["imds", &long],
+        &["login", &long],
+        &["key", "remove", &long],
+    ] {
+        let out = s.credctl(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).len() < 1000,
+            "{args:?} echoed: {}",
+            stderr(&out).len()
+        );
+    }
+    // A missing or short secret on standard input is bad input: exit 2, nothing stored.
+    for input in ["AKIAIOSFODNN7EXAMPLE\n", "AKIAIOSFODNN7EXAMPLE\nshort\n"] {
+        let out = s
+            .env
+            .command(bin("credctl"))
+            .args(["source", "add", "other", "--stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(input.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{input:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("nothing was stored"),
+            "stderr {:?} stdout {:?}",
+            stderr(&out),
+            stdout(&out)
+        );
+    }
 }
 
 #[test]

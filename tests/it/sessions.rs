@@ -553,7 +553,7 @@ fn key_counter(s: &Stack) -> u64 {
 #[test]
 fn keys_only_in_the_credentials_file_are_refused_then_imported_and_removed() {
     let s = Stack::new("", "");
-    s.ok(&["key", "add", "soft"]);
+    s.ok(&["key", "add", "soft", "--accept-change"]);
     let creds = s.env.home.join(".aws/credentials");
     let keep_before = "# my notes\n[default]\naws_access_key_id = AKIADEFAULTDEFAULT1\naws_secret_access_key = keepme/keepme/keepme\n\n";
     let keep_after = "; trailing comment\n[other]\nregion = eu-west-1\n";

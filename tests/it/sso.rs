@@ -96,7 +96,7 @@ fn stack(fake: &Fake) -> Stack {
         ),
         &[("CREDAGENT_SSO_TICK", "1s")],
     );
-    s.ok(&["key", "add", "soft"]);
+    s.ok(&["key", "add", "soft", "--accept-change"]);
     s
 }
 

@@ -239,7 +239,7 @@ impl Stack {
 
     /// Registers the soft key and stores the source.
     pub fn with_key_and_source(self) -> Stack {
-        self.ok(&["key", "add", "soft"]);
+        self.ok(&["key", "add", "soft", "--accept-change"]);
         self.with_source()
     }
 

@@ -274,7 +274,7 @@ fn nothing_is_sealed_to_a_vault_no_touch_proved_since_the_restart() {
     let mut s = Stack::new("", "").with_key_and_source();
     // The attacker's own vault, made by a scratch agent with its own key.
     let scratch = Stack::new("", "");
-    scratch.ok(&["key", "add", "evil"]);
+    scratch.ok(&["key", "add", "evil", "--accept-change"]);
     let evil_vault = scratch.env.home.join(".local/state/credagent/vault.json");
     std::fs::copy(&evil_vault, state_dir(&s).join("vault.json")).unwrap();
     restart(&mut s);
@@ -385,7 +385,7 @@ fn deleting_the_keys_as_well_makes_no_fresh_install_for_a_new_source() {
 fn a_swapped_state_proved_by_the_attackers_touch_receives_no_new_source() {
     let mut s = Stack::new("", "").with_key_and_source();
     let scratch = Stack::new("", "");
-    scratch.ok(&["key", "add", "evil"]);
+    scratch.ok(&["key", "add", "evil", "--accept-change"]);
     let evil_state = scratch.env.home.join(".local/state/credagent");
     s.ok(&["stop"]);
     assert!(s.agent.wait_exit(Duration::from_secs(10)).is_some());
@@ -657,4 +657,27 @@ fn a_deleted_vault_is_not_remade_by_a_touch_without_the_pin() {
         "{}",
         stderr(&out)
     );
+}
+
+/// The ninth attack review: keys.json, vault.json and trusted.json deleted and config.toml
+/// pointed at the attacker's STS, touch-only: the user's re-registration adopted it all unseen.
+/// Now the first key's touch shows such settings first and vouches for them only when told to.
+#[test]
+fn a_first_key_adopts_redirecting_or_weaker_settings_only_when_told() {
+    let s = Stack::new("", "approval.user_verification = \"discouraged\"");
+    let out = s.credctl(&["key", "add", "mine"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sts_endpoint = http://127.0.0.1")
+            && err.contains("approval.user_verification = discouraged (default: required)")
+            && err.contains("--accept-change")
+            && err.contains("restore keys.json, vault.json and trusted.json"),
+        "{err}"
+    );
+    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
+    assert!(keys.as_array().unwrap().is_empty(), "nothing registered");
+    assert!(!state_dir(&s).join("vault.json").exists());
+    s.ok(&["key", "add", "mine", "--accept-change"]);
+    assert!(state_dir(&s).join("vault.json").exists());
 }

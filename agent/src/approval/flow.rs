@@ -353,11 +353,43 @@ impl Approvals {
     /// `credctl key add`. The first key registers directly; every later one needs a touch of a
     /// key already registered first, so a process of the user cannot enrol its own "key" (say, a
     /// fake authenticator) and then approve roles without the person.
-    pub async fn key_add_start(&self, name: &str, who: &Requester, now: SystemTime) -> Response {
+    pub async fn key_add_start(
+        &self,
+        name: &str,
+        accept_change: bool,
+        who: &Requester,
+        now: SystemTime,
+    ) -> Response {
         if let Err(e) = self.approver.check_new_key_name(name) {
             return e.to_response();
         }
         if self.approver.keys().is_empty() {
+            // The first key's touch makes the vault and adopts the settings it runs with (trust
+            // on first use). Settings that send secrets elsewhere than AWS or weaken the
+            // approval are shown first and adopted only when the person says so: a program
+            // that wiped the state and edited config.toml must not have them adopted unseen.
+            let risky = self
+                .trusted
+                .current()
+                .risky_against(&crate::config::Config::default().trusted_settings());
+            if !risky.is_empty() && !accept_change {
+                return Response::error(
+                    ErrorCode::Refused,
+                    format!(
+                        "your first key's touch will vouch for these settings of config.toml, \
+                         which send secrets elsewhere than AWS or weaken the approval:\n{}\nIf \
+                         you set them yourself, run `credctl key add {name} --accept-change`; if \
+                         not, a program changed config.toml: fix it first. If you had keys \
+                         registered before, a program may have removed your state: restore \
+                         keys.json, vault.json and trusted.json from a backup instead",
+                        risky
+                            .iter()
+                            .map(|r| format!("  {r}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    ),
+                );
+            }
             return self.registration_challenge(name, who.conn, None, now);
         }
         let purpose = Purpose::KeyAdd(name.to_owned());

@@ -11,9 +11,12 @@ use crate::approval::wire_key_info;
 impl Control {
     pub(super) async fn keys_family(&self, req: Request, conn: &Conn, now: SystemTime) -> Response {
         match req {
-            Request::KeyAddStart { name } => {
+            Request::KeyAddStart {
+                name,
+                accept_change,
+            } => {
                 self.approvals
-                    .key_add_start(&name, &conn.requester(), now)
+                    .key_add_start(&name, accept_change, &conn.requester(), now)
                     .await
             }
             Request::KeyAddFinish {

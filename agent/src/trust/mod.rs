@@ -53,6 +53,27 @@ impl Settings {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
+
+    /// The settings that send secrets elsewhere than AWS (endpoint overrides) or weaken the
+    /// approval (touch-only, unsealed keys), as `name = value (default: …)`: what the first
+    /// touch of a new agent would vouch for only when the person said so.
+    pub fn risky_against(&self, defaults: &Settings) -> Vec<String> {
+        const RISKY: &[&str] = &[
+            "sts_endpoint",
+            "sso_oidc_endpoint",
+            "sso_endpoint",
+            "federation_endpoint",
+            "approval.user_verification",
+            "approval.sealing",
+        ];
+        RISKY
+            .iter()
+            .filter_map(|name| {
+                let (now, default) = (self.get(name)?, defaults.get(name).unwrap_or(""));
+                (now != default).then(|| format!("{name} = {now} (default: {default})"))
+            })
+            .collect()
+    }
 }
 
 /// One difference between what a touch last vouched for and what the agent runs with now.

@@ -31,9 +31,13 @@ pub fn console(
     if print {
         return Ok(format!("{url}\n"));
     }
-    crate::touch::open_browser(&url);
-    Ok(format!(
-        "opened the AWS console for {role} in your browser (the link works once, within a \
-         minute: {url})\n"
-    ))
+    if crate::touch::open_browser(&url) {
+        Ok(format!(
+            "opened the AWS console for {role} in your browser (the link works once, within a \
+             minute: {url})\n"
+        ))
+    } else {
+        // No browser here: the address is the result (it works once, within a minute).
+        Ok(format!("{url}\n"))
+    }
 }

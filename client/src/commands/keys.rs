@@ -15,6 +15,7 @@ pub fn add(
     name: Option<String>,
     touch: &AuthArgs,
     authorizer: Option<&str>,
+    accept_change: bool,
 ) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
     let name = match name {
@@ -27,7 +28,10 @@ pub fn add(
             format!("key-{}", n + 1)
         }
     };
-    let mut resp = agent.request(&Request::KeyAddStart { name: name.clone() })?;
+    let mut resp = agent.request(&Request::KeyAddStart {
+        name: name.clone(),
+        accept_change,
+    })?;
     let auth = Authenticator::choose(touch)?;
     // With keys registered already, the first touch (an existing key) authorizes the second
     // (the new key).

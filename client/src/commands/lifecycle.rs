@@ -131,10 +131,11 @@ pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<S
         .filter(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
         .collect();
     if !set.is_empty() {
-        out.push_str(&format!(
-            "# credagent unsets {}: SDKs would use them before the agent.\n",
+        // On stderr: a comment in what `eval` runs is never seen.
+        eprintln!(
+            "credctl: unsetting this shell's {}: SDKs would use them before the agent",
             set.join(", ")
-        ));
+        );
     }
     out.push_str(&format!("echo Agent pid {};\n", agent.pid));
     for w in crate::bypass::file_warnings() {

@@ -67,7 +67,7 @@ pub fn add(
             touch,
         )?;
         let mut out = format!(
-            "stored source {name} (from profile {profile} of {}) in the keyring\n",
+            "stored source {name} (from profile {profile} of {})\n",
             path.display()
         );
         out.push_str(&unsealed_warning(&mut agent));
@@ -93,7 +93,7 @@ pub fn add(
                 .map_err(|e| Failure::failed(format!("cannot read standard input: {e}")))?
                 .map(|l| l.trim().to_owned())
                 .filter(|l| !l.is_empty())
-                .ok_or_else(|| Failure::failed(format!("standard input ended before the {what}: give the key id on the first line and the secret on the second")))
+                .ok_or_else(|| Failure::usage(format!("standard input ended before the {what}: give the key id on the first line and the secret on the second; nothing was stored")))
         };
         let id = next("access key id")?;
         let secret = next("secret access key")?;
@@ -123,8 +123,9 @@ pub fn add(
         )));
     }
     if secret.expose().len() < 16 {
-        return Err(Failure::failed(
-            "the secret access key is too short; nothing was stored",
+        return Err(Failure::usage(
+            "the secret access key is too short (AWS secret keys are 40 characters); nothing was \
+             stored",
         ));
     }
     crate::touch::request_with_touch(
@@ -136,7 +137,7 @@ pub fn add(
         },
         touch,
     )?;
-    let mut out = format!("stored source {name} in the keyring\n");
+    let mut out = format!("stored source {name}\n");
     out.push_str(&unsealed_warning(&mut agent));
     Ok(out)
 }
@@ -184,7 +185,7 @@ pub fn remove(socket: &Path, name: &str) -> Result<String> {
     agent.request(&Request::SourceRemove {
         name: name.to_owned(),
     })?;
-    Ok(format!("removed source {name} from the keyring\n"))
+    Ok(format!("removed source {name}\n"))
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ pub(crate) fn run_login(
     match (authorize_url, user_code, verification_uri) {
         (Some(url), _, _) => {
             eprintln!("credctl: sign in to IAM Identity Center in your browser: {url}");
-            crate::touch::open_browser(&url);
+            let _ = crate::touch::open_browser(&url);
         }
         (None, Some(code), Some(uri)) => {
             eprintln!(
