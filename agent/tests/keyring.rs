@@ -159,7 +159,7 @@ fn sealing(backend: Backend) {
 
     // The first key's touch creates the vault; the touch that opens the source seals it.
     let prf = PrfOutput::from_slice(&[0x42; 32]).unwrap();
-    let secret = vault.create(b"credential-a", [7; 32], &prf).unwrap();
+    let secret = vault.create(b"credential-a", [7; 32], &prf, true).unwrap();
     store.unseal(&keyring, &old, &secret).unwrap();
     let stored = keyring.get_stored(&old).unwrap();
     assert!(matches!(stored, Stored::Sealed { .. }), "migrated");
