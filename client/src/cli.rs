@@ -182,7 +182,7 @@ pub enum Command {
     Use {
         /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
         /// (see `credctl roles`).
-        #[arg(value_parser = name_arg)]
+        #[arg(value_parser = name_arg, add = clap_complete::engine::ArgValueCompleter::new(crate::completion::role_names))]
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
@@ -195,7 +195,7 @@ pub enum Command {
     Exec {
         /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
         /// (see `credctl roles`).
-        #[arg(value_parser = name_arg)]
+        #[arg(value_parser = name_arg, add = clap_complete::engine::ArgValueCompleter::new(crate::completion::role_names))]
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
@@ -218,7 +218,7 @@ pub enum Command {
     Env {
         /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
         /// (see `credctl roles`).
-        #[arg(value_parser = name_arg)]
+        #[arg(value_parser = name_arg, add = clap_complete::engine::ArgValueCompleter::new(crate::completion::role_names))]
         role: String,
         #[command(flatten)]
         shell: ShellArgs,
@@ -242,7 +242,7 @@ pub enum Command {
     CredentialProcess {
         /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
         /// (see `credctl roles`).
-        #[arg(value_parser = name_arg)]
+        #[arg(value_parser = name_arg, add = clap_complete::engine::ArgValueCompleter::new(crate::completion::role_names))]
         role: String,
         #[command(flatten)]
         touch: TouchArgs,
@@ -259,7 +259,7 @@ pub enum Command {
     Export {
         /// The role: a profile of ~/.aws/config with role_arn or IAM Identity Center settings
         /// (see `credctl roles`).
-        #[arg(value_parser = name_arg)]
+        #[arg(value_parser = name_arg, add = clap_complete::engine::ArgValueCompleter::new(crate::completion::role_names))]
         role: String,
         /// The output format.
         #[arg(long, value_enum, default_value_t = ExportFormat::Process)]
@@ -272,7 +272,7 @@ pub enum Command {
     /// Choose the one role the IMDSv2 endpoint serves (`--off`: none).
     Imds {
         /// The role IMDS serves from now on.
-        #[arg(required_unless_present = "off", value_parser = name_arg)]
+        #[arg(required_unless_present = "off", value_parser = name_arg, add = clap_complete::engine::ArgValueCompleter::new(crate::completion::role_names))]
         role: Option<String>,
         /// Serve no role over IMDS.
         #[arg(long, conflicts_with = "role")]
@@ -326,7 +326,7 @@ pub enum Command {
     /// gets a one-time link on the agent's own listener, never the sign-in token.
     Console {
         /// The role (see `credctl roles`).
-        #[arg(value_parser = name_arg)]
+        #[arg(value_parser = name_arg, add = clap_complete::engine::ArgValueCompleter::new(crate::completion::role_names))]
         role: String,
         /// Print the one-time link instead of opening the browser.
         #[arg(long)]
@@ -348,7 +348,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print shell completions.
+    /// Print the shell completion script: `source <(credctl completions bash)` (zsh: the same;
+    /// fish: `credctl completions fish | source`). ROLE arguments complete to the roles of
+    /// ~/.aws/config as it is when you press TAB.
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,

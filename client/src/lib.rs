@@ -6,6 +6,7 @@ pub mod authenticator;
 pub mod bypass;
 pub mod cli;
 pub mod commands;
+pub mod completion;
 pub mod error;
 pub mod identity;
 pub mod prompt;
@@ -132,11 +133,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Token(TokenCommand::Revoke { id }) => tokens::revoke(&socket, &id)?,
         Command::Watch { touch, once } => session::watch(&socket, &touch, once)?,
         Command::Audit { follow, json } => audit::audit(follow, json)?,
-        Command::Completions { shell } => {
-            let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "credctl", &mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        }
+        Command::Completions { shell } => crate::completion::registration(shell)
+            .map_err(|e| Failure::failed(format!("cannot write the completion script: {e}")))?,
         Command::Man => man_page()?,
         Command::Login {
             login,

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A completion request from the shell (`CREDCTL_COMPLETE` set): answered, then exit.
+    clap_complete::CompleteEnv::with_factory(<credctl::cli::Cli as clap::CommandFactory>::command)
+        .var(credctl::completion::VAR)
+        .complete();
     let cli = match credctl::cli::Cli::try_parse() {
         Ok(cli) => cli,
         // A value our own check refused: its reason, without clap's echo of the whole value

@@ -553,3 +553,45 @@ fn a_changed_config_file_is_pointed_out_until_the_agent_restarts() {
         "{doctor}"
     );
 }
+
+/// `credctl completions bash`, sourced in a real bash: ROLE arguments complete to the role
+/// profiles of ~/.aws/config as it is at the time of the TAB, sources and other sections left out.
+#[test]
+fn role_arguments_complete_to_the_roles_of_the_aws_config() {
+    let s = Stack::new(
+        "[profile prod-admin]\nrole_arn = arn:aws:iam::123456789012:role/admin\nsource_profile = SOURCE\n",
+        "",
+    );
+    let script = stdout(&s.credctl(&["completions", "bash"]));
+    let path = s.env.home.join("credctl.bash");
+    std::fs::write(&path, script).unwrap();
+    let complete = |words: &str| -> String {
+        // The script calls the credctl on PATH, as a person's shell would.
+        let bindir = bin("credctl").parent().unwrap().to_owned();
+        let path_var = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap());
+        let out = s
+            .env
+            .command("bash")
+            .env("PATH", path_var)
+            .args([
+                "-c",
+                &format!(
+                    "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+                     COMP_TYPE=9; _clap_complete_credctl credctl \"${{COMP_WORDS[COMP_CWORD]}}\" \
+                     credctl; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                    path.display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    let all = complete("credctl use ''");
+    assert!(
+        all.lines().any(|l| l.trim() == "demo") && all.lines().any(|l| l.trim() == "prod-admin"),
+        "{all}"
+    );
+    assert!(!all.contains(&s.source), "a source is no role: {all}");
+    let some = complete("credctl exec pro");
+    assert_eq!(some.trim(), "prod-admin", "{some}");
+}
