@@ -21,7 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::Origin;
-use crate::http::endpoint::ApprovalPage;
+use crate::http::pages::{BrowserPage, CONSOLE_PATH};
 use crate::sts::TempCredentials;
 use crate::util::{percent_encode as encode, LockExt};
 
@@ -65,8 +65,7 @@ impl Partition {
         }
     }
 }
-/// The path of the one-time links.
-pub const CONSOLE_PATH: &str = "/console/";
+
 /// How long a one-time link lives.
 const LINK_TTL: Duration = Duration::from_secs(60);
 /// The longest console session AWS grants, and the longest for a chained role.
@@ -279,7 +278,7 @@ fn page(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
 }
 
 #[async_trait::async_trait]
-impl ApprovalPage for Consoles {
+impl BrowserPage for Consoles {
     /// `GET /console/<id>`: redirects once to the console's login URL, then the link is gone.
     /// Only a navigation to this agent's own address is taken (no `Origin`: not a page's
     /// request).
@@ -289,14 +288,11 @@ impl ApprovalPage for Consoles {
         _origin: Origin,
         now: SystemTime,
     ) -> Response<Full<Bytes>> {
-        let host = req
-            .headers()
-            .get(hyper::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
         let ours = self.base.trim_start_matches("http://");
         let local = ours.replacen("127.0.0.1", "localhost", 1);
-        if req.method() != Method::GET || (host != ours && host != local) {
+        if req.method() != Method::GET
+            || !crate::http::pages::host_is(req.headers(), &[ours, &local])
+        {
             return page(StatusCode::NOT_FOUND, "no such page");
         }
         if req.headers().contains_key(hyper::header::ORIGIN) {

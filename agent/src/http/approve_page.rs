@@ -19,8 +19,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::checks::{error_response, HttpContext};
-use super::endpoint::ApprovalPage;
+use super::checks::error_response;
+use super::pages::BrowserPage;
 use crate::approval::{page_key, AnsweredBy, Approvals, Kind, PageLoad, Purpose};
 use crate::audit::Origin;
 use crate::sessions::Sessions;
@@ -37,7 +37,6 @@ pub struct Page {
     approvals: Arc<Approvals>,
     /// For the ARN a role resolves to, shown on the page.
     sessions: Sessions,
-    ctx: HttpContext,
     origin: String,
     port: u16,
 }
@@ -363,7 +362,7 @@ impl Page {
 }
 
 #[async_trait::async_trait]
-impl ApprovalPage for Page {
+impl BrowserPage for Page {
     async fn handle(
         &self,
         req: Request<hyper::body::Incoming>,
@@ -371,12 +370,8 @@ impl ApprovalPage for Page {
         now: SystemTime,
     ) -> Response<Full<Bytes>> {
         // WebAuthn's origin is http://localhost:PORT: the page must be loaded under that name.
-        let host = req
-            .headers()
-            .get(hyper::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        if !self.ctx.host_allowed(host) || !host.to_ascii_lowercase().starts_with("localhost:") {
+        let localhost = format!("localhost:{}", self.port);
+        if !super::pages::host_is(req.headers(), &[&localhost]) {
             return error_response(
                 StatusCode::MISDIRECTED_REQUEST,
                 "use_localhost",
@@ -414,7 +409,6 @@ impl Page {
         Page {
             approvals,
             sessions,
-            ctx: HttpContext::new(addr),
             origin: format!("http://localhost:{}", addr.port()),
             port: addr.port(),
         }

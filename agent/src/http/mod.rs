@@ -6,6 +6,7 @@ pub mod approve_page;
 pub mod checks;
 pub mod endpoint;
 pub mod oauth;
+pub mod pages;
 pub mod peer;
 mod service;
 

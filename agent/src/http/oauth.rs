@@ -14,13 +14,10 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::endpoint::ApprovalPage;
+use super::pages::{BrowserPage, CALLBACK_PATH};
 use crate::audit::{Audit, Event, Outcome};
 use crate::http::Origin;
 use crate::sso::Logins;
-
-/// The callback's path.
-pub const CALLBACK_PATH: &str = "/oauth/callback";
 
 /// The OAuth callback route.
 pub struct Callback {
@@ -133,7 +130,7 @@ fn decode(v: &str) -> String {
 }
 
 #[async_trait::async_trait]
-impl ApprovalPage for Callback {
+impl BrowserPage for Callback {
     async fn handle(
         &self,
         req: Request<hyper::body::Incoming>,
@@ -141,15 +138,11 @@ impl ApprovalPage for Callback {
         now: SystemTime,
     ) -> Response<Full<Bytes>> {
         let headers = req.headers();
-        let host = headers
-            .get(hyper::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
         if req.method() != Method::GET || req.uri().path() != CALLBACK_PATH {
             self.audit(now, origin, Some("bad_request"));
             return page(StatusCode::NOT_FOUND, "Not found", "No such page.");
         }
-        if !host.eq_ignore_ascii_case(&self.host) {
+        if !super::pages::host_is(headers, &[&self.host]) {
             self.audit(now, origin, Some("bad_host"));
             return page(
                 StatusCode::MISDIRECTED_REQUEST,

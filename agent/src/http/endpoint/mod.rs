@@ -17,6 +17,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
 use super::checks::{check_request, check_unambiguous, error_response, HttpContext};
+use super::pages::{BrowserPage, APPROVE_PREFIX, CALLBACK_PATH, CONSOLE_PATH};
 use crate::audit::{Audit, ConnAudit, Event, Origin, Outcome};
 use crate::generation::{Generation, Versioned};
 use crate::tokens::{TokenId, Tokens};
@@ -72,23 +73,11 @@ pub struct Endpoint {
     pub source: Arc<dyn CredentialSource>,
     pub audit: Audit,
     /// The browser approval page, when the agent serves one.
-    approval_page: Option<Arc<dyn ApprovalPage>>,
+    approval_page: Option<Arc<dyn BrowserPage>>,
     /// The IAM Identity Center sign-in callback (`/oauth/callback`), when served.
-    oauth_callback: Option<Arc<dyn ApprovalPage>>,
+    oauth_callback: Option<Arc<dyn BrowserPage>>,
     /// The one-time console links (`/console/ID`), when served.
-    console: Option<Arc<dyn ApprovalPage>>,
-}
-
-/// The browser approval page (`/approve/...`).
-#[async_trait::async_trait]
-pub trait ApprovalPage: Send + Sync {
-    /// Answers a page request from a connection whose peer is `origin`.
-    async fn handle(
-        &self,
-        req: Request<hyper::body::Incoming>,
-        origin: Origin,
-        now: SystemTime,
-    ) -> Response<Full<Bytes>>;
+    console: Option<Arc<dyn BrowserPage>>,
 }
 
 /// A 200 JSON response around a shared body.
@@ -108,7 +97,7 @@ impl Endpoint {
         source: Arc<dyn CredentialSource>,
         audit: Audit,
         generation: Generation,
-        approval_page: Option<Arc<dyn ApprovalPage>>,
+        approval_page: Option<Arc<dyn BrowserPage>>,
     ) -> Endpoint {
         Endpoint {
             ctx: HttpContext::new(addr),
@@ -125,13 +114,13 @@ impl Endpoint {
     }
 
     /// Serves the one-time console links with `page`.
-    pub fn with_console(mut self, page: Arc<dyn ApprovalPage>) -> Endpoint {
+    pub fn with_console(mut self, page: Arc<dyn BrowserPage>) -> Endpoint {
         self.console = Some(page);
         self
     }
 
     /// Serves the IAM Identity Center sign-in callback with `page`.
-    pub fn with_oauth_callback(mut self, page: Arc<dyn ApprovalPage>) -> Endpoint {
+    pub fn with_oauth_callback(mut self, page: Arc<dyn BrowserPage>) -> Endpoint {
         self.oauth_callback = Some(page);
         self
     }
@@ -149,12 +138,12 @@ impl Endpoint {
 
     /// The approval page, if it serves `path` (it needs the request body, so it is the one
     /// route that is not answered synchronously).
-    pub fn approval_page_for(&self, path: &str) -> Option<&Arc<dyn ApprovalPage>> {
-        if path.starts_with("/approve/") {
+    pub fn approval_page_for(&self, path: &str) -> Option<&Arc<dyn BrowserPage>> {
+        if path.starts_with(APPROVE_PREFIX) {
             self.approval_page.as_ref()
-        } else if path == crate::http::oauth::CALLBACK_PATH {
+        } else if path == CALLBACK_PATH {
             self.oauth_callback.as_ref()
-        } else if path.starts_with(crate::console::CONSOLE_PATH) {
+        } else if path.starts_with(CONSOLE_PATH) {
             self.console.as_ref()
         } else {
             None
