@@ -6,7 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::keyring::{Backend, SourceError};
+use super::error::{Backend, SourceError};
 
 fn path_of(dir: &Path, name: &str) -> PathBuf {
     dir.join(hex::encode(name.as_bytes()))

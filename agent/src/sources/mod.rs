@@ -3,6 +3,7 @@
 //! sessions read a source through.
 
 mod access_key;
+mod error;
 mod file_store;
 mod keyring;
 
@@ -11,7 +12,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::sync::{Arc, Mutex};
 
 pub use access_key::{rewrite_credentials_file_without, SourceCredentials};
-pub use keyring::{Backend, Keyring, SourceError, Stored, SERVICE};
+pub use error::{Backend, SourceError};
+pub use keyring::{Keyring, Stored, SERVICE};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::util::LockExt;
@@ -221,8 +223,11 @@ impl SourceStore {
             .open(&seal_label(name, &access_key_id), &sealed)
             .map_err(|e| {
                 failed(format!(
-                    "{e}: it was sealed to another vault than the one your key unwraps (vault {}); \
-                     add it again with `credctl source add {name}`",
+                    "{e}: it was sealed to another vault than the one your key unwraps now \
+                     (vault {}). If that fingerprint is not the one you know, vault.json was \
+                     replaced: restore it from a backup and restart the agent, and do not add \
+                     the source again (it would be sealed to the replacement). Only if you \
+                     started over on purpose: `credctl source add {name} --replace`",
                     crate::vault::fingerprint(secret.public())
                 ))
             })?;
