@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod authenticator;
 pub mod bypass;
+pub mod ceremony;
 pub mod cli;
 pub mod commands;
 pub mod completion;

@@ -43,6 +43,16 @@ pub fn utc_date(secs: u64) -> String {
     utc_minute(secs).chars().take(10).collect()
 }
 
+/// The time until `expires_at` (Unix seconds), as `1h05m`.
+pub fn time_left(expires_at: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let left = expires_at.saturating_sub(now);
+    format!("{}h{:02}m", left / 3600, left / 60 % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

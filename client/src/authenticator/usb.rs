@@ -19,8 +19,8 @@ use webauthn_rs_proto::AuthenticatorTransport;
 
 use super::ctap::{prf, CtapClient, CtapDevice, CtapError};
 use crate::agent::Agent;
+use crate::ceremony::Challenge;
 use crate::error::{Exit, Failure, Result};
-use crate::touch::Challenge;
 
 /// authenticatorSelection (CTAP 2.1 §6.9): blinks the key until it is touched.
 const CMD_SELECTION: u8 = 0x0B;
@@ -229,13 +229,13 @@ pub fn answer(agent: &mut Agent, c: &Challenge, what: &str) -> Result<Response> 
         let mut answer =
             prf::authentication_answer(&cred, output.as_deref()).map_err(Failure::failed)?;
         if let Some(input) =
-            crate::touch::without_uv_input(&c.options, &cred.raw_id, inputs.as_ref())
+            crate::ceremony::without_uv_input(&c.options, &cred.raw_id, inputs.as_ref())
         {
-            crate::touch::say_moving_to_user_verification();
+            crate::ceremony::say_moving_to_user_verification();
             let touch_only = client
                 .prf_without_uv(&rp_id, &cred.raw_id, input)
                 .map_err(|e| fail(e.to_string(), "the key was not touched in time"))?;
-            crate::touch::add_without_uv(&mut answer, &touch_only);
+            crate::ceremony::add_without_uv(&mut answer, &touch_only);
         }
         Ok(answer)
     } else {
@@ -253,5 +253,5 @@ pub fn answer(agent: &mut Agent, c: &Challenge, what: &str) -> Result<Response> 
         prf::registration_answer(&cred, client.take_prf_enabled())
     }
     .map_err(Failure::failed)?;
-    crate::touch::approve(agent, c, credential)
+    crate::ceremony::approve(agent, c, credential)
 }

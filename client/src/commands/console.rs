@@ -7,8 +7,8 @@ use credagent_proto::{Request, Response};
 
 use crate::agent::{unexpected, Agent};
 use crate::cli::TouchArgs;
+use crate::commands::open::open_role;
 use crate::error::Result;
-use crate::touch::open_role;
 
 pub fn console(
     socket: &Path,

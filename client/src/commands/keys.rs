@@ -5,10 +5,11 @@ use std::path::Path;
 use credagent_proto::{KeyInfo, Request, Response};
 
 use crate::agent::{unexpected, Agent};
+use crate::ceremony::Challenge;
 use crate::cli::AuthArgs;
 use crate::error::{Failure, Result};
 use crate::text::utc_date;
-use crate::touch::{answer, Authenticator, Challenge};
+use crate::touch::{answer, Authenticator};
 
 pub fn add(
     socket: &Path,
@@ -255,4 +256,54 @@ pub fn remove(socket: &Path, name: &str, force: bool, touch: &AuthArgs) -> Resul
         }
     }
     Ok(out)
+}
+
+/// Sends `req`; when the agent answers that it needs this connection's touch first (the request
+/// hands over a secret to seal), takes that touch (`credctl confirm`'s) and sends it again.
+pub fn request_with_touch(agent: &mut Agent, req: &Request, auth: &AuthArgs) -> Result<Response> {
+    match agent.raw(req)? {
+        Response::Error {
+            code: credagent_proto::ErrorCode::TouchRequired,
+            message,
+        } => {
+            // Another requester may be starting the same login right now (fifty processes at
+            // once): after a short, per-process pause, ask again; the agent holds the request
+            // while another's touch is under way and joins the login it starts.
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(
+                std::process::id() % 300,
+            )));
+            match agent.raw(req)? {
+                Response::Error {
+                    code: credagent_proto::ErrorCode::TouchRequired,
+                    ..
+                } => {}
+                Response::Error { code, message } => {
+                    return Err(Failure::new(crate::agent::exit_for(code), message))
+                }
+                other => return Ok(other),
+            }
+            eprintln!("credctl: {message}");
+            confirm_on(agent, false, auth)?;
+            // A touch this credctl only followed (another one led it) credits that one: the
+            // login it starts is then joined here. Give it a moment, then touch ourselves.
+            for _ in 0..20 {
+                match agent.raw(req)? {
+                    Response::Error {
+                        code: credagent_proto::ErrorCode::TouchRequired,
+                        ..
+                    } => std::thread::sleep(std::time::Duration::from_millis(150)),
+                    Response::Error { code, message } => {
+                        return Err(Failure::new(crate::agent::exit_for(code), message))
+                    }
+                    other => return Ok(other),
+                }
+            }
+            confirm_on(agent, false, auth)?;
+            agent.request(req)
+        }
+        Response::Error { code, message } => {
+            Err(Failure::new(crate::agent::exit_for(code), message))
+        }
+        other => Ok(other),
+    }
 }

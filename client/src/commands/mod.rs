@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod export;
 pub mod keys;
 pub mod lifecycle;
+pub mod open;
 pub mod roles;
 pub mod session;
 pub mod sources;

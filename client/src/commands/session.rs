@@ -10,25 +10,16 @@ use credagent_proto::{Request, Response, Secret};
 
 use crate::agent::{unexpected, Agent};
 use crate::cli::{ShellKind, TouchArgs};
+use crate::commands::open::{open_role, OpenedRole};
 use crate::error::{Exit, Failure, Result};
 use crate::region::{plan, use_hint, Plan};
 use crate::shell::{check, path_value, render, EnvLine};
-use crate::touch::{open_role, OpenedRole};
 
 pub use crate::bypass::SHADOWING;
 
-/// Time left until `expires_at` (Unix seconds), as `1h05m`.
-pub(crate) fn left(expires_at: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let left = expires_at.saturating_sub(now);
-    format!("{}h{:02}m", left / 3600, left / 60 % 60)
-}
-
+/// Time left until `expires_at` (Unix seconds), as `1h05m left`.
 fn until(expires_at: u64) -> String {
-    format!("{} left", left(expires_at))
+    format!("{} left", crate::text::time_left(expires_at))
 }
 
 fn token_of(resp: Response) -> Result<(Secret, String, String)> {

@@ -56,7 +56,7 @@ pub fn add(
     }
     if let Some(profile) = import {
         let path = credentials_file();
-        crate::touch::request_with_touch(
+        crate::commands::keys::request_with_touch(
             &mut agent,
             &Request::SourceImport {
                 name: name.to_owned(),
@@ -128,7 +128,7 @@ pub fn add(
              stored",
         ));
     }
-    crate::touch::request_with_touch(
+    crate::commands::keys::request_with_touch(
         &mut agent,
         &Request::SourceAdd {
             name: name.to_owned(),

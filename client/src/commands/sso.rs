@@ -15,7 +15,7 @@ pub fn login(socket: &Path, login: &str, device_code: bool, touch: &AuthArgs) ->
     Ok(format!(
         "logged in to IAM Identity Center ({name}); the access token is refreshed in the \
          background ({} left now). Open a role with `credctl use ROLE`: each takes a touch.\n",
-        super::session::left(expires_at)
+        crate::text::time_left(expires_at)
     ))
 }
 
@@ -30,7 +30,7 @@ pub(crate) fn run_login(
         login: login.to_owned(),
         device_code,
     };
-    let pending = match crate::touch::request_with_touch(agent, &request, touch)? {
+    let pending = match super::keys::request_with_touch(agent, &request, touch)? {
         Response::LoggedIn { login, expires_at } => return Ok((login, expires_at)),
         pending @ Response::LoginPending { .. } => pending,
         other => return Err(unexpected(&other)),
