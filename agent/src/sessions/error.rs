@@ -4,6 +4,34 @@ use crate::profiles::RoleSpec;
 use crate::sources::SourceError;
 use crate::sts::{Denial, StsError};
 
+/// What was wrong with a role's source, as the wire code names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceProblem {
+    /// No credentials stored under the source's name.
+    Missing,
+    KeyringLocked,
+    KeyringUnavailable,
+    /// Sealed, and no touch opened it.
+    Sealed,
+    /// Sealed, and it did not open with the vault the touch unwrapped.
+    UnsealFailed,
+    Keyring,
+}
+
+impl SourceProblem {
+    /// The stable wire code.
+    pub fn code(self) -> &'static str {
+        match self {
+            SourceProblem::Missing => "source_missing",
+            SourceProblem::KeyringLocked => "keyring_locked",
+            SourceProblem::KeyringUnavailable => "keyring_unavailable",
+            SourceProblem::Sealed => "source_sealed",
+            SourceProblem::UnsealFailed => "source_unseal_failed",
+            SourceProblem::Keyring => "keyring_error",
+        }
+    }
+}
+
 /// Why credentials could not be had. `Clone` so every coalesced waiter gets the same error.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum SessionError {
@@ -33,7 +61,7 @@ pub enum SessionError {
     Source {
         role: String,
         source_name: String,
-        code: &'static str,
+        problem: SourceProblem,
         message: String,
     },
     #[error("role {role}: {}", sts_message(.role, .source_name, .role_arn, .error))]
@@ -62,7 +90,7 @@ impl SessionError {
             SessionError::ChangedDuringTouch { .. } => "changed_during_touch",
             SessionError::Profile { .. } => "profile",
             SessionError::MfaRequired { .. } => "mfa_required",
-            SessionError::Source { code, .. } => code,
+            SessionError::Source { problem, .. } => problem.code(),
             SessionError::Sts { error, .. } => match error.denial() {
                 None => "sts_unavailable",
                 Some(Denial::MfaInvalid) => "mfa_invalid",
@@ -82,11 +110,10 @@ impl SessionError {
             SessionError::NoSession { .. } => ErrorCode::NotFound,
             SessionError::MfaRequired { .. } => ErrorCode::MfaRequired,
             SessionError::Profile { .. } => ErrorCode::Profile,
-            SessionError::Source { code, .. }
-                if *code == "source_sealed" || *code == "source_unseal_failed" =>
-            {
-                ErrorCode::Sealed
-            }
+            SessionError::Source {
+                problem: SourceProblem::Sealed | SourceProblem::UnsealFailed,
+                ..
+            } => ErrorCode::Sealed,
             SessionError::Source { .. } => ErrorCode::Keyring,
             SessionError::Sts { .. } if self.is_transient() => ErrorCode::StsUnavailable,
             SessionError::Sts { .. } => ErrorCode::StsDenied,
@@ -115,16 +142,16 @@ impl SessionError {
     }
 
     pub fn from_source_error(spec: &RoleSpec, err: &SourceError) -> Self {
-        let code = match err {
-            SourceError::NotFound { .. } => "source_missing",
-            SourceError::Locked { .. } => "keyring_locked",
-            SourceError::NoBackend { .. } => "keyring_unavailable",
-            SourceError::Sealed { .. } => "source_sealed",
-            SourceError::Unseal { .. } => "source_unseal_failed",
-            _ => "keyring_error",
+        let problem = match err {
+            SourceError::NotFound { .. } => SourceProblem::Missing,
+            SourceError::Locked { .. } => SourceProblem::KeyringLocked,
+            SourceError::NoBackend { .. } => SourceProblem::KeyringUnavailable,
+            SourceError::Sealed { .. } => SourceProblem::Sealed,
+            SourceError::Unseal { .. } => SourceProblem::UnsealFailed,
+            _ => SourceProblem::Keyring,
         };
         let mut message = err.to_string();
-        let in_file = if code == "source_missing" {
+        let in_file = if problem == SourceProblem::Missing {
             crate::profiles::source_keys_in_credentials_file(
                 &spec.source,
                 &crate::profiles::process_env,
@@ -143,7 +170,7 @@ impl SessionError {
                 src = spec.source,
                 path = entry.path.display()
             );
-        } else if code == "source_missing" && !spec.source_in_config {
+        } else if problem == SourceProblem::Missing && !spec.source_in_config {
             let via = spec
                 .chain
                 .first()
@@ -157,7 +184,7 @@ impl SessionError {
         SessionError::Source {
             role: spec.name.clone(),
             source_name: spec.source.clone(),
-            code,
+            problem,
             message,
         }
     }
