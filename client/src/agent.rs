@@ -222,8 +222,10 @@ pub fn exit_for(code: ErrorCode) -> Exit {
         | ErrorCode::TouchRequired => Exit::NotApproved,
         // Bad input, caught before anything happened: a usage error.
         ErrorCode::BadRequest => Exit::Usage,
-        // A problem in a local file (the AWS config, a credentials file to import).
-        ErrorCode::Profile => Exit::Failed,
+        // A problem in a local file (the AWS config, a credentials file to import), AWS or the
+        // network out of reach, or the agent failing inside: nothing refused the request, it
+        // failed (the message says why; retrying may help).
+        ErrorCode::Profile | ErrorCode::StsUnavailable | ErrorCode::Internal => Exit::Failed,
         _ => Exit::Refused,
     }
 }

@@ -7,11 +7,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub const EXIT_CODES: &str = "\
 Exit status:
   0  success
-  1  the command failed (the message says why and what to do)
+  1  the command failed (the message says why and what to do), e.g. AWS could not be
+     reached
   2  usage error
   3  no agent is running (run `eval \"$(credctl start)\"`)
   4  the agent speaks another protocol version (restart it)
-  5  the agent refused the request
+  5  the request was refused (by the agent's checks or policy, or by AWS)
   6  the touch was not given or not accepted
   7  the socket is not safely yours: its directory or file belongs to someone else or is open
      to others, or the process behind it runs as another user or is not the credagent credctl
