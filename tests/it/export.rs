@@ -61,6 +61,17 @@ fn every_format_is_the_aws_clis() {
     });
     let (audit, channels) = read();
     assert!(channels.iter().any(|c| c == "export"), "{audit}");
+    // And names the program, though credctl is gone before the audit writer could look.
+    let named = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["channel"] == "export")
+        .all(|l| {
+            l["peer_exe"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("credctl"))
+        });
+    assert!(named, "{audit}");
     assert!(
         !channels.iter().any(|c| c == "credential_process"),
         "{audit}"

@@ -295,7 +295,9 @@ impl Control {
                 outcome,
                 reason,
                 subject: None,
-                exe: None,
+                // Named when the connection arrived: `credctl export` is gone before the
+                // audit writer could look.
+                exe: conn.exe.clone(),
             },
         );
         match result {
