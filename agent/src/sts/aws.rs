@@ -141,14 +141,29 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
 
 /// [`StsApi`] over aws-sdk-sts. Each call builds a client from a base config plus the caller's
 /// credentials; the SDK's provider chain, profile files and environment are never consulted.
-#[derive(Clone, Debug)]
+/// The base config (its HTTPS client and TLS roots) is built at the first call, not at start:
+/// an agent nobody has asked for a role yet keeps none of that code or memory resident.
+#[derive(Debug)]
 pub struct AwsSts {
-    base: aws_sdk_sts::Config,
+    settings: StsSettings,
+    base: std::sync::OnceLock<aws_sdk_sts::Config>,
     default_region: String,
 }
 
 impl AwsSts {
     pub fn new(settings: &StsSettings) -> AwsSts {
+        AwsSts {
+            settings: settings.clone(),
+            base: std::sync::OnceLock::new(),
+            default_region: settings.default_region.clone(),
+        }
+    }
+
+    fn base(&self) -> &aws_sdk_sts::Config {
+        self.base.get_or_init(|| Self::build(&self.settings))
+    }
+
+    fn build(settings: &StsSettings) -> aws_sdk_sts::Config {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
@@ -166,10 +181,7 @@ impl AwsSts {
         if let Some(url) = &settings.endpoint {
             builder = builder.endpoint_url(url.clone());
         }
-        AwsSts {
-            base: builder.build(),
-            default_region: settings.default_region.clone(),
-        }
+        builder.build()
     }
 
     fn client(&self, creds: &CallerCredentials, region: Option<&str>) -> aws_sdk_sts::Client {
@@ -185,7 +197,7 @@ impl AwsSts {
         );
         let region = region.unwrap_or(&self.default_region).to_owned();
         let config = self
-            .base
+            .base()
             .to_builder()
             .credentials_provider(sdk_creds)
             .region(Region::new(region))
