@@ -307,7 +307,7 @@ fn wire(
 ) -> anyhow::Result<Control> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let settings = StsSettings::resolve(config.sts_endpoint.as_deref(), None, &env)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(anyhow::Error::msg)?;
     let overrides: Vec<String> = settings
         .endpoint
         .iter()
@@ -322,7 +322,7 @@ fn wire(
         config.sso_oidc_endpoint.as_deref(),
         config.sso_endpoint.as_deref(),
     )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(anyhow::Error::msg)?;
     let mut overrides = overrides;
     for (url, what) in [
         (
