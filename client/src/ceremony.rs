@@ -18,9 +18,23 @@ pub struct Challenge {
     pub target: Option<String>,
     pub approve_url: String,
     pub options: serde_json::Value,
+    /// What kind of touch (absent from older agents).
+    pub step: Option<credagent_proto::ChallengeStep>,
 }
 
 impl Challenge {
+    /// Whether this is the new key's sealing touch of `key add`. An older agent says so only in
+    /// its pseudo-role (`key seal: NAME`).
+    pub fn seals_new_key(&self) -> bool {
+        match self.step {
+            Some(step) => step == credagent_proto::ChallengeStep::SealNewKey,
+            None => self
+                .role
+                .as_deref()
+                .is_some_and(|r| r.starts_with("key seal: ")),
+        }
+    }
+
     pub fn from_response(r: Response) -> Result<Challenge> {
         match r {
             Response::Challenge {
@@ -32,6 +46,7 @@ impl Challenge {
                 target,
                 approve_url,
                 options,
+                step,
             } => Ok(Challenge {
                 ceremony_id,
                 origin,
@@ -41,6 +56,7 @@ impl Challenge {
                 target,
                 approve_url,
                 options,
+                step,
             }),
             other => Err(unexpected(&other)),
         }

@@ -311,7 +311,21 @@ mod tests {
             target: Some("source base → arn:aws:iam::1:role/prod".into()),
             approve_url: "http://localhost:1/approve/c".into(),
             options: serde_json::json!({"publicKey": {}}),
+            step: Some(crate::ChallengeStep::OpenRole),
         });
+        // A step a newer agent names is `Other` here, not an error; an older agent names none.
+        let newer: Response = serde_json::from_value(serde_json::json!({
+            "type": "challenge", "ceremony_id": "c", "origin": "o", "role": null,
+            "session_secs": null, "approve_url": "u", "options": {}, "step": "some_future_step"
+        }))
+        .unwrap();
+        assert!(matches!(
+            newer,
+            Response::Challenge {
+                step: Some(crate::ChallengeStep::Other),
+                ..
+            }
+        ));
         roundtrip(Response::Opened {
             role: "prod".into(),
             expires_at: 9,

@@ -245,6 +245,10 @@ pub enum Response {
         approve_url: String,
         /// webauthn-rs `CreationChallengeResponse` or `RequestChallengeResponse` JSON.
         options: serde_json::Value,
+        /// What kind of touch this is, so a client need not read it from `role`'s wording
+        /// (absent from older agents).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<ChallengeStep>,
     },
     /// A key was registered.
     KeyAdded {
@@ -501,6 +505,24 @@ pub struct SsoAccountInfo {
     #[serde(default)]
     pub email: Option<String>,
     pub roles: Vec<String>,
+}
+
+/// What a challenge's touch is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChallengeStep {
+    /// A registered key's touch that opens a role.
+    OpenRole,
+    /// A new key's registration.
+    Register,
+    /// The new key's second touch, which seals the vault to it.
+    SealNewKey,
+    /// A registered key's touch that allows something else (a key change, `confirm`,
+    /// `key pin`); it opens no role.
+    Authorize,
+    /// A step this client does not know (a newer agent).
+    #[serde(other)]
+    Other,
 }
 
 /// The account and permission set of an IAM Identity Center profile.

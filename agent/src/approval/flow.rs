@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use credagent_proto::{ErrorCode, KeyInfo as WireKeyInfo, Response, Secret};
+use credagent_proto::{ChallengeStep, ErrorCode, KeyInfo as WireKeyInfo, Response, Secret};
 use secrecy::SecretString;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
@@ -248,6 +248,11 @@ impl Approvals {
             target,
             approve_url: format!("{}/approve/{id}", self.origin),
             options,
+            step: Some(if role.is_some() {
+                ChallengeStep::OpenRole
+            } else {
+                ChallengeStep::Register
+            }),
         }
     }
 
@@ -269,6 +274,11 @@ impl Approvals {
             target: None,
             approve_url: format!("{}/approve/{id}", self.origin),
             options,
+            step: Some(match purpose {
+                Purpose::Role(_) => ChallengeStep::OpenRole,
+                Purpose::KeySeal(_) => ChallengeStep::SealNewKey,
+                _ => ChallengeStep::Authorize,
+            }),
         }
     }
 
@@ -796,6 +806,7 @@ impl Approvals {
                     target: None,
                     approve_url: format!("{}/approve/{id}", self.origin),
                     options,
+                    step: Some(ChallengeStep::SealNewKey),
                 }
             }
             Ok(Registered::Added(k)) => self.key_added(&name, Ok(k), who, now).await,

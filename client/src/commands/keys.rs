@@ -63,10 +63,7 @@ pub fn add(
             }
             Response::Challenge { .. } => {
                 let c = Challenge::from_response(resp)?;
-                let sealing = c
-                    .role
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with("key seal: "));
+                let sealing = c.seals_new_key();
                 let authorizing = c.role.is_some() && !sealing;
                 let by = match (authorizing, authorizer.take()) {
                     (true, Some(a)) => a,
