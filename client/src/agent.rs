@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use credagent_proto::{
-    encode_frame, read_message, timeouts, write_frame, ErrorCode, FrameError, Request, Response,
+    encode_frame, read_message, write_frame, ErrorCode, FrameError, Request, Response,
     MAX_MESSAGE_LEN, PROTOCOL_VERSION,
 };
 
@@ -139,21 +139,8 @@ impl Agent {
     }
 
     fn raw_request(&mut self, req: &Request) -> Result<Response> {
-        // Requests that may wait on a touch or on STS get the agent's longest outcome and a
-        // margin (the timeouts are stated once, in proto); everything else answers at once.
-        let wait = match req {
-            Request::Open { .. }
-            | Request::Approve { .. }
-            | Request::AwaitCeremony { .. }
-            | Request::KeyAddStart { .. }
-            | Request::KeyAddFinish { .. }
-            | Request::KeyRemove { .. }
-            | Request::Confirm { .. }
-            | Request::Credentials { .. } => timeouts::CLIENT_WAIT,
-            Request::AwaitLogin { .. } | Request::SsoDiscover { .. } => timeouts::LOGIN_WAIT,
-            _ => timeouts::CLIENT_QUICK,
-        };
-        let _ = self.stream.set_read_timeout(Some(wait));
+        // How long the answer may take is the protocol's to say (it waits behind touches).
+        let _ = self.stream.set_read_timeout(Some(req.answer_within()));
         // A request is one frame of at most 64 KiB (the agent refuses more): say so before
         // sending, rather than lose the connection.
         if let Err(FrameError::TooLarge(n)) = encode_frame(req) {

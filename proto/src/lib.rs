@@ -59,3 +59,47 @@ pub mod timeouts {
     /// long as the command.
     pub const CONTROL_IDLE: Duration = Duration::from_secs(300);
 }
+
+impl Request {
+    /// How long a client waits for the answer to this request: the requests that may wait on a
+    /// touch (their own or one under way) or on STS get the agent's longest outcome and a
+    /// margin, the Identity Center sign-in and discovery theirs, everything else answers at
+    /// once. Stated here, beside the timeouts, so the agent's waits and the client's agree.
+    pub fn answer_within(&self) -> std::time::Duration {
+        match self {
+            Request::Open { .. }
+            | Request::Approve { .. }
+            | Request::AwaitCeremony { .. }
+            | Request::KeyAddStart { .. }
+            | Request::KeyAddFinish { .. }
+            | Request::KeyRemove { .. }
+            | Request::Confirm { .. }
+            | Request::KeyPin { .. }
+            | Request::Credentials { .. } => timeouts::CLIENT_WAIT,
+            Request::AwaitLogin { .. } | Request::SsoDiscover { .. } => timeouts::LOGIN_WAIT,
+            _ => timeouts::CLIENT_QUICK,
+        }
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    #[test]
+    fn requests_that_wait_behind_a_touch_get_the_long_wait() {
+        let pin = Request::KeyPin {
+            accept_change: false,
+        };
+        assert_eq!(pin.answer_within(), timeouts::CLIENT_WAIT);
+        assert!(timeouts::CLIENT_WAIT > timeouts::OUTCOME_WAIT);
+        assert_eq!(Request::KeyList.answer_within(), timeouts::CLIENT_QUICK);
+        assert_eq!(
+            Request::AwaitLogin {
+                login: "corp".into()
+            }
+            .answer_within(),
+            timeouts::LOGIN_WAIT
+        );
+    }
+}
