@@ -265,19 +265,23 @@ fn shell_checks(status: Option<&StatusInfo>) -> Vec<Check> {
         .or_else(|| env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"));
     let here = status.map(|s| s.http_addr.clone());
     out.push(match (uri, token, here) {
-        (Some(u), Some(_), Some(addr)) if u.contains(&addr) => match probe_token(&u) {
-            Ok(()) => check(
-                "endpoint",
-                Verdict::Ok,
-                format!("this shell points SDKs at {u}, and the agent takes its token"),
-            ),
-            Err(why) => check(
-                "endpoint",
-                Verdict::Fail,
-                format!("this shell points SDKs at {u}, but the agent refuses its token: {why}"),
-            )
-            .fix("eval \"$(credctl start)\""),
-        },
+        (Some(u), Some(_), Some(addr)) if uri_host(&u) == Some(addr.as_str()) => {
+            match probe_token(&u) {
+                Ok(()) => check(
+                    "endpoint",
+                    Verdict::Ok,
+                    format!("this shell points SDKs at {u}, and the agent takes its token"),
+                ),
+                Err(why) => check(
+                    "endpoint",
+                    Verdict::Fail,
+                    format!(
+                        "this shell points SDKs at {u}, but the agent refuses its token: {why}"
+                    ),
+                )
+                .fix("eval \"$(credctl start)\""),
+            }
+        }
         (Some(u), Some(_), Some(addr)) => check(
             "endpoint",
             Verdict::Fail,
@@ -329,6 +333,11 @@ fn shell_checks(status: Option<&StatusInfo>) -> Vec<Check> {
 }
 
 /// Whether a HID device's report descriptor declares the FIDO usage page (0xF1D0).
+/// The `host:port` of an `http://` URI.
+fn uri_host(uri: &str) -> Option<&str> {
+    uri.strip_prefix("http://")?.split(['/', '?', '#']).next()
+}
+
 /// Asks the endpoint at `uri` with this shell's token (from `AWS_CONTAINER_AUTHORIZATION_TOKEN`
 /// or its `_FILE`), as an SDK would; `Err` names why the agent refused it (a revoked, unknown or
 /// malformed token). A refusal for another reason (no role chosen yet) still means the token is
@@ -626,6 +635,20 @@ mod tests {
         assert!(is_fido(&[0x06, 0xD0, 0xF1, 0x09, 0x01, 0xA1, 0x01]));
         // A keyboard: Usage Page (Generic Desktop), Usage (Keyboard).
         assert!(!is_fido(&[0x05, 0x01, 0x09, 0x06, 0xA1, 0x01]));
+    }
+
+    #[test]
+    fn only_the_agents_own_address_is_probed_with_the_token() {
+        assert_eq!(
+            uri_host("http://127.0.0.1:9/v1/credentials"),
+            Some("127.0.0.1:9")
+        );
+        // An address that only mentions the agent's is another host: no token goes there.
+        assert_eq!(
+            uri_host("http://evil.example/?127.0.0.1:9"),
+            Some("evil.example")
+        );
+        assert_eq!(uri_host("https://127.0.0.1:9/"), None);
     }
 
     #[test]
