@@ -1072,6 +1072,22 @@ impl Approvals {
 
     /// `credctl confirm`: a touch that unwraps the vault and checks (or, with
     /// `accept_change`, confirms) the settings, opening nothing.
+    /// The settings changed since the last confirming touch, when `accept_change` lets this
+    /// touch vouch for them (or there are none); else the refusal that shows them.
+    fn settings_changes_accepted(
+        &self,
+        accept_change: bool,
+    ) -> Result<Vec<crate::trust::Change>, Box<Response>> {
+        let changes = self.preview_changes(None);
+        if !changes.is_empty() && !accept_change {
+            return Err(Box::new(Response::error(
+                ErrorCode::Refused,
+                changes_before_touch(&changes, None),
+            )));
+        }
+        Ok(changes)
+    }
+
     /// `credctl key pin`: a touch of each key whose copy of the vault opens with a touch
     /// alone, without the PIN, then with it; the copy moves to the PIN. Settings changed since
     /// the last confirmation are shown first and need `accept_change`, as for `confirm`.
@@ -1081,9 +1097,8 @@ impl Approvals {
         who: &Requester,
         now: SystemTime,
     ) -> Response {
-        let changes = self.preview_changes(None);
-        if !changes.is_empty() && !accept_change {
-            return Response::error(ErrorCode::Refused, changes_before_touch(&changes, None));
+        if let Err(refused) = self.settings_changes_accepted(accept_change) {
+            return *refused;
         }
         let fingerprint = self
             .approver
@@ -1114,10 +1129,10 @@ impl Approvals {
         who: &Requester,
         now: SystemTime,
     ) -> Response {
-        let changes = self.preview_changes(None);
-        if !changes.is_empty() && !accept_change {
-            return Response::error(ErrorCode::Refused, changes_before_touch(&changes, None));
-        }
+        let changes = match self.settings_changes_accepted(accept_change) {
+            Ok(changes) => changes,
+            Err(refused) => return *refused,
+        };
         let purpose = if changes.is_empty() {
             "to confirm the agent's settings".to_owned()
         } else {

@@ -193,6 +193,28 @@ impl Page {
         resp
     }
 
+    /// A POST from the agent's own page (its `Origin`), with the page secret it holds for
+    /// ceremony `id`, if any; else the refusal (`what`: what the page would have done).
+    fn own_page_secret(
+        &self,
+        id: &str,
+        headers: &hyper::HeaderMap,
+        what: &str,
+    ) -> Result<Option<String>, Box<Response<Full<Bytes>>>> {
+        let origin_ok =
+            headers.get(ORIGIN).and_then(|o| o.to_str().ok()) == Some(self.origin.as_str());
+        if !origin_ok {
+            return Err(Box::new(error_response(
+                StatusCode::FORBIDDEN,
+                "bad_origin",
+                &format!("answers are {what} only from the agent's own page"),
+            )));
+        }
+        Ok(self
+            .cookie_name(id)
+            .and_then(|name| cookie(headers, &name).map(str::to_owned)))
+    }
+
     /// "This wasn't me": the page session ends the ceremony, unanswered.
     fn deny(
         &self,
@@ -201,18 +223,10 @@ impl Page {
         who: Origin,
         now: SystemTime,
     ) -> Response<Full<Bytes>> {
-        let origin_ok =
-            req.headers().get(ORIGIN).and_then(|o| o.to_str().ok()) == Some(self.origin.as_str());
-        if !origin_ok {
-            return error_response(
-                StatusCode::FORBIDDEN,
-                "bad_origin",
-                "a request can be declined only from the agent's own page",
-            );
-        }
-        let secret = self
-            .cookie_name(id)
-            .and_then(|name| cookie(req.headers(), &name).map(str::to_owned));
+        let secret = match self.own_page_secret(id, req.headers(), "declined") {
+            Ok(secret) => secret,
+            Err(refused) => return *refused,
+        };
         match self.approvals.deny(id, secret.as_deref(), &who.into(), now) {
             Ok(what) => ok(
                 serde_json::json!({ "message": format!(
@@ -238,18 +252,10 @@ impl Page {
         who: Origin,
         now: SystemTime,
     ) -> Response<Full<Bytes>> {
-        let origin_ok =
-            req.headers().get(ORIGIN).and_then(|o| o.to_str().ok()) == Some(self.origin.as_str());
-        if !origin_ok {
-            return error_response(
-                StatusCode::FORBIDDEN,
-                "bad_origin",
-                "approvals are accepted only from the agent's own page",
-            );
-        }
-        let secret = self
-            .cookie_name(id)
-            .and_then(|name| cookie(req.headers(), &name).map(str::to_owned));
+        let secret = match self.own_page_secret(id, req.headers(), "accepted") {
+            Ok(secret) => secret,
+            Err(refused) => return *refused,
+        };
         let kind = self.approvals.view(id).map(|v| v.kind);
         // Bounded in size and in time: a client trickling its body must not keep the
         // connection busy (the idle tick spares busy connections).

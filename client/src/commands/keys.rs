@@ -167,18 +167,23 @@ pub(crate) fn confirm_on(agent: &mut Agent, accept_change: bool, touch: &AuthArg
     }
 }
 
+/// The registered keys whose copy of the vault still opens with a touch alone.
+fn touch_only_keys(agent: &mut Agent) -> Result<Vec<String>> {
+    match agent.request(&Request::KeyList)? {
+        Response::Keys { keys } => Ok(keys
+            .into_iter()
+            .filter(|k| k.sealed && !k.verified_seal)
+            .map(|k| k.name)
+            .collect()),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// `credctl key pin`: moves the keys' copies of the vault that still open with a touch alone
 /// to their PIN (one touch without the PIN, one with it).
 pub fn pin(socket: &Path, accept_change: bool, touch: &AuthArgs) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
-    let before: Vec<String> = match agent.request(&Request::KeyList)? {
-        Response::Keys { keys } => keys
-            .into_iter()
-            .filter(|k| k.sealed && !k.verified_seal)
-            .map(|k| k.name)
-            .collect(),
-        other => return Err(unexpected(&other)),
-    };
+    let before = touch_only_keys(&mut agent)?;
     if before.is_empty() {
         return Ok("every key's copy of your vault opens only with its PIN already\n".into());
     }
@@ -193,14 +198,7 @@ pub fn pin(socket: &Path, accept_change: bool, touch: &AuthArgs) -> Result<Strin
         Response::Ok => {}
         other => return Err(unexpected(&other)),
     }
-    let after: Vec<String> = match agent.request(&Request::KeyList)? {
-        Response::Keys { keys } => keys
-            .into_iter()
-            .filter(|k| k.sealed && !k.verified_seal)
-            .map(|k| k.name)
-            .collect(),
-        other => return Err(unexpected(&other)),
-    };
+    let after = touch_only_keys(&mut agent)?;
     let moved: Vec<&String> = before.iter().filter(|k| !after.contains(k)).collect();
     let mut out = String::new();
     for k in &moved {
