@@ -45,6 +45,11 @@
     } else if (info.kind === "confirm") {
       $("title").textContent = "Confirm credagent's settings?";
       box.append(row("Touch", "a key you registered before; it opens no role"), row("Asked by", info.requester));
+    } else if (info.kind === "reload") {
+      $("title").textContent = "Apply credagent's new settings?";
+      box.append(row("Touch", "a key you registered before; it opens no role"));
+      for (const change of info.changes || []) box.append(row("Change", change));
+      box.append(row("Asked by", info.requester));
     } else if (info.kind === "key_pin") {
       $("title").textContent = "Move your keys' copies of the vault to their PIN?";
       box.append(

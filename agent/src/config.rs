@@ -88,13 +88,24 @@ impl Config {
     /// Loads `path`. A missing file means defaults only when `required` is false (the implicit
     /// default path); a path the user named explicitly must exist.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        Self::load_seen(path, required).map(|(config, _)| config)
+    }
+
+    /// As [`Config::load`], with the SHA-256 of the content it parsed (`None`: no file), so a
+    /// later change of the file is told from the very bytes these settings came from.
+    pub fn load_seen(
+        path: &Path,
+        required: bool,
+    ) -> Result<(Config, Option<[u8; 32]>), ConfigError> {
+        use sha2::Digest;
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 check_owner_and_mode(path)?;
-                Self::parse(&text, path)
+                let digest = sha2::Sha256::digest(text.as_bytes()).into();
+                Ok((Self::parse(&text, path)?, Some(digest)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-                Ok(Config::default())
+                Ok((Config::default(), None))
             }
             Err(source) => Err(ConfigError::Read {
                 path: path.to_owned(),

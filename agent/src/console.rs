@@ -145,7 +145,8 @@ type Client = hyper_util::client::legacy::Client<
 /// The federation client and the one-time links.
 pub struct Consoles {
     /// `federation_endpoint` from config.toml; else the partition's (see [`Partition`]).
-    endpoint: Option<String>,
+    /// Replaced by `credctl reload`, after a touch confirmed it.
+    endpoint: std::sync::RwLock<Option<String>>,
     client: std::sync::OnceLock<Result<Client, String>>,
     links: Mutex<HashMap<String, (SecretString, SystemTime)>>,
     /// `http://127.0.0.1:PORT`, the base of the links.
@@ -155,16 +156,21 @@ pub struct Consoles {
 impl Consoles {
     pub fn new(endpoint: Option<&str>, addr: std::net::SocketAddr) -> Arc<Consoles> {
         Arc::new(Consoles {
-            endpoint: endpoint.map(str::to_owned),
+            endpoint: std::sync::RwLock::new(endpoint.map(str::to_owned)),
             client: std::sync::OnceLock::new(),
             links: Mutex::new(HashMap::new()),
             base: format!("http://127.0.0.1:{}", addr.port()),
         })
     }
 
+    /// Puts `federation_endpoint` (none: AWS's) in force for the next link.
+    pub fn set_endpoint(&self, endpoint: Option<&str>) {
+        *crate::util::RwLockExt::write_locked(&self.endpoint) = endpoint.map(str::to_owned);
+    }
+
     /// The federation endpoint for a role in `region`.
     pub fn endpoint_for(&self, region: Option<&str>) -> String {
-        self.endpoint
+        crate::util::RwLockExt::read_locked(&self.endpoint)
             .clone()
             .unwrap_or_else(|| Partition::of(region).federation().to_owned())
     }

@@ -25,6 +25,7 @@ pub mod notify;
 pub mod paths;
 pub mod preflight;
 pub mod profiles;
+pub mod reload;
 pub mod server;
 pub mod sessions;
 pub mod sources;

@@ -108,6 +108,51 @@ impl LockSignals {
     }
 }
 
+/// The watchers in force, restarted with another list by `credctl reload`.
+pub struct LockWatch {
+    lock: Arc<dyn Fn(&'static str) + Send + Sync>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// What the watchers report, and what stops them (a child of `shutdown`).
+    current: Mutex<(Vec<LockOn>, LockSignals, CancellationToken)>,
+}
+
+impl LockWatch {
+    /// Starts the watchers `lock_on` names (see [`spawn`]).
+    pub fn start(
+        lock_on: &[LockOn],
+        lock: Arc<dyn Fn(&'static str) + Send + Sync>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> LockWatch {
+        let stop = shutdown.child_token();
+        let report = spawn(lock_on, lock.clone(), stop.clone(), tracker);
+        LockWatch {
+            lock,
+            shutdown,
+            tracker: tracker.clone(),
+            current: Mutex::new((lock_on.to_vec(), report, stop)),
+        }
+    }
+
+    /// Watches what `lock_on` names from now on; the same list changes nothing.
+    pub fn restart(&self, lock_on: &[LockOn]) {
+        let mut current = self.current.locked();
+        if current.0 == lock_on {
+            return;
+        }
+        current.2.cancel();
+        let stop = self.shutdown.child_token();
+        let report = spawn(lock_on, self.lock.clone(), stop.clone(), &self.tracker);
+        *current = (lock_on.to_vec(), report, stop);
+    }
+
+    /// One line per signal watched, for `status`.
+    pub fn lines(&self) -> Vec<String> {
+        self.current.locked().1.lines()
+    }
+}
+
 /// Starts one watcher per signal `lock_on` names; each calls `lock(reason)` when its signal
 /// comes.
 pub fn spawn(

@@ -16,10 +16,11 @@ use crate::control::Control;
 use crate::http::approve_page::Page;
 use crate::http::endpoint::{Endpoint, SessionSource};
 use crate::profiles::AwsConfigFile;
-use crate::sessions::{SessionConfig, Sessions};
+use crate::reload::{Built, Live, Parts};
+use crate::sessions::Sessions;
 use crate::sources::SourceStore;
 use crate::state::AgentState;
-use crate::sts::{AwsSts, RetryPolicy, Retrying, StsSettings};
+use crate::sts::{RetryPolicy, Retrying};
 use crate::tokens::Tokens;
 use crate::{audit, control, daemon, http, listeners, logging, notify, paths, preflight, systemd};
 
@@ -49,15 +50,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => (Some(p.clone()), true),
         None => (paths::default_config_file(), false),
     };
-    // The file's content as it was read: a change from then on is reported by `status`.
-    let config_seen = config_path
-        .as_ref()
-        .map(|p| (p.clone(), crate::state::content_digest(p)));
-    let config = match &config_path {
-        Some(p) => Config::load(p, required)?,
-        None => Config::default(),
+    // The digest of the content read: a change from then on is reported by `status`.
+    let (config, config_seen) = match &config_path {
+        Some(p) => Config::load_seen(p, required)?,
+        None => (Config::default(), None),
     };
-    let config_used = config_path.filter(|p| p.exists());
+    let config_file = config_path.map(|p| (p, required));
 
     let (socket, create_dir) = match &args.socket {
         Some(p) => (p.clone(), true),
@@ -97,15 +95,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .thread_name("credagent")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(bound, prepared, config, config_used, config_seen))
+    runtime.block_on(serve(bound, prepared, config, config_file, config_seen))
 }
 
 async fn serve(
     bound: listeners::Listeners,
     prepared: preflight::Prepared,
     config: Config,
-    config_path: Option<PathBuf>,
-    config_seen: Option<(PathBuf, Option<[u8; 32]>)>,
+    config_file: Option<(PathBuf, bool)>,
+    config_seen: Option<[u8; 32]>,
 ) -> anyhow::Result<()> {
     let listeners::Listeners {
         control,
@@ -122,8 +120,6 @@ async fn serve(
         started: Instant::now(),
         socket: control_path.clone(),
         http_addr,
-        config_path,
-        config_seen,
     };
     let preflight::Prepared {
         state_dir,
@@ -147,7 +143,17 @@ async fn serve(
         config.trusted_settings(),
     ));
     let control = Arc::new(wire(
-        facts, &config, approver, audit, sources, trusted, &state_dir,
+        facts,
+        Read {
+            config: &config,
+            file: config_file,
+            seen: config_seen,
+        },
+        approver,
+        audit,
+        sources,
+        trusted,
+        &state_dir,
     )?);
     let sessions = control.sessions.clone();
     let endpoint = control.endpoint.clone();
@@ -216,10 +222,14 @@ async fn serve(
             }
         }
     });
-    let locker = control.clone();
-    let signals = crate::lock_signals::spawn(
+    // Weak: the watchers live in the control they lock, and must not keep it alive.
+    let locker = Arc::downgrade(&control);
+    let signals = crate::lock_signals::LockWatch::start(
         &config.lock_on,
         Arc::new(move |why: &'static str| {
+            let Some(locker) = locker.upgrade() else {
+                return;
+            };
             locker.lock();
             let me = crate::audit::Origin::Unix {
                 uid: nix::unistd::getuid().as_raw(),
@@ -233,7 +243,7 @@ async fn serve(
         shutdown.clone(),
         &tracker,
     );
-    let _ = control.lock_signals.set(signals);
+    control.live.set_lock_watch(signals);
 
     tracing::info!(
         pid = std::process::id(),
@@ -293,12 +303,21 @@ async fn serve(
     Ok(())
 }
 
+/// `config.toml` as the agent read it at start.
+struct Read<'a> {
+    config: &'a Config,
+    /// The file the agent reads, and whether it must exist (`--config`).
+    file: Option<(PathBuf, bool)>,
+    /// SHA-256 of the content read (`None`: no file).
+    seen: Option<[u8; 32]>,
+}
+
 /// Builds the agent's parts in dependency order (audit, sessions and the tokens that share
 /// their answer generation, approval, the HTTP endpoint, control), handing each only what it
 /// uses. Reads the key registry; touches nothing on the network.
 fn wire(
     facts: AgentState,
-    config: &Config,
+    read: Read<'_>,
     approver: Approver,
     audit: audit::Audit,
     sources: SourceStore,
@@ -306,56 +325,15 @@ fn wire(
     state_dir: &std::path::Path,
 ) -> anyhow::Result<Control> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let settings = StsSettings::resolve(config.sts_endpoint.as_deref(), None, &env)
-        .map_err(anyhow::Error::msg)?;
-    let overrides: Vec<String> = settings
-        .endpoint
-        .iter()
-        .zip(settings.endpoint_source)
-        .map(|(e, from)| format!("STS endpoint {e} ({from})"))
-        .collect();
-    let sts = Arc::new(Retrying::new(
-        Arc::new(AwsSts::new(&settings)),
-        RetryPolicy::default(),
-    ));
-    let sso_settings = crate::sso::SsoSettings::resolve(
-        config.sso_oidc_endpoint.as_deref(),
-        config.sso_endpoint.as_deref(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    let mut overrides = overrides;
-    for (url, what) in [
-        (
-            &sso_settings.oidc_endpoint,
-            "IAM Identity Center OIDC endpoint",
-        ),
-        (
-            &sso_settings.portal_endpoint,
-            "IAM Identity Center portal endpoint",
-        ),
-    ] {
-        if let Some(url) = url {
-            overrides.push(format!("{what} {url} (config.toml)"));
-        }
-    }
-    if let Some(url) = &config.federation_endpoint {
-        overrides.push(format!(
-            "federation endpoint {url} (federation_endpoint in config.toml)"
-        ));
-    }
+    let config = read.config;
+    let built = Built::new(config.clone(), &env).map_err(anyhow::Error::msg)?;
+    let sts = Arc::new(Retrying::new(built.sts.clone(), RetryPolicy::default()));
     let sources = Arc::new(sources);
-    let sso_overrides: Vec<String> = [
-        ("sso_oidc_endpoint", &sso_settings.oidc_endpoint),
-        ("sso_endpoint", &sso_settings.portal_endpoint),
-    ]
-    .into_iter()
-    .filter_map(|(name, url)| url.as_ref().map(|u| format!("{name} = {u}")))
-    .collect();
     let logins = Arc::new(crate::sso::Logins::new(
-        Arc::new(crate::sso::AwsSso::new(sso_settings)),
+        built.sso.clone(),
         sources.vault().clone(),
         trusted.clone(),
-        sso_overrides,
+        built.sso_overrides.clone(),
         state_dir,
         facts.http_addr.port(),
     ));
@@ -363,17 +341,16 @@ fn wire(
     let profiles = aws_config
         .load_or_empty()
         .context("cannot build an empty profile set")?;
-    let session_config = SessionConfig {
-        session_ttl: config.session_ttl,
-        idle_timeout: (config.idle_timeout > Duration::ZERO).then_some(config.idle_timeout),
-        mfa_session_ttl: config.mfa_session_ttl,
-        ..SessionConfig::default()
-    };
     let origins = crate::sessions::Origins {
         store: sources.clone(),
         logins: logins.clone(),
     };
-    let sessions = Sessions::new(session_config, sts, Arc::new(origins), profiles);
+    let sessions = Sessions::new(
+        built.session.clone(),
+        sts.clone(),
+        Arc::new(origins),
+        profiles,
+    );
     let generation = sessions.generation().clone();
     let tokens = Arc::new(Tokens::new(generation.clone()));
 
@@ -383,7 +360,7 @@ fn wire(
         pending.clone(),
         Arc::new(sessions.clone()),
         audit.clone(),
-        trusted,
+        trusted.clone(),
         facts.http_addr.port(),
         config.session_ttl,
     ));
@@ -407,6 +384,20 @@ fn wire(
         )))
         .with_console(consoles.clone()),
     );
+    let live = Arc::new(Live::new(
+        read.file,
+        read.seen,
+        &built,
+        Parts {
+            sts,
+            logins: logins.clone(),
+            consoles: consoles.clone(),
+            sessions: sessions.clone(),
+            approvals: approvals.clone(),
+            trusted,
+        },
+        Box::new(env),
+    ));
 
     Ok(Control {
         facts,
@@ -417,10 +408,9 @@ fn wire(
         sources,
         logins,
         consoles,
-        lock_signals: std::sync::OnceLock::new(),
         endpoint,
         audit,
         aws_config,
-        overrides,
+        live,
     })
 }

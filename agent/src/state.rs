@@ -14,10 +14,6 @@ pub struct AgentState {
     pub started: Instant,
     pub socket: PathBuf,
     pub http_addr: SocketAddr,
-    pub config_path: Option<PathBuf>,
-    /// The configuration file the agent looked for, and the SHA-256 of its content when it was
-    /// read (`None`: there was none), to tell `status` whether it changed since.
-    pub config_seen: Option<(PathBuf, Option<[u8; 32]>)>,
 }
 
 /// SHA-256 of a file's content; `None` when it cannot be read (absent).
@@ -26,17 +22,6 @@ pub fn content_digest(path: &std::path::Path) -> Option<[u8; 32]> {
     std::fs::read(path)
         .ok()
         .map(|b| sha2::Sha256::digest(&b).into())
-}
-
-impl AgentState {
-    /// Whether the configuration file's content changed (or it appeared, or went) since the
-    /// agent read it: its settings apply only when the agent starts. A `chmod` or a rewrite
-    /// with the same content is no change.
-    pub fn config_changed(&self) -> bool {
-        self.config_seen
-            .as_ref()
-            .is_some_and(|(path, seen)| content_digest(path) != *seen)
-    }
 }
 
 impl AgentState {
@@ -54,7 +39,7 @@ impl AgentState {
             uptime_secs: self.started.elapsed().as_secs(),
             socket: self.socket.display().to_string(),
             http_addr: self.http_addr.to_string(),
-            config_path: self.config_path.as_ref().map(|p| p.display().to_string()),
+            config_path: None,
             aws_config: None,
             overrides: Vec::new(),
             keys: 0,
@@ -66,7 +51,8 @@ impl AgentState {
             settings: String::new(),
             approvals: Vec::new(),
             unsealed_keys: Vec::new(),
-            config_changed: self.config_changed(),
+            config_changed: false,
+            config_needs_restart: Vec::new(),
             user_verification: String::new(),
             touch_only_keys: Vec::new(),
             lock_on: Vec::new(),

@@ -135,6 +135,15 @@ pub enum Command {
     },
     /// Stop the agent: every session ends and every cached credential is wiped.
     Stop,
+    /// Apply config.toml again, keeping every session open and the port the same.
+    ///
+    /// Settings that decide where secrets go or how strong the gate is (all but listen and
+    /// keyring) take one touch that shows what changed, old and new; until it, the agent keeps
+    /// the settings it had. listen and keyring apply at the next start.
+    Reload {
+        #[command(flatten)]
+        touch: AuthArgs,
+    },
     /// Show the agent, its listeners, keys, sessions with time left, and pending approvals.
     Status {
         /// Print JSON for scripts.

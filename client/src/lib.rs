@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             lifecycle::start(&socket, shell.kind(), config.as_deref())?
         }
         Command::Stop => lifecycle::stop(&socket)?,
+        Command::Reload { touch } => keys::reload(&socket, &touch)?,
         Command::Status { json } => status::status(&socket, json)?,
         Command::Key(KeyCommand::Add {
             name,
@@ -177,12 +178,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
 }
 
 /// `~/.config/credagent/config.toml`, key by key: what it does and its default. The agent reads
-/// it when it starts (`credctl stop`, then any command, starts it again); a change to a setting
-/// a touch vouches for (endpoints, the approval policy, session lengths, lock signals) is shown
-/// at the next touch and applies only with `--accept-change`.
+/// it when it starts and at `credctl reload`, which keeps sessions and the port; a change to a
+/// setting a touch vouches for (all but listen and keyring) applies only after a touch that
+/// shows it, and listen and keyring apply at the next start.
 const CONFIGURATION: &[(&str, &str)] = &[
     ("sts_endpoint, sso_oidc_endpoint, sso_endpoint, federation_endpoint", "Endpoint overrides (default: AWS's endpoints for the partition). Secrets go to an override only after a touch confirmed it; the agent never reads AWS_ENDPOINT_URL_* from its environment."),
-    ("keyring", "Where sealed sources live: \"secret-service\" (default with a session bus), \"keyutils\" (the kernel keyring) or \"file\" (0600 files in the state directory). Each holds ciphertext only."),
+    ("listen", "The credential endpoint's address: a loopback address, port 0 for any free one (default 127.0.0.1:0). Applies at the next start."),
+    ("keyring", "Applies at the next start. Where sealed sources live: \"secret-service\" (default with a session bus), \"keyutils\" (the kernel keyring) or \"file\" (0600 files in the state directory). Each holds ciphertext only."),
     ("session_ttl", "How long one touch keeps a role session open: 15m to 12h (default 1h)."),
     ("idle_timeout", "Lock after this long without a credential request (default 0s: never)."),
     ("mfa_session_ttl", "GetSessionToken lifetime for sources with mfa_serial (default 12h, at least session_ttl)."),

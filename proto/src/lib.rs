@@ -74,6 +74,7 @@ impl Request {
             | Request::KeyAddFinish { .. }
             | Request::KeyRemove { .. }
             | Request::Confirm { .. }
+            | Request::Reload
             | Request::KeyPin { .. }
             | Request::Credentials { .. } => timeouts::CLIENT_WAIT,
             Request::AwaitLogin { .. } | Request::SsoDiscover { .. } => timeouts::LOGIN_WAIT,

@@ -52,6 +52,13 @@ pub enum Request {
         accept_change: bool,
     },
 
+    /// `credctl reload`: read `config.toml` again and put its settings in force without ending
+    /// a session or changing the port. Settings a touch vouches for (all but `listen` and
+    /// `keyring`, which apply at the next start) take one touch that is shown what changed:
+    /// answered with a [`Response::Challenge`], then `Ok`; with nothing to confirm,
+    /// [`Response::Reloaded`].
+    Reload,
+
     /// `credctl key pin`: move the keys' copies of the vault that still open with a touch alone
     /// to their PIN. The challenge names those keys (`PRF_WITHOUT_UV`): the answer carries a
     /// touch without the PIN, which opens the old copy, and the touch with it, which wraps the
@@ -180,6 +187,12 @@ pub enum Response {
     Stopping,
     /// A request that needs no data back succeeded.
     Ok,
+    /// Answer to [`Request::Reload`] when no touch was needed: nothing a touch vouches for
+    /// changed. `restart` names the settings that differ but apply only at the next start.
+    Reloaded {
+        #[serde(default)]
+        restart: Vec<String>,
+    },
     /// An IAM Identity Center login is under way: open `authorize_url` in a browser (PKCE), or
     /// enter `user_code` at `verification_uri` (device code). Then send `AwaitLogin`.
     LoginPending {
@@ -597,10 +610,14 @@ pub struct StatusInfo {
     pub http_addr: String,
     /// The configuration file in effect, if one was read.
     pub config_path: Option<String>,
-    /// Whether that file changed (or appeared) since the agent read it: its settings apply
-    /// when the agent starts again.
+    /// Whether that file changed (or appeared) since the agent read it: `credctl reload`
+    /// applies it.
     #[serde(default)]
     pub config_changed: bool,
+    /// Settings `config.toml` holds that differ from those in force but apply only at the next
+    /// start (`listen`, `keyring`), each as `name: in force → in the file`.
+    #[serde(default)]
+    pub config_needs_restart: Vec<String>,
     /// The AWS config file the agent reads roles from.
     #[serde(default)]
     pub aws_config: Option<String>,

@@ -24,6 +24,7 @@ mod newcomer;
 mod notify;
 mod protocol;
 mod region;
+mod reload;
 mod sdk;
 mod sealing;
 mod sessions;

@@ -527,33 +527,6 @@ fn a_bad_role_arn_or_region_is_shown_by_roles_and_costs_no_touch() {
     assert!(s.sts.calls("AssumeRole").is_empty());
 }
 
-/// config.toml is read when the agent starts: a change made while it runs is pointed out by
-/// `status` and `doctor` (with how to apply it), never applied silently nor ignored silently.
-#[test]
-fn a_changed_config_file_is_pointed_out_until_the_agent_restarts() {
-    let s = Stack::new("", "");
-    let status = s.ok(&["status"]);
-    assert!(!status.contains("CHANGED"), "{status}");
-    let path = s.env.home.join(".config/credagent/config.toml");
-    // A chmod or a rewrite with the same content is no change.
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, &text).unwrap();
-    assert!(!s.ok(&["status"]).contains("CHANGED"));
-    std::fs::write(&path, format!("{text}\n# edited\n")).unwrap();
-    let status = s.ok(&["status"]);
-    assert!(
-        status.contains("CHANGED since the agent read it") && status.contains("credctl stop"),
-        "{status}"
-    );
-    let json: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
-    assert_eq!(json["config_changed"], true);
-    let doctor = stdout(&s.credctl(&["doctor"]));
-    assert!(
-        doctor.contains("changed since the agent read it"),
-        "{doctor}"
-    );
-}
-
 /// `credctl completions bash`, sourced in a real bash: ROLE arguments complete to the role
 /// profiles of ~/.aws/config as it is at the time of the TAB, sources and other sections left out.
 #[test]

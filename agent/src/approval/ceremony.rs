@@ -79,6 +79,8 @@ pub enum Purpose {
     Confirm,
     /// `credctl key pin`: move touch-only copies of the vault to the keys' PIN; opens nothing.
     MoveToPin,
+    /// `credctl reload`: confirm the settings config.toml says now, then put them in force.
+    Reload,
 }
 
 impl Purpose {
@@ -94,6 +96,7 @@ impl Purpose {
             Purpose::KeyRemove { name, force: true } => format!("key remove --force: {name}"),
             Purpose::Confirm => "confirm settings".to_owned(),
             Purpose::MoveToPin => "key pin".to_owned(),
+            Purpose::Reload => "reload settings".to_owned(),
         }
     }
 
@@ -114,7 +117,7 @@ impl Purpose {
             Purpose::MoveToPin => {
                 Some("moving your keys' copies of the vault to their PIN".to_owned())
             }
-            Purpose::Role(_) | Purpose::Confirm => None,
+            Purpose::Role(_) | Purpose::Confirm | Purpose::Reload => None,
         }
     }
 
@@ -123,6 +126,7 @@ impl Purpose {
         match self {
             Purpose::Role(role) => format!("role {role}"),
             Purpose::Confirm => "confirming the agent's settings".to_owned(),
+            Purpose::Reload => "applying the settings config.toml has now".to_owned(),
             other => other.key_change().unwrap_or_default(),
         }
     }

@@ -73,7 +73,7 @@ pub enum ApprovalError {
         "this authenticator identifies itself as software ({what}); credagent refuses software \
          authenticators by default: use a hardware security key, or set \
          allow_software_authenticators = true in [approval] (for tests and demos only) and \
-         restart the agent (`credctl stop`; it reads config.toml when it starts)"
+         run `credctl reload` (a touch of a key you registered before confirms it)"
     )]
     SoftwareAuthenticatorRefused { what: String },
 

@@ -88,7 +88,19 @@ pub struct Approvals {
     /// another connection waits a moment for the login that touch starts, and joins it.
     last_confirm: std::sync::Mutex<Option<SystemTime>>,
     /// How long a session opened by one touch lasts, shown with each challenge.
-    session_ttl: Duration,
+    session_ttl: std::sync::RwLock<Duration>,
+    /// The configuration the `credctl reload` touch under way would put in force.
+    reload: std::sync::Mutex<Option<Arc<dyn Reconfiguration>>>,
+}
+
+/// `config.toml` read again, checked, and ready to put in force: what a `credctl reload` touch
+/// vouches for. Built by the agent's wiring (`crate::reload`), which owns the parts it changes.
+pub trait Reconfiguration: Send + Sync {
+    /// The settings a touch vouches for, as they would be.
+    fn settings(&self) -> &crate::trust::Settings;
+    /// Puts it in force; called once the touch verified and recorded [`Self::settings`] (or,
+    /// with no key registered and no vault, at once).
+    fn apply(&self);
 }
 
 /// The ceremony named by `id`, if it is one.
@@ -133,7 +145,96 @@ impl Approvals {
             origin: format!("http://localhost:{http_port}"),
             touched: std::sync::Mutex::new(std::collections::HashMap::new()),
             last_confirm: std::sync::Mutex::new(None),
-            session_ttl,
+            session_ttl: std::sync::RwLock::new(session_ttl),
+            reload: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Puts the policy and session length of a reload in force (its `apply`).
+    pub fn set_policy(&self, policy: &super::PreparedPolicy, session_ttl: Duration) {
+        self.approver.set_policy(policy);
+        *crate::util::RwLockExt::write_locked(&self.session_ttl) = session_ttl;
+    }
+
+    /// The approval policy `policy` loaded (its CA files read), to check before a reload's
+    /// touch.
+    pub fn prepare_policy(
+        &self,
+        policy: &super::ApprovalPolicy,
+        now: SystemTime,
+    ) -> Result<super::PreparedPolicy, ApprovalError> {
+        self.approver.prepare_policy(policy, now)
+    }
+
+    /// What the reload touch under way would confirm, for the approval page.
+    pub fn reload_changes(&self) -> Vec<String> {
+        let reload = crate::util::LockExt::locked(&self.reload).clone();
+        reload
+            .map(|r| {
+                self.trusted
+                    .preview_against(r.settings(), None)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `credctl reload`: `candidate` (settings that differ from those in force) is put in
+    /// force by one touch that sees what changed, the way `credctl confirm --accept-change`
+    /// confirms: the touch unwraps the vault, and the settings are recorded under its MAC
+    /// before anything uses them. With no key registered and no vault there is nothing a
+    /// touch could protect, and the settings apply at once, as they would at a start.
+    pub async fn reload_start(
+        &self,
+        candidate: Arc<dyn Reconfiguration>,
+        who: &Requester,
+        now: SystemTime,
+    ) -> Response {
+        if self.approver.keys().is_empty() {
+            if self.approver.vault().exists() || self.approver.vault_lost() {
+                return Response::error(
+                    ErrorCode::Refused,
+                    "no security key is registered, yet a vault exists: no touch can confirm new \
+                     settings. Restore keys.json from a backup and restart the agent",
+                );
+            }
+            candidate.apply();
+            if let Some(peer) = &who.who {
+                self.audit.record(
+                    now,
+                    Event::action("settings_reloaded", peer, None)
+                        .subject("no key registered yet: applied without a touch"),
+                );
+            }
+            return Response::Ok;
+        }
+        let changes = if self.approver.vault().exists() {
+            self.trusted.preview_against(candidate.settings(), None)
+        } else {
+            Vec::new()
+        };
+        let purpose = if changes.is_empty() {
+            "to apply the settings config.toml has now".to_owned()
+        } else {
+            format!(
+                "to apply these changes to the agent's settings:{}",
+                changes
+                    .iter()
+                    .map(|c| format!("\n  {c}"))
+                    .collect::<String>()
+            )
+        };
+        match self
+            .take_turn(&Purpose::Reload, who, None, None, true, now)
+            .await
+        {
+            Ok(Begin::Lead(id, options)) => {
+                *crate::util::LockExt::locked(&self.reload) = Some(candidate);
+                self.pseudo_challenge(id, &Purpose::Reload, purpose, options)
+            }
+            Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
+            Err(e) => e.to_response(),
         }
     }
 
@@ -244,7 +345,7 @@ impl Approvals {
             origin: self.origin.clone(),
             role: role.map(str::to_owned),
             purpose: None,
-            session_secs: role.map(|_| self.session_ttl.as_secs()),
+            session_secs: role.map(|_| self.session_ttl().as_secs()),
             target,
             approve_url: format!("{}/approve/{id}", self.origin),
             options,
@@ -357,7 +458,7 @@ impl Approvals {
 
     /// How long a session opened by one touch lasts.
     pub fn session_ttl(&self) -> Duration {
-        self.session_ttl
+        *crate::util::RwLockExt::read_locked(&self.session_ttl)
     }
 
     /// `credctl key add`. The first key registers directly; every later one needs a touch of a
@@ -918,6 +1019,24 @@ impl Approvals {
                 *crate::util::LockExt::locked(&self.last_confirm) = Some(now);
                 Response::Ok
             }
+            Purpose::Reload => {
+                // `check_trusted` verified and recorded this candidate's settings.
+                let Some(candidate) = crate::util::LockExt::locked(&self.reload).take() else {
+                    return Response::error(
+                        ErrorCode::ApprovalFailed,
+                        "the reload this touch was for is gone: run `credctl reload` again",
+                    );
+                };
+                candidate.apply();
+                if approval.vault_secret().is_some() && leader != 0 {
+                    crate::util::LockExt::locked(&self.touched).insert(leader, now);
+                }
+                self.audit.record(
+                    now,
+                    Event::action("settings_reloaded", who, None).subject(approval.key_name()),
+                );
+                Response::Ok
+            }
             Purpose::KeyAdd(name) => {
                 tracing::info!(
                     new_key = %name,
@@ -1034,7 +1153,17 @@ impl Approvals {
             (Purpose::Role(role), Some(target)) => Some((role.as_str(), target)),
             _ => None,
         };
-        match self.trusted.verify(secret, target, accept) {
+        // A reload's touch vouches for the settings it would put in force, not those in force.
+        let reload = match approval.purpose() {
+            Purpose::Reload => crate::util::LockExt::locked(&self.reload).clone(),
+            _ => None,
+        };
+        match self.trusted.verify_settings(
+            secret,
+            reload.as_ref().map(|r| r.settings()),
+            target,
+            accept,
+        ) {
             Ok(Verdict::Unchanged) => Ok(()),
             Ok(Verdict::Accepted(changes)) => {
                 let all = join_changes(&changes);

@@ -35,8 +35,8 @@ pub use ceremony::{
 };
 pub use error::ApprovalError;
 pub use flow::{
-    changes_before_touch, join_changes, wire_key_info, AnsweredBy, Approvals, Requester,
-    SessionOpener,
+    changes_before_touch, join_changes, wire_key_info, AnsweredBy, Approvals, Reconfiguration,
+    Requester, SessionOpener,
 };
 pub use keys::{KeyInfo, KEYS_FILE};
 pub use pending::PendingApprovals;
@@ -173,15 +173,24 @@ struct Inner {
     backoff: FailureBackoff,
 }
 
+/// An approval policy checked and loaded, ready for [`Approver::set_policy`].
+pub struct PreparedPolicy {
+    rp: Arc<RelyingParty>,
+    sealing: Sealing,
+}
+
 /// The agent's WebAuthn relying party and key registry. `Send + Sync`; share it in an `Arc`.
 pub struct Approver {
-    /// webauthn-rs and the policy-specific flows.
-    rp: RelyingParty,
+    /// webauthn-rs and the policy-specific flows; replaced by `credctl reload` after a touch
+    /// confirmed the new policy.
+    rp: std::sync::RwLock<Arc<RelyingParty>>,
+    /// This agent's HTTP port: the relying party's origin, the same under every policy.
+    port: u16,
     inner: Mutex<Inner>,
     /// The vault (`vault.json`): wrapped for each sealed key.
     vault: Arc<VaultKeeper>,
     /// Whether every touch must unwrap the vault.
-    sealing: Sealing,
+    sealing: std::sync::RwLock<Sealing>,
     /// The vault `trusted.json` names while `vault.json` is missing: a vault existed, so no
     /// touch may make a new one (it would strand every sealed source), and the refusal says so.
     lost_vault: Option<String>,
@@ -209,16 +218,41 @@ impl Approver {
             crate::trust::recorded_vault(state_dir)
         };
         Ok(Self {
-            rp,
+            rp: std::sync::RwLock::new(Arc::new(rp)),
+            port,
             inner: Mutex::new(Inner {
                 store,
                 ceremonies: Ceremonies::new(),
                 backoff: FailureBackoff::default(),
             }),
             vault: Arc::new(vault),
-            sealing: policy.sealing,
+            sealing: std::sync::RwLock::new(policy.sealing),
             lost_vault,
         })
+    }
+
+    /// `policy` ready to put in force, its CA files loaded: everything that can fail is done
+    /// here, before the touch that confirms it.
+    pub fn prepare_policy(
+        &self,
+        policy: &ApprovalPolicy,
+        now: SystemTime,
+    ) -> Result<PreparedPolicy, ApprovalError> {
+        let ca_list = policy::load_attestation_cas(&policy.attestation_ca, now)?;
+        Ok(PreparedPolicy {
+            rp: Arc::new(RelyingParty::new(policy, ca_list, self.port)?),
+            sealing: policy.sealing,
+        })
+    }
+
+    /// Puts a prepared policy in force: ceremonies started from now on follow it.
+    pub fn set_policy(&self, prepared: &PreparedPolicy) {
+        *crate::util::RwLockExt::write_locked(&self.rp) = prepared.rp.clone();
+        *crate::util::RwLockExt::write_locked(&self.sealing) = prepared.sealing;
+    }
+
+    fn rp(&self) -> Arc<RelyingParty> {
+        crate::util::RwLockExt::read_locked(&self.rp).clone()
     }
 
     /// Whether `trusted.json` names a vault that `vault.json` no longer holds (deleted or
@@ -234,12 +268,12 @@ impl Approver {
 
     /// Whether touches must unwrap the vault.
     pub fn sealing(&self) -> Sealing {
-        self.sealing
+        *crate::util::RwLockExt::read_locked(&self.sealing)
     }
 
     /// Whether touches must verify the user.
     pub fn user_verification(&self) -> UserVerification {
-        self.rp.user_verification()
+        self.rp().user_verification()
     }
 
     /// Whether key `name` holds a copy of the vault.
@@ -307,7 +341,7 @@ impl Approver {
             .iter()
             .map(|r| r.credential.cred_id().clone())
             .collect();
-        let (challenge, state) = self.rp.start_registration(name, exclude)?;
+        let (challenge, state) = self.rp().start_registration(name, exclude)?;
         let kind = Kind::Register { name: name.into() };
         let mut options = options_json(&challenge)?;
         seal::request_prf_at_creation(&mut options);
@@ -374,9 +408,9 @@ impl Approver {
         else {
             return Err(ApprovalError::UnknownCeremony);
         };
-        let registered = self.rp.finish_registration(credential, &state)?;
+        let registered = self.rp().finish_registration(credential, &state)?;
         let kind = policy::classify(registered.aaguid, registered.attested_by_ca);
-        if kind == AuthenticatorKind::Software && !self.rp.allows_software() {
+        if kind == AuthenticatorKind::Software && !self.rp().allows_software() {
             let what = known_software(registered.aaguid).unwrap_or("software");
             tracing::warn!(key = %name, authenticator = what, "refused a software authenticator");
             return Err(ApprovalError::SoftwareAuthenticatorRefused { what: what.into() });
@@ -404,7 +438,7 @@ impl Approver {
                 self.start_seal(&mut inner, record, authorized, vault, lead, now)?;
             return Ok(Registered::Seal(id, options));
         }
-        if self.sealing == Sealing::Required {
+        if self.sealing() == Sealing::Required {
             return Err(ApprovalError::NoPrf { key: name });
         }
         self.commit_key(record, authorized).map(Registered::Added)
@@ -503,7 +537,7 @@ impl Approver {
         let mut eligible = Vec::new();
         let mut refused = Vec::new();
         for record in &inner.store.records {
-            match self.rp.refusal(record) {
+            match self.rp().refusal(record) {
                 None => {
                     keys.push(record.credential.clone());
                     eligible.push(record);
@@ -517,7 +551,7 @@ impl Approver {
             });
         }
         let evals = self.evals_for(&eligible);
-        let (challenge, state) = self.rp.start_authentication(&keys)?;
+        let (challenge, state) = self.rp().start_authentication(&keys)?;
         let kind = Kind::Approve(purpose.clone());
         let mut options = options_json(&challenge)?;
         seal::request_prf_eval(&mut options, &evals);
@@ -599,7 +633,7 @@ impl Approver {
             });
         }
         let role = expected.wire();
-        let verified = self.rp.finish_authentication(credential, &state);
+        let verified = self.rp().finish_authentication(credential, &state);
         let mut inner = self.lock();
         let result = match verified {
             Ok(result) => result,

@@ -193,7 +193,7 @@ impl Approver {
                 self.vault.wrap_user_verified(&id).map(|uv| (id, uv))
             })
             .collect();
-        match self.rp.user_verification() {
+        match self.rp().user_verification() {
             UserVerification::Required if moving => {
                 let touch_only: Vec<Vec<u8>> = wraps
                     .into_iter()
@@ -223,7 +223,7 @@ impl Approver {
         user_verified: bool,
         moving: bool,
     ) -> Result<Option<VaultSecret>, ApprovalError> {
-        let required = self.sealing == Sealing::Required;
+        let required = self.sealing() == Sealing::Required;
         let PrfAnswer { output, without_uv } = prf;
         let Some(prf) = output else {
             if !required {
@@ -275,7 +275,7 @@ impl Approver {
                     );
                     Ok(Some(secret))
                 }
-                (false, true, _) if self.rp.user_verification() == UserVerification::Required => {
+                (false, true, _) if self.rp().user_verification() == UserVerification::Required => {
                     Err(ApprovalError::WrapNeedsMove { key: key.into() })
                 }
                 _ => unwrap_with(&prf).map(Some),
@@ -305,7 +305,7 @@ impl Approver {
     ) -> Result<(CeremonyId, Value), ApprovalError> {
         let point = new_point().map_err(vault_error)?;
         let (challenge, state) = self
-            .rp
+            .rp()
             .start_authentication(std::slice::from_ref(&record.credential))?;
         let mut options = options_json(&challenge)?;
         let id = record.credential.cred_id().as_slice().to_vec();
@@ -344,7 +344,7 @@ impl Approver {
             return Err(ApprovalError::UnknownCeremony);
         };
         let result = self
-            .rp
+            .rp()
             .finish_authentication(credential, &state)
             .map_err(|err| {
                 super::rp::assertion_error(err, credential, Some(record.name.clone()))

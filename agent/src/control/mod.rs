@@ -51,15 +51,12 @@ pub struct Control {
     pub logins: Arc<crate::sso::Logins>,
     /// Console sign-in links.
     pub consoles: Arc<crate::console::Consoles>,
-    /// The suspend and screen-lock signals watched, for `status`.
-    pub lock_signals: std::sync::OnceLock<crate::lock_signals::LockSignals>,
     /// For the IMDS role and for wiping rendered bodies on lock.
     pub endpoint: Arc<Endpoint>,
     pub audit: Audit,
     pub aws_config: AwsConfigFile,
-    /// Settings in force that send the agent somewhere else than AWS (`credctl status` shows
-    /// them).
-    pub overrides: Vec<String>,
+    /// What `config.toml` configures, and `credctl reload`.
+    pub live: Arc<crate::reload::Live>,
 }
 
 /// Log lines for refused connections of other users: at most one per 10 s (every refusal is
@@ -142,6 +139,26 @@ impl Control {
             }
             Request::Status | Request::Lock | Request::Pending => {
                 self.status_family(req, conn, now).await
+            }
+            Request::Reload => {
+                let resp = self.live.reload(&conn.requester(), now).await;
+                // A reload that took a touch is audited with it (`settings_reloaded`).
+                let outcome = match &resp {
+                    Response::Reloaded { .. } => {
+                        Some((None, "nothing a touch vouches for changed"))
+                    }
+                    Response::Error { code, .. } => {
+                        Some((Some(code.as_str()), "config.toml not applied"))
+                    }
+                    _ => None,
+                };
+                if let Some((refused, what)) = outcome {
+                    self.audit(
+                        now,
+                        Event::action("reload", &conn.peer(), refused).subject(what),
+                    );
+                }
+                resp
             }
             Request::KeyAddStart { .. }
             | Request::KeyAddFinish { .. }

@@ -78,11 +78,10 @@ impl Control {
             crate::approval::UserVerification::Discouraged => "discouraged".into(),
         };
         info.vault = self.approvals.vault_fingerprint();
-        info.lock_on = self
-            .lock_signals
-            .get()
-            .map(|s| s.lines())
-            .unwrap_or_default();
+        info.lock_on = self.live.lock_lines();
+        info.config_path = self.live.config_path().map(|p| p.display().to_string());
+        info.config_changed = self.live.config_changed();
+        info.config_needs_restart = self.live.needs_restart();
         info.sealing = match self.approvals.sealing() {
             crate::approval::Sealing::Required => "required".into(),
             crate::approval::Sealing::AllowUnsealed => "allow-unsealed".into(),
@@ -91,7 +90,7 @@ impl Control {
         info.imds_role = self.endpoint.imds_role().as_deref().map(str::to_owned);
         info.pending = pending;
         info.aws_config = self.aws_config.path().map(|p| p.display().to_string());
-        info.overrides = self.overrides.clone();
+        info.overrides = self.live.overrides();
         info.settings = self.approvals.settings_state();
         info.approvals = self.approvals.in_progress(now);
         info

@@ -146,6 +146,10 @@ impl Page {
             Kind::Approve(Purpose::Confirm) => serde_json::json!({
                 "kind": "confirm", "requester": view.requester, "options": view.options,
             }),
+            Kind::Approve(Purpose::Reload) => serde_json::json!({
+                "kind": "reload", "changes": self.approvals.reload_changes(),
+                "requester": view.requester, "options": view.options,
+            }),
             Kind::Approve(Purpose::Role(role)) => {
                 let spec = self.sessions.profiles().resolve(role).ok();
                 serde_json::json!({

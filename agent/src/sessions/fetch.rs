@@ -30,7 +30,7 @@ impl Sessions {
         force: bool,
         mfa_code: Option<SecretString>,
     ) -> Result<Arc<TempCredentials>, SessionError> {
-        let config = &self.inner.config;
+        let config = &self.config();
         let seen_seq = slot.state.locked().fetch_seq;
         let _fetching = slot.fetch.lock().await;
         {
@@ -170,7 +170,7 @@ impl Sessions {
                     .assume_role(
                         &caller,
                         hop,
-                        slot.final_duration(now, &self.inner.config),
+                        slot.final_duration(now, &self.config()),
                         &session_name(hop),
                         spec.region.as_deref(),
                         Some(mfa),
@@ -189,7 +189,7 @@ impl Sessions {
         for (i, hop) in spec.chain.iter().enumerate() {
             // Intermediate credentials are used at once, so ask for the minimum.
             let duration = if i == last {
-                slot.final_duration(now, &self.inner.config)
+                slot.final_duration(now, &self.config())
             } else {
                 MIN_STS_DURATION
             };
@@ -271,7 +271,7 @@ impl Sessions {
         let _guard = source_lock.lock().await;
         let cached = self.usable_mfa(&spec.source, serial, now);
         if let Some(m) = &cached {
-            if code.is_none() || m.expiration >= slot.credential_deadline(&self.inner.config) {
+            if code.is_none() || m.expiration >= slot.credential_deadline(&self.config()) {
                 return Ok(Arc::clone(m));
             }
         }
@@ -291,7 +291,7 @@ impl Sessions {
                 &source,
                 serial,
                 &code,
-                self.inner.config.mfa_session_ttl,
+                self.config().mfa_session_ttl,
                 spec.region.as_deref(),
             )
             .await

@@ -250,7 +250,8 @@ pub struct Sessions {
 }
 
 struct Inner {
-    config: SessionConfig,
+    /// Replaced by `credctl reload`: sessions already open keep their end.
+    config: RwLock<Arc<SessionConfig>>,
     sts: Arc<dyn StsApi>,
     sources: Arc<dyn SourceLookup>,
     /// Replaced wholesale when ~/.aws/config is reloaded.
@@ -268,18 +269,14 @@ struct Inner {
 
 impl Sessions {
     pub fn new(
-        mut config: SessionConfig,
+        config: SessionConfig,
         sts: Arc<dyn StsApi>,
         sources: Arc<dyn SourceLookup>,
         profiles: Profiles,
     ) -> Sessions {
-        config.session_ttl = config
-            .session_ttl
-            .clamp(Duration::from_secs(60), MAX_SESSION_TTL);
-        config.mfa_session_ttl = config.mfa_session_ttl.max(MIN_STS_DURATION);
         Sessions {
             inner: Arc::new(Inner {
-                config,
+                config: RwLock::new(Arc::new(Self::bounded(config))),
                 sts,
                 sources,
                 profiles: RwLock::new(Arc::new(profiles)),
@@ -296,8 +293,24 @@ impl Sessions {
         self.inner.roles.generation()
     }
 
-    pub fn config(&self) -> &SessionConfig {
-        &self.inner.config
+    /// The session timing in force.
+    pub fn config(&self) -> Arc<SessionConfig> {
+        self.inner.config.read_locked().clone()
+    }
+
+    /// Puts new timing in force (`credctl reload`): sessions opened from now on last the new
+    /// `session_ttl`; open ones keep the end their touch gave them, and idle and MFA limits
+    /// apply to them from now on.
+    pub fn set_config(&self, config: SessionConfig) {
+        *self.inner.config.write_locked() = Arc::new(Self::bounded(config));
+    }
+
+    fn bounded(mut config: SessionConfig) -> SessionConfig {
+        config.session_ttl = config
+            .session_ttl
+            .clamp(Duration::from_secs(60), MAX_SESSION_TTL);
+        config.mfa_session_ttl = config.mfa_session_ttl.max(MIN_STS_DURATION);
+        config
     }
 
     /// The profiles in effect.
@@ -352,7 +365,7 @@ impl Sessions {
             // Each AssumeRole of such a role takes its own code.
             return Ok(Some(serial));
         }
-        let until = now + self.inner.config.session_ttl;
+        let until = now + self.config().session_ttl;
         let mfa = self.inner.mfa.locked();
         let covered = mfa
             .get(&spec.source)
@@ -450,7 +463,7 @@ impl Sessions {
             // its own AssumeRole) this role's credentials still servable, carried over below.
             let covered = if spec.mfa_on_assume_role() {
                 self.slot(role).is_some_and(|prev| {
-                    prev.spec == spec && prev.servable(now, &self.inner.config).is_some()
+                    prev.spec == spec && prev.servable(now, &self.config()).is_some()
                 })
             } else {
                 self.usable_mfa(&spec.source, serial, now).is_some()
@@ -467,7 +480,7 @@ impl Sessions {
         let slot = Arc::new(RoleSlot::new(
             spec,
             now,
-            self.inner.config.session_ttl,
+            self.config().session_ttl,
             epoch,
             self.inner.roles.generation().clone(),
         ));
@@ -478,7 +491,7 @@ impl Sessions {
         };
         // Re-opening keeps still-good credentials that fit inside the new session.
         if let Some(prev) = previous.filter(|p| p.spec == slot.spec) {
-            let deadline = slot.credential_deadline(&self.inner.config);
+            let deadline = slot.credential_deadline(&self.config());
             if let Some(c) = prev.credentials().filter(|c| c.expiration <= deadline) {
                 slot.set_credentials(Some(c));
             }
@@ -522,7 +535,7 @@ impl Sessions {
         now: SystemTime,
     ) -> Option<(Arc<TempCredentials>, SystemTime)> {
         let slot = self.slot(role)?;
-        let config = &self.inner.config;
+        let config = &self.config();
         let creds = slot.servable(now, config)?;
         slot.touch(now);
         let mut until = slot.serve_until(&creds, config);
@@ -543,11 +556,11 @@ impl Sessions {
             role: role.to_owned(),
         };
         let slot = self.slot(role).ok_or_else(no_session)?;
-        if !slot.active(now, self.inner.config.idle_timeout) {
+        if !slot.active(now, self.config().idle_timeout) {
             self.remove_if_current(role, &slot);
             return Err(no_session());
         }
-        if let Some(c) = slot.servable(now, &self.inner.config) {
+        if let Some(c) = slot.servable(now, &self.config()) {
             slot.touch(now);
             return Ok(c);
         }
@@ -561,7 +574,7 @@ impl Sessions {
         let roles = self.inner.roles.read();
         let mut names: Vec<String> = roles
             .iter()
-            .filter(|(_, s)| s.active(now, self.inner.config.idle_timeout))
+            .filter(|(_, s)| s.active(now, self.config().idle_timeout))
             .map(|(n, _)| n.clone())
             .collect();
         names.sort();
@@ -614,7 +627,7 @@ impl Sessions {
 
     /// Wipes the opened sources that no active session needs any more.
     pub(super) fn release_unused_sources(&self, now: SystemTime) {
-        let idle = self.inner.config.idle_timeout;
+        let idle = self.config().idle_timeout;
         let in_use: HashSet<String> = self
             .inner
             .roles
@@ -632,7 +645,7 @@ impl Sessions {
             let roles = self.inner.roles.read();
             roles.values().cloned().collect()
         };
-        let config = &self.inner.config;
+        let config = &self.config();
         let mut out: Vec<RoleStatus> = slots
             .iter()
             .filter(|s| s.active(now, config.idle_timeout))

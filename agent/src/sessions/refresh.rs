@@ -12,7 +12,7 @@ impl Sessions {
     /// Ends the sessions that are over at `now` (past their end or idle too long) and drops
     /// their credentials; returns their role names.
     pub fn sweep(&self, now: SystemTime) -> Vec<String> {
-        let idle = self.inner.config.idle_timeout;
+        let idle = self.config().idle_timeout;
         let over = |roles: &std::collections::HashMap<String, Arc<RoleSlot>>| -> Vec<String> {
             roles
                 .iter()
@@ -49,9 +49,9 @@ impl Sessions {
         let roles = self.inner.roles.read();
         let mut due: Vec<String> = roles
             .iter()
-            .filter(|(_, s)| s.active(now, self.inner.config.idle_timeout))
+            .filter(|(_, s)| s.active(now, self.config().idle_timeout))
             .filter(|(_, s)| !s.refreshing.load(Ordering::SeqCst))
-            .filter(|(_, s)| s.next_refresh(&self.inner.config).is_some_and(|t| t <= now))
+            .filter(|(_, s)| s.next_refresh(&self.config()).is_some_and(|t| t <= now))
             .map(|(n, _)| n.clone())
             .collect();
         due.sort();
@@ -89,7 +89,7 @@ impl Sessions {
             self.sweep(now);
             self.release_unused_sources(now);
             let due = self.refresh_due(now);
-            for (role, delay) in paced(due, tick, self.inner.config.refresh_pace) {
+            for (role, delay) in paced(due, tick, self.config().refresh_pace) {
                 let sessions = self.clone();
                 let clock = Arc::clone(&clock);
                 tokio::spawn(async move {

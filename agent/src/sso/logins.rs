@@ -95,12 +95,13 @@ struct LoginFile {
 
 /// Every IAM Identity Center login of this agent.
 pub struct Logins {
-    api: Arc<dyn SsoApi>,
+    /// Replaced by `credctl reload` when the endpoints change.
+    api: std::sync::RwLock<Arc<dyn SsoApi>>,
     vault: Arc<VaultKeeper>,
     /// Endpoint overrides receive a login only once a touch has confirmed them.
     trusted: Arc<crate::trust::Trusted>,
     /// The overrides in force, named for the refusal (empty: AWS's endpoints).
-    overrides: Vec<String>,
+    overrides: std::sync::RwLock<Vec<String>>,
     dir: PathBuf,
     /// `http://127.0.0.1:PORT/oauth/callback`, the PKCE redirect.
     redirect_uri: String,
@@ -167,10 +168,10 @@ impl Logins {
         http_port: u16,
     ) -> Logins {
         Logins {
-            api,
+            api: std::sync::RwLock::new(api),
             vault,
             trusted,
-            overrides,
+            overrides: std::sync::RwLock::new(overrides),
             dir: state_dir.join("sso"),
             redirect_uri: format!("http://127.0.0.1:{http_port}/oauth/callback"),
             logins: Mutex::new(HashMap::new()),
@@ -179,6 +180,19 @@ impl Logins {
             starting: Mutex::new(std::collections::HashSet::new()),
             waiting: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The Identity Center client in force.
+    fn api(&self) -> Arc<dyn SsoApi> {
+        crate::util::RwLockExt::read_locked(&self.api).clone()
+    }
+
+    /// Puts another Identity Center client (and its endpoint overrides, named for refusals) in
+    /// force: `credctl reload`, after a touch confirmed the new endpoints. Logins under way
+    /// finish with the client they started with.
+    pub fn reconfigure(&self, api: Arc<dyn SsoApi>, overrides: Vec<String>) {
+        *crate::util::RwLockExt::write_locked(&self.api) = api;
+        *crate::util::RwLockExt::write_locked(&self.overrides) = overrides;
     }
 
     fn file(&self, login: &str) -> PathBuf {
@@ -275,7 +289,8 @@ impl Logins {
         // A login sends the client registration, the device code or the authorization code,
         // and then the tokens, to the OIDC endpoint: an override that no touch confirmed in
         // this agent's life (config.toml rewritten, agent restarted) receives none of it.
-        if !self.overrides.is_empty() && !self.trusted.confirmed() {
+        let overrides = crate::util::RwLockExt::read_locked(&self.overrides).clone();
+        if !overrides.is_empty() && !self.trusted.confirmed() {
             return Response::error(
                 ErrorCode::Refused,
                 format!(
@@ -283,7 +298,7 @@ impl Logins {
                      and no touch has confirmed that since the agent started: run `credctl \
                      confirm` (a touch; it shows any change made behind the agent's back), then \
                      `credctl login {key}` again",
-                    self.overrides.join(" and ")
+                    overrides.join(" and ")
                 ),
             );
         }
@@ -335,7 +350,7 @@ impl Logins {
         let registration = match kept {
             Some(r) => r,
             None => {
-                let r = self.api.register_client(&region, &request, now).await?;
+                let r = self.api().register_client(&region, &request, now).await?;
                 self.logins
                     .locked()
                     .entry(key.clone())
@@ -353,7 +368,7 @@ impl Logins {
             .unwrap_or_else(|| watch::channel(None).0);
         let (reply, expires_at) = if device_code {
             let auth = self
-                .api
+                .api()
                 .start_device_authorization(&region, &registration, &source.start_url, now)
                 .await?;
             let reply = Response::LoginPending {
@@ -370,7 +385,7 @@ impl Logins {
         } else {
             let verifier = Verifier::generate().map_err(random_error)?;
             let state = pkce::new_state().map_err(random_error)?;
-            let url = self.api.authorize_url(
+            let url = self.api().authorize_url(
                 &region,
                 &registration,
                 &AuthorizeRequest {
@@ -421,7 +436,7 @@ impl Logins {
         auth: super::DeviceAuthorization,
         tx: watch::Sender<Outcome>,
     ) {
-        let api = self.api.clone();
+        let api = self.api();
         let this = self.clone();
         tokio::spawn(async move {
             let mut interval = auth.interval;
@@ -559,7 +574,7 @@ impl Logins {
             redirect_uri: self.redirect_uri.clone(),
         };
         match self
-            .api
+            .api()
             .create_token(&cb.region, &cb.registration, &grant, now)
             .await
         {
@@ -651,14 +666,14 @@ impl Logins {
         let region = &source.sso_region;
         let token = self.access_token(source, now, false).await?;
         match self
-            .api
+            .api()
             .get_role_credentials(region, &token, &source.account_id, &source.role_name)
             .await
         {
             Err(SsoError::Unauthorized { .. }) => {
                 // Logged out or revoked early: one refresh, then give up.
                 let token = self.access_token(source, now, true).await?;
-                self.api
+                self.api()
                     .get_role_credentials(region, &token, &source.account_id, &source.role_name)
                     .await
                     .map_err(|e| e.for_login(&key))
@@ -716,7 +731,7 @@ impl Logins {
             }
         };
         match self
-            .api
+            .api()
             .create_token(
                 &source.sso_region,
                 &registration,
@@ -752,7 +767,7 @@ impl Logins {
         let token = self.access_token(source, now, false).await?;
         let region = &source.sso_region;
         let mut accounts = self
-            .api
+            .api()
             .list_accounts(region, &token)
             .await
             .map_err(|e| e.for_login(&key))?;
@@ -760,7 +775,7 @@ impl Logins {
         let mut out = Vec::with_capacity(accounts.len());
         for account in accounts {
             let mut roles = self
-                .api
+                .api()
                 .list_account_roles(region, &token, &account.account_id)
                 .await
                 .map_err(|e| e.for_login(&key))?;
@@ -806,7 +821,7 @@ impl Logins {
             .get(&key)
             .and_then(|l| l.access.as_ref().map(|(t, _)| t.clone()));
         if let Some(token) = access {
-            if let Err(e) = self.api.logout(&source.sso_region, &token).await {
+            if let Err(e) = self.api().logout(&source.sso_region, &token).await {
                 tracing::warn!(login = %key, code = e.code(), "logout was not confirmed by IAM Identity Center");
             }
         }

@@ -284,14 +284,29 @@ impl RetryPolicy {
 
 /// Wraps an [`StsApi`] so transient failures are retried per [`RetryPolicy`]. The agent uses
 /// `Retrying::new(Arc::new(AwsSts::new(&settings)), RetryPolicy::default())`.
+///
+/// The client behind it can be replaced (`credctl reload` with another `sts_endpoint`): each
+/// attempt uses the client in force when it starts, so sessions keep this one `Retrying`.
 pub struct Retrying {
-    inner: Arc<dyn StsApi>,
+    inner: std::sync::RwLock<Arc<dyn StsApi>>,
     policy: RetryPolicy,
 }
 
 impl Retrying {
     pub fn new(inner: Arc<dyn StsApi>, policy: RetryPolicy) -> Retrying {
-        Retrying { inner, policy }
+        Retrying {
+            inner: std::sync::RwLock::new(inner),
+            policy,
+        }
+    }
+
+    /// Puts `inner` in force for every call from now on.
+    pub fn replace(&self, inner: Arc<dyn StsApi>) {
+        *crate::util::RwLockExt::write_locked(&self.inner) = inner;
+    }
+
+    fn client(&self) -> Arc<dyn StsApi> {
+        crate::util::RwLockExt::read_locked(&self.inner).clone()
     }
 
     async fn run<F, Fut>(&self, mut call: F) -> Result<TempCredentials, StsError>
@@ -326,9 +341,10 @@ impl StsApi for Retrying {
         mfa: Option<MfaToken<'_>>,
     ) -> Result<TempCredentials, StsError> {
         // As for GetSessionToken, a retry reuses the code.
-        self.run(|| {
-            self.inner
+        self.run(|| async move {
+            self.client()
                 .assume_role(creds, hop, duration, session_name, region, mfa)
+                .await
         })
         .await
     }
@@ -343,9 +359,10 @@ impl StsApi for Retrying {
     ) -> Result<TempCredentials, StsError> {
         // Retrying reuses the TOTP code. After a throttle or 5xx STS may already have
         // consumed it; the retry then fails as MfaInvalid and the user enters a new code.
-        self.run(|| {
-            self.inner
+        self.run(|| async move {
+            self.client()
                 .get_session_token(creds, mfa_serial, code, duration, region)
+                .await
         })
         .await
     }

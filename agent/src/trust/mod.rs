@@ -33,7 +33,8 @@ const MAC_PURPOSE: &[u8] = b"credagent trusted.json mac v1";
 const MAC_DOMAIN: &[u8] = b"credagent trusted.json v1\0";
 
 /// The settings a touch vouches for, by name (`sts_endpoint`, `approval.user_verification`, …),
-/// each with the value as the person would read it. Built once from `config.toml` at start.
+/// each with the value as the person would read it. Built from `config.toml` at start and at
+/// each `credctl reload`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settings(BTreeMap<String, String>);
 
@@ -225,8 +226,9 @@ impl Body {
 /// The authenticated record and the settings this agent runs with.
 pub struct Trusted {
     path: PathBuf,
-    /// What `config.toml` said when the agent started.
-    current: Settings,
+    /// What `config.toml` said when the agent started, or at the last `credctl reload` a touch
+    /// confirmed.
+    current: std::sync::RwLock<Settings>,
     /// Whether a touch verified (or accepted) `current` in this agent's life: until then an
     /// endpoint override receives nothing, not even a login that needs no touch.
     confirmed: AtomicBool,
@@ -240,15 +242,22 @@ impl Trusted {
     pub fn new(state_dir: &Path, current: Settings) -> Self {
         Self {
             path: state_dir.join(TRUSTED_FILE),
-            current,
+            current: std::sync::RwLock::new(current),
             confirmed: AtomicBool::new(false),
             added: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
     /// The settings this agent runs with.
-    pub fn current(&self) -> &Settings {
-        &self.current
+    pub fn current(&self) -> Settings {
+        crate::util::RwLockExt::read_locked(&self.current).clone()
+    }
+
+    /// Puts `settings` in force without a touch: only where no key could vouch (no key
+    /// registered and no vault, `credctl reload` before the first `key add`), or for settings
+    /// [`Trusted::verify_settings`] just recorded.
+    pub fn set_current(&self, settings: Settings) {
+        *crate::util::RwLockExt::write_locked(&self.current) = settings;
     }
 
     /// Whether a touch confirmed the current settings since the agent started.
@@ -305,13 +314,14 @@ impl Trusted {
     fn body_now(
         &self,
         secret: &VaultSecret,
+        settings: &Settings,
         roles: BTreeMap<String, String>,
         sources: BTreeMap<String, String>,
     ) -> Body {
         Body {
             version: 1,
             vault: fingerprint(secret.public()),
-            settings: self.current.0.clone(),
+            settings: settings.0.clone(),
             roles,
             sources,
         }
@@ -320,7 +330,10 @@ impl Trusted {
     /// The touch that created the vault adopts the current settings (trust on first use).
     pub fn adopt(&self, secret: &VaultSecret) -> Result<(), TrustError> {
         let added = crate::util::LockExt::locked(&self.added).clone();
-        self.write(&self.body_now(secret, BTreeMap::new(), added), secret)?;
+        self.write(
+            &self.body_now(secret, &self.current(), BTreeMap::new(), added),
+            secret,
+        )?;
         self.confirmed.store(true, Ordering::Release);
         tracing::info!(
             path = %self.path.display(),
@@ -333,9 +346,14 @@ impl Trusted {
     /// file says: **not verified** (no touch yet), so only to show before a touch what it would
     /// have to confirm; [`Trusted::verify`] decides.
     pub fn preview(&self, role: Option<(&str, &str)>) -> Vec<Change> {
+        self.preview_against(&self.current(), role)
+    }
+
+    /// As [`Trusted::preview`], for `settings` instead of those in force (a reload's).
+    pub fn preview_against(&self, settings: &Settings, role: Option<(&str, &str)>) -> Vec<Change> {
         let recorded = self.load().map(|f| f.body);
         let missing = recorded.is_none().then_some(Change::Missing);
-        let (changes, _, _, _) = self.diff(recorded.as_ref(), role);
+        let (changes, _, _, _) = self.diff(settings, recorded.as_ref(), role);
         missing.into_iter().chain(changes).collect()
     }
 
@@ -343,6 +361,7 @@ impl Trusted {
     /// to write back, and whether `role` is new to it.
     fn diff(
         &self,
+        current: &Settings,
         recorded: Option<&Body>,
         role: Option<(&str, &str)>,
     ) -> (
@@ -404,7 +423,7 @@ impl Trusted {
         }
         let empty = BTreeMap::new();
         let recorded_settings = recorded.map_or(&empty, |b| &b.settings);
-        for (name, now) in &self.current.0 {
+        for (name, now) in &current.0 {
             let was = recorded_settings.get(name);
             if recorded.is_none() || was != Some(now) {
                 changes.push(Change::Setting {
@@ -415,7 +434,7 @@ impl Trusted {
             }
         }
         for (name, was) in recorded_settings {
-            if !self.current.0.contains_key(name) {
+            if !current.0.contains_key(name) {
                 changes.push(Change::Setting {
                     name: name.clone(),
                     was: Some(was.clone()),
@@ -435,19 +454,36 @@ impl Trusted {
         role: Option<(&str, &str)>,
         accept: bool,
     ) -> Result<Verdict, TrustError> {
+        self.verify_settings(secret, None, role, accept)
+    }
+
+    /// As [`Trusted::verify`], for `settings` (a reload's, none: those in force) instead of
+    /// those in force: once the touch verified them and they are recorded, they are the ones
+    /// in force.
+    pub fn verify_settings(
+        &self,
+        secret: &VaultSecret,
+        settings: Option<&Settings>,
+        role: Option<(&str, &str)>,
+        accept: bool,
+    ) -> Result<Verdict, TrustError> {
+        let current = settings.cloned().unwrap_or_else(|| self.current());
         let (first, recorded) = match self.load() {
             None => (Some(Change::Missing), None),
             Some(f) if !f.body.verifies(secret, &f.mac) => (Some(Change::Forged), None),
             Some(f) => (None, Some(f.body)),
         };
-        let (changes, roles, sources, new_entry) = self.diff(recorded.as_ref(), role);
+        let (changes, roles, sources, new_entry) = self.diff(&current, recorded.as_ref(), role);
         let changes: Vec<Change> = first.into_iter().chain(changes).collect();
         if !changes.is_empty() && !accept {
             return Err(TrustError::Changed(changes));
         }
         if !changes.is_empty() || new_entry {
-            self.write(&self.body_now(secret, roles, sources), secret)?;
+            self.write(&self.body_now(secret, &current, roles, sources), secret)?;
             crate::util::LockExt::locked(&self.added).clear();
+        }
+        if settings.is_some() {
+            *crate::util::RwLockExt::write_locked(&self.current) = current;
         }
         self.confirmed.store(true, Ordering::Release);
         Ok(if changes.is_empty() {

@@ -204,3 +204,40 @@ fn the_key_a_source_holds_is_recorded_per_source() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_reload_touch_verifies_and_records_the_settings_it_would_put_in_force() {
+    let (dir, vault, t) = adopted(base());
+    let mut reloaded = base();
+    reloaded.set("sts_endpoint", "https://sts.example");
+    // What the reload's touch is shown: the change against the record, not the settings in
+    // force.
+    assert_eq!(
+        t.preview_against(&reloaded, None),
+        vec![Change::Setting {
+            name: "sts_endpoint".into(),
+            was: Some("AWS".into()),
+            now: "https://sts.example".into(),
+        }]
+    );
+    assert!(
+        t.preview(None).is_empty(),
+        "the settings in force are the record"
+    );
+    // Without acceptance nothing is recorded and nothing is in force.
+    assert!(t
+        .verify_settings(&vault, Some(&reloaded), None, false)
+        .is_err());
+    assert_eq!(t.current(), base());
+    // Accepted: recorded under the MAC and in force; a later agent with them verifies.
+    assert!(matches!(
+        t.verify_settings(&vault, Some(&reloaded), None, true),
+        Ok(Verdict::Accepted(_))
+    ));
+    assert_eq!(t.current(), reloaded);
+    let restarted = Trusted::new(dir.path(), reloaded);
+    assert_eq!(
+        restarted.verify(&vault, None, false).unwrap(),
+        Verdict::Unchanged
+    );
+}

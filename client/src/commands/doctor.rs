@@ -115,12 +115,23 @@ pub fn doctor(socket: &Path, json: bool) -> (String, bool) {
                     Verdict::Warn,
                     format!(
                         "{} changed since the agent read it: the agent still runs with what it \
-                         read when it started",
+                         read before",
                         s.config_path.as_deref().unwrap_or("config.toml")
                     ),
                 )
+                .fix("credctl reload")
+                .how("a touch that shows what changed applies it; sessions stay open and the port stays the same"),
+            );
+        }
+        for line in &s.config_needs_restart {
+            checks.push(
+                check(
+                    "config",
+                    Verdict::Warn,
+                    format!("{line}: applies only when the agent starts again"),
+                )
                 .fix("credctl stop")
-                .how("the next credctl command starts the agent with the new file; open sessions end"),
+                .how("the next credctl command starts the agent with the new file; open sessions end and shells need `eval \"$(credctl start)\"` again"),
             );
         }
         checks.push(sealing_check(s));

@@ -167,6 +167,71 @@ pub(crate) fn confirm_on(agent: &mut Agent, accept_change: bool, touch: &AuthArg
     }
 }
 
+/// `credctl reload`: the agent reads config.toml again; settings a touch vouches for apply
+/// after one touch, which is shown what changed.
+pub fn reload(socket: &Path, touch: &AuthArgs) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    crate::touch::say_what_we_wait_behind(&mut agent, "");
+    let restart = match agent.request(&Request::Reload)? {
+        Response::Reloaded { restart } => {
+            let mut out = "config.toml read again: nothing a touch vouches for changed, so \
+                           nothing needed one\n"
+                .to_owned();
+            out.push_str(&restart_lines(&restart));
+            return Ok(out);
+        }
+        resp @ Response::Challenge { .. } => {
+            let c = Challenge::from_response(resp)?;
+            let auth = Authenticator::choose(touch)?;
+            match answer(&mut agent, &auth, &c).map_err(|f| {
+                Failure::new(
+                    f.exit,
+                    format!(
+                        "the touch failed ({f}); nothing changed: the agent keeps the settings \
+                         it had"
+                    ),
+                )
+            })? {
+                Response::Ok => {}
+                other => return Err(unexpected(&other)),
+            }
+            needs_restart(&mut agent)
+        }
+        // Another credctl's reload was under way and this one followed it, or no key was
+        // registered yet (nothing a touch could protect).
+        Response::Ok => needs_restart(&mut agent),
+        other => return Err(unexpected(&other)),
+    };
+    let mut out = "reloaded: the agent now runs with config.toml's settings; every session \
+                   stays open and the port is the same\n"
+        .to_owned();
+    out.push_str(&restart_lines(&restart));
+    Ok(out)
+}
+
+/// What the agent says applies only at its next start.
+fn needs_restart(agent: &mut Agent) -> Vec<String> {
+    match agent.request(&Request::Status) {
+        Ok(Response::Status(info)) => info.config_needs_restart,
+        _ => Vec::new(),
+    }
+}
+
+/// The settings that apply only at the next start, and how to get there.
+fn restart_lines(restart: &[String]) -> String {
+    if restart.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "these apply only when the agent starts again (`credctl stop`, then `credctl start`; \
+         sessions end and shells need `eval \"$(credctl start)\"` again):\n",
+    );
+    for line in restart {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out
+}
+
 /// The registered keys whose copy of the vault still opens with a touch alone.
 fn touch_only_keys(agent: &mut Agent) -> Result<Vec<String>> {
     match agent.request(&Request::KeyList)? {

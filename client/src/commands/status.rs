@@ -37,13 +37,17 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
         "config     {}{}\n",
         info.config_path.as_deref().unwrap_or("(defaults)"),
         if info.config_changed {
-            " (CHANGED since the agent read it: it applies when the agent starts again, \
-             `credctl stop` then any credctl command; open sessions end, and a change to a \
-             setting your touches vouch for is shown at the next touch)"
+            " (CHANGED since the agent read it: `credctl reload` applies it, with a touch that \
+             shows what changed; sessions stay open and the port stays the same)"
         } else {
             ""
         }
     ));
+    for line in &info.config_needs_restart {
+        out.push_str(&format!(
+            "restart    {line}: applies when the agent starts again\n"
+        ));
+    }
     out.push_str(&format!(
         "aws config {}\n",
         info.aws_config.as_deref().unwrap_or("(none)")
