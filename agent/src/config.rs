@@ -283,7 +283,7 @@ fn de_loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
 /// An endpoint override, checked; the error names the setting it came from.
 fn de_endpoint<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
-    crate::sts::check_endpoint(&s)
+    crate::endpoint_url::check_endpoint(&s)
         .map_err(|why| serde::de::Error::custom(format!("{key} {s:?}: {why}")))?;
     Ok(Some(s))
 }

@@ -42,7 +42,10 @@ pub struct Built {
 impl Built {
     /// Builds what `config` names; `env` is the agent's environment (the SDKs' endpoint
     /// variables). Touches nothing on the network.
-    pub fn new(config: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Built, String> {
+    pub fn new(
+        config: Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Built, crate::endpoint_url::EndpointError> {
         let sts = StsSettings::resolve(config.sts_endpoint.as_deref(), None, env)?;
         let mut overrides: Vec<String> = sts
             .endpoint

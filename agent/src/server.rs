@@ -138,10 +138,10 @@ async fn serve(
         approver.vault().clone(),
     )
     .with_state_dir(&state_dir);
-    let trusted = Arc::new(crate::trust::Trusted::new(
-        &state_dir,
-        config.trusted_settings(),
-    ));
+    let trusted = Arc::new(
+        crate::trust::Trusted::new(&state_dir, config.trusted_settings())
+            .with_defaults(Config::default().trusted_settings()),
+    );
     let control = Arc::new(wire(
         facts,
         Read {

@@ -479,10 +479,7 @@ impl Approvals {
             // on first use). Settings that send secrets elsewhere than AWS or weaken the
             // approval are shown first and adopted only when the person says so: a program
             // that wiped the state and edited config.toml must not have them adopted unseen.
-            let risky = self
-                .trusted
-                .current()
-                .risky_against(&crate::config::Config::default().trusted_settings());
+            let risky = self.trusted.risky();
             if !risky.is_empty() && !accept_change {
                 return Response::error(
                     ErrorCode::Refused,

@@ -35,7 +35,7 @@ pub struct PrfAnswer {
 impl PrfAnswer {
     /// Reads the PRF outputs of an answer, taking the member webauthn-rs does not know out of
     /// it. A present but malformed output is an error (it must not silently become "none").
-    pub fn take(answer: &mut Value) -> Result<PrfAnswer, String> {
+    pub fn take(answer: &mut Value) -> Result<PrfAnswer, MalformedPrf> {
         let without_uv = match answer
             .as_object_mut()
             .and_then(|o| o.remove(credagent_proto::PRF_WITHOUT_UV))
@@ -46,12 +46,7 @@ impl PrfAnswer {
                 zeroize::Zeroize::zeroize(&mut text);
                 Some(decoded?)
             }
-            Some(_) => {
-                return Err(format!(
-                    "{} must be a base64url string",
-                    credagent_proto::PRF_WITHOUT_UV
-                ))
-            }
+            Some(_) => return Err(MalformedPrf::NotAString(credagent_proto::PRF_WITHOUT_UV)),
         };
         Ok(PrfAnswer {
             output: prf_output(answer)?,
@@ -60,11 +55,26 @@ impl PrfAnswer {
     }
 }
 
-fn decode_output(text: &str, what: &str) -> Result<PrfOutput, String> {
+/// A PRF output in an answer that is present but unusable: refused, never taken for "none".
+#[derive(Debug, thiserror::Error)]
+pub enum MalformedPrf {
+    #[error("{0} must be a base64url string")]
+    NotAString(&'static str),
+    #[error("{what} is not base64url: {source}")]
+    NotBase64 {
+        what: &'static str,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("{0}")]
+    Length(crate::vault::VaultError),
+}
+
+fn decode_output(text: &str, what: &'static str) -> Result<PrfOutput, MalformedPrf> {
     let mut bytes = URL_SAFE_NO_PAD
         .decode(text.trim_end_matches('='))
-        .map_err(|e| format!("{what} is not base64url: {e}"))?;
-    let out = PrfOutput::from_slice(&bytes).map_err(|e| e.to_string());
+        .map_err(|source| MalformedPrf::NotBase64 { what, source })?;
+    let out = PrfOutput::from_slice(&bytes).map_err(MalformedPrf::Length);
     zeroize::Zeroize::zeroize(&mut bytes);
     out
 }
@@ -137,7 +147,7 @@ fn client_results(answer: &Value) -> Option<&Value> {
 
 /// The PRF output an assertion answer carries, if any. A present but malformed one is an error
 /// (it must not silently become "no PRF").
-pub fn prf_output(answer: &Value) -> Result<Option<PrfOutput>, String> {
+pub fn prf_output(answer: &Value) -> Result<Option<PrfOutput>, MalformedPrf> {
     let Some(first) = client_results(answer)
         .and_then(|r| r.get("prf"))
         .and_then(|p| p.get("results"))
@@ -147,7 +157,7 @@ pub fn prf_output(answer: &Value) -> Result<Option<PrfOutput>, String> {
     };
     let text = first
         .as_str()
-        .ok_or("prf.results.first must be a base64url string")?;
+        .ok_or(MalformedPrf::NotAString("prf.results.first"))?;
     decode_output(text, "prf.results.first").map(Some)
 }
 

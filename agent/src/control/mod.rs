@@ -194,6 +194,14 @@ impl Control {
         (resp, false)
     }
 
+    /// The roles of `~/.aws/config` as the file is now (read again if it changed); the refusal
+    /// says what to fix.
+    fn fresh_profiles(&self) -> Result<(), Box<Response>> {
+        self.sessions
+            .reload_profiles(&self.aws_config)
+            .map_err(|e| Box::new(Response::error(ErrorCode::Profile, e.to_string())))
+    }
+
     /// Records a control-socket event in the audit.
     fn audit(&self, now: std::time::SystemTime, event: Event) {
         self.audit.record(now, event);

@@ -37,7 +37,7 @@ impl Control {
 
     async fn sessions_request(&self, req: Request, conn: &Conn, now: SystemTime) -> Response {
         match req {
-            Request::Roles => match self.sessions.reload_profiles(&self.aws_config) {
+            Request::Roles => match self.fresh_profiles() {
                 Ok(()) => Response::Roles {
                     roles: self.role_infos(now, false),
                     aws_config: self.aws_config.path().map(|p| p.display().to_string()),
@@ -104,7 +104,7 @@ impl Control {
         if let Err(e) = crate::approval::check_role_name(role) {
             return e.to_response();
         }
-        if let Err(r) = self.sessions.reload_profiles(&self.aws_config) {
+        if let Err(r) = self.fresh_profiles() {
             return *r;
         }
         if let Some(st) = self

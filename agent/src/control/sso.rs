@@ -118,7 +118,7 @@ impl Control {
 
     /// The login `name` names, from a fresh read of `~/.aws/config`.
     fn sso_login(&self, name: &str) -> Result<crate::profiles::SsoSource, Box<Response>> {
-        self.sessions.reload_profiles(&self.aws_config)?;
+        self.fresh_profiles()?;
         self.sessions
             .profiles()
             .sso_login(name)

@@ -70,7 +70,7 @@ impl Control {
             Request::Imds { role } => {
                 if let Some(r) = &role {
                     // Only a role that can open: the choice must not silently serve nothing.
-                    if let Err(resp) = self.sessions.reload_profiles(&self.aws_config) {
+                    if let Err(resp) = self.fresh_profiles() {
                         return *resp;
                     }
                     if let Err(e) = self.sessions.profiles().resolve(r) {

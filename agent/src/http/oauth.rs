@@ -194,7 +194,11 @@ impl BrowserPage for Callback {
             }
             Err(why) => {
                 self.audit(now, origin, Some("bad_state"));
-                page(StatusCode::BAD_REQUEST, "Sign-in not accepted", &why)
+                page(
+                    StatusCode::BAD_REQUEST,
+                    "Sign-in not accepted",
+                    &why.to_string(),
+                )
             }
         }
     }

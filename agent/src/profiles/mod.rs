@@ -187,6 +187,8 @@ pub struct RoleSummary {
 /// Errors reading or resolving profiles.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
+    #[error("no AWS config file: set HOME or AWS_CONFIG_FILE for the agent")]
+    NoFile,
     #[error("cannot read AWS config file {path}: {source}: fix the path or set AWS_CONFIG_FILE")]
     Read {
         path: PathBuf,
@@ -579,16 +581,16 @@ impl AwsConfigFile {
     }
 
     /// The profiles now in the file; the error says what to fix.
-    pub fn load(&self) -> Result<Profiles, String> {
+    pub fn load(&self) -> Result<Profiles, ProfileError> {
         let Some(path) = self.path.as_deref() else {
-            return Err("no AWS config file: set HOME or AWS_CONFIG_FILE for the agent".into());
+            return Err(ProfileError::NoFile);
         };
-        Profiles::load(Some(path)).map_err(|e| e.to_string())
+        Profiles::load(Some(path))
     }
 
     /// The profiles now in the file if it changed since the last successful parse (`None`:
     /// unchanged, the profiles in effect are current); the error says what to fix.
-    pub fn load_if_changed(&self) -> Result<Option<Profiles>, String> {
+    pub fn load_if_changed(&self) -> Result<Option<Profiles>, ProfileError> {
         let stamp = self.path.as_deref().and_then(|p| FileStamp::of(p).ok());
         let mut parsed = crate::util::LockExt::locked(&self.parsed);
         if stamp.is_some() && *parsed == stamp {

@@ -323,19 +323,12 @@ impl Sessions {
         *self.inner.profiles.write_locked() = Arc::new(profiles);
     }
 
-    /// Re-reads `file` if it changed, so edits take effect without a restart; the error is the
-    /// reply.
+    /// Re-reads `file` if it changed, so edits take effect without a restart.
     pub fn reload_profiles(
         &self,
         file: &crate::profiles::AwsConfigFile,
-    ) -> Result<(), Box<credagent_proto::Response>> {
-        let changed = file.load_if_changed().map_err(|message| {
-            Box::new(credagent_proto::Response::error(
-                credagent_proto::ErrorCode::Profile,
-                message,
-            ))
-        })?;
-        if let Some(profiles) = changed {
+    ) -> Result<(), crate::profiles::ProfileError> {
+        if let Some(profiles) = file.load_if_changed()? {
             self.set_profiles(profiles);
         }
         Ok(())

@@ -34,13 +34,12 @@ impl SsoSettings {
     pub fn resolve(
         config_oidc: Option<&str>,
         config_portal: Option<&str>,
-    ) -> Result<SsoSettings, String> {
-        let pick = |config: Option<&str>, what: &str| -> Result<_, String> {
-            let value = config.map(str::to_owned).filter(|v| !v.trim().is_empty());
-            if let Some(url) = &value {
-                crate::sts::check_endpoint(url)
-                    .map_err(|why| format!("IAM Identity Center {what} endpoint {url}: {why}"))?;
-            }
+    ) -> Result<SsoSettings, crate::endpoint_url::EndpointError> {
+        let pick = |config: Option<&str>, what: &str| {
+            let value = crate::endpoint_url::checked(
+                &format!("IAM Identity Center {what} endpoint"),
+                config,
+            )?;
             Ok(value.map(|v| v.trim_end_matches('/').to_owned()))
         };
         Ok(SsoSettings {
@@ -499,6 +498,6 @@ mod tests {
         assert_eq!(s.oidc_base("x"), "http://127.0.0.1:9000");
         assert_eq!(s.portal_endpoint.as_deref(), Some("http://127.0.0.1:9001"));
         let err = SsoSettings::resolve(Some("http://example.com"), None).unwrap_err();
-        assert!(err.contains("use https"), "{err}");
+        assert!(err.to_string().contains("use https"), "{err}");
     }
 }

@@ -557,16 +557,18 @@ impl Logins {
 
     /// The browser came back to `/oauth/callback` with `state` and `code`. The state is
     /// single-use: a replayed or forged callback finds nothing.
-    pub async fn callback(&self, state: &str, code: &str, now: SystemTime) -> Result<(), String> {
+    pub async fn callback(
+        &self,
+        state: &str,
+        code: &str,
+        now: SystemTime,
+    ) -> Result<(), CallbackError> {
         let Some(cb) = self.callbacks.locked().remove(state) else {
-            return Err(
-                "this sign-in link is unknown or was already used: run `credctl login` again"
-                    .into(),
-            );
+            return Err(CallbackError::Unknown);
         };
         if cb.expires_at < now {
             self.fail(&cb.login, "the browser sign-in took too long");
-            return Err("this sign-in expired: run `credctl login` again".into());
+            return Err(CallbackError::Expired);
         }
         let grant = Grant::AuthorizationCode {
             code: SecretString::from(code),
@@ -583,9 +585,9 @@ impl Logins {
                 Ok(())
             }
             Err(e) => {
-                let why = e.for_login(&cb.login).to_string();
-                self.fail(&cb.login, &why);
-                Err(why)
+                let e = e.for_login(&cb.login);
+                self.fail(&cb.login, &e.to_string());
+                Err(CallbackError::Refused(e))
             }
         }
     }
@@ -906,14 +908,12 @@ impl Logins {
         key: &str,
         registration: &Registration,
         refresh: &SecretString,
-    ) -> Result<(), String> {
+    ) -> Result<(), SealError> {
         let Some(public) = self.vault.proven_public() else {
             return Err(if self.vault.exists() {
-                "no touch has proven the vault since the agent started (a vault.json replaced \
-                 behind its back must receive nothing): it is sealed at your next touch"
-                    .into()
+                SealError::NotProven
             } else {
-                "no vault yet (register a key with hmac-secret)".into()
+                SealError::NoVault
             });
         };
         let plain = zeroize::Zeroizing::new(
@@ -923,23 +923,56 @@ impl Logins {
                 client_expires_at: unix_secs(registration.expires_at),
                 refresh_token: refresh.expose_secret().to_owned(),
             })
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| SealError::Encode(e.to_string()))?,
         );
-        let sealed = crate::vault::seal(&public, &label(key), &plain).map_err(|e| e.to_string())?;
+        let sealed = crate::vault::seal(&public, &label(key), &plain)
+            .map_err(|e| SealError::Encode(e.to_string()))?;
         let text = serde_json::to_string(&LoginFile {
             version: 1,
             sealed: sealed.encode(),
         })
-        .map_err(|e| e.to_string())?;
-        crate::util::create_private_dir(&self.dir).map_err(|e| e.to_string())?;
-        crate::util::write_atomic(&self.file(key), text.as_bytes(), 0o600)
-            .map_err(|e| e.to_string())
+        .map_err(|e| SealError::Encode(e.to_string()))?;
+        let path = self.file(key);
+        crate::util::create_private_dir(&self.dir)
+            .and_then(|()| crate::util::write_atomic(&path, text.as_bytes(), 0o600))
+            .map_err(|source| SealError::Write { path, source })
     }
 
     fn forget(&self, key: &str) {
         self.logins.locked().remove(key);
         let _ = std::fs::remove_file(self.file(key));
     }
+}
+
+/// Why the browser's return to `/oauth/callback` was not taken, as its page says.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("this sign-in link is unknown or was already used: run `credctl login` again")]
+    Unknown,
+    #[error("this sign-in expired: run `credctl login` again")]
+    Expired,
+    #[error("{0}")]
+    Refused(SsoError),
+}
+
+/// Why a login's refresh token stays in memory only.
+#[derive(Debug, thiserror::Error)]
+enum SealError {
+    #[error(
+        "no touch has proven the vault since the agent started (a vault.json replaced behind \
+         its back must receive nothing): it is sealed at your next touch"
+    )]
+    NotProven,
+    #[error("no vault yet (register a key with hmac-secret)")]
+    NoVault,
+    #[error("cannot seal the login: {0}")]
+    Encode(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn random_error(e: getrandom::Error) -> SsoError {

@@ -88,15 +88,13 @@ impl StsSettings {
         config_endpoint: Option<&str>,
         config_region: Option<&str>,
         env: EnvLookup<'_>,
-    ) -> Result<StsSettings, String> {
+    ) -> Result<StsSettings, crate::endpoint_url::EndpointError> {
         let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-        let (endpoint, endpoint_source) = match non_empty(config_endpoint.map(str::to_owned)) {
-            Some(e) => (Some(e), Some("sts_endpoint in config.toml")),
-            None => (None, None),
-        };
-        if let (Some(e), Some(from)) = (&endpoint, endpoint_source) {
-            check_endpoint(e).map_err(|why| format!("STS endpoint {e} ({from}): {why}"))?;
-        }
+        let endpoint = crate::endpoint_url::checked(
+            "STS endpoint (sts_endpoint in config.toml)",
+            config_endpoint,
+        )?;
+        let endpoint_source = endpoint.as_ref().map(|_| "sts_endpoint in config.toml");
         let default_region = non_empty(config_region.map(str::to_owned))
             .or_else(|| non_empty(env("AWS_REGION")))
             .or_else(|| non_empty(env("AWS_DEFAULT_REGION")))
@@ -108,34 +106,6 @@ impl StsSettings {
             connect_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_secs(10),
         })
-    }
-}
-
-/// Whether `url` may receive the user's source keys and MFA codes: https anywhere, plain http
-/// only on this machine (a local STS for tests).
-pub fn check_endpoint(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Ok(());
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err("it must be an https:// URL (or http:// on a loopback address)".into());
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit('@').next().unwrap_or("");
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host_port.split(':').next().unwrap_or(""),
-    };
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback {
-        Ok(())
-    } else {
-        Err(format!(
-            "plain http to {host} would send signed requests and MFA codes in clear: use https"
-        ))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::profiles::Hop;
 use crate::sources::SourceCredentials;
 
 mod aws;
-pub use aws::{check_endpoint, error_chain, AwsSts, StsSettings};
+pub use aws::{error_chain, AwsSts, StsSettings};
 
 /// Short-lived credentials returned by STS.
 #[derive(Clone)]
@@ -473,32 +473,10 @@ mod tests {
         let s = StsSettings::resolve(None, None, &generic).unwrap();
         assert_eq!((s.endpoint, s.default_region.as_str()), (None, "us-east-1"));
         // Plain http to another host is refused.
-        let err = StsSettings::resolve(Some("http://env-sts"), None, &env).unwrap_err();
+        let err = StsSettings::resolve(Some("http://env-sts"), None, &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("env-sts") && err.contains("https"), "{err}");
-    }
-
-    #[test]
-    fn endpoints_are_https_or_loopback() {
-        use super::aws::check_endpoint;
-        for ok in [
-            "https://sts.example.com",
-            "http://127.0.0.1:5000",
-            "http://127.1.2.3",
-            "http://[::1]:80/x",
-            "http://LOCALHOST:1",
-        ] {
-            assert!(check_endpoint(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "http://10.0.0.1",
-            "http://example.com",
-            "http://127.0.0.1.evil.com",
-            "http://localhost.evil.com",
-            "ftp://127.0.0.1",
-            "127.0.0.1:5000",
-        ] {
-            assert!(check_endpoint(bad).is_err(), "{bad}");
-        }
     }
 
     struct Flaky {

@@ -235,6 +235,9 @@ pub struct Trusted {
     /// Sources stored by `source add` (with the person's touch) since the last touch: the key
     /// each now holds, folded into the record by the next touch.
     added: std::sync::Mutex<BTreeMap<String, String>>,
+    /// The settings of an empty config.toml, against which [`Trusted::risky`] tells what a
+    /// first touch would adopt only when told.
+    defaults: Settings,
 }
 
 impl Trusted {
@@ -245,7 +248,20 @@ impl Trusted {
             current: std::sync::RwLock::new(current),
             confirmed: AtomicBool::new(false),
             added: std::sync::Mutex::new(BTreeMap::new()),
+            defaults: Settings::new(),
         }
+    }
+
+    /// The settings of an empty config.toml (what [`Trusted::risky`] compares with).
+    pub fn with_defaults(mut self, defaults: Settings) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// The settings in force that send secrets elsewhere than AWS or weaken the approval,
+    /// against the defaults (see [`Settings::risky_against`]).
+    pub fn risky(&self) -> Vec<String> {
+        self.current().risky_against(&self.defaults)
     }
 
     /// The settings this agent runs with.

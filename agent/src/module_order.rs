@@ -1,0 +1,222 @@
+//! The agent's modules in the order they may import each other, checked against the source:
+//! each module's `crate::` paths (comments and tests left out) must name only modules it is
+//! allowed, and each of those must come earlier in the list, so no import runs back up and no
+//! circle can form. ARCHITECTURE.md describes this order; a new arrow is added here, on purpose.
+
+#![cfg(test)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Lowest first: a module may import only modules above it in this list.
+const ORDER: &[(&str, &[&str])] = &[
+    ("util", &[]),
+    ("paths", &[]),
+    ("cli", &[]),
+    ("harden", &[]),
+    ("systemd", &[]),
+    ("daemon", &["util"]),
+    ("logging", &["util"]),
+    ("endpoint_url", &[]),
+    ("generation", &["util"]),
+    ("vault", &["util"]),
+    ("lock_signals", &["util"]),
+    ("listeners", &["util"]),
+    ("tokens", &["generation", "util"]),
+    ("audit", &["tokens", "util"]),
+    ("sources", &["util", "vault"]),
+    ("profiles", &["sources", "util"]),
+    ("trust", &["profiles", "util", "vault"]),
+    ("sts", &["endpoint_url", "profiles", "sources", "util"]),
+    ("approval", &["audit", "trust", "util", "vault"]),
+    ("notify", &["approval"]),
+    (
+        "sso",
+        &["endpoint_url", "profiles", "sts", "trust", "util", "vault"],
+    ),
+    (
+        "sessions",
+        &["generation", "profiles", "sources", "sso", "sts", "util"],
+    ),
+    (
+        "http",
+        &[
+            "approval",
+            "audit",
+            "generation",
+            "harden",
+            "sessions",
+            "sso",
+            "sts",
+            "tokens",
+            "util",
+        ],
+    ),
+    ("console", &["audit", "http", "sts", "util"]),
+    (
+        "config",
+        &[
+            "approval",
+            "endpoint_url",
+            "lock_signals",
+            "sessions",
+            "sources",
+            "trust",
+        ],
+    ),
+    (
+        "preflight",
+        &["approval", "audit", "config", "paths", "sources", "util"],
+    ),
+    ("state", &[]),
+    (
+        "reload",
+        &[
+            "approval",
+            "config",
+            "console",
+            "endpoint_url",
+            "lock_signals",
+            "sessions",
+            "sources",
+            "sso",
+            "state",
+            "sts",
+            "trust",
+            "util",
+        ],
+    ),
+    (
+        "control",
+        &[
+            "approval", "audit", "console", "http", "profiles", "reload", "sessions", "sources",
+            "sso", "state", "tokens", "util",
+        ],
+    ),
+    (
+        "server",
+        &[
+            "approval",
+            "audit",
+            "cli",
+            "config",
+            "console",
+            "control",
+            "daemon",
+            "harden",
+            "http",
+            "listeners",
+            "lock_signals",
+            "logging",
+            "notify",
+            "paths",
+            "preflight",
+            "profiles",
+            "reload",
+            "sessions",
+            "sources",
+            "sso",
+            "state",
+            "sts",
+            "systemd",
+            "tokens",
+            "trust",
+            "util",
+        ],
+    ),
+];
+
+/// Every `crate::NAME` a module's files use outside comments and tests.
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if !name.ends_with(".rs") || name == "tests.rs" || name.ends_with("_tests.rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(&src).unwrap();
+            let top = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_str()
+                .unwrap()
+                .trim_end_matches(".rs")
+                .to_owned();
+            if ["lib", "main", "module_order"].contains(&top.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // A file's unit tests sit at its end.
+            let code = text
+                .find("#[cfg(test)]\nmod tests")
+                .or_else(|| text.find("#[cfg(test)]\n#[allow"))
+                .map_or(text.as_str(), |i| &text[..i]);
+            let used = out.entry(top.clone()).or_default();
+            for line in code.lines() {
+                let line = line.split("//").next().unwrap_or("");
+                let mut rest = line;
+                while let Some(i) = rest.find("crate::") {
+                    rest = &rest[i + "crate::".len()..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if !name.is_empty() && name != top {
+                        used.insert(name);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_order_itself_runs_one_way() {
+    let mut seen = BTreeSet::new();
+    for (module, allowed) in ORDER {
+        for a in *allowed {
+            assert!(
+                seen.contains(a),
+                "{module} may import {a}, which is not listed before it"
+            );
+        }
+        assert!(seen.insert(*module), "{module} is listed twice");
+    }
+}
+
+#[test]
+fn every_module_imports_only_what_the_order_allows() {
+    let order: BTreeMap<&str, &[&str]> = ORDER.iter().copied().collect();
+    let found = imports();
+    assert!(found.len() > 20, "the source tree was read: {found:?}");
+    for (module, used) in &found {
+        let Some(allowed) = order.get(module.as_str()) else {
+            panic!("module {module} is not in ORDER: place it where it belongs");
+        };
+        for u in used {
+            assert!(
+                allowed.contains(&u.as_str()),
+                "{module} imports crate::{u}, which ORDER does not allow it: move the item \
+                 down, or add the arrow to ORDER (and ARCHITECTURE.md) if it is meant"
+            );
+        }
+    }
+    for (module, _) in ORDER {
+        assert!(
+            found.contains_key(*module),
+            "ORDER names {module}, which is gone"
+        );
+    }
+}
