@@ -1,5 +1,6 @@
-//! credctl: the command-line client of credagent. A thin, synchronous shell over the control
-//! protocol; the prose of every error lives here, the codes come from the agent.
+//! credctl: the command-line client of credagent. A synchronous shell over the control
+//! protocol; the agent's refusals arrive as a code and a message, which credctl prints (adding
+//! what only it knows, such as the command to run next) and maps to its exit status.
 
 pub mod agent;
 pub mod authenticator;

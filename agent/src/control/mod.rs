@@ -39,7 +39,8 @@ pub use hello::hello;
 /// cap on live tokens instead.
 const MAX_CONNECTIONS: usize = 64;
 
-/// What the control requests reach: each part the agent wired, and nothing that owns them all.
+/// What the control requests reach: every part the agent wired, shared with the tasks that use
+/// them (the endpoint, the refreshers, the lock watchers); the agent-wide `lock()` is here.
 pub struct Control {
     pub facts: AgentState,
     pub approvals: Arc<Approvals>,

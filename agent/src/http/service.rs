@@ -50,7 +50,7 @@ impl ConnState {
 
 /// One connection's HTTP service. Every route but the approval page is answered synchronously
 /// from memory (a ready future, no task state per request); the approval page reads a body and
-/// waits on the gate, so it gets a boxed future.
+/// waits for the touch it answers, so it gets a boxed future.
 pub struct ConnService {
     ep: Arc<Endpoint>,
     state: Arc<ConnState>,

@@ -1,5 +1,5 @@
 //! The vault: the cryptography that makes the touch a key and not only a policy
-//! (DESIGN.md "Sealed sources").
+//! (README, "Sealed sources"; SECURITY.md for what it stops).
 //!
 //! - One **vault key pair** per user, X25519. The public half is stored in clear; sealing a
 //!   source secret needs only it, so `source add` needs no touch.
