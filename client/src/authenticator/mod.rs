@@ -1,7 +1,7 @@
 //! Authenticators `credctl` can drive to answer the agent's WebAuthn challenges.
 
 #[cfg(any(feature = "usb", feature = "soft-authenticator"))]
-pub mod ctap;
+pub use credagent_ctap as ctap;
 
 #[cfg(feature = "soft-authenticator")]
 pub mod soft;

@@ -5,24 +5,24 @@
 //! device exercise the protocol the USB path uses.
 
 // The device half of these codecs (decoding requests, encoding answers) serves the soft device.
-#[cfg_attr(not(feature = "soft-authenticator"), allow(dead_code))]
+#[cfg_attr(not(feature = "soft-device"), allow(dead_code))]
 mod auth_data;
 mod cbor;
 mod client;
-#[cfg_attr(not(feature = "soft-authenticator"), allow(dead_code))]
+#[cfg_attr(not(feature = "soft-device"), allow(dead_code))]
 mod commands;
-#[cfg_attr(not(feature = "soft-authenticator"), allow(dead_code))]
+#[cfg_attr(not(feature = "soft-device"), allow(dead_code))]
 mod error;
 mod hmac_secret;
-#[cfg_attr(not(feature = "soft-authenticator"), allow(dead_code))]
+#[cfg_attr(not(feature = "soft-device"), allow(dead_code))]
 mod pin_uv;
 pub mod prf;
-#[cfg(feature = "soft-authenticator")]
+#[cfg(feature = "soft-device")]
 pub mod soft_device;
 
 #[cfg(test)]
 mod kat_tests;
-#[cfg(all(test, feature = "soft-authenticator"))]
+#[cfg(all(test, feature = "soft-device"))]
 mod pin_flow_tests;
 
 pub use client::{CtapClient, PinCallback};
