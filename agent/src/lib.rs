@@ -27,6 +27,7 @@ pub mod notify;
 pub mod paths;
 pub mod preflight;
 pub mod profiles;
+pub mod refusal;
 pub mod reload;
 pub mod server;
 pub mod sessions;

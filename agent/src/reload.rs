@@ -13,17 +13,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
-use credagent_proto::{ErrorCode, Response};
-
-use crate::approval::{Approvals, PreparedPolicy, Reconfiguration, Requester};
+use crate::approval::{Approvals, PreparedPolicy, Reconfiguration, Requester, TouchOutcome};
 use crate::config::Config;
 use crate::console::Consoles;
 use crate::lock_signals::LockWatch;
+use crate::refusal::{Code, Refusal};
 use crate::sessions::{SessionConfig, Sessions};
 use crate::sso::{Logins, SsoApi};
 use crate::sts::{AwsSts, Retrying, StsApi, StsSettings};
 use crate::trust::{Settings, Trusted};
 use crate::util::{LockExt, RwLockExt};
+
+/// How a reload went.
+pub enum Reloaded {
+    /// Nothing a touch vouches for changed: applied at once. `restart` names what applies only
+    /// at the next start.
+    Applied { restart: Vec<String> },
+    /// The touch that applies it (a challenge), or how it ended.
+    Touch(TouchOutcome),
+}
 
 /// What one reading of `config.toml` builds: the clients its endpoints name, the session
 /// timing, and the settings a touch vouches for. Built the same way at start and at a reload.
@@ -202,38 +210,29 @@ impl Live {
     /// `credctl reload` from `who`: reads the file, builds everything it names (nothing in
     /// force changes if any of it fails), and puts it in force, after a touch when a setting a
     /// touch vouches for changed.
-    pub async fn reload(self: &Arc<Self>, who: &Requester, now: SystemTime) -> Response {
+    pub async fn reload(
+        self: &Arc<Self>,
+        who: &Requester,
+        now: SystemTime,
+    ) -> Result<Reloaded, Refusal> {
         let Some(path) = &self.path else {
-            return Response::error(
-                ErrorCode::BadRequest,
+            return Err(Refusal::new(
+                Code::BadRequest,
                 "this agent has no configuration file to read (no HOME or XDG_CONFIG_HOME when \
                  it started): restart it with --config FILE",
-            );
+            ));
         };
         let unchanged = "; nothing changed: the agent runs with the settings it had";
-        let (config, digest) = match Config::load_seen(path, self.required) {
-            Ok(read) => read,
-            Err(e) => return Response::error(ErrorCode::BadRequest, format!("{e}{unchanged}")),
-        };
+        let bad =
+            |e: &dyn std::fmt::Display| Refusal::new(Code::BadRequest, format!("{e}{unchanged}"));
+        let (config, digest) = Config::load_seen(path, self.required).map_err(|e| bad(&e))?;
         let restart = self.restart_only(&config);
-        let built = match Built::new(config, &*self.env) {
-            Ok(b) => b,
-            Err(e) => {
-                return Response::error(
-                    ErrorCode::BadRequest,
-                    format!("{}: {e}{unchanged}", path.display()),
-                )
-            }
-        };
-        let policy = match self.approvals.prepare_policy(&built.config.approval, now) {
-            Ok(p) => p,
-            Err(e) => {
-                return Response::error(
-                    ErrorCode::BadRequest,
-                    format!("{}: {e}{unchanged}", path.display()),
-                )
-            }
-        };
+        let built =
+            Built::new(config, &*self.env).map_err(|e| bad(&format!("{}: {e}", path.display())))?;
+        let policy = self
+            .approvals
+            .prepare_policy(&built.config.approval, now)
+            .map_err(|e| bad(&format!("{}: {e}", path.display())))?;
         let candidate = Arc::new(Candidate {
             live: Arc::downgrade(self),
             built,
@@ -245,9 +244,11 @@ impl Live {
             // Nothing a touch vouches for changed (a comment, the order of keys, or only what
             // applies at the next start).
             candidate.apply();
-            return Response::Reloaded { restart };
+            return Ok(Reloaded::Applied { restart });
         }
-        self.approvals.reload_start(candidate, who, now).await
+        Ok(Reloaded::Touch(
+            self.approvals.reload_start(candidate, who, now).await,
+        ))
     }
 
     /// What differs in `config` from the agent's start but applies only at the next one.

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use credagent_proto::TokenInfo;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -225,12 +224,12 @@ impl Tokens {
     }
 
     /// The live tokens, oldest first, without their secrets.
-    pub fn list(&self) -> Vec<TokenInfo> {
-        let mut out: Vec<TokenInfo> = self
+    pub fn list(&self) -> Vec<TokenView> {
+        let mut out: Vec<TokenView> = self
             .entries
             .read()
             .iter()
-            .map(|(id, e)| TokenInfo {
+            .map(|(id, e)| TokenView {
                 id: id.to_string(),
                 kind: e.purpose.clone(),
                 role: e.binding.role().map(|r| r.to_string()),
@@ -241,6 +240,21 @@ impl Tokens {
         out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
         out
     }
+}
+
+/// A live token as `credctl token list` shows it: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenView {
+    /// The public id (16 hex digits), as in audit lines.
+    pub id: String,
+    /// "shell", "exec", "env" or "role".
+    pub kind: String,
+    /// The role it is bound to, or the shell's current role.
+    pub role: Option<String>,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds of the last credential request made with it (`None`: never used).
+    pub last_used: Option<u64>,
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use credagent_proto::{ErrorCode, Response, Secret};
+use secrecy::SecretString as Secret;
+
+use super::TouchOutcome;
+use crate::refusal::Code;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -187,7 +190,7 @@ pub enum Begin {
     /// This caller leads: the ceremony id and the options for its authenticator.
     Lead(CeremonyId, serde_json::Value),
     /// A ceremony for the role is under way: wait on this for its outcome.
-    Follow(watch::Receiver<Option<Response>>),
+    Follow(watch::Receiver<Option<TouchOutcome>>),
 }
 
 /// What the approval page shows for an unanswered ceremony.
@@ -232,7 +235,7 @@ struct Entry<S> {
     /// SHA-256 of the secret the first page load of this ceremony was given (a cookie): only
     /// that page may load it again or answer it.
     page: Option<[u8; 32]>,
-    tx: watch::Sender<Option<Response>>,
+    tx: watch::Sender<Option<TouchOutcome>>,
 }
 
 impl<S> Entry<S> {
@@ -298,7 +301,7 @@ struct Recent {
     leader: u64,
     /// Kept until then: the longest the ceremony itself could have lasted.
     until: SystemTime,
-    outcome: Response,
+    outcome: TouchOutcome,
 }
 
 /// How many ended ceremonies' outcomes are kept.
@@ -314,9 +317,9 @@ pub(crate) fn bound(kind: &Kind) -> bool {
 }
 
 /// The outcome of a ceremony whose page a second program opened or answered.
-fn page_taken() -> Response {
-    Response::error(
-        ErrorCode::Refused,
+fn page_taken() -> TouchOutcome {
+    TouchOutcome::refused(
+        Code::Refused,
         "the approval page was opened or answered by a second program, not only by the page \
          credctl opened: the approval was cancelled and nothing was approved. If you did not \
          open the page twice yourself, a program on this machine read its address; check your \
@@ -326,9 +329,9 @@ fn page_taken() -> Response {
 
 /// The outcome of a key registration whose page was loaded without the page session of the
 /// touch that authorized it.
-fn registration_outside_session() -> Response {
-    Response::error(
-        ErrorCode::Refused,
+fn registration_outside_session() -> TouchOutcome {
+    TouchOutcome::refused(
+        Code::Refused,
         "a new key's registration page was opened outside the browser session of the touch \
          that allowed it, so it was cancelled and nothing was registered: in the browser, add a \
          key with `credctl key add NAME --browser` (the allowing touch and the new key's \
@@ -338,9 +341,9 @@ fn registration_outside_session() -> Response {
     )
 }
 
-fn timed_out() -> Response {
-    Response::error(
-        ErrorCode::ApprovalFailed,
+fn timed_out() -> TouchOutcome {
+    TouchOutcome::refused(
+        Code::ApprovalFailed,
         "nobody touched a security key in time: run the command again",
     )
 }
@@ -434,7 +437,7 @@ impl<S> Ceremonies<S> {
         &mut self,
         purpose: impl Into<Purpose>,
         now: SystemTime,
-    ) -> Option<watch::Receiver<Option<Response>>> {
+    ) -> Option<watch::Receiver<Option<TouchOutcome>>> {
         self.prune(now);
         let id = self.by_role.get(&purpose.into())?;
         self.entries.get(id).map(|e| e.tx.subscribe())
@@ -526,7 +529,7 @@ impl<S> Ceremonies<S> {
         &mut self,
         id: CeremonyId,
         conn: u64,
-    ) -> Option<watch::Receiver<Option<Response>>> {
+    ) -> Option<watch::Receiver<Option<TouchOutcome>>> {
         if let Some(e) = self.entries.get_mut(&id) {
             if bound(&e.kind) && conn != e.leader {
                 return None;
@@ -543,7 +546,7 @@ impl<S> Ceremonies<S> {
     }
 
     /// Ends ceremony `id` with `outcome` for everyone waiting on it.
-    pub(crate) fn finish(&mut self, id: CeremonyId, outcome: Response) {
+    pub(crate) fn finish(&mut self, id: CeremonyId, outcome: TouchOutcome) {
         if let Some(e) = self.entries.remove(&id) {
             if let Kind::Approve(purpose) = &e.kind {
                 if self.by_role.get(purpose) == Some(&id) {
@@ -664,8 +667,8 @@ impl<S> Ceremonies<S> {
         for id in ids {
             self.finish(
                 id,
-                Response::error(
-                    ErrorCode::ApprovalFailed,
+                TouchOutcome::refused(
+                    Code::ApprovalFailed,
                     format!("{ABANDONED}: run the command again"),
                 ),
             );
@@ -676,7 +679,7 @@ impl<S> Ceremonies<S> {
     pub(crate) fn abandon_all(&mut self, why: &str) {
         let ids: Vec<CeremonyId> = self.entries.keys().copied().collect();
         for id in ids {
-            self.finish(id, Response::error(ErrorCode::ApprovalFailed, why));
+            self.finish(id, TouchOutcome::refused(Code::ApprovalFailed, why));
         }
     }
 
@@ -687,14 +690,14 @@ impl<S> Ceremonies<S> {
 }
 
 /// Waits for a ceremony's outcome, for at most `OUTCOME_WAIT`.
-pub async fn wait(mut rx: watch::Receiver<Option<Response>>) -> Response {
+pub async fn wait(mut rx: watch::Receiver<Option<TouchOutcome>>) -> TouchOutcome {
     let got = tokio::time::timeout(OUTCOME_WAIT, rx.wait_for(|v| v.is_some())).await;
     match got {
         Ok(Ok(v)) => v
             .clone()
-            .unwrap_or_else(|| Response::error(ErrorCode::Internal, "no outcome")),
-        Ok(Err(_)) => Response::error(
-            ErrorCode::ApprovalFailed,
+            .unwrap_or_else(|| TouchOutcome::refused(Code::Internal, "no outcome")),
+        Ok(Err(_)) => TouchOutcome::refused(
+            Code::ApprovalFailed,
             "the approval was abandoned: run the command again",
         ),
         Err(_) => timed_out(),
@@ -749,13 +752,11 @@ mod tests {
         }
     }
 
-    fn opened() -> Response {
-        Response::Opened {
+    fn opened() -> TouchOutcome {
+        TouchOutcome::Opened(crate::approval::Opened {
             role: "prod".into(),
             expires_at: 7,
-            region: None,
-            account_id: None,
-        }
+        })
     }
 
     #[test]
@@ -896,10 +897,10 @@ mod tests {
         c.abandon_conn(1);
         assert!(matches!(
             wait(rx).await,
-            Response::Error {
-                code: ErrorCode::ApprovalFailed,
+            TouchOutcome::Refused(crate::refusal::Refusal {
+                code: Code::ApprovalFailed,
                 ..
-            }
+            })
         ));
 
         // The browser flow: the leader awaits its own ceremony; another client may await too.
@@ -908,9 +909,9 @@ mod tests {
             .unwrap();
         let rx = c.subscribe(b, 1).unwrap();
         let rx3 = c.subscribe(b, 3).unwrap();
-        c.finish(b, Response::Ok);
-        assert_eq!(wait(rx).await, Response::Ok);
-        assert_eq!(wait(rx3).await, Response::Ok);
+        c.finish(b, TouchOutcome::Done);
+        assert_eq!(wait(rx).await, TouchOutcome::Done);
+        assert_eq!(wait(rx3).await, TouchOutcome::Done);
         let d = c
             .insert(t0(), approve("dev"), (), serde_json::Value::Null, lead(1))
             .unwrap();
@@ -931,10 +932,10 @@ mod tests {
         drop(rx);
         assert!(matches!(
             wait(rx5).await,
-            Response::Error {
-                code: ErrorCode::ApprovalFailed,
+            TouchOutcome::Refused(crate::refusal::Refusal {
+                code: Code::ApprovalFailed,
                 ..
-            }
+            })
         ));
     }
 
@@ -975,7 +976,7 @@ mod tests {
         let PageLoad::Bound(secret) = c.load_page(first, None, true).unwrap() else {
             panic!("the first load binds");
         };
-        c.finish(first, Response::Ok);
+        c.finish(first, TouchOutcome::Done);
         // The registration step: same leader, so the same page session.
         let next = c
             .insert(

@@ -1,7 +1,7 @@
 //! The approval error type: one variant per outcome a user or script must tell apart,
 //! each with a stable `code()` and a message that says what to do next.
 
-use credagent_proto::{ErrorCode, Response};
+use crate::refusal::{Code, Refusal};
 use std::path::PathBuf;
 
 /// Everything that can go wrong while registering keys or approving a role.
@@ -259,10 +259,10 @@ impl ApprovalError {
         }
     }
 
-    /// The wire code the client turns into an exit status and advice.
-    pub fn error_code(&self) -> ErrorCode {
+    /// The kind of refusal the client turns into an exit status and advice.
+    pub fn refusal_code(&self) -> Code {
         match self {
-            Self::NoKeys => ErrorCode::NoKeys,
+            Self::NoKeys => Code::NoKeys,
             Self::SoftwareAuthenticatorRefused { .. }
             | Self::AttestationUntrusted { .. }
             | Self::NoEligibleKeys { .. }
@@ -272,19 +272,19 @@ impl ApprovalError {
             | Self::WrapNeedsUserVerification { .. }
             | Self::WrapNeedsMove { .. }
             | Self::VaultMissing { .. }
-            | Self::KeyNotSealed { .. } => ErrorCode::Policy,
-            Self::KeyExists { .. } | Self::CredentialExists { .. } => ErrorCode::Exists,
-            Self::UnknownKey { .. } => ErrorCode::NotFound,
+            | Self::KeyNotSealed { .. } => Code::Policy,
+            Self::KeyExists { .. } | Self::CredentialExists { .. } => Code::Exists,
+            Self::UnknownKey { .. } => Code::NotFound,
             Self::LastKey { .. }
             | Self::NotAuthorized { .. }
             | Self::KeyChangePending { .. }
             | Self::Busy { .. }
-            | Self::PageTaken => ErrorCode::Refused,
-            Self::InvalidName { .. } => ErrorCode::BadRequest,
+            | Self::PageTaken => Code::Refused,
+            Self::InvalidName { .. } => Code::BadRequest,
             Self::StateCorrupt { .. }
             | Self::StateInsecure { .. }
             | Self::Io { .. }
-            | Self::Internal { .. } => ErrorCode::Internal,
+            | Self::Internal { .. } => Code::Internal,
             Self::UnknownCeremony
             | Self::ChallengeExpired
             | Self::RoleMismatch { .. }
@@ -293,14 +293,19 @@ impl ApprovalError {
             | Self::CounterRegression { .. }
             | Self::RegistrationInvalid { .. }
             | Self::VaultUnwrap { .. }
-            | Self::TooManyCeremonies => ErrorCode::ApprovalFailed,
-            Self::Vault { .. } => ErrorCode::Internal,
+            | Self::TooManyCeremonies => Code::ApprovalFailed,
+            Self::Vault { .. } => Code::Internal,
         }
     }
 
-    /// This error as a control-protocol reply.
-    pub fn to_response(&self) -> Response {
-        Response::error(self.error_code(), self.to_string())
+    /// This error as a refusal.
+    pub fn refusal(&self) -> Refusal {
+        Refusal::new(self.refusal_code(), self.to_string())
+    }
+
+    /// This error as the outcome of a touch.
+    pub fn outcome(&self) -> super::TouchOutcome {
+        super::TouchOutcome::Refused(self.refusal())
     }
 
     pub(crate) fn io(

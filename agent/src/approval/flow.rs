@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use credagent_proto::{ChallengeStep, ErrorCode, KeyInfo as WireKeyInfo, Response, Secret};
+use secrecy::SecretString as Secret;
+
+use super::{Challenge, ChallengeStep, Opened, TouchOutcome};
+use crate::refusal::Code;
 use secrecy::SecretString;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
@@ -21,13 +24,13 @@ use crate::trust::{Change, Trusted, Verdict};
 /// module must not depend on).
 #[async_trait::async_trait]
 pub trait SessionOpener: Send + Sync {
-    /// Opens the session `approval` approved; the reply is `Opened` or an error.
+    /// Opens the session `approval` approved.
     async fn open_approved(
         &self,
         approval: Approval,
         mfa_code: Option<SecretString>,
         now: SystemTime,
-    ) -> Response;
+    ) -> Result<Opened, crate::refusal::Refusal>;
 }
 
 /// Who asks for a ceremony: the control connection (0 for none) and a description of the
@@ -93,6 +96,18 @@ pub struct Approvals {
     reload: std::sync::Mutex<Option<Arc<dyn Reconfiguration>>>,
 }
 
+/// A touch the agent is asking for right now, for `status` and for a client about to wait
+/// behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InProgress {
+    /// What the touch is for, in words ("role prod", "adding the key laptop").
+    pub what: String,
+    /// The process that asked, as the agent names it.
+    pub requester: String,
+    /// Unix seconds when it began.
+    pub started_at: u64,
+}
+
 /// `config.toml` read again, checked, and ready to put in force: what a `credctl reload` touch
 /// vouches for. Built by the agent's wiring (`crate::reload`), which owns the parts it changes.
 pub trait Reconfiguration: Send + Sync {
@@ -106,24 +121,6 @@ pub trait Reconfiguration: Send + Sync {
 /// The ceremony named by `id`, if it is one.
 fn ceremony_id(id: &str) -> Option<CeremonyId> {
     id.parse().ok()
-}
-
-/// A registered key as the control protocol shows it.
-pub fn wire_key_info(k: &KeyInfo) -> WireKeyInfo {
-    let kind = serde_json::to_value(k.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into());
-    WireKeyInfo {
-        name: k.name.clone(),
-        created: k.created,
-        last_used: k.last_used,
-        counter: k.counter,
-        kind,
-        aaguid: k.aaguid.map(|u| u.to_string()),
-        sealed: k.sealed,
-        verified_seal: k.verified_seal,
-    }
 }
 
 impl Approvals {
@@ -190,11 +187,11 @@ impl Approvals {
         candidate: Arc<dyn Reconfiguration>,
         who: &Requester,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         if self.approver.keys().is_empty() {
             if self.approver.vault().exists() || self.approver.vault_lost() {
-                return Response::error(
-                    ErrorCode::Refused,
+                return TouchOutcome::refused(
+                    Code::Refused,
                     "no security key is registered, yet a vault exists: no touch can confirm new \
                      settings. Restore keys.json from a backup and restart the agent",
                 );
@@ -207,7 +204,7 @@ impl Approvals {
                         .subject("no key registered yet: applied without a touch"),
                 );
             }
-            return Response::Ok;
+            return TouchOutcome::Done;
         }
         let changes = if self.approver.vault().exists() {
             self.trusted.preview_against(candidate.settings(), None)
@@ -234,7 +231,7 @@ impl Approvals {
                 self.pseudo_challenge(id, &Purpose::Reload, purpose, options)
             }
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
-            Err(e) => e.to_response(),
+            Err(e) => e.outcome(),
         }
     }
 
@@ -271,25 +268,23 @@ impl Approvals {
         }
     }
 
-    pub fn in_progress(&self, now: SystemTime) -> Vec<credagent_proto::ApprovalInProgress> {
+    pub fn in_progress(&self, now: SystemTime) -> Vec<InProgress> {
         self.audit_expired(now);
         self.approver
             .in_progress(now)
             .into_iter()
-            .map(
-                |(kind, requester, started)| credagent_proto::ApprovalInProgress {
-                    what: match &kind {
-                        Kind::Register { name } => format!("registering the key {name}"),
-                        Kind::Approve(purpose) => purpose.describe(),
-                    },
-                    requester: if requester.is_empty() {
-                        "the approval page".to_owned()
-                    } else {
-                        requester
-                    },
-                    started_at: crate::util::unix_secs(started),
+            .map(|(kind, requester, started)| InProgress {
+                what: match &kind {
+                    Kind::Register { name } => format!("registering the key {name}"),
+                    Kind::Approve(purpose) => purpose.describe(),
                 },
-            )
+                requester: if requester.is_empty() {
+                    "the approval page".to_owned()
+                } else {
+                    requester
+                },
+                started_at: crate::util::unix_secs(started),
+            })
             .collect()
     }
 
@@ -339,8 +334,8 @@ impl Approvals {
         role: Option<&str>,
         target: Option<String>,
         options: serde_json::Value,
-    ) -> Response {
-        Response::Challenge {
+    ) -> TouchOutcome {
+        TouchOutcome::Challenge(Box::new(Challenge {
             ceremony_id: id.to_owned(),
             origin: self.origin.clone(),
             role: role.map(str::to_owned),
@@ -349,12 +344,12 @@ impl Approvals {
             target,
             approve_url: format!("{}/approve/{id}", self.origin),
             options,
-            step: Some(if role.is_some() {
+            step: if role.is_some() {
                 ChallengeStep::OpenRole
             } else {
                 ChallengeStep::Register
-            }),
-        }
+            },
+        }))
     }
 
     /// The challenge of a touch that opens no session (a key change, `confirm`): its
@@ -365,8 +360,8 @@ impl Approvals {
         purpose: &Purpose,
         what: String,
         options: serde_json::Value,
-    ) -> Response {
-        Response::Challenge {
+    ) -> TouchOutcome {
+        TouchOutcome::Challenge(Box::new(Challenge {
             ceremony_id: id.to_string(),
             origin: self.origin.clone(),
             role: Some(purpose.wire()),
@@ -375,12 +370,12 @@ impl Approvals {
             target: None,
             approve_url: format!("{}/approve/{id}", self.origin),
             options,
-            step: Some(match purpose {
+            step: match purpose {
                 Purpose::Role(_) => ChallengeStep::OpenRole,
                 Purpose::KeySeal(_) => ChallengeStep::SealNewKey,
                 _ => ChallengeStep::Authorize,
-            }),
-        }
+            },
+        }))
     }
 
     /// An unanswered ceremony, for the approval page.
@@ -443,8 +438,8 @@ impl Approvals {
         }
         self.approver.conclude(
             cid,
-            Response::error(
-                ErrorCode::ApprovalFailed,
+            TouchOutcome::refused(
+                Code::ApprovalFailed,
                 "you declined this request on the approval page: nothing was opened. If you did \
                  not run this command, a program running as you asked for it: see `credctl \
                  audit` for the process",
@@ -470,9 +465,9 @@ impl Approvals {
         accept_change: bool,
         who: &Requester,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         if let Err(e) = self.approver.check_new_key_name(name) {
-            return e.to_response();
+            return e.outcome();
         }
         if self.approver.keys().is_empty() {
             // The first key's touch makes the vault and adopts the settings it runs with (trust
@@ -481,8 +476,8 @@ impl Approvals {
             // that wiped the state and edited config.toml must not have them adopted unseen.
             let risky = self.trusted.risky();
             if !risky.is_empty() && !accept_change {
-                return Response::error(
-                    ErrorCode::Refused,
+                return TouchOutcome::refused(
+                    Code::Refused,
                     format!(
                         "your first key's touch will vouch for these settings of config.toml, \
                          which send secrets elsewhere than AWS or weaken the approval:\n{}\nIf \
@@ -509,7 +504,7 @@ impl Approvals {
                 options,
             ),
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
-            Err(e) => e.to_response(),
+            Err(e) => e.outcome(),
         }
     }
 
@@ -521,7 +516,7 @@ impl Approvals {
         leader: u64,
         authorization: Option<Approval>,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         let lead = Lead {
             conn: leader,
             requester: "credctl key add".into(),
@@ -534,12 +529,12 @@ impl Approvals {
             // The options as recorded: with the PRF request the typed challenge lacks.
             Ok((id, _)) => match self.approver.view(id) {
                 Some(view) => self.challenge(&id.to_string(), None, None, view.options),
-                None => Response::error(
-                    ErrorCode::NotFound,
+                None => TouchOutcome::refused(
+                    Code::NotFound,
                     "the registration expired at once: run the command again",
                 ),
             },
-            Err(e) => e.to_response(),
+            Err(e) => e.outcome(),
         }
     }
 
@@ -551,9 +546,9 @@ impl Approvals {
         force: bool,
         who: &Requester,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         if let Err(e) = self.approver.check_removal(name, force) {
-            return e.to_response();
+            return e.outcome();
         }
         let purpose = Purpose::KeyRemove {
             name: name.to_owned(),
@@ -567,11 +562,10 @@ impl Approvals {
                 options,
             ),
             // open_or_join refuses to let anyone follow a key change.
-            Ok(Begin::Follow(_)) => Response::error(
-                ErrorCode::Internal,
-                "a key change was followed: this is a bug",
-            ),
-            Err(e) => e.to_response(),
+            Ok(Begin::Follow(_)) => {
+                TouchOutcome::refused(Code::Internal, "a key change was followed: this is a bug")
+            }
+            Err(e) => e.outcome(),
         }
     }
 
@@ -583,7 +577,7 @@ impl Approvals {
         conn: u64,
         who: &Peer,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         match self.view(id).map(|v| v.kind) {
             Some(Kind::Register { .. }) => {
                 self.answer_detached(
@@ -595,14 +589,10 @@ impl Approvals {
                 )
                 .await
             }
-            Some(Kind::Approve(_)) => Response::error(
-                ErrorCode::BadRequest,
-                "that ceremony opens a role; send approve",
-            ),
-            None => Response::error(
-                ErrorCode::NotFound,
-                "no such ceremony (finished or expired)",
-            ),
+            Some(Kind::Approve(_)) => {
+                TouchOutcome::refused(Code::BadRequest, "that ceremony opens a role; send approve")
+            }
+            None => TouchOutcome::refused(Code::NotFound, "no such ceremony (finished or expired)"),
         }
     }
 
@@ -616,7 +606,7 @@ impl Approvals {
         accept_change: bool,
         who: &Requester,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         let purpose = Purpose::Role(role.to_owned());
         let begin = self
             .take_turn(
@@ -644,9 +634,8 @@ impl Approvals {
                 };
                 let mut challenge =
                     self.challenge(&id.to_string(), Some(role), Some(target), options);
-                if let (Response::Challenge { purpose, .. }, false) =
-                    (&mut challenge, changes.is_empty())
-                {
+                if let (TouchOutcome::Challenge(c), false) = (&mut challenge, changes.is_empty()) {
+                    let purpose = &mut c.purpose;
                     // The touch confirms these too: say so where the person is asked.
                     *purpose = Some(format!(
                         "to open role {role} and confirm these changes:{}",
@@ -659,7 +648,7 @@ impl Approvals {
                 challenge
             }
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
-            Err(e) => e.to_response(),
+            Err(e) => e.outcome(),
         }
     }
 
@@ -700,13 +689,10 @@ impl Approvals {
     }
 
     /// `credctl` waits for ceremony `id` to be answered elsewhere (the browser page).
-    pub async fn await_ceremony(&self, id: &str, conn: u64) -> Response {
+    pub async fn await_ceremony(&self, id: &str, conn: u64) -> TouchOutcome {
         match ceremony_id(id).and_then(|id| self.approver.subscribe(id, conn)) {
             Some(rx) => ceremony::wait(rx).await,
-            None => Response::error(
-                ErrorCode::NotFound,
-                "no such ceremony (finished or expired)",
-            ),
+            None => TouchOutcome::refused(Code::NotFound, "no such ceremony (finished or expired)"),
         }
     }
 
@@ -780,10 +766,10 @@ impl Approvals {
         from: AnsweredBy,
         who: &Peer,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         let gone = || {
-            Response::error(
-                ErrorCode::NotFound,
+            TouchOutcome::refused(
+                Code::NotFound,
                 "no such ceremony (already answered or expired): run the command again",
             )
         };
@@ -795,8 +781,8 @@ impl Approvals {
         };
         if let AnsweredBy::Conn(c) = &from {
             if ceremony::bound(&view.kind) && *c != view.leader {
-                return Response::error(
-                    ErrorCode::Refused,
+                return TouchOutcome::refused(
+                    Code::Refused,
                     "this ceremony belongs to another credctl: only the command that started it \
                      can answer it",
                 );
@@ -818,7 +804,7 @@ impl Approvals {
         };
         let answer = match parsed {
             Ok(a) => a,
-            Err(msg) => return Response::error(ErrorCode::BadRequest, msg),
+            Err(msg) => return TouchOutcome::refused(Code::BadRequest, msg),
         };
         // Junk is refused above without burning the ceremony; a well-formed answer from outside
         // the leader's page session ends it.
@@ -828,7 +814,7 @@ impl Approvals {
                     now,
                     Event::action("page_answer", who, Some(e.code())).subject(id),
                 );
-                return e.to_response();
+                return e.outcome();
             }
         }
         let claimed = match self.approver.claim(cid, now) {
@@ -857,22 +843,19 @@ impl Approvals {
         from: AnsweredBy,
         who: Peer,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         let this = self.clone();
         tokio::spawn(async move { this.answer(&id, credential, from, &who, now).await })
             .await
             .unwrap_or_else(|e| {
-                Response::error(
-                    ErrorCode::Internal,
-                    format!("the approval task failed: {e}"),
-                )
+                TouchOutcome::refused(Code::Internal, format!("the approval task failed: {e}"))
             })
     }
 
     /// A refused answer: wait the growing delay, then reply.
-    async fn refused(&self, e: &ApprovalError) -> Response {
+    async fn refused(&self, e: &ApprovalError) -> TouchOutcome {
         tokio::time::sleep(self.approver.failure_delay()).await;
-        e.to_response()
+        e.outcome()
     }
 
     async fn finish_registration(
@@ -882,7 +865,7 @@ impl Approvals {
         prf: bool,
         who: &Peer,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         let name = match &claimed.kind {
             Kind::Register { name } => name.clone(),
             Kind::Approve(purpose) => purpose.wire(),
@@ -893,7 +876,7 @@ impl Approvals {
         match result {
             Ok(Registered::Seal(id, options)) => {
                 tracing::info!(key = %name, "registration verified; the seal touch follows");
-                Response::Challenge {
+                TouchOutcome::Challenge(Box::new(Challenge {
                     ceremony_id: id.to_string(),
                     origin: self.origin.clone(),
                     role: Some(Purpose::KeySeal(name.clone()).wire()),
@@ -904,8 +887,8 @@ impl Approvals {
                     target: None,
                     approve_url: format!("{}/approve/{id}", self.origin),
                     options,
-                    step: Some(ChallengeStep::SealNewKey),
-                }
+                    step: ChallengeStep::SealNewKey,
+                }))
             }
             Ok(Registered::Added(k)) => self.key_added(&name, Ok(k), who, now).await,
             Err(e) => self.key_added(&name, Err(e), who, now).await,
@@ -919,16 +902,14 @@ impl Approvals {
         result: Result<KeyInfo, ApprovalError>,
         who: &Peer,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         let refused = result.as_ref().err().map(ApprovalError::code);
         self.audit
             .record(now, Event::action("key_add", who, refused).subject(name));
         match result {
             Ok(k) => {
                 tracing::info!(key = %k.name, sealed = k.sealed, "security key registered");
-                Response::KeyAdded {
-                    key: wire_key_info(&k),
-                }
+                TouchOutcome::KeyAdded(Box::new(k))
             }
             Err(e) => {
                 tracing::warn!(code = e.code(), "key registration refused");
@@ -946,10 +927,10 @@ impl Approvals {
         prf: PrfAnswer,
         who: &Peer,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         let Kind::Approve(purpose) = claimed.kind.clone() else {
-            return Response::error(
-                ErrorCode::BadRequest,
+            return TouchOutcome::refused(
+                Code::BadRequest,
                 "the answer does not match the ceremony",
             );
         };
@@ -1007,20 +988,20 @@ impl Approvals {
                     now,
                     Event::action("key_pin", who, None).subject(approval.key_name()),
                 );
-                Response::Ok
+                TouchOutcome::Done
             }
             Purpose::Confirm => {
                 if approval.vault_secret().is_some() && leader != 0 {
                     crate::util::LockExt::locked(&self.touched).insert(leader, now);
                 }
                 *crate::util::LockExt::locked(&self.last_confirm) = Some(now);
-                Response::Ok
+                TouchOutcome::Done
             }
             Purpose::Reload => {
                 // `check_trusted` verified and recorded this candidate's settings.
                 let Some(candidate) = crate::util::LockExt::locked(&self.reload).take() else {
-                    return Response::error(
-                        ErrorCode::ApprovalFailed,
+                    return TouchOutcome::refused(
+                        Code::ApprovalFailed,
                         "the reload this touch was for is gone: run `credctl reload` again",
                     );
                 };
@@ -1032,7 +1013,7 @@ impl Approvals {
                     now,
                     Event::action("settings_reloaded", who, None).subject(approval.key_name()),
                 );
-                Response::Ok
+                TouchOutcome::Done
             }
             Purpose::KeyAdd(name) => {
                 tracing::info!(
@@ -1048,13 +1029,13 @@ impl Approvals {
                 self.audit
                     .record(now, Event::action("key_remove", who, refused).subject(name));
                 match result {
-                    Ok(()) => Response::Ok,
-                    Err(e) => e.to_response(),
+                    Ok(()) => TouchOutcome::Done,
+                    Err(e) => e.outcome(),
                 }
             }
             // Answered above: the seal step never reaches here.
-            Purpose::KeySeal(_) => Response::error(
-                ErrorCode::Internal,
+            Purpose::KeySeal(_) => TouchOutcome::refused(
+                Code::Internal,
                 "a seal touch reached the approval path: this is a bug",
             ),
             Purpose::Role(role) => {
@@ -1087,7 +1068,7 @@ impl Approvals {
     /// A key that holds no copy of the vault, or cannot unwrap it, while `vault.json` names
     /// another vault than the one `trusted.json` says your touches confirmed: say that the file
     /// was replaced, rather than blame the key.
-    fn replaced_vault(&self, e: &ApprovalError) -> Option<Response> {
+    fn replaced_vault(&self, e: &ApprovalError) -> Option<TouchOutcome> {
         if !matches!(
             e,
             ApprovalError::KeyNotSealed { .. } | ApprovalError::VaultUnwrap { .. }
@@ -1097,8 +1078,8 @@ impl Approvals {
         let confirmed = self.trusted.recorded_vault()?;
         let now = self.approver.vault().fingerprint()?;
         (confirmed != now).then(|| {
-            Response::error(
-                e.error_code(),
+            TouchOutcome::refused(
+                e.refusal_code(),
                 format!(
                     "vault.json was replaced: your touches confirmed vault {confirmed}, and \
                      vault.json now holds vault {now}, which your key does not open. Nothing \
@@ -1119,7 +1100,7 @@ impl Approvals {
         accept: bool,
         who: &Peer,
         now: SystemTime,
-    ) -> Result<(), Box<Response>> {
+    ) -> Result<(), Box<TouchOutcome>> {
         let role = approval.role();
         let Some(secret) = approval.vault_secret() else {
             if !self.approver.vault().exists() {
@@ -1135,8 +1116,8 @@ impl Approvals {
                     .role(role)
                     .subject("a touch that unwraps no vault while one exists"),
             );
-            return Err(Box::new(Response::error(
-                ErrorCode::Refused,
+            return Err(Box::new(TouchOutcome::refused(
+                Code::Refused,
                 format!(
                     "key {} holds no copy of your vault, so its touch cannot confirm the \
                      agent's settings; nothing was opened or sent. Touch with a key that \
@@ -1182,8 +1163,8 @@ impl Approvals {
                         .subject(&join_changes(e.changes())),
                 );
                 tracing::warn!(role, error = %e, "touch refused: unconfirmed changes");
-                Err(Box::new(Response::error(
-                    ErrorCode::Refused,
+                Err(Box::new(TouchOutcome::refused(
+                    Code::Refused,
                     format!(
                         "{e}\nnothing was opened or sent. If you made these changes, confirm \
                          them with a touch: `{}`. If you did not, someone else edited your \
@@ -1203,11 +1184,11 @@ impl Approvals {
     fn settings_changes_accepted(
         &self,
         accept_change: bool,
-    ) -> Result<Vec<crate::trust::Change>, Box<Response>> {
+    ) -> Result<Vec<crate::trust::Change>, Box<TouchOutcome>> {
         let changes = self.preview_changes(None);
         if !changes.is_empty() && !accept_change {
-            return Err(Box::new(Response::error(
-                ErrorCode::Refused,
+            return Err(Box::new(TouchOutcome::refused(
+                Code::Refused,
                 changes_before_touch(&changes, None),
             )));
         }
@@ -1222,7 +1203,7 @@ impl Approvals {
         accept_change: bool,
         who: &Requester,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         if let Err(refused) = self.settings_changes_accepted(accept_change) {
             return *refused;
         }
@@ -1245,7 +1226,7 @@ impl Approvals {
                 options,
             ),
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
-            Err(e) => e.to_response(),
+            Err(e) => e.outcome(),
         }
     }
 
@@ -1254,7 +1235,7 @@ impl Approvals {
         accept_change: bool,
         who: &Requester,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         let changes = match self.settings_changes_accepted(accept_change) {
             Ok(changes) => changes,
             Err(refused) => return *refused,
@@ -1278,7 +1259,7 @@ impl Approvals {
                 self.pseudo_challenge(id, &Purpose::Confirm, purpose, options)
             }
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
-            Err(e) => e.to_response(),
+            Err(e) => e.outcome(),
         }
     }
 
@@ -1288,18 +1269,16 @@ impl Approvals {
         mfa_code: Option<Secret>,
         who: &Peer,
         now: SystemTime,
-    ) -> Response {
+    ) -> TouchOutcome {
         let role = approval.role().to_owned();
         let key = approval.key_name().to_owned();
-        let code = mfa_code.map(|c| SecretString::from(c.expose().to_owned()));
-        let reply = self.opener.open_approved(approval, code, now).await;
+        let reply = self.opener.open_approved(approval, mfa_code, now).await;
         let refused = match &reply {
-            Response::Opened { .. } => {
+            Ok(_) => {
                 self.pending.resolve(&role);
                 None
             }
-            Response::Error { code, .. } => Some(code.as_str()),
-            _ => Some("internal"),
+            Err(r) => Some(r.code.as_str()),
         };
         self.audit.record(
             now,
@@ -1307,7 +1286,10 @@ impl Approvals {
                 .role(&role)
                 .subject(&key),
         );
-        reply
+        match reply {
+            Ok(opened) => TouchOutcome::Opened(opened),
+            Err(r) => TouchOutcome::Refused(r),
+        }
     }
 }
 

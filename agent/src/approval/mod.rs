@@ -11,6 +11,7 @@ mod ceremony;
 mod error;
 mod flow;
 mod keys;
+mod outcome;
 pub mod pending;
 mod policy;
 mod rp;
@@ -35,11 +36,12 @@ pub use ceremony::{
 };
 pub use error::ApprovalError;
 pub use flow::{
-    changes_before_touch, join_changes, wire_key_info, AnsweredBy, Approvals, Reconfiguration,
+    changes_before_touch, join_changes, AnsweredBy, Approvals, InProgress, Reconfiguration,
     Requester, SessionOpener,
 };
 pub use keys::{KeyInfo, KEYS_FILE};
-pub use pending::PendingApprovals;
+pub use outcome::{Challenge, ChallengeStep, Opened, TouchOutcome};
+pub use pending::{PendingApprovals, PendingRole};
 pub use policy::{
     known_software, ApprovalPolicy, AuthenticatorKind, Sealing, UserVerification,
     KNOWN_SOFTWARE_AAGUIDS,
@@ -377,8 +379,8 @@ impl Approver {
     /// Ends ceremony `id` with `result`, for callers that answer and conclude in one step.
     fn conclude_with<T>(&self, id: CeremonyId, result: &Result<T, ApprovalError>) {
         let outcome = match result {
-            Ok(_) => credagent_proto::Response::Ok,
-            Err(e) => e.to_response(),
+            Ok(_) => TouchOutcome::Done,
+            Err(e) => e.outcome(),
         };
         self.conclude(id, outcome);
     }
@@ -743,12 +745,12 @@ impl Approver {
         &self,
         id: CeremonyId,
         conn: u64,
-    ) -> Option<tokio::sync::watch::Receiver<Option<credagent_proto::Response>>> {
+    ) -> Option<tokio::sync::watch::Receiver<Option<TouchOutcome>>> {
         self.lock().ceremonies.subscribe(id, conn)
     }
 
     /// Ends ceremony `id` with its outcome, for everyone waiting on it.
-    pub fn conclude(&self, id: CeremonyId, outcome: credagent_proto::Response) {
+    pub fn conclude(&self, id: CeremonyId, outcome: TouchOutcome) {
         self.lock().ceremonies.finish(id, outcome);
     }
 

@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use credagent_proto::PendingInfo;
-
 use crate::audit::Origin;
 use crate::util::LockExt;
 
@@ -20,6 +18,18 @@ struct Rec {
     last_seen: SystemTime,
     requests: u64,
     origin: Origin,
+}
+
+/// A role requested over the endpoint with no session open, for `status` and `credctl watch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRole {
+    pub role: String,
+    /// Unix seconds of the first and latest request.
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub requests: u64,
+    pub peer_pid: Option<i32>,
+    pub peer_exe: Option<String>,
 }
 
 /// Pending approvals by role.
@@ -71,7 +81,7 @@ impl PendingApprovals {
 
     /// Live pending approvals, oldest first, with the requesting process resolved where it can
     /// still be (this scans /proc: call it off the request path).
-    pub fn list(&self, now: SystemTime) -> Vec<PendingInfo> {
+    pub fn list(&self, now: SystemTime) -> Vec<PendingRole> {
         let recs: Vec<(String, u64, u64, u64, Origin)> = {
             let mut map = self.by_role.locked();
             map.retain(|_, r| r.last_seen + PENDING_TTL > now);
@@ -99,7 +109,7 @@ impl PendingApprovals {
         } else {
             crate::audit::processes_for_inodes(&inodes)
         };
-        let mut out: Vec<PendingInfo> = recs
+        let mut out: Vec<PendingRole> = recs
             .into_iter()
             .map(|(role, first_seen, last_seen, requests, origin)| {
                 let (peer_pid, peer_exe) = match origin {
@@ -114,7 +124,7 @@ impl PendingApprovals {
                             .map(|p| p.display().to_string()),
                     ),
                 };
-                PendingInfo {
+                PendingRole {
                     role,
                     first_seen,
                     last_seen,

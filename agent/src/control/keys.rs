@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use credagent_proto::{Request, Response};
 
+use super::reply::wire_key_info;
 use super::{Conn, Control};
-use crate::approval::wire_key_info;
 
 impl Control {
     pub(super) async fn keys_family(&self, req: Request, conn: &Conn, now: SystemTime) -> Response {
@@ -14,37 +14,37 @@ impl Control {
             Request::KeyAddStart {
                 name,
                 accept_change,
-            } => {
-                self.approvals
-                    .key_add_start(&name, accept_change, &conn.requester(), now)
-                    .await
-            }
+            } => self
+                .approvals
+                .key_add_start(&name, accept_change, &conn.requester(), now)
+                .await
+                .into(),
             Request::KeyAddFinish {
                 ceremony_id,
                 credential,
-            } => {
-                self.approvals
-                    .key_add_finish(&ceremony_id, credential, conn.id, &conn.peer(), now)
-                    .await
-            }
+            } => self
+                .approvals
+                .key_add_finish(&ceremony_id, credential, conn.id, &conn.peer(), now)
+                .await
+                .into(),
             Request::KeyList => Response::Keys {
                 keys: self.approvals.keys().iter().map(wire_key_info).collect(),
             },
-            Request::KeyRemove { name, force } => {
-                self.approvals
-                    .key_remove_start(&name, force, &conn.requester(), now)
-                    .await
-            }
-            Request::Confirm { accept_change } => {
-                self.approvals
-                    .confirm_start(accept_change, &conn.requester(), now)
-                    .await
-            }
-            Request::KeyPin { accept_change } => {
-                self.approvals
-                    .key_pin_start(accept_change, &conn.requester(), now)
-                    .await
-            }
+            Request::KeyRemove { name, force } => self
+                .approvals
+                .key_remove_start(&name, force, &conn.requester(), now)
+                .await
+                .into(),
+            Request::Confirm { accept_change } => self
+                .approvals
+                .confirm_start(accept_change, &conn.requester(), now)
+                .await
+                .into(),
+            Request::KeyPin { accept_change } => self
+                .approvals
+                .key_pin_start(accept_change, &conn.requester(), now)
+                .await
+                .into(),
             _ => super::misrouted(),
         }
     }

@@ -4,6 +4,7 @@
 
 mod hello;
 mod keys;
+pub(crate) mod reply;
 mod sessions;
 mod sources;
 mod sso;
@@ -142,7 +143,13 @@ impl Control {
                 self.status_family(req, conn, now).await
             }
             Request::Reload => {
-                let resp = self.live.reload(&conn.requester(), now).await;
+                let resp = match self.live.reload(&conn.requester(), now).await {
+                    Ok(crate::reload::Reloaded::Applied { restart }) => {
+                        Response::Reloaded { restart }
+                    }
+                    Ok(crate::reload::Reloaded::Touch(outcome)) => outcome.into(),
+                    Err(refusal) => refusal.into(),
+                };
                 // A reload that took a touch is audited with it (`settings_reloaded`).
                 let outcome = match &resp {
                     Response::Reloaded { .. } => {

@@ -52,20 +52,22 @@ impl Control {
             Request::Approve {
                 ceremony_id,
                 credential,
-            } => {
-                self.approvals
-                    .answer_detached(
-                        ceremony_id,
-                        credential,
-                        crate::approval::AnsweredBy::Conn(conn.id),
-                        conn.peer(),
-                        now,
-                    )
-                    .await
-            }
-            Request::AwaitCeremony { ceremony_id } => {
-                self.approvals.await_ceremony(&ceremony_id, conn.id).await
-            }
+            } => self
+                .approvals
+                .answer_detached(
+                    ceremony_id,
+                    credential,
+                    crate::approval::AnsweredBy::Conn(conn.id),
+                    conn.peer(),
+                    now,
+                )
+                .await
+                .into(),
+            Request::AwaitCeremony { ceremony_id } => self
+                .approvals
+                .await_ceremony(&ceremony_id, conn.id)
+                .await
+                .into(),
             Request::Credentials { role, export } => {
                 self.credentials(&role, export, conn, now).await
             }
@@ -102,7 +104,7 @@ impl Control {
     ) -> Response {
         // Every check that needs no touch comes before the touch.
         if let Err(e) = crate::approval::check_role_name(role) {
-            return e.to_response();
+            return Response::from(e.refusal());
         }
         if let Err(r) = self.fresh_profiles() {
             return *r;
@@ -122,12 +124,12 @@ impl Control {
                     region: None,
                     account_id: None,
                 },
-                Err(e) => e.to_response(),
+                Err(e) => Response::from(e.refusal()),
             };
         }
         tracing::debug!(role, "open: no usable session; checking MFA");
         match self.sessions.mfa_needed(role, now) {
-            Err(e) => return e.to_response(),
+            Err(e) => return Response::from(e.refusal()),
             Ok(Some(serial)) if mfa_code.is_none() => {
                 return Response::error(
                     ErrorCode::MfaRequired,
@@ -164,12 +166,13 @@ impl Control {
             .open(
                 role,
                 target,
-                mfa_code,
+                mfa_code.map(|c| secrecy::SecretString::from(c.expose().to_owned())),
                 accept_change,
                 &conn.requester(),
                 now,
             )
             .await
+            .into()
     }
 
     /// Refuses, before the touch, a role whose source is not in the keyring: the touch would be
@@ -214,7 +217,9 @@ impl Control {
                     name: source,
                 };
                 Err(Box::new(
-                    crate::sessions::SessionError::from_source_error(&spec, &missing).to_response(),
+                    crate::sessions::SessionError::from_source_error(&spec, &missing)
+                        .refusal()
+                        .into(),
                 ))
             }
             // The keyring's own trouble (locked, absent) is reported when the session opens.
@@ -232,7 +237,7 @@ impl Control {
     ) -> Response {
         let creds = match self.sessions.credentials(role, now).await {
             Ok(c) => c,
-            Err(e) => return e.to_response(),
+            Err(e) => return Response::from(e.refusal()),
         };
         let spec = match self.sessions.profiles().resolve(role) {
             Ok(s) => s,
@@ -308,7 +313,7 @@ impl Control {
                 expiration: rfc3339(c.expiration),
                 account_id: crate::http::endpoint::account_of(&c).map(str::to_owned),
             },
-            Err(e) => e.to_response(),
+            Err(e) => Response::from(e.refusal()),
         }
     }
 

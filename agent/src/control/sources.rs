@@ -20,7 +20,7 @@ pub(super) fn touch_required(what: &str) -> Response {
 
 /// A keyring call's result as a reply.
 fn reply(r: Result<Response, SourceError>) -> Response {
-    r.unwrap_or_else(|e| e.to_response())
+    r.unwrap_or_else(|e| Response::from(e.refusal()))
 }
 
 impl Control {

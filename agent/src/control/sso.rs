@@ -7,6 +7,7 @@ use credagent_proto::{ErrorCode, Request, Response};
 
 use super::{Conn, Control};
 use crate::audit::Event;
+use crate::sso::LoginState;
 
 impl Control {
     pub(super) async fn sso_family(
@@ -42,9 +43,11 @@ impl Control {
                     }
                 }
                 let reply = if may_start || self.logins.joins_or_ready(&source, now) {
-                    self.logins
-                        .start(&source, device_code, now, may_start)
-                        .await
+                    login_reply(
+                        self.logins
+                            .start(&source, device_code, now, may_start)
+                            .await,
+                    )
                 } else {
                     super::sources::touch_required("an IAM Identity Center login")
                 };
@@ -63,7 +66,7 @@ impl Control {
                 }
                 reply
             }
-            Request::AwaitLogin { login } => self.logins.wait(&login, now).await,
+            Request::AwaitLogin { login } => login_reply(self.logins.wait(&login, now).await),
             Request::Logout { login } => {
                 let source = match self.sso_login(&login) {
                     Ok(s) => s,
@@ -73,10 +76,7 @@ impl Control {
                     now,
                     Event::action("logout", &conn.peer(), None).subject(&source.login_key()),
                 );
-                let reply = self.logins.logout(&source).await;
-                if !matches!(reply, Response::Ok) {
-                    return reply;
-                }
+                self.logins.logout(&source).await;
                 // The roles opened on this login go with it: credentials it issued are not
                 // served on after the person logged out.
                 let key = source.login_key();
@@ -109,7 +109,8 @@ impl Control {
                         role: format!("discovery of {login}"),
                         error: e,
                     }
-                    .to_response(),
+                    .refusal()
+                    .into(),
                 }
             }
             _ => super::misrouted(),
@@ -123,5 +124,28 @@ impl Control {
             .profiles()
             .sso_login(name)
             .map_err(|e| Box::new(Response::error(ErrorCode::Profile, e.to_string())))
+    }
+}
+
+/// Where a login stands, as the control protocol says it.
+fn login_reply(state: Result<LoginState, crate::refusal::Refusal>) -> Response {
+    match state {
+        Ok(LoginState::Pending {
+            login,
+            authorize_url,
+            user_code,
+            verification_uri,
+            verification_uri_complete,
+            expires_at,
+        }) => Response::LoginPending {
+            login,
+            authorize_url,
+            user_code,
+            verification_uri,
+            verification_uri_complete,
+            expires_at,
+        },
+        Ok(LoginState::LoggedIn { login, expires_at }) => Response::LoggedIn { login, expires_at },
+        Err(refusal) => refusal.into(),
     }
 }

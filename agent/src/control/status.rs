@@ -53,14 +53,50 @@ impl Control {
     /// runs off the runtime's workers.
     async fn pending_list(&self, now: SystemTime) -> Vec<PendingInfo> {
         let pending = self.pending.clone();
-        tokio::task::spawn_blocking(move || pending.list(now))
+        let list = tokio::task::spawn_blocking(move || pending.list(now))
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        list.into_iter()
+            .map(|p| PendingInfo {
+                role: p.role,
+                first_seen: p.first_seen,
+                last_seen: p.last_seen,
+                requests: p.requests,
+                peer_pid: p.peer_pid,
+                peer_exe: p.peer_exe,
+            })
+            .collect()
     }
 
     /// The full status report.
     pub fn status(&self, now: SystemTime, pending: Vec<PendingInfo>) -> StatusInfo {
-        let mut info = self.facts.status();
+        let facts = &self.facts;
+        let mut info = StatusInfo {
+            pid: std::process::id(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            protocol_version: credagent_proto::PROTOCOL_VERSION,
+            started_at: crate::util::unix_secs(facts.started_at),
+            uptime_secs: facts.started.elapsed().as_secs(),
+            socket: facts.socket.display().to_string(),
+            http_addr: facts.http_addr.to_string(),
+            config_path: None,
+            aws_config: None,
+            overrides: Vec::new(),
+            keys: 0,
+            sessions: Vec::new(),
+            pending: Vec::new(),
+            imds_role: None,
+            vault: None,
+            sealing: String::new(),
+            settings: String::new(),
+            approvals: Vec::new(),
+            unsealed_keys: Vec::new(),
+            config_changed: false,
+            config_needs_restart: Vec::new(),
+            user_verification: String::new(),
+            touch_only_keys: Vec::new(),
+            lock_on: Vec::new(),
+        };
         let keys = self.approvals.keys();
         info.keys = keys.len();
         info.unsealed_keys = keys
@@ -92,7 +128,16 @@ impl Control {
         info.aws_config = self.aws_config.path().map(|p| p.display().to_string());
         info.overrides = self.live.overrides();
         info.settings = self.approvals.settings_state();
-        info.approvals = self.approvals.in_progress(now);
+        info.approvals = self
+            .approvals
+            .in_progress(now)
+            .into_iter()
+            .map(|a| credagent_proto::ApprovalInProgress {
+                what: a.what,
+                requester: a.requester,
+                started_at: a.started_at,
+            })
+            .collect();
         info
     }
 }

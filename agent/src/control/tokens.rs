@@ -52,7 +52,18 @@ impl Control {
                 }
             }
             Request::TokenList => Response::Tokens {
-                tokens: self.tokens.list(),
+                tokens: self
+                    .tokens
+                    .list()
+                    .into_iter()
+                    .map(|t| credagent_proto::TokenInfo {
+                        id: t.id,
+                        kind: t.kind,
+                        role: t.role,
+                        created: t.created,
+                        last_used: t.last_used,
+                    })
+                    .collect(),
             },
             Request::TokenRevoke { id } => {
                 if self.tokens.revoke_str(&id) {

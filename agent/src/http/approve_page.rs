@@ -14,15 +14,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use credagent_proto::{ErrorCode, Response as Resp};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::checks::error_response;
 use super::pages::BrowserPage;
-use crate::approval::{page_key, AnsweredBy, Approvals, Kind, PageLoad, Purpose};
+use crate::approval::{
+    page_key, AnsweredBy, Approvals, Kind, Opened, PageLoad, Purpose, TouchOutcome,
+};
 use crate::audit::Origin;
+use crate::refusal::{Code, Refusal};
 use crate::sessions::Sessions;
 
 const PAGE: &str = include_str!("../../assets/approve.html");
@@ -302,11 +304,15 @@ impl Page {
             )
             .await
         {
-            Resp::Ok => {
+            TouchOutcome::Done => {
                 let message = match kind {
                     Some(Kind::Approve(Purpose::Confirm)) => {
                         "Confirmed: your key opened the vault and the agent's settings are the \
                          ones your touches vouched for. You can close this tab."
+                    }
+                    Some(Kind::Approve(Purpose::Reload)) => {
+                        "Applied: credagent now runs with the settings config.toml has; every \
+                         session stays open. You can close this tab."
                     }
                     _ => "Done: the key was removed. You can close this tab.",
                 };
@@ -315,15 +321,15 @@ impl Page {
                     "application/json",
                 )
             }
-            Resp::Opened { role, .. } => ok(
+            TouchOutcome::Opened(Opened { role, .. }) => ok(
                 serde_json::json!({"message": format!("Approved: role {role} is open. You can close this tab.")})
                     .to_string(),
                 "application/json",
             ),
             // After the registration comes the new key's seal touch; after an authorizing
             // touch, the registration.
-            Resp::Challenge { ceremony_id, .. } => {
-                let next = self.approvals.view(&ceremony_id).map(|v| v.kind);
+            TouchOutcome::Challenge(c) => {
+                let next = self.approvals.view(&c.ceremony_id).map(|v| v.kind);
                 let message = match next {
                     Some(Kind::Approve(Purpose::KeySeal(name))) => format!(
                         "Key \u{201c}{name}\u{201d} answered. One more step: touch it once more \
@@ -338,7 +344,7 @@ impl Page {
                     "application/json",
                 )
             }
-            Resp::KeyAdded { key } => {
+            TouchOutcome::KeyAdded(key) => {
                 let message = if key.sealed {
                     format!(
                         "Security key \u{201c}{}\u{201d} registered and sealed: it holds its copy \
@@ -357,16 +363,15 @@ impl Page {
                     "application/json",
                 )
             }
-            Resp::Error { code, message } => {
+            TouchOutcome::Refused(Refusal { code, message }) => {
                 let status = match code {
-                    ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-                    ErrorCode::NotFound => StatusCode::NOT_FOUND,
-                    ErrorCode::StsUnavailable | ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
+                    Code::BadRequest => StatusCode::BAD_REQUEST,
+                    Code::NotFound => StatusCode::NOT_FOUND,
+                    Code::StsUnavailable | Code::Internal => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::FORBIDDEN,
                 };
                 error_response(status, code.as_str(), &message)
             }
-            _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected outcome"),
         }
     }
 }

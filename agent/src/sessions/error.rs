@@ -103,30 +103,30 @@ impl SessionError {
         }
     }
 
-    /// This error as a control-protocol reply.
-    pub fn to_response(&self) -> credagent_proto::Response {
-        use credagent_proto::ErrorCode;
+    /// This error as a refusal.
+    pub fn refusal(&self) -> crate::refusal::Refusal {
+        use crate::refusal::Code;
         let code = match self {
-            SessionError::NoSession { .. } => ErrorCode::NotFound,
-            SessionError::MfaRequired { .. } => ErrorCode::MfaRequired,
-            SessionError::Profile { .. } => ErrorCode::Profile,
+            SessionError::NoSession { .. } => Code::NotFound,
+            SessionError::MfaRequired { .. } => Code::MfaRequired,
+            SessionError::Profile { .. } => Code::Profile,
             SessionError::Source {
                 problem: SourceProblem::Sealed | SourceProblem::UnsealFailed,
                 ..
-            } => ErrorCode::Sealed,
-            SessionError::Source { .. } => ErrorCode::Keyring,
-            SessionError::Sts { .. } if self.is_transient() => ErrorCode::StsUnavailable,
-            SessionError::Sts { .. } => ErrorCode::StsDenied,
+            } => Code::Sealed,
+            SessionError::Source { .. } => Code::Keyring,
+            SessionError::Sts { .. } if self.is_transient() => Code::StsUnavailable,
+            SessionError::Sts { .. } => Code::StsDenied,
             SessionError::ApprovalMismatch { .. }
             | SessionError::ChangedDuringTouch { .. }
-            | SessionError::Locked { .. } => ErrorCode::ApprovalFailed,
+            | SessionError::Locked { .. } => Code::ApprovalFailed,
             SessionError::Sso { error, .. } => match error {
-                crate::sso::SsoError::LoginNeeded { .. } => ErrorCode::LoginRequired,
-                crate::sso::SsoError::Transient { .. } => ErrorCode::StsUnavailable,
-                _ => ErrorCode::StsDenied,
+                crate::sso::SsoError::LoginNeeded { .. } => Code::LoginRequired,
+                crate::sso::SsoError::Transient { .. } => Code::StsUnavailable,
+                _ => Code::StsDenied,
             },
         };
-        credagent_proto::Response::error(code, self.to_string())
+        crate::refusal::Refusal::new(code, self.to_string())
     }
 
     /// Whether retrying later may succeed without the user doing anything.

@@ -690,24 +690,22 @@ impl crate::approval::SessionOpener for Sessions {
         approval: Approval,
         mfa_code: Option<SecretString>,
         now: SystemTime,
-    ) -> credagent_proto::Response {
+    ) -> Result<crate::approval::Opened, crate::refusal::Refusal> {
         let role = approval.role().to_owned();
         match self.open(&role, approval, mfa_code, now).await {
             // The control socket adds the region (control::sessions).
-            Ok(info) => credagent_proto::Response::Opened {
+            Ok(info) => Ok(crate::approval::Opened {
                 role,
                 expires_at: info.expires_at,
-                region: None,
-                account_id: None,
-            },
+            }),
             Err(e) => {
                 tracing::warn!(role, code = e.code(), "session did not open");
-                let mut r = e.to_response();
-                if let credagent_proto::Response::Error { message, .. } = &mut r {
-                    *message =
-                        format!("your key was accepted, but the session did not open: {message}");
-                }
-                r
+                let mut r = e.refusal();
+                r.message = format!(
+                    "your key was accepted, but the session did not open: {}",
+                    r.message
+                );
+                Err(r)
             }
         }
     }

@@ -60,20 +60,20 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    /// This error as a control-protocol reply.
-    pub fn to_response(&self) -> credagent_proto::Response {
-        use credagent_proto::ErrorCode;
+    /// This error as a refusal.
+    pub fn refusal(&self) -> crate::refusal::Refusal {
+        use crate::refusal::Code;
         let code = match self {
-            SourceError::NotFound { .. } => ErrorCode::NotFound,
+            SourceError::NotFound { .. } => Code::NotFound,
             SourceError::Sealed { .. }
             | SourceError::Unseal { .. }
-            | SourceError::VaultUnproven { .. } => ErrorCode::Sealed,
+            | SourceError::VaultUnproven { .. } => Code::Sealed,
             SourceError::InvalidName { .. } | SourceError::InvalidCredentials { .. } => {
-                ErrorCode::BadRequest
+                Code::BadRequest
             }
-            _ => ErrorCode::Keyring,
+            _ => Code::Keyring,
         };
-        credagent_proto::Response::error(code, self.to_string())
+        crate::refusal::Refusal::new(code, self.to_string())
     }
 }
 

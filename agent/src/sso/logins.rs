@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use credagent_proto::{ErrorCode, Response};
+use crate::refusal::{Code, Refusal};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -55,7 +55,7 @@ struct Login {
 
 /// A login under way: what the person must do, until when, which flow, and its outcome.
 struct Pending {
-    reply: Response,
+    reply: LoginState,
     expires_at: SystemTime,
     device_code: bool,
     outcome: watch::Sender<Outcome>,
@@ -151,11 +151,29 @@ fn label(login: &str) -> Vec<u8> {
     l
 }
 
-fn login_required(login: &str, why: &str) -> Response {
-    Response::error(
-        ErrorCode::LoginRequired,
+fn login_required(login: &str, why: &str) -> Refusal {
+    Refusal::new(
+        Code::LoginRequired,
         format!("{why}: run `credctl login {login}`"),
     )
+}
+
+/// Where an Identity Center login stands, as `credctl login` is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginState {
+    /// Under way: the person opens `authorize_url` (PKCE), or enters `user_code` at
+    /// `verification_uri` (device code), before `expires_at`.
+    Pending {
+        login: String,
+        authorize_url: Option<String>,
+        user_code: Option<String>,
+        verification_uri: Option<String>,
+        verification_uri_complete: Option<String>,
+        /// Unix seconds.
+        expires_at: u64,
+    },
+    /// Logged in; the access token lasts until `expires_at` (unix seconds).
+    LoggedIn { login: String, expires_at: u64 },
 }
 
 impl Logins {
@@ -236,7 +254,7 @@ impl Logins {
         device_code: bool,
         now: SystemTime,
         may_start: bool,
-    ) -> Response {
+    ) -> Result<LoginState, Refusal> {
         /// Takes the login off `starting` however the start ends, a dropped request included.
         struct Starting<'a>(&'a Mutex<std::collections::HashSet<String>>, String);
         impl Drop for Starting<'_> {
@@ -262,7 +280,7 @@ impl Logins {
         device_code: bool,
         now: SystemTime,
         may_start: bool,
-    ) -> Response {
+    ) -> Result<LoginState, Refusal> {
         let key = source.login_key();
         let _turn = self.serial.lock().await;
         {
@@ -273,15 +291,15 @@ impl Logins {
                     // (a browser login nobody can finish here, say): that one then replaces
                     // it, and its waiters get the new one's outcome.
                     if p.expires_at > now && p.device_code == device_code {
-                        return p.reply.clone();
+                        return Ok(p.reply.clone());
                     }
                 }
                 if let Some((_, exp)) = &l.access {
                     if *exp > now + REFRESH_MARGIN {
-                        return Response::LoggedIn {
+                        return Ok(LoginState::LoggedIn {
                             login: key,
                             expires_at: unix_secs(*exp),
-                        };
+                        });
                     }
                 }
             }
@@ -291,8 +309,8 @@ impl Logins {
         // this agent's life (config.toml rewritten, agent restarted) receives none of it.
         let overrides = crate::util::RwLockExt::read_locked(&self.overrides).clone();
         if !overrides.is_empty() && !self.trusted.confirmed() {
-            return Response::error(
-                ErrorCode::Refused,
+            return Err(Refusal::new(
+                Code::Refused,
                 format!(
                     "this agent logs in to IAM Identity Center through {}, set in config.toml, \
                      and no touch has confirmed that since the agent started: run `credctl \
@@ -300,19 +318,18 @@ impl Logins {
                      `credctl login {key}` again",
                     overrides.join(" and ")
                 ),
-            );
+            ));
         }
         if !may_start {
-            return Response::error(
-                ErrorCode::TouchRequired,
+            return Err(Refusal::new(
+                Code::TouchRequired,
                 "an IAM Identity Center login takes a touch of your security key: it proves the \
                  vault its tokens are sealed to is yours",
-            );
+            ));
         }
-        match self.begin(source, device_code, now).await {
-            Ok(reply) => reply,
-            Err(e) => login_required(&key, &format!("the login could not start ({e})")),
-        }
+        self.begin(source, device_code, now)
+            .await
+            .map_err(|e| login_required(&key, &format!("the login could not start ({e})")))
     }
 
     async fn begin(
@@ -320,7 +337,7 @@ impl Logins {
         source: &SsoSource,
         device_code: bool,
         now: SystemTime,
-    ) -> Result<Response, SsoError> {
+    ) -> Result<LoginState, SsoError> {
         let key = source.login_key();
         let region = source.sso_region.clone();
         let pkce = (!device_code).then(|| PkceClient {
@@ -371,7 +388,7 @@ impl Logins {
                 .api()
                 .start_device_authorization(&region, &registration, &source.start_url, now)
                 .await?;
-            let reply = Response::LoginPending {
+            let reply = LoginState::Pending {
                 login: key.clone(),
                 authorize_url: None,
                 user_code: Some(auth.user_code.clone()),
@@ -406,7 +423,7 @@ impl Logins {
                     expires_at,
                 },
             );
-            let reply = Response::LoginPending {
+            let reply = LoginState::Pending {
                 login: key.clone(),
                 authorize_url: Some(url),
                 user_code: None,
@@ -479,7 +496,11 @@ impl Logins {
     }
 
     /// Waits for the login under way for `login` (or answers at once if it is usable).
-    pub async fn wait(self: &Arc<Self>, login: &str, now: SystemTime) -> Response {
+    pub async fn wait(
+        self: &Arc<Self>,
+        login: &str,
+        now: SystemTime,
+    ) -> Result<LoginState, Refusal> {
         let (rx, until) = {
             let logins = self.logins.locked();
             match logins.get(login) {
@@ -490,15 +511,15 @@ impl Logins {
                     access: Some((_, exp)),
                     ..
                 }) if *exp > now => {
-                    return Response::LoggedIn {
+                    return Ok(LoginState::LoggedIn {
                         login: login.to_owned(),
                         expires_at: unix_secs(*exp),
-                    }
+                    })
                 }
                 Some(Login {
                     failed: Some(why), ..
-                }) => return login_required(login, why),
-                _ => return login_required(login, "no login is under way"),
+                }) => return Err(login_required(login, why)),
+                _ => return Err(login_required(login, "no login is under way")),
             }
         };
         // Held while this credctl waits: if it goes away (Ctrl-C) and nobody else holds the
@@ -523,15 +544,18 @@ impl Logins {
         })
         .await;
         match outcome {
-            Ok(Some(Ok(exp))) => Response::LoggedIn {
+            Ok(Some(Ok(exp))) => Ok(LoginState::LoggedIn {
                 login: login.to_owned(),
                 expires_at: unix_secs(exp),
-            },
-            Ok(Some(Err(why))) => login_required(login, &why),
-            Ok(None) => login_required(login, "the login ended without a result"),
+            }),
+            Ok(Some(Err(why))) => Err(login_required(login, &why)),
+            Ok(None) => Err(login_required(login, "the login ended without a result")),
             Err(_) => {
                 self.fail(login, "the sign-in was not completed in time");
-                login_required(login, "the sign-in was not completed in time")
+                Err(login_required(
+                    login,
+                    "the sign-in was not completed in time",
+                ))
             }
         }
     }
@@ -815,7 +839,7 @@ impl Logins {
     }
 
     /// `credctl logout`: revokes the access token (best effort) and forgets the login.
-    pub async fn logout(&self, source: &SsoSource) -> Response {
+    pub async fn logout(&self, source: &SsoSource) {
         let key = source.login_key();
         let access = self
             .logins
@@ -828,7 +852,6 @@ impl Logins {
             }
         }
         self.forget(&key);
-        Response::Ok
     }
 
     /// A login finished (device code, browser callback or refresh): the tokens go to memory,

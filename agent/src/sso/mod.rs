@@ -11,7 +11,7 @@ mod logins;
 pub mod pkce;
 
 pub use aws::{AwsSso, SsoSettings};
-pub use logins::{LoginHold, Logins, REFRESH_MARGIN};
+pub use logins::{CallbackError, LoginHold, LoginState, Logins, REFRESH_MARGIN};
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
