@@ -127,6 +127,22 @@ impl Config {
                 message,
             }
         })?;
+        // A CA path is shown before the touch that confirms it: nothing in it may steer the
+        // terminal that shows it.
+        if let Some(bad) = config
+            .approval
+            .attestation_ca
+            .iter()
+            .find(|p| p.to_string_lossy().chars().any(char::is_control))
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "attestation_ca {bad:?} holds a control character: name the CA file by a \
+                     plain path"
+                ),
+            });
+        }
         // An MFA session shorter than a role session cannot refresh the role to its end: the
         // session would show hours left while every refresh failed.
         if config.mfa_session_ttl < config.session_ttl {
@@ -215,10 +231,25 @@ fn check_owner_and_mode(path: &Path) -> Result<(), ConfigError> {
         source,
     })?;
     let me = nix::unistd::getuid().as_raw();
+    // Whoever may write the directory may replace the file (rename over it): the same rule.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .and_then(|d| std::fs::metadata(d).ok().map(|m| (d, m)));
     let problem = if meta.uid() != me && meta.uid() != 0 {
         format!("is owned by uid {}, not you", meta.uid())
     } else if meta.mode() & 0o022 != 0 {
         format!("is writable by others (mode {:o})", meta.mode() & 0o777)
+    } else if let Some((d, m)) = dir.filter(|(_, m)| {
+        (m.uid() != me && m.uid() != 0) || (m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0)
+    }) {
+        format!(
+            "is in {}, which others may write (mode {:o}, owner uid {}): run `chmod go-w {}`",
+            d.display(),
+            m.mode() & 0o7777,
+            m.uid(),
+            d.display()
+        )
     } else {
         return Ok(());
     };
@@ -454,6 +485,28 @@ attestation_ca = ["/etc/yubico.pem"]
         // Readable by others is fine: it holds no secret.
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(Config::load(&p, true).is_ok());
+        // A directory others may write lets them replace the file.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Config::load(&p, true).unwrap_err().to_string();
+        assert!(err.contains("which others may write"), "{err}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(Config::load(&p, true).is_ok());
+    }
+
+    #[test]
+    fn control_characters_in_endpoints_and_ca_paths_are_refused() {
+        // A value shown before the touch that confirms it must not rewrite the screen.
+        for text in [
+            "federation_endpoint = \"https://signin.aws.amazon.com/federation\\r\\u001b[2K\"",
+            "sts_endpoint = \"http://127.0.0.1:9/\\u001b[8m\"",
+            "[approval]\nattestation_ca = [\"/etc/ca.pem\\u001b[8m\"]",
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(
+                err.contains("control character") || err.contains("no spaces or control"),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

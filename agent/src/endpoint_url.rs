@@ -6,6 +6,8 @@
 pub enum UnsafeEndpoint {
     #[error("it must be an https:// URL (or http:// on a loopback address)")]
     NotHttp,
+    #[error("a URL holds no spaces or control characters")]
+    BadCharacter,
     #[error("plain http to {host} would send signed requests and MFA codes in clear: use https")]
     PlainHttp { host: String },
 }
@@ -23,6 +25,11 @@ pub struct EndpointError {
 /// Whether `url` may receive the user's source keys and MFA codes: https anywhere, plain http
 /// only on this machine (a local STS for tests).
 pub fn check_endpoint(url: &str) -> Result<(), UnsafeEndpoint> {
+    // Shown to the person before the touch that confirms it: nothing in it may steer a
+    // terminal (or hide the lines after it).
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(UnsafeEndpoint::BadCharacter);
+    }
     if url.starts_with("https://") {
         return Ok(());
     }
@@ -84,6 +91,9 @@ mod tests {
             "http://localhost.evil.com",
             "ftp://127.0.0.1",
             "127.0.0.1:5000",
+            "https://signin.aws.amazon.com/federation\r\u{1b}[2K",
+            "https://sts.example.com/\u{1b}[8m",
+            "https://sts.example.com /x",
         ] {
             assert!(check_endpoint(bad).is_err(), "{bad}");
         }

@@ -233,6 +233,14 @@ impl Live {
             .approvals
             .prepare_policy(&built.config.approval, now)
             .map_err(|e| bad(&format!("{}: {e}", path.display())))?;
+        if let Some(refused) = self.approvals.policy_locks_out(&policy) {
+            return Err(bad(&format!(
+                "{}: no registered key satisfies that [approval] policy ({refused}), so every \
+                 touch would be refused, the one that could undo it included; register a key \
+                 that does first (`credctl key add`), or keep the policy",
+                path.display()
+            )));
+        }
         let candidate = Arc::new(Candidate {
             live: Arc::downgrade(self),
             built,

@@ -163,6 +163,9 @@ async fn serve(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
+    // A daemon's usual "read your configuration again" must not end every session: the
+    // settings a touch vouches for change only with `credctl reload`, which takes that touch.
+    let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
 
     tracker.spawn(control::serve(
         control_listener,
@@ -258,6 +261,12 @@ async fn serve(
             _ = shutdown.cancelled() => break,
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = sighup.recv() => {
+                tracing::warn!(
+                    "SIGHUP: nothing changed; config.toml is applied by `credctl reload`, with a \
+                     touch that shows what changed"
+                );
+            }
             _ = sigusr1.recv() => {
                 control.lock();
                 // The sender of a signal is not known here: the agent's own uid, no pid.

@@ -64,7 +64,9 @@ impl Challenge {
 
     pub fn what(&self) -> String {
         if let Some(p) = &self.purpose {
-            return p.clone();
+            // It may quote config values (a reload's changes): line breaks are the agent's,
+            // anything else that would steer the terminal is shown escaped.
+            return crate::text::printable_lines(p);
         }
         // The touch approves what the agent resolved, not a name: show it.
         let opens = self

@@ -203,3 +203,100 @@ fn a_broken_or_restart_only_config_is_said_and_loses_nothing() {
     assert_eq!(status_json(&s)["http_addr"], http);
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
 }
+
+/// A reload led by another program is touched for what it showed; a second reload waits for
+/// its turn and shows, and takes a touch for, its own changes: it never reports the first one's
+/// outcome as its own.
+#[test]
+fn a_second_reload_takes_its_own_touch_for_its_own_changes() {
+    let s = Stack::new("", "").with_key_and_source();
+    let path = config_path(&s);
+    let text = std::fs::read_to_string(&path).unwrap();
+    // The other program's reload: it would point STS elsewhere. It waits for a touch.
+    std::fs::write(&path, text.replace(&s.sts.url, "http://127.0.0.1:9/")).unwrap();
+    let (mut first, _) = crate::util::hello(&s.env.sock).unwrap();
+    write_frame(&mut first, &Request::Reload).unwrap();
+    assert!(matches!(
+        read_frame::<_, Response>(&mut first).unwrap(),
+        Response::Challenge { .. }
+    ));
+    // The person's own edit, and their reload while the first waits.
+    std::fs::write(&path, with_top_level(&text, "session_ttl = \"2h\"")).unwrap();
+    let mut mine = s
+        .env
+        .command(crate::util::bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .arg("reload")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(
+        mine.try_wait().unwrap().is_none(),
+        "the second reload waits for its turn"
+    );
+    // The first one's leader goes away: the second leads its own touch.
+    drop(first);
+    let out = mine.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stderr(&out);
+    assert!(
+        shown.contains("session_ttl") && !shown.contains("127.0.0.1:9/"),
+        "its own changes, only: {shown}"
+    );
+    let status = status_json(&s);
+    let overrides = status["overrides"].to_string();
+    assert!(
+        overrides.contains(&s.sts.url) && !overrides.contains("127.0.0.1:9/"),
+        "{overrides}"
+    );
+    assert_eq!(status["config_changed"], false);
+}
+
+/// A policy no registered key satisfies would refuse every touch, the one that could undo it
+/// included: reload says so and applies nothing.
+#[test]
+fn a_reload_that_would_lock_out_every_key_is_refused() {
+    let s = Stack::new("", "").with_key_and_source();
+    let path = config_path(&s);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let strict = text.replace(
+        "allow_software_authenticators = true",
+        "allow_software_authenticators = false",
+    );
+    assert_ne!(strict, text);
+    std::fs::write(&path, strict).unwrap();
+    let counter = key_counter(&s);
+    let out = s.credctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no registered key satisfies") && err.contains("nothing changed"),
+        "{err}"
+    );
+    assert_eq!(key_counter(&s), counter, "no touch was asked for");
+    // The key still opens roles.
+    let token = s.role_token("demo");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+
+    // A value that would steer the terminal showing the changes is refused too.
+    std::fs::write(
+        &path,
+        with_top_level(
+            &text,
+            "federation_endpoint = \"https://signin.aws.amazon.com/federation\\r\\u001b[2K\"",
+        ),
+    )
+    .unwrap();
+    let out = s.credctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains('\u{1b}'),
+        "no escape reaches the terminal: {:?}",
+        stderr(&out)
+    );
+    assert!(status_json(&s)["overrides"]
+        .to_string()
+        .contains(&s.sts.url));
+}

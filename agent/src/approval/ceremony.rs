@@ -307,12 +307,13 @@ struct Recent {
 /// How many ended ceremonies' outcomes are kept.
 const RECENT: usize = 16;
 
-/// Whether only the leader may await or answer a ceremony of this kind: a registration, and a
-/// key change (whose outcome for a key add is the registration challenge).
+/// Whether only the leader may await or answer a ceremony of this kind: a registration, a
+/// key change (whose outcome for a key add is the registration challenge), and a reload (whose
+/// touch applies the changes its leader was shown, and no one else's).
 pub(crate) fn bound(kind: &Kind) -> bool {
     match kind {
         Kind::Register { .. } => true,
-        Kind::Approve(purpose) => purpose.key_change().is_some(),
+        Kind::Approve(purpose) => purpose.key_change().is_some() || *purpose == Purpose::Reload,
     }
 }
 

@@ -163,6 +163,11 @@ impl Approvals {
         self.approver.prepare_policy(policy, now)
     }
 
+    /// Why no registered key would satisfy `policy` (see [`super::Approver::locks_out`]).
+    pub fn policy_locks_out(&self, policy: &super::PreparedPolicy) -> Option<String> {
+        self.approver.locks_out(policy)
+    }
+
     /// What the reload touch under way would confirm, for the approval page.
     pub fn reload_changes(&self) -> Vec<String> {
         let reload = crate::util::LockExt::locked(&self.reload).clone();

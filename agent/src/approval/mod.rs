@@ -247,6 +247,19 @@ impl Approver {
         })
     }
 
+    /// Why no registered key would be eligible under `prepared`, key by key (`None`: one is,
+    /// or none is registered yet): such a policy would refuse every touch, the one that could
+    /// undo it included.
+    pub fn locks_out(&self, prepared: &PreparedPolicy) -> Option<String> {
+        let inner = self.lock();
+        let records = &inner.store.records;
+        let refused: Vec<String> = records
+            .iter()
+            .filter_map(|r| prepared.rp.refusal(r))
+            .collect();
+        (!records.is_empty() && refused.len() == records.len()).then(|| refused.join("; "))
+    }
+
     /// Puts a prepared policy in force: ceremonies started from now on follow it.
     pub fn set_policy(&self, prepared: &PreparedPolicy) {
         *crate::util::RwLockExt::write_locked(&self.rp) = prepared.rp.clone();
@@ -507,6 +520,14 @@ impl Approver {
             // (and receive, say, the registration challenge its touch releases).
             if let Some(what) = purpose.key_change() {
                 return Err(ApprovalError::KeyChangePending { what });
+            }
+            if *purpose == Purpose::Reload {
+                // Each reload shows its own changes and takes its own touch: a second one
+                // waits for its turn instead of taking the first one's outcome as its own.
+                drop(rx);
+                return Err(ApprovalError::Busy {
+                    role: purpose.describe(),
+                });
             }
             return Ok(Begin::Follow(rx));
         }

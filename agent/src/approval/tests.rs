@@ -432,6 +432,27 @@ fn software_authenticators_are_refused_by_default() {
     );
 }
 
+#[test]
+fn a_policy_no_registered_key_satisfies_is_told_before_it_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let lenient = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
+    // No key yet: no policy can lock anyone out.
+    let strict = lenient
+        .prepare_policy(&ApprovalPolicy::default(), t0())
+        .unwrap();
+    assert_eq!(lenient.locks_out(&strict), None);
+    let (mut token, _) = token(true);
+    register(&lenient, &mut token, "soft", t0()).unwrap();
+    let why = lenient
+        .locks_out(&strict)
+        .expect("the only key is software");
+    assert!(why.contains("soft: software authenticator"), "{why}");
+    let same = lenient.prepare_policy(&permissive(), t0()).unwrap();
+    assert_eq!(lenient.locks_out(&same), None);
+    // Nothing was put in force by asking.
+    let _ = approve(&lenient, &mut token, "prod", t0()).unwrap();
+}
+
 fn write_ca(dir: &Path, name: &str, pem: &str) -> PathBuf {
     let path = dir.join(name);
     fs::write(&path, pem).unwrap();

@@ -172,7 +172,8 @@ pub(crate) fn confirm_on(agent: &mut Agent, accept_change: bool, touch: &AuthArg
 pub fn reload(socket: &Path, touch: &AuthArgs) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
     crate::touch::say_what_we_wait_behind(&mut agent, "");
-    let restart = match agent.request(&Request::Reload)? {
+    let mut shown = true;
+    match agent.request(&Request::Reload)? {
         Response::Reloaded { restart } => {
             let mut out = "config.toml read again: nothing a touch vouches for changed, so \
                            nothing needed one\n"
@@ -195,26 +196,29 @@ pub fn reload(socket: &Path, touch: &AuthArgs) -> Result<String> {
                 Response::Ok => {}
                 other => return Err(unexpected(&other)),
             }
-            needs_restart(&mut agent)
         }
-        // Another credctl's reload was under way and this one followed it, or no key was
-        // registered yet (nothing a touch could protect).
-        Response::Ok => needs_restart(&mut agent),
+        // No key registered yet: nothing a touch could protect, applied at once.
+        Response::Ok => shown = false,
         other => return Err(unexpected(&other)),
-    };
-    let mut out = "reloaded: the agent now runs with config.toml's settings; every session \
-                   stays open and the port is the same\n"
-        .to_owned();
-    out.push_str(&restart_lines(&restart));
-    Ok(out)
-}
-
-/// What the agent says applies only at its next start.
-fn needs_restart(agent: &mut Agent) -> Vec<String> {
-    match agent.request(&Request::Status) {
-        Ok(Response::Status(info)) => info.config_needs_restart,
-        _ => Vec::new(),
     }
+    let mut out = if shown {
+        "reloaded: the agent now runs with the settings your touch was shown; every session \
+         stays open and the port is the same\n"
+    } else {
+        "reloaded: no key is registered yet, so config.toml's settings apply without a touch \
+         (your first key's touch vouches for them)\n"
+    }
+    .to_owned();
+    if let Ok(Response::Status(info)) = agent.request(&Request::Status) {
+        if info.config_changed {
+            out.push_str(
+                "config.toml changed again while the touch was asked for: those changes are \
+                 not applied; run `credctl reload` again to see them\n",
+            );
+        }
+        out.push_str(&restart_lines(&info.config_needs_restart));
+    }
+    Ok(out)
 }
 
 /// The settings that apply only at the next start, and how to get there.

@@ -7,6 +7,7 @@ use credagent_proto::{Request, Response, StatusInfo};
 use crate::agent::{unexpected, Agent};
 use crate::error::{Failure, Result};
 use crate::identity::Verified;
+use crate::text::printable;
 
 fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
@@ -35,7 +36,7 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     out.push_str(&format!("endpoint   http://{}\n", info.http_addr));
     out.push_str(&format!(
         "config     {}{}\n",
-        info.config_path.as_deref().unwrap_or("(defaults)"),
+        printable(info.config_path.as_deref().unwrap_or("(defaults)")),
         if info.config_changed {
             " (CHANGED since the agent read it: `credctl reload` applies it, with a touch that \
              shows what changed; sessions stay open and the port stays the same)"
@@ -45,18 +46,19 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     ));
     for line in &info.config_needs_restart {
         out.push_str(&format!(
-            "restart    {line}: applies when the agent starts again\n"
+            "restart    {}: applies when the agent starts again\n",
+            printable(line)
         ));
     }
     out.push_str(&format!(
         "aws config {}\n",
-        info.aws_config.as_deref().unwrap_or("(none)")
+        printable(info.aws_config.as_deref().unwrap_or("(none)"))
     ));
     for o in &info.overrides {
-        out.push_str(&format!("override   {o}\n"));
+        out.push_str(&format!("override   {}\n", printable(o)));
     }
     if !info.settings.is_empty() {
-        out.push_str(&format!("settings   {}\n", info.settings));
+        out.push_str(&format!("settings   {}\n", printable(&info.settings)));
     }
     if let Some(w) = crate::commands::roles::config_mismatch(info.aws_config.as_deref()) {
         eprintln!("credctl: {w}");
@@ -82,7 +84,7 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     if !info.lock_on.is_empty() {
         for (i, line) in lock_on_lines(&info.lock_on).iter().enumerate() {
             let head = if i == 0 { "lock on" } else { "" };
-            out.push_str(&format!("{head:<10} {line}\n"));
+            out.push_str(&format!("{head:<10} {}\n", printable(line)));
         }
     }
     out.push_str(&format!(
