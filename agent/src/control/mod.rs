@@ -1,6 +1,8 @@
 //! The control socket: accepts `credctl` connections from our own uid only, speaks the framed
-//! protocol from `credagent-proto`, and dispatches each request to the handler of its family
-//! (`hello`, `keys`, `sources`, `sessions`, `tokens`, `status`).
+//! protocol from `credagent-proto`, and answers each request in one match (`Control::handle`),
+//! whose arms call the core directly or a handler in the file of its family (`hello`, `keys`,
+//! `sources`, `sessions`, `tokens`, `sso`, `status`). `reply` turns the core's own types into
+//! replies.
 
 mod hello;
 mod keys;
@@ -139,67 +141,170 @@ impl Control {
                 self.audit(now, Event::action("stop", &conn.peer(), None));
                 return (Response::Stopping, true);
             }
-            Request::Status | Request::Lock | Request::Pending => {
-                self.status_family(req, conn, now).await
-            }
-            Request::Reload => {
-                let resp = match self.live.reload(&conn.requester(), now).await {
-                    Ok(crate::reload::Reloaded::Applied { restart }) => {
-                        Response::Reloaded { restart }
-                    }
-                    Ok(crate::reload::Reloaded::Touch(outcome)) => outcome.into(),
-                    Err(refusal) => refusal.into(),
-                };
-                // A reload that took a touch is audited with it (`settings_reloaded`).
-                let outcome = match &resp {
-                    Response::Reloaded { .. } => {
-                        Some((None, "nothing a touch vouches for changed"))
-                    }
-                    Response::Error { code, .. } => {
-                        Some((Some(code.as_str()), "config.toml not applied"))
-                    }
-                    _ => None,
-                };
-                if let Some((refused, what)) = outcome {
-                    self.audit(
-                        now,
-                        Event::action("reload", &conn.peer(), refused).subject(what),
-                    );
-                }
-                resp
-            }
-            Request::KeyAddStart { .. }
-            | Request::KeyAddFinish { .. }
-            | Request::KeyList
-            | Request::KeyRemove { .. }
-            | Request::Confirm { .. }
-            | Request::KeyPin { .. } => self.keys_family(req, conn, now).await,
-            Request::SourceAdd { .. }
-            | Request::SourceImport { .. }
-            | Request::SourceList
-            | Request::SourceRemove { .. } => self.sources_family(req, conn, now).await,
-            Request::Roles
-            | Request::Open { .. }
-            | Request::Approve { .. }
-            | Request::AwaitCeremony { .. }
-            | Request::Credentials { .. }
-            | Request::Console { .. } => self.sessions_family(req, conn, now).await,
-            Request::TokenShell
-            | Request::TokenForRole { .. }
-            | Request::TokenList
-            | Request::TokenRevoke { .. }
-            | Request::Use { .. }
-            | Request::Imds { .. } => self.tokens_family(req, conn, now),
-            Request::Login { .. }
-            | Request::AwaitLogin { .. }
-            | Request::Logout { .. }
-            | Request::SsoDiscover { .. } => self.sso_family(req, conn, now).await,
             Request::Unknown => Response::error(
                 ErrorCode::UnknownRequest,
                 "this agent does not know that request: update and restart the agent",
             ),
+            // The agent: status, lock, pending approvals, reload.
+            Request::Status => {
+                let pending = self.pending_list(now).await;
+                Response::Status(Box::new(self.status(now, pending)))
+            }
+            Request::Lock => self.lock_request(conn, now),
+            Request::Pending => Response::Pending {
+                pending: self.pending_list(now).await,
+            },
+            Request::Reload => self.reload_request(conn, now).await,
+            // Keys and the touches that change them.
+            Request::KeyAddStart {
+                name,
+                accept_change,
+            } => self
+                .approvals
+                .key_add_start(&name, accept_change, &conn.requester(), now)
+                .await
+                .into(),
+            Request::KeyAddFinish {
+                ceremony_id,
+                credential,
+            } => self
+                .approvals
+                .key_add_finish(&ceremony_id, credential, conn.id, &conn.peer(), now)
+                .await
+                .into(),
+            Request::KeyList => self.key_list(),
+            Request::KeyRemove { name, force } => self
+                .approvals
+                .key_remove_start(&name, force, &conn.requester(), now)
+                .await
+                .into(),
+            Request::Confirm { accept_change } => self
+                .approvals
+                .confirm_start(accept_change, &conn.requester(), now)
+                .await
+                .into(),
+            Request::KeyPin { accept_change } => self
+                .approvals
+                .key_pin_start(accept_change, &conn.requester(), now)
+                .await
+                .into(),
+            // Sources.
+            Request::SourceAdd {
+                name,
+                access_key_id,
+                secret_access_key,
+            } => {
+                let subject = name.clone();
+                let add = self.source_add(name, access_key_id, secret_access_key);
+                self.source_change("source_add", &subject, true, conn, now, add)
+                    .await
+            }
+            Request::SourceImport {
+                name,
+                path,
+                profile,
+                remove_from_file,
+            } => {
+                let subject = name.clone();
+                let import = self.source_import(name, path, profile, remove_from_file);
+                self.source_change("source_add", &subject, true, conn, now, import)
+                    .await
+            }
+            Request::SourceList => self.source_list().await,
+            Request::SourceRemove { name } => {
+                let subject = name.clone();
+                let remove = self.source_remove(name);
+                self.source_change("source_remove", &subject, false, conn, now, remove)
+                    .await
+            }
+            // Roles and sessions.
+            Request::Roles => self.roles(now),
+            Request::Open {
+                role,
+                mfa_code,
+                accept_change,
+            } => {
+                let reply = self.open(&role, mfa_code, accept_change, conn, now).await;
+                self.with_region(reply)
+            }
+            Request::Approve {
+                ceremony_id,
+                credential,
+            } => {
+                let reply = self
+                    .approvals
+                    .answer_detached(
+                        ceremony_id,
+                        credential,
+                        crate::approval::AnsweredBy::Conn(conn.id),
+                        conn.peer(),
+                        now,
+                    )
+                    .await;
+                self.with_region(reply.into())
+            }
+            Request::AwaitCeremony { ceremony_id } => {
+                let reply = self.approvals.await_ceremony(&ceremony_id, conn.id).await;
+                self.with_region(reply.into())
+            }
+            Request::Credentials { role, export } => {
+                self.credentials(&role, export, conn, now).await
+            }
+            Request::Console {
+                role,
+                destination,
+                region,
+            } => {
+                self.console_request(&role, destination.as_deref(), region.as_deref(), conn, now)
+                    .await
+            }
+            // Endpoint tokens and the role IMDS serves.
+            Request::TokenShell => self.issue(
+                crate::tokens::Binding::Shell { current: None },
+                "shell",
+                (conn.peer(), None),
+                now,
+            ),
+            Request::TokenForRole {
+                role,
+                scoped,
+                purpose,
+            } => self.token_for_role(role, scoped, &purpose, conn, now),
+            Request::Use { token, role } => self.use_role(token, &role),
+            Request::TokenList => self.token_list(),
+            Request::TokenRevoke { id } => self.token_revoke(&id, conn, now),
+            Request::Imds { role } => self.imds(role),
+            // IAM Identity Center logins.
+            Request::Login { login, device_code } => {
+                self.login(login, device_code, conn, now).await
+            }
+            Request::AwaitLogin { login } => self.await_login(&login, now).await,
+            Request::Logout { login } => self.logout(login, conn, now).await,
+            Request::SsoDiscover { login } => self.sso_discover(login, now).await,
         };
         (resp, false)
+    }
+
+    /// `credctl reload`: applied at once, or the touch that applies it; audited here unless a
+    /// touch took it (then with the touch, `settings_reloaded`).
+    async fn reload_request(&self, conn: &Conn, now: std::time::SystemTime) -> Response {
+        let resp = match self.live.reload(&conn.requester(), now).await {
+            Ok(crate::reload::Reloaded::Applied { restart }) => Response::Reloaded { restart },
+            Ok(crate::reload::Reloaded::Touch(outcome)) => outcome.into(),
+            Err(refusal) => refusal.into(),
+        };
+        let outcome = match &resp {
+            Response::Reloaded { .. } => Some((None, "nothing a touch vouches for changed")),
+            Response::Error { code, .. } => Some((Some(code.as_str()), "config.toml not applied")),
+            _ => None,
+        };
+        if let Some((refused, what)) = outcome {
+            self.audit(
+                now,
+                Event::action("reload", &conn.peer(), refused).subject(what),
+            );
+        }
+        resp
     }
 
     /// The roles of `~/.aws/config` as the file is now (read again if it changed); the refusal
@@ -214,11 +319,6 @@ impl Control {
     fn audit(&self, now: std::time::SystemTime, event: Event) {
         self.audit.record(now, event);
     }
-}
-
-/// A request handed to the wrong family: a bug in `Control::handle`, answered, not panicked on.
-fn misrouted() -> Response {
-    Response::error(ErrorCode::Internal, "request routed to the wrong handler")
 }
 
 /// Accepts control connections until `shutdown` is cancelled.

@@ -3,23 +3,17 @@
 
 use std::time::SystemTime;
 
-use credagent_proto::{ErrorCode, Request, Response, RoleInfo, Secret, SessionState};
+use credagent_proto::{ErrorCode, Response, RoleInfo, Secret, SessionState};
 use secrecy::ExposeSecret;
 
 use super::{Conn, Control};
 use crate::audit::{rfc3339, Event, Outcome};
 
 impl Control {
-    pub(super) async fn sessions_family(
-        &self,
-        req: Request,
-        conn: &Conn,
-        now: SystemTime,
-    ) -> Response {
-        let mut reply = self.sessions_request(req, conn, now).await;
-        // Every way a role opens (already open, this client's touch, a touch another client
-        // led, the browser page) ends in `Opened`: the region is added here, once, from the
-        // profiles as they are now.
+    /// Every way a role opens (already open, this client's touch, a touch another client
+    /// led, the browser page) ends in `Opened`: the region is added here, once, from the
+    /// profiles as they are now.
+    pub(super) fn with_region(&self, mut reply: Response) -> Response {
         if let Response::Opened {
             role,
             region,
@@ -35,66 +29,40 @@ impl Control {
         reply
     }
 
-    async fn sessions_request(&self, req: Request, conn: &Conn, now: SystemTime) -> Response {
-        match req {
-            Request::Roles => match self.fresh_profiles() {
-                Ok(()) => Response::Roles {
-                    roles: self.role_infos(now, false),
-                    aws_config: self.aws_config.path().map(|p| p.display().to_string()),
-                },
-                Err(r) => *r,
+    /// `credctl roles`: the roles of `~/.aws/config` as it is now, with their sessions.
+    pub(super) fn roles(&self, now: SystemTime) -> Response {
+        match self.fresh_profiles() {
+            Ok(()) => Response::Roles {
+                roles: self.role_infos(now, false),
+                aws_config: self.aws_config.path().map(|p| p.display().to_string()),
             },
-            Request::Open {
-                role,
-                mfa_code,
-                accept_change,
-            } => self.open(&role, mfa_code, accept_change, conn, now).await,
-            Request::Approve {
-                ceremony_id,
-                credential,
-            } => self
-                .approvals
-                .answer_detached(
-                    ceremony_id,
-                    credential,
-                    crate::approval::AnsweredBy::Conn(conn.id),
-                    conn.peer(),
-                    now,
-                )
-                .await
-                .into(),
-            Request::AwaitCeremony { ceremony_id } => self
-                .approvals
-                .await_ceremony(&ceremony_id, conn.id)
-                .await
-                .into(),
-            Request::Credentials { role, export } => {
-                self.credentials(&role, export, conn, now).await
-            }
-            Request::Console {
-                role,
-                destination,
-                region,
-            } => {
-                let reply = self
-                    .console(&role, destination.as_deref(), region.as_deref(), now)
-                    .await;
-                let refused = match &reply {
-                    Response::Error { code, .. } => Some(code.as_str()),
-                    _ => None,
-                };
-                self.audit(
-                    now,
-                    Event::action("console", &conn.peer(), refused).role(&role),
-                );
-                reply
-            }
-            _ => super::misrouted(),
+            Err(r) => *r,
         }
     }
 
+    /// `credctl console`: a sign-in link for `role`'s session, audited.
+    pub(super) async fn console_request(
+        &self,
+        role: &str,
+        destination: Option<&str>,
+        region: Option<&str>,
+        conn: &Conn,
+        now: SystemTime,
+    ) -> Response {
+        let reply = self.console(role, destination, region, now).await;
+        let refused = match &reply {
+            Response::Error { code, .. } => Some(code.as_str()),
+            _ => None,
+        };
+        self.audit(
+            now,
+            Event::action("console", &conn.peer(), refused).role(role),
+        );
+        reply
+    }
+
     /// Opens `role` if needed: already open → `Opened`; else lead or follow the role's ceremony.
-    async fn open(
+    pub(super) async fn open(
         &self,
         role: &str,
         mfa_code: Option<Secret>,
@@ -274,7 +242,7 @@ impl Control {
         }
     }
 
-    async fn credentials(
+    pub(super) async fn credentials(
         &self,
         role: &str,
         export: bool,

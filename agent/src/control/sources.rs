@@ -1,7 +1,7 @@
 //! Source requests: add (typed or imported from `~/.aws/credentials`), list and remove the
 //! long-lived keys kept in the keyring.
 
-use credagent_proto::{ErrorCode, Request, Response, Secret, SourceInfo};
+use credagent_proto::{ErrorCode, Response, Secret, SourceInfo};
 use secrecy::SecretString;
 
 use std::time::SystemTime;
@@ -24,74 +24,50 @@ fn reply(r: Result<Response, SourceError>) -> Response {
 }
 
 impl Control {
-    pub(super) async fn sources_family(
+    /// A change to the stored sources (`channel`: its audit name), audited with its outcome.
+    /// Adding one hands the agent a secret to seal: it needs this connection's own touch first.
+    pub(super) async fn source_change(
         &self,
-        req: Request,
+        channel: &'static str,
+        name: &str,
+        seals: bool,
         conn: &Conn,
         now: SystemTime,
+        change: impl std::future::Future<Output = Response>,
     ) -> Response {
-        let (channel, name) = match &req {
-            Request::SourceAdd { name, .. } | Request::SourceImport { name, .. } => {
-                ("source_add", name.clone())
-            }
-            Request::SourceRemove { name } => ("source_remove", name.clone()),
-            _ => ("", String::new()),
-        };
-        let sealing = matches!(
-            &req,
-            Request::SourceAdd { .. } | Request::SourceImport { .. }
-        );
-        let reply = if sealing && !self.approvals.may_seal_for(conn.id, now) {
+        let reply = if seals && !self.approvals.may_seal_for(conn.id, now) {
             touch_required("adding a source")
         } else {
-            self.source_request(req).await
+            change.await
         };
-        if !channel.is_empty() {
-            let refused = match &reply {
-                Response::Error { code, .. } => Some(code.as_str()),
-                _ => None,
-            };
-            self.audit(
-                now,
-                Event::action(channel, &conn.peer(), refused).subject(&name),
-            );
-        }
+        let refused = match &reply {
+            Response::Error { code, .. } => Some(code.as_str()),
+            _ => None,
+        };
+        self.audit(
+            now,
+            Event::action(channel, &conn.peer(), refused).subject(name),
+        );
         reply
     }
 
-    async fn source_request(&self, req: Request) -> Response {
-        match req {
-            Request::SourceAdd {
-                name,
-                access_key_id,
-                secret_access_key,
-            } => {
-                self.source_add(name, access_key_id, secret_access_key)
-                    .await
-            }
-            Request::SourceImport {
-                name,
-                path,
-                profile,
-                remove_from_file,
-            } => {
-                self.source_import(name, path, profile, remove_from_file)
-                    .await
-            }
-            Request::SourceList => self.source_list().await,
-            Request::SourceRemove { name } => reply(
-                self.sources
-                    .with_store(move |store, k| {
-                        store.forget(&name);
-                        k.delete(&name).map(|()| Response::Ok)
-                    })
-                    .await,
-            ),
-            _ => super::misrouted(),
-        }
+    pub(super) async fn source_remove(&self, name: String) -> Response {
+        reply(
+            self.sources
+                .with_store(move |store, k| {
+                    store.forget(&name);
+                    k.delete(&name).map(|()| Response::Ok)
+                })
+                .await,
+        )
     }
 
-    async fn source_add(&self, name: String, key_id: String, secret: Secret) -> Response {
+    pub(super) async fn source_add(
+        &self,
+        name: String,
+        key_id: String,
+        secret: Secret,
+    ) -> Response {
         if let Some(refusal) = refuse_temporary(&key_id, false, "") {
             return refusal;
         }
@@ -112,7 +88,7 @@ impl Control {
         reply
     }
 
-    async fn source_import(
+    pub(super) async fn source_import(
         &self,
         name: String,
         path: String,
@@ -174,7 +150,7 @@ impl Control {
         reply
     }
 
-    async fn source_list(&self) -> Response {
+    pub(super) async fn source_list(&self) -> Response {
         reply(
             self.sources
                 .with_store(|store, keyring| {

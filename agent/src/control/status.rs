@@ -2,34 +2,18 @@
 
 use std::time::SystemTime;
 
-use credagent_proto::{PendingInfo, Request, Response, StatusInfo};
+use credagent_proto::{PendingInfo, Response, StatusInfo};
 
 use super::{Conn, Control};
 use crate::audit::Event;
 
 impl Control {
-    pub(super) async fn status_family(
-        &self,
-        req: Request,
-        conn: &Conn,
-        now: SystemTime,
-    ) -> Response {
-        match req {
-            Request::Status => {
-                let pending = self.pending_list(now).await;
-                Response::Status(Box::new(self.status(now, pending)))
-            }
-            Request::Lock => {
-                self.lock();
-                self.audit
-                    .record(now, Event::action("lock", &conn.peer(), None));
-                Response::Ok
-            }
-            Request::Pending => Response::Pending {
-                pending: self.pending_list(now).await,
-            },
-            _ => super::misrouted(),
-        }
+    /// `credctl lock`: as [`Control::lock`], audited with who asked.
+    pub(super) fn lock_request(&self, conn: &Conn, now: SystemTime) -> Response {
+        self.lock();
+        self.audit
+            .record(now, Event::action("lock", &conn.peer(), None));
+        Response::Ok
     }
 
     /// `credctl lock` / SIGUSR1: end every session and ceremony, revoke every role-bound token,
@@ -51,7 +35,7 @@ impl Control {
 
     /// The pending approvals, with the processes that asked: naming them scans /proc, so it
     /// runs off the runtime's workers.
-    async fn pending_list(&self, now: SystemTime) -> Vec<PendingInfo> {
+    pub(super) async fn pending_list(&self, now: SystemTime) -> Vec<PendingInfo> {
         let pending = self.pending.clone();
         let list = tokio::task::spawn_blocking(move || pending.list(now))
             .await

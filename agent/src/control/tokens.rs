@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use credagent_proto::{ErrorCode, Request, Response, Secret};
+use credagent_proto::{ErrorCode, Response, Secret};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Conn, Control};
@@ -13,89 +13,91 @@ use crate::http::endpoint::ECS_PATH;
 use crate::tokens::{Binding, IssueError, TokenId};
 
 impl Control {
-    pub(super) fn tokens_family(&self, req: Request, conn: &mut Conn, now: SystemTime) -> Response {
-        match req {
-            Request::TokenShell => self.issue(
-                Binding::Shell { current: None },
-                "shell",
-                (conn.peer(), None),
-                now,
+    /// A token bound to `role`: an `exec` token (`scoped`) dies with this connection.
+    pub(super) fn token_for_role(
+        &self,
+        role: String,
+        scoped: bool,
+        purpose: &str,
+        conn: &mut Conn,
+        now: SystemTime,
+    ) -> Response {
+        let purpose = if scoped {
+            "exec"
+        } else if purpose == "env" {
+            "env"
+        } else {
+            "role"
+        };
+        let who = conn.peer();
+        self.issue(
+            Binding::Role { role: role.into() },
+            purpose,
+            (who, scoped.then_some(conn)),
+            now,
+        )
+    }
+
+    /// `credctl use`: the shell whose token this is serves `role` from now on.
+    pub(super) fn use_role(&self, token: Secret, role: &str) -> Response {
+        let t = SecretString::from(token.expose().to_owned());
+        match self.tokens.set_current(&t, role) {
+            Ok(_) => Response::Ok,
+            Err(e) => Response::error(
+                ErrorCode::BadToken,
+                format!("{e}: this shell's token is not known to the agent: run `eval \"$(credctl start)\"`"),
             ),
-            Request::TokenForRole {
-                role,
-                scoped,
-                purpose,
-            } => {
-                let purpose = if scoped {
-                    "exec"
-                } else if purpose == "env" {
-                    "env"
-                } else {
-                    "role"
-                };
-                let who = conn.peer();
-                self.issue(
-                    Binding::Role { role: role.into() },
-                    purpose,
-                    (who, scoped.then_some(conn)),
-                    now,
-                )
-            }
-            Request::Use { token, role } => {
-                let t = SecretString::from(token.expose().to_owned());
-                match self.tokens.set_current(&t, &role) {
-                    Ok(_) => Response::Ok,
-                    Err(e) => Response::error(
-                        ErrorCode::BadToken,
-                        format!("{e}: this shell's token is not known to the agent: run `eval \"$(credctl start)\"`"),
-                    ),
-                }
-            }
-            Request::TokenList => Response::Tokens {
-                tokens: self
-                    .tokens
-                    .list()
-                    .into_iter()
-                    .map(|t| credagent_proto::TokenInfo {
-                        id: t.id,
-                        kind: t.kind,
-                        role: t.role,
-                        created: t.created,
-                        last_used: t.last_used,
-                    })
-                    .collect(),
-            },
-            Request::TokenRevoke { id } => {
-                if self.tokens.revoke_str(&id) {
-                    let mut event = Event::action("token_revoke", &conn.peer(), None);
-                    event.token_id = TokenId::parse(&id);
-                    self.audit(now, event);
-                    Response::Ok
-                } else {
-                    Response::error(
-                        ErrorCode::NotFound,
-                        format!("no live token with id {id}: see `credctl token list`"),
-                    )
-                }
-            }
-            Request::Imds { role } => {
-                if let Some(r) = &role {
-                    // Only a role that can open: the choice must not silently serve nothing.
-                    if let Err(resp) = self.fresh_profiles() {
-                        return *resp;
-                    }
-                    if let Err(e) = self.sessions.profiles().resolve(r) {
-                        return Response::error(ErrorCode::Profile, e.to_string());
-                    }
-                }
-                self.endpoint.set_imds_role(role.map(Into::into));
-                Response::Ok
-            }
-            _ => super::misrouted(),
         }
     }
 
-    fn issue(
+    /// The live tokens, without their secrets.
+    pub(super) fn token_list(&self) -> Response {
+        Response::Tokens {
+            tokens: self
+                .tokens
+                .list()
+                .into_iter()
+                .map(|t| credagent_proto::TokenInfo {
+                    id: t.id,
+                    kind: t.kind,
+                    role: t.role,
+                    created: t.created,
+                    last_used: t.last_used,
+                })
+                .collect(),
+        }
+    }
+
+    pub(super) fn token_revoke(&self, id: &str, conn: &Conn, now: SystemTime) -> Response {
+        if self.tokens.revoke_str(id) {
+            let mut event = Event::action("token_revoke", &conn.peer(), None);
+            event.token_id = TokenId::parse(id);
+            self.audit(now, event);
+            Response::Ok
+        } else {
+            Response::error(
+                ErrorCode::NotFound,
+                format!("no live token with id {id}: see `credctl token list`"),
+            )
+        }
+    }
+
+    /// The role IMDS serves: only a role that can open, so the choice does not silently serve
+    /// nothing.
+    pub(super) fn imds(&self, role: Option<String>) -> Response {
+        if let Some(r) = &role {
+            if let Err(resp) = self.fresh_profiles() {
+                return *resp;
+            }
+            if let Err(e) = self.sessions.profiles().resolve(r) {
+                return Response::error(ErrorCode::Profile, e.to_string());
+            }
+        }
+        self.endpoint.set_imds_role(role.map(Into::into));
+        Response::Ok
+    }
+
+    pub(super) fn issue(
         &self,
         binding: Binding,
         purpose: &str,
