@@ -26,6 +26,7 @@ mod module_order;
 pub mod notify;
 pub mod paths;
 pub mod preflight;
+pub mod procs;
 pub mod profiles;
 pub mod refusal;
 pub mod reload;

@@ -20,11 +20,12 @@ const ORDER: &[(&str, &[&str])] = &[
     ("logging", &["util"]),
     ("endpoint_url", &[]),
     ("refusal", &[]),
+    ("procs", &[]),
     ("generation", &["util"]),
     ("vault", &["util"]),
     ("lock_signals", &["util"]),
     ("listeners", &["util"]),
-    ("tokens", &["generation", "util"]),
+    ("tokens", &["generation", "procs", "util"]),
     ("audit", &["tokens", "util"]),
     ("sources", &["util", "vault", "refusal"]),
     ("profiles", &["sources", "util"]),
@@ -63,6 +64,7 @@ const ORDER: &[(&str, &[&str])] = &[
             "audit",
             "generation",
             "harden",
+            "procs",
             "sessions",
             "sso",
             "sts",
@@ -109,8 +111,8 @@ const ORDER: &[(&str, &[&str])] = &[
     (
         "control",
         &[
-            "approval", "audit", "console", "http", "profiles", "reload", "sessions", "sources",
-            "sso", "state", "tokens", "util", "refusal",
+            "approval", "audit", "console", "http", "procs", "profiles", "reload", "sessions",
+            "sources", "sso", "state", "tokens", "util", "refusal",
         ],
     ),
     (

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::generation::{Generation, Versioned};
+use crate::procs::ProcessId;
 
 const PREFIX: &str = "cat1_";
 /// Most live tokens at once: enough for every shell and command of a person, and a bound on
@@ -72,6 +73,18 @@ struct Entry {
     /// Unix seconds of the last successful authentication (0: never). Not versioned: it
     /// changes no answer.
     last_used: AtomicU64,
+    /// The process whose tree alone may present it (`None`: whoever holds it).
+    holder: Option<ProcessId>,
+}
+
+/// A token that passed its secret check: what it may be served, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub id: TokenId,
+    /// The role it may be served now.
+    pub role: Option<Arc<str>>,
+    /// The process whose tree alone may present it.
+    pub holder: Option<ProcessId>,
 }
 
 /// Why a token was not accepted.
@@ -102,6 +115,8 @@ pub enum IssueError {
 pub struct Tokens {
     /// Versioned: every change to the tokens can change an endpoint answer.
     entries: Versioned<HashMap<TokenId, Entry>>,
+    /// Requests refused because a bound token came from outside its holder's tree.
+    refused_elsewhere: AtomicU64,
 }
 
 fn hash(secret: &[u8]) -> [u8; 32] {
@@ -123,6 +138,7 @@ impl Tokens {
     pub fn new(generation: Generation) -> Tokens {
         Tokens {
             entries: Versioned::new(HashMap::new(), generation),
+            refused_elsewhere: AtomicU64::new(0),
         }
     }
 
@@ -131,6 +147,7 @@ impl Tokens {
         &self,
         binding: Binding,
         purpose: &str,
+        holder: Option<ProcessId>,
         now: SystemTime,
     ) -> Result<(TokenId, SecretString), IssueError> {
         let mut id = [0u8; ID_BYTES];
@@ -148,6 +165,7 @@ impl Tokens {
             purpose: purpose.into(),
             created: now,
             last_used: AtomicU64::new(0),
+            holder,
         };
         let mut entries = self.entries.write();
         if entries.len() >= MAX_TOKENS {
@@ -162,7 +180,7 @@ impl Tokens {
         &self,
         presented: &str,
         now: SystemTime,
-    ) -> Result<(TokenId, Option<Arc<str>>), TokenError> {
+    ) -> Result<Authenticated, TokenError> {
         let (id, secret) = parse(presented)?;
         let presented_hash = hash(&secret);
         let entries = self.entries.read();
@@ -171,7 +189,11 @@ impl Tokens {
             entry
                 .last_used
                 .store(crate::util::unix_secs(now), Ordering::Relaxed);
-            Ok((id, entry.binding.role().cloned()))
+            Ok(Authenticated {
+                id,
+                role: entry.binding.role().cloned(),
+                holder: entry.holder,
+            })
         } else {
             Err(TokenError::Unknown)
         }
@@ -223,6 +245,16 @@ impl Tokens {
         before - entries.len()
     }
 
+    /// A bound token was presented from outside its holder's tree: counted for `status`.
+    pub fn note_refused_elsewhere(&self) {
+        self.refused_elsewhere.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many requests were refused so, since the agent started.
+    pub fn refused_elsewhere(&self) -> u64 {
+        self.refused_elsewhere.load(Ordering::Relaxed)
+    }
+
     /// The live tokens, oldest first, without their secrets.
     pub fn list(&self) -> Vec<TokenView> {
         let mut out: Vec<TokenView> = self
@@ -235,6 +267,7 @@ impl Tokens {
                 role: e.binding.role().map(|r| r.to_string()),
                 created: crate::util::unix_secs(e.created),
                 last_used: Some(e.last_used.load(Ordering::Relaxed)).filter(|t| *t > 0),
+                holder: e.holder,
             })
             .collect();
         out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
@@ -255,6 +288,8 @@ pub struct TokenView {
     pub created: u64,
     /// Unix seconds of the last credential request made with it (`None`: never used).
     pub last_used: Option<u64>,
+    /// The process whose tree alone may present it (`None`: unbound).
+    pub holder: Option<ProcessId>,
 }
 
 #[cfg(test)]
@@ -265,10 +300,20 @@ mod tests {
     fn issued_tokens_are_long_printable_and_unique() {
         let t = Tokens::default();
         let (_, a) = t
-            .issue(Binding::Shell { current: None }, "shell", SystemTime::now())
+            .issue(
+                Binding::Shell { current: None },
+                "shell",
+                None,
+                SystemTime::now(),
+            )
             .unwrap();
         let (_, b) = t
-            .issue(Binding::Shell { current: None }, "shell", SystemTime::now())
+            .issue(
+                Binding::Shell { current: None },
+                "shell",
+                None,
+                SystemTime::now(),
+            )
             .unwrap();
         let a = a.expose_secret();
         assert!(a.starts_with("cat1_"));
@@ -282,7 +327,7 @@ mod tests {
         let t = Tokens::default();
         let now = SystemTime::now();
         let (sid, shell) = t
-            .issue(Binding::Shell { current: None }, "shell", now)
+            .issue(Binding::Shell { current: None }, "shell", None, now)
             .unwrap();
         let (_, exec) = t
             .issue(
@@ -290,26 +335,31 @@ mod tests {
                     role: "prod".into(),
                 },
                 "exec",
+                None,
                 now,
             )
             .unwrap();
         assert_eq!(
             t.authenticate(shell.expose_secret(), SystemTime::UNIX_EPOCH)
                 .unwrap(),
-            (sid, None)
+            Authenticated {
+                id: sid,
+                role: None,
+                holder: None
+            }
         );
         assert_eq!(t.set_current(&shell, "dev").unwrap(), sid);
         assert_eq!(
             t.authenticate(shell.expose_secret(), SystemTime::UNIX_EPOCH)
                 .unwrap()
-                .1
+                .role
                 .as_deref(),
             Some("dev")
         );
         assert_eq!(
             t.authenticate(exec.expose_secret(), SystemTime::UNIX_EPOCH)
                 .unwrap()
-                .1
+                .role
                 .as_deref(),
             Some("prod")
         );
@@ -318,13 +368,13 @@ mod tests {
         assert_eq!(
             t.authenticate(shell.expose_secret(), SystemTime::UNIX_EPOCH)
                 .unwrap()
-                .1,
+                .role,
             None
         );
         assert_eq!(
             t.authenticate(exec.expose_secret(), SystemTime::UNIX_EPOCH)
                 .unwrap()
-                .1
+                .role
                 .as_deref(),
             Some("prod")
         );
@@ -334,7 +384,12 @@ mod tests {
     fn wrong_secret_right_id_is_refused() {
         let t = Tokens::default();
         let (_, tok) = t
-            .issue(Binding::Shell { current: None }, "shell", SystemTime::now())
+            .issue(
+                Binding::Shell { current: None },
+                "shell",
+                None,
+                SystemTime::now(),
+            )
             .unwrap();
         let s = tok.expose_secret();
         let mut forged = s[..s.len() - 1].to_owned();
@@ -365,6 +420,7 @@ mod tests {
             .issue(
                 Binding::Role { role: "r".into() },
                 "exec",
+                None,
                 SystemTime::now(),
             )
             .unwrap();
@@ -381,10 +437,10 @@ mod tests {
         let t = Tokens::default();
         let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
         let (shell, shell_tok) = t
-            .issue(Binding::Shell { current: None }, "shell", t0)
+            .issue(Binding::Shell { current: None }, "shell", None, t0)
             .unwrap();
         let (env, env_tok) = t
-            .issue(Binding::Role { role: "dev".into() }, "env", t0)
+            .issue(Binding::Role { role: "dev".into() }, "env", None, t0)
             .unwrap();
         let later = t0 + std::time::Duration::from_secs(5);
         t.authenticate(env_tok.expose_secret(), later).unwrap();
@@ -415,11 +471,11 @@ mod tests {
         assert!(!t.revoke_str("not-an-id"));
 
         for _ in 0..MAX_TOKENS {
-            t.issue(Binding::Shell { current: None }, "shell", t0)
+            t.issue(Binding::Shell { current: None }, "shell", None, t0)
                 .unwrap();
         }
         assert!(matches!(
-            t.issue(Binding::Shell { current: None }, "shell", t0),
+            t.issue(Binding::Shell { current: None }, "shell", None, t0),
             Err(IssueError::TooMany)
         ));
     }
@@ -431,6 +487,7 @@ mod tests {
             .issue(
                 Binding::Shell { current: None },
                 "shell",
+                None,
                 SystemTime::UNIX_EPOCH,
             )
             .unwrap();

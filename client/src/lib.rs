@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod completion;
 pub mod error;
+pub mod holder;
 pub mod identity;
 pub mod prompt;
 pub mod region;
@@ -203,6 +204,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("CREDCTL_AUTHENTICATOR", "The default for --authenticator: usb, browser or soft:FILE."),
     ("CREDCTL_USB_WAIT_SECS", "How long to wait for a USB key to be plugged in and picked (default 30)."),
     ("CREDCTL_SOFT_PIN", "The PIN of the insecure software authenticator (soft:FILE): given to a new one, and given to it when used. Never read for a real key."),
+    ("CREDCTL_TOKEN_HOLDER", "The process a shell's token (start, env) is given to: a pid (credctl's or one of its ancestors'), or none for a token anyone holding it may present. Default: the shell that evaluates the output."),
     ("CREDCTL_SSO_DEVICE_CODE", "Set to 1 so that a login a role needs on the spot uses the device code flow (for machines without a browser)."),
     ("AWS_CONFIG_FILE", "The AWS config file with your profiles (default ~/.aws/config)."),
     ("XDG_RUNTIME_DIR, XDG_CONFIG_HOME, XDG_STATE_HOME", "Where the socket, config.toml and the agent's state live."),

@@ -284,6 +284,7 @@ mod tests {
             unsealed_keys: vec!["old".into()],
             config_changed: true,
             config_needs_restart: vec!["listen: 127.0.0.1:0 → 127.0.0.1:9911".into()],
+            tokens_refused_elsewhere: 3,
             user_verification: "required".into(),
             touch_only_keys: vec!["older".into()],
             lock_on: vec!["suspend (logind PrepareForSleep): watched".into()],

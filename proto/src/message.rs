@@ -111,13 +111,21 @@ pub enum Request {
     AwaitCeremony { ceremony_id: String },
 
     /// Issue a token for a shell (`credctl start`): it serves the role `Use` makes current.
-    TokenShell,
+    /// With `holder` (the shell's pid: the requester or one of its ancestors), only that
+    /// process and its descendants may present it; without, anyone who holds it may.
+    TokenShell {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holder: Option<i32>,
+    },
     /// Issue a token bound to `role` only. With `scoped`, the token is revoked when this
-    /// control connection closes (`credctl exec`).
+    /// control connection closes, and only the requester and its descendants may present it
+    /// (`credctl exec`); else `holder` binds it as for `TokenShell`.
     TokenForRole {
         role: String,
         scoped: bool,
         purpose: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holder: Option<i32>,
     },
     /// Make `role` current for the shell token `token` (`credctl use`).
     Use { token: Secret, role: String },
@@ -351,6 +359,10 @@ pub struct TokenInfo {
     pub created: u64,
     /// Unix seconds of the last credential request made with it (`None`: never used).
     pub last_used: Option<u64>,
+    /// The process whose tree alone may present it (`pid 1234 (/usr/bin/bash)`); `None`:
+    /// unbound, anyone who holds it may.
+    #[serde(default)]
+    pub holder: Option<String>,
 }
 
 /// Stable error codes. Never renumber or rename one; add new ones at the end.
@@ -618,6 +630,10 @@ pub struct StatusInfo {
     /// start (`listen`, `keyring`), each as `name: in force → in the file`.
     #[serde(default)]
     pub config_needs_restart: Vec<String>,
+    /// Requests refused since the agent started because a token bound to one process tree
+    /// was presented from outside it (a token copied out of a process's environment).
+    #[serde(default)]
+    pub tokens_refused_elsewhere: u64,
     /// The AWS config file the agent reads roles from.
     #[serde(default)]
     pub aws_config: Option<String>,

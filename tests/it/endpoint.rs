@@ -277,7 +277,10 @@ fn revocation_lock_and_role_switches_reach_an_open_keep_alive_connection_at_once
     let s = Stack::new("", "").with_key_and_source();
     s.role_token("demo");
 
-    // An exec token lives as long as its command; the command waits for a line on stdin.
+    // An exec token serves only its command's process tree: the command and a grandchild of
+    // it are served, while this test process, outside the tree, is refused even with the token
+    // in hand. The command waits for a line on stdin.
+    let fetch = "curl -s -o /dev/null -w '%{http_code}' -H \"Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN\" \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\"";
     let mut exec = s
         .env
         .command(crate::util::bin("credctl"))
@@ -288,34 +291,41 @@ fn revocation_lock_and_role_switches_reach_an_open_keep_alive_connection_at_once
             "--",
             "sh",
             "-c",
-            "echo \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\"; read line",
+            &format!(
+                "echo \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\"; {fetch}; echo; sh -c \"sh -c '{}'\"; echo; read line",
+                fetch.replace('\'', "").replace('"', "\\\"")
+            ),
         ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(exec.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let exec_token = first.trim().to_owned();
-    assert!(exec_token.starts_with("cat1_"), "{first:?}");
-
-    let mut conn = KeepAlive::connect(&s);
-    for _ in 0..50 {
-        assert_eq!(conn.ecs(&exec_token), 200);
+    let mut out = std::io::BufReader::new(exec.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let exec_token = line.trim().to_owned();
+    assert!(exec_token.starts_with("cat1_"), "{line:?}");
+    for who in ["the command", "its grandchild"] {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "200", "{who}");
     }
-    // Every request is audited, memo or not.
-    wait_until(Duration::from_secs(5), || {
-        served_count(&s, &exec_token) == 50
-    })
-    .unwrap_or_else(|| panic!("served {} of 50", served_count(&s, &exec_token)));
-
-    // The command exits: its token is revoked, and the same connection is refused at once.
+    let mut conn = KeepAlive::connect(&s);
+    let (code, body) = conn.request("GET", "/v1/credentials", &[("Authorization", &exec_token)]);
+    assert_eq!(code, 401, "a process outside the command's tree: {body}");
+    assert!(body.contains("token_elsewhere"), "{body}");
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["tokens_refused_elsewhere"], 1);
     writeln!(exec.stdin.take().unwrap()).unwrap();
     assert!(exec.wait().unwrap().success());
-    let (code, body) = conn.request("GET", "/v1/credentials", &[("Authorization", &exec_token)]);
-    assert_eq!(code, 401, "{body}");
+
+    // Every request on a keep-alive connection is audited, memo or not.
+    let token = s.role_token("demo");
+    for _ in 0..50 {
+        assert_eq!(conn.ecs(&token), 200);
+    }
+    wait_until(Duration::from_secs(5), || served_count(&s, &token) == 50)
+        .unwrap_or_else(|| panic!("served {} of 50", served_count(&s, &token)));
 
     // A role-bound token, then lock: the next request on the connection is refused.
     let token = s.role_token("demo");

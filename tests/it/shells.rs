@@ -72,7 +72,7 @@ fn serve(mut conn: UnixStream, uri: &str, token: &str) {
                 agent_version: "fake".into(),
                 pid: 4242,
             },
-            Request::TokenShell => Response::Token {
+            Request::TokenShell { .. } => Response::Token {
                 token: Secret::new(token),
                 token_id: "fake".into(),
                 uri: uri.into(),

@@ -281,6 +281,8 @@ impl Stack {
                 role: role.into(),
                 scoped: false,
                 purpose: "env".into(),
+                // This test process, whose children (curl, the SDKs) present it.
+                holder: Some(std::process::id() as i32),
             },
         )
         .unwrap();

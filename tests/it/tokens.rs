@@ -120,3 +120,129 @@ fn a_token_file_never_replaces_what_is_not_an_earlier_token_file() {
     assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
 }
+
+/// `curl` as `cmd` runs it: the HTTP status of the ECS request with `token`.
+fn curl_status(s: &Stack, mut cmd: std::process::Command, token: &str) -> String {
+    let out = cmd
+        .args([
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Authorization: {token}"),
+            &s.ecs_uri(),
+        ])
+        .output()
+        .unwrap();
+    crate::util::stdout(&out)
+}
+
+/// A shell's token serves that shell and its descendants only: a process outside the tree (one
+/// that reparented itself away with `setsid -f`, say) gets 401 with the token in hand. A token
+/// file is unbound, and `token list` says so.
+#[test]
+fn a_token_serves_only_the_process_tree_it_was_given_to() {
+    let s = Stack::new("", "").with_key_and_source();
+    // `credctl env` evaluated by this test process: it is the token's holder.
+    let token = s.role_token("demo");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200, "a child of the holder");
+    // A grandchild, through a shell.
+    let mut sh = s.env.command("sh");
+    sh.args(["-c", "exec \"$@\"", "sh"]);
+    assert_eq!(curl_status(&s, sh, &token), "200");
+    // Reparented away: no longer a descendant of the holder.
+    let out_file = s.env.home.join("away.txt");
+    let away = s
+        .env
+        .command("setsid")
+        .args([
+            "-f",
+            "sh",
+            "-c",
+            &format!(
+                "curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: {token}' {} > {}.tmp; mv {}.tmp {}",
+                s.ecs_uri(),
+                out_file.display(),
+                out_file.display(),
+                out_file.display()
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(away.success());
+    crate::util::wait_until(std::time::Duration::from_secs(10), || out_file.exists())
+        .expect("the reparented curl ran");
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "401");
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["tokens_refused_elsewhere"], 1);
+    let audit = s.env.home.join(".local/state/credagent/audit.jsonl");
+    crate::util::wait_until(std::time::Duration::from_secs(10), || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .contains("token_elsewhere")
+    })
+    .expect("the refusal is audited");
+
+    // The listing names each token's holder; a token file's token is unbound.
+    let file = s.env.home.join("ide.token");
+    s.ok(&["env", "demo", "--token-file", file.to_str().unwrap()]);
+    let listed = tokens(&s);
+    let holder_of = |id: &str| {
+        listed
+            .iter()
+            .find(|t| t["id"] == id)
+            .map(|t| t["holder"].clone())
+            .unwrap()
+    };
+    assert!(
+        holder_of(id_of(&token))
+            .as_str()
+            .is_some_and(|h| h.starts_with(&format!("pid {} ", std::process::id()))),
+        "{listed:?}"
+    );
+    let file_token = std::fs::read_to_string(&file).unwrap();
+    assert!(holder_of(id_of(file_token.trim())).is_null(), "{listed:?}");
+    assert!(s.ok(&["token", "list"]).contains("UNBOUND"));
+}
+
+/// A token is given to the requester or to one of its ancestors, never to another process.
+#[test]
+fn a_token_cannot_be_given_to_a_process_outside_the_requesters_ancestry() {
+    let s = Stack::new("", "").with_key_and_source();
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let out = s
+        .env
+        .command(crate::util::bin("credctl"))
+        .env("CREDCTL_TOKEN_HOLDER", other.id().to_string())
+        .args(["start"])
+        .output()
+        .unwrap();
+    other.kill().unwrap();
+    other.wait().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("nor one of its ancestors"),
+        "{}",
+        stderr(&out)
+    );
+    // `none` asks for an unbound token, which works from anywhere.
+    let out = s
+        .env
+        .command(crate::util::bin("credctl"))
+        .env("CREDCTL_TOKEN_HOLDER", "none")
+        .args(["start"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = token_from_exports(&crate::util::stdout(&out));
+    let listed = tokens(&s);
+    assert!(listed
+        .iter()
+        .any(|t| t["id"] == id_of(&token) && t["holder"].is_null()));
+}

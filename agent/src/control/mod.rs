@@ -259,17 +259,13 @@ impl Control {
                     .await
             }
             // Endpoint tokens and the role IMDS serves.
-            Request::TokenShell => self.issue(
-                crate::tokens::Binding::Shell { current: None },
-                "shell",
-                (conn.peer(), None),
-                now,
-            ),
+            Request::TokenShell { holder } => self.token_shell(holder, conn, now),
             Request::TokenForRole {
                 role,
                 scoped,
                 purpose,
-            } => self.token_for_role(role, scoped, &purpose, conn, now),
+                holder,
+            } => self.token_for_role(role, scoped, &purpose, holder, conn, now),
             Request::Use { token, role } => self.use_role(token, &role),
             Request::TokenList => self.token_list(),
             Request::TokenRevoke { id } => self.token_revoke(&id, conn, now),

@@ -77,6 +77,7 @@ impl Control {
             unsealed_keys: Vec::new(),
             config_changed: false,
             config_needs_restart: Vec::new(),
+            tokens_refused_elsewhere: self.tokens.refused_elsewhere(),
             user_verification: String::new(),
             touch_only_keys: Vec::new(),
             lock_on: Vec::new(),

@@ -10,18 +10,76 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{Conn, Control};
 use crate::audit::{Event, Peer};
 use crate::http::endpoint::ECS_PATH;
+use crate::procs::ProcessId;
 use crate::tokens::{Binding, IssueError, TokenId};
 
 impl Control {
+    /// The process a token is given to: for `exec` (`scoped`), the requester itself (the
+    /// command runs as its child); else the `holder` the requester names, which must be the
+    /// requester or one of its ancestors (its shell). `Ok(None)`: unbound, as asked.
+    pub(super) fn holder(
+        &self,
+        conn: &Conn,
+        scoped: bool,
+        holder: Option<i32>,
+    ) -> Result<Option<ProcessId>, Box<Response>> {
+        let pid = match (scoped, holder) {
+            (true, _) => conn.pid,
+            (false, Some(pid)) => pid,
+            (false, None) => return Ok(None),
+        };
+        let refuse = |why: String| {
+            Box::new(Response::error(
+                ErrorCode::BadRequest,
+                format!("{why}: a token is given to the process that asks, or to its shell"),
+            ))
+        };
+        let Some(process) = ProcessId::of(pid) else {
+            return Err(refuse(format!("no process {pid} runs")));
+        };
+        if !process.is_ancestor_or_self_of(conn.pid) {
+            return Err(refuse(format!(
+                "process {pid} is not the requester (pid {}) nor one of its ancestors",
+                conn.pid
+            )));
+        }
+        Ok(Some(process))
+    }
+
+    /// A shell's token (`credctl start`), for `holder`'s tree.
+    pub(super) fn token_shell(
+        &self,
+        holder: Option<i32>,
+        conn: &Conn,
+        now: SystemTime,
+    ) -> Response {
+        let holder = match self.holder(conn, false, holder) {
+            Ok(h) => h,
+            Err(refused) => return *refused,
+        };
+        self.issue(
+            Binding::Shell { current: None },
+            "shell",
+            holder,
+            (conn.peer(), None),
+            now,
+        )
+    }
+
     /// A token bound to `role`: an `exec` token (`scoped`) dies with this connection.
     pub(super) fn token_for_role(
         &self,
         role: String,
         scoped: bool,
         purpose: &str,
+        holder: Option<i32>,
         conn: &mut Conn,
         now: SystemTime,
     ) -> Response {
+        let holder = match self.holder(conn, scoped, holder) {
+            Ok(h) => h,
+            Err(refused) => return *refused,
+        };
         let purpose = if scoped {
             "exec"
         } else if purpose == "env" {
@@ -33,6 +91,7 @@ impl Control {
         self.issue(
             Binding::Role { role: role.into() },
             purpose,
+            holder,
             (who, scoped.then_some(conn)),
             now,
         )
@@ -63,6 +122,10 @@ impl Control {
                     role: t.role,
                     created: t.created,
                     last_used: t.last_used,
+                    holder: t.holder.map(|h| match h.exe() {
+                        Some(exe) => format!("pid {} ({exe})", h.pid),
+                        None => format!("pid {} (gone)", h.pid),
+                    }),
                 })
                 .collect(),
         }
@@ -101,11 +164,12 @@ impl Control {
         &self,
         binding: Binding,
         purpose: &str,
+        holder: Option<ProcessId>,
         (who, scoped): (Peer, Option<&mut Conn>),
         now: SystemTime,
     ) -> Response {
         let binding_role = binding.role().cloned();
-        match self.tokens.issue(binding, purpose, now) {
+        match self.tokens.issue(binding, purpose, holder, now) {
             Ok((id, token)) => {
                 if let Some(conn) = scoped {
                     conn.scoped_tokens.push(id);

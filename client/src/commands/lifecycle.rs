@@ -108,7 +108,8 @@ pub fn start(socket: &Path, shell: ShellKind, config: Option<&Path>) -> Result<S
     };
     // A token of its own for the shell that evaluates this output: `credctl use` makes a role
     // current for it.
-    let (token, uri) = match agent.request(&Request::TokenShell)? {
+    let holder = crate::holder::shell().map_err(Failure::usage)?;
+    let (token, uri) = match agent.request(&Request::TokenShell { holder })? {
         Response::Token { token, uri, .. } => (token, uri),
         other => return Err(unexpected(&other)),
     };

@@ -118,10 +118,17 @@ pub fn env(
     let mut agent = Agent::connect_or_fail(socket)?;
     let opened = open_role(&mut agent, role, touch)?;
     let regions = region_plan(region, role, &opened);
+    // A token file is for programs started elsewhere (an IDE, a unit): unbound, and `token
+    // list` says so; printed exports are for the shell that evaluates them.
+    let holder = match token_file {
+        Some(_) => None,
+        None => crate::holder::shell().map_err(Failure::usage)?,
+    };
     let (token, token_id, uri) = token_of(agent.request(&Request::TokenForRole {
         role: role.to_owned(),
         scoped: false,
         purpose: "env".into(),
+        holder,
     })?)?;
     // Check every value before the token file is written, so a refusal leaves nothing behind.
     check(shell, "AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)?;
@@ -290,6 +297,7 @@ pub fn exec(
         role: role.to_owned(),
         scoped: true,
         purpose: "exec".into(),
+        holder: None,
     })?)?;
     let (program, args) = cmd
         .split_first()

@@ -13,19 +13,24 @@ pub fn render(tokens: &[TokenInfo]) -> String {
         return "no live endpoint tokens\n".into();
     }
     let mut out = format!(
-        "{:<16}  {:<6}  {:<24}  {:<16}  {:<16}\n",
-        "ID", "KIND", "ROLE", "CREATED (UTC)", "LAST USED"
+        "{:<16}  {:<6}  {:<24}  {:<16}  {:<16}  {}\n",
+        "ID", "KIND", "ROLE", "CREATED (UTC)", "LAST USED", "HOLDER"
     );
     for t in tokens {
         out.push_str(&format!(
-            "{:<16}  {:<6}  {:<24}  {:<16}  {:<16}\n",
+            "{:<16}  {:<6}  {:<24}  {:<16}  {:<16}  {}\n",
             t.id,
             t.kind,
             printable(t.role.as_deref().unwrap_or("-")),
             utc_minute(t.created),
             t.last_used
                 .map(utc_minute)
-                .unwrap_or_else(|| "never".into())
+                .unwrap_or_else(|| "never".into()),
+            printable(
+                t.holder
+                    .as_deref()
+                    .unwrap_or("UNBOUND (anyone holding it may use it)")
+            )
         ));
     }
     out
@@ -62,10 +67,12 @@ mod tests {
             role: Some("prod".into()),
             created: 1_795_912_526,
             last_used: None,
+            holder: Some("pid 42 (/usr/bin/bash)".into()),
         }]);
         assert!(out.contains("0011223344556677  exec    prod"), "{out}");
         assert!(out.contains("2026-11-29 "), "{out}");
         assert!(out.contains("never"), "{out}");
+        assert!(out.contains("pid 42 (/usr/bin/bash)"), "{out}");
         assert_eq!(render(&[]), "no live endpoint tokens\n");
     }
 }

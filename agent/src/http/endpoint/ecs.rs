@@ -10,7 +10,7 @@ use super::memo::{Memo, Offer};
 use super::{json_ok, Endpoint, ECS_PATH};
 use crate::audit::{ConnAudit, Origin};
 use crate::http::checks::error_response;
-use crate::tokens::TokenError;
+use crate::tokens::{Authenticated, TokenError};
 
 pub(super) fn handle<B>(
     ep: &Endpoint,
@@ -46,7 +46,7 @@ pub(super) fn handle<B>(
     }
     // Read before the token and the session are looked at (see `crate::generation`).
     let generation = ep.generation.current();
-    let (id, role) = match presented
+    let Authenticated { id, role, holder } = match presented
         .to_str()
         .map_err(|_| TokenError::Malformed)
         .and_then(|t| ep.tokens.authenticate(t, now))
@@ -64,6 +64,26 @@ pub(super) fn handle<B>(
             );
         }
     };
+    // A token given to one process tree (a shell, a command under `credctl exec`) serves only
+    // that tree: the same token copied out of a process's environment is worthless elsewhere.
+    // Checked once per connection: a served answer is remembered for it (the memo above).
+    if let (Some(holder), Origin::Tcp { inode, .. }) = (holder, origin) {
+        if !crate::procs::tree_holds_socket(holder, inode) {
+            ep.tokens.note_refused_elsewhere();
+            ep.refused(audit, now, "ecs", role, Some(id), origin, "token_elsewhere");
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                "token_elsewhere",
+                &format!(
+                    "this token was given to process {} and its descendants, and this request \
+                     comes from outside them (a token copied out of another process works only \
+                     there): get a token of your own with `eval \"$(credctl start)\"`, or run \
+                     the program under `credctl exec ROLE -- …`",
+                    holder.pid
+                ),
+            );
+        }
+    }
     let Some(role) = role else {
         ep.refused(audit, now, "ecs", None, Some(id), origin, "no_role");
         return error_response(

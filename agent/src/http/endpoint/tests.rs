@@ -164,7 +164,7 @@ fn ecs_serves_the_shell_role_once_approved() {
     let now = SystemTime::now();
     let (_, tok) = ep
         .tokens
-        .issue(Binding::Shell { current: None }, "shell", now)
+        .issue(Binding::Shell { current: None }, "shell", None, now)
         .unwrap();
     let auth = [("authorization", tok.expose_secret())];
 
@@ -324,6 +324,7 @@ fn exec_token(ep: &Endpoint, now: SystemTime) -> (TokenId, secrecy::SecretString
                 role: "prod".into(),
             },
             "exec",
+            None,
             now,
         )
         .unwrap()
@@ -401,7 +402,7 @@ fn revocation_rebinding_and_closing_take_effect_on_the_next_request_of_a_connect
     let now = SystemTime::now();
     let (_, shell) = ep
         .tokens
-        .issue(Binding::Shell { current: None }, "shell", now)
+        .issue(Binding::Shell { current: None }, "shell", None, now)
         .unwrap();
     let (exec_id, exec) = ep
         .tokens
@@ -410,6 +411,7 @@ fn revocation_rebinding_and_closing_take_effect_on_the_next_request_of_a_connect
                 role: "prod".into(),
             },
             "exec",
+            None,
             now,
         )
         .unwrap();
