@@ -20,7 +20,7 @@ const ORDER: &[(&str, &[&str])] = &[
     ("logging", &["util"]),
     ("endpoint_url", &[]),
     ("refusal", &[]),
-    ("procs", &[]),
+    ("procs", &["util"]),
     ("generation", &["util"]),
     ("vault", &["util"]),
     ("lock_signals", &["util"]),

@@ -6,10 +6,13 @@
 //! start time and parent, `/proc/PID/task/TID/children` for the children, and `/proc/PID/fd`
 //! for the sockets a process holds.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+
+use crate::util::LockExt;
 
 /// A process: its pid and its start time in clock ticks after boot (`/proc/PID/stat` field 22).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcessId {
     pub pid: i32,
     pub start: u64,
@@ -95,25 +98,179 @@ fn parents() -> Vec<(i32, i32)> {
         .collect()
 }
 
-/// Whether process `pid` holds the socket whose inode is `inode` among its open files.
-fn holds_socket(pid: i32, target: &str) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
+/// Whether `/proc/PID/fd/FD` is the socket `target` (`socket:[INODE]`).
+fn fd_is(pid: i32, fd: i32, target: &str) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .is_some_and(|l| l.as_os_str() == target)
+}
+
+/// The descriptor by which process `pid` holds the socket `target`, if it does.
+fn socket_fd(pid: i32, target: &str) -> Option<i32> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    fds.flatten().find_map(|fd| {
+        let n = fd.file_name().to_str()?.parse::<i32>().ok()?;
         std::fs::read_link(fd.path())
             .ok()
-            .is_some_and(|l| l.as_os_str() == target)
+            .filter(|l| l.as_os_str() == target)
+            .map(|_| n)
     })
 }
 
-/// Whether the socket `inode` (the peer end of a connection) is held by `root` or by one of
-/// its descendants, `root` being still the process it was. Looks only at that tree.
-pub fn tree_holds_socket(root: ProcessId, inode: u32) -> bool {
-    if !root.alive() {
-        return false;
+/// Where the clients of a holder's tree have free descriptors: a process and the descriptor
+/// number of a connection of theirs that closed, and that no new connection was found at
+/// since. A new socket takes its process's lowest free descriptor, so a client that reconnects
+/// (an SDK, a load generator) is found by probing these lowest first, usually with one
+/// `readlink` instead of a walk of the tree.
+#[derive(Default)]
+pub struct SocketHints {
+    by_holder: Mutex<HashMap<ProcessId, std::collections::BTreeSet<(i32, ProcessId)>>>,
+    /// (holder, client) pairs whose ancestry was read from `/proc` lately, and when: within
+    /// [`VERIFIED_FOR`] a hint that finds the socket needs no second walk up the tree.
+    verified: Mutex<HashMap<(ProcessId, ProcessId), std::time::Instant>>,
+    /// Lookups made, found by a hint, and their total time (for `status` and the benchmark).
+    lookups: std::sync::atomic::AtomicU64,
+    hint_hits: std::sync::atomic::AtomicU64,
+    nanos: std::sync::atomic::AtomicU64,
+}
+
+/// What the binding checks cost so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LookupStats {
+    /// New connections of bound tokens looked up.
+    pub lookups: u64,
+    /// Of which a free-descriptor hint found.
+    pub hint_hits: u64,
+    /// Their total time, in microseconds.
+    pub micros: u64,
+}
+
+/// How long a client found in a holder's tree counts as still in it without reading its
+/// ancestry again (a process that leaves the tree keeps the token at most this long).
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Free descriptors probed at most before the clients' descriptors are searched.
+const HINT_PROBES: usize = 8;
+
+/// Hints kept per holder, and holders kept at most.
+const HINTS_PER_HOLDER: usize = 4096;
+const HOLDERS: usize = 256;
+
+impl SocketHints {
+    /// A connection that `client` held by descriptor `fd`, in `holder`'s tree, has closed.
+    pub fn closed(&self, holder: ProcessId, client: ProcessId, fd: i32) {
+        let mut map = self.by_holder.locked();
+        if map.len() >= HOLDERS && !map.contains_key(&holder) {
+            map.clear();
+        }
+        let free = map.entry(holder).or_default();
+        if free.len() >= HINTS_PER_HOLDER {
+            free.clear();
+        }
+        free.insert((fd, client));
     }
+
+    /// A new connection was found at `client`'s descriptor `fd`: it is in use again.
+    fn taken(&self, holder: ProcessId, client: ProcessId, fd: i32) {
+        if let Some(free) = self.by_holder.locked().get_mut(&holder) {
+            free.remove(&(fd, client));
+        }
+    }
+
+    /// What the lookups cost so far.
+    pub fn stats(&self) -> LookupStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        LookupStats {
+            lookups: self.lookups.load(Relaxed),
+            hint_hits: self.hint_hits.load(Relaxed),
+            micros: self.nanos.load(Relaxed) / 1000,
+        }
+    }
+
+    /// The processes of `holder`'s tree that connections were found at lately, newest first.
+    fn clients_of(&self, holder: ProcessId) -> Vec<ProcessId> {
+        let v = self.verified.locked();
+        let mut found: Vec<(std::time::Instant, ProcessId)> = v
+            .iter()
+            .filter(|((h, _), _)| *h == holder)
+            .map(|((_, c), t)| (*t, *c))
+            .collect();
+        found.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
+        found.into_iter().map(|(_, c)| c).take(8).collect()
+    }
+
+    fn recently_verified(&self, holder: ProcessId, client: ProcessId) -> bool {
+        self.verified
+            .locked()
+            .get(&(holder, client))
+            .is_some_and(|t| t.elapsed() < VERIFIED_FOR)
+    }
+
+    fn verified_now(&self, holder: ProcessId, client: ProcessId) {
+        let mut v = self.verified.locked();
+        if v.len() >= HOLDERS * 4 {
+            v.retain(|_, t| t.elapsed() < VERIFIED_FOR);
+        }
+        v.insert((holder, client), std::time::Instant::now());
+    }
+
+    /// The free descriptors of `holder`'s clients, lowest first.
+    fn for_holder(&self, holder: ProcessId) -> Vec<(ProcessId, i32)> {
+        self.by_holder
+            .locked()
+            .get(&holder)
+            .map(|free| free.iter().map(|(fd, client)| (*client, *fd)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Which process of `root`'s tree holds the socket `inode` (the peer end of a connection), and
+/// by which descriptor; `None` when none does or `root` is no longer the process it was. Probes
+/// `hints` first, then walks only that tree.
+pub fn find_in_tree(root: ProcessId, inode: u32, hints: &SocketHints) -> Option<(ProcessId, i32)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let started = std::time::Instant::now();
+    let (found, by_hint) = lookup(root, inode, hints);
+    hints.lookups.fetch_add(1, Relaxed);
+    if by_hint {
+        hints.hint_hits.fetch_add(1, Relaxed);
+    }
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    hints.nanos.fetch_add(nanos, Relaxed);
+    found
+}
+
+/// [`find_in_tree`], and whether a hint found it.
+fn lookup(root: ProcessId, inode: u32, hints: &SocketHints) -> (Option<(ProcessId, i32)>, bool) {
     let target = format!("socket:[{inode}]");
+    // A descriptor is free here only until a connection is found at it (by any path below),
+    // so the lowest free one is where the client's new socket most likely is.
+    for (client, fd) in hints.for_holder(root).into_iter().take(HINT_PROBES) {
+        if !fd_is(client.pid, fd, &target) {
+            continue;
+        }
+        if hints.recently_verified(root, client)
+            || (root.alive() && client.alive() && root.is_ancestor_or_self_of(client.pid))
+        {
+            hints.verified_now(root, client);
+            hints.taken(root, client, fd);
+            return (Some((client, fd)), true);
+        }
+    }
+    if !root.alive() {
+        return (None, false);
+    }
+    // A client seen before (the same SDK or load generator, on a descriptor not freed by a
+    // connection of ours): its descriptors are searched before the whole tree.
+    for client in hints.clients_of(root) {
+        if let Some(fd) = socket_fd(client.pid, &target) {
+            if client.alive() && root.is_ancestor_or_self_of(client.pid) {
+                hints.verified_now(root, client);
+                hints.taken(root, client, fd);
+                return (Some((client, fd)), false);
+            }
+        }
+    }
     let mut seen = HashSet::new();
     let mut queue = VecDeque::from([root.pid]);
     let mut all_parents: Option<Vec<(i32, i32)>> = None;
@@ -121,9 +278,17 @@ pub fn tree_holds_socket(root: ProcessId, inode: u32) -> bool {
         if !seen.insert(pid) || seen.len() > 65_536 {
             continue;
         }
-        if holds_socket(pid, &target) {
+        if let Some(fd) = socket_fd(pid, &target) {
             // Checked again after the walk: the root must not have been replaced meanwhile.
-            return root.alive();
+            let Some(client) = ProcessId::of(pid) else {
+                return (None, false);
+            };
+            if !root.alive() {
+                return (None, false);
+            }
+            hints.verified_now(root, client);
+            hints.taken(root, client, fd);
+            return (Some((client, fd)), false);
         }
         match children(pid) {
             Some(kids) => queue.extend(kids),
@@ -133,7 +298,12 @@ pub fn tree_holds_socket(root: ProcessId, inode: u32) -> bool {
             }
         }
     }
-    false
+    (None, false)
+}
+
+/// Whether the socket `inode` is held by `root` or by one of its descendants.
+pub fn tree_holds_socket(root: ProcessId, inode: u32) -> bool {
+    find_in_tree(root, inode, &SocketHints::default()).is_some()
 }
 
 #[cfg(test)]
@@ -185,6 +355,16 @@ mod tests {
         child.wait().unwrap();
         assert!(!kid.alive());
         assert!(!tree_holds_socket(kid, inode), "a gone root holds nothing");
+
+        // A hint is only a place to look first: a hint that names a process outside the tree
+        // finds nothing there, and the walk decides.
+        let hints = SocketHints::default();
+        let (found, fd) = find_in_tree(me(), inode, &hints).unwrap();
+        assert_eq!(found, me());
+        hints.closed(me(), found, fd);
+        assert_eq!(find_in_tree(me(), inode, &hints), Some((me(), fd)));
+        hints.closed(kid, me(), fd);
+        assert_eq!(find_in_tree(kid, inode, &hints), None);
         drop(client);
     }
 }

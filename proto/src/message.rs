@@ -634,6 +634,14 @@ pub struct StatusInfo {
     /// was presented from outside it (a token copied out of a process's environment).
     #[serde(default)]
     pub tokens_refused_elsewhere: u64,
+    /// New connections presenting a bound token, looked up in its holder's process tree; how
+    /// many a free-descriptor hint found at once; and their total time in microseconds.
+    #[serde(default)]
+    pub binding_lookups: u64,
+    #[serde(default)]
+    pub binding_hint_hits: u64,
+    #[serde(default)]
+    pub binding_micros: u64,
     /// The AWS config file the agent reads roles from.
     #[serde(default)]
     pub aws_config: Option<String>,

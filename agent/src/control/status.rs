@@ -55,6 +55,7 @@ impl Control {
     /// The full status report.
     pub fn status(&self, now: SystemTime, pending: Vec<PendingInfo>) -> StatusInfo {
         let facts = &self.facts;
+        let binding = self.endpoint.hints.stats();
         let mut info = StatusInfo {
             pid: std::process::id(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -78,6 +79,9 @@ impl Control {
             config_changed: false,
             config_needs_restart: Vec::new(),
             tokens_refused_elsewhere: self.tokens.refused_elsewhere(),
+            binding_lookups: binding.lookups,
+            binding_hint_hits: binding.hint_hits,
+            binding_micros: binding.micros,
             user_verification: String::new(),
             touch_only_keys: Vec::new(),
             lock_on: Vec::new(),

@@ -140,6 +140,7 @@ pub(super) async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let generation = ep.generation.clone();
+    let endpoint = ep.clone();
     let service = ConnService::new(ep, origin);
     let state = service.state.clone();
     let conn = hyper::server::conn::http1::Builder::new()
@@ -186,5 +187,11 @@ pub(super) async fn serve_connection(
                 }
             }
         }
+    }
+    // The socket's descriptor in a bound token's client is free again: the client's next
+    // connection will most likely take it.
+    let bound = state.memo.locked().take_bound();
+    if let Some((holder, client, fd)) = bound {
+        endpoint.hints.closed(holder, client, fd);
     }
 }

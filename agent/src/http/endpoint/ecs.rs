@@ -68,7 +68,15 @@ pub(super) fn handle<B>(
     // that tree: the same token copied out of a process's environment is worthless elsewhere.
     // Checked once per connection: a served answer is remembered for it (the memo above).
     if let (Some(holder), Origin::Tcp { inode, .. }) = (holder, origin) {
-        if !crate::procs::tree_holds_socket(holder, inode) {
+        let found = if memo.bound_to(holder) {
+            true
+        } else if let Some((client, fd)) = crate::procs::find_in_tree(holder, inode, &ep.hints) {
+            memo.set_bound(holder, client, fd);
+            true
+        } else {
+            false
+        };
+        if !found {
             ep.tokens.note_refused_elsewhere();
             ep.refused(audit, now, "ecs", role, Some(id), origin, "token_elsewhere");
             return error_response(

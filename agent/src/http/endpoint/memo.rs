@@ -23,6 +23,8 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+
+use crate::procs::ProcessId;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -35,6 +37,10 @@ const MAX_AGE: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct Memo {
     entry: Option<Entry>,
+    /// The process of a bound token's tree that holds this connection (holder, client and
+    /// the client's descriptor): checked once, and a hint for the next connection when this
+    /// one closes.
+    bound: Option<(ProcessId, ProcessId, i32)>,
 }
 
 struct Entry {
@@ -48,6 +54,23 @@ struct Entry {
     path: Box<str>,
     body: Bytes,
     event: Event,
+}
+
+impl Memo {
+    /// Whether this connection was already found in `holder`'s tree.
+    pub(super) fn bound_to(&self, holder: ProcessId) -> bool {
+        self.bound.is_some_and(|(h, _, _)| h == holder)
+    }
+
+    /// This connection is held by `client` (descriptor `fd`), in `holder`'s tree.
+    pub(super) fn set_bound(&mut self, holder: ProcessId, client: ProcessId, fd: i32) {
+        self.bound = Some((holder, client, fd));
+    }
+
+    /// Where this connection was found, for the hint its closing leaves.
+    pub fn take_bound(&mut self) -> Option<(ProcessId, ProcessId, i32)> {
+        self.bound.take()
+    }
 }
 
 /// What a route offers to remember when it serves credentials.

@@ -78,6 +78,8 @@ pub struct Endpoint {
     oauth_callback: Option<Arc<dyn BrowserPage>>,
     /// The one-time console links (`/console/ID`), when served.
     console: Option<Arc<dyn BrowserPage>>,
+    /// Where the clients of bound tokens held their last connections.
+    pub hints: crate::procs::SocketHints,
 }
 
 /// A 200 JSON response around a shared body.
@@ -110,6 +112,7 @@ impl Endpoint {
             approval_page,
             oauth_callback: None,
             console: None,
+            hints: crate::procs::SocketHints::default(),
         }
     }
 

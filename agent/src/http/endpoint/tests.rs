@@ -88,6 +88,7 @@ fn endpoint_with_audit(fake: Arc<Fake>) -> (Endpoint, AuditRx) {
         approval_page: None,
         oauth_callback: None,
         console: None,
+        hints: crate::procs::SocketHints::default(),
     };
     (ep, rx)
 }
