@@ -45,11 +45,36 @@ fn untrusted(message: String) -> Failure {
     Failure::new(Exit::Untrusted, message)
 }
 
+/// Whether `dir` is a directory credagent makes for its socket (`$XDG_RUNTIME_DIR/credagent`,
+/// `/tmp/credagent-UID`): only there does credctl advise changing or removing anything.
+fn agents_own(dir: &Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == "credagent" || n.starts_with("credagent-"))
+}
+
+/// The refusal of a socket path in a directory that is not one credagent makes: the path is
+/// most likely wrong (a typo, a stale variable), and nothing there is for credctl to change.
+fn wrong_place(socket: &Path, why: &str) -> Failure {
+    Failure::new(
+        Exit::Untrusted,
+        format!(
+            "the agent's socket path {} is in {}, which {why} and is not a directory credagent \
+             makes for its socket (those end in /credagent or /credagent-UID): the path is \
+             probably wrong; check --socket and CREDAGENT_SOCK, or unset them to use the \
+             default",
+            socket.display(),
+            dir_of(socket).display()
+        ),
+    )
+}
+
 /// Checks the socket's directory and the socket before anything connects to them.
 pub fn check_path(socket: &Path) -> Result<Presence, Failure> {
     let dir = dir_of(socket);
     let me = me();
     let d = dir.display();
+    let own = agents_own(dir);
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Presence::Absent(e)),
@@ -60,6 +85,20 @@ pub fn check_path(socket: &Path) -> Result<Presence, Failure> {
             )))
         }
     };
+    if !own {
+        if meta.file_type().is_symlink() || !meta.is_dir() {
+            return Err(wrong_place(socket, "is not a directory"));
+        }
+        if meta.uid() != me {
+            return Err(wrong_place(
+                socket,
+                &format!("belongs to uid {}", meta.uid()),
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(wrong_place(socket, "others may enter"));
+        }
+    }
     if meta.file_type().is_symlink() {
         return Err(untrusted(format!(
             "the socket directory {d} is a symbolic link, not a directory: someone may have \
@@ -115,10 +154,17 @@ pub fn check_path(socket: &Path) -> Result<Presence, Failure> {
     if !meta.file_type().is_socket() {
         return Err(Failure::new(
             Exit::NoAgent,
-            format!(
-                "{s} exists and is not a socket, so no agent can listen there; move it away, \
-                 {ELSEWHERE}"
-            ),
+            if own {
+                format!(
+                    "{s} exists and is not a socket, so no agent can listen there; move it \
+                     away, {ELSEWHERE}"
+                )
+            } else {
+                format!(
+                    "{s} is not a socket: the agent's socket path is probably wrong; check \
+                     --socket and CREDAGENT_SOCK, or unset them to use the default"
+                )
+            },
         ));
     }
     let mode = meta.mode() & 0o777;
@@ -292,5 +338,25 @@ mod tests {
     fn bare_file_name_is_checked_in_the_current_directory() {
         assert_eq!(dir_of(Path::new("agent.sock")), Path::new("."));
         assert_eq!(dir_of(Path::new("/r/a.sock")), Path::new("/r"));
+    }
+
+    #[test]
+    fn a_socket_path_in_a_system_directory_gets_no_advice_to_change_it() {
+        // A typo'd --socket: nothing in /usr/bin or /tmp is credctl's to chmod or remove.
+        for (path, dir) in [("/usr/bin/ls", "/usr/bin"), ("/tmp/x.sock", "/tmp")] {
+            let Err(f) = check_path(Path::new(path)) else {
+                continue; // a machine where the path happens to be fine for this user
+            };
+            assert!(
+                !f.message.contains("chmod") && !f.message.contains("rm "),
+                "{path}: {}",
+                f.message
+            );
+            assert!(
+                f.message.contains("probably wrong") && f.message.contains(dir),
+                "{path}: {}",
+                f.message
+            );
+        }
     }
 }
