@@ -199,7 +199,9 @@ fn sts_message(role: &str, source: &str, arn: &str, error: &StsError) -> String 
     } = error
     else {
         return format!(
-            "{error}; credagent retries in the background: check the network or sts_endpoint"
+            "{error}; credagent retried it a few times: check the network or sts_endpoint. An \
+             open session keeps retrying its refresh by itself; a role that did not open needs \
+             `credctl use {role}` again (and a touch) once STS answers"
         );
     };
     let what = format!("STS {op} of {arn} with source `{source}` was refused ({code}: {message})");
