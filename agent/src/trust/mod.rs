@@ -65,6 +65,7 @@ impl Settings {
             "sso_endpoint",
             "federation_endpoint",
             "approval.user_verification",
+            "approval.allow_software_authenticators",
             "approval.sealing",
         ];
         RISKY

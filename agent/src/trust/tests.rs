@@ -241,3 +241,36 @@ fn a_reload_touch_verifies_and_records_the_settings_it_would_put_in_force() {
         Verdict::Unchanged
     );
 }
+
+#[test]
+fn what_a_first_touch_adopts_only_when_told_includes_every_weakening() {
+    let defaults = crate::config::Config::default().trusted_settings();
+    assert!(defaults.risky_against(&defaults).is_empty());
+    for (text, name) in [
+        ("sts_endpoint = \"https://sts.example\"", "sts_endpoint"),
+        (
+            "federation_endpoint = \"https://fed.example\"",
+            "federation_endpoint",
+        ),
+        (
+            "[approval]\nuser_verification = \"discouraged\"",
+            "approval.user_verification",
+        ),
+        (
+            "[approval]\nallow_software_authenticators = true",
+            "approval.allow_software_authenticators",
+        ),
+        (
+            "[approval]\nsealing = \"allow-unsealed\"",
+            "approval.sealing",
+        ),
+    ] {
+        let config =
+            crate::config::Config::parse(text, std::path::Path::new("config.toml")).unwrap();
+        let risky = config.trusted_settings().risky_against(&defaults);
+        assert!(
+            risky.iter().any(|r| r.starts_with(&format!("{name} = "))),
+            "{text}: {risky:?}"
+        );
+    }
+}
