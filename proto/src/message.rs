@@ -581,6 +581,11 @@ pub struct SessionState {
     /// Seconds this machine's clock runs ahead of STS's (negative: behind), when over a minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_skew_secs: Option<i64>,
+    /// What the session serves (source and role ARNs, as its touch approved them), when
+    /// `~/.aws/config` now says something else for the role: an open session keeps serving what
+    /// was approved until it ends or `credctl lock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serves_approved: Option<String>,
 }
 
 /// An SDK asked for a role that has no session.

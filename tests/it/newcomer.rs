@@ -568,3 +568,40 @@ fn role_arguments_complete_to_the_roles_of_the_aws_config() {
     let some = complete("credctl exec pro");
     assert_eq!(some.trim(), "prod-admin", "{some}");
 }
+
+/// An open session keeps serving what its touch approved when ~/.aws/config changes under it:
+/// `roles` and `status` say so, with what it serves, instead of showing the new ARN as open.
+#[test]
+fn a_session_that_serves_what_was_approved_before_an_edit_says_so() {
+    let s = Stack::new("", "").with_key_and_source();
+    let token = s.role_token("demo");
+    assert_eq!(s.ecs(Some(&token), &[]).0, 200);
+    assert!(!s.ok(&["roles"]).contains("OPEN AS BEFORE"));
+    let path = s.env.home.join(".aws/config");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("role/demo\n", "role/demo2\n")).unwrap();
+    let roles = s.ok(&["roles"]);
+    assert!(
+        roles.contains("OPEN AS BEFORE")
+            && roles.contains("role/demo;")
+            && roles.contains("credctl lock"),
+        "{roles}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&s.ok(&["roles", "--json"])).unwrap();
+    let demo = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "demo")
+        .unwrap()
+        .clone();
+    assert!(
+        demo["session"]["serves_approved"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("arn:aws:iam::123456789012:role/demo")),
+        "{demo}"
+    );
+    assert!(s.ok(&["status"]).contains("serves what its touch approved"));
+    s.ok(&["lock"]);
+    assert!(!s.ok(&["roles"]).contains("OPEN AS BEFORE"));
+}

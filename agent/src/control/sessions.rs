@@ -305,12 +305,20 @@ impl Control {
                     last_error: s.last_error.clone(),
                     last_error_message: s.last_error_message.clone(),
                     clock_skew_secs: s.clock_skew_secs,
+                    // Set below when the profile now says something else.
+                    serves_approved: Some(s.target.clone()),
                 });
             if open_only && session.is_none() {
                 continue;
             }
+            let mut session = session;
             let (chain, mfa, region, sso) = match profiles.resolve(&summary.name) {
                 Ok(spec) => {
+                    if let Some(s) = session.as_mut() {
+                        if s.serves_approved.as_deref() == Some(spec.target().as_str()) {
+                            s.serves_approved = None;
+                        }
+                    }
                     let mut chain = vec![spec.source.clone()];
                     chain.extend(spec.chain.iter().map(|h| h.profile.clone()));
                     let sso = spec.sso.as_ref().map(|s| credagent_proto::SsoState {

@@ -221,6 +221,8 @@ pub struct SessionInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RoleStatus {
     pub role: String,
+    /// What the session serves: its source and role ARNs as its touch approved them.
+    pub target: String,
     pub role_arn: String,
     pub source: String,
     pub mfa: bool,
@@ -648,6 +650,7 @@ impl Sessions {
                 let st = s.state.locked();
                 RoleStatus {
                     role: s.spec.name.clone(),
+                    target: s.spec.target(),
                     role_arn: s.spec.role_arn.clone(),
                     source: s.spec.source.clone(),
                     mfa: s.spec.mfa_serial.is_some(),

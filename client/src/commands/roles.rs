@@ -21,6 +21,9 @@ pub fn render(roles: &[RoleInfo]) -> String {
     );
     for r in roles {
         let session = match (&r.session, &r.problem) {
+            (Some(s), _) if s.serves_approved.is_some() => {
+                format!("OPEN AS BEFORE {}", remaining(s.remaining_secs))
+            }
             (Some(s), _) => format!("open {}", remaining(s.remaining_secs)),
             (None, Some(_)) => "BROKEN".into(),
             (None, None) => "none".into(),
@@ -47,6 +50,14 @@ pub fn render(roles: &[RoleInfo]) -> String {
                     .join(" → ")
             }
         ));
+        if let Some(approved) = r.session.as_ref().and_then(|s| s.serves_approved.as_ref()) {
+            out.push_str(&format!(
+                "    └ the open session serves what its touch approved, {}; ~/.aws/config now \
+                 says otherwise: `credctl lock` ends it, and the next touch opens the role as the \
+                 file says (and shows the change)\n",
+                crate::text::printable(approved)
+            ));
+        }
         if let Some(sso) = &r.sso {
             out.push_str(&format!(
                 "    └ IAM Identity Center {}: {}\n",

@@ -113,6 +113,13 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
                 if let Some(m) = &s.last_error_message {
                     out.push_str(&format!("    └ {}\n", crate::text::printable(m)));
                 }
+                if let Some(approved) = &s.serves_approved {
+                    out.push_str(&format!(
+                        "    └ serves what its touch approved, {}; ~/.aws/config now says \
+                         otherwise (`credctl lock` ends it)\n",
+                        crate::text::printable(approved)
+                    ));
+                }
                 if let Some(skew) = s.clock_skew_secs {
                     out.push_str(&format!(
                         "    └ this machine's clock is {} s {} STS's: check NTP\n",
