@@ -203,6 +203,21 @@ async fn serve(
             }
         }
     });
+    // A session that ends by itself (its time is up, or it sat idle) is audited like one a
+    // person ended: the log says when every session stopped being served.
+    let ends = control.audit.clone();
+    sessions.on_end(Arc::new(move |role: &str, why: &'static str, now| {
+        let me = crate::audit::Origin::Unix {
+            uid: nix::unistd::getuid().as_raw(),
+            pid: 0,
+        };
+        ends.record(
+            now,
+            crate::audit::Event::action("session_end", &me.into(), None)
+                .role(role)
+                .subject(why),
+        );
+    }));
     let refresher = sessions;
     let refresh_stop = shutdown.clone();
     tracker.spawn(async move {

@@ -267,7 +267,12 @@ struct Inner {
     mfa_fetch: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped by `lock()`: fetches that started before it must not store their results.
     epoch: AtomicU64,
+    /// Told of each session that ends by itself (its time is up, or it sat idle): the audit.
+    on_end: std::sync::OnceLock<EndHook>,
 }
+
+/// What is told of a session that ended by itself: its role, why (`expired`, `idle`), when.
+pub type EndHook = Arc<dyn Fn(&str, &'static str, SystemTime) + Send + Sync>;
 
 impl Sessions {
     pub fn new(
@@ -286,6 +291,7 @@ impl Sessions {
                 mfa: Mutex::new(HashMap::new()),
                 mfa_fetch: Mutex::new(HashMap::new()),
                 epoch: AtomicU64::new(0),
+                on_end: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -293,6 +299,11 @@ impl Sessions {
     /// The answer generation this cache bumps; the agent shares it with its other parts.
     pub fn generation(&self) -> &Generation {
         self.inner.roles.generation()
+    }
+
+    /// Tells `hook` of every session that ends by itself from now on (set once).
+    pub fn on_end(&self, hook: EndHook) {
+        let _ = self.inner.on_end.set(hook);
     }
 
     /// The session timing in force.

@@ -35,7 +35,15 @@ impl Sessions {
         let mut names = Vec::with_capacity(ended.len());
         for (name, slot) in ended {
             slot.set_credentials(None);
-            tracing::info!(role = %name, "session ended");
+            let why = if now >= slot.expires_at {
+                "expired"
+            } else {
+                "idle"
+            };
+            tracing::info!(role = %name, why, "session ended");
+            if let Some(hook) = self.inner.on_end.get() {
+                hook(&name, why, now);
+            }
             names.push(name);
         }
         names.sort();

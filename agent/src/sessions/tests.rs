@@ -460,7 +460,13 @@ async fn idle_timeout_ends_the_session() {
         "use at +9 kept it alive"
     );
     assert!(s.get_cached("dev", at(29)).is_none());
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let t = told.clone();
+    s.on_end(Arc::new(move |role: &str, why: &'static str, _| {
+        t.lock().unwrap().push((role.to_owned(), why));
+    }));
     assert_eq!(s.sweep(at(29)), ["dev"]);
+    assert_eq!(*told.lock().unwrap(), [("dev".to_owned(), "idle")]);
 }
 
 #[tokio::test]
