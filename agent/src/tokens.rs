@@ -199,6 +199,20 @@ impl Tokens {
         }
     }
 
+    /// The role `presented` may be served now, without counting as a use (a shell prompt asks
+    /// on every line).
+    pub fn role_of(&self, presented: &str) -> Result<Option<Arc<str>>, TokenError> {
+        let (id, secret) = parse(presented)?;
+        let presented_hash = hash(&secret);
+        let entries = self.entries.read();
+        let entry = entries.get(&id).ok_or(TokenError::Unknown)?;
+        if bool::from(entry.secret_hash.ct_eq(&presented_hash)) {
+            Ok(entry.binding.role().cloned())
+        } else {
+            Err(TokenError::Unknown)
+        }
+    }
+
     /// Makes `role` current for a shell token (`credctl use`).
     pub fn set_current(&self, presented: &SecretString, role: &str) -> Result<TokenId, TokenError> {
         let (id, secret) = parse(presented.expose_secret())?;

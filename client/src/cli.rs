@@ -150,6 +150,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One short line for a shell prompt: this shell's role, its time left, and approvals
+    /// waiting ("prod 42m", "prod closed", "prod 42m !1"); nothing when no agent serves this
+    /// shell. Fast enough for every prompt: it asks the agent's memory only.
+    ///
+    /// bash: PS1='$(credctl prompt) \$ '. starship: a custom module with
+    /// command = "credctl prompt" and when = "test -n \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\"".
+    Prompt {
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Register, list and remove FIDO security keys.
     #[command(subcommand)]
     Key(KeyCommand),

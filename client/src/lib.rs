@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Stop => lifecycle::stop(&socket)?,
         Command::Reload { touch } => keys::reload(&socket, &touch)?,
         Command::Status { json } => status::status(&socket, json)?,
+        Command::Prompt { json } => status::prompt(&socket, json),
         Command::Key(KeyCommand::Add {
             name,
             touch,

@@ -127,6 +127,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         holder: Option<i32>,
     },
+    /// `credctl prompt`: the role `token` is served now, its time left, and how many
+    /// approvals wait. Cheap: a shell asks on every prompt.
+    Prompt { token: Secret },
     /// Make `role` current for the shell token `token` (`credctl use`).
     Use { token: Secret, role: String },
     /// The role's current credentials, for `credential_process` (or `credctl export`, with
@@ -195,6 +198,17 @@ pub enum Response {
     Stopping,
     /// A request that needs no data back succeeded.
     Ok,
+    /// Answer to [`Request::Prompt`].
+    Prompt {
+        /// The role the shell's token is served (`None`: none chosen, or the token is unknown).
+        role: Option<String>,
+        /// Seconds its session has left (`None`: not open).
+        remaining_secs: Option<u64>,
+        /// Roles waiting for an approval.
+        pending: u32,
+        /// Whether the token is known to this agent.
+        known: bool,
+    },
     /// Answer to [`Request::Reload`] when no touch was needed: nothing a touch vouches for
     /// changed. `restart` names the settings that differ but apply only at the next start.
     Reloaded {

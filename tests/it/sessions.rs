@@ -694,3 +694,32 @@ fn a_second_key_needs_a_touch_of_a_registered_key() {
     let out = s.credctl(&["env", "key add: x"]);
     assert!(!out.status.success());
 }
+
+/// `credctl prompt`: this shell's role and its time left, approvals waiting, in one short line;
+/// never an error on a prompt.
+#[test]
+fn the_prompt_line_shows_the_shells_role_time_left_and_waiting_approvals() {
+    let s = Stack::new("", "").with_key_and_source();
+    let prompt = |token: Option<&str>| {
+        let mut cmd = s.env.command(crate::util::bin("credctl"));
+        cmd.arg("prompt");
+        if let Some(t) = token {
+            cmd.env("AWS_CONTAINER_AUTHORIZATION_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        crate::util::stdout(&out)
+    };
+    assert_eq!(prompt(None), "", "no token: nothing");
+    let token = s.role_token("demo");
+    let line = prompt(Some(&token));
+    assert!(line.starts_with("demo 0h5") || line.starts_with("demo 1h00m"), "{line:?}");
+    assert_eq!(prompt(Some("cat1_0000000000000000_00")), "stale token\n");
+    // A role asked for over the endpoint with no session open waits for an approval.
+    let unopened = s.unopened_role_token("other");
+    let _ = s.ecs(Some(&unopened), &[]);
+    let line = prompt(Some(&token));
+    assert!(line.trim_end().ends_with("!1"), "{line:?}");
+    s.ok(&["lock"]);
+    assert_eq!(prompt(Some(&token)), "stale token\n", "lock revokes role-bound tokens");
+}

@@ -74,6 +74,16 @@ impl PendingApprovals {
         }
     }
 
+    /// How many roles are waiting for an approval now (no /proc scan: cheap enough for a
+    /// shell prompt).
+    pub fn count(&self, now: SystemTime) -> usize {
+        self.by_role
+            .locked()
+            .values()
+            .filter(|r| r.last_seen + PENDING_TTL > now)
+            .count()
+    }
+
     /// The role was opened: it is no longer pending.
     pub fn resolve(&self, role: &str) {
         self.by_role.locked().remove(role);

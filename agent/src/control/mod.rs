@@ -155,6 +155,7 @@ impl Control {
                 pending: self.pending_list(now).await,
             },
             Request::Reload => self.reload_request(conn, now).await,
+            Request::Prompt { token } => self.prompt(&token, now),
             // Keys and the touches that change them.
             Request::KeyAddStart {
                 name,
@@ -279,6 +280,24 @@ impl Control {
             Request::SsoDiscover { login } => self.sso_discover(login, now).await,
         };
         (resp, false)
+    }
+
+    /// `credctl prompt`: what a shell prompt shows, from memory only.
+    fn prompt(&self, token: &credagent_proto::Secret, now: std::time::SystemTime) -> Response {
+        let (known, role) = match self.tokens.role_of(token.expose()) {
+            Ok(role) => (true, role),
+            Err(_) => (false, None),
+        };
+        let remaining_secs = role
+            .as_deref()
+            .and_then(|r| self.sessions.time_left(r, now))
+            .map(|d| d.as_secs());
+        Response::Prompt {
+            role: role.map(|r| r.to_string()),
+            remaining_secs,
+            pending: u32::try_from(self.pending.count(now)).unwrap_or(u32::MAX),
+            known,
+        }
     }
 
     /// `credctl reload`: applied at once, or the touch that applies it; audited here unless a

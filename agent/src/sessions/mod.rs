@@ -347,6 +347,13 @@ impl Sessions {
         Ok(())
     }
 
+    /// How long `role`'s open session has left at `now` (`None`: none is open).
+    pub fn time_left(&self, role: &str, now: SystemTime) -> Option<Duration> {
+        let slot = self.slot(role)?;
+        slot.active(now, self.config().idle_timeout)
+            .then(|| slot.expires_at.duration_since(now).unwrap_or_default())
+    }
+
     fn slot(&self, role: &str) -> Option<Arc<RoleSlot>> {
         let roles = self.inner.roles.read();
         roles.get(role).cloned()

@@ -9,6 +9,67 @@ use crate::error::{Failure, Result};
 use crate::identity::Verified;
 use crate::text::printable;
 
+/// `credctl prompt`: one short line for a shell prompt. Never an error: a prompt must not
+/// print one on every line, so no token, no agent or an unknown token print what they are in a
+/// word, or nothing.
+pub fn prompt(socket: &Path, json: bool) -> String {
+    let token = std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            std::env::var_os("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .map(|t| t.trim().to_owned())
+        });
+    let Some(token) = token else {
+        return String::new();
+    };
+    let Ok(mut agent) = Agent::connect(socket) else {
+        return if json {
+            "{\"agent\":false}\n".into()
+        } else {
+            "no agent\n".into()
+        };
+    };
+    let Ok(Response::Prompt {
+        role,
+        remaining_secs,
+        pending,
+        known,
+    }) = agent.request(&Request::Prompt {
+        token: credagent_proto::Secret::new(token),
+    })
+    else {
+        return String::new();
+    };
+    if json {
+        return serde_json::json!({
+            "agent": true, "known": known, "role": role,
+            "remaining_secs": remaining_secs, "pending": pending,
+        })
+        .to_string()
+            + "\n";
+    }
+    if !known {
+        return "stale token\n".into();
+    }
+    let mut out = match (&role, remaining_secs) {
+        (Some(r), Some(s)) => format!("{} {}", printable(r), crate::commands::roles::remaining(s)),
+        (Some(r), None) => format!("{} closed", printable(r)),
+        (None, _) => String::new(),
+    };
+    if pending > 0 {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&format!("!{pending}"));
+    }
+    if out.is_empty() {
+        return out;
+    }
+    out + "\n"
+}
+
 fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (d, h, m) {
