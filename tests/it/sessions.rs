@@ -713,7 +713,10 @@ fn the_prompt_line_shows_the_shells_role_time_left_and_waiting_approvals() {
     assert_eq!(prompt(None), "", "no token: nothing");
     let token = s.role_token("demo");
     let line = prompt(Some(&token));
-    assert!(line.starts_with("demo 0h5") || line.starts_with("demo 1h00m"), "{line:?}");
+    assert!(
+        line.starts_with("demo 0h5") || line.starts_with("demo 1h00m"),
+        "{line:?}"
+    );
     assert_eq!(prompt(Some("cat1_0000000000000000_00")), "stale token\n");
     // A role asked for over the endpoint with no session open waits for an approval.
     let unopened = s.unopened_role_token("other");
@@ -721,5 +724,9 @@ fn the_prompt_line_shows_the_shells_role_time_left_and_waiting_approvals() {
     let line = prompt(Some(&token));
     assert!(line.trim_end().ends_with("!1"), "{line:?}");
     s.ok(&["lock"]);
-    assert_eq!(prompt(Some(&token)), "stale token\n", "lock revokes role-bound tokens");
+    assert_eq!(
+        prompt(Some(&token)),
+        "stale token\n",
+        "lock revokes role-bound tokens"
+    );
 }
