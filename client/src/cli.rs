@@ -391,6 +391,13 @@ pub fn name_arg(text: &str) -> Result<String, String> {
                 .into(),
         );
     }
+    if text.chars().any(char::is_control) {
+        return Err(format!(
+            "{:?} holds a control character (a line break, an escape); no name here does: \
+             type the name again",
+            crate::text::printable(text)
+        ));
+    }
     if text.chars().count() > MAX {
         let start: String = text.chars().take(32).collect();
         return Err(format!(

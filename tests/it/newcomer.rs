@@ -605,3 +605,47 @@ fn a_session_that_serves_what_was_approved_before_an_edit_says_so() {
     s.ok(&["lock"]);
     assert!(!s.ok(&["roles"]).contains("OPEN AS BEFORE"));
 }
+
+/// Mistakes credctl can see for itself cost no touch: a source name with a control character,
+/// an import from a credentials file or profile that is not there.
+#[test]
+fn mistakes_credctl_can_see_cost_no_touch() {
+    let s = Stack::new("", "").with_key_and_source();
+    let counter = key_counter(&s);
+    let out = s.credctl(&["source", "add", "ev\u{1b}[31mil\nline2", "--stdin"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("control character"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains('\u{1b}'),
+        "escaped: {:?}",
+        stderr(&out)
+    );
+    let creds = s.env.home.join(".aws/credentials");
+    std::fs::write(&creds, "[work]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n").unwrap();
+    let out = s.credctl(&["source", "add", "x", "--import-profile", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no profile [nosuch]") && stderr(&out).contains("it has: work"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s
+        .env
+        .command(bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+        .args(["source", "add", "x", "--import-profile", "default"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no credentials file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(key_counter(&s), counter, "no touch was asked for");
+}

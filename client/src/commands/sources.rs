@@ -30,6 +30,48 @@ fn check_key_id(id: &str, secret: &str) -> Result<()> {
     Err(Failure::usage(format!("{why}; nothing was stored")))
 }
 
+/// Refuses, before any touch, an import from a credentials file that does not exist or has no
+/// `[profile]` section (the agent reads and checks the file itself; this only spares a touch).
+fn check_profile_present(path: &Path, profile: &str) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::usage(format!(
+                "there is no credentials file at {} (set AWS_SHARED_CREDENTIALS_FILE if yours is \
+                 elsewhere); nothing was asked of your key",
+                path.display()
+            )))
+        }
+        // Unreadable here: the agent says why.
+        Err(_) => return Ok(()),
+    };
+    let sections: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'))
+        .map(str::trim)
+        .collect();
+    if sections.contains(&profile) {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "{} has no profile [{}]{}; nothing was asked of your key",
+        path.display(),
+        crate::text::printable(profile),
+        if sections.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (it has: {})",
+                sections
+                    .iter()
+                    .map(|s| crate::text::printable(s).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    )))
+}
+
 pub fn add(
     socket: &Path,
     name: &str,
@@ -56,6 +98,8 @@ pub fn add(
     }
     if let Some(profile) = import {
         let path = credentials_file();
+        // Before the touch: a file or profile that is not there costs none.
+        check_profile_present(&path, profile)?;
         crate::commands::keys::request_with_touch(
             &mut agent,
             &Request::SourceImport {
