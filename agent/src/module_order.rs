@@ -26,12 +26,15 @@ const ORDER: &[(&str, &[&str])] = &[
     ("lock_signals", &["util"]),
     ("listeners", &["util"]),
     ("tokens", &["generation", "procs", "util"]),
-    ("audit", &["tokens", "util"]),
+    ("audit", &["procs", "tokens", "util"]),
     ("sources", &["util", "vault", "refusal"]),
     ("profiles", &["sources", "util"]),
     ("trust", &["profiles", "util", "vault"]),
     ("sts", &["endpoint_url", "profiles", "sources", "util"]),
-    ("approval", &["audit", "trust", "util", "vault", "refusal"]),
+    (
+        "approval",
+        &["audit", "procs", "trust", "util", "vault", "refusal"],
+    ),
     ("notify", &["approval"]),
     (
         "sso",

@@ -62,10 +62,15 @@ impl ProcessId {
 
     /// The name of its executable, for messages and the audit.
     pub fn exe(&self) -> Option<String> {
-        std::fs::read_link(format!("/proc/{}/exe", self.pid))
-            .ok()
-            .map(|p| p.display().to_string())
+        exe_of(self.pid)
     }
+}
+
+/// The executable process `pid` runs, as `/proc/PID/exe` names it.
+pub fn exe_of(pid: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.display().to_string())
 }
 
 /// The children of `pid`, from each of its threads' `children` file; `None` when the kernel
@@ -214,12 +219,17 @@ impl SocketHints {
         v.insert((holder, client), std::time::Instant::now());
     }
 
-    /// The free descriptors of `holder`'s clients, lowest first.
+    /// The lowest free descriptors of `holder`'s clients, at most [`HINT_PROBES`] of them.
     fn for_holder(&self, holder: ProcessId) -> Vec<(ProcessId, i32)> {
         self.by_holder
             .locked()
             .get(&holder)
-            .map(|free| free.iter().map(|(fd, client)| (*client, *fd)).collect())
+            .map(|free| {
+                free.iter()
+                    .take(HINT_PROBES)
+                    .map(|(fd, client)| (*client, *fd))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -245,7 +255,7 @@ fn lookup(root: ProcessId, inode: u32, hints: &SocketHints) -> (Option<(ProcessI
     let target = format!("socket:[{inode}]");
     // A descriptor is free here only until a connection is found at it (by any path below),
     // so the lowest free one is where the client's new socket most likely is.
-    for (client, fd) in hints.for_holder(root).into_iter().take(HINT_PROBES) {
+    for (client, fd) in hints.for_holder(root) {
         if !fd_is(client.pid, fd, &target) {
             continue;
         }
@@ -301,8 +311,9 @@ fn lookup(root: ProcessId, inode: u32, hints: &SocketHints) -> (Option<(ProcessI
     (None, false)
 }
 
-/// Whether the socket `inode` is held by `root` or by one of its descendants.
-pub fn tree_holds_socket(root: ProcessId, inode: u32) -> bool {
+/// Whether the socket `inode` is held by `root` or by one of its descendants (tests).
+#[cfg(test)]
+fn tree_holds_socket(root: ProcessId, inode: u32) -> bool {
     find_in_tree(root, inode, &SocketHints::default()).is_some()
 }
 

@@ -127,12 +127,7 @@ impl PendingApprovals {
                         Some((pid, exe)) => (Some(*pid), exe.clone()),
                         None => (None, None),
                     },
-                    Origin::Unix { pid, .. } => (
-                        Some(pid),
-                        std::fs::read_link(format!("/proc/{pid}/exe"))
-                            .ok()
-                            .map(|p| p.display().to_string()),
-                    ),
+                    Origin::Unix { pid, .. } => (Some(pid), crate::procs::exe_of(pid)),
                 };
                 PendingRole {
                     role,

@@ -484,7 +484,10 @@ fn to_line(
         Origin::Unix { uid, pid } => (
             uid,
             Some(pid),
-            e.exe.as_deref().map(str::to_owned).or_else(|| exe_of(pid)),
+            e.exe
+                .as_deref()
+                .map(str::to_owned)
+                .or_else(|| crate::procs::exe_of(pid)),
         ),
     };
     Line {
@@ -504,12 +507,6 @@ fn to_line(
         peer_exe: exe,
         count,
     }
-}
-
-fn exe_of(pid: i32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|p| p.display().to_string())
 }
 
 /// One scan of `/proc/*/fd`: which process holds each socket inode. A connection that closed
@@ -534,7 +531,9 @@ pub fn processes_for_inodes(inodes: &[u32]) -> HashMap<u32, (i32, Option<String>
         for fd in fds.flatten() {
             if let Ok(link) = std::fs::read_link(fd.path()) {
                 if let Some(inode) = link.to_str().and_then(|l| targets.get(l)) {
-                    found.entry(*inode).or_insert_with(|| (pid, exe_of(pid)));
+                    found
+                        .entry(*inode)
+                        .or_insert_with(|| (pid, crate::procs::exe_of(pid)));
                 }
             }
         }

@@ -408,9 +408,7 @@ pub async fn serve(
             scoped_tokens: Vec::new(),
             login_holds: Vec::new(),
             permit: Some(permit),
-            exe: std::fs::read_link(format!("/proc/{pid}/exe"))
-                .ok()
-                .map(|p| Arc::from(p.display().to_string())),
+            exe: crate::procs::exe_of(pid).map(Arc::from),
         };
         let control = control.clone();
         let shutdown = shutdown.clone();
