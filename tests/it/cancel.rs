@@ -4,13 +4,8 @@
 
 use std::time::Duration;
 
-use crate::stack::{token_from_exports, Stack};
+use crate::stack::{key_counter, token_from_exports, Stack};
 use crate::util::{bin, wait_until};
-
-fn key_counter(s: &Stack) -> u64 {
-    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
-    keys[0]["counter"].as_u64().unwrap()
-}
 
 #[test]
 fn a_client_killed_after_its_touch_still_opens_the_session() {

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use crate::stack::{assert_demo_arn, Stack, BOTO3_WHOAMI};
+use crate::stack::{assert_demo_arn, key_counter, Stack, BOTO3_WHOAMI};
 use crate::util::{bin, stderr, stdout};
 
 const STATIC_KEYS: &str =
@@ -133,10 +133,6 @@ fn exec_exits_like_a_shell_when_the_command_cannot_run() {
 }
 
 /// The counter of the one registered key: it moves with every touch.
-fn key_counter(s: &Stack) -> u64 {
-    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
-    keys[0]["counter"].as_u64().unwrap()
-}
 
 #[test]
 fn every_check_that_needs_no_touch_runs_before_the_touch() {

@@ -5,13 +5,8 @@ use std::io::Write;
 
 use credagent_proto::{read_frame, write_frame, Request, Response};
 
-use crate::stack::Stack;
+use crate::stack::{key_counter, Stack};
 use crate::util::{stderr, stdout};
-
-fn key_counter(s: &Stack) -> u64 {
-    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
-    keys[0]["counter"].as_u64().unwrap()
-}
 
 fn status_json(s: &Stack) -> serde_json::Value {
     serde_json::from_str(&s.ok(&["status", "--json"])).unwrap()

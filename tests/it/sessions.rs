@@ -4,7 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::stack::{assert_demo_arn, token_from_exports, Stack, BOTO3_WHOAMI, SECRET_KEY};
+use crate::stack::{
+    assert_demo_arn, key_counter, token_from_exports, Stack, BOTO3_WHOAMI, SECRET_KEY,
+};
 use crate::util::{bin, repo, stderr, stdout, wait_until};
 
 #[test]
@@ -545,11 +547,6 @@ fn a_client_that_dies_mid_touch_does_not_block_the_role() {
 }
 
 /// The soft key's signature counter: one more per touch.
-fn key_counter(s: &Stack) -> u64 {
-    let keys: serde_json::Value =
-        serde_json::from_slice(&s.credctl(&["key", "list", "--json"]).stdout).unwrap();
-    keys[0]["counter"].as_u64().unwrap()
-}
 
 #[test]
 fn keys_only_in_the_credentials_file_are_refused_then_imported_and_removed() {

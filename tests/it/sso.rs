@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::stack::{spawn_listening, Bg, Stack};
+use crate::stack::{key_counter, spawn_listening, Bg, Stack};
 use crate::util::{bin, repo, stderr, stdout, wait_until};
 
 const START_URL: &str = "https://d-9067000000.awsapps.com/start";
@@ -149,11 +149,6 @@ fn device_login(s: &Stack, fake: &Fake) {
     fake.call("POST", "device/approve", "{}");
     let out = finish(child);
     assert!(stdout(&out).contains("logged in to IAM Identity Center (corp)"));
-}
-
-fn key_counter(s: &Stack) -> u64 {
-    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
-    keys[0]["counter"].as_u64().unwrap()
 }
 
 /// Every file under `dir` that holds any of `secrets`.

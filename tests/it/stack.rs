@@ -325,6 +325,13 @@ impl Stack {
     }
 }
 
+/// The signature counter of the first registered key: it moves by one per touch, so a test
+/// can tell whether a touch was spent.
+pub fn key_counter(s: &Stack) -> u64 {
+    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
+    keys[0]["counter"].as_u64().unwrap()
+}
+
 /// The token in `export` lines printed by `credctl start` or `credctl env`.
 pub fn token_from_exports(text: &str) -> String {
     text.lines()

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::stack::Stack;
+use crate::stack::{key_counter, Stack};
 use crate::util::{bin, stderr, stdout};
 
 fn state_dir(s: &Stack) -> std::path::PathBuf {
@@ -100,11 +100,6 @@ fn plant_attacker_source(s: &Stack) {
         "credagent-source-v1\nAKIAATTACKERKEY00001\nattackerSecretAccessKey0123456789abcdef",
     )
     .unwrap();
-}
-
-fn key_counter(s: &Stack) -> u64 {
-    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["key", "list", "--json"])).unwrap();
-    keys[0]["counter"].as_u64().unwrap()
 }
 
 /// `approved.json` was the attack: re-point `dev` at prod's ARN in `~/.aws/config`, rewrite the
