@@ -24,6 +24,7 @@ pub mod lock_signals;
 pub mod logging;
 mod module_order;
 pub mod notify;
+pub mod origins;
 pub mod paths;
 pub mod preflight;
 pub mod procs;

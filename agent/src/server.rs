@@ -365,7 +365,7 @@ fn wire(
     let profiles = aws_config
         .load_or_empty()
         .context("cannot build an empty profile set")?;
-    let origins = crate::sessions::Origins {
+    let origins = crate::origins::Origins {
         store: sources.clone(),
         logins: logins.clone(),
     };

@@ -19,8 +19,13 @@ use uuid::Uuid;
 
 use super::error::ApprovalError;
 
-/// The challenge lifetime and the outcome wait, shared with `credctl` (stated once, in proto).
-pub use credagent_proto::timeouts::{CEREMONY_TTL, OUTCOME_WAIT};
+/// How long a challenge stays valid: the touch must come within it. `credctl` waits by the
+/// same figure; the control edge checks at compile time that the protocol states it alike.
+pub const CEREMONY_TTL: Duration = Duration::from_secs(60);
+/// How long an answered ceremony may take to reach its outcome (verifying the touch and
+/// opening the session, STS retries included); the longest a follower waits. Checked against
+/// the protocol's figure like `CEREMONY_TTL`.
+pub const OUTCOME_WAIT: Duration = Duration::from_secs(90);
 
 /// How many ceremonies may be outstanding at once, so a flood cannot grow memory.
 pub const MAX_CEREMONIES: usize = 64;

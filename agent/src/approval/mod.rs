@@ -47,7 +47,7 @@ pub use policy::{
     KNOWN_SOFTWARE_AAGUIDS,
 };
 pub use rp::{RP_ID, RP_NAME};
-pub use seal::{prf_enabled, prf_output, PrfAnswer};
+pub use seal::{prf_enabled, prf_output, PrfAnswer, PRF_WITHOUT_UV};
 
 use crate::util::unix_secs;
 use crate::util::LockExt;

@@ -22,13 +22,18 @@ use crate::vault::{new_point, PrfOutput, VaultSecret, KEY_LEN};
 /// PRF evaluation points per credential id.
 pub(crate) type Evals = Vec<(Vec<u8>, [u8; KEY_LEN])>;
 
+/// The member of an assertion answer (and of a challenge's options) that carries the PRF
+/// output of a second touch without user verification. The control edge checks at compile time
+/// that the protocol names it alike.
+pub const PRF_WITHOUT_UV: &str = "credagentPrfWithoutUv";
+
 /// The PRF outputs an assertion answer carries.
 #[derive(Debug, Default)]
 pub struct PrfAnswer {
     /// From the assertion's own touch (`clientExtensionResults.prf.results.first`).
     pub output: Option<PrfOutput>,
     /// From a second touch of the same key without user verification, at the same point
-    /// ([`credagent_proto::PRF_WITHOUT_UV`]): sent only to move a touch-only wrap.
+    /// ([`PRF_WITHOUT_UV`]): sent only to move a touch-only wrap.
     pub without_uv: Option<PrfOutput>,
 }
 
@@ -38,15 +43,15 @@ impl PrfAnswer {
     pub fn take(answer: &mut Value) -> Result<PrfAnswer, MalformedPrf> {
         let without_uv = match answer
             .as_object_mut()
-            .and_then(|o| o.remove(credagent_proto::PRF_WITHOUT_UV))
+            .and_then(|o| o.remove(PRF_WITHOUT_UV))
         {
             None => None,
             Some(Value::String(mut text)) => {
-                let decoded = decode_output(&text, credagent_proto::PRF_WITHOUT_UV);
+                let decoded = decode_output(&text, PRF_WITHOUT_UV);
                 zeroize::Zeroize::zeroize(&mut text);
                 Some(decoded?)
             }
-            Some(_) => return Err(MalformedPrf::NotAString(credagent_proto::PRF_WITHOUT_UV)),
+            Some(_) => return Err(MalformedPrf::NotAString(PRF_WITHOUT_UV)),
         };
         Ok(PrfAnswer {
             output: prf_output(answer)?,
@@ -116,7 +121,7 @@ pub(crate) fn request_prf_eval(options: &mut Value, evals: &Evals) {
 }
 
 /// Names the credentials whose wrap still opens with a touch alone
-/// ([`credagent_proto::PRF_WITHOUT_UV`]): the client adds their PRF output from a touch
+/// ([`PRF_WITHOUT_UV`]): the client adds their PRF output from a touch
 /// without user verification, so the user-verified touch can wrap the vault for them anew.
 pub(crate) fn request_prf_without_uv(options: &mut Value, ids: &[Vec<u8>]) {
     if ids.is_empty() {
@@ -124,7 +129,7 @@ pub(crate) fn request_prf_without_uv(options: &mut Value, ids: &[Vec<u8>]) {
     }
     if let Some(o) = options.as_object_mut() {
         let ids = ids.iter().map(|id| Value::String(b64(id))).collect();
-        o.insert(credagent_proto::PRF_WITHOUT_UV.into(), Value::Array(ids));
+        o.insert(PRF_WITHOUT_UV.into(), Value::Array(ids));
     }
 }
 

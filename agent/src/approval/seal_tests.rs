@@ -152,7 +152,7 @@ fn touch_answering(
         _ => None,
     };
     let id_b64 = serde_json::json!(URL_SAFE_NO_PAD.encode(&cred.raw_id));
-    let asked = options[credagent_proto::PRF_WITHOUT_UV]
+    let asked = options[super::seal::PRF_WITHOUT_UV]
         .as_array()
         .is_some_and(|ids| ids.contains(&id_b64));
     let without_uv = match &point {
@@ -383,7 +383,7 @@ fn with_user_verification_a_touch_without_the_pin_opens_nothing() {
     // No challenge asks for a touch-only output while every wrap is verified.
     let (id, _) = approver.start_approval("prod", t0()).unwrap();
     let options = approver.view(id).unwrap().options;
-    assert!(options.get(credagent_proto::PRF_WITHOUT_UV).is_none());
+    assert!(options.get(super::seal::PRF_WITHOUT_UV).is_none());
 }
 
 #[test]

@@ -37,6 +37,33 @@ use crate::tokens::{TokenId, Tokens};
 
 pub use hello::hello;
 
+// The core states the figures and names it shares with `credctl`; the protocol states them for
+// the client. They must agree, and the build fails if they do not.
+const _: () = {
+    use credagent_proto::timeouts;
+    assert!(crate::approval::CEREMONY_TTL.as_millis() == timeouts::CEREMONY_TTL.as_millis());
+    assert!(crate::approval::OUTCOME_WAIT.as_millis() == timeouts::OUTCOME_WAIT.as_millis());
+    assert!(same_str(
+        crate::approval::PRF_WITHOUT_UV,
+        credagent_proto::PRF_WITHOUT_UV
+    ));
+};
+
+const fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Most control connections served at once; more wait in the kernel backlog. A connection that
 /// holds `exec` tokens gives its place back (it may live for hours); those are bounded by the
 /// cap on live tokens instead.

@@ -77,7 +77,7 @@ pub enum SessionError {
     #[error("role {role}: {error}")]
     Sso {
         role: String,
-        error: crate::sso::SsoError,
+        error: crate::sources::SsoError,
     },
 }
 
@@ -121,8 +121,8 @@ impl SessionError {
             | SessionError::ChangedDuringTouch { .. }
             | SessionError::Locked { .. } => Code::ApprovalFailed,
             SessionError::Sso { error, .. } => match error {
-                crate::sso::SsoError::LoginNeeded { .. } => Code::LoginRequired,
-                crate::sso::SsoError::Transient { .. } => Code::StsUnavailable,
+                crate::sources::SsoError::LoginNeeded { .. } => Code::LoginRequired,
+                crate::sources::SsoError::Transient { .. } => Code::StsUnavailable,
                 _ => Code::StsDenied,
             },
         };
@@ -135,7 +135,7 @@ impl SessionError {
             || matches!(
                 self,
                 SessionError::Sso {
-                    error: crate::sso::SsoError::Transient { .. },
+                    error: crate::sources::SsoError::Transient { .. },
                     ..
                 }
             )

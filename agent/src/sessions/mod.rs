@@ -96,8 +96,8 @@ pub trait SourceLookup: Send + Sync {
         &self,
         source: &crate::profiles::SsoSource,
         _now: SystemTime,
-    ) -> Result<crate::sts::TempCredentials, crate::sso::SsoError> {
-        Err(crate::sso::SsoError::LoginNeeded {
+    ) -> Result<crate::sts::TempCredentials, crate::sources::SsoError> {
+        Err(crate::sources::SsoError::LoginNeeded {
             login: source.login_key(),
             detail: "this agent has no IAM Identity Center support wired".into(),
         })
@@ -108,7 +108,7 @@ pub trait SourceLookup: Send + Sync {
         &self,
         _source: &crate::profiles::SsoSource,
         _vault: VaultSecret,
-    ) -> Result<(), crate::sso::SsoError> {
+    ) -> Result<(), crate::sources::SsoError> {
         Ok(())
     }
 
@@ -150,60 +150,6 @@ impl SourceLookup for Arc<crate::sources::SourceStore> {
 
     fn retain_opened(&self, in_use: &HashSet<String>) {
         crate::sources::SourceStore::retain_opened(self, in_use);
-    }
-}
-
-/// The agent's sources: access keys in the keyring, and IAM Identity Center logins.
-pub struct Origins {
-    pub store: Arc<crate::sources::SourceStore>,
-    pub logins: Arc<crate::sso::Logins>,
-}
-
-#[async_trait]
-impl SourceLookup for Origins {
-    async fn source(&self, name: &str) -> Result<SourceCredentials, SourceError> {
-        self.store.source(name).await
-    }
-
-    async fn unseal(
-        &self,
-        name: &str,
-        vault: VaultSecret,
-        expected_key: Option<String>,
-    ) -> Result<(), SourceError> {
-        SourceLookup::unseal(&self.store, name, vault, expected_key).await
-    }
-
-    async fn sso_credentials(
-        &self,
-        source: &crate::profiles::SsoSource,
-        now: SystemTime,
-    ) -> Result<crate::sts::TempCredentials, crate::sso::SsoError> {
-        self.logins.role_credentials(source, now).await
-    }
-
-    async fn unseal_sso(
-        &self,
-        source: &crate::profiles::SsoSource,
-        vault: VaultSecret,
-    ) -> Result<(), crate::sso::SsoError> {
-        let logins = self.logins.clone();
-        let source = source.clone();
-        tokio::task::spawn_blocking(move || logins.unseal(&source, &vault))
-            .await
-            .map_err(|e| crate::sso::SsoError::Other {
-                code: "Task".into(),
-                message: e.to_string(),
-            })?
-    }
-
-    fn forget_all(&self) {
-        SourceLookup::forget_all(&self.store);
-        self.logins.lock();
-    }
-
-    fn retain_opened(&self, in_use: &HashSet<String>) {
-        SourceLookup::retain_opened(&self.store, in_use);
     }
 }
 

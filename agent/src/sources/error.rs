@@ -1,5 +1,6 @@
-//! The sources' vocabulary shared by the keyring and the file store: which store holds them
-//! ([`Backend`]) and what can go wrong ([`SourceError`]), each with the advice the user needs.
+//! The sources' vocabulary shared by the keyring, the file store and IAM Identity Center: which
+//! store holds them ([`Backend`]) and what can go wrong ([`SourceError`] for stored keys,
+//! [`SsoError`] for Identity Center logins), each with the advice the user needs.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -82,5 +83,57 @@ fn no_backend_advice(backend: Backend) -> &'static str {
         Backend::SecretService => "start a Secret Service (gnome-keyring-daemon --components=secrets) in this D-Bus session, or set keyring = \"keyutils\" in config.toml",
         Backend::Keyutils => "run the agent inside a session keyring (keyctl session -), set keyring = \"secret-service\", or, on a machine with no keyring, keyring = \"file\" in config.toml",
         Backend::File => "set keyring = \"file\" only where the agent knows its state directory",
+    }
+}
+
+/// What Identity Center said, sorted by what the agent does about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SsoError {
+    /// The person has not finished the device login yet: poll again.
+    #[error("the login is not approved yet")]
+    Pending,
+    /// Poll less often.
+    #[error("Identity Center asked to poll more slowly")]
+    SlowDown,
+    /// The device code, the authorization code or the refresh token expired or was revoked,
+    /// or the client registration is gone: a new login is needed.
+    #[error("the IAM Identity Center login has expired or was revoked ({detail}): run `credctl login {login}`")]
+    LoginNeeded { login: String, detail: String },
+    /// The access token was refused (expired, logged out).
+    #[error("IAM Identity Center refused the access token ({detail})")]
+    Unauthorized { detail: String },
+    /// The person refused, or the account or permission set is not assigned to them.
+    #[error("IAM Identity Center refused: {detail}")]
+    Denied { detail: String },
+    /// Network trouble, throttling or a 5xx: try again.
+    #[error("IAM Identity Center could not be reached: {detail}")]
+    Transient { detail: String },
+    #[error("IAM Identity Center error {code}: {message}")]
+    Other { code: String, message: String },
+}
+
+impl SsoError {
+    /// A short stable code for the audit and the protocol.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SsoError::Pending => "sso_pending",
+            SsoError::SlowDown => "sso_slow_down",
+            SsoError::LoginNeeded { .. } => "sso_login_needed",
+            SsoError::Unauthorized { .. } => "sso_unauthorized",
+            SsoError::Denied { .. } => "sso_denied",
+            SsoError::Transient { .. } => "sso_unavailable",
+            SsoError::Other { .. } => "sso_error",
+        }
+    }
+
+    /// With the login named in the advice.
+    pub fn for_login(self, login: &str) -> Self {
+        match self {
+            SsoError::LoginNeeded { detail, .. } => SsoError::LoginNeeded {
+                login: login.to_owned(),
+                detail,
+            },
+            other => other,
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::sync::{Arc, Mutex};
 
 pub use access_key::{rewrite_credentials_file_without, SourceCredentials};
-pub use error::{Backend, SourceError};
+pub use error::{Backend, SourceError, SsoError};
 pub use keyring::{Keyring, Stored, SERVICE};
 use secrecy::{ExposeSecret, SecretString};
 

@@ -10,6 +10,8 @@ mod aws;
 mod logins;
 pub mod pkce;
 
+/// Identity Center's answers are part of the sources' vocabulary (sessions report them).
+pub use crate::sources::SsoError;
 pub use aws::{AwsSso, SsoSettings};
 pub use logins::{CallbackError, LoginHold, LoginState, Logins, REFRESH_MARGIN};
 
@@ -112,58 +114,6 @@ pub struct Account {
     pub account_id: String,
     pub account_name: Option<String>,
     pub email: Option<String>,
-}
-
-/// What Identity Center said, sorted by what the agent does about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SsoError {
-    /// The person has not finished the device login yet: poll again.
-    #[error("the login is not approved yet")]
-    Pending,
-    /// Poll less often.
-    #[error("Identity Center asked to poll more slowly")]
-    SlowDown,
-    /// The device code, the authorization code or the refresh token expired or was revoked,
-    /// or the client registration is gone: a new login is needed.
-    #[error("the IAM Identity Center login has expired or was revoked ({detail}): run `credctl login {login}`")]
-    LoginNeeded { login: String, detail: String },
-    /// The access token was refused (expired, logged out).
-    #[error("IAM Identity Center refused the access token ({detail})")]
-    Unauthorized { detail: String },
-    /// The person refused, or the account or permission set is not assigned to them.
-    #[error("IAM Identity Center refused: {detail}")]
-    Denied { detail: String },
-    /// Network trouble, throttling or a 5xx: try again.
-    #[error("IAM Identity Center could not be reached: {detail}")]
-    Transient { detail: String },
-    #[error("IAM Identity Center error {code}: {message}")]
-    Other { code: String, message: String },
-}
-
-impl SsoError {
-    /// A short stable code for the audit and the protocol.
-    pub fn code(&self) -> &'static str {
-        match self {
-            SsoError::Pending => "sso_pending",
-            SsoError::SlowDown => "sso_slow_down",
-            SsoError::LoginNeeded { .. } => "sso_login_needed",
-            SsoError::Unauthorized { .. } => "sso_unauthorized",
-            SsoError::Denied { .. } => "sso_denied",
-            SsoError::Transient { .. } => "sso_unavailable",
-            SsoError::Other { .. } => "sso_error",
-        }
-    }
-
-    /// With the login named in the advice.
-    pub fn for_login(self, login: &str) -> Self {
-        match self {
-            SsoError::LoginNeeded { detail, .. } => SsoError::LoginNeeded {
-                login: login.to_owned(),
-                detail,
-            },
-            other => other,
-        }
-    }
 }
 
 /// Where Identity Center's two services are, for one region.
