@@ -24,7 +24,10 @@ pub struct Origins {
 #[async_trait]
 impl SourceLookup for Origins {
     async fn source(&self, name: &str) -> Result<SourceCredentials, SourceError> {
-        self.store.source(name).await
+        self.store
+            .source(name)
+            .await
+            .map_err(|e| crate::profiles::locate_missing_source(e, &crate::profiles::process_env))
     }
 
     async fn unseal(

@@ -546,8 +546,6 @@ fn a_client_that_dies_mid_touch_does_not_block_the_role() {
     assert_eq!(key_counter(&s) - before, 1, "one touch, by the new client");
 }
 
-/// The soft key's signature counter: one more per touch.
-
 #[test]
 fn keys_only_in_the_credentials_file_are_refused_then_imported_and_removed() {
     let s = Stack::new("", "");

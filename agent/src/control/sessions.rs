@@ -180,10 +180,13 @@ impl Control {
                     crate::sources::Stored::Plain(creds) => creds.access_key_id.clone(),
                 })),
             Ok(_) => {
-                let missing = crate::sources::SourceError::NotFound {
-                    backend: self.sources.backend(),
-                    name: source,
-                };
+                let missing = crate::profiles::locate_missing_source(
+                    crate::sources::SourceError::NotFound {
+                        backend: self.sources.backend(),
+                        name: source,
+                    },
+                    &crate::profiles::process_env,
+                );
                 Err(Box::new(
                     crate::sessions::SessionError::from_source_error(&spec, &missing)
                         .refusal()

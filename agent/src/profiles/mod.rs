@@ -15,7 +15,7 @@ use aws_types::os_shim_internal::{Env, Fs};
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::sources::SourceCredentials;
+use crate::sources::{SourceCredentials, SourceError};
 
 mod sso;
 use sso::{is_sso_profile, sso_role};
@@ -664,6 +664,21 @@ pub fn source_keys_in_credentials_file(
     env: EnvLookup<'_>,
 ) -> Result<Option<CredentialsFileEntry>, ProfileError> {
     read_credentials_file(&credentials_file_path(env), profile)
+}
+
+/// What to say of a source the keyring does not hold: that its keys are in the plain-text
+/// credentials file (read here, so the error types themselves do no I/O), or `missing` as is.
+pub fn locate_missing_source(missing: SourceError, env: EnvLookup<'_>) -> SourceError {
+    let SourceError::NotFound { name, .. } = &missing else {
+        return missing;
+    };
+    match source_keys_in_credentials_file(name, env) {
+        Ok(Some(entry)) => SourceError::OnlyInCredentialsFile {
+            name: name.clone(),
+            path: entry.path,
+        },
+        _ => missing,
+    }
 }
 
 /// Reads the static keys of `profile` from a credentials file (for `--import-profile`).

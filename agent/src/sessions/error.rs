@@ -141,9 +141,13 @@ impl SessionError {
             )
     }
 
+    /// `err`, met while opening `spec`, with the role named. Pure: whoever looked the source
+    /// up has already said where else its keys are (`SourceError::OnlyInCredentialsFile`).
     pub fn from_source_error(spec: &RoleSpec, err: &SourceError) -> Self {
         let problem = match err {
-            SourceError::NotFound { .. } => SourceProblem::Missing,
+            SourceError::NotFound { .. } | SourceError::OnlyInCredentialsFile { .. } => {
+                SourceProblem::Missing
+            }
             SourceError::Locked { .. } => SourceProblem::KeyringLocked,
             SourceError::NoBackend { .. } => SourceProblem::KeyringUnavailable,
             SourceError::Sealed { .. } => SourceProblem::Sealed,
@@ -151,26 +155,7 @@ impl SessionError {
             _ => SourceProblem::Keyring,
         };
         let mut message = err.to_string();
-        let in_file = if problem == SourceProblem::Missing {
-            crate::profiles::source_keys_in_credentials_file(
-                &spec.source,
-                &crate::profiles::process_env,
-            )
-            .ok()
-            .flatten()
-        } else {
-            None
-        };
-        if let Some(entry) = in_file {
-            // The keys exist, but in the plain-text file credagent is meant to replace.
-            message = format!(
-                "source `{src}` has its keys only in {path}, which credagent does not read: move \
-                 them into the keyring with `credctl source add {src} --import-profile {src} \
-                 --remove-from-file`",
-                src = spec.source,
-                path = entry.path.display()
-            );
-        } else if problem == SourceProblem::Missing && !spec.source_in_config {
+        if matches!(err, SourceError::NotFound { .. }) && !spec.source_in_config {
             let via = spec
                 .chain
                 .first()

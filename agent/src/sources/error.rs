@@ -38,6 +38,10 @@ pub enum SourceError {
     Locked { backend: Backend, detail: String },
     #[error("no source credentials named `{name}` in the {backend} keyring: add them with `credctl source add {name}`")]
     NotFound { backend: Backend, name: String },
+    /// Not in the keyring, but its keys are in the plain-text credentials file credagent is
+    /// meant to replace (found by whoever looked the source up; this type does no I/O).
+    #[error("source `{name}` has its keys only in {}, which credagent does not read: move them into the keyring with `credctl source add {name} --import-profile {name} --remove-from-file`", .path.display())]
+    OnlyInCredentialsFile { name: String, path: PathBuf },
     #[error("the {backend} keyring entry for source `{name}` is not in credagent's format: remove it and add it again with `credctl source add {name}`")]
     Corrupt { backend: Backend, name: String },
     #[error("source `{name}` is sealed to your security keys: it opens only with a touch; open a role that uses it (`credctl use ROLE`)")]
@@ -65,7 +69,9 @@ impl SourceError {
     pub fn refusal(&self) -> crate::refusal::Refusal {
         use crate::refusal::Code;
         let code = match self {
-            SourceError::NotFound { .. } => Code::NotFound,
+            SourceError::NotFound { .. } | SourceError::OnlyInCredentialsFile { .. } => {
+                Code::NotFound
+            }
             SourceError::Sealed { .. }
             | SourceError::Unseal { .. }
             | SourceError::VaultUnproven { .. } => Code::Sealed,
