@@ -80,6 +80,10 @@ const ORDER: &[(&str, &[&str])] = &[
             "refusal",
         ],
     ),
+    (
+        "agent",
+        &["approval", "audit", "http", "sessions", "tokens"],
+    ),
     ("console", &["audit", "http", "sts", "util"]),
     (
         "config",
@@ -94,7 +98,9 @@ const ORDER: &[(&str, &[&str])] = &[
     ),
     (
         "preflight",
-        &["approval", "audit", "config", "paths", "sources", "util"],
+        &[
+            "approval", "audit", "config", "paths", "sources", "util", "vault",
+        ],
     ),
     ("state", &[]),
     (
@@ -118,13 +124,14 @@ const ORDER: &[(&str, &[&str])] = &[
     (
         "control",
         &[
-            "approval", "audit", "console", "http", "procs", "profiles", "reload", "sessions",
-            "sources", "sso", "state", "tokens", "util", "refusal",
+            "agent", "approval", "audit", "console", "http", "procs", "profiles", "reload",
+            "sessions", "sources", "sso", "state", "tokens", "util", "refusal",
         ],
     ),
     (
         "server",
         &[
+            "agent",
             "approval",
             "audit",
             "cli",
@@ -152,6 +159,7 @@ const ORDER: &[(&str, &[&str])] = &[
             "tokens",
             "trust",
             "util",
+            "vault",
         ],
     ),
 ];

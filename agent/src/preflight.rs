@@ -24,6 +24,8 @@ pub struct Prepared {
     /// Held for the agent's whole life.
     pub state_lock: Flock<File>,
     pub approver: Approver,
+    /// The vault, shared by the approver (which unwraps it) and the sources (sealed to it).
+    pub vault: std::sync::Arc<crate::vault::VaultKeeper>,
     pub audit_file: File,
     pub audit_path: PathBuf,
     /// The keyring namespace of this agent instance.
@@ -140,13 +142,18 @@ pub fn prepare(state: State, config: &Config, http_port: u16) -> anyhow::Result<
     // A state directory that has keys but no instance id predates namespacing: its agent
     // adopts the sources stored before, once.
     let upgrading = state_dir.join(crate::approval::KEYS_FILE).exists();
+    let vault = std::sync::Arc::new(
+        crate::vault::VaultKeeper::load(&state_dir)
+            .with_context(|| format!("cannot read the vault in {}", state_dir.display()))?,
+    );
     let approver = Approver::new(
         config.approval.clone(),
         &state_dir,
+        vault.clone(),
         http_port,
         SystemTime::now(),
     )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .context("cannot set up the approvals")?;
     let audit_path = state_dir.join("audit.jsonl");
     let audit_file = crate::audit::open(&audit_path)
         .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
@@ -156,6 +163,7 @@ pub fn prepare(state: State, config: &Config, http_port: u16) -> anyhow::Result<
         state_dir,
         state_lock,
         approver,
+        vault,
         audit_file,
         audit_path,
         instance,

@@ -10,7 +10,7 @@
 //! `AWS_CONTAINER_CREDENTIALS_FULL_URI` names, and the keyring holds the sealed sources.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::approval::{Approvals, PreparedPolicy, Reconfiguration, Requester, TouchOutcome};
@@ -125,8 +125,8 @@ pub struct Live {
     approvals: Arc<Approvals>,
     trusted: Arc<Trusted>,
     env: Env,
-    /// Started once the agent's parts exist (their lock action needs them).
-    lock_watch: OnceLock<LockWatch>,
+    /// The suspend and screen-lock watchers, restarted when `lock_on` changes.
+    lock_watch: LockWatch,
 }
 
 /// The agent's parts that `config.toml` configures, for [`Live::new`].
@@ -137,6 +137,7 @@ pub struct Parts {
     pub sessions: Sessions,
     pub approvals: Arc<Approvals>,
     pub trusted: Arc<Trusted>,
+    pub lock_watch: LockWatch,
 }
 
 impl Live {
@@ -166,21 +167,13 @@ impl Live {
             approvals: parts.approvals,
             trusted: parts.trusted,
             env,
-            lock_watch: OnceLock::new(),
+            lock_watch: parts.lock_watch,
         }
-    }
-
-    /// The lock watchers, once started.
-    pub fn set_lock_watch(&self, watch: LockWatch) {
-        let _ = self.lock_watch.set(watch);
     }
 
     /// The suspend and screen-lock watchers' state, for `status`.
     pub fn lock_lines(&self) -> Vec<String> {
-        self.lock_watch
-            .get()
-            .map(LockWatch::lines)
-            .unwrap_or_default()
+        self.lock_watch.lines()
     }
 
     /// The settings in force that send the agent elsewhere than AWS.
@@ -318,9 +311,7 @@ impl Reconfiguration for Candidate {
         live.sessions.set_config(self.built.session.clone());
         live.approvals.set_policy(&self.policy, config.session_ttl);
         live.trusted.set_current(self.built.settings.clone());
-        if let Some(watch) = live.lock_watch.get() {
-            watch.restart(&config.lock_on);
-        }
+        live.lock_watch.restart(&config.lock_on);
         *live.overrides.write_locked() = self.built.overrides.clone();
         *live.seen.locked() = self.digest;
         *live.needs_restart.locked() = self.restart.clone();

@@ -9,6 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agent::Agent;
 use crate::approval::{Approvals, Approver, PendingApprovals};
 use crate::cli::Args;
 use crate::config::Config;
@@ -125,6 +126,7 @@ async fn serve(
         state_dir,
         state_lock,
         approver,
+        vault,
         audit_file,
         audit_path,
         instance,
@@ -135,13 +137,15 @@ async fn serve(
         SourceStore::backend_for(config.keyring),
         instance,
         adopt_legacy,
-        approver.vault().clone(),
+        vault.clone(),
     )
     .with_state_dir(&state_dir);
     let trusted = Arc::new(
         crate::trust::Trusted::new(&state_dir, config.trusted_settings())
             .with_defaults(Config::default().trusted_settings()),
     );
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
     let control = Arc::new(wire(
         facts,
         Read {
@@ -149,17 +153,23 @@ async fn serve(
             file: config_file,
             seen: config_seen,
         },
-        approver,
-        audit,
-        sources,
-        trusted,
-        &state_dir,
+        Kept {
+            approver,
+            vault,
+            audit,
+            sources,
+            trusted,
+            state_dir: &state_dir,
+        },
+        Running {
+            shutdown: shutdown.clone(),
+            tracker: &tracker,
+        },
     )?);
+    let agent = control.agent.clone();
     let sessions = control.sessions.clone();
     let endpoint = control.endpoint.clone();
 
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
@@ -207,13 +217,9 @@ async fn serve(
     // person ended: the log says when every session stopped being served.
     let ends = control.audit.clone();
     sessions.on_end(Arc::new(move |role: &str, why: &'static str, now| {
-        let me = crate::audit::Origin::Unix {
-            uid: nix::unistd::getuid().as_raw(),
-            pid: 0,
-        };
         ends.record(
             now,
-            crate::audit::Event::action("session_end", &me.into(), None)
+            crate::audit::Event::action("session_end", &Agent::itself(), None)
                 .role(role)
                 .subject(why),
         );
@@ -240,29 +246,6 @@ async fn serve(
             }
         }
     });
-    // Weak: the watchers live in the control they lock, and must not keep it alive.
-    let locker = Arc::downgrade(&control);
-    let signals = crate::lock_signals::LockWatch::start(
-        &config.lock_on,
-        Arc::new(move |why: &'static str| {
-            let Some(locker) = locker.upgrade() else {
-                return;
-            };
-            locker.lock();
-            let me = crate::audit::Origin::Unix {
-                uid: nix::unistd::getuid().as_raw(),
-                pid: 0,
-            };
-            locker.audit.record(
-                SystemTime::now(),
-                crate::audit::Event::action("lock", &me.into(), None).subject(why),
-            );
-        }),
-        shutdown.clone(),
-        &tracker,
-    );
-    control.live.set_lock_watch(signals);
-
     tracing::info!(
         pid = std::process::id(),
         socket = %control_path.display(),
@@ -282,20 +265,12 @@ async fn serve(
                      touch that shows what changed"
                 );
             }
-            _ = sigusr1.recv() => {
-                control.lock();
-                // The sender of a signal is not known here: the agent's own uid, no pid.
-                let me = crate::audit::Origin::Unix { uid: nix::unistd::getuid().as_raw(), pid: 0 };
-                control.audit.record(
-                    SystemTime::now(),
-                    crate::audit::Event::action("lock", &me.into(), None).subject("SIGUSR1"),
-                );
-            }
+            // The sender of a signal is not known here: the agent's own uid, no pid.
+            _ = sigusr1.recv() => { agent.lock_for("SIGUSR1"); }
         }
     }
-    control.lock();
+    agent.shutdown();
     systemd::notify("STOPPING=1");
-    shutdown.cancel();
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
         .await
@@ -306,6 +281,7 @@ async fn serve(
     // Every part that can still audit is gone with its task: drop the last handles, and the
     // writer drains what is queued before the socket goes (`credctl stop` waits for that).
     drop(control);
+    drop(agent);
     if tokio::time::timeout(Duration::from_secs(3), audit_task)
         .await
         .is_err()
@@ -336,18 +312,40 @@ struct Read<'a> {
     seen: Option<[u8; 32]>,
 }
 
+/// What the agent keeps in its state directory, opened by `preflight` and `serve`.
+struct Kept<'a> {
+    approver: Approver,
+    /// Shared by the approver (which unwraps it) and the sources and logins sealed to it.
+    vault: Arc<crate::vault::VaultKeeper>,
+    audit: audit::Audit,
+    sources: SourceStore,
+    trusted: Arc<crate::trust::Trusted>,
+    state_dir: &'a std::path::Path,
+}
+
+/// What runs for as long as the agent does: the parts' background tasks join it.
+struct Running<'a> {
+    shutdown: CancellationToken,
+    tracker: &'a TaskTracker,
+}
+
 /// Builds the agent's parts in dependency order (audit, sessions and the tokens that share
 /// their answer generation, approval, the HTTP endpoint, control), handing each only what it
 /// uses. Reads the key registry; touches nothing on the network.
 fn wire(
     facts: AgentState,
     read: Read<'_>,
-    approver: Approver,
-    audit: audit::Audit,
-    sources: SourceStore,
-    trusted: Arc<crate::trust::Trusted>,
-    state_dir: &std::path::Path,
+    kept: Kept<'_>,
+    running: Running<'_>,
 ) -> anyhow::Result<Control> {
+    let Kept {
+        approver,
+        vault,
+        audit,
+        sources,
+        trusted,
+        state_dir,
+    } = kept;
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let config = read.config;
     let built = Built::new(config.clone(), &env).map_err(anyhow::Error::msg)?;
@@ -355,7 +353,7 @@ fn wire(
     let sources = Arc::new(sources);
     let logins = Arc::new(crate::sso::Logins::new(
         built.sso.clone(),
-        sources.vault().clone(),
+        vault,
         trusted.clone(),
         built.sso_overrides.clone(),
         state_dir,
@@ -408,6 +406,24 @@ fn wire(
         )))
         .with_console(consoles.clone()),
     );
+    let agent = Arc::new(Agent::new(
+        sessions.clone(),
+        endpoint.clone(),
+        tokens.clone(),
+        approvals.clone(),
+        audit.clone(),
+        running.shutdown.clone(),
+    ));
+    // The watchers call the agent, which holds nothing that holds them: no back-reference.
+    let locker = agent.clone();
+    let lock_watch = crate::lock_signals::LockWatch::start(
+        &config.lock_on,
+        Arc::new(move |why: &'static str| {
+            locker.lock_for(why);
+        }),
+        running.shutdown,
+        running.tracker,
+    );
     let live = Arc::new(Live::new(
         read.file,
         read.seen,
@@ -419,11 +435,13 @@ fn wire(
             sessions: sessions.clone(),
             approvals: approvals.clone(),
             trusted,
+            lock_watch,
         },
         Box::new(env),
     ));
 
     Ok(Control {
+        agent,
         facts,
         approvals,
         pending,

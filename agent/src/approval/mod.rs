@@ -202,18 +202,18 @@ impl Approver {
     /// Loads the policy's CA files and `<state_dir>/keys.json` (missing = no keys), for the
     /// agent's own origin `http://localhost:PORT`. `now` is used to warn about attestation CAs
     /// that are not currently valid.
+    /// The approver of the keys registered in `state_dir`, touches unwrapping `vault` (loaded
+    /// from the same directory by whoever wires the agent, and shared with the sources).
     pub fn new(
         policy: ApprovalPolicy,
         state_dir: &Path,
+        vault: Arc<VaultKeeper>,
         port: u16,
         now: SystemTime,
     ) -> Result<Self, ApprovalError> {
         let ca_list = policy::load_attestation_cas(&policy.attestation_ca, now)?;
         let rp = RelyingParty::new(&policy, ca_list, port)?;
         let store = KeyRegistry::load(state_dir)?;
-        let vault = VaultKeeper::load(state_dir).map_err(|e| ApprovalError::Vault {
-            detail: e.to_string(),
-        })?;
         let lost_vault = if vault.exists() {
             None
         } else {
@@ -227,7 +227,7 @@ impl Approver {
                 ceremonies: Ceremonies::new(),
                 backoff: FailureBackoff::default(),
             }),
-            vault: Arc::new(vault),
+            vault,
             sealing: std::sync::RwLock::new(policy.sealing),
             lost_vault,
         })

@@ -169,7 +169,7 @@ fn touch_answering(
 #[test]
 fn the_first_key_creates_the_vault_and_every_touch_of_it_unwraps_it() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
     let mut a = key(1);
     let info = add(&approver, &mut a, "a", None, true).unwrap();
     assert!(info.sealed);
@@ -184,7 +184,7 @@ fn the_first_key_creates_the_vault_and_every_touch_of_it_unwraps_it() {
 
     // After a restart, the same key and point give the same secret.
     drop(approver);
-    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
     let mut approval = touch(&approver, &mut a, "prod", true).unwrap();
     assert_eq!(approval.take_vault().unwrap().public(), &public);
 }
@@ -192,7 +192,7 @@ fn the_first_key_creates_the_vault_and_every_touch_of_it_unwraps_it() {
 #[test]
 fn a_touch_without_the_secret_or_with_another_opens_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
     let mut a = key(1);
     add(&approver, &mut a, "a", None, true).unwrap();
 
@@ -210,7 +210,7 @@ fn a_touch_without_the_secret_or_with_another_opens_nothing() {
 #[test]
 fn a_key_without_hmac_secret_is_refused_with_its_message() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
     let err = add(&approver, &mut key(1), "old-u2f", None, false).unwrap_err();
     assert_eq!(err.code(), "no_prf");
     assert!(err.to_string().contains("allow-unsealed"), "{err}");
@@ -221,7 +221,7 @@ fn a_key_without_hmac_secret_is_refused_with_its_message() {
 #[test]
 fn a_second_key_gets_its_copy_from_an_authorizing_touch() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
     let (mut a, mut b) = (key(1), key(2));
     add(&approver, &mut a, "a", None, true).unwrap();
     let public = approver.vault().public().unwrap();
@@ -245,13 +245,15 @@ fn a_key_enrolled_by_editing_keys_json_unseals_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (mut mine, mut theirs) = (key(1), key(66));
     {
-        let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+        let approver =
+            Approver::loading(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
         add(&approver, &mut mine, "mine", None, true).unwrap();
     }
     // The attacker writes its own key into keys.json (here through a policy-only agent on the
     // same files, which is what editing the file amounts to) and allows unsealed keys.
     {
-        let loose = Approver::new(policy(Sealing::AllowUnsealed), dir.path(), PORT, t0()).unwrap();
+        let loose =
+            Approver::loading(policy(Sealing::AllowUnsealed), dir.path(), PORT, t0()).unwrap();
         let authorization = {
             // Editing the file needs no touch; the policy-only agent just takes the key.
             let mut inner = loose.lock();
@@ -264,7 +266,7 @@ fn a_key_enrolled_by_editing_keys_json_unseals_nothing() {
         let mut approval = touch(&loose, &mut theirs, "prod", true).unwrap();
         assert!(approval.take_vault().is_none());
     }
-    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
     let err = touch(&approver, &mut theirs, "prod", true).unwrap_err();
     assert_eq!(err.code(), "key_not_sealed");
     assert!(err.to_string().contains("keys.json"), "{err}");
@@ -273,7 +275,8 @@ fn a_key_enrolled_by_editing_keys_json_unseals_nothing() {
 #[test]
 fn an_unsealed_setup_approves_by_policy_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(policy(Sealing::AllowUnsealed), dir.path(), PORT, t0()).unwrap();
+    let approver =
+        Approver::loading(policy(Sealing::AllowUnsealed), dir.path(), PORT, t0()).unwrap();
     let mut a = key(1);
     let info = add(&approver, &mut a, "a", None, false).unwrap();
     assert!(!info.sealed);
@@ -304,12 +307,12 @@ fn an_unsealed_setup_approves_by_policy_and_says_so() {
 #[test]
 fn a_deleted_vault_is_never_remade_by_a_touch_of_a_registered_key() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
     let mut a = key(1);
     add(&approver, &mut a, "a", None, true).unwrap();
     drop(approver);
     std::fs::remove_file(dir.path().join(crate::vault::VAULT_FILE)).unwrap();
-    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
     let err = touch(&approver, &mut a, "prod", true).unwrap_err();
     assert_eq!(err.code(), "vault_missing");
     assert!(err.to_string().contains("Restore vault.json"), "{err}");
@@ -362,7 +365,8 @@ fn requiring_user_verification() -> ApprovalPolicy {
 #[test]
 fn with_user_verification_a_touch_without_the_pin_opens_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
+    let approver =
+        Approver::loading(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
     let mut a = uv_key(1);
     add(&approver, &mut a, "a", None, true).unwrap();
     let (cred_id, point, user_verified) = only_wrap(dir.path());
@@ -389,7 +393,8 @@ fn with_user_verification_a_touch_without_the_pin_opens_nothing() {
 #[test]
 fn a_touch_only_wrap_moves_to_user_verification_at_its_next_touch() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
+    let approver =
+        Approver::loading(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
     let mut a = uv_key(1);
     add(&approver, &mut a, "a", None, true).unwrap();
     let (cred_id, point, _) = only_wrap(dir.path());
@@ -409,7 +414,8 @@ fn a_touch_only_wrap_moves_to_user_verification_at_its_next_touch() {
         )
         .unwrap();
     drop(secret);
-    let approver = Approver::new(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
+    let approver =
+        Approver::loading(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
 
     // A verified touch alone cannot open it, and says how to move it.
     let err = touch(&approver, &mut a, "prod", true).unwrap_err();
@@ -446,12 +452,13 @@ fn a_touch_only_wrap_moves_to_user_verification_at_its_next_touch() {
 #[test]
 fn touch_only_policy_asks_for_verification_where_every_wrap_was_made_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
+    let approver =
+        Approver::loading(requiring_user_verification(), dir.path(), PORT, t0()).unwrap();
     let mut a = uv_key(1);
     add(&approver, &mut a, "a", None, true).unwrap();
     drop(approver);
     // Going back to touch-only does not weaken a verified wrap: the client is asked to verify.
-    let approver = Approver::new(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(policy(Sealing::Required), dir.path(), PORT, t0()).unwrap();
     let (id, _) = approver.start_approval("prod", t0()).unwrap();
     let options = approver.view(id).unwrap().options;
     assert_eq!(options["publicKey"]["userVerification"], "required");

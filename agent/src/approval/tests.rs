@@ -16,6 +16,21 @@ use super::*;
 const PORT: u16 = 38211;
 const ORIGIN: &str = "http://localhost:38211";
 
+impl Approver {
+    /// As the agent wires it: the vault loaded from the same state directory.
+    pub(super) fn loading(
+        policy: ApprovalPolicy,
+        state_dir: &Path,
+        port: u16,
+        now: SystemTime,
+    ) -> Result<Self, ApprovalError> {
+        let vault = VaultKeeper::load(state_dir).map_err(|e| ApprovalError::Vault {
+            detail: e.to_string(),
+        })?;
+        Approver::new(policy, state_dir, Arc::new(vault), port, now)
+    }
+}
+
 fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
 }
@@ -131,7 +146,7 @@ fn code<T>(result: Result<T, ApprovalError>) -> &'static str {
 
 /// An approver with one registered soft key called "yubi".
 fn setup(dir: &Path) -> (Approver, SoftToken) {
-    let approver = Approver::new(permissive(), dir, PORT, t0()).unwrap();
+    let approver = Approver::loading(permissive(), dir, PORT, t0()).unwrap();
     let (mut token, _) = token(false);
     register(&approver, &mut token, "yubi", t0()).unwrap();
     (approver, token)
@@ -147,7 +162,7 @@ fn approver_is_send_and_sync() {
 #[test]
 fn register_then_approve_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(permissive(), dir.path(), PORT, t0()).unwrap();
     assert_eq!(code(approver.start_approval("prod", t0())), "no_keys");
 
     let (mut token, _) = token(false);
@@ -332,7 +347,7 @@ fn key_store_survives_reload_and_is_private() {
         fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let approver = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(permissive(), dir.path(), PORT, t0()).unwrap();
     assert_eq!(approver.keys(), before);
     assert_eq!(before[0].counter, 1);
     // The reloaded counter still catches a replayed old state.
@@ -352,7 +367,7 @@ fn a_truncated_key_store_is_an_error_not_an_empty_store() {
     let path = dir.path().join(KEYS_FILE);
     let full = fs::read(&path).unwrap();
     fs::write(&path, &full[..full.len() / 2]).unwrap();
-    let err = Approver::new(permissive(), dir.path(), PORT, t0())
+    let err = Approver::loading(permissive(), dir.path(), PORT, t0())
         .err()
         .unwrap();
     assert_eq!(err.code(), "state_corrupt");
@@ -403,14 +418,14 @@ fn removing_keys() {
     remove(&approver, &mut second, "spare", true).unwrap();
     assert!(approver.keys().is_empty());
     assert_eq!(code(approver.start_approval("prod", t0())), "no_keys");
-    let reloaded = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
+    let reloaded = Approver::loading(permissive(), dir.path(), PORT, t0()).unwrap();
     assert!(reloaded.keys().is_empty());
 }
 
 #[test]
 fn software_authenticators_are_refused_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let strict = Approver::new(ApprovalPolicy::default(), dir.path(), PORT, t0()).unwrap();
+    let strict = Approver::loading(ApprovalPolicy::default(), dir.path(), PORT, t0()).unwrap();
     let (mut token, _) = token(true);
     let err = register(&strict, &mut token, "soft", t0()).unwrap_err();
     assert_eq!(err.code(), "software_authenticator_refused");
@@ -418,12 +433,12 @@ fn software_authenticators_are_refused_by_default() {
     assert!(strict.keys().is_empty());
     assert!(!dir.path().join(KEYS_FILE).exists());
 
-    let lenient = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
+    let lenient = Approver::loading(permissive(), dir.path(), PORT, t0()).unwrap();
     register(&lenient, &mut token, "soft", t0()).unwrap();
     let _ = approve(&lenient, &mut token, "prod", t0()).unwrap();
 
     // Tightening the policy later disables the software key for approvals.
-    let strict = Approver::new(ApprovalPolicy::default(), dir.path(), PORT, t0()).unwrap();
+    let strict = Approver::loading(ApprovalPolicy::default(), dir.path(), PORT, t0()).unwrap();
     let err = strict.start_approval("prod", t0()).unwrap_err();
     assert_eq!(err.code(), "no_eligible_keys");
     assert!(
@@ -435,7 +450,7 @@ fn software_authenticators_are_refused_by_default() {
 #[test]
 fn a_policy_no_registered_key_satisfies_is_told_before_it_applies() {
     let dir = tempfile::tempdir().unwrap();
-    let lenient = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
+    let lenient = Approver::loading(permissive(), dir.path(), PORT, t0()).unwrap();
     // No key yet: no policy can lock anyone out.
     let strict = lenient
         .prepare_policy(&ApprovalPolicy::default(), t0())
@@ -476,7 +491,7 @@ fn attestation_ca_list_admits_only_attested_keys() {
         ..permissive()
     };
     let state = dir.path().join("state");
-    let approver = Approver::new(policy.clone(), &state, PORT, t0()).unwrap();
+    let approver = Approver::loading(policy.clone(), &state, PORT, t0()).unwrap();
     let err = register(&approver, &mut other, "other", t0()).unwrap_err();
     assert_eq!(err.code(), "attestation_untrusted", "{err}");
     let info = register(&approver, &mut trusted, "trusted", t0()).unwrap();
@@ -485,7 +500,7 @@ fn attestation_ca_list_admits_only_attested_keys() {
     let _ = approve(&approver, &mut trusted, "prod", t0()).unwrap();
 
     // Software is still refused when not allowed, CA or not.
-    let strict = Approver::new(
+    let strict = Approver::loading(
         ApprovalPolicy {
             allow_software_authenticators: false,
             ..policy
@@ -502,13 +517,13 @@ fn attestation_ca_list_admits_only_attested_keys() {
 
     // A key registered without a CA list is not eligible once one is configured.
     let open_state = dir.path().join("open");
-    let open = Approver::new(permissive(), &open_state, PORT, t0()).unwrap();
+    let open = Approver::loading(permissive(), &open_state, PORT, t0()).unwrap();
     register(&open, &mut other, "other", t0()).unwrap();
     let only_trusted = ApprovalPolicy {
         attestation_ca: vec![write_ca(dir.path(), "one.pem", &trusted_ca)],
         ..permissive()
     };
-    let closed = Approver::new(only_trusted, &open_state, PORT, t0()).unwrap();
+    let closed = Approver::loading(only_trusted, &open_state, PORT, t0()).unwrap();
     let err = closed.start_approval("prod", t0()).unwrap_err();
     assert_eq!(err.code(), "no_eligible_keys");
     assert!(err.to_string().contains("not attested"), "{err}");
@@ -521,7 +536,7 @@ fn required_user_verification() {
         user_verification: UserVerification::Required,
         ..permissive()
     };
-    let approver = Approver::new(policy.clone(), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(policy.clone(), dir.path(), PORT, t0()).unwrap();
     // A token that cannot verify users refuses to create the credential...
     let (mut touch_only, _) = token(false);
     let (_, ccr) = approver.start_registration("touch", t0()).unwrap();
@@ -546,7 +561,7 @@ fn required_user_verification() {
         attestation_ca: vec![write_ca(dir.path(), "ca.pem", &uv_ca)],
         ..policy
     };
-    let approver = Approver::new(attested, &dir.path().join("attested"), PORT, t0()).unwrap();
+    let approver = Approver::loading(attested, &dir.path().join("attested"), PORT, t0()).unwrap();
     register(&approver, &mut uv, "pin", t0()).unwrap();
     let _ = approve(&approver, &mut uv, "prod", t0()).unwrap();
 }
@@ -560,7 +575,7 @@ fn keys_are_moved_to_user_verification_when_the_policy_requires_it() {
         user_verification: UserVerification::Required,
         ..permissive()
     };
-    let approver = Approver::new(required, dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(required, dir.path(), PORT, t0()).unwrap();
     // The touch-only soft token answers with user presence only; that is refused.
     let err = approve(&approver, &mut token, "prod", t0()).unwrap_err();
     assert_eq!(err.code(), "user_not_verified");
@@ -673,7 +688,7 @@ fn credentials_convert_between_flows() {
 #[test]
 fn a_registration_is_authorized_when_it_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let approver = Approver::new(permissive(), dir.path(), PORT, t0()).unwrap();
+    let approver = Approver::loading(permissive(), dir.path(), PORT, t0()).unwrap();
     let (mut mine, _) = token(false);
     let (mut theirs, _) = token(false);
     // Two first-key registrations race while no key exists; the second loses at commit.

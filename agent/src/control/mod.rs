@@ -69,9 +69,10 @@ const fn same_str(a: &str, b: &str) -> bool {
 /// cap on live tokens instead.
 const MAX_CONNECTIONS: usize = 64;
 
-/// What the control requests reach: every part the agent wired, shared with the tasks that use
-/// them (the endpoint, the refreshers, the lock watchers); the agent-wide `lock()` is here.
+/// What the control requests reach: the parts they use, shared with the tasks that use them
+/// too (the endpoint, the refreshers). `lock` and `stop` go to the [`Agent`].
 pub struct Control {
+    pub agent: Arc<crate::agent::Agent>,
     pub facts: AgentState,
     pub approvals: Arc<Approvals>,
     pub pending: Arc<PendingApprovals>,

@@ -5,32 +5,12 @@ use std::time::SystemTime;
 use credagent_proto::{PendingInfo, Response, StatusInfo};
 
 use super::{Conn, Control};
-use crate::audit::Event;
 
 impl Control {
-    /// `credctl lock`: as [`Control::lock`], audited with who asked.
+    /// `credctl lock`: [`crate::agent::Agent::lock`], audited with who asked.
     pub(super) fn lock_request(&self, conn: &Conn, now: SystemTime) -> Response {
-        self.lock();
-        self.audit
-            .record(now, Event::action("lock", &conn.peer(), None));
+        self.agent.lock(&conn.peer(), None, now);
         Response::Ok
-    }
-
-    /// `credctl lock` / SIGUSR1: end every session and ceremony, revoke every role-bound token,
-    /// forget every shell's current role, wipe every cached secret.
-    pub fn lock(&self) -> usize {
-        let n = self.sessions.lock();
-        self.endpoint.wipe();
-        self.tokens.clear_current_roles();
-        let revoked = self.tokens.revoke_role_bound();
-        self.approvals.abandon_all("the agent was locked");
-        tracing::info!(
-            sessions = n,
-            tokens_revoked = revoked,
-            "locked: every session ended, every role-bound token revoked and every cached \
-             secret wiped"
-        );
-        n
     }
 
     /// The pending approvals, with the processes that asked: naming them scans /proc, so it

@@ -1,0 +1,99 @@
+//! The agent as a whole: the one place that ends everything at once (`lock`) and that stops
+//! the agent (`shutdown`). Every way in — `credctl lock`, SIGUSR1, the suspend and
+//! screen-lock watchers, `credctl stop`, SIGTERM — calls here, so they cannot drift apart.
+//! Built by `server::wire` from the parts it locks; it holds nothing that holds it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::approval::Approvals;
+use crate::audit::{Audit, Event, Origin, Peer};
+use crate::http::endpoint::Endpoint;
+use crate::sessions::Sessions;
+use crate::tokens::Tokens;
+
+/// What `lock` ends, and the token that stops the agent.
+pub struct Agent {
+    sessions: Sessions,
+    endpoint: Arc<Endpoint>,
+    tokens: Arc<Tokens>,
+    approvals: Arc<Approvals>,
+    audit: Audit,
+    shutdown: CancellationToken,
+}
+
+impl Agent {
+    pub fn new(
+        sessions: Sessions,
+        endpoint: Arc<Endpoint>,
+        tokens: Arc<Tokens>,
+        approvals: Arc<Approvals>,
+        audit: Audit,
+        shutdown: CancellationToken,
+    ) -> Agent {
+        Agent {
+            sessions,
+            endpoint,
+            tokens,
+            approvals,
+            audit,
+            shutdown,
+        }
+    }
+
+    /// Ends every session and ceremony, revokes every role-bound token, forgets every shell's
+    /// current role and wipes every cached secret; audited as asked by `by` (`why`: what
+    /// asked, when it is not a person at the control socket). Returns the sessions ended.
+    pub fn lock(&self, by: &Peer, why: Option<&'static str>, now: SystemTime) -> usize {
+        let n = self.end_everything();
+        let mut event = Event::action("lock", by, None);
+        if let Some(why) = why {
+            event = event.subject(why);
+        }
+        self.audit.record(now, event);
+        n
+    }
+
+    fn end_everything(&self) -> usize {
+        let n = self.sessions.lock();
+        self.endpoint.wipe();
+        self.tokens.clear_current_roles();
+        let revoked = self.tokens.revoke_role_bound();
+        self.approvals.abandon_all("the agent was locked");
+        tracing::info!(
+            sessions = n,
+            tokens_revoked = revoked,
+            "locked: every session ended, every role-bound token revoked and every cached \
+             secret wiped"
+        );
+        n
+    }
+
+    /// Locks for a signal or watcher: the sender is not known, so the agent's own uid, no pid.
+    pub fn lock_for(&self, why: &'static str) -> usize {
+        self.lock(&Agent::itself(), Some(why), SystemTime::now())
+    }
+
+    /// The agent itself as the actor of what no person asked over the socket.
+    pub fn itself() -> Peer {
+        Origin::Unix {
+            uid: nix::unistd::getuid().as_raw(),
+            pid: 0,
+        }
+        .into()
+    }
+
+    /// Stops the agent: ends everything as `lock` does (no secret outlives the process's
+    /// last moments), then every listener and task watching `stopping()` ends.
+    pub fn shutdown(&self) {
+        self.end_everything();
+        self.shutdown.cancel();
+    }
+
+    /// Cancelled when the agent stops.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+}
