@@ -7,62 +7,24 @@ use credagent_proto::Response;
 use crate::agent::unexpected;
 use crate::error::Result;
 
-/// A challenge from the agent.
-pub struct Challenge {
-    pub ceremony_id: String,
-    pub origin: String,
-    pub role: Option<String>,
-    pub purpose: Option<String>,
-    pub session_secs: Option<u64>,
-    /// What the touch opens: the source and every role ARN of the chain.
-    pub target: Option<String>,
-    pub approve_url: String,
-    pub options: serde_json::Value,
-    /// What kind of touch (absent from older agents).
-    pub step: Option<credagent_proto::ChallengeStep>,
+pub use credagent_proto::Challenge;
+
+/// The challenge in a reply, or the reply as unexpected.
+pub fn challenge(r: Response) -> Result<Challenge> {
+    match r {
+        Response::Challenge(c) => Ok(*c),
+        other => Err(unexpected(&other)),
+    }
 }
 
-impl Challenge {
-    /// Whether this is the new key's sealing touch of `key add`. An older agent says so only in
-    /// its pseudo-role (`key seal: NAME`).
-    pub fn seals_new_key(&self) -> bool {
-        match self.step {
-            Some(step) => step == credagent_proto::ChallengeStep::SealNewKey,
-            None => self
-                .role
-                .as_deref()
-                .is_some_and(|r| r.starts_with("key seal: ")),
-        }
-    }
+/// A challenge in the words `credctl` shows before the touch.
+pub trait Describe {
+    /// What the touch does, in words.
+    fn what(&self) -> String;
+}
 
-    pub fn from_response(r: Response) -> Result<Challenge> {
-        match r {
-            Response::Challenge {
-                ceremony_id,
-                origin,
-                role,
-                purpose,
-                session_secs,
-                target,
-                approve_url,
-                options,
-                step,
-            } => Ok(Challenge {
-                ceremony_id,
-                origin,
-                role,
-                purpose,
-                session_secs,
-                target,
-                approve_url,
-                options,
-                step,
-            }),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    pub fn what(&self) -> String {
+impl Describe for Challenge {
+    fn what(&self) -> String {
         if let Some(p) = &self.purpose {
             // It may quote config values (a reload's changes): line breaks are the agent's,
             // anything else that would steer the terminal is shown escaped.

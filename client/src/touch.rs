@@ -5,7 +5,7 @@
 use credagent_proto::{Request, Response};
 
 use crate::agent::Agent;
-use crate::ceremony::Challenge;
+use crate::ceremony::{Challenge, Describe};
 use crate::cli::AuthArgs;
 use crate::error::{Failure, Result};
 
@@ -68,9 +68,30 @@ pub fn answer(agent: &mut Agent, auth: &Authenticator, c: &Challenge) -> Result<
                 ceremony_id: c.ceremony_id.clone(),
             })
         }
-        Authenticator::Soft(path) => soft(agent, path, c),
-        Authenticator::Usb => usb(agent, c),
+        // The drivers only touch; the answer goes to the agent from here, as it does for all.
+        Authenticator::Soft(path) => {
+            let answer = soft(path, c)?;
+            send(agent, c, answer)
+        }
+        Authenticator::Usb => {
+            let answer = usb(c)?;
+            send(agent, c, answer)
+        }
     }
+}
+
+/// Sends a driver's answer to the agent: its verdict.
+#[cfg(any(feature = "soft-authenticator", feature = "usb"))]
+fn send(agent: &mut Agent, c: &Challenge, answer: serde_json::Value) -> Result<Response> {
+    crate::ceremony::approve(agent, c, answer)
+}
+
+/// Without a driver there is never an answer to send (both drivers refuse first).
+#[cfg(not(any(feature = "soft-authenticator", feature = "usb")))]
+fn send(_agent: &mut Agent, _c: &Challenge, _answer: serde_json::Value) -> Result<Response> {
+    Err(Failure::failed(
+        "this credctl was built without an authenticator driver; approve with --browser",
+    ))
 }
 
 /// Opens `url` with `xdg-open`; whether it did. When it did not, says to open it by hand.
@@ -90,7 +111,7 @@ pub(crate) fn open_browser(url: &str) -> bool {
 }
 
 #[cfg(feature = "soft-authenticator")]
-fn soft(agent: &mut Agent, path: &std::path::Path, c: &Challenge) -> Result<Response> {
+fn soft(path: &std::path::Path, c: &Challenge) -> Result<serde_json::Value> {
     use crate::authenticator::ctap::prf;
     use crate::authenticator::soft::{SoftAuthenticator, SoftError};
     use crate::error::Exit;
@@ -109,7 +130,7 @@ fn soft(agent: &mut Agent, path: &std::path::Path, c: &Challenge) -> Result<Resp
             format!("the software authenticator refused: {e}"),
         )
     };
-    let credential = if c.role.is_some() {
+    if c.role.is_some() {
         let (options, prf) = prf::parse_authentication(&c.options).map_err(Failure::failed)?;
         let rp_id = options.public_key.rp_id.clone();
         let (cred, output) = token
@@ -134,8 +155,7 @@ fn soft(agent: &mut Agent, path: &std::path::Path, c: &Challenge) -> Result<Resp
             .map_err(refused)?;
         prf::registration_answer(&cred, enabled)
     }
-    .map_err(Failure::failed)?;
-    crate::ceremony::approve(agent, c, credential)
+    .map_err(Failure::failed)
 }
 
 #[cfg(feature = "soft-authenticator")]
@@ -145,7 +165,7 @@ fn url_parse(s: &str) -> Result<webauthn_authenticator_rs::prelude::Url> {
 }
 
 #[cfg(not(feature = "soft-authenticator"))]
-fn soft(_agent: &mut Agent, _path: &std::path::Path, _c: &Challenge) -> Result<Response> {
+fn soft(_path: &std::path::Path, _c: &Challenge) -> Result<serde_json::Value> {
     Err(Failure::failed(
         "this credctl was built without the software authenticator (cargo feature \
          `soft-authenticator`, for tests and demos); use --authenticator usb or browser",
@@ -153,12 +173,12 @@ fn soft(_agent: &mut Agent, _path: &std::path::Path, _c: &Challenge) -> Result<R
 }
 
 #[cfg(feature = "usb")]
-fn usb(agent: &mut Agent, c: &Challenge) -> Result<Response> {
-    crate::authenticator::usb::answer(agent, c, &c.what())
+fn usb(c: &Challenge) -> Result<serde_json::Value> {
+    crate::authenticator::usb::touch(c, &c.what())
 }
 
 #[cfg(not(feature = "usb"))]
-fn usb(_agent: &mut Agent, _c: &Challenge) -> Result<Response> {
+fn usb(_c: &Challenge) -> Result<serde_json::Value> {
     Err(Failure::failed(
         "this credctl was built without USB security-key support (cargo feature `usb`); use \
          --browser to approve in a browser",

@@ -14,8 +14,9 @@ pub use frame::{
     write_frame, FrameError, HEADER_LEN, MAX_FRAME_LEN, MAX_MESSAGE_LEN, MORE,
 };
 pub use message::{
-    ApprovalInProgress, ChallengeStep, ErrorCode, KeyInfo, PendingInfo, Request, Response,
-    RoleInfo, SessionState, SourceInfo, SsoAccountInfo, SsoRole, SsoState, StatusInfo, TokenInfo,
+    ApprovalInProgress, Challenge, ChallengeStep, ErrorCode, KeyInfo, PendingInfo, Request,
+    Response, RoleInfo, SessionState, SourceInfo, SsoAccountInfo, SsoRole, SsoState, StatusInfo,
+    TokenInfo,
 };
 pub use paths::{socket_path, socket_path_from, SocketPathSource};
 pub use secret::Secret;

@@ -181,6 +181,51 @@ pub enum Request {
     Unknown,
 }
 
+/// A WebAuthn ceremony for the client to answer: hand `options` to the authenticator with
+/// `origin`, then send the result back with `ceremony_id`. The client reads it as sent; it
+/// never copies it field by field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub ceremony_id: String,
+    /// `http://localhost:PORT`, the origin the agent verifies.
+    pub origin: String,
+    /// The role the touch opens; `None` for a key registration. An assertion is asked for
+    /// whenever this is `Some`.
+    pub role: Option<String>,
+    /// What the touch is for, in words, when it is not opening a role (e.g. authorizing a
+    /// new key with an existing one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// Session length the touch grants, in seconds (for the prompt).
+    pub session_secs: Option<u64>,
+    /// What the touch opens, resolved: the source and every role ARN of the chain (for the
+    /// prompt: a touch approves this, not a profile name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The browser approval page for this ceremony.
+    pub approve_url: String,
+    /// webauthn-rs `CreationChallengeResponse` or `RequestChallengeResponse` JSON.
+    pub options: serde_json::Value,
+    /// What kind of touch this is, so a client need not read it from `role`'s wording
+    /// (absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<ChallengeStep>,
+}
+
+impl Challenge {
+    /// Whether this is the new key's sealing touch of `key add`. An older agent says so only in
+    /// its pseudo-role (`key seal: NAME`).
+    pub fn seals_new_key(&self) -> bool {
+        match self.step {
+            Some(step) => step == ChallengeStep::SealNewKey,
+            None => self
+                .role
+                .as_deref()
+                .is_some_and(|r| r.starts_with("key seal: ")),
+        }
+    }
+}
+
 /// A message from the agent to `credctl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -257,34 +302,8 @@ pub enum Response {
         sso_region: String,
         accounts: Vec<SsoAccountInfo>,
     },
-    /// A WebAuthn ceremony for this client to answer: hand `options` to the authenticator with
-    /// `origin`, then send the result back with `ceremony_id`.
-    Challenge {
-        ceremony_id: String,
-        /// `http://localhost:PORT`, the origin the agent verifies.
-        origin: String,
-        /// The role the touch opens; `None` for a key registration. An assertion is asked for
-        /// whenever this is `Some`.
-        role: Option<String>,
-        /// What the touch is for, in words, when it is not opening a role (e.g. authorizing a
-        /// new key with an existing one).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        purpose: Option<String>,
-        /// Session length the touch grants, in seconds (for the prompt).
-        session_secs: Option<u64>,
-        /// What the touch opens, resolved: the source and every role ARN of the chain (for the
-        /// prompt: a touch approves this, not a profile name).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        target: Option<String>,
-        /// The browser approval page for this ceremony.
-        approve_url: String,
-        /// webauthn-rs `CreationChallengeResponse` or `RequestChallengeResponse` JSON.
-        options: serde_json::Value,
-        /// What kind of touch this is, so a client need not read it from `role`'s wording
-        /// (absent from older agents).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        step: Option<ChallengeStep>,
-    },
+    /// A WebAuthn ceremony for this client to answer (see [`Challenge`]).
+    Challenge(Box<Challenge>),
     /// A key was registered.
     KeyAdded {
         key: KeyInfo,

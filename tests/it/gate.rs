@@ -92,9 +92,8 @@ fn a_key_add_ceremony_cannot_be_joined_or_answered_by_another_connection() {
             accept_change: false,
         },
     ) {
-        Response::Challenge {
-            ceremony_id, role, ..
-        } => {
+        Response::Challenge(c) => {
+            let (ceremony_id, role) = (c.ceremony_id, c.role);
             assert_eq!(
                 role.as_deref(),
                 Some("key add: laptop"),
@@ -168,7 +167,7 @@ fn a_second_role_waits_for_the_touch_under_way() {
             accept_change: false,
         },
     ) {
-        Response::Challenge { role, .. } => assert_eq!(role.as_deref(), Some("demo")),
+        Response::Challenge(c) => assert_eq!(c.role.as_deref(), Some("demo")),
         other => panic!("{other:?}"),
     }
     let sock = s.env.sock.clone();
@@ -196,7 +195,7 @@ fn a_second_role_waits_for_the_touch_under_way() {
     // ...and gets one as soon as demo's ends (here: its client goes away).
     drop(user);
     match rx.recv_timeout(std::time::Duration::from_secs(30)) {
-        Ok(Response::Challenge { role, .. }) => assert_eq!(role.as_deref(), Some("other")),
+        Ok(Response::Challenge(c)) => assert_eq!(c.role.as_deref(), Some("other")),
         other => panic!("{other:?}"),
     }
     drop(other.join().unwrap());
@@ -271,7 +270,7 @@ fn a_credctl_waiting_behind_another_approval_says_for_what_and_whom() {
             accept_change: false,
         },
     ) {
-        Response::Challenge { role, .. } => assert_eq!(role.as_deref(), Some("demo")),
+        Response::Challenge(c) => assert_eq!(c.role.as_deref(), Some("demo")),
         other => panic!("{other:?}"),
     }
     let status = s.ok(&["status"]);

@@ -120,8 +120,8 @@ fn a_reload_nobody_touched_for_changes_nothing() {
     let (mut sock, _) = crate::util::hello(&s.env.sock).unwrap();
     write_frame(&mut sock, &Request::Reload).unwrap();
     match read_frame(&mut sock).unwrap() {
-        Response::Challenge { purpose, .. } => {
-            let purpose = purpose.unwrap_or_default();
+        Response::Challenge(c) => {
+            let purpose = c.purpose.unwrap_or_default();
             assert!(
                 purpose.contains("sts_endpoint") && purpose.contains("http://127.0.0.1:9/"),
                 "{purpose}"
@@ -213,7 +213,7 @@ fn a_second_reload_takes_its_own_touch_for_its_own_changes() {
     write_frame(&mut first, &Request::Reload).unwrap();
     assert!(matches!(
         read_frame::<_, Response>(&mut first).unwrap(),
-        Response::Challenge { .. }
+        Response::Challenge(_)
     ));
     // The person's own edit, and their reload while the first waits.
     std::fs::write(&path, with_top_level(&text, "session_ttl = \"2h\"")).unwrap();

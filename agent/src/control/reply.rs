@@ -39,22 +39,24 @@ impl From<TouchOutcome> for Response {
     fn from(outcome: TouchOutcome) -> Response {
         match outcome {
             TouchOutcome::Done => Response::Ok,
-            TouchOutcome::Challenge(c) => Response::Challenge {
-                ceremony_id: c.ceremony_id,
-                origin: c.origin,
-                role: c.role,
-                purpose: c.purpose,
-                session_secs: c.session_secs,
-                target: c.target,
-                approve_url: c.approve_url,
-                options: c.options,
-                step: Some(match c.step {
-                    ChallengeStep::OpenRole => credagent_proto::ChallengeStep::OpenRole,
-                    ChallengeStep::Register => credagent_proto::ChallengeStep::Register,
-                    ChallengeStep::SealNewKey => credagent_proto::ChallengeStep::SealNewKey,
-                    ChallengeStep::Authorize => credagent_proto::ChallengeStep::Authorize,
-                }),
-            },
+            TouchOutcome::Challenge(c) => {
+                Response::Challenge(Box::new(credagent_proto::Challenge {
+                    ceremony_id: c.ceremony_id,
+                    origin: c.origin,
+                    role: c.role,
+                    purpose: c.purpose,
+                    session_secs: c.session_secs,
+                    target: c.target,
+                    approve_url: c.approve_url,
+                    options: c.options,
+                    step: Some(match c.step {
+                        ChallengeStep::OpenRole => credagent_proto::ChallengeStep::OpenRole,
+                        ChallengeStep::Register => credagent_proto::ChallengeStep::Register,
+                        ChallengeStep::SealNewKey => credagent_proto::ChallengeStep::SealNewKey,
+                        ChallengeStep::Authorize => credagent_proto::ChallengeStep::Authorize,
+                    }),
+                }))
+            }
             // The control socket adds the region and account (control::sessions).
             TouchOutcome::Opened(o) => Response::Opened {
                 role: o.role,

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use credagent_proto::Response;
 use tokio::runtime::Runtime;
 use webauthn_authenticator_rs::error::WebauthnCError;
 use webauthn_authenticator_rs::prelude::Url;
@@ -18,7 +17,6 @@ use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_rs_proto::AuthenticatorTransport;
 
 use super::ctap::{prf, CtapClient, CtapDevice, CtapError};
-use crate::agent::Agent;
 use crate::ceremony::Challenge;
 use crate::error::{Exit, Failure, Result};
 
@@ -188,8 +186,8 @@ async fn pick_key(ui: &Prompt, wait: Duration) -> Result<USBToken> {
     })
 }
 
-/// Takes the touch on a USB key and sends the answer to the agent.
-pub fn answer(agent: &mut Agent, c: &Challenge, what: &str) -> Result<Response> {
+/// Takes the touch on a USB key: the answer to `c`, for the caller to send to the agent.
+pub fn touch(c: &Challenge, what: &str) -> Result<serde_json::Value> {
     if !any_hidraw() {
         return Err(Failure::new(
             Exit::NotApproved,
@@ -212,7 +210,7 @@ pub fn answer(agent: &mut Agent, c: &Challenge, what: &str) -> Result<Response> 
     let mut client = CtapClient::new(device)
         .with_pin_callback(Box::new(ask_pin))
         .with_transports(vec![AuthenticatorTransport::Usb]);
-    let credential = if c.role.is_some() {
+    if c.role.is_some() {
         let (options, inputs) = prf::parse_authentication(&c.options).map_err(Failure::failed)?;
         let rp_id = options.public_key.rp_id.clone();
         client.set_prf_inputs(inputs.clone());
@@ -252,6 +250,5 @@ pub fn answer(agent: &mut Agent, c: &Challenge, what: &str) -> Result<Response> 
         })?;
         prf::registration_answer(&cred, client.take_prf_enabled())
     }
-    .map_err(Failure::failed)?;
-    crate::ceremony::approve(agent, c, credential)
+    .map_err(Failure::failed)
 }

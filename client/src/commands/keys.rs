@@ -5,7 +5,6 @@ use std::path::Path;
 use credagent_proto::{KeyInfo, Request, Response};
 
 use crate::agent::{unexpected, Agent};
-use crate::ceremony::Challenge;
 use crate::cli::AuthArgs;
 use crate::error::{Failure, Result};
 use crate::text::utc_date;
@@ -61,8 +60,8 @@ pub fn add(
                 }
                 return Ok(out);
             }
-            Response::Challenge { .. } => {
-                let c = Challenge::from_response(resp)?;
+            Response::Challenge(c) => {
+                let c = *c;
                 let sealing = c.seals_new_key();
                 let authorizing = c.role.is_some() && !sealing;
                 let by = match (authorizing, authorizer.take()) {
@@ -150,7 +149,7 @@ pub(crate) fn confirm_on(agent: &mut Agent, accept_change: bool, touch: &AuthArg
     crate::touch::say_what_we_wait_behind(agent, "");
     let resp = agent.request(&Request::Confirm { accept_change })?;
     let c = match resp {
-        Response::Challenge { .. } => Challenge::from_response(resp)?,
+        Response::Challenge(c) => *c,
         // Another credctl's confirming touch was under way, and this one followed it.
         Response::Ok => return Ok(()),
         other => return Err(unexpected(&other)),
@@ -181,8 +180,7 @@ pub fn reload(socket: &Path, touch: &AuthArgs) -> Result<String> {
             out.push_str(&restart_lines(&restart));
             return Ok(out);
         }
-        resp @ Response::Challenge { .. } => {
-            let c = Challenge::from_response(resp)?;
+        Response::Challenge(c) => {
             let auth = Authenticator::choose(touch)?;
             match answer(&mut agent, &auth, &c).map_err(|f| {
                 Failure::new(
@@ -259,7 +257,7 @@ pub fn pin(socket: &Path, accept_change: bool, touch: &AuthArgs) -> Result<Strin
     crate::touch::say_what_we_wait_behind(&mut agent, "");
     let resp = agent.request(&Request::KeyPin { accept_change })?;
     let c = match resp {
-        Response::Challenge { .. } => Challenge::from_response(resp)?,
+        Response::Challenge(c) => *c,
         other => return Err(unexpected(&other)),
     };
     let auth = Authenticator::choose(touch)?;
@@ -295,7 +293,7 @@ pub fn remove(socket: &Path, name: &str, force: bool, touch: &AuthArgs) -> Resul
         force,
     })?;
     let c = match resp {
-        Response::Challenge { .. } => Challenge::from_response(resp)?,
+        Response::Challenge(c) => *c,
         other => return Err(unexpected(&other)),
     };
     let auth = Authenticator::choose(touch)?;

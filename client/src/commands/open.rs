@@ -4,7 +4,6 @@
 use credagent_proto::{Request, Response};
 
 use crate::agent::{unexpected, Agent};
-use crate::ceremony::Challenge;
 use crate::cli::TouchArgs;
 use crate::error::{Failure, Result};
 use crate::touch::{answer, say_what_we_wait_behind, Authenticator};
@@ -105,7 +104,7 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<Open
                 return Err(Failure::new(crate::agent::exit_for(code), message))
             }
             other => {
-                let c = Challenge::from_response(other)?;
+                let c = crate::ceremony::challenge(other)?;
                 return match answer(agent, &auth, &c)? {
                     Response::Opened {
                         expires_at,
