@@ -1,10 +1,11 @@
 //! Approval: where the touch is verified. The agent is the WebAuthn relying party (`rp`); it
 //! keeps the registered keys (`keys`) under a policy (`policy`), issues single-use role-bound
-//! challenges, runs every ceremony through one table with coalescing (`gate`, `flow`), records
+//! challenges, runs every ceremony through one table with coalescing (`ceremony`, `flow`), records
 //! pending approvals (`pending`), and hands out `Approval`, the only proof that a role session
 //! may open.
 //!
-//! The whole API is synchronous and takes the time as a parameter. State sits behind one
+//! `Approver`'s API is synchronous and takes the time as a parameter; `Approvals` (`flow`) is
+//! the async layer that waits for touches and opens sessions. State sits behind one
 //! `std::sync::Mutex`, held only for map and key-store updates (never across I/O with a peer).
 
 mod ceremony;

@@ -1,4 +1,4 @@
-//! Sealing on the approval path (DESIGN.md "Sealed sources"):
+//! Sealing on the approval path (SECURITY.md "Sealed sources"):
 //! - the PRF inputs a challenge carries (`extensions.prf`, the WebAuthn form every path reads:
 //!   the browser natively, `credctl` for its CTAP2 hmac-secret) and the PRF output an answer
 //!   carries back (`clientExtensionResults.prf.results.first`);
