@@ -5,8 +5,10 @@
 //! looked up as the endpoint does, by the inode sock_diag reports.
 //!
 //! Prints one JSON object: microseconds per lookup (median, p90) found by walking the tree (no
-//! hint) and found by a free-descriptor hint (the client reconnecting on a descriptor it just
-//! closed).
+//! hint: each lookup with fresh hints), found where a scan for another connection of the same
+//! client saw the socket (`seen`: the client's connections opened together, as a load generator
+//! or a parallel SDK opens them), and found by a free-descriptor hint (the client reconnecting
+//! on a descriptor it just closed).
 //!
 //! usage: binding_cost [OTHER_PROCESSES] [CONNECTIONS] [inside|outside]
 //!
@@ -75,22 +77,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn()?;
     let me = ProcessId::of(std::process::id() as i32).ok_or("no /proc/self")?;
     let hints = SocketHints::default();
-    let lookup = |stream: &std::net::TcpStream| -> Result<(f64, ProcessId, i32), String> {
+    let lookup = |stream: &std::net::TcpStream,
+                  hints: &SocketHints|
+     -> Result<(f64, ProcessId, i32), String> {
         let p = peer::lookup(
             stream.local_addr().map_err(|e| e.to_string())?,
             stream.peer_addr().map_err(|e| e.to_string())?,
         )
         .map_err(|e| e.to_string())?;
         let t = Instant::now();
-        let (holder, fd) = find_in_tree(me, p.inode, &hints).ok_or("not found in the tree")?;
+        let (holder, fd) = find_in_tree(me, p.inode, hints).ok_or("not found in the tree")?;
         Ok((t.elapsed().as_secs_f64() * 1e6, holder, fd))
     };
     let mut held = Vec::new();
     let mut walks = Vec::new();
-    for _ in 0..conns {
+    let mut seen = Vec::new();
+    for i in 0..conns {
         let (stream, _) = listener.accept()?;
-        let (us, holder, fd) = lookup(&stream)?;
+        // The walk, with nothing learnt before; then the same socket as the agent meets it,
+        // where the first connection's scan saw the others.
+        let (us, _, _) = lookup(&stream, &SocketHints::default())?;
         walks.push(us);
+        let (us, holder, fd) = lookup(&stream, &hints)?;
+        if i > 0 {
+            seen.push(us);
+        }
         held.push((stream, holder, fd));
     }
     let mut out = BufReader::new(client.stdout.take().ok_or("no stdout")?);
@@ -107,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         line.clear();
         out.read_line(&mut line)?;
         let (stream, _) = listener.accept()?;
-        let (us, holder, fd) = lookup(&stream)?;
+        let (us, holder, fd) = lookup(&stream, &hints)?;
         hinted.push(us);
         held.push((stream, holder, fd));
     }
@@ -123,10 +134,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     walks.sort_by(f64::total_cmp);
     hinted.sort_by(f64::total_cmp);
+    seen.sort_by(f64::total_cmp);
     println!(
-        "{{\"other_processes\": {others}, \"inside_the_tree\": {inside}, \"connections\": {conns}, \"walk_p50_us\": {:.1}, \"walk_p90_us\": {:.1}, \"hint_p50_us\": {:.1}, \"hint_p90_us\": {:.1}, \"hint_hits\": {}, \"lookups\": {}}}",
+        "{{\"other_processes\": {others}, \"inside_the_tree\": {inside}, \"connections\": {conns}, \"walk_p50_us\": {:.1}, \"walk_p90_us\": {:.1}, \"seen_p50_us\": {:.1}, \"seen_p90_us\": {:.1}, \"hint_p50_us\": {:.1}, \"hint_p90_us\": {:.1}, \"hint_hits\": {}, \"lookups\": {}}}",
         percentile(&walks, 0.5),
         percentile(&walks, 0.9),
+        percentile(&seen, 0.5),
+        percentile(&seen, 0.9),
         percentile(&hinted, 0.5),
         percentile(&hinted, 0.9),
         stats.hint_hits,

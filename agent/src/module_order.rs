@@ -52,12 +52,14 @@ const ORDER: &[(&str, &[&str])] = &[
     (
         "sessions",
         &[
+            "approval",
             "generation",
             "profiles",
             "sources",
             "sts",
             "util",
             "refusal",
+            "vault",
         ],
     ),
     (
@@ -164,6 +166,30 @@ const ORDER: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Where a file's inline unit-test module begins (`#[cfg(test)]`, other attributes, then
+/// `mod NAME {`): it sits at the end of the file. A `#[cfg(test)] mod tests;` declaration near
+/// the top is not it (its file is left out by name), so it cuts nothing.
+fn inline_tests_start(text: &str) -> usize {
+    let mut from = 0;
+    while let Some(i) = text[from..].find("#[cfg(test)]") {
+        let at = from + i;
+        let after = text[at + "#[cfg(test)]".len()..]
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("#["))
+            .unwrap_or("");
+        let item = after
+            .strip_prefix("pub(crate) ")
+            .or_else(|| after.strip_prefix("pub "))
+            .unwrap_or(after);
+        if item.starts_with("mod ") && item.ends_with('{') {
+            return at;
+        }
+        from = at + 1;
+    }
+    text.len()
+}
+
 /// Every `crate::NAME` a module's files use outside comments and tests.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -194,11 +220,7 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            // A file's unit tests sit at its end.
-            let code = text
-                .find("#[cfg(test)]\nmod tests")
-                .or_else(|| text.find("#[cfg(test)]\n#[allow"))
-                .map_or(text.as_str(), |i| &text[..i]);
+            let code = &text[..inline_tests_start(&text)];
             let used = out.entry(top.clone()).or_default();
             let code: String = code
                 .lines()
@@ -230,6 +252,14 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     out
+}
+
+#[test]
+fn only_an_inline_test_module_is_left_out() {
+    let declared = "#[cfg(test)]\nmod tests;\nuse crate::a;\n";
+    assert_eq!(inline_tests_start(declared), declared.len());
+    let inline = "use crate::a;\n#[cfg(test)]\n#[allow(x)]\nmod tests {\nuse crate::b;\n}\n";
+    assert_eq!(&inline[..inline_tests_start(inline)], "use crate::a;\n");
 }
 
 #[test]

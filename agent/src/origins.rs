@@ -1,6 +1,7 @@
 //! The one seam through which sessions reach every kind of source: access keys in the keyring
 //! (or the file store) and IAM Identity Center logins, behind `sessions::SourceLookup`. Wired
-//! here, above both, so `sessions` knows neither the keyring nor Identity Center.
+//! here, above both, so `sessions` knows nothing of Identity Center (the keyring it reaches
+//! through `SourceLookup for Arc<SourceStore>`).
 
 use std::collections::HashSet;
 use std::sync::Arc;

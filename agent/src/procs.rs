@@ -110,16 +110,34 @@ fn fd_is(pid: i32, fd: i32, target: &str) -> bool {
         .is_some_and(|l| l.as_os_str() == target)
 }
 
-/// The descriptor by which process `pid` holds the socket `target`, if it does.
-fn socket_fd(pid: i32, target: &str) -> Option<i32> {
+/// The descriptor by which process `pid` holds the socket `target`, if it does. Every other
+/// socket read on the way is handed to `saw` (inode, descriptor): the scan has paid for them.
+fn socket_fd(pid: i32, target: &str, mut saw: impl FnMut(u32, i32)) -> Option<i32> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    fds.flatten().find_map(|fd| {
-        let n = fd.file_name().to_str()?.parse::<i32>().ok()?;
-        std::fs::read_link(fd.path())
-            .ok()
-            .filter(|l| l.as_os_str() == target)
-            .map(|_| n)
-    })
+    let mut found = None;
+    for fd in fds.flatten() {
+        let Some(n) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(link) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        if link.as_os_str() == target {
+            found = Some(n);
+        } else if let Some(inode) = socket_inode(&link) {
+            saw(inode, n);
+        }
+    }
+    found
+}
+
+/// The inode of a descriptor link that names a socket (`socket:[INODE]`).
+fn socket_inode(link: &std::path::Path) -> Option<u32> {
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// Where the clients of a holder's tree have free descriptors: a process and the descriptor
@@ -133,6 +151,12 @@ pub struct SocketHints {
     /// (holder, client) pairs whose ancestry was read from `/proc` lately, and when: within
     /// [`VERIFIED_FOR`] a hint that finds the socket needs no second walk up the tree.
     verified: Mutex<HashMap<(ProcessId, ProcessId), std::time::Instant>>,
+    /// Sockets a scan of a tree process's descriptors saw on the way (inode → holder, process,
+    /// descriptor, when): a client with many connections (a load generator, a parallel SDK)
+    /// has its next connections' sockets open already when one scan runs, so they are found
+    /// with one `readlink` each instead of a scan each. Only a place to look first: the
+    /// descriptor is read again and the process's place in the tree checked before it counts.
+    seen: Mutex<HashMap<u32, (ProcessId, ProcessId, i32, std::time::Instant)>>,
     /// Lookups made, found by a hint, and their total time (for `status` and the benchmark).
     lookups: std::sync::atomic::AtomicU64,
     hint_hits: std::sync::atomic::AtomicU64,
@@ -156,6 +180,10 @@ const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Free descriptors probed at most before the clients' descriptors are searched.
 const HINT_PROBES: usize = 8;
+
+/// How long a socket seen in a scan is worth probing first, and how many are kept.
+const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+const SEEN_MAX: usize = 65_536;
 
 /// Hints kept per holder, and holders kept at most.
 const HINTS_PER_HOLDER: usize = 4096;
@@ -219,6 +247,31 @@ impl SocketHints {
         v.insert((holder, client), std::time::Instant::now());
     }
 
+    /// Sockets of `client`, in `holder`'s tree, that a scan saw.
+    fn saw(&self, holder: ProcessId, client: ProcessId, sockets: &[(u32, i32)]) {
+        if sockets.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut seen = self.seen.locked();
+        if seen.len() + sockets.len() > SEEN_MAX {
+            seen.retain(|_, e| now.duration_since(e.3) < SEEN_FOR);
+            if seen.len() + sockets.len() > SEEN_MAX {
+                seen.clear();
+            }
+        }
+        for &(inode, fd) in sockets {
+            seen.insert(inode, (holder, client, fd, now));
+        }
+    }
+
+    /// Where a scan saw socket `inode` lately in `holder`'s tree (taken: it is looked at once).
+    fn seen_at(&self, holder: ProcessId, inode: u32) -> Option<(ProcessId, i32)> {
+        let mut seen = self.seen.locked();
+        let (h, client, fd, at) = seen.remove(&inode)?;
+        (h == holder && at.elapsed() < SEEN_FOR).then_some((client, fd))
+    }
+
     /// The lowest free descriptors of `holder`'s clients, at most [`HINT_PROBES`] of them.
     fn for_holder(&self, holder: ProcessId) -> Vec<(ProcessId, i32)> {
         self.by_holder
@@ -253,6 +306,17 @@ pub fn find_in_tree(root: ProcessId, inode: u32, hints: &SocketHints) -> Option<
 /// [`find_in_tree`], and whether a hint found it.
 fn lookup(root: ProcessId, inode: u32, hints: &SocketHints) -> (Option<(ProcessId, i32)>, bool) {
     let target = format!("socket:[{inode}]");
+    // A scan for another connection of this tree saw this socket a moment ago.
+    if let Some((client, fd)) = hints.seen_at(root, inode) {
+        if fd_is(client.pid, fd, &target)
+            && (hints.recently_verified(root, client)
+                || (root.alive() && client.alive() && root.is_ancestor_or_self_of(client.pid)))
+        {
+            hints.verified_now(root, client);
+            hints.taken(root, client, fd);
+            return (Some((client, fd)), true);
+        }
+    }
     // A descriptor is free here only until a connection is found at it (by any path below),
     // so the lowest free one is where the client's new socket most likely is.
     for (client, fd) in hints.for_holder(root) {
@@ -273,7 +337,10 @@ fn lookup(root: ProcessId, inode: u32, hints: &SocketHints) -> (Option<(ProcessI
     // A client seen before (the same SDK or load generator, on a descriptor not freed by a
     // connection of ours): its descriptors are searched before the whole tree.
     for client in hints.clients_of(root) {
-        if let Some(fd) = socket_fd(client.pid, &target) {
+        let mut others = Vec::new();
+        let found = socket_fd(client.pid, &target, |i, fd| others.push((i, fd)));
+        hints.saw(root, client, &others);
+        if let Some(fd) = found {
             if client.alive() && root.is_ancestor_or_self_of(client.pid) {
                 hints.verified_now(root, client);
                 hints.taken(root, client, fd);
@@ -288,11 +355,13 @@ fn lookup(root: ProcessId, inode: u32, hints: &SocketHints) -> (Option<(ProcessI
         if !seen.insert(pid) || seen.len() > 65_536 {
             continue;
         }
-        if let Some(fd) = socket_fd(pid, &target) {
+        let mut others = Vec::new();
+        if let Some(fd) = socket_fd(pid, &target, |i, fd| others.push((i, fd))) {
             // Checked again after the walk: the root must not have been replaced meanwhile.
             let Some(client) = ProcessId::of(pid) else {
                 return (None, false);
             };
+            hints.saw(root, client, &others);
             if !root.alive() {
                 return (None, false);
             }
@@ -377,5 +446,42 @@ mod tests {
         hints.closed(kid, me(), fd);
         assert_eq!(find_in_tree(kid, inode, &hints), None);
         drop(client);
+    }
+
+    fn inode_of(s: &TcpStream) -> u32 {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(s);
+        std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .ino() as u32
+    }
+
+    #[test]
+    fn a_scan_finds_the_clients_other_sockets_for_later_but_only_in_the_tree() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let hints = SocketHints::default();
+        // The first is found by a walk, which reads this process's descriptors...
+        assert!(find_in_tree(me(), inode_of(&clients[0]), &hints).is_some());
+        assert_eq!(hints.stats().hint_hits, 0);
+        // ...and the others where that scan saw them, with one readlink each.
+        assert!(find_in_tree(me(), inode_of(&clients[1]), &hints).is_some());
+        assert_eq!(hints.stats().hint_hits, 1);
+        // What a scan saw is only where to look: a root that is not an ancestor of the holder
+        // finds nothing, seen or not.
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let kid = ProcessId::of(child.id() as i32).unwrap();
+        hints.saw(kid, me(), &[(inode_of(&clients[2]), 0)]);
+        assert_eq!(find_in_tree(kid, inode_of(&clients[2]), &hints), None);
+        // A socket closed since it was seen is not found where it was.
+        let gone = inode_of(&clients[2]);
+        hints.saw(me(), me(), &[(gone, 9999)]);
+        drop(clients);
+        assert_eq!(find_in_tree(me(), gone, &hints), None);
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

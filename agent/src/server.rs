@@ -329,9 +329,10 @@ struct Running<'a> {
     tracker: &'a TaskTracker,
 }
 
-/// Builds the agent's parts in dependency order (audit, sessions and the tokens that share
-/// their answer generation, approval, the HTTP endpoint, control), handing each only what it
-/// uses. Reads the key registry; touches nothing on the network.
+/// Builds the agent's parts in dependency order, from the audit, sources and trust `serve`
+/// opened: sessions and the tokens that share their answer generation, approval, the HTTP
+/// endpoint, the `Agent`, the lock watchers, control; each is handed what it uses. Reads the
+/// AWS config; touches nothing on the network.
 fn wire(
     facts: AgentState,
     read: Read<'_>,

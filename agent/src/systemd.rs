@@ -1,5 +1,5 @@
 //! The systemd notification protocol (`sd_notify`): tells the service manager when the agent is
-//! ready and when it is stopping. Socket activation itself lives in `listeners`.
+//! ready and when it is stopping. Socket activation is refused (`listeners::refuse_activation`).
 
 use std::ffi::OsStr;
 use std::os::linux::net::SocketAddrExt;

@@ -2,8 +2,8 @@
 //! - the PRF inputs a challenge carries (`extensions.prf`, the WebAuthn form every path reads:
 //!   the browser natively, `credctl` for its CTAP2 hmac-secret) and the PRF output an answer
 //!   carries back (`clientExtensionResults.prf.results.first`);
-//! - what a verified touch unwraps: the vault's private half, or, before any vault exists, a new
-//!   vault created for the touching key;
+//! - what a verified touch unwraps: the vault's private half (an approval never creates a vault;
+//!   only the first key's seal step does);
 //! - the seal step of `key add`: the new key's own touch, which gives its PRF output so the
 //!   vault can be wrapped for it. The key is stored only once it holds its copy.
 

@@ -1,6 +1,7 @@
-//! Sources: where a role chain starts. Today an IAM user's access key kept in the OS keyring
-//! (`keyring`, `access_key`); [`SourceStore`] opens the keyring on first use and is what the
-//! sessions read a source through.
+//! Sources: where a role chain starts. An IAM user's access key, kept in the OS keyring
+//! (`keyring`, `access_key`) or, where none exists, sealed in files (`file_store`); the
+//! vocabulary every source shares, Identity Center's included (`error`). [`SourceStore`] opens
+//! the keyring on first use and is what the sessions read a stored source through.
 
 mod access_key;
 mod error;
