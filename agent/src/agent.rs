@@ -76,6 +76,46 @@ impl Agent {
         self.lock(&Agent::itself(), Some(why), SystemTime::now())
     }
 
+    /// A screen lock: as `lock`, except that the sessions a running `credctl exec` job holds
+    /// stay open for those jobs only (their tokens stay; nobody else is served them, and
+    /// nothing new opens without a touch). Audited as a lock, naming the roles held. Returns
+    /// the roles held.
+    pub fn lock_but_jobs(&self, why: &'static str) -> Vec<String> {
+        let (ended, held) = self.sessions.hold_for_jobs();
+        self.endpoint.wipe();
+        self.tokens.clear_current_roles();
+        let revoked = self.tokens.revoke_role_bound_but_jobs();
+        self.approvals.abandon_all("the agent was locked");
+        tracing::info!(
+            sessions = ended,
+            tokens_revoked = revoked,
+            held = ?held,
+            "locked, but for the sessions running jobs hold"
+        );
+        let subject = if held.is_empty() {
+            why.to_owned()
+        } else {
+            format!("{why}; held for running jobs: {}", held.join(", "))
+        };
+        self.audit.record(
+            SystemTime::now(),
+            Event::action("lock", &Agent::itself(), None).subject(&subject),
+        );
+        held
+    }
+
+    /// What a lock watcher's signal does: a screen lock spares the sessions running jobs hold
+    /// (a `terraform apply` goes on while the person is away); a suspend ends everything, as
+    /// `credctl lock` and SIGUSR1 do (nothing runs while the machine sleeps, and a sleeping
+    /// laptop is the one that gets carried off).
+    pub fn lock_on_signal(&self, why: &'static str) {
+        if why == crate::lock_signals::SCREEN_LOCK {
+            self.lock_but_jobs(why);
+        } else {
+            self.lock_for(why);
+        }
+    }
+
     /// The agent itself as the actor of what no person asked over the socket.
     pub fn itself() -> Peer {
         Origin::Unix {

@@ -25,6 +25,9 @@ pub enum LockOn {
     ScreenLock,
 }
 
+/// The reason a screen-lock watcher gives (the agent spares running jobs for it).
+pub const SCREEN_LOCK: &str = "screen-lock";
+
 /// The default `lock_on`: both.
 pub fn default_lock_on() -> Vec<LockOn> {
     vec![LockOn::Suspend, LockOn::ScreenLock]
@@ -67,7 +70,7 @@ const WATCHES: &[(LockOn, Watch)] = &[
             member: "Lock",
             needs_true: false,
             label: "screen-lock (logind session Lock)",
-            reason: "screen-lock",
+            reason: SCREEN_LOCK,
         },
     ),
     (
@@ -78,7 +81,7 @@ const WATCHES: &[(LockOn, Watch)] = &[
             member: "ActiveChanged",
             needs_true: true,
             label: "screen-lock (org.freedesktop.ScreenSaver)",
-            reason: "screen-lock",
+            reason: SCREEN_LOCK,
         },
     ),
     (
@@ -89,7 +92,7 @@ const WATCHES: &[(LockOn, Watch)] = &[
             member: "ActiveChanged",
             needs_true: true,
             label: "screen-lock (org.gnome.ScreenSaver)",
-            reason: "screen-lock",
+            reason: SCREEN_LOCK,
         },
     ),
 ];

@@ -64,6 +64,10 @@ impl SourceLookup for Origins {
         self.logins.lock();
     }
 
+    fn retain_logins(&self, keep: &HashSet<String>) {
+        self.logins.retain(keep);
+    }
+
     fn retain_opened(&self, in_use: &HashSet<String>) {
         SourceLookup::retain_opened(&self.store, in_use);
     }

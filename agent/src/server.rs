@@ -419,9 +419,7 @@ fn wire(
     let locker = agent.clone();
     let lock_watch = crate::lock_signals::LockWatch::start(
         &config.lock_on,
-        Arc::new(move |why: &'static str| {
-            locker.lock_for(why);
-        }),
+        Arc::new(move |why: &'static str| locker.lock_on_signal(why)),
         running.shutdown,
         running.tracker,
     );

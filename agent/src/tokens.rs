@@ -85,6 +85,8 @@ pub struct Authenticated {
     pub role: Option<Arc<str>>,
     /// The process whose tree alone may present it.
     pub holder: Option<ProcessId>,
+    /// A `credctl exec` job's token: served by a session held for running jobs.
+    pub job: bool,
 }
 
 /// Why a token was not accepted.
@@ -193,6 +195,7 @@ impl Tokens {
                 id,
                 role: entry.binding.role().cloned(),
                 holder: entry.holder,
+                job: entry.purpose == "exec",
             })
         } else {
             Err(TokenError::Unknown)
@@ -256,6 +259,15 @@ impl Tokens {
         let mut entries = self.entries.write();
         let before = entries.len();
         entries.retain(|_, e| !matches!(e.binding, Binding::Role { .. }));
+        before - entries.len()
+    }
+
+    /// A screen lock while jobs run: revokes every role-bound token but the running jobs'
+    /// (`credctl exec`, which end with their command); returns how many.
+    pub fn revoke_role_bound_but_jobs(&self) -> usize {
+        let mut entries = self.entries.write();
+        let before = entries.len();
+        entries.retain(|_, e| !matches!(e.binding, Binding::Role { .. }) || e.purpose == "exec");
         before - entries.len()
     }
 
@@ -359,7 +371,8 @@ mod tests {
             Authenticated {
                 id: sid,
                 role: None,
-                holder: None
+                holder: None,
+                job: false,
             }
         );
         assert_eq!(t.set_current(&shell, "dev").unwrap(), sid);

@@ -619,6 +619,14 @@ pub struct SessionState {
     /// was approved until it ends or `credctl lock`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serves_approved: Option<String>,
+    /// Served only to its running `credctl exec` jobs: the screen locked, or the session went
+    /// idle, while they ran. Anyone else needs a touch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+    /// The `credctl exec` jobs running on the role, holding its session open (their leases),
+    /// each as "pid N (executable)".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
 }
 
 /// An SDK asked for a role that has no session.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::stack::Stack;
 use crate::util::wait_until;
 
-fn emit(address: &str, path: &str, signal: &str, args: &[&str]) {
+pub(crate) fn emit(address: &str, path: &str, signal: &str, args: &[&str]) {
     let out = Command::new("dbus-send")
         .arg(format!("--bus={address}"))
         .args(["--type=signal", path, signal])

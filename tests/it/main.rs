@@ -16,6 +16,7 @@ mod export;
 mod flood;
 mod gate;
 mod injection;
+mod jobs;
 mod journal;
 mod large;
 mod lifecycle;

@@ -119,6 +119,9 @@ pub struct Conn {
     pub pid: i32,
     /// Tokens revoked when the connection closes (`credctl exec`).
     pub scoped_tokens: Vec<TokenId>,
+    /// The jobs this connection runs (`credctl exec`): their roles' sessions outlive a screen
+    /// lock and the idle timeout for them until the connection closes.
+    pub leases: Vec<crate::sessions::Lease>,
     /// This connection's place among `MAX_CONNECTIONS`, given back once it holds `exec` tokens.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The peer's executable, named when it connected (it may be gone when the audit is
@@ -247,6 +250,17 @@ impl Control {
                     .await
             }
             // Roles and sessions.
+            // A session held for running jobs serves them only: nothing else binds to it, and
+            // no credentials leave it, until a touch opens it again (`Open`).
+            Request::Credentials { role, .. }
+            | Request::Console { role, .. }
+            | Request::TokenForRole { role, .. }
+            | Request::Use { role, .. }
+            | Request::Imds { role: Some(role) }
+                if self.sessions.held(&role, now) =>
+            {
+                self.held_refusal(&role)
+            }
             Request::Roles => self.roles(now),
             Request::Open {
                 role,
@@ -434,6 +448,7 @@ pub async fn serve(
             uid: me,
             pid,
             scoped_tokens: Vec::new(),
+            leases: Vec::new(),
             login_holds: Vec::new(),
             permit: Some(permit),
             exe: crate::procs::exe_of(pid).map(Arc::from),
@@ -532,6 +547,7 @@ async fn handle_connection(
     for id in conn.scoped_tokens.drain(..) {
         control.tokens.revoke(id);
     }
+    conn.leases.clear();
     control.approvals.abandon_conn(conn.id);
 }
 
@@ -643,6 +659,7 @@ mod tests {
             uid: 0,
             pid: 0,
             scoped_tokens: Vec::new(),
+            leases: Vec::new(),
             login_holds: Vec::new(),
             permit: None,
             exe: None,

@@ -29,6 +29,18 @@ impl Control {
         reply
     }
 
+    /// The answer to anything but a touch for a session held for running jobs.
+    pub(super) fn held_refusal(&self, role: &str) -> Response {
+        Response::error(
+            ErrorCode::ApprovalFailed,
+            format!(
+                "role {role} is open only for the `credctl exec` jobs that were running when the \
+                 screen locked or the session went idle: touch your key to open it again \
+                 (`credctl use {role}`)"
+            ),
+        )
+    }
+
     /// `credctl roles`: the roles of `~/.aws/config` as it is now, with their sessions.
     pub(super) fn roles(&self, now: SystemTime) -> Response {
         match self.fresh_profiles() {
@@ -77,11 +89,13 @@ impl Control {
         if let Err(r) = self.fresh_profiles() {
             return *r;
         }
+        // A session held for running jobs (the screen locked while they ran) is open for them
+        // only: this requester needs a touch, which opens it for everyone again.
         if let Some(st) = self
             .sessions
             .status(now)
             .into_iter()
-            .find(|s| s.role == role)
+            .find(|s| s.role == role && !s.held)
         {
             // The session is open: serve it, fetching at once if its credentials ran out (a
             // laptop resuming from sleep) — a valid session never asks for another touch.
@@ -292,6 +306,23 @@ impl Control {
     pub(super) fn role_infos(&self, now: SystemTime, open_only: bool) -> Vec<RoleInfo> {
         let status = self.sessions.status(now);
         let profiles = self.sessions.profiles();
+        let exec_tokens: Vec<crate::tokens::TokenView> = self
+            .tokens
+            .list()
+            .into_iter()
+            .filter(|t| t.kind == "exec")
+            .collect();
+        let jobs_of = |role: &str| -> Vec<String> {
+            exec_tokens
+                .iter()
+                .filter(|t| t.role.as_deref() == Some(role))
+                .filter_map(|t| t.holder)
+                .map(|h| match h.exe() {
+                    Some(exe) => format!("pid {} ({exe})", h.pid),
+                    None => format!("pid {}", h.pid),
+                })
+                .collect()
+        };
         let mut out = Vec::new();
         for summary in profiles.roles() {
             let session = status
@@ -310,6 +341,12 @@ impl Control {
                     clock_skew_secs: s.clock_skew_secs,
                     // Set below when the profile now says something else.
                     serves_approved: Some(s.target.clone()),
+                    held: s.held,
+                    jobs: if s.jobs > 0 {
+                        jobs_of(&s.role)
+                    } else {
+                        Vec::new()
+                    },
                 });
             if open_only && session.is_none() {
                 continue;

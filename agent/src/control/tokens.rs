@@ -88,13 +88,20 @@ impl Control {
             "role"
         };
         let who = conn.peer();
-        self.issue(
+        let lease = scoped.then(|| self.sessions.lease(&role));
+        let reply = self.issue(
             Binding::Role { role: role.into() },
             purpose,
             holder,
-            (who, scoped.then_some(conn)),
+            (who, scoped.then_some(&mut *conn)),
             now,
-        )
+        );
+        // The job runs from now until its connection closes: its role's session stays open for
+        // it through a screen lock and the idle timeout.
+        if let (Some(lease), Response::Token { .. }) = (lease, &reply) {
+            conn.leases.push(lease);
+        }
+        reply
     }
 
     /// `credctl use`: the shell whose token this is serves `role` from now on.

@@ -1,7 +1,7 @@
 //! Per-role session state: the credential snapshot read on the hot path, the coalescing lock,
 //! metrics, and the time rules (when to serve, when to refresh, how long to ask for).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +68,13 @@ pub(crate) struct RoleSlot {
     pub state: Mutex<SlotState>,
     /// This session's share of `refresh_spread`, in thousandths (drawn when it opens).
     spread_permille: AtomicU64,
+    /// The `credctl exec` jobs running on this role (shared by every session of the role, so
+    /// a re-opened session keeps them): while one runs, the session outlives its idle timeout
+    /// and a screen lock, served to those jobs only.
+    leases: Arc<AtomicUsize>,
+    /// Held for its running jobs (a screen lock came while they ran): served to them only;
+    /// anyone else needs a new touch.
+    held: AtomicBool,
 }
 
 impl RoleSlot {
@@ -77,6 +84,7 @@ impl RoleSlot {
         ttl: Duration,
         epoch: u64,
         generation: Generation,
+        leases: Arc<AtomicUsize>,
     ) -> RoleSlot {
         RoleSlot {
             spec,
@@ -91,6 +99,40 @@ impl RoleSlot {
             skew_secs: std::sync::atomic::AtomicI64::new(0),
             state: Mutex::new(SlotState::default()),
             spread_permille: AtomicU64::new(0),
+            leases,
+            held: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a `credctl exec` job runs on this role.
+    pub fn leased(&self) -> bool {
+        self.leases.load(Ordering::Relaxed) > 0
+    }
+
+    /// How many `credctl exec` jobs run on this role.
+    pub fn jobs(&self) -> usize {
+        self.leases.load(Ordering::Relaxed)
+    }
+
+    /// Holds the session for its running jobs only (a screen lock).
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the session serves its running jobs only at `now`: held by a screen lock, or
+    /// past its idle timeout while a job runs.
+    pub fn held(&self, now: SystemTime, idle: Option<Duration>) -> bool {
+        self.held.load(Ordering::Relaxed) || self.idle_over(now, idle)
+    }
+
+    fn idle_over(&self, now: SystemTime, idle: Option<Duration>) -> bool {
+        match idle {
+            Some(idle) if !idle.is_zero() => {
+                let last =
+                    UNIX_EPOCH + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed));
+                now.duration_since(last).unwrap_or(Duration::ZERO) > idle
+            }
+            _ => false,
         }
     }
 
@@ -113,19 +155,13 @@ impl RoleSlot {
         spread.mul_f64(self.spread_permille.load(Ordering::Relaxed) as f64 / 1000.0)
     }
 
-    /// Whether the session is still open at `now` (not past its end, not idle too long).
+    /// Whether the session is still open at `now`: not past its end, and either a job runs on
+    /// it or it is neither held nor idle too long.
     pub fn active(&self, now: SystemTime, idle: Option<Duration>) -> bool {
         if now >= self.expires_at {
             return false;
         }
-        match idle {
-            Some(idle) if !idle.is_zero() => {
-                let last =
-                    UNIX_EPOCH + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed));
-                now.duration_since(last).unwrap_or(Duration::ZERO) <= idle
-            }
-            _ => true,
-        }
+        self.leased() || !(self.held.load(Ordering::Relaxed) || self.idle_over(now, idle))
     }
 
     pub fn touch(&self, now: SystemTime) {

@@ -9,7 +9,7 @@ mod refresh;
 mod tests;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -117,6 +117,10 @@ pub trait SourceLookup: Send + Sync {
 
     /// Wipes the opened sources no session in `in_use` needs.
     fn retain_opened(&self, _in_use: &HashSet<String>) {}
+
+    /// Wipes the Identity Center logins whose keys are not in `keep` (a screen lock while jobs
+    /// run: the logins their sessions need stay).
+    fn retain_logins(&self, _keep: &HashSet<String>) {}
 }
 
 #[async_trait]
@@ -189,6 +193,10 @@ pub struct RoleStatus {
     pub last_error_message: Option<String>,
     /// Seconds this machine's clock runs ahead of STS's (negative: behind), when over a minute.
     pub clock_skew_secs: Option<i64>,
+    /// Served only to its running jobs (a screen lock or the idle timeout came while they ran).
+    pub held: bool,
+    /// `credctl exec` jobs running on the role.
+    pub jobs: usize,
 }
 
 /// All role sessions of the agent. Cheap to clone; share it between tasks.
@@ -215,6 +223,22 @@ struct Inner {
     epoch: AtomicU64,
     /// Told of each session that ends by itself (its time is up, or it sat idle): the audit.
     on_end: std::sync::OnceLock<EndHook>,
+    /// The `credctl exec` jobs running per role (see [`Lease`]); replaced by `lock()`, which
+    /// ends their grants too.
+    leases: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+}
+
+/// A `credctl exec` job running on a role, for as long as its control connection lives: the
+/// role's session outlives its idle timeout and a screen lock while one runs (served to the
+/// jobs only), and ends with `credctl lock` whatever runs.
+pub struct Lease {
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What is told of a session that ended by itself: its role, why (`expired`, `idle`), when.
@@ -238,8 +262,73 @@ impl Sessions {
                 mfa_fetch: Mutex::new(HashMap::new()),
                 epoch: AtomicU64::new(0),
                 on_end: std::sync::OnceLock::new(),
+                leases: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    fn lease_count(&self, role: &str) -> Arc<AtomicUsize> {
+        self.inner
+            .leases
+            .locked()
+            .entry(role.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// A job (`credctl exec`) starts on `role`: it holds the role's session until dropped.
+    pub fn lease(&self, role: &str) -> Lease {
+        let count = self.lease_count(role);
+        count.fetch_add(1, Ordering::Relaxed);
+        Lease { count }
+    }
+
+    /// Whether `role`'s session is open at `now` but serves only its running jobs (a screen
+    /// lock or its idle timeout came while they ran): anyone else needs a new touch.
+    pub fn held(&self, role: &str, now: SystemTime) -> bool {
+        let idle = self.config().idle_timeout;
+        self.slot(role)
+            .is_some_and(|s| s.active(now, idle) && s.held(now, idle))
+    }
+
+    /// A screen lock: the sessions no running job holds end, as with `lock()`; those a job
+    /// holds stay open for the jobs only. The MFA sessions, opened sources and Identity Center
+    /// logins the held sessions need are kept; every other one is wiped. Returns how many
+    /// sessions ended and the roles held, sorted.
+    pub fn hold_for_jobs(&self) -> (usize, Vec<String>) {
+        let ended: Vec<Arc<RoleSlot>> = {
+            let mut roles = self.inner.roles.write();
+            let gone: Vec<String> = roles
+                .iter()
+                .filter(|(_, s)| !s.leased())
+                .map(|(n, _)| n.clone())
+                .collect();
+            gone.into_iter().filter_map(|n| roles.remove(&n)).collect()
+        };
+        for slot in &ended {
+            let _st = slot.state.locked();
+            slot.set_credentials(None);
+        }
+        let held: Vec<Arc<RoleSlot>> = self.inner.roles.read().values().cloned().collect();
+        let mut names = Vec::with_capacity(held.len());
+        let mut sources = HashSet::new();
+        let mut logins = HashSet::new();
+        for slot in &held {
+            slot.hold();
+            names.push(slot.spec.name.clone());
+            sources.insert(slot.spec.source.clone());
+            if let Some(sso) = &slot.spec.sso {
+                logins.insert(sso.login_key());
+            }
+        }
+        self.inner
+            .mfa
+            .locked()
+            .retain(|source, _| sources.contains(source));
+        self.inner.sources.retain_opened(&sources);
+        self.inner.sources.retain_logins(&logins);
+        names.sort();
+        (ended.len(), names)
     }
 
     /// The answer generation this cache bumps; the agent shares it with its other parts.
@@ -442,6 +531,7 @@ impl Sessions {
             self.config().session_ttl,
             epoch,
             self.inner.roles.generation().clone(),
+            self.lease_count(role),
         ));
         slot.set_spread(rand::random::<u16>() % 1000);
         let previous = {
@@ -482,19 +572,25 @@ impl Sessions {
     /// Hot path: credentials for `role` from memory, or `None` (no session, session over,
     /// nothing cached, or less than `min_serve_remaining` left). Never waits on STS.
     pub fn get_cached(&self, role: &str, now: SystemTime) -> Option<Arc<TempCredentials>> {
-        self.get_cached_until(role, now).map(|(creds, _)| creds)
+        self.get_cached_until(role, now, false)
+            .map(|(creds, _)| creds)
     }
 
     /// Like [`Sessions::get_cached`], with the time until which the clock alone keeps them
     /// servable without another use (a connection's memo of the answer never outlives it): the
-    /// session's end, the serving margin, and the idle timeout counted from this use.
+    /// session's end, the serving margin, and the idle timeout counted from this use. A held
+    /// session answers only a running job's token (`job`).
     pub fn get_cached_until(
         &self,
         role: &str,
         now: SystemTime,
+        job: bool,
     ) -> Option<(Arc<TempCredentials>, SystemTime)> {
         let slot = self.slot(role)?;
         let config = &self.config();
+        if !job && slot.held(now, config.idle_timeout) {
+            return None;
+        }
         let creds = slot.servable(now, config)?;
         slot.touch(now);
         let mut until = slot.serve_until(&creds, config);
@@ -580,6 +676,9 @@ impl Sessions {
         }
         drop(roles);
         drop(mfa);
+        // The jobs' grants end too: their tokens are revoked, and a session opened after this
+        // one starts with no job on it.
+        self.inner.leases.locked().clear();
         self.inner.sources.forget_all();
         n
     }
@@ -632,6 +731,8 @@ impl Sessions {
                     last_error: st.last_error.as_ref().map(|e| e.code().to_owned()),
                     last_error_message: st.last_error.as_ref().map(|e| e.to_string()),
                     clock_skew_secs: s.clock_skew(),
+                    held: s.held(now, config.idle_timeout),
+                    jobs: s.jobs(),
                 }
             })
             .collect();

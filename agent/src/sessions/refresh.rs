@@ -37,6 +37,8 @@ impl Sessions {
             slot.set_credentials(None);
             let why = if now >= slot.expires_at {
                 "expired"
+            } else if slot.held(now, None) {
+                "jobs ended"
             } else {
                 "idle"
             };

@@ -343,7 +343,14 @@ async fn duration_is_capped_by_session_and_floored() {
         .unwrap()
         .resolve("dev")
         .unwrap();
-    let slot = RoleSlot::new(spec, t0(), Duration::from_secs(3600), 0, Default::default());
+    let slot = RoleSlot::new(
+        spec,
+        t0(),
+        Duration::from_secs(3600),
+        0,
+        Default::default(),
+        Default::default(),
+    );
     let config = SessionConfig::default();
     assert_eq!(
         slot.final_duration(at(90), &config),
@@ -467,6 +474,77 @@ async fn idle_timeout_ends_the_session() {
     }));
     assert_eq!(s.sweep(at(29)), ["dev"]);
     assert_eq!(*told.lock().unwrap(), [("dev".to_owned(), "idle")]);
+}
+
+#[tokio::test]
+async fn a_running_job_holds_its_session_through_the_idle_timeout_for_itself_only() {
+    let config = SessionConfig {
+        idle_timeout: Some(Duration::from_secs(600)),
+        ..SessionConfig::default()
+    };
+    let (s, _) = setup(config);
+    open(&s, "dev", t0()).await.unwrap();
+    let job = s.lease("dev");
+    // Idle past the timeout: open for the job, not for anyone else.
+    assert!(s.held("dev", at(11)));
+    assert!(s.get_cached_until("dev", at(11), false).is_none());
+    assert!(s.get_cached_until("dev", at(11), true).is_some());
+    assert!(
+        s.sweep(at(11)).is_empty(),
+        "a job's session does not end idle"
+    );
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let t = told.clone();
+    s.on_end(Arc::new(move |role: &str, why: &'static str, _| {
+        t.lock().unwrap().push((role.to_owned(), why));
+    }));
+    // The job ends: so does the session it held, once idle.
+    drop(job);
+    assert_eq!(s.sweep(at(30)), ["dev"]);
+    assert_eq!(*told.lock().unwrap(), [("dev".to_owned(), "idle")]);
+}
+
+#[tokio::test]
+async fn a_screen_lock_ends_every_session_but_those_jobs_hold() {
+    let (s, _) = setup(hours(1));
+    open(&s, "dev", t0()).await.unwrap();
+    open(&s, "prod", t0()).await.unwrap();
+    let job = s.lease("prod");
+    let dev = Arc::downgrade(&s.get_cached("dev", at(1)).unwrap());
+    assert_eq!(s.hold_for_jobs(), (1, vec!["prod".to_owned()]));
+    assert!(dev.upgrade().is_none(), "dev's secret is gone");
+    assert!(s.get_cached("dev", at(1)).is_none());
+    assert!(s.held("prod", at(1)), "held, however recently used");
+    assert!(s.get_cached_until("prod", at(1), false).is_none());
+    assert!(s.get_cached_until("prod", at(1), true).is_some());
+    // A touch opens it again, for everyone; the job still counts.
+    open(&s, "prod", at(2)).await.unwrap();
+    assert!(!s.held("prod", at(3)));
+    assert!(s.get_cached("prod", at(3)).is_some());
+    assert_eq!(s.status(at(3))[0].jobs, 1);
+    // `lock` ends it whatever runs, and a session opened later starts with no job on it.
+    assert_eq!(s.lock(), 1);
+    open(&s, "prod", at(4)).await.unwrap();
+    assert_eq!(s.status(at(4))[0].jobs, 0);
+    drop(job);
+    assert_eq!(s.status(at(4))[0].jobs, 0);
+}
+
+#[tokio::test]
+async fn a_held_session_ends_when_its_last_job_does() {
+    let (s, _) = setup(hours(1));
+    open(&s, "prod", t0()).await.unwrap();
+    let job = s.lease("prod");
+    s.hold_for_jobs();
+    assert!(s.sweep(at(1)).is_empty());
+    drop(job);
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let t = told.clone();
+    s.on_end(Arc::new(move |role: &str, why: &'static str, _| {
+        t.lock().unwrap().push((role.to_owned(), why));
+    }));
+    assert_eq!(s.sweep(at(1)), ["prod"]);
+    assert_eq!(*told.lock().unwrap(), [("prod".to_owned(), "jobs ended")]);
 }
 
 #[tokio::test]
@@ -693,7 +771,7 @@ async fn every_change_an_answer_can_see_moves_the_generation_and_nothing_else_do
 
     // Reads, and a sweep that ends nothing, leave memos alone.
     let before = g.current();
-    let (creds, until) = s.get_cached_until("dev", at(1)).unwrap();
+    let (creds, until) = s.get_cached_until("dev", at(1), false).unwrap();
     assert!(s.sweep(at(2)).is_empty());
     assert!(s.credentials("dev", at(3)).await.is_ok());
     assert_eq!(g.current(), before);
@@ -711,7 +789,7 @@ async fn every_change_an_answer_can_see_moves_the_generation_and_nothing_else_do
     s.credentials("dev", at(50)).await.unwrap();
     assert!(moved(before), "refresh");
     // Near the end the session's own end is the limit.
-    let (_, until) = s.get_cached_until("dev", at(50)).unwrap();
+    let (_, until) = s.get_cached_until("dev", at(50), false).unwrap();
     assert_eq!(until, at(60));
 
     let before = g.current();
@@ -738,7 +816,7 @@ async fn the_idle_timeout_bounds_how_long_an_answer_may_be_repeated() {
         .get_cached("dev", t0() + Duration::from_millis(400))
         .is_some());
     let (_, until) = s
-        .get_cached_until("dev", now - Duration::from_millis(100))
+        .get_cached_until("dev", now - Duration::from_millis(100), false)
         .unwrap();
     assert_eq!(until, now + Duration::from_millis(400));
     assert!(s

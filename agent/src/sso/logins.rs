@@ -838,6 +838,13 @@ impl Logins {
         self.callbacks.locked().clear();
     }
 
+    /// A screen lock while jobs run: wipes every login but those in `keep` (which the jobs'
+    /// sessions need), and every sign-in under way.
+    pub fn retain(&self, keep: &std::collections::HashSet<String>) {
+        self.logins.locked().retain(|key, _| keep.contains(key));
+        self.callbacks.locked().clear();
+    }
+
     /// `credctl logout`: revokes the access token (best effort) and forgets the login.
     pub async fn logout(&self, source: &SsoSource) {
         let key = source.login_key();

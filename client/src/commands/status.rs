@@ -181,6 +181,18 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
                         crate::text::printable(approved)
                     ));
                 }
+                if s.held {
+                    out.push_str(
+                        "    └ held for its running jobs only (the screen locked or it went \
+                         idle while they ran): anyone else needs `credctl use` and a touch\n",
+                    );
+                }
+                for job in &s.jobs {
+                    out.push_str(&format!(
+                        "    └ job: {} (`credctl exec`; the session stays open for it)\n",
+                        crate::text::printable(job)
+                    ));
+                }
                 if let Some(skew) = s.clock_skew_secs {
                     out.push_str(&format!(
                         "    └ this machine's clock is {} s {} STS's: check NTP\n",

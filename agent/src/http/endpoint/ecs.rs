@@ -46,7 +46,12 @@ pub(super) fn handle<B>(
     }
     // Read before the token and the session are looked at (see `crate::generation`).
     let generation = ep.generation.current();
-    let Authenticated { id, role, holder } = match presented
+    let Authenticated {
+        id,
+        role,
+        holder,
+        job,
+    } = match presented
         .to_str()
         .map_err(|_| TokenError::Malformed)
         .and_then(|t| ep.tokens.authenticate(t, now))
@@ -110,7 +115,7 @@ pub(super) fn handle<B>(
         audit,
         "ecs",
         &role,
-        Some(id),
+        (Some(id), job),
         origin,
         now,
         |r| &r.ecs,

@@ -159,7 +159,7 @@ pub(super) fn handle<B>(
                 audit,
                 "imds",
                 &role,
-                None,
+                (None, false),
                 origin,
                 now,
                 |r| &r.imds,

@@ -52,8 +52,9 @@ pub enum Lookup {
 
 /// The in-memory credential cache, as the endpoint sees it.
 pub trait CredentialSource: Send + Sync {
-    /// Answers from memory, without waiting on anything.
-    fn lookup(&self, role: &str, now: SystemTime) -> Lookup;
+    /// Answers from memory, without waiting on anything. `job`: the token is a running
+    /// `credctl exec` job's, which a session held for its jobs still serves.
+    fn lookup(&self, role: &str, now: SystemTime, job: bool) -> Lookup;
     /// Records that `origin` wants `role` (a pending approval), without waiting.
     fn request_approval(&self, role: &str, origin: Origin, now: SystemTime);
     /// Forgets every rendered credential body (lock).
@@ -254,13 +255,13 @@ impl Endpoint {
         audit: &ConnAudit,
         channel: &'static str,
         role: &Arc<str>,
-        token_id: Option<TokenId>,
+        (token_id, job): (Option<TokenId>, bool),
         origin: Origin,
         now: SystemTime,
         pick: fn(&Rendered) -> &Bytes,
         (memo, offer): (&mut Memo, memo::Offer<'_>),
     ) -> Response<Full<Bytes>> {
-        match self.source.lookup(role, now) {
+        match self.source.lookup(role, now, job) {
             Lookup::Ready { body, until } => {
                 let event = Event {
                     channel,

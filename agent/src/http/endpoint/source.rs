@@ -29,12 +29,17 @@ impl SessionSource {
 }
 
 impl CredentialSource for SessionSource {
-    fn lookup(&self, role: &str, now: SystemTime) -> Lookup {
-        match self.sessions.get_cached_until(role, now) {
+    fn lookup(&self, role: &str, now: SystemTime, job: bool) -> Lookup {
+        match self.sessions.get_cached_until(role, now, job) {
             Some((creds, until)) => Lookup::Ready {
                 body: self.render.get(role, &creds, now),
                 until,
             },
+            // Held for its running jobs: to anyone else it is not open (a touch opens it).
+            None if !job && self.sessions.held(role, now) => {
+                self.render.forget(role);
+                Lookup::NotOpen
+            }
             None if self.sessions.open_roles(now).iter().any(|r| r == role) => {
                 self.render.forget(role);
                 Lookup::Unavailable(

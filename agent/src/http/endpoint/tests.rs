@@ -37,7 +37,7 @@ impl Fake {
 }
 
 impl CredentialSource for Fake {
-    fn lookup(&self, role: &str, now: SystemTime) -> Lookup {
+    fn lookup(&self, role: &str, now: SystemTime, _job: bool) -> Lookup {
         self.lookups
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.ready.read().iter().any(|r| r == role) {
