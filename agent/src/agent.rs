@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::approval::Approvals;
+use crate::approval::{Approvals, PendingApprovals};
 use crate::audit::{Audit, Event, Origin, Peer};
 use crate::http::endpoint::Endpoint;
 use crate::sessions::Sessions;
@@ -20,6 +20,7 @@ pub struct Agent {
     endpoint: Arc<Endpoint>,
     tokens: Arc<Tokens>,
     approvals: Arc<Approvals>,
+    pending: Arc<PendingApprovals>,
     audit: Audit,
     shutdown: CancellationToken,
 }
@@ -29,7 +30,7 @@ impl Agent {
         sessions: Sessions,
         endpoint: Arc<Endpoint>,
         tokens: Arc<Tokens>,
-        approvals: Arc<Approvals>,
+        (approvals, pending): (Arc<Approvals>, Arc<PendingApprovals>),
         audit: Audit,
         shutdown: CancellationToken,
     ) -> Agent {
@@ -38,9 +39,35 @@ impl Agent {
             endpoint,
             tokens,
             approvals,
+            pending,
             audit,
             shutdown,
         }
+    }
+
+    /// Asks ahead of time, once per end, for the touch that extends each running job's session
+    /// (or the MFA session under it) ending within `ahead`: a pending approval that the desktop
+    /// notification, `credctl watch` and `status` show, naming the job. Returns the roles
+    /// asked about.
+    pub fn ask_ahead(&self, now: SystemTime, ahead: std::time::Duration) -> Vec<String> {
+        let ending = self.sessions.jobs_ending(now, ahead);
+        if ending.is_empty() {
+            return Vec::new();
+        }
+        let jobs = self.tokens.list();
+        let uid = nix::unistd::getuid().as_raw();
+        let mut asked = Vec::new();
+        for (role, at, what) in ending {
+            let job = jobs
+                .iter()
+                .filter(|t| t.kind == "exec" && t.role.as_deref() == Some(role.as_str()))
+                .find_map(|t| t.holder)
+                .map_or(0, |h| h.pid);
+            self.pending
+                .record_ending(&role, Origin::Unix { uid, pid: job }, (at, what), now);
+            asked.push(role);
+        }
+        asked
     }
 
     /// Ends every session and ceremony, revokes every role-bound token, forgets every shell's

@@ -84,7 +84,14 @@ const ORDER: &[(&str, &[&str])] = &[
     ),
     (
         "agent",
-        &["approval", "audit", "http", "sessions", "tokens"],
+        &[
+            "approval",
+            "audit",
+            "http",
+            "lock_signals",
+            "sessions",
+            "tokens",
+        ],
     ),
     ("console", &["audit", "http", "sts", "util"]),
     (

@@ -4,7 +4,7 @@
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::approval::PendingApprovals;
+use crate::approval::{Announcement, PendingApprovals};
 
 /// Starts the task that announces newly pending roles.
 pub fn spawn_announcer(
@@ -18,12 +18,12 @@ pub fn spawn_announcer(
         );
         return;
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Announcement>();
     pending.announce_to(tx);
     tracker.spawn(async move {
         let mut conn: Option<zbus::Connection> = None;
         loop {
-            let role = tokio::select! {
+            let what = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = rx.recv() => match r { Some(r) => r, None => return },
             };
@@ -33,7 +33,7 @@ pub fn spawn_announcer(
                 }).ok();
             }
             if let Some(c) = &conn {
-                if let Err(e) = send(c, &role).await {
+                if let Err(e) = send(c, &what).await {
                     tracing::debug!(error = %e, "desktop notification failed");
                 }
             }
@@ -61,15 +61,37 @@ fn display_role(role: &str) -> String {
     out
 }
 
-async fn send(conn: &zbus::Connection, role: &str) -> zbus::Result<()> {
-    let role = display_role(role);
+/// The title and body of a notification.
+fn text(what: &Announcement) -> (String, String) {
+    match what {
+        Announcement::Requested(role) => {
+            let role = display_role(role);
+            (
+                format!("Approve AWS role {role}?"),
+                format!(
+                    "A program asked for AWS credentials for role {role}.\nRun `credctl use {role}` (or `credctl watch`) and touch your security key to approve."
+                ),
+            )
+        }
+        Announcement::Ending { role, ending, secs } => {
+            let role = display_role(role);
+            (
+                format!("Extend AWS role {role}?"),
+                format!(
+                    "The {ending} of role {role} ends in {} min while a job runs on it.\nRun `credctl use --renew {role}` (or `credctl watch`) and touch your security key to extend it.",
+                    secs.div_ceil(60)
+                ),
+            )
+        }
+    }
+}
+
+async fn send(conn: &zbus::Connection, what: &Announcement) -> zbus::Result<()> {
+    let (title, body) = text(what);
     let hints: std::collections::HashMap<&str, zbus::zvariant::Value<'_>> =
         [("urgency", zbus::zvariant::Value::U8(1))]
             .into_iter()
             .collect();
-    let body = format!(
-        "A program asked for AWS credentials for role {role}.\nRun `credctl use {role}` (or `credctl watch`) and touch your security key to approve."
-    );
     conn.call_method(
         Some("org.freedesktop.Notifications"),
         "/org/freedesktop/Notifications",
@@ -79,7 +101,7 @@ async fn send(conn: &zbus::Connection, role: &str) -> zbus::Result<()> {
             "credagent",
             0u32,
             "dialog-password",
-            format!("Approve AWS role {role}?"),
+            title,
             body,
             Vec::<&str>::new(),
             hints,

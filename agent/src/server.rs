@@ -233,6 +233,32 @@ async fn serve(
         }
     });
     notify::spawn_announcer(&control.pending, shutdown.clone(), &tracker);
+    // Running jobs are asked for in advance before their session (or MFA session) ends under
+    // them. `CREDAGENT_JOBS_TICK` and `CREDAGENT_EXTEND_AHEAD` (humantime durations) let tests
+    // see it in seconds; they only move when the question is asked.
+    let duration_var = |name: &str, default: Duration| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| humantime::parse_duration(&v).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(default)
+    };
+    let (jobs_every, ahead) = (
+        duration_var("CREDAGENT_JOBS_TICK", Duration::from_secs(15)),
+        duration_var("CREDAGENT_EXTEND_AHEAD", Duration::from_secs(10 * 60)),
+    );
+    let asker = agent.clone();
+    let jobs_stop = shutdown.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(jobs_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = jobs_stop.cancelled() => break,
+                _ = tick.tick() => { asker.ask_ahead(SystemTime::now(), ahead); }
+            }
+        }
+    });
     // Approvals nobody touched end after a minute: the audit says so (a timeout is not quiet).
     let expiry = control.approvals.clone();
     let expiry_stop = shutdown.clone();
@@ -411,7 +437,7 @@ fn wire(
         sessions.clone(),
         endpoint.clone(),
         tokens.clone(),
-        approvals.clone(),
+        (approvals.clone(), pending.clone()),
         audit.clone(),
         running.shutdown.clone(),
     ));

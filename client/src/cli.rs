@@ -100,6 +100,10 @@ pub struct TouchArgs {
     /// and new).
     #[arg(long)]
     pub accept_change: bool,
+    /// Touch for a new session even if the role's is open: extends it from now (a running
+    /// `credctl exec` job's session nearing its end; `credctl watch` does this when asked).
+    #[arg(long)]
+    pub renew: bool,
 }
 
 /// Shell syntax flags.

@@ -302,6 +302,7 @@ mod tests {
             role: "prod".into(),
             mfa_code: None,
             accept_change: false,
+            renew: true,
         });
         roundtrip(Request::Approve {
             ceremony_id: "c".into(),

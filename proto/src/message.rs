@@ -101,6 +101,10 @@ pub enum Request {
         /// person saw the change and confirms it).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         accept_change: bool,
+        /// Touch even if the session is open, for a new one from now (a running job's session
+        /// nearing its end: see [`PendingInfo::ends_at`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        renew: bool,
     },
     /// Finish an approval with the authenticator's `PublicKeyCredential` JSON.
     Approve {
@@ -639,6 +643,14 @@ pub struct PendingInfo {
     pub requests: u64,
     pub peer_pid: Option<i32>,
     pub peer_exe: Option<String>,
+    /// Not a request for a closed role: the session (or the MFA session under it) ends at this
+    /// unix second while a `credctl exec` job runs on it; a touch now (`Open` with `renew`)
+    /// extends it before the job fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<u64>,
+    /// What ends then ("session", "MFA session").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending: Option<String>,
 }
 
 /// A touch the agent is asking for right now: one at a time, so every other approval waits for

@@ -165,6 +165,7 @@ fn a_second_role_waits_for_the_touch_under_way() {
             role: "demo".into(),
             mfa_code: None,
             accept_change: false,
+            renew: false,
         },
     ) {
         Response::Challenge(c) => assert_eq!(c.role.as_deref(), Some("demo")),
@@ -182,6 +183,7 @@ fn a_second_role_waits_for_the_touch_under_way() {
                 role: "other".into(),
                 mfa_code: None,
                 accept_change: false,
+                renew: false,
             },
         );
         tx.send(r).unwrap();
@@ -268,6 +270,7 @@ fn a_credctl_waiting_behind_another_approval_says_for_what_and_whom() {
             role: "demo".into(),
             mfa_code: None,
             accept_change: false,
+            renew: false,
         },
     ) {
         Response::Challenge(c) => assert_eq!(c.role.as_deref(), Some("demo")),

@@ -217,3 +217,76 @@ fn a_touch_opens_a_held_session_for_everyone_again() {
     wait_until(Duration::from_secs(10), || session(&s)["jobs"].is_null()).expect("job gone");
     assert_eq!(s.ecs(Some(&token), &[]).0, 200);
 }
+
+#[test]
+fn a_running_job_is_asked_ahead_to_extend_an_mfa_session_that_would_end_under_it() {
+    // 15-minute role and MFA sessions: the MFA session ends with the role's, and extending it
+    // takes a new code. The agent asks 14m50s ahead, so within seconds here.
+    let s = Stack::new_with_env(
+        "",
+        "session_ttl = \"15m\"\nmfa_session_ttl = \"15m\"",
+        &[
+            ("CREDAGENT_JOBS_TICK", "1s"),
+            ("CREDAGENT_EXTEND_AHEAD", "14m 50s"),
+        ],
+    );
+    let cfg = s.env.home.join(".aws/config");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "region = us-east-1",
+        "region = us-east-1\nmfa_serial = arn:aws:iam::123456789012:mfa/alice",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let s = s.with_key_and_source();
+    let mut job = s
+        .env
+        .command(bin("credctl"))
+        .env("CREDCTL_AUTHENTICATOR", s.soft_arg())
+        .args(["exec", "demo", "--mfa-code", "123456", "--", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pending = || -> Vec<serde_json::Value> {
+        let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+        status["pending"].as_array().cloned().unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(30), || {
+        pending()
+            .iter()
+            .any(|p| p["role"] == "demo" && p["ending"] == "MFA session")
+    })
+    .unwrap_or_else(|| panic!("nobody was asked; agent log:\n{}", s.agent.log_text()));
+    let asked = pending();
+    let ends_at = asked[0]["ends_at"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        ends_at > now && ends_at <= now + 15 * 60,
+        "asked before the end: {asked:?}"
+    );
+    assert!(
+        s.ok(&["status"]).contains("credctl use --renew demo"),
+        "status says how to extend it"
+    );
+    // Asked once: the question stands, it is not repeated with every tick.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pending().len(), 1);
+
+    // `credctl watch` takes the touch, with a new code: a new MFA session, the job's session
+    // extended, the question answered.
+    let before = crate::stack::key_counter(&s);
+    s.ok(&["watch", "--once", "--mfa-code", "654321"]);
+    assert_eq!(crate::stack::key_counter(&s), before + 1, "one touch");
+    assert_eq!(s.sts.calls("GetSessionToken").len(), 2, "a new MFA session");
+    assert!(
+        !pending()
+            .iter()
+            .any(|p| p["ends_at"].as_u64() == Some(ends_at)),
+        "the question was answered"
+    );
+    job.kill().unwrap();
+    job.wait().unwrap();
+}

@@ -1,5 +1,7 @@
-//! Pending approvals: roles an SDK asked for while no session was open. `credctl watch` lists
-//! them and takes the touch; they expire after a few minutes of silence.
+//! Pending approvals: roles an SDK asked for while no session was open, and running jobs'
+//! sessions about to end (a touch ahead of time extends them). `credctl watch` lists them and
+//! takes the touch; a request expires after a few minutes of silence, an extension when the
+//! session it would extend has ended.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,6 +20,27 @@ struct Rec {
     last_seen: SystemTime,
     requests: u64,
     origin: Origin,
+    /// A running job's session ends then (what ends: "session", "MFA session").
+    ends: Option<(SystemTime, &'static str)>,
+}
+
+impl Rec {
+    fn live(&self, now: SystemTime) -> bool {
+        self.last_seen + PENDING_TTL > now || self.ends.is_some_and(|(at, _)| at > now)
+    }
+}
+
+/// What a pending approval announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// A program asked for a role with no session open.
+    Requested(String),
+    /// A running job's session (`ending`: or the MFA session under it) ends in `secs`.
+    Ending {
+        role: String,
+        ending: &'static str,
+        secs: u64,
+    },
 }
 
 /// A role requested over the endpoint with no session open, for `status` and `credctl watch`.
@@ -30,6 +53,8 @@ pub struct PendingRole {
     pub requests: u64,
     pub peer_pid: Option<i32>,
     pub peer_exe: Option<String>,
+    /// For an extension: when the running job's session (or its MFA session) ends, and which.
+    pub ends: Option<(u64, &'static str)>,
 }
 
 /// Pending approvals by role.
@@ -37,12 +62,12 @@ pub struct PendingRole {
 pub struct PendingApprovals {
     by_role: Mutex<HashMap<String, Rec>>,
     /// Announces new pending roles (desktop notification).
-    notify: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    notify: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Announcement>>>,
 }
 
 impl PendingApprovals {
     /// Sends the name of every newly pending role to `tx`.
-    pub fn announce_to(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+    pub fn announce_to(&self, tx: tokio::sync::mpsc::UnboundedSender<Announcement>) {
         *self.notify.locked() = Some(tx);
     }
 
@@ -55,7 +80,7 @@ impl PendingApprovals {
             rec.origin = origin;
             return;
         }
-        map.retain(|_, r| r.last_seen + PENDING_TTL > now);
+        map.retain(|_, r| r.live(now));
         if map.len() >= MAX_PENDING {
             return;
         }
@@ -66,11 +91,58 @@ impl PendingApprovals {
                 last_seen: now,
                 requests: 1,
                 origin,
+                ends: None,
             },
         );
         drop(map);
+        self.announce(Announcement::Requested(role.to_owned()));
+    }
+
+    /// A running job's session (or the MFA session under it, `ending`) ends at `ends_at`: asks
+    /// once, ahead of time, for the touch that extends it (`Open` with `renew`). `origin` is
+    /// the job.
+    pub fn record_ending(
+        &self,
+        role: &str,
+        origin: Origin,
+        (ends_at, ending): (SystemTime, &'static str),
+        now: SystemTime,
+    ) {
+        let mut map = self.by_role.locked();
+        if let Some(rec) = map.get_mut(role) {
+            if rec.ends.is_some_and(|(at, _)| at == ends_at) {
+                return;
+            }
+            rec.ends = Some((ends_at, ending));
+            rec.last_seen = now;
+            rec.origin = origin;
+        } else {
+            map.retain(|_, r| r.live(now));
+            if map.len() >= MAX_PENDING {
+                return;
+            }
+            map.insert(
+                role.to_owned(),
+                Rec {
+                    first_seen: now,
+                    last_seen: now,
+                    requests: 0,
+                    origin,
+                    ends: Some((ends_at, ending)),
+                },
+            );
+        }
+        drop(map);
+        self.announce(Announcement::Ending {
+            role: role.to_owned(),
+            ending,
+            secs: ends_at.duration_since(now).unwrap_or_default().as_secs(),
+        });
+    }
+
+    fn announce(&self, what: Announcement) {
         if let Some(tx) = self.notify.locked().as_ref() {
-            let _ = tx.send(role.to_owned());
+            let _ = tx.send(what);
         }
     }
 
@@ -80,7 +152,7 @@ impl PendingApprovals {
         self.by_role
             .locked()
             .values()
-            .filter(|r| r.last_seen + PENDING_TTL > now)
+            .filter(|r| r.live(now))
             .count()
     }
 
@@ -92,9 +164,10 @@ impl PendingApprovals {
     /// Live pending approvals, oldest first, with the requesting process resolved where it can
     /// still be (this scans /proc: call it off the request path).
     pub fn list(&self, now: SystemTime) -> Vec<PendingRole> {
-        let recs: Vec<(String, u64, u64, u64, Origin)> = {
+        type Seen = (String, u64, u64, u64, Origin, Option<(u64, &'static str)>);
+        let recs: Vec<Seen> = {
             let mut map = self.by_role.locked();
-            map.retain(|_, r| r.last_seen + PENDING_TTL > now);
+            map.retain(|_, r| r.live(now));
             map.iter()
                 .map(|(k, r)| {
                     (
@@ -103,6 +176,7 @@ impl PendingApprovals {
                         crate::util::unix_secs(r.last_seen),
                         r.requests,
                         r.origin,
+                        r.ends.map(|(at, what)| (crate::util::unix_secs(at), what)),
                     )
                 })
                 .collect()
@@ -121,7 +195,7 @@ impl PendingApprovals {
         };
         let mut out: Vec<PendingRole> = recs
             .into_iter()
-            .map(|(role, first_seen, last_seen, requests, origin)| {
+            .map(|(role, first_seen, last_seen, requests, origin, ends)| {
                 let (peer_pid, peer_exe) = match origin {
                     Origin::Tcp { inode, .. } => match procs.get(&inode) {
                         Some((pid, exe)) => (Some(*pid), exe.clone()),
@@ -136,6 +210,7 @@ impl PendingApprovals {
                     requests,
                     peer_pid,
                     peer_exe,
+                    ends,
                 }
             })
             .collect();
@@ -179,5 +254,33 @@ mod tests {
         assert_eq!(p.list(now).len(), MAX_PENDING);
         p.resolve("r0");
         assert_eq!(p.list(now).len(), MAX_PENDING - 1);
+    }
+
+    #[test]
+    fn a_job_ending_is_asked_once_per_end_and_lasts_until_that_end() {
+        let p = PendingApprovals::default();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        p.announce_to(tx);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let o = Origin::Unix { uid: 1, pid: 0 };
+        let end = t0 + Duration::from_secs(600);
+        p.record_ending("prod", o, (end, "session"), t0);
+        p.record_ending("prod", o, (end, "session"), t0 + Duration::from_secs(15));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Announcement::Ending {
+                role: "prod".into(),
+                ending: "session",
+                secs: 600
+            }
+        );
+        assert!(rx.try_recv().is_err(), "asked once for one end");
+        // Past the usual five minutes of a request, it stands until the session ends.
+        let l = p.list(t0 + Duration::from_secs(400));
+        assert_eq!(l[0].ends, Some((crate::util::unix_secs(end), "session")));
+        assert!(p.list(end).is_empty());
+        // A new end (the session was extended, and ends again) is asked again.
+        p.record_ending("prod", o, (end + Duration::from_secs(900), "session"), end);
+        assert!(rx.try_recv().is_ok());
     }
 }

@@ -266,8 +266,11 @@ impl Control {
                 role,
                 mfa_code,
                 accept_change,
+                renew,
             } => {
-                let reply = self.open(&role, mfa_code, accept_change, conn, now).await;
+                let reply = self
+                    .open(&role, mfa_code, (accept_change, renew), conn, now)
+                    .await;
                 self.with_region(reply)
             }
             Request::Approve {

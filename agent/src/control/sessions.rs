@@ -74,11 +74,13 @@ impl Control {
     }
 
     /// Opens `role` if needed: already open → `Opened`; else lead or follow the role's ceremony.
+    /// `renew`: a touch even if it is open, for a session from now (a running job's session
+    /// nearing its end).
     pub(super) async fn open(
         &self,
         role: &str,
         mfa_code: Option<Secret>,
-        accept_change: bool,
+        (accept_change, renew): (bool, bool),
         conn: &Conn,
         now: SystemTime,
     ) -> Response {
@@ -95,7 +97,7 @@ impl Control {
             .sessions
             .status(now)
             .into_iter()
-            .find(|s| s.role == role && !s.held)
+            .find(|s| s.role == role && !s.held && !renew)
         {
             // The session is open: serve it, fetching at once if its credentials ran out (a
             // laptop resuming from sleep) — a valid session never asks for another touch.

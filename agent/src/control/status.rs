@@ -28,6 +28,8 @@ impl Control {
                 requests: p.requests,
                 peer_pid: p.peer_pid,
                 peer_exe: p.peer_exe,
+                ends_at: p.ends.map(|(at, _)| at),
+                ending: p.ends.map(|(_, what)| what.to_owned()),
             })
             .collect()
     }

@@ -291,6 +291,36 @@ impl Sessions {
             .is_some_and(|s| s.active(now, idle) && s.held(now, idle))
     }
 
+    /// The sessions running jobs hold that end by `now + ahead`: (role, when, what ends: the
+    /// "session", or the "MFA session" whose credentials its refreshes need, when that ends
+    /// first or with it, so that extending it takes a new code), sorted by role.
+    pub fn jobs_ending(
+        &self,
+        now: SystemTime,
+        ahead: Duration,
+    ) -> Vec<(String, SystemTime, &'static str)> {
+        let idle = self.config().idle_timeout;
+        let slots: Vec<Arc<RoleSlot>> = self.inner.roles.read().values().cloned().collect();
+        let mfa = self.inner.mfa.locked();
+        let mut out: Vec<(String, SystemTime, &'static str)> = slots
+            .iter()
+            .filter(|s| s.leased() && s.active(now, idle))
+            .filter_map(|s| {
+                let mut end = (s.expires_at, "session");
+                if let (Some(serial), false) = (&s.spec.mfa_serial, s.spec.mfa_on_assume_role()) {
+                    if let Some(m) = mfa.get(&s.spec.source).filter(|m| m.serial == *serial) {
+                        if m.creds.expiration <= end.0 + Duration::from_secs(60) {
+                            end = (m.creds.expiration.min(end.0), "MFA session");
+                        }
+                    }
+                }
+                (end.0 <= now + ahead).then(|| (s.spec.name.clone(), end.0, end.1))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// A screen lock: the sessions no running job holds end, as with `lock()`; those a job
     /// holds stay open for the jobs only. The MFA sessions, opened sources and Identity Center
     /// logins the held sessions need are kept; every other one is wiped. Returns how many
@@ -538,8 +568,10 @@ impl Sessions {
             let mut roles = self.inner.roles.write();
             roles.insert(role.to_owned(), Arc::clone(&slot))
         };
-        // Re-opening keeps still-good credentials that fit inside the new session.
-        if let Some(prev) = previous.filter(|p| p.spec == slot.spec) {
+        // Re-opening keeps still-good credentials that fit inside the new session; not when a
+        // code came with it: those credentials hang on the MFA session the code renews (a
+        // running job's session extended before its MFA session ends).
+        if let Some(prev) = previous.filter(|p| p.spec == slot.spec && mfa_code.is_none()) {
             let deadline = slot.credential_deadline(&self.config());
             if let Some(c) = prev.credentials().filter(|c| c.expiration <= deadline) {
                 slot.set_credentials(Some(c));

@@ -62,6 +62,7 @@ pub fn open_role(agent: &mut Agent, role: &str, args: &TouchArgs) -> Result<Open
             role: role.to_owned(),
             mfa_code: mfa_code.clone(),
             accept_change: args.accept_change,
+            renew: args.renew,
         })?;
         match resp {
             Response::Opened {

@@ -464,7 +464,7 @@ pub fn lock(socket: &Path) -> Result<String> {
 /// `credctl watch`: takes the touch for each role an SDK asks for.
 pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
-    let mut handled: HashSet<(String, u64)> = HashSet::new();
+    let mut handled: HashSet<(String, u64, Option<u64>)> = HashSet::new();
     if !once {
         eprintln!("credctl: watching for approvals (Ctrl-C to stop)");
     }
@@ -474,7 +474,7 @@ pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
             other => return Err(unexpected(&other)),
         };
         for p in pending {
-            if !handled.insert((p.role.clone(), p.first_seen)) {
+            if !handled.insert((p.role.clone(), p.first_seen, p.ends_at)) {
                 continue;
             }
             let who = match (&p.peer_exe, p.peer_pid) {
@@ -482,11 +482,24 @@ pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
                 (None, Some(pid)) => format!("pid {pid}"),
                 _ => "a process that has exited".into(),
             };
-            eprintln!(
-                "credctl: role {} requested by {who} ({} request(s))",
-                p.role, p.requests
-            );
-            match open_role(&mut agent, &p.role, touch) {
+            // A running job's session about to end is extended with a touch for a new one.
+            let mut touch = touch.clone();
+            if let (Some(at), Some(what)) = (p.ends_at, &p.ending) {
+                eprintln!(
+                    "credctl: the {} of role {} ends under a running job, {who} ({}): touch to \
+                     extend it",
+                    crate::text::printable(what),
+                    p.role,
+                    until(at)
+                );
+                touch.renew = true;
+            } else {
+                eprintln!(
+                    "credctl: role {} requested by {who} ({} request(s))",
+                    p.role, p.requests
+                );
+            }
+            match open_role(&mut agent, &p.role, &touch) {
                 Ok(o) => eprintln!("credctl: role {} is open ({})", p.role, until(o.expires_at)),
                 Err(f) => eprintln!("credctl: role {} not opened: {f}", p.role),
             }

@@ -217,6 +217,18 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     if !info.pending.is_empty() {
         out.push_str("pending    (run `credctl watch`, or `credctl use ROLE`)\n");
         for p in &info.pending {
+            if let (Some(at), Some(what)) = (p.ends_at, &p.ending) {
+                out.push_str(&format!(
+                    "  {:<18} its {} ends in {} under a running job ({}): `credctl use --renew \
+                     {}` extends it\n",
+                    p.role,
+                    crate::text::printable(what),
+                    crate::commands::roles::remaining(at.saturating_sub(now_secs())),
+                    p.peer_exe.as_deref().unwrap_or("a process that has exited"),
+                    p.role
+                ));
+                continue;
+            }
             out.push_str(&format!(
                 "  {:<18} {} request(s) from {}\n",
                 p.role,
