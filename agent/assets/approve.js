@@ -57,6 +57,9 @@
         row("Note", "this takes a touch without the PIN and one with it, which only credctl can take: run `credctl key pin` in a terminal"),
         row("Asked by", info.requester),
       );
+    } else if (info.kind === "allow_program") {
+      $("title").textContent = "Let a program use AWS role " + info.role + "?";
+      box.append(row("Role", info.role), row("Allows", info.what), row("Touch", "a key you registered before"), row("Asked by", info.requester));
     } else if (info.kind === "authorize_key_remove") {
       $("title").textContent = "Allow removing security key \u201c" + info.name + "\u201d?";
       box.append(row("Key to remove", info.name), row("Touch", "a key you registered before"), row("Asked by", info.requester));

@@ -47,6 +47,54 @@ pub struct Config {
     pub approval: ApprovalPolicy,
     /// What locks the agent besides `credctl lock`: `suspend`, `screen-lock` (default both).
     pub lock_on: Vec<crate::lock_signals::LockOn>,
+    /// Per-role program rules (`[roles.NAME]`: `allow`, `confirm`).
+    pub roles: std::collections::BTreeMap<String, RoleRules>,
+}
+
+/// `[roles.NAME]`: which programs may use the role's session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleRules {
+    /// Executables (absolute paths) that may use the role; empty or absent: any.
+    pub allow: Vec<PathBuf>,
+    /// `each-process`: the first request of each new process waits for a touch.
+    pub confirm: ConfirmRule,
+}
+
+/// `confirm` of a `[roles.NAME]` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfirmRule {
+    #[default]
+    Never,
+    EachProcess,
+}
+
+impl Config {
+    /// The program rules as the sessions apply them: each listed path resolved as the kernel
+    /// names a running program (`/proc/PID/exe`), so a symlink in the list matches its target.
+    pub fn program_policies(&self) -> crate::sessions::ProgramPolicies {
+        let map = self
+            .roles
+            .iter()
+            .map(|(name, rules)| {
+                let allow = rules
+                    .allow
+                    .iter()
+                    .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+                    .collect();
+                let confirm = match rules.confirm {
+                    ConfirmRule::Never => crate::sessions::Confirm::Never,
+                    ConfirmRule::EachProcess => crate::sessions::Confirm::EachProcess,
+                };
+                (
+                    name.clone(),
+                    crate::sessions::ProgramPolicy { allow, confirm },
+                )
+            })
+            .collect();
+        std::sync::Arc::new(map)
+    }
 }
 
 impl Default for Config {
@@ -63,6 +111,7 @@ impl Default for Config {
             mfa_session_ttl: Duration::from_secs(12 * 3600),
             approval: ApprovalPolicy::default(),
             lock_on: crate::lock_signals::default_lock_on(),
+            roles: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -143,6 +192,32 @@ impl Config {
                 ),
             });
         }
+        // A program list names programs by absolute path (what the kernel reports), in words a
+        // terminal shows as they are (the touch shows them).
+        for (role, rules) in &config.roles {
+            let bad_name =
+                role.is_empty() || role.chars().any(|c| c.is_control() || c.is_whitespace());
+            if bad_name {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: format!(
+                        "[roles.{role:?}] is not a role name: use the profile name of                          ~/.aws/config"
+                    ),
+                });
+            }
+            if let Some(p) = rules
+                .allow
+                .iter()
+                .find(|p| !p.is_absolute() || p.to_string_lossy().chars().any(char::is_control))
+            {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: format!(
+                        "[roles.{role}] allow = {p:?}: name each program by its absolute path                          (as `command -v PROGRAM` prints it), without control characters"
+                    ),
+                });
+            }
+        }
         // An MFA session shorter than a role session cannot refresh the role to its end: the
         // session would show hours left while every refresh failed.
         if config.mfa_session_ttl < config.session_ttl {
@@ -210,6 +285,18 @@ impl Config {
             })
             .collect();
         s.set("approval.attestation_ca", format!("[{}]", cas.join(", ")));
+        for (role, rules) in &self.roles {
+            let allow: Vec<String> = rules
+                .allow
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            s.set(
+                &format!("roles.{role}.allow"),
+                format!("[{}]", allow.join(", ")),
+            );
+            s.set(&format!("roles.{role}.confirm"), word(&rules.confirm));
+        }
         s
     }
 }

@@ -54,6 +54,7 @@ const ORDER: &[(&str, &[&str])] = &[
         &[
             "approval",
             "generation",
+            "procs",
             "profiles",
             "sources",
             "sts",

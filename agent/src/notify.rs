@@ -83,6 +83,16 @@ fn text(what: &Announcement) -> (String, String) {
                 ),
             )
         }
+        Announcement::Program { role, exe, pid } => {
+            let role = display_role(role);
+            let exe = display_role(exe);
+            (
+                format!("Allow {exe} to use AWS role {role}?"),
+                format!(
+                    "{exe} (pid {pid}) asked for role {role}, which config.toml does not let it use.\nRun `credctl allow {role} --pid {pid}` (or `credctl watch`) and touch your security key to allow it."
+                ),
+            )
+        }
     }
 }
 

@@ -64,6 +64,42 @@ impl ProcessId {
     pub fn exe(&self) -> Option<String> {
         exe_of(self.pid)
     }
+
+    /// Its parent, while this process still runs.
+    pub fn parent(&self) -> Option<ProcessId> {
+        let (ppid, start) = stat(self.pid)?;
+        if start != self.start {
+            return None;
+        }
+        ProcessId::of(ppid)
+    }
+
+    /// Its command line, arguments joined by spaces (empty for a kernel thread or a zombie).
+    pub fn command_line(&self) -> String {
+        std::fs::read(format!("/proc/{}/cmdline", self.pid))
+            .map(|raw| {
+                raw.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Every process that holds the socket `inode` (a socket passed on, or inherited across a
+/// fork, has several): one scan of `/proc`.
+pub fn holders_of(inode: u32) -> Vec<ProcessId> {
+    let target = format!("socket:[{inode}]");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| socket_fd(*pid, &target, |_, _| {}).is_some())
+        .filter_map(ProcessId::of)
+        .collect()
 }
 
 /// The executable process `pid` runs, as `/proc/PID/exe` names it.

@@ -89,6 +89,7 @@ impl Built {
             session_ttl: config.session_ttl,
             idle_timeout: (config.idle_timeout > Duration::ZERO).then_some(config.idle_timeout),
             mfa_session_ttl: config.mfa_session_ttl,
+            programs: config.program_policies(),
             ..SessionConfig::default()
         };
         Ok(Built {

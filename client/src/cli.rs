@@ -309,7 +309,23 @@ pub enum Command {
     /// List or revoke the live endpoint tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Follow pending approvals (SDK requests for roles with no session) and take the touch.
+    /// Let a program use a role its `[roles.NAME]` rules in config.toml refuse, with a touch,
+    /// until the role's session ends (`credctl status` lists the programs that asked).
+    Allow {
+        /// The role.
+        #[arg(value_parser = name_arg, add = clap_complete::engine::ArgValueCompleter::new(crate::completion::role_names))]
+        role: String,
+        /// The process to allow (its pid).
+        #[arg(long)]
+        pid: i32,
+        /// Allow every process of that program, not just this one.
+        #[arg(long)]
+        program: bool,
+        #[command(flatten)]
+        touch: crate::cli::AuthArgs,
+    },
+    /// Follow pending approvals (SDK requests for roles with no session, programs a role's
+    /// rules refused, running jobs' sessions about to end) and take the touch.
     Watch {
         #[command(flatten)]
         touch: TouchArgs,

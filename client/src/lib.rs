@@ -137,6 +137,12 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Token(TokenCommand::List { json }) => tokens::list(&socket, json)?,
         Command::Token(TokenCommand::Revoke { id }) => tokens::revoke(&socket, &id)?,
         Command::Watch { touch, once } => session::watch(&socket, &touch, once)?,
+        Command::Allow {
+            role,
+            pid,
+            program,
+            touch,
+        } => session::allow(&socket, &role, pid, program, &touch)?,
         Command::Audit { follow, json } => audit::audit(follow, json)?,
         Command::Completions { shell } => crate::completion::registration(shell)
             .map_err(|e| Failure::failed(format!("cannot write the completion script: {e}")))?,

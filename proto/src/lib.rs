@@ -75,6 +75,7 @@ impl Request {
             | Request::KeyAddFinish { .. }
             | Request::KeyRemove { .. }
             | Request::Confirm { .. }
+            | Request::AllowProgram { .. }
             | Request::Reload
             | Request::KeyPin { .. }
             | Request::Credentials { .. } => timeouts::CLIENT_WAIT,

@@ -26,6 +26,15 @@ pub enum Request {
     /// End every role session and wipe every cached credential (`credctl lock`).
     Lock,
 
+    /// `credctl allow`: let process `pid` (with `program`, every process of its program) use
+    /// `role`'s open session although the role's program rules (`[roles.NAME]`) refuse it,
+    /// until that session ends. Answered with a [`Response::Challenge`], then `Ok`.
+    AllowProgram {
+        role: String,
+        pid: i32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        program: bool,
+    },
     /// Begin registering a FIDO credential named `name`: answered with [`Response::Challenge`].
     KeyAddStart {
         name: String,
@@ -651,6 +660,14 @@ pub struct PendingInfo {
     /// What ends then ("session", "MFA session").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ending: Option<String>,
+    /// A program the role's rules (`[roles.NAME]`) refused: its executable, pid and command
+    /// line; `credctl allow ROLE --pid PID` (a touch) lets it use the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<String>,
 }
 
 /// A touch the agent is asking for right now: one at a time, so every other approval waits for

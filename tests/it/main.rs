@@ -23,6 +23,7 @@ mod lifecycle;
 mod lock_signals;
 mod newcomer;
 mod notify;
+mod programs;
 mod protocol;
 mod region;
 mod reload;

@@ -89,6 +89,15 @@ pub enum Purpose {
     MoveToPin,
     /// `credctl reload`: confirm the settings config.toml says now, then put them in force.
     Reload,
+    /// `credctl allow`: let a process (or, with `process` `None`, every process of the
+    /// program `exe`) use `role`'s open session despite the role's program rules. `shown` is
+    /// what the touch is for, in words.
+    AllowProgram {
+        role: String,
+        exe: std::path::PathBuf,
+        process: Option<crate::procs::ProcessId>,
+        shown: String,
+    },
 }
 
 impl Purpose {
@@ -105,6 +114,7 @@ impl Purpose {
             Purpose::Confirm => "confirm settings".to_owned(),
             Purpose::MoveToPin => "key pin".to_owned(),
             Purpose::Reload => "reload settings".to_owned(),
+            Purpose::AllowProgram { role, .. } => format!("allow program: {role}"),
         }
     }
 
@@ -125,7 +135,10 @@ impl Purpose {
             Purpose::MoveToPin => {
                 Some("moving your keys' copies of the vault to their PIN".to_owned())
             }
-            Purpose::Role(_) | Purpose::Confirm | Purpose::Reload => None,
+            Purpose::Role(_)
+            | Purpose::Confirm
+            | Purpose::Reload
+            | Purpose::AllowProgram { .. } => None,
         }
     }
 
@@ -135,6 +148,7 @@ impl Purpose {
             Purpose::Role(role) => format!("role {role}"),
             Purpose::Confirm => "confirming the agent's settings".to_owned(),
             Purpose::Reload => "applying the settings config.toml has now".to_owned(),
+            Purpose::AllowProgram { shown, .. } => shown.clone(),
             other => other.key_change().unwrap_or_default(),
         }
     }

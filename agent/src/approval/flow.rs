@@ -31,6 +31,14 @@ pub trait SessionOpener: Send + Sync {
         mfa_code: Option<SecretString>,
         now: SystemTime,
     ) -> Result<Opened, crate::refusal::Refusal>;
+
+    /// A touch allowed `process` (or every process of `exe`) to use `role`'s open session.
+    fn allow_program(
+        &self,
+        role: &str,
+        exe: std::path::PathBuf,
+        process: Option<crate::procs::ProcessId>,
+    ) -> Result<(), crate::refusal::Refusal>;
 }
 
 /// Who asks for a ceremony: the control connection (0 for none) and a description of the
@@ -1043,6 +1051,28 @@ impl Approvals {
                 Code::Internal,
                 "a seal touch reached the approval path: this is a bug",
             ),
+            Purpose::AllowProgram {
+                role,
+                exe,
+                process,
+                shown,
+            } => {
+                let result = self.opener.allow_program(role, exe.clone(), *process);
+                let refused = result.as_ref().err().map(|r| r.code.as_str());
+                self.audit.record(
+                    now,
+                    Event::action("program_allow", who, refused)
+                        .role(role)
+                        .subject(shown),
+                );
+                match result {
+                    Ok(()) => {
+                        self.pending.resolve(role);
+                        TouchOutcome::Done
+                    }
+                    Err(r) => TouchOutcome::Refused(r),
+                }
+            }
             Purpose::Role(role) => {
                 tracing::info!(
                     role = %role,
@@ -1263,6 +1293,22 @@ impl Approvals {
             Ok(Begin::Lead(id, options)) => {
                 self.pseudo_challenge(id, &Purpose::Confirm, purpose, options)
             }
+            Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
+            Err(e) => e.outcome(),
+        }
+    }
+
+    /// `credctl allow`: the touch that lets a process (or a program) use an open session the
+    /// role's program rules would refuse it. `shown` says which, in words.
+    pub async fn allow_program_start(
+        &self,
+        purpose: Purpose,
+        who: &Requester,
+        now: SystemTime,
+    ) -> TouchOutcome {
+        let shown = purpose.describe();
+        match self.take_turn(&purpose, who, None, None, false, now).await {
+            Ok(Begin::Lead(id, options)) => self.pseudo_challenge(id, &purpose, shown, options),
             Ok(Begin::Follow(rx)) => ceremony::wait(rx).await,
             Err(e) => e.outcome(),
         }

@@ -42,7 +42,7 @@ pub use flow::{
 };
 pub use keys::{KeyInfo, KEYS_FILE};
 pub use outcome::{Challenge, ChallengeStep, Opened, TouchOutcome};
-pub use pending::{Announcement, PendingApprovals, PendingRole};
+pub use pending::{Announcement, PendingApprovals, PendingRole, ProgramAsk};
 pub use policy::{
     known_software, ApprovalPolicy, AuthenticatorKind, Sealing, UserVerification,
     KNOWN_SOFTWARE_AAGUIDS,

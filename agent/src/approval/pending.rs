@@ -22,6 +22,16 @@ struct Rec {
     origin: Origin,
     /// A running job's session ends then (what ends: "session", "MFA session").
     ends: Option<(SystemTime, &'static str)>,
+    /// A program the role's rules do not serve (yet) asked for it.
+    program: Option<ProgramAsk>,
+}
+
+/// A process refused by a role's program rules, which a touch may allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramAsk {
+    pub process: crate::procs::ProcessId,
+    pub exe: String,
+    pub command_line: String,
 }
 
 impl Rec {
@@ -41,6 +51,8 @@ pub enum Announcement {
         ending: &'static str,
         secs: u64,
     },
+    /// A program the role's rules do not serve asked for it.
+    Program { role: String, exe: String, pid: i32 },
 }
 
 /// A role requested over the endpoint with no session open, for `status` and `credctl watch`.
@@ -55,6 +67,8 @@ pub struct PendingRole {
     pub peer_exe: Option<String>,
     /// For an extension: when the running job's session (or its MFA session) ends, and which.
     pub ends: Option<(u64, &'static str)>,
+    /// For a program the role's rules refused: which, to allow with a touch.
+    pub program: Option<ProgramAsk>,
 }
 
 /// Pending approvals by role.
@@ -92,6 +106,7 @@ impl PendingApprovals {
                 requests: 1,
                 origin,
                 ends: None,
+                program: None,
             },
         );
         drop(map);
@@ -129,6 +144,7 @@ impl PendingApprovals {
                     requests: 0,
                     origin,
                     ends: Some((ends_at, ending)),
+                    program: None,
                 },
             );
         }
@@ -138,6 +154,52 @@ impl PendingApprovals {
             ending,
             secs: ends_at.duration_since(now).unwrap_or_default().as_secs(),
         });
+    }
+
+    /// A process the role's program rules refused asked for `role`: a touch may allow it
+    /// (`credctl allow`, `credctl watch`). Announced once per process.
+    pub fn record_program(&self, role: &str, ask: ProgramAsk, now: SystemTime) {
+        let origin = Origin::Unix {
+            uid: nix::unistd::getuid().as_raw(),
+            pid: ask.process.pid,
+        };
+        let mut map = self.by_role.locked();
+        let announce = Announcement::Program {
+            role: role.to_owned(),
+            exe: ask.exe.clone(),
+            pid: ask.process.pid,
+        };
+        if let Some(rec) = map.get_mut(role) {
+            rec.last_seen = now;
+            rec.requests += 1;
+            if rec
+                .program
+                .as_ref()
+                .is_some_and(|p| p.process == ask.process)
+            {
+                return;
+            }
+            rec.origin = origin;
+            rec.program = Some(ask);
+        } else {
+            map.retain(|_, r| r.live(now));
+            if map.len() >= MAX_PENDING {
+                return;
+            }
+            map.insert(
+                role.to_owned(),
+                Rec {
+                    first_seen: now,
+                    last_seen: now,
+                    requests: 1,
+                    origin,
+                    ends: None,
+                    program: Some(ask),
+                },
+            );
+        }
+        drop(map);
+        self.announce(announce);
     }
 
     fn announce(&self, what: Announcement) {
@@ -164,7 +226,15 @@ impl PendingApprovals {
     /// Live pending approvals, oldest first, with the requesting process resolved where it can
     /// still be (this scans /proc: call it off the request path).
     pub fn list(&self, now: SystemTime) -> Vec<PendingRole> {
-        type Seen = (String, u64, u64, u64, Origin, Option<(u64, &'static str)>);
+        type Seen = (
+            String,
+            u64,
+            u64,
+            u64,
+            Origin,
+            Option<(u64, &'static str)>,
+            Option<ProgramAsk>,
+        );
         let recs: Vec<Seen> = {
             let mut map = self.by_role.locked();
             map.retain(|_, r| r.live(now));
@@ -177,6 +247,7 @@ impl PendingApprovals {
                         r.requests,
                         r.origin,
                         r.ends.map(|(at, what)| (crate::util::unix_secs(at), what)),
+                        r.program.clone(),
                     )
                 })
                 .collect()
@@ -195,24 +266,27 @@ impl PendingApprovals {
         };
         let mut out: Vec<PendingRole> = recs
             .into_iter()
-            .map(|(role, first_seen, last_seen, requests, origin, ends)| {
-                let (peer_pid, peer_exe) = match origin {
-                    Origin::Tcp { inode, .. } => match procs.get(&inode) {
-                        Some((pid, exe)) => (Some(*pid), exe.clone()),
-                        None => (None, None),
-                    },
-                    Origin::Unix { pid, .. } => (Some(pid), crate::procs::exe_of(pid)),
-                };
-                PendingRole {
-                    role,
-                    first_seen,
-                    last_seen,
-                    requests,
-                    peer_pid,
-                    peer_exe,
-                    ends,
-                }
-            })
+            .map(
+                |(role, first_seen, last_seen, requests, origin, ends, program)| {
+                    let (peer_pid, peer_exe) = match origin {
+                        Origin::Tcp { inode, .. } => match procs.get(&inode) {
+                            Some((pid, exe)) => (Some(*pid), exe.clone()),
+                            None => (None, None),
+                        },
+                        Origin::Unix { pid, .. } => (Some(pid), crate::procs::exe_of(pid)),
+                    };
+                    PendingRole {
+                        role,
+                        first_seen,
+                        last_seen,
+                        requests,
+                        peer_pid,
+                        peer_exe,
+                        ends,
+                        program,
+                    }
+                },
+            )
             .collect();
         out.sort_by_key(|p| p.first_seen);
         out

@@ -273,6 +273,9 @@ impl Control {
                     .await;
                 self.with_region(reply)
             }
+            Request::AllowProgram { role, pid, program } => {
+                self.allow_program(&role, pid, program, conn, now).await
+            }
             Request::Approve {
                 ceremony_id,
                 credential,

@@ -41,6 +41,129 @@ impl Control {
         )
     }
 
+    /// For a role only some programs may use: the refusal of a control request that hands its
+    /// credentials out (`credential_process`, `export`, `console`), judged by the program that
+    /// ran credctl (its parent), which gets them. `None`: allowed.
+    fn program_refusal(&self, role: &str, conn: &Conn, now: SystemTime) -> Option<Response> {
+        if !self.sessions.restricts(role) {
+            return None;
+        }
+        let asker = crate::procs::ProcessId::of(conn.pid).and_then(|p| p.parent());
+        let result = match asker {
+            Some(p) => self.sessions.check_program(role, p),
+            None => Err(crate::sessions::ProgramRefusal {
+                process: crate::procs::ProcessId {
+                    pid: conn.pid,
+                    start: 0,
+                },
+                exe: None,
+                why: crate::sessions::ProgramProblem::Unknown,
+            }),
+        };
+        let refusal = result.err()?;
+        if refusal.approvable() {
+            self.pending.record_program(
+                role,
+                crate::approval::ProgramAsk {
+                    process: refusal.process,
+                    exe: refusal
+                        .exe
+                        .as_ref()
+                        .map(|e| e.display().to_string())
+                        .unwrap_or_default(),
+                    command_line: refusal.process.command_line(),
+                },
+                now,
+            );
+        }
+        Some(Response::error(ErrorCode::Policy, refusal.message(role)))
+    }
+
+    /// `credctl allow`: the touch that lets process `pid` (with `program_wide`, every process
+    /// of its program) use `role`'s open session, which the role's program rules refuse it.
+    pub(super) async fn allow_program(
+        &self,
+        role: &str,
+        pid: i32,
+        program_wide: bool,
+        conn: &Conn,
+        now: SystemTime,
+    ) -> Response {
+        if let Err(e) = crate::approval::check_role_name(role) {
+            return Response::from(e.refusal());
+        }
+        if !self.sessions.restricts(role) {
+            return Response::error(
+                ErrorCode::Refused,
+                format!(
+                    "role {role} has no program rules in config.toml ([roles.{role}]): every \
+                     program may use its session already"
+                ),
+            );
+        }
+        let open = self
+            .sessions
+            .status(now)
+            .into_iter()
+            .any(|s| s.role == role && !s.held);
+        if !open {
+            return Response::error(
+                ErrorCode::NotFound,
+                format!(
+                    "role {role} has no open session: open it first (`credctl use {role}`); a \
+                     program is allowed for one session"
+                ),
+            );
+        }
+        let Some(process) = crate::procs::ProcessId::of(pid) else {
+            return Response::error(
+                ErrorCode::NotFound,
+                format!("no process {pid} runs: check the pid (`credctl status` lists those that asked)"),
+            );
+        };
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            return Response::error(
+                ErrorCode::NotFound,
+                format!("the program of process {pid} cannot be read (has it exited?)"),
+            );
+        };
+        // Shown before the touch: nothing the process chose may steer the terminal.
+        let plain = |s: &str| -> String {
+            s.chars()
+                .take(200)
+                .flat_map(|c| {
+                    if c.is_control() {
+                        c.escape_default().collect::<Vec<_>>()
+                    } else {
+                        vec![c]
+                    }
+                })
+                .collect()
+        };
+        let exe_shown = plain(&exe.display().to_string());
+        let command = plain(&process.command_line());
+        let shown = if program_wide {
+            format!(
+                "to let every process of {exe_shown} use role {role} until its session ends \
+                 (asked for by pid {pid}: {command})"
+            )
+        } else {
+            format!(
+                "to let {exe_shown} (pid {pid}: {command}) use role {role} until its session ends"
+            )
+        };
+        let purpose = crate::approval::Purpose::AllowProgram {
+            role: role.to_owned(),
+            exe,
+            process: (!program_wide).then_some(process),
+            shown,
+        };
+        self.approvals
+            .allow_program_start(purpose, &conn.requester(), now)
+            .await
+            .into()
+    }
+
     /// `credctl roles`: the roles of `~/.aws/config` as it is now, with their sessions.
     pub(super) fn roles(&self, now: SystemTime) -> Response {
         match self.fresh_profiles() {
@@ -61,7 +184,10 @@ impl Control {
         conn: &Conn,
         now: SystemTime,
     ) -> Response {
-        let reply = self.console(role, destination, region, now).await;
+        let reply = match self.program_refusal(role, conn, now) {
+            Some(refused) => refused,
+            None => self.console(role, destination, region, now).await,
+        };
         let refused = match &reply {
             Response::Error { code, .. } => Some(code.as_str()),
             _ => None,
@@ -268,6 +394,18 @@ impl Control {
         conn: &Conn,
         now: SystemTime,
     ) -> Response {
+        if let Some(refused) = self.program_refusal(role, conn, now) {
+            self.audit(
+                now,
+                Event::action(
+                    "credential_process",
+                    &conn.peer(),
+                    Some("program_not_allowed"),
+                )
+                .role(role),
+            );
+            return refused;
+        }
         let result = self.sessions.credentials(role, now).await;
         let (outcome, reason) = match &result {
             Ok(_) => (Outcome::Served, None),

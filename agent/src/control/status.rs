@@ -30,6 +30,9 @@ impl Control {
                 peer_exe: p.peer_exe,
                 ends_at: p.ends.map(|(at, _)| at),
                 ending: p.ends.map(|(_, what)| what.to_owned()),
+                program: p.program.as_ref().map(|a| a.exe.clone()),
+                program_pid: p.program.as_ref().map(|a| a.process.pid),
+                command_line: p.program.as_ref().map(|a| a.command_line.clone()),
             })
             .collect()
     }

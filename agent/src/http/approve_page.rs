@@ -148,6 +148,10 @@ impl Page {
             Kind::Approve(Purpose::Confirm) => serde_json::json!({
                 "kind": "confirm", "requester": view.requester, "options": view.options,
             }),
+            Kind::Approve(purpose @ Purpose::AllowProgram { role, .. }) => serde_json::json!({
+                "kind": "allow_program", "role": role, "what": purpose.describe(),
+                "requester": view.requester, "options": view.options,
+            }),
             Kind::Approve(Purpose::Reload) => serde_json::json!({
                 "kind": "reload", "changes": self.approvals.reload_changes(),
                 "requester": view.requester, "options": view.options,
@@ -309,6 +313,10 @@ impl Page {
                     Some(Kind::Approve(Purpose::Confirm)) => {
                         "Confirmed: your key opened the vault and the agent's settings are the \
                          ones your touches vouched for. You can close this tab."
+                    }
+                    Some(Kind::Approve(Purpose::AllowProgram { .. })) => {
+                        "Allowed: the program may use the role until its session ends. You can \
+                         close this tab."
                     }
                     Some(Kind::Approve(Purpose::Reload)) => {
                         "Applied: credagent now runs with the settings config.toml has; every \

@@ -75,6 +75,8 @@ pub(crate) struct RoleSlot {
     /// Held for its running jobs (a screen lock came while they ran): served to them only;
     /// anyone else needs a new touch.
     held: AtomicBool,
+    /// The processes and programs touches allowed to use this session (`[roles.NAME]`).
+    pub grants: Mutex<super::programs::Grants>,
 }
 
 impl RoleSlot {
@@ -101,6 +103,7 @@ impl RoleSlot {
             spread_permille: AtomicU64::new(0),
             leases,
             held: AtomicBool::new(false),
+            grants: Mutex::new(Default::default()),
         }
     }
 

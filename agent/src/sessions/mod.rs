@@ -4,6 +4,7 @@
 mod cache;
 mod error;
 mod fetch;
+mod programs;
 mod refresh;
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ use crate::util::{LockExt, RwLockExt};
 use cache::{MfaSession, RoleSlot};
 pub use cache::{DEFAULT_ROLE_DURATION, MAX_CHAINED_DURATION, MIN_STS_DURATION};
 pub use error::SessionError;
+pub use programs::{Confirm, ProgramPolicies, ProgramPolicy, ProgramProblem, ProgramRefusal};
 
 /// Longest role session one touch may open.
 pub const MAX_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -57,6 +59,8 @@ pub struct SessionConfig {
     /// The background refresher starts at most one refresh per this interval (5 a second), so
     /// hundreds of sessions due at once reach STS spaced out, never in one burst.
     pub refresh_pace: Duration,
+    /// The roles whose sessions only some programs may use (`[roles.NAME]` in config.toml).
+    pub programs: ProgramPolicies,
 }
 
 impl Default for SessionConfig {
@@ -70,6 +74,7 @@ impl Default for SessionConfig {
             refresh_retry: Duration::from_secs(60),
             refresh_spread: Duration::from_secs(5 * 60),
             refresh_pace: Duration::from_millis(200),
+            programs: ProgramPolicies::default(),
         }
     }
 }
@@ -291,6 +296,55 @@ impl Sessions {
             .is_some_and(|s| s.active(now, idle) && s.held(now, idle))
     }
 
+    /// Whether only some programs may use `role` (cheap: the endpoint asks on every request).
+    pub fn restricts(&self, role: &str) -> bool {
+        let config = self.inner.config.read_locked();
+        !config.programs.is_empty() && config.programs.get(role).is_some_and(|p| p.restricts())
+    }
+
+    /// Whether `process` may use `role`'s session: its program on the role's list (or granted
+    /// by a touch for this session), and, where each process is confirmed, this process
+    /// granted. A role without rules, or without a session, refuses nothing here.
+    pub fn check_program(
+        &self,
+        role: &str,
+        process: crate::procs::ProcessId,
+    ) -> Result<(), ProgramRefusal> {
+        let config = self.config();
+        let Some(policy) = config.programs.get(role).filter(|p| p.restricts()) else {
+            return Ok(());
+        };
+        let Some(slot) = self.slot(role) else {
+            return Ok(());
+        };
+        let grants = slot.grants.locked();
+        programs::check(policy, &grants, process)
+    }
+
+    /// A touch allowed `process` (or, with `process` `None`, every process running `exe`) to
+    /// use `role`'s open session, until that session ends.
+    pub fn allow_program(
+        &self,
+        role: &str,
+        exe: std::path::PathBuf,
+        process: Option<crate::procs::ProcessId>,
+    ) -> Result<(), SessionError> {
+        let slot = self
+            .slot(role)
+            .filter(|s| s.active(SystemTime::now(), self.config().idle_timeout))
+            .ok_or_else(|| SessionError::NoSession {
+                role: role.to_owned(),
+            })?;
+        let mut grants = slot.grants.locked();
+        match process {
+            Some(p) => grants.processes.insert(p),
+            None => grants.programs.insert(exe),
+        };
+        // Every answer remembered for a connection was decided without this grant.
+        self.inner.roles.generation().bump();
+        Ok(())
+    }
+
     /// The sessions running jobs hold that end by `now + ahead`: (role, when, what ends: the
     /// "session", or the "MFA session" whose credentials its refreshes need, when that ends
     /// first or with it, so that extending it takes a new code), sorted by role.
@@ -381,6 +435,8 @@ impl Sessions {
     /// apply to them from now on.
     pub fn set_config(&self, config: SessionConfig) {
         *self.inner.config.write_locked() = Arc::new(Self::bounded(config));
+        // The program rules may have changed: no answer remembered under the old ones stands.
+        self.inner.roles.generation().bump();
     }
 
     fn bounded(mut config: SessionConfig) -> SessionConfig {
@@ -571,7 +627,12 @@ impl Sessions {
         // Re-opening keeps still-good credentials that fit inside the new session; not when a
         // code came with it: those credentials hang on the MFA session the code renews (a
         // running job's session extended before its MFA session ends).
-        if let Some(prev) = previous.filter(|p| p.spec == slot.spec && mfa_code.is_none()) {
+        let previous = previous.filter(|p| p.spec == slot.spec);
+        // What touches allowed programs to do with the session carries over to its renewal.
+        if let Some(prev) = &previous {
+            *slot.grants.locked() = std::mem::take(&mut *prev.grants.locked());
+        }
+        if let Some(prev) = previous.filter(|_| mfa_code.is_none()) {
             let deadline = slot.credential_deadline(&self.config());
             if let Some(c) = prev.credentials().filter(|c| c.expiration <= deadline) {
                 slot.set_credentials(Some(c));
@@ -785,6 +846,15 @@ fn secs_left(t: SystemTime, now: SystemTime) -> u64 {
 
 #[async_trait]
 impl crate::approval::SessionOpener for Sessions {
+    fn allow_program(
+        &self,
+        role: &str,
+        exe: std::path::PathBuf,
+        process: Option<crate::procs::ProcessId>,
+    ) -> Result<(), crate::refusal::Refusal> {
+        Sessions::allow_program(self, role, exe, process).map_err(|e| e.refusal())
+    }
+
     async fn open_approved(
         &self,
         approval: Approval,

@@ -461,10 +461,57 @@ pub fn lock(socket: &Path) -> Result<String> {
     Ok("every session ended and every cached credential wiped\n".into())
 }
 
+/// `credctl allow`: the touch that lets process `pid` (every process of its program, with
+/// `program`) use `role`'s session.
+pub fn allow(
+    socket: &Path,
+    role: &str,
+    pid: i32,
+    program: bool,
+    touch: &crate::cli::AuthArgs,
+) -> Result<String> {
+    let mut agent = Agent::connect_or_fail(socket)?;
+    allow_on(&mut agent, role, pid, program, touch)?;
+    Ok(if program {
+        format!("every process of that program may use role {role} until its session ends\n")
+    } else {
+        format!("process {pid} may use role {role} until its session ends\n")
+    })
+}
+
+fn allow_on(
+    agent: &mut Agent,
+    role: &str,
+    pid: i32,
+    program: bool,
+    touch: &crate::cli::AuthArgs,
+) -> Result<()> {
+    crate::touch::say_what_we_wait_behind(agent, "");
+    let c = match agent.request(&Request::AllowProgram {
+        role: role.to_owned(),
+        pid,
+        program,
+    })? {
+        Response::Challenge(c) => *c,
+        Response::Ok => return Ok(()),
+        other => return Err(unexpected(&other)),
+    };
+    let auth = crate::touch::Authenticator::choose(touch)?;
+    match crate::touch::answer(agent, &auth, &c).map_err(|f| {
+        Failure::new(
+            f.exit,
+            format!("the touch failed ({f}); the program was not allowed"),
+        )
+    })? {
+        Response::Ok => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// `credctl watch`: takes the touch for each role an SDK asks for.
 pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
     let mut agent = Agent::connect_or_fail(socket)?;
-    let mut handled: HashSet<(String, u64, Option<u64>)> = HashSet::new();
+    let mut handled: HashSet<(String, u64, Option<u64>, Option<i32>)> = HashSet::new();
     if !once {
         eprintln!("credctl: watching for approvals (Ctrl-C to stop)");
     }
@@ -474,7 +521,7 @@ pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
             other => return Err(unexpected(&other)),
         };
         for p in pending {
-            if !handled.insert((p.role.clone(), p.first_seen, p.ends_at)) {
+            if !handled.insert((p.role.clone(), p.first_seen, p.ends_at, p.program_pid)) {
                 continue;
             }
             let who = match (&p.peer_exe, p.peer_pid) {
@@ -482,6 +529,21 @@ pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
                 (None, Some(pid)) => format!("pid {pid}"),
                 _ => "a process that has exited".into(),
             };
+            // A program the role's rules refused: allowed (this process) with a touch.
+            if let (Some(exe), Some(pid)) = (&p.program, p.program_pid) {
+                eprintln!(
+                    "credctl: {} (pid {pid}: {}) asked for role {}, which its rules do not let \
+                     it use",
+                    crate::text::printable(exe),
+                    crate::text::printable(p.command_line.as_deref().unwrap_or("")),
+                    p.role
+                );
+                match allow_on(&mut agent, &p.role, pid, false, &touch.auth) {
+                    Ok(()) => eprintln!("credctl: pid {pid} may use role {}", p.role),
+                    Err(f) => eprintln!("credctl: pid {pid} not allowed: {f}",),
+                }
+                continue;
+            }
             // A running job's session about to end is extended with a touch for a new one.
             let mut touch = touch.clone();
             if let (Some(at), Some(what)) = (p.ends_at, &p.ending) {

@@ -217,6 +217,17 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
     if !info.pending.is_empty() {
         out.push_str("pending    (run `credctl watch`, or `credctl use ROLE`)\n");
         for p in &info.pending {
+            if let (Some(exe), Some(pid)) = (&p.program, p.program_pid) {
+                out.push_str(&format!(
+                    "  {:<18} {} (pid {pid}: {}) is not allowed by its rules: `credctl allow {} \
+                     --pid {pid}` (a touch)\n",
+                    p.role,
+                    crate::text::printable(exe),
+                    crate::text::printable(p.command_line.as_deref().unwrap_or("")),
+                    p.role
+                ));
+                continue;
+            }
             if let (Some(at), Some(what)) = (p.ends_at, &p.ending) {
                 out.push_str(&format!(
                     "  {:<18} its {} ends in {} under a running job ({}): `credctl use --renew \

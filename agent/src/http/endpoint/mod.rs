@@ -20,6 +20,8 @@ use super::checks::{check_request, check_unambiguous, error_response, HttpContex
 use super::pages::{BrowserPage, APPROVE_PREFIX, CALLBACK_PATH, CONSOLE_PATH};
 use crate::audit::{Audit, ConnAudit, Event, Origin, Outcome};
 use crate::generation::{Generation, Versioned};
+use crate::procs::ProcessId;
+use crate::sessions::{ProgramProblem, ProgramRefusal};
 use crate::tokens::{TokenId, Tokens};
 
 pub use imds::ImdsTokens;
@@ -59,6 +61,16 @@ pub trait CredentialSource: Send + Sync {
     fn request_approval(&self, role: &str, origin: Origin, now: SystemTime);
     /// Forgets every rendered credential body (lock).
     fn wipe(&self) {}
+    /// Whether only some programs may use `role` (config.toml `[roles.NAME]`).
+    fn restricts(&self, _role: &str) -> bool {
+        false
+    }
+    /// Whether `process` may use `role`.
+    fn check_program(&self, _role: &str, _process: ProcessId) -> Result<(), ProgramRefusal> {
+        Ok(())
+    }
+    /// Records that a process the rules refused wants `role` (a pending approval).
+    fn request_program(&self, _role: &str, _refusal: &ProgramRefusal, _now: SystemTime) {}
 }
 
 /// Everything the routes share.
@@ -247,6 +259,26 @@ impl Endpoint {
         );
     }
 
+    /// Checks every process that holds the peer socket of `origin` against `role`'s rules.
+    fn programs_holding(&self, role: &str, origin: Origin) -> Result<(), ProgramRefusal> {
+        let unknown = |pid: i32| ProgramRefusal {
+            process: ProcessId { pid, start: 0 },
+            exe: None,
+            why: ProgramProblem::Unknown,
+        };
+        let Origin::Tcp { inode, .. } = origin else {
+            return Err(unknown(0));
+        };
+        let holders = crate::procs::holders_of(inode);
+        if holders.is_empty() {
+            return Err(unknown(0));
+        }
+        for process in holders {
+            self.source.check_program(role, process)?;
+        }
+        Ok(())
+    }
+
     /// Serves `role`'s cached credentials (body chosen by `pick`) or refuses at once. A served
     /// answer is left in the connection's memo as `offer` describes.
     #[allow(clippy::too_many_arguments)]
@@ -261,6 +293,29 @@ impl Endpoint {
         pick: fn(&Rendered) -> &Bytes,
         (memo, offer): (&mut Memo, memo::Offer<'_>),
     ) -> Response<Full<Bytes>> {
+        // A role only some programs may use: every process holding this connection's socket
+        // must be one (a socket passed on or inherited is held by each).
+        if self.source.restricts(role) {
+            if let Err(refusal) = self.programs_holding(role, origin) {
+                self.refused(
+                    audit,
+                    now,
+                    channel,
+                    Some(role.clone()),
+                    token_id,
+                    origin,
+                    "program_not_allowed",
+                );
+                if refusal.approvable() {
+                    self.source.request_program(role, &refusal, now);
+                }
+                return error_response(
+                    StatusCode::FORBIDDEN,
+                    "program_not_allowed",
+                    &refusal.message(role),
+                );
+            }
+        }
         match self.source.lookup(role, now, job) {
             Lookup::Ready { body, until } => {
                 let event = Event {

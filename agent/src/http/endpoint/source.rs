@@ -7,7 +7,8 @@ use std::time::SystemTime;
 use super::{CredentialSource, Lookup, RenderCache};
 use crate::approval::PendingApprovals;
 use crate::audit::Origin;
-use crate::sessions::Sessions;
+use crate::procs::ProcessId;
+use crate::sessions::{ProgramRefusal, Sessions};
 
 /// [`CredentialSource`] over the agent's sessions.
 pub struct SessionSource {
@@ -59,5 +60,29 @@ impl CredentialSource for SessionSource {
 
     fn wipe(&self) {
         self.render.clear();
+    }
+
+    fn restricts(&self, role: &str) -> bool {
+        self.sessions.restricts(role)
+    }
+
+    fn check_program(&self, role: &str, process: ProcessId) -> Result<(), ProgramRefusal> {
+        self.sessions.check_program(role, process)
+    }
+
+    fn request_program(&self, role: &str, refusal: &ProgramRefusal, now: SystemTime) {
+        self.pending.record_program(
+            role,
+            crate::approval::ProgramAsk {
+                process: refusal.process,
+                exe: refusal
+                    .exe
+                    .as_ref()
+                    .map(|e| e.display().to_string())
+                    .unwrap_or_default(),
+                command_line: refusal.process.command_line(),
+            },
+            now,
+        );
     }
 }
