@@ -102,6 +102,19 @@ pub fn holders_of(inode: u32) -> Vec<ProcessId> {
         .collect()
 }
 
+/// The session (`setsid`) process `pid` belongs to (`/proc/PID/stat` field 6).
+pub fn session_of(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Whether `client` still holds the socket `inode` by descriptor `fd` (a connection found in a
+/// tree earlier; its socket may have been handed to another process since).
+pub fn still_holds(client: ProcessId, fd: i32, inode: u32) -> bool {
+    fd_is(client.pid, fd, &format!("socket:[{inode}]"))
+}
+
 /// The executable process `pid` runs, as `/proc/PID/exe` names it.
 pub fn exe_of(pid: i32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/exe"))

@@ -54,3 +54,51 @@ fn a_hostile_executable_name_is_shown_escaped_in_the_audit() {
         );
     }
 }
+
+/// A pending approval names the program that asked: `credctl status` and `credctl watch` show
+/// that name escaped, so it cannot rewrite the lines around the touch prompt (found by an
+/// attack review that wiped the real role's line and printed another in its place).
+#[test]
+fn a_hostile_executable_name_is_shown_escaped_by_status_and_watch() {
+    let s = Stack::new("", "").with_key_and_source();
+    let token = s.unopened_role_token("demo");
+    let evil = s
+        .env
+        .dir
+        .path()
+        .join("aws\x1b[2K\r\nfake: role sandbox requested by terraform\x1b[8m");
+    std::fs::copy("/usr/bin/curl", &evil).unwrap();
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang = format!("http://{}/", silent.local_addr().unwrap());
+    let mut curl = std::process::Command::new(&evil)
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "60",
+        ])
+        .args(["-H", &format!("Authorization: {token}")])
+        .args([&s.ecs_uri(), &hang])
+        .spawn()
+        .unwrap();
+    wait_until(std::time::Duration::from_secs(10), || {
+        s.ok(&["status"]).contains("fake: role sandbox")
+    })
+    .expect("the request is pending");
+    let status = s.ok(&["status"]);
+    let watch = s.credctl(&["watch", "--once"]);
+    let _ = curl.kill();
+    let _ = curl.wait();
+    let watched = crate::util::stderr(&watch);
+    for view in [&status, &watched] {
+        assert!(
+            !view.contains('\x1b') && !view.contains('\r'),
+            "a control character reached the terminal:\n{view:?}"
+        );
+    }
+    assert!(watched.contains("role demo requested by"), "{watched}");
+}

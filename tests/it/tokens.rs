@@ -246,3 +246,83 @@ fn a_token_cannot_be_given_to_a_process_outside_the_requesters_ancestry() {
         .iter()
         .any(|t| t["id"] == id_of(&token) && t["holder"].is_null()));
 }
+
+/// An ancestor outside the requester's session (init, a service manager, a multiplexer's
+/// server) would make a token good for nearly every process: refused as a holder.
+#[test]
+fn a_token_is_not_given_to_an_ancestor_outside_the_requesters_session() {
+    let s = Stack::new("", "").with_key_and_source();
+    // credctl runs in a session of its own (setsid), whose leader is a shell; the test
+    // process, its ancestor, is in another session.
+    let out = s
+        .env
+        .command("setsid")
+        .args([
+            "-w",
+            "sh",
+            "-c",
+            "exec \"$0\" start",
+            crate::util::bin("credctl").to_str().unwrap(),
+        ])
+        .env("CREDCTL_TOKEN_HOLDER", std::process::id().to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", crate::util::stdout(&out));
+    assert!(
+        stderr(&out).contains("outside the requester's session"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A connection found in the holder's tree is checked again, with one `readlink`, at every
+/// request the memo does not answer: a socket handed to a process outside the tree after its
+/// first request (SCM_RIGHTS, the sender closing its copy) carries no grant.
+#[test]
+fn a_socket_handed_out_of_the_tree_loses_the_grant() {
+    let s = Stack::new("", "").with_key_and_source();
+    let token = s.role_token("demo");
+    let script = r#"
+import os, socket, sys, time, array
+uri_host, uri_port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def ask(sock):
+    sock.sendall(("GET /v1/credentials HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: %s\r\n\r\n" % (uri_host, uri_port, token)).encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head.split(b" ")[1].decode()
+parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+pid = os.fork()
+if pid == 0:
+    # The outsider: leaves the tree (a new session, its parent gone), then receives the socket.
+    os.setsid()
+    if os.fork() != 0:
+        os._exit(0)
+    parent.close()
+    msg, anc, flags, addr = child.recvmsg(1, socket.CMSG_LEN(4))
+    fd = array.array("i", anc[0][2][:4])[0]
+    time.sleep(1.5)  # past the connection's memo of the first answer
+    sock = socket.socket(fileno=fd)
+    print(ask(sock), flush=True)
+    os._exit(0)
+child.close()
+conn = socket.create_connection((uri_host, uri_port))
+print(ask(conn), flush=True)
+parent.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))])
+conn.close()
+os.waitpid(pid, 0)
+time.sleep(3)
+"#;
+    let (host, port) = s.http.rsplit_once(':').unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, host, port, &token])
+        .output()
+        .unwrap();
+    let codes = crate::util::stdout(&out);
+    let codes: Vec<&str> = codes.lines().collect();
+    assert_eq!(codes, ["200", "401"], "{}", stderr(&out));
+}

@@ -43,6 +43,16 @@ impl Control {
                 conn.pid
             )));
         }
+        // An ancestor outside the requester's login session (init, `systemd --user`, a tmux
+        // server) would make the token good for nearly every process: the holder is the
+        // requester's shell or closer.
+        if crate::procs::session_of(pid) != crate::procs::session_of(conn.pid) {
+            return Err(refuse(format!(
+                "process {pid} is outside the requester's session (a service manager, a \
+                 terminal multiplexer's server): name the shell, or ask for an unbound token \
+                 (CREDCTL_TOKEN_HOLDER=none)"
+            )));
+        }
         Ok(Some(process))
     }
 
@@ -76,6 +86,9 @@ impl Control {
         conn: &mut Conn,
         now: SystemTime,
     ) -> Response {
+        if let Err(e) = crate::approval::check_role_name(&role) {
+            return Response::from(e.refusal());
+        }
         let holder = match self.holder(conn, scoped, holder) {
             Ok(h) => h,
             Err(refused) => return *refused,
@@ -106,6 +119,10 @@ impl Control {
 
     /// `credctl use`: the shell whose token this is serves `role` from now on.
     pub(super) fn use_role(&self, token: Secret, role: &str) -> Response {
+        // A name that could not be a profile's never reaches the pending list or a terminal.
+        if let Err(e) = crate::approval::check_role_name(role) {
+            return Response::from(e.refusal());
+        }
         let t = SecretString::from(token.expose().to_owned());
         match self.tokens.set_current(&t, role) {
             Ok(_) => Response::Ok,

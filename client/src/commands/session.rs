@@ -524,8 +524,13 @@ pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
             if !handled.insert((p.role.clone(), p.first_seen, p.ends_at, p.program_pid)) {
                 continue;
             }
+            // Names chosen by whoever asked (the role a token was bound to, the executable's
+            // name) are shown escaped, never raw.
+            let shown = crate::text::printable(&p.role);
             let who = match (&p.peer_exe, p.peer_pid) {
-                (Some(exe), Some(pid)) => format!("{exe} (pid {pid})"),
+                (Some(exe), Some(pid)) => {
+                    format!("{} (pid {pid})", crate::text::printable(exe))
+                }
                 (None, Some(pid)) => format!("pid {pid}"),
                 _ => "a process that has exited".into(),
             };
@@ -536,10 +541,10 @@ pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
                      it use",
                     crate::text::printable(exe),
                     crate::text::printable(p.command_line.as_deref().unwrap_or("")),
-                    p.role
+                    shown
                 );
                 match allow_on(&mut agent, &p.role, pid, false, &touch.auth) {
-                    Ok(()) => eprintln!("credctl: pid {pid} may use role {}", p.role),
+                    Ok(()) => eprintln!("credctl: pid {pid} may use role {shown}"),
                     Err(f) => eprintln!("credctl: pid {pid} not allowed: {f}",),
                 }
                 continue;
@@ -551,19 +556,19 @@ pub fn watch(socket: &Path, touch: &TouchArgs, once: bool) -> Result<String> {
                     "credctl: the {} of role {} ends under a running job, {who} ({}): touch to \
                      extend it",
                     crate::text::printable(what),
-                    p.role,
+                    shown,
                     until(at)
                 );
                 touch.renew = true;
             } else {
                 eprintln!(
                     "credctl: role {} requested by {who} ({} request(s))",
-                    p.role, p.requests
+                    shown, p.requests
                 );
             }
             match open_role(&mut agent, &p.role, &touch) {
-                Ok(o) => eprintln!("credctl: role {} is open ({})", p.role, until(o.expires_at)),
-                Err(f) => eprintln!("credctl: role {} not opened: {f}", p.role),
+                Ok(o) => eprintln!("credctl: role {shown} is open ({})", until(o.expires_at)),
+                Err(f) => eprintln!("credctl: role {shown} not opened: {f}"),
             }
         }
         if once {

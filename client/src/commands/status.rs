@@ -221,10 +221,10 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
                 out.push_str(&format!(
                     "  {:<18} {} (pid {pid}: {}) is not allowed by its rules: `credctl allow {} \
                      --pid {pid}` (a touch)\n",
-                    p.role,
+                    crate::text::printable(&p.role),
                     crate::text::printable(exe),
                     crate::text::printable(p.command_line.as_deref().unwrap_or("")),
-                    p.role
+                    crate::text::printable(&p.role)
                 ));
                 continue;
             }
@@ -232,19 +232,23 @@ pub fn render(info: &StatusInfo, identity: &Verified) -> String {
                 out.push_str(&format!(
                     "  {:<18} its {} ends in {} under a running job ({}): `credctl use --renew \
                      {}` extends it\n",
-                    p.role,
+                    crate::text::printable(&p.role),
                     crate::text::printable(what),
                     crate::commands::roles::remaining(at.saturating_sub(now_secs())),
-                    p.peer_exe.as_deref().unwrap_or("a process that has exited"),
-                    p.role
+                    crate::text::printable(
+                        p.peer_exe.as_deref().unwrap_or("a process that has exited")
+                    ),
+                    crate::text::printable(&p.role)
                 ));
                 continue;
             }
             out.push_str(&format!(
                 "  {:<18} {} request(s) from {}\n",
-                p.role,
+                crate::text::printable(&p.role),
                 p.requests,
-                p.peer_exe.as_deref().unwrap_or("a process that has exited")
+                crate::text::printable(
+                    p.peer_exe.as_deref().unwrap_or("a process that has exited")
+                )
             ));
         }
     }

@@ -73,7 +73,7 @@ pub(super) fn handle<B>(
     // that tree: the same token copied out of a process's environment is worthless elsewhere.
     // Checked once per connection: a served answer is remembered for it (the memo above).
     if let (Some(holder), Origin::Tcp { inode, .. }) = (holder, origin) {
-        let found = if memo.bound_to(holder) {
+        let found = if memo.bound_to(holder, inode) {
             true
         } else if let Some((client, fd)) = crate::procs::find_in_tree(holder, inode, &ep.hints) {
             memo.set_bound(holder, client, fd);

@@ -57,9 +57,14 @@ struct Entry {
 }
 
 impl Memo {
-    /// Whether this connection was already found in `holder`'s tree.
-    pub(super) fn bound_to(&self, holder: ProcessId) -> bool {
-        self.bound.is_some_and(|(h, _, _)| h == holder)
+    /// Whether this connection was already found in `holder`'s tree, and the process found
+    /// there still holds its socket `inode` (one `readlink`: a socket handed to a process
+    /// outside the tree after its first request is caught at the next request the memo does
+    /// not answer, within a second).
+    pub(super) fn bound_to(&self, holder: ProcessId, inode: u32) -> bool {
+        self.bound.is_some_and(|(h, client, fd)| {
+            h == holder && crate::procs::still_holds(client, fd, inode)
+        })
     }
 
     /// This connection is held by `client` (descriptor `fd`), in `holder`'s tree.
