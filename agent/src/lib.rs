@@ -34,6 +34,7 @@ pub mod refusal;
 pub mod reload;
 pub mod server;
 pub mod sessions;
+pub mod signin;
 pub mod sources;
 pub mod sso;
 pub mod state;

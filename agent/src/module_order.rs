@@ -28,6 +28,7 @@ const ORDER: &[(&str, &[&str])] = &[
     ("tokens", &["generation", "procs", "util"]),
     ("audit", &["procs", "tokens", "util"]),
     ("sources", &["util", "vault", "refusal"]),
+    ("signin", &[]),
     ("profiles", &["sources", "util"]),
     ("trust", &["profiles", "util", "vault"]),
     ("sts", &["endpoint_url", "profiles", "sources", "util"]),
