@@ -28,10 +28,10 @@ const ORDER: &[(&str, &[&str])] = &[
     ("tokens", &["generation", "procs", "util"]),
     ("audit", &["procs", "tokens", "util"]),
     ("sources", &["util", "vault", "refusal"]),
-    ("signin", &[]),
     ("profiles", &["sources", "util"]),
     ("trust", &["profiles", "util", "vault"]),
     ("sts", &["endpoint_url", "profiles", "sources", "util"]),
+    ("signin", &["sts", "util"]),
     (
         "approval",
         &["audit", "procs", "trust", "util", "vault", "refusal"],

@@ -176,6 +176,20 @@ pub fn percent_encode(value: &str) -> String {
     out
 }
 
+/// Text another party chose (a service's message, a process's command line), fit to show on a
+/// terminal or before a touch: control characters escaped, at most `300` characters kept.
+pub fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(300) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

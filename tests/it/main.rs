@@ -31,6 +31,7 @@ mod sdk;
 mod sealing;
 mod sessions;
 mod shells;
+mod signin_fake;
 mod sso;
 mod sso_fake;
 mod stack;

@@ -128,20 +128,8 @@ impl Control {
             );
         };
         // Shown before the touch: nothing the process chose may steer the terminal.
-        let plain = |s: &str| -> String {
-            s.chars()
-                .take(200)
-                .flat_map(|c| {
-                    if c.is_control() {
-                        c.escape_default().collect::<Vec<_>>()
-                    } else {
-                        vec![c]
-                    }
-                })
-                .collect()
-        };
-        let exe_shown = plain(&exe.display().to_string());
-        let command = plain(&process.command_line());
+        let exe_shown = crate::util::printable(&exe.display().to_string());
+        let command = crate::util::printable(&process.command_line());
         let shown = if program_wide {
             format!(
                 "to let every process of {exe_shown} use role {role} until its session ends \

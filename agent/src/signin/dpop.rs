@@ -116,7 +116,9 @@ mod tests {
     use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 
     fn part(jwt: &str, i: usize) -> serde_json::Value {
-        let raw = URL_SAFE_NO_PAD.decode(jwt.split('.').nth(i).unwrap()).unwrap();
+        let raw = URL_SAFE_NO_PAD
+            .decode(jwt.split('.').nth(i).unwrap())
+            .unwrap();
         serde_json::from_slice(&raw).unwrap()
     }
 

@@ -1,7 +1,10 @@
 //! AWS Sign-In (`aws login`) as a source: a console sign-in, protected by the person's passkey
 //! or security key, that yields SDK credentials refreshed for up to 12 hours. Here: the
-//! protocol pieces (DPoP proofs, `dpop`); the login itself, sealing and refresh build on them.
+//! protocol, as the AWS CLI v2 speaks it (DPoP proofs, `dpop`; the authorize URL and the token
+//! endpoint, `client`); the login itself, sealing and refresh build on them.
 
+pub mod client;
 pub mod dpop;
 
+pub use client::{endpoint_for, ClientId, Signin, SigninError, Tokens};
 pub use dpop::{DpopError, DpopKey};
