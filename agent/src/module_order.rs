@@ -31,7 +31,7 @@ const ORDER: &[(&str, &[&str])] = &[
     ("profiles", &["sources", "util"]),
     ("trust", &["profiles", "util", "vault"]),
     ("sts", &["endpoint_url", "profiles", "sources", "util"]),
-    ("signin", &["sts", "util"]),
+    ("signin", &["sts", "util", "vault"]),
     (
         "approval",
         &["audit", "procs", "trust", "util", "vault", "refusal"],

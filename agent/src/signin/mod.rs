@@ -1,10 +1,13 @@
 //! AWS Sign-In (`aws login`) as a source: a console sign-in, protected by the person's passkey
 //! or security key, that yields SDK credentials refreshed for up to 12 hours. Here: the
 //! protocol, as the AWS CLI v2 speaks it (DPoP proofs, `dpop`; the authorize URL and the token
-//! endpoint, `client`); the login itself, sealing and refresh build on them.
+//! endpoint, `client`), and the sign-in kept sealed to the vault (`store`). The login flow
+//! through the agent, the source it makes and its background refresh build on these.
 
 pub mod client;
 pub mod dpop;
+pub mod store;
 
 pub use client::{endpoint_for, ClientId, Signin, SigninError, Tokens};
 pub use dpop::{DpopError, DpopKey};
+pub use store::{LoginSecret, LoginStore, StoreError};
