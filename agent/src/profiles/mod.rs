@@ -211,6 +211,15 @@ pub enum ProfileError {
     Cycle { chain: Chain, path: PathBuf },
     #[error("profile {chain}: `{profile}` has role_arn but no source_profile: credagent needs a source_profile (credential_source is not supported)")]
     NoSource { chain: Chain, profile: String },
+    /// An `aws login` profile (`login_session`): its refresh token sits in the AWS CLI's
+    /// plaintext cache, which credagent does not read; the sealed `aws login` source does not
+    /// open roles yet.
+    #[error("profile {chain}: `{profile}` signs in with `aws login` (login_session = {session}), and credagent does not open roles on an `aws login` sign-in yet (its refresh token would come from the AWS CLI's plaintext cache, which credagent does not read): give `{profile}` an IAM Identity Center login, or store access keys for it with `credctl source add {profile}`")]
+    LoginSession {
+        chain: Chain,
+        profile: String,
+        session: String,
+    },
     #[error("profile `{profile}` uses IAM Identity Center but has no {missing}: add it (`aws configure sso` writes the whole block)")]
     SsoIncomplete {
         profile: String,
@@ -389,6 +398,13 @@ impl Profiles {
                 }
             }
             let Some(role_arn) = profile.get("role_arn") else {
+                if let Some(session) = profile.get("login_session") {
+                    return Err(ProfileError::LoginSession {
+                        chain: Chain(visited),
+                        profile: current.clone(),
+                        session: session.chars().filter(|c| !c.is_control()).collect(),
+                    });
+                }
                 if is_sso_profile(profile) {
                     sso = Some(self.sso_source(&current, profile)?);
                     break current;

@@ -351,3 +351,22 @@ fn the_config_file_is_parsed_again_only_when_it_changed() {
     assert!(file.load_if_changed().is_err());
     assert!(file.load_if_changed().is_err());
 }
+
+#[test]
+fn an_aws_login_source_is_named_as_one_not_sent_to_the_keyring() {
+    let cfg = "[profile signin]\nlogin_session = arn:aws:iam::123456789012:user/Admin\nregion = us-east-1\n\
+               [profile admin]\nrole_arn = arn:aws:iam::123456789012:role/admin\nsource_profile = signin\n";
+    let p = Profiles::from_contents(Path::new("c"), cfg.into()).unwrap();
+    let err = p.resolve("admin").unwrap_err();
+    assert!(matches!(err, ProfileError::LoginSession { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("aws login") && text.contains("arn:aws:iam::123456789012:user/Admin"),
+        "{text}"
+    );
+    assert!(text.contains("credctl source add signin"), "{text}");
+    assert!(matches!(
+        p.resolve("signin"),
+        Err(ProfileError::LoginSession { .. })
+    ));
+}
