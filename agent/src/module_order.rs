@@ -31,7 +31,6 @@ const ORDER: &[(&str, &[&str])] = &[
     ("profiles", &["sources", "util"]),
     ("trust", &["profiles", "util", "vault"]),
     ("sts", &["endpoint_url", "profiles", "sources", "util"]),
-    ("signin", &["sts", "util", "vault"]),
     (
         "approval",
         &["audit", "procs", "trust", "util", "vault", "refusal"],
@@ -50,6 +49,7 @@ const ORDER: &[(&str, &[&str])] = &[
             "refusal",
         ],
     ),
+    ("signin", &["sso", "sts", "util", "vault"]),
     (
         "sessions",
         &[

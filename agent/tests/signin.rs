@@ -228,3 +228,93 @@ async fn a_sign_in_is_redeemed_and_refreshed_with_the_logins_key_only() {
         "{log}"
     );
 }
+
+/// The agent's sign-ins: one browser sign-in per profile for every waiter, the credentials
+/// from memory, a refresh with the same key once under 5 minutes are left (the rotated token
+/// sealed again), and after a lock, the sealed sign-in opened with a touch's vault, with no new
+/// sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_serves_every_waiter_refreshes_by_itself_and_reopens_after_a_lock() {
+    use credagent::signin::{LoginStore, SigninLogins};
+    use credagent::vault::{PrfOutput, VaultKeeper};
+    use std::sync::Arc;
+
+    let fake = start_fake();
+    let base = format!("http://127.0.0.1:{}", fake.port);
+    let state_dir = tempfile::tempdir().unwrap();
+    let vault = Arc::new(VaultKeeper::load(state_dir.path()).unwrap());
+    let prf = PrfOutput::from_slice(&[7; 32]).unwrap();
+    drop(vault.create(b"cred", [9; 32], &prf, false).unwrap());
+    let logins = Arc::new(SigninLogins::new(
+        LoginStore::new(state_dir.path(), vault.clone()),
+        Box::new(move |_region: &str| base.clone()),
+        "http://127.0.0.1:9/oauth/callback".into(),
+    ));
+    let t0 = SystemTime::now();
+    let first = logins.start("dev", "us-east-1", t0).unwrap();
+    let second = logins.start("dev", "us-east-1", t0).unwrap();
+    assert_eq!(first, second, "one sign-in for every waiter");
+    let waiter = {
+        let logins = logins.clone();
+        tokio::spawn(async move { logins.wait("dev").await })
+    };
+    let (code, state) = sign_in(fake.port, &first.authorize_url);
+    assert_eq!(state, first.state);
+    assert!(logins.expects(&state));
+    let profile = logins
+        .callback(&state, SecretString::from(code), t0)
+        .await
+        .unwrap();
+    assert_eq!(profile, "dev");
+    assert_eq!(
+        waiter.await.unwrap().unwrap(),
+        "arn:aws:iam::123456789012:user/Admin"
+    );
+    assert!(!logins.expects(&state), "a state is used once");
+
+    let c1 = logins.credentials("dev", t0).await.unwrap();
+    assert_eq!(
+        logins.credentials("dev", t0).await.unwrap().access_key_id,
+        c1.access_key_id,
+        "from memory"
+    );
+    // Eleven minutes on: under 5 left, refreshed (no touch, no browser).
+    let t1 = t0 + Duration::from_secs(11 * 60);
+    let c2 = logins.credentials("dev", t1).await.unwrap();
+    assert_ne!(c2.access_key_id, c1.access_key_id);
+
+    // A lock wipes it all; a touch's vault opens the sealed sign-in, which refreshes with the
+    // rotated token it holds.
+    logins.lock();
+    assert!(matches!(
+        logins.credentials("dev", t1).await.err().unwrap(),
+        SigninError::NotOpen { .. }
+    ));
+    let touched = vault.unwrap(b"cred", &prf).unwrap();
+    logins.open("dev", "us-east-1", &touched).unwrap();
+    let c3 = logins.credentials("dev", t1).await.unwrap();
+    assert_ne!(c3.access_key_id, c2.access_key_id);
+    let (_, log) = http(fake.port, "GET", "/control/log");
+    assert_eq!(
+        log.matches("\"grant\": \"authorization_code\"").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("\"outcome\": \"ok\"").count(), 3, "{log}");
+
+    // The session's 12 hours are over: the error says what to do.
+    assert_eq!(http(fake.port, "POST", "/control/expire").0, 200);
+    let t2 = t1 + Duration::from_secs(11 * 60);
+    let expired = logins.credentials("dev", t2).await.err().unwrap();
+    assert!(
+        expired.to_string().contains("credctl login dev"),
+        "{expired}"
+    );
+    // Logged out: gone, sealed copy included.
+    logins.logout("dev").unwrap();
+    logins.open("dev", "us-east-1", &touched).unwrap();
+    assert!(matches!(
+        logins.credentials("dev", t2).await.err().unwrap(),
+        SigninError::NotOpen { .. }
+    ));
+}

@@ -73,6 +73,9 @@ pub enum SigninError {
     /// Network trouble, throttling or a 5xx: retrying may succeed.
     #[error("AWS Sign-In at {endpoint} could not be reached: {detail}")]
     Unreachable { endpoint: String, detail: String },
+    /// No sign-in of the profile is open in the agent (none yet, or it is sealed until a touch).
+    #[error("the AWS sign-in of {profile} is not open: a touch opens a sealed one (`credctl use ROLE` on a role that uses it), or sign in with `credctl login {profile}`")]
+    NotOpen { profile: String },
     /// An answer that is not what the service sends.
     #[error("AWS Sign-In sent an answer credagent does not understand: {detail}")]
     Protocol { detail: String },
@@ -212,7 +215,8 @@ impl Signin {
             endpoint: self.base.clone(),
             detail,
         };
-        let iat = crate::util::unix_secs(now);
+        // The proof says when it was made: the clock, whatever `now` the caller reasons with.
+        let iat = crate::util::unix_secs(SystemTime::now());
         let proof = key
             .proof("POST", &url, iat, &uuid::Uuid::new_v4().to_string())
             .map_err(|e| unreachable(e.to_string()))?;
