@@ -106,6 +106,11 @@ pub fn doctor(socket: &Path, json: bool) -> (String, bool) {
     };
     checks.extend(shell_checks(status.as_ref()));
     checks.push(authenticator_check());
+    checks.push(ptrace_check(
+        std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+            .ok()
+            .as_deref(),
+    ));
     checks.extend(file_checks(status.as_ref()));
     if let Some(s) = &status {
         if s.config_changed {
@@ -613,6 +618,31 @@ fn user_verification_check(s: &StatusInfo) -> Check {
     }
 }
 
+/// Whether your other processes may attach a debugger to any of yours (Yama's `ptrace_scope`,
+/// the file's content; `None`: no Yama). Tokens bound to a process tree and per-role program
+/// rules assume they may not: an attached process runs code inside the tree, or inside a
+/// listed program.
+fn ptrace_check(scope: Option<&str>) -> Check {
+    let weak = |detail: &str| {
+        check("ptrace", Verdict::Warn, detail.to_owned())
+            .fix("echo 'kernel.yama.ptrace_scope = 1' | sudo tee /etc/sysctl.d/10-ptrace.conf && sudo sysctl --system")
+            .how("with scope 1 a process may debug only its own descendants, so one of yours cannot run code inside another's tree (a token's holder, a program a role allows)")
+    };
+    match scope.map(str::trim) {
+        None => weak(
+            "no Yama: any of your processes may attach to any other and run code inside it, so              a token bound to a process tree, or a role's program list, stops only programs that              do not try that",
+        ),
+        Some("0") => weak(
+            "kernel.yama.ptrace_scope = 0: any of your processes may attach to any other and              run code inside it, so a token bound to a process tree, or a role's program list,              stops only programs that do not try that",
+        ),
+        Some(s) => check(
+            "ptrace",
+            Verdict::Ok,
+            format!("kernel.yama.ptrace_scope = {s}: your processes cannot attach to each other's"),
+        ),
+    }
+}
+
 fn clock_check(s: &StatusInfo) -> Check {
     let skews: Vec<i64> = s
         .sessions
@@ -677,5 +707,17 @@ mod tests {
         assert!(text.contains("ok   a"));
         assert!(text.contains("FAIL b"));
         assert!(text.contains("fix: do this"));
+    }
+
+    #[test]
+    fn ptrace_without_yama_or_at_scope_zero_is_weaker() {
+        assert_eq!(ptrace_check(None).verdict, Verdict::Warn);
+        assert_eq!(ptrace_check(Some("0\n")).verdict, Verdict::Warn);
+        assert!(ptrace_check(Some("0"))
+            .fix
+            .unwrap()
+            .contains("ptrace_scope = 1"));
+        assert_eq!(ptrace_check(Some("1\n")).verdict, Verdict::Ok);
+        assert_eq!(ptrace_check(Some("3")).verdict, Verdict::Ok);
     }
 }
