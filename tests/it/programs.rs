@@ -30,6 +30,8 @@ for _ in sys.stdin:
 "#;
         let mut child = Command::new("python3")
             .args(["-c", script])
+            // cargo runs the tests with its LD_LIBRARY_PATH, which the rules refuse.
+            .env_remove("LD_LIBRARY_PATH")
             .env("URI", s.ecs_uri())
             .env("TOKEN", token)
             .stdin(Stdio::piped())
@@ -64,6 +66,20 @@ impl Drop for Asker {
     }
 }
 
+/// curl with `token`, as a listed program runs: without cargo's LD_LIBRARY_PATH.
+fn curl(s: &Stack, token: &str, env: &[(&str, &str)]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", &format!("Authorization: {token}")])
+        .arg(s.ecs_uri())
+        .env_remove("LD_LIBRARY_PATH")
+        .envs(env.iter().copied())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn curl_path() -> String {
     let out = Command::new("sh")
         .args(["-c", "command -v curl"])
@@ -77,7 +93,15 @@ fn an_allow_list_serves_curl_refuses_python_until_a_touch_allows_it() {
     let s = Stack::new("", &format!("[roles.demo]\nallow = [\"{}\"]", curl_path()))
         .with_key_and_source();
     let token = s.role_token("demo");
-    assert_eq!(s.ecs(Some(&token), &[]).0, 200, "curl is on the list");
+    assert_eq!(curl(&s, &token, &[]), "200", "curl is on the list");
+    // credential_process and export cannot tell which program gets the credentials: refused.
+    let out = s.credctl(&["export", "demo"]);
+    assert!(!out.status.success());
+    assert!(
+        crate::util::stderr(&out).contains("credctl exec demo"),
+        "{}",
+        crate::util::stderr(&out)
+    );
 
     let mut python = Asker::start(&s, &token);
     assert_eq!(python.ask(), 403, "python is not on the list");
@@ -100,8 +124,15 @@ fn an_allow_list_serves_curl_refuses_python_until_a_touch_allows_it() {
     s.ok(&["allow", "demo", "--pid", &python.pid()]);
     assert_eq!(key_counter(&s), before + 1, "one touch");
     assert_eq!(python.ask(), 200);
-    // Another python process is another process.
+    // Another python process is another process, and a touch is only for the one that asked.
     let mut other = Asker::start(&s, &token);
+    let out = s.credctl(&["allow", "demo", "--pid", &other.pid()]);
+    assert!(!out.status.success(), "a process that never asked");
+    assert!(
+        crate::util::stderr(&out).contains("not the one waiting"),
+        "{}",
+        crate::util::stderr(&out)
+    );
     assert_eq!(other.ask(), 403);
     // "This program for this session": every python process from now on.
     s.ok(&["allow", "demo", "--pid", &other.pid(), "--program"]);
@@ -109,16 +140,15 @@ fn an_allow_list_serves_curl_refuses_python_until_a_touch_allows_it() {
     assert_eq!(third.ask(), 200);
     assert_eq!(other.ask(), 200);
 
-    // Preloaded code is never served, whatever the program and the grants.
-    let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["-H", &format!("Authorization: {token}")])
-        .arg(s.ecs_uri())
-        .env("LD_PRELOAD", "/nonexistent/preload.so")
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    // Code loaded into a listed program is never served, whatever the grants.
+    assert_eq!(
+        curl(&s, &token, &[("LD_PRELOAD", "/nonexistent/preload.so")]),
+        "403"
+    );
+    assert_eq!(
+        curl(&s, &token, &[("LD_LIBRARY_PATH", "/nonexistent")]),
+        "403"
+    );
 
     // The grants end with the session.
     s.ok(&["lock"]);

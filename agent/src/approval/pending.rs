@@ -218,6 +218,14 @@ impl PendingApprovals {
             .count()
     }
 
+    /// The process the role's program rules refused last, if one is pending.
+    pub fn program_ask(&self, role: &str) -> Option<ProgramAsk> {
+        self.by_role
+            .locked()
+            .get(role)
+            .and_then(|r| r.program.clone())
+    }
+
     /// The role was opened: it is no longer pending.
     pub fn resolve(&self, role: &str) {
         self.by_role.locked().remove(role);

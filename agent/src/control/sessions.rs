@@ -42,41 +42,22 @@ impl Control {
     }
 
     /// For a role only some programs may use: the refusal of a control request that hands its
-    /// credentials out (`credential_process`, `export`, `console`), judged by the program that
-    /// ran credctl (its parent), which gets them. `None`: allowed.
-    fn program_refusal(&self, role: &str, conn: &Conn, now: SystemTime) -> Option<Response> {
-        if !self.sessions.restricts(role) {
-            return None;
-        }
-        let asker = crate::procs::ProcessId::of(conn.pid).and_then(|p| p.parent());
-        let result = match asker {
-            Some(p) => self.sessions.check_program(role, p),
-            None => Err(crate::sessions::ProgramRefusal {
-                process: crate::procs::ProcessId {
-                    pid: conn.pid,
-                    start: 0,
-                },
-                exe: None,
-                why: crate::sessions::ProgramProblem::Unknown,
-            }),
-        };
-        let refusal = result.err()?;
-        if refusal.approvable() {
-            self.pending.record_program(
-                role,
-                crate::approval::ProgramAsk {
-                    process: refusal.process,
-                    exe: refusal
-                        .exe
-                        .as_ref()
-                        .map(|e| e.display().to_string())
-                        .unwrap_or_default(),
-                    command_line: refusal.process.command_line(),
-                },
-                now,
-            );
-        }
-        Some(Response::error(ErrorCode::Policy, refusal.message(role)))
+    /// credentials out (`credential_process`, `export`, `console`). Whoever gets them cannot be
+    /// told: the program that ran credctl may `exec` another the moment it did (an attack
+    /// review did, with curl), and `export` hands them to a terminal. `None`: allowed.
+    fn program_refusal(&self, role: &str) -> Option<Response> {
+        self.sessions.restricts(role).then(|| {
+            Response::error(
+                ErrorCode::Policy,
+                format!(
+                    "role {role} serves only the programs config.toml lets use it, which \
+                     credential_process, `credctl export` and `credctl console` cannot check (the \
+                     program that receives the credentials is not known): run the program with \
+                     the role's endpoint instead (`credctl exec {role} -- PROGRAM`, or `credctl \
+                     use {role}` in a shell from `credctl start`)"
+                ),
+            )
+        })
     }
 
     /// `credctl allow`: the touch that lets process `pid` (with `program_wide`, every process
@@ -121,12 +102,39 @@ impl Control {
                 format!("no process {pid} runs: check the pid (`credctl status` lists those that asked)"),
             );
         };
+        // Only the very process that asked (its pid *and* start time), so a process that took
+        // the pid of one that exited gets nothing from a touch meant for that one.
+        let asked = self.pending.program_ask(role);
+        if asked.as_ref().map(|a| a.process) != Some(process) {
+            return Response::error(
+                ErrorCode::NotFound,
+                format!(
+                    "process {pid} is not the one waiting for role {role} (it never asked, or the \
+                     one that asked exited and another now has its pid): `credctl status` lists \
+                     the process waiting; run it again if it exited"
+                ),
+            );
+        }
         let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
             return Response::error(
                 ErrorCode::NotFound,
                 format!("the program of process {pid} cannot be read (has it exited?)"),
             );
         };
+        // A grant for every process of a program is a grant for whatever that file becomes.
+        if program_wide {
+            if let Some(why) = crate::sessions::writable_by_others_than_root(&exe) {
+                return Response::error(
+                    ErrorCode::Policy,
+                    format!(
+                        "not for every process of {}: {why}, so any code written there would \
+                         be let in; allow this process only (without --program), or install the \
+                         program where only root writes",
+                        crate::util::printable(&exe.display().to_string())
+                    ),
+                );
+            }
+        }
         // Shown before the touch: nothing the process chose may steer the terminal.
         let exe_shown = crate::util::printable(&exe.display().to_string());
         let command = crate::util::printable(&process.command_line());
@@ -172,7 +180,7 @@ impl Control {
         conn: &Conn,
         now: SystemTime,
     ) -> Response {
-        let reply = match self.program_refusal(role, conn, now) {
+        let reply = match self.program_refusal(role) {
             Some(refused) => refused,
             None => self.console(role, destination, region, now).await,
         };
@@ -382,7 +390,7 @@ impl Control {
         conn: &Conn,
         now: SystemTime,
     ) -> Response {
-        if let Some(refused) = self.program_refusal(role, conn, now) {
+        if let Some(refused) = self.program_refusal(role) {
             self.audit(
                 now,
                 Event::action(

@@ -30,6 +30,7 @@ use crate::util::{LockExt, RwLockExt};
 use cache::{MfaSession, RoleSlot};
 pub use cache::{DEFAULT_ROLE_DURATION, MAX_CHAINED_DURATION, MIN_STS_DURATION};
 pub use error::SessionError;
+pub use programs::writable_by_others_than_root;
 pub use programs::{Confirm, ProgramPolicies, ProgramPolicy, ProgramProblem, ProgramRefusal};
 
 /// Longest role session one touch may open.
@@ -337,9 +338,13 @@ impl Sessions {
             })?;
         let mut grants = slot.grants.locked();
         match process {
-            Some(p) => grants.processes.insert(p),
-            None => grants.programs.insert(exe),
-        };
+            Some(p) => {
+                grants.processes.insert(p, exe);
+            }
+            None => {
+                grants.programs.insert(exe);
+            }
+        }
         // Every answer remembered for a connection was decided without this grant.
         self.inner.roles.generation().bump();
         Ok(())

@@ -8,7 +8,7 @@
 //! that a debugger is attached to (`TracerPid`) is refused whatever its program: the name of
 //! the executable would vouch for code that is not its own.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -45,7 +45,9 @@ pub type ProgramPolicies = Arc<BTreeMap<String, ProgramPolicy>>;
 /// What touches approved for one session: processes, and programs for the whole session.
 #[derive(Debug, Default)]
 pub(crate) struct Grants {
-    pub processes: HashSet<ProcessId>,
+    /// Processes, each with the program it ran when allowed: a process that `exec`s another
+    /// program leaves its grant behind.
+    pub processes: HashMap<ProcessId, PathBuf>,
     pub programs: HashSet<PathBuf>,
 }
 
@@ -121,15 +123,49 @@ fn tampered(pid: i32) -> Option<&'static str> {
         }
     }
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    // Variables that make a program load code it was not built with. Not every way there is
+    // (a program's own plugin paths and config files are its own), the common ones.
+    const LOADERS: &[(&[u8], &str)] = &[
+        (b"LD_PRELOAD=", "its environment sets LD_PRELOAD"),
+        (b"LD_AUDIT=", "its environment sets LD_AUDIT"),
+        (b"LD_LIBRARY_PATH=", "its environment sets LD_LIBRARY_PATH"),
+        (b"GCONV_PATH=", "its environment sets GCONV_PATH"),
+        (b"OPENSSL_CONF=", "its environment sets OPENSSL_CONF"),
+        (b"OPENSSL_MODULES=", "its environment sets OPENSSL_MODULES"),
+        (b"OPENSSL_ENGINES=", "its environment sets OPENSSL_ENGINES"),
+    ];
     environ.split(|b| *b == 0).find_map(|var| {
-        if var.starts_with(b"LD_PRELOAD=") && var.len() > "LD_PRELOAD=".len() {
-            Some("its environment sets LD_PRELOAD")
-        } else if var.starts_with(b"LD_AUDIT=") && var.len() > "LD_AUDIT=".len() {
-            Some("its environment sets LD_AUDIT")
-        } else {
-            None
-        }
+        LOADERS
+            .iter()
+            .find(|(name, _)| var.starts_with(name) && var.len() > name.len())
+            .map(|(_, why)| *why)
     })
+}
+
+/// Why a program grant for `exe` (every process of it, for the session) would let other code
+/// through: a file, or a directory on its path, that someone other than root may write. `None`:
+/// only root can change it.
+pub fn writable_by_others_than_root(exe: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut at = Some(exe);
+    while let Some(p) = at {
+        let meta = std::fs::metadata(p).ok()?;
+        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            return Some(format!(
+                "{} can be changed by {} (owner uid {}, mode {:o})",
+                p.display(),
+                if meta.uid() != 0 {
+                    "its owner"
+                } else {
+                    "group or others"
+                },
+                meta.uid(),
+                meta.mode() & 0o7777
+            ));
+        }
+        at = p.parent().filter(|d| !d.as_os_str().is_empty());
+    }
+    None
 }
 
 /// Whether `process` may use a role under `policy`, given what touches approved (`grants`).
@@ -150,7 +186,7 @@ pub(crate) fn check(
         return refuse(None, ProgramProblem::Unknown);
     };
     let program_granted = grants.programs.contains(&exe);
-    let process_granted = grants.processes.contains(&process);
+    let process_granted = grants.processes.get(&process) == Some(&exe);
     if !policy.allow.is_empty()
         && !policy.allow.contains(&exe)
         && !program_granted
@@ -169,16 +205,44 @@ pub(crate) fn check(
 mod tests {
     use super::*;
 
-    fn me() -> ProcessId {
-        ProcessId::of(std::process::id() as i32).unwrap()
+    /// A `sleep` with a clean environment (the test process itself runs with cargo's
+    /// `LD_LIBRARY_PATH`, which the rules refuse), once its exec is done; killed when dropped.
+    struct Sleeper(std::process::Child, ProcessId, PathBuf);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 
-    fn my_exe() -> PathBuf {
-        std::fs::read_link("/proc/self/exe").unwrap()
+    fn sleeper(env: &[(&str, &str)]) -> Sleeper {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(env.iter().copied())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let id = ProcessId::of(child.id() as i32).unwrap();
+        // Until the exec has set up the new program's memory, its environment reads empty (a
+        // process that asks for credentials is long past that).
+        for _ in 0..200 {
+            let env = std::fs::read(format!("/proc/{}/environ", id.pid)).unwrap_or_default();
+            if !env.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let exe = std::fs::read_link(format!("/proc/{}/exe", id.pid)).unwrap();
+        Sleeper(child, id, exe)
     }
 
     #[test]
     fn a_listed_program_is_served_and_another_is_not_until_a_touch_allows_it() {
+        let s = sleeper(&[]);
+        let (me, my_exe) = (|| s.1, || s.2.clone());
         let listed = ProgramPolicy {
             allow: vec![my_exe()],
             confirm: Confirm::Never,
@@ -193,8 +257,17 @@ mod tests {
         assert_eq!(refused.why, ProgramProblem::NotListed);
         assert!(refused.approvable());
         assert!(refused.message("prod").contains("credctl allow prod --pid"));
-        grants.processes.insert(me());
+        grants.processes.insert(me(), my_exe());
         assert_eq!(check(&other, &grants, me()), Ok(()));
+        // The grant is for the program the process ran when allowed.
+        let mut exec_d = Grants::default();
+        exec_d
+            .processes
+            .insert(me(), PathBuf::from("/usr/bin/something-else"));
+        assert_eq!(
+            check(&other, &exec_d, me()).unwrap_err().why,
+            ProgramProblem::NotListed
+        );
         // A process grant is this process: a later one with the same pid is another.
         let reused = ProcessId {
             start: me().start + 1,
@@ -208,6 +281,8 @@ mod tests {
 
     #[test]
     fn each_process_asks_once_per_process_or_once_per_program() {
+        let s = sleeper(&[]);
+        let (me, my_exe) = (|| s.1, || s.2.clone());
         let confirm = ProgramPolicy {
             allow: Vec::new(),
             confirm: Confirm::EachProcess,
@@ -222,36 +297,47 @@ mod tests {
     }
 
     #[test]
-    fn a_preloaded_process_is_never_served() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .env("LD_PRELOAD", "/nonexistent/evil.so")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let kid = ProcessId::of(child.id() as i32).unwrap();
+    fn a_process_told_to_load_other_code_is_never_served() {
         let open = ProgramPolicy {
             allow: Vec::new(),
             confirm: Confirm::EachProcess,
         };
-        let mut grants = Grants::default();
-        grants.processes.insert(kid);
-        // Until the exec has set up the new program's memory, its environment reads empty (a
-        // process that asks for credentials is long past that).
-        for _ in 0..200 {
-            let env = std::fs::read(format!("/proc/{}/environ", kid.pid)).unwrap_or_default();
-            if !env.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        for (var, why) in [
+            ("LD_PRELOAD", "its environment sets LD_PRELOAD"),
+            ("LD_LIBRARY_PATH", "its environment sets LD_LIBRARY_PATH"),
+            ("OPENSSL_CONF", "its environment sets OPENSSL_CONF"),
+        ] {
+            let s = sleeper(&[(var, "/nonexistent/evil")]);
+            let mut grants = Grants::default();
+            grants.processes.insert(s.1, s.2.clone());
+            let refused = check(&open, &grants, s.1).unwrap_err();
+            assert_eq!(refused.why, ProgramProblem::Tampered(why));
+            assert!(!refused.approvable());
         }
-        let refused = check(&open, &grants, kid).unwrap_err();
+        // Set but empty changes nothing the loader does.
+        let s = sleeper(&[("LD_PRELOAD", "")]);
+        let mut grants = Grants::default();
+        grants.processes.insert(s.1, s.2.clone());
+        assert_eq!(check(&open, &grants, s.1), Ok(()));
+    }
+
+    #[test]
+    fn a_program_grant_needs_a_file_only_root_can_change() {
+        use std::os::unix::fs::PermissionsExt;
         assert_eq!(
-            refused.why,
-            ProgramProblem::Tampered("its environment sets LD_PRELOAD")
+            writable_by_others_than_root(std::path::Path::new("/bin/sh")),
+            None
         );
-        assert!(!refused.approvable());
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("tool");
+        std::fs::write(&mine, b"#!/bin/sh\n").unwrap();
+        // Writable by others than its owner (an owner other than root, as for a user's own
+        // file, is refused too; the tests may run as root).
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let why = writable_by_others_than_root(&mine).unwrap();
+        assert!(
+            why.contains("tool") || why.contains(&dir.path().display().to_string()),
+            "{why}"
+        );
     }
 }
