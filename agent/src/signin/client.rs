@@ -97,6 +97,22 @@ pub struct Tokens {
     pub login_session: Option<String>,
 }
 
+/// The `CreateOAuth2Token` body (the model's `tokenInput`, sent bare), borrowing its secrets.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenBody<'a> {
+    client_id: &'a str,
+    grant_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code_verifier: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirect_uri: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+}
+
 type Client = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
@@ -178,14 +194,15 @@ impl Signin {
         redirect_uri: &str,
         now: SystemTime,
     ) -> Result<Tokens, SigninError> {
-        let body = serde_json::json!({
-            "clientId": client.as_str(),
-            "grantType": "authorization_code",
-            "code": code.expose_secret(),
-            "codeVerifier": verifier.expose_secret(),
-            "redirectUri": redirect_uri,
-        });
-        self.token(key, body, now).await
+        let body = TokenBody {
+            client_id: client.as_str(),
+            grant_type: "authorization_code",
+            code: Some(code.expose_secret()),
+            code_verifier: Some(verifier.expose_secret()),
+            redirect_uri: Some(redirect_uri),
+            refresh_token: None,
+        };
+        self.token(key, &body, now).await
     }
 
     /// Trades `refresh_token` for fresh credentials and the next refresh token.
@@ -196,18 +213,21 @@ impl Signin {
         refresh_token: &SecretString,
         now: SystemTime,
     ) -> Result<Tokens, SigninError> {
-        let body = serde_json::json!({
-            "clientId": client.as_str(),
-            "grantType": "refresh_token",
-            "refreshToken": refresh_token.expose_secret(),
-        });
-        self.token(key, body, now).await
+        let body = TokenBody {
+            client_id: client.as_str(),
+            grant_type: "refresh_token",
+            code: None,
+            code_verifier: None,
+            redirect_uri: None,
+            refresh_token: Some(refresh_token.expose_secret()),
+        };
+        self.token(key, &body, now).await
     }
 
     async fn token(
         &self,
         key: &DpopKey,
-        body: serde_json::Value,
+        body: &TokenBody<'_>,
         now: SystemTime,
     ) -> Result<Tokens, SigninError> {
         let url = format!("{}/v1/token", self.base);
@@ -220,8 +240,11 @@ impl Signin {
         let proof = key
             .proof("POST", &url, iat, &uuid::Uuid::new_v4().to_string())
             .map_err(|e| unreachable(e.to_string()))?;
-        // The body holds a code or a refresh token: its bytes are wiped once sent.
-        let body = zeroize::Zeroizing::new(body.to_string().into_bytes());
+        // The body holds a code or a refresh token: serialized from borrowed secrets straight
+        // into one buffer, which is wiped once sent (no copy in a JSON value left behind).
+        let body = zeroize::Zeroizing::new(
+            serde_json::to_vec(body).map_err(|e| unreachable(e.to_string()))?,
+        );
         let request = hyper::Request::post(&url)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header("DPoP", proof)

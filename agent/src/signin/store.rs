@@ -105,16 +105,18 @@ impl LoginStore {
             profile: profile.to_owned(),
             detail: e.to_string(),
         };
-        let plain = Zeroizing::new(
-            serde_json::to_vec(&Plain {
-                version: 1,
-                dpop_key: base64::engine::general_purpose::STANDARD.encode(secret.key.pkcs8()),
-                refresh_token: secret.refresh_token.expose_secret().to_owned(),
-                client_id: secret.client.as_str().to_owned(),
-                login_session: secret.login_session.clone(),
-            })
-            .map_err(|e| encode(&e))?,
-        );
+        let mut fields = Plain {
+            version: 1,
+            dpop_key: base64::engine::general_purpose::STANDARD.encode(secret.key.pkcs8()),
+            refresh_token: secret.refresh_token.expose_secret().to_owned(),
+            client_id: secret.client.as_str().to_owned(),
+            login_session: secret.login_session.clone(),
+        };
+        let plain = serde_json::to_vec(&fields).map(Zeroizing::new);
+        // The copies of the two secrets are wiped, whatever serializing gave.
+        zeroize::Zeroize::zeroize(&mut fields.dpop_key);
+        zeroize::Zeroize::zeroize(&mut fields.refresh_token);
+        let plain = plain.map_err(|e| encode(&e))?;
         let sealed =
             crate::vault::seal(&public, &label(profile), &plain).map_err(|e| encode(&e))?;
         let text = serde_json::to_string(&File {
@@ -149,13 +151,14 @@ impl LoginStore {
         let opened = vault
             .open(&label(profile), &sealed)
             .map_err(|e| damaged(e.to_string()))?;
-        let plain: Plain =
+        let mut plain: Plain =
             serde_json::from_slice(opened.expose()).map_err(|e| damaged(e.to_string()))?;
         let der = Zeroizing::new(
             base64::engine::general_purpose::STANDARD
                 .decode(&plain.dpop_key)
                 .map_err(|e| damaged(e.to_string()))?,
         );
+        zeroize::Zeroize::zeroize(&mut plain.dpop_key);
         let key = DpopKey::from_pkcs8(&der).map_err(|e| damaged(e.to_string()))?;
         let client = ClientId::parse(&plain.client_id)
             .ok_or_else(|| damaged(format!("unknown client {}", plain.client_id)))?;
