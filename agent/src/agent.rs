@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::approval::{Approvals, PendingApprovals};
 use crate::audit::{Audit, Event, Origin, Peer};
 use crate::http::endpoint::Endpoint;
+use crate::lock_signals::LockOn;
 use crate::sessions::Sessions;
 use crate::tokens::Tokens;
 
@@ -135,11 +136,14 @@ impl Agent {
     /// (a `terraform apply` goes on while the person is away); a suspend ends everything, as
     /// `credctl lock` and SIGUSR1 do (nothing runs while the machine sleeps, and a sleeping
     /// laptop is the one that gets carried off).
-    pub fn lock_on_signal(&self, why: &'static str) {
-        if why == crate::lock_signals::SCREEN_LOCK {
-            self.lock_but_jobs(why);
-        } else {
-            self.lock_for(why);
+    pub fn lock_on_signal(&self, trigger: LockOn) {
+        match trigger {
+            LockOn::ScreenLock => {
+                self.lock_but_jobs(trigger.reason());
+            }
+            LockOn::Suspend => {
+                self.lock_for(trigger.reason());
+            }
         }
     }
 

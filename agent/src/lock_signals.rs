@@ -25,8 +25,15 @@ pub enum LockOn {
     ScreenLock,
 }
 
-/// The reason a screen-lock watcher gives (the agent spares running jobs for it).
-pub const SCREEN_LOCK: &str = "screen-lock";
+impl LockOn {
+    /// The lock's reason in the audit and the log (`suspend`, `screen-lock`).
+    pub fn reason(self) -> &'static str {
+        match self {
+            LockOn::Suspend => "suspend",
+            LockOn::ScreenLock => "screen-lock",
+        }
+    }
+}
 
 /// The default `lock_on`: both.
 pub fn default_lock_on() -> Vec<LockOn> {
@@ -40,14 +47,13 @@ enum Bus {
 }
 
 /// One signal to watch: its bus, interface and member, whether its first argument must be
-/// `true`, what `status` calls it, and the reason given for the lock.
+/// `true`, and what `status` calls it.
 struct Watch {
     bus: Bus,
     interface: &'static str,
     member: &'static str,
     needs_true: bool,
     label: &'static str,
-    reason: &'static str,
 }
 
 const WATCHES: &[(LockOn, Watch)] = &[
@@ -59,7 +65,6 @@ const WATCHES: &[(LockOn, Watch)] = &[
             member: "PrepareForSleep",
             needs_true: true,
             label: "suspend (logind PrepareForSleep)",
-            reason: "suspend",
         },
     ),
     (
@@ -70,7 +75,6 @@ const WATCHES: &[(LockOn, Watch)] = &[
             member: "Lock",
             needs_true: false,
             label: "screen-lock (logind session Lock)",
-            reason: SCREEN_LOCK,
         },
     ),
     (
@@ -81,7 +85,6 @@ const WATCHES: &[(LockOn, Watch)] = &[
             member: "ActiveChanged",
             needs_true: true,
             label: "screen-lock (org.freedesktop.ScreenSaver)",
-            reason: SCREEN_LOCK,
         },
     ),
     (
@@ -92,7 +95,6 @@ const WATCHES: &[(LockOn, Watch)] = &[
             member: "ActiveChanged",
             needs_true: true,
             label: "screen-lock (org.gnome.ScreenSaver)",
-            reason: SCREEN_LOCK,
         },
     ),
 ];
@@ -113,7 +115,7 @@ impl LockSignals {
 
 /// The watchers in force, restarted with another list by `credctl reload`.
 pub struct LockWatch {
-    lock: Arc<dyn Fn(&'static str) + Send + Sync>,
+    lock: Arc<dyn Fn(LockOn) + Send + Sync>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// What the watchers report, and what stops them (a child of `shutdown`).
@@ -124,7 +126,7 @@ impl LockWatch {
     /// Starts the watchers `lock_on` names (see [`spawn`]).
     pub fn start(
         lock_on: &[LockOn],
-        lock: Arc<dyn Fn(&'static str) + Send + Sync>,
+        lock: Arc<dyn Fn(LockOn) + Send + Sync>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> LockWatch {
@@ -156,11 +158,11 @@ impl LockWatch {
     }
 }
 
-/// Starts one watcher per signal `lock_on` names; each calls `lock(reason)` when its signal
+/// Starts one watcher per signal `lock_on` names; each calls `lock(trigger)` when its signal
 /// comes.
 pub fn spawn(
     lock_on: &[LockOn],
-    lock: Arc<dyn Fn(&'static str) + Send + Sync>,
+    lock: Arc<dyn Fn(LockOn) + Send + Sync>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> LockSignals {
@@ -170,10 +172,11 @@ pub fn spawn(
             continue;
         }
         let (lock, stop, report) = (lock.clone(), shutdown.clone(), report.clone());
+        let trigger = *trigger;
         tracker.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = run(watch, lock, report) => {}
+                _ = run(watch, trigger, lock, report) => {}
             }
         });
     }
@@ -182,7 +185,8 @@ pub fn spawn(
 
 async fn run(
     watch: &'static Watch,
-    lock: Arc<dyn Fn(&'static str) + Send + Sync>,
+    trigger: LockOn,
+    lock: Arc<dyn Fn(LockOn) + Send + Sync>,
     report: LockSignals,
 ) {
     let conn = match watch.bus {
@@ -232,6 +236,6 @@ async fn run(
             }
         }
         tracing::info!(signal = watch.label, "locking");
-        lock(watch.reason);
+        lock(trigger);
     }
 }

@@ -445,7 +445,7 @@ fn wire(
     let locker = agent.clone();
     let lock_watch = crate::lock_signals::LockWatch::start(
         &config.lock_on,
-        Arc::new(move |why: &'static str| locker.lock_on_signal(why)),
+        Arc::new(move |trigger| locker.lock_on_signal(trigger)),
         running.shutdown,
         running.tracker,
     );
