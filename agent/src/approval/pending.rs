@@ -35,6 +35,18 @@ pub struct ProgramAsk {
 }
 
 impl Rec {
+    /// A first request, now, from `origin`.
+    fn new(now: SystemTime, origin: Origin) -> Rec {
+        Rec {
+            first_seen: now,
+            last_seen: now,
+            requests: 1,
+            origin,
+            ends: None,
+            program: None,
+        }
+    }
+
     fn live(&self, now: SystemTime) -> bool {
         self.last_seen + PENDING_TTL > now || self.ends.is_some_and(|(at, _)| at > now)
     }
@@ -87,30 +99,20 @@ impl PendingApprovals {
 
     /// Records a request for `role` (cheap; called on the request path).
     pub fn record(&self, role: &str, origin: Origin, now: SystemTime) {
-        let mut map = self.by_role.locked();
-        if let Some(rec) = map.get_mut(role) {
-            rec.last_seen = now;
-            rec.requests += 1;
-            rec.origin = origin;
-            return;
-        }
-        map.retain(|_, r| r.live(now));
-        if map.len() >= MAX_PENDING {
-            return;
-        }
-        map.insert(
-            role.to_owned(),
-            Rec {
-                first_seen: now,
-                last_seen: now,
-                requests: 1,
-                origin,
-                ends: None,
-                program: None,
+        let fresh = self.upsert(
+            role,
+            now,
+            |rec| {
+                rec.last_seen = now;
+                rec.requests += 1;
+                rec.origin = origin;
+                false
             },
+            || Rec::new(now, origin),
         );
-        drop(map);
-        self.announce(Announcement::Requested(role.to_owned()));
+        if fresh {
+            self.announce(Announcement::Requested(role.to_owned()));
+        }
     }
 
     /// A running job's session (or the MFA session under it, `ending`) ends at `ends_at`: asks
@@ -123,37 +125,31 @@ impl PendingApprovals {
         (ends_at, ending): (SystemTime, &'static str),
         now: SystemTime,
     ) {
-        let mut map = self.by_role.locked();
-        if let Some(rec) = map.get_mut(role) {
-            if rec.ends.is_some_and(|(at, _)| at == ends_at) {
-                return;
-            }
-            rec.ends = Some((ends_at, ending));
-            rec.last_seen = now;
-            rec.origin = origin;
-        } else {
-            map.retain(|_, r| r.live(now));
-            if map.len() >= MAX_PENDING {
-                return;
-            }
-            map.insert(
-                role.to_owned(),
-                Rec {
-                    first_seen: now,
-                    last_seen: now,
-                    requests: 0,
-                    origin,
-                    ends: Some((ends_at, ending)),
-                    program: None,
-                },
-            );
+        let ask = self.upsert(
+            role,
+            now,
+            |rec| {
+                if rec.ends.is_some_and(|(at, _)| at == ends_at) {
+                    return false;
+                }
+                rec.ends = Some((ends_at, ending));
+                rec.last_seen = now;
+                rec.origin = origin;
+                true
+            },
+            || Rec {
+                requests: 0,
+                ends: Some((ends_at, ending)),
+                ..Rec::new(now, origin)
+            },
+        );
+        if ask {
+            self.announce(Announcement::Ending {
+                role: role.to_owned(),
+                ending,
+                secs: ends_at.duration_since(now).unwrap_or_default().as_secs(),
+            });
         }
-        drop(map);
-        self.announce(Announcement::Ending {
-            role: role.to_owned(),
-            ending,
-            secs: ends_at.duration_since(now).unwrap_or_default().as_secs(),
-        });
     }
 
     /// A process the role's program rules refused asked for `role`: a touch may allow it
@@ -163,43 +159,56 @@ impl PendingApprovals {
             uid: nix::unistd::getuid().as_raw(),
             pid: ask.process.pid,
         };
-        let mut map = self.by_role.locked();
         let announce = Announcement::Program {
             role: role.to_owned(),
             exe: ask.exe.clone(),
             pid: ask.process.pid,
         };
-        if let Some(rec) = map.get_mut(role) {
-            rec.last_seen = now;
-            rec.requests += 1;
-            if rec
-                .program
-                .as_ref()
-                .is_some_and(|p| p.process == ask.process)
-            {
-                return;
-            }
-            rec.origin = origin;
-            rec.program = Some(ask);
-        } else {
-            map.retain(|_, r| r.live(now));
-            if map.len() >= MAX_PENDING {
-                return;
-            }
-            map.insert(
-                role.to_owned(),
-                Rec {
-                    first_seen: now,
-                    last_seen: now,
-                    requests: 1,
-                    origin,
-                    ends: None,
-                    program: Some(ask),
-                },
-            );
+        let process = ask.process;
+        // Taken by whichever of the two closures runs.
+        let ask = std::cell::Cell::new(Some(ask));
+        let new_asker = self.upsert(
+            role,
+            now,
+            |rec| {
+                rec.last_seen = now;
+                rec.requests += 1;
+                if rec.program.as_ref().is_some_and(|p| p.process == process) {
+                    return false;
+                }
+                rec.origin = origin;
+                rec.program = ask.take();
+                true
+            },
+            || Rec {
+                program: ask.take(),
+                ..Rec::new(now, origin)
+            },
+        );
+        if new_asker {
+            self.announce(announce);
         }
-        drop(map);
-        self.announce(announce);
+    }
+
+    /// `role`'s record changed by `update` (which says whether to announce), or, while there
+    /// is room, a new one from `new` (announced). Whether to announce.
+    fn upsert(
+        &self,
+        role: &str,
+        now: SystemTime,
+        update: impl FnOnce(&mut Rec) -> bool,
+        new: impl FnOnce() -> Rec,
+    ) -> bool {
+        let mut map = self.by_role.locked();
+        if let Some(rec) = map.get_mut(role) {
+            return update(rec);
+        }
+        map.retain(|_, r| r.live(now));
+        if map.len() >= MAX_PENDING {
+            return false;
+        }
+        map.insert(role.to_owned(), new());
+        true
     }
 
     fn announce(&self, what: Announcement) {
