@@ -59,15 +59,10 @@ fn an_exec_outlives_the_idle_timeout_and_a_screen_lock_but_not_credctl_lock() {
         &[("DBUS_SESSION_BUS_ADDRESS", &bus)],
     )
     .with_key_and_source();
-    let watched = || {
-        let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
-        status["lock_on"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l.as_str().unwrap().contains("ScreenSaver): watched"))
-    };
-    wait_until(Duration::from_secs(10), watched).expect("the screen lock is watched");
+    wait_until(Duration::from_secs(10), || {
+        crate::lock_signals::watched(&s, "ScreenSaver)") > 0
+    })
+    .expect("the screen lock is watched");
 
     // Another program's grant on the same role, from before the job started.
     let other = s.unopened_role_token("demo");
@@ -230,14 +225,7 @@ fn a_running_job_is_asked_ahead_to_extend_an_mfa_session_that_would_end_under_it
             ("CREDAGENT_EXTEND_AHEAD", "14m 50s"),
         ],
     );
-    let cfg = s.env.home.join(".aws/config");
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "region = us-east-1",
-        "region = us-east-1\nmfa_serial = arn:aws:iam::123456789012:mfa/alice",
-        1,
-    );
-    std::fs::write(&cfg, text).unwrap();
-    let s = s.with_key_and_source();
+    let s = s.with_source_mfa_serial().with_key_and_source();
     let mut job = s
         .env
         .command(bin("credctl"))

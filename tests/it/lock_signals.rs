@@ -22,6 +22,18 @@ pub(crate) fn emit(address: &str, path: &str, signal: &str, args: &[&str]) {
     );
 }
 
+/// How many of the lock signals `status` names end with ": watched" and contain `which`.
+pub(crate) fn watched(s: &Stack, which: &str) -> usize {
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    status["lock_on"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .filter(|l| l.ends_with(": watched") && l.contains(which))
+        .count()
+}
+
 fn open_sessions(s: &Stack) -> usize {
     let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
     status["sessions"].as_array().map_or(0, Vec::len)
@@ -40,16 +52,7 @@ fn suspend_and_screen_lock_signals_end_every_session() {
         ],
     )
     .with_key_and_source();
-    let watched = || {
-        let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
-        status["lock_on"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|l| l.as_str().unwrap().ends_with(": watched"))
-            .count()
-    };
-    wait_until(Duration::from_secs(10), || watched() == 4).expect("four signals watched");
+    wait_until(Duration::from_secs(10), || watched(&s, "") == 4).expect("four signals watched");
     assert!(s.ok(&["status"]).contains("lock on"));
 
     let cases: [(&str, &str, &str, &[&str]); 4] = [

@@ -333,14 +333,7 @@ fn mfa_source_calls_get_session_token_once_for_two_roles() {
         "",
     );
     // mfa_serial on the source.
-    let cfg = s.env.home.join(".aws/config");
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "region = us-east-1",
-        "region = us-east-1\nmfa_serial = arn:aws:iam::123456789012:mfa/alice",
-        1,
-    );
-    std::fs::write(&cfg, text).unwrap();
-    let s = s.with_key_and_source();
+    let s = s.with_source_mfa_serial().with_key_and_source();
     // Without a code and without a terminal: a clear error.
     let out = s.credctl(&["env", "demo"]);
     assert!(!out.status.success());
@@ -364,14 +357,7 @@ fn mfa_roles_stay_within_the_chaining_limit_or_take_the_code_on_assume_role() {
          [profile onward]\nrole_arn = arn:aws:iam::123456789012:role/onward\nsource_profile = long\nduration_seconds = 7200\n",
         "",
     );
-    let cfg = s.env.home.join(".aws/config");
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "region = us-east-1",
-        "region = us-east-1\nmfa_serial = arn:aws:iam::123456789012:mfa/alice",
-        1,
-    );
-    std::fs::write(&cfg, text).unwrap();
-    let s = s.with_key_and_source();
+    let s = s.with_source_mfa_serial().with_key_and_source();
     s.ok(&["env", "long", "--mfa-code", "123456"]);
     assert!(s.sts.calls("GetSessionToken").is_empty());
     let calls = s.sts.calls("AssumeRole");

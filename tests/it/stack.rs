@@ -266,6 +266,19 @@ impl Stack {
         self
     }
 
+    /// Gives the source profile an MFA device (`mfa_serial`), as a user whose access key needs
+    /// a code writes it.
+    pub fn with_source_mfa_serial(self) -> Stack {
+        let cfg = self.env.home.join(".aws/config");
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+            "region = us-east-1",
+            "region = us-east-1\nmfa_serial = arn:aws:iam::123456789012:mfa/alice",
+            1,
+        );
+        std::fs::write(&cfg, text).unwrap();
+        self
+    }
+
     /// A token bound to `role` (opening the session with a touch if needed).
     pub fn role_token(&self, role: &str) -> String {
         token_from_exports(&self.ok(&["env", role]))
